@@ -1,0 +1,17 @@
+//! The service the pages' server functions call. The server implements it over SQLite and
+//! provides it as context; the JSON API handlers call the same implementation.
+
+use std::sync::Arc;
+
+use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunSummary, SamplePage, SampleQuery};
+
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure>;
+    async fn launch(&self, request: RunRequest) -> Result<Launched, Failure>;
+    async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure>;
+    async fn run(&self, id: i64) -> Result<RunDetail, Failure>;
+    async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure>;
+}
+
+pub type SharedBackend = Arc<dyn Backend>;

@@ -1,0 +1,40 @@
+use leptos::prelude::*;
+use protocol::Progress;
+
+use super::{duration, number, percent};
+
+/// A horizontal bar for a fraction in [0, 1], readable by screen readers and tests.
+#[component]
+pub fn ProgressBar(#[prop(into)] fraction: Signal<f64>) -> impl IntoView {
+    let pct = move || (fraction.get() * 100.0).clamp(0.0, 100.0).floor() as u32;
+    view! {
+        <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=move || pct().to_string()>
+            <div class="progress-fill" style:width=move || format!("{}%", pct())></div>
+            <span class="progress-label">{move || format!("{}%", pct())}</span>
+        </div>
+    }
+}
+
+/// One line of what a running job is doing: phase, epoch, step, loss, throughput, time left.
+pub fn progress_detail(progress: &Progress) -> String {
+    let mut parts = vec![progress.phase.clone()];
+    if progress.epoch > 0 {
+        parts.push(format!("epoch {}/{}", progress.epoch, progress.epochs));
+    }
+    if progress.steps > 0 {
+        parts.push(format!("step {}/{}", progress.step, progress.steps));
+    }
+    if progress.loss.is_some() {
+        parts.push(format!("loss {}", number(progress.loss, 3)));
+    }
+    if let Some(accuracy) = progress.accuracy {
+        parts.push(format!("acc {}", percent(accuracy)));
+    }
+    if let Some(rate) = progress.images_per_sec {
+        parts.push(format!("{rate:.0} img/s"));
+    }
+    if let Some(eta) = progress.eta_seconds {
+        parts.push(format!("{} left", duration(eta)));
+    }
+    parts.join(" · ")
+}

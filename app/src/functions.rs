@@ -1,0 +1,81 @@
+//! Server functions: how pages read and change data. Each one calls the server's
+//! [`crate::backend::Backend`], the service behind the JSON API too.
+
+use leptos::prelude::*;
+use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunSummary, SamplePage, SampleQuery};
+
+#[cfg(feature = "ssr")]
+fn backend() -> Result<crate::backend::SharedBackend, ServerFnError> {
+    use_context::<crate::backend::SharedBackend>().ok_or_else(|| ServerFnError::new("the server did not provide its backend"))
+}
+
+#[cfg(feature = "ssr")]
+fn failed(failure: protocol::Failure) -> ServerFnError {
+    ServerFnError::new(failure.body.message)
+}
+
+#[server(prefix = "/sf")]
+pub async fn list_datasets() -> Result<Vec<DatasetInfo>, ServerFnError> {
+    backend()?.datasets().await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn list_runs(query: RunQuery) -> Result<Vec<RunSummary>, ServerFnError> {
+    backend()?.runs(query).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn get_run(id: i64) -> Result<RunDetail, ServerFnError> {
+    backend()?.run(id).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn list_samples(run_id: i64, query: SampleQuery) -> Result<SamplePage, ServerFnError> {
+    backend()?.samples(run_id, query).await.map_err(failed)
+}
+
+/// The launch form. Every field arrives as the text the user typed; the spec parser decides
+/// (the same one `POST /api/v1/runs` uses) and answers one message per invalid field.
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/sf")]
+pub async fn launch_run(
+    dataset: String,
+    arch: String,
+    epochs: String,
+    warmup_epochs: String,
+    batch_size: String,
+    lr: String,
+    optimizer: String,
+    seed: String,
+    train_subset: String,
+    val_subset: String,
+    image_size: String,
+    measure: String,
+    device: String,
+) -> Result<LaunchOutcome, ServerFnError> {
+    use serde_json::Value;
+    let text = |s: String| Some(Value::String(s));
+    let request = protocol::RunRequest {
+        dataset: text(dataset),
+        arch: text(arch),
+        epochs: text(epochs),
+        warmup_epochs: text(warmup_epochs),
+        batch_size: text(batch_size),
+        lr: text(lr),
+        optimizer: text(optimizer),
+        seed: text(seed),
+        train_subset: text(train_subset),
+        val_subset: text(val_subset),
+        image_size: text(image_size),
+        measure: text(measure),
+        weights: None,
+        device: text(device),
+    };
+    match backend()?.launch(request).await {
+        Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
+        Err(failure) if failure.status < 500 => {
+            Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors })
+        }
+        Err(failure) => Err(failed(failure)),
+    }
+}

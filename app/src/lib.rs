@@ -1,0 +1,66 @@
+//! forgetlab's user interface: pages, components and the server functions behind them.
+//!
+//! Built with `ssr` into the server, which renders every page, and with `hydrate` into the
+//! browser bundle, which makes the rendered page interactive. Pages read data through server
+//! functions ([`functions`]) that call the server's [`backend::Backend`]: the same service the
+//! JSON API uses, so a page and a script always see the same numbers.
+//!
+//! A reader finds a page by its URL in [`pages`].
+
+#[cfg(feature = "ssr")]
+pub mod backend;
+pub mod components;
+pub mod functions;
+pub mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes, A};
+use leptos_router::path;
+
+use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
+
+/// The HTML document around the app, rendered on the server.
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/forgetlab.css" />
+        <Title formatter=|page: String| if page.is_empty() { "forgetlab".to_owned() } else { format!("{page} · forgetlab") } />
+        <Router>
+            <header class="topbar">
+                <A href="/" attr:class="brand">"forgetlab"</A>
+                <nav>
+                    <A href="/">"Runs"</A>
+                    <A href="/launch">"Launch"</A>
+                    <A href="/jobs">"Jobs"</A>
+                </nav>
+            </header>
+            <main>
+                <Routes fallback=|| view! { <p class="empty">"No page here."</p> }>
+                    <Route path=path!("/") view=RunsPage />
+                    <Route path=path!("/launch") view=LaunchPage />
+                    <Route path=path!("/jobs") view=JobsPage />
+                    <Route path=path!("/runs/:id") view=RunPage />
+                </Routes>
+            </main>
+        </Router>
+    }
+}

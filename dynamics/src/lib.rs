@@ -1,0 +1,16 @@
+//! Training-dynamics analysis for forgetlab.
+//!
+//! Everything here is a pure function of per-epoch, per-sample records: no I/O, no libtorch,
+//! no database. The server calls it when a run ends; tests call it against hand-worked cases.
+//! Each public function documents its formula and where it comes from, so a reader can check
+//! a number on a page against the paper that defined it.
+//!
+//! Not here: reading or writing records (the server), training (the trainer).
+
+pub mod cartography;
+pub mod events;
+pub mod summary;
+
+pub use cartography::Cartography;
+pub use events::{ForgettingEvents, NeverLearnedPolicy};
+pub use summary::{summarize_samples, SampleSummary, TraceColumns};

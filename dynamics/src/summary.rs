@@ -1,0 +1,78 @@
+//! Per-sample summaries of a whole run, computed from its per-epoch columns.
+
+use crate::{Cartography, ForgettingEvents};
+
+/// One epoch's per-sample columns, indexed by sample position in the run.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceColumns<'a> {
+    pub correct: &'a [u8],
+    pub p_true: &'a [f32],
+    pub loss: &'a [f32],
+}
+
+/// Everything `dynamics` derives for one sample of one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleSummary {
+    pub events: ForgettingEvents,
+    pub cartography: Option<Cartography>,
+    /// Loss at the last head-warmup epoch, when the run had one.
+    pub warmup_loss: Option<f32>,
+}
+
+/// Summarises every sample of a run. `epochs` are in epoch order (1..T), each with one entry
+/// per sample; `warmup_epochs` is how many of them were head warmup (the loss at the last of
+/// those is the sample's warmup loss).
+///
+/// Panics if the epochs disagree on the number of samples: the caller validated uploads.
+pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize) -> Vec<SampleSummary> {
+    let samples = epochs.first().map_or(0, |e| e.correct.len());
+    assert!(
+        epochs.iter().all(|e| e.correct.len() == samples && e.p_true.len() == samples && e.loss.len() == samples),
+        "every epoch must hold the same samples"
+    );
+    let mut correct = Vec::with_capacity(epochs.len());
+    let mut p_true = Vec::with_capacity(epochs.len());
+    (0..samples)
+        .map(|sample| {
+            correct.clear();
+            p_true.clear();
+            for epoch in epochs {
+                correct.push(epoch.correct[sample] != 0);
+                p_true.push(epoch.p_true[sample]);
+            }
+            SampleSummary {
+                events: ForgettingEvents::from_trace(&correct),
+                cartography: Cartography::from_trace(&p_true, &correct),
+                warmup_loss: warmup_epochs
+                    .checked_sub(1)
+                    .and_then(|last| epochs.get(last))
+                    .map(|epoch| epoch.loss[sample]),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposes_epochs_into_sample_traces() {
+        let epoch1 = TraceColumns { correct: &[1, 0], p_true: &[0.9, 0.1], loss: &[0.1, 2.3] };
+        let epoch2 = TraceColumns { correct: &[0, 1], p_true: &[0.3, 0.8], loss: &[1.2, 0.2] };
+        let summaries = summarize_samples(&[epoch1, epoch2], 1);
+        assert_eq!(summaries[0].events.forgetting_events, 1);
+        assert_eq!(summaries[0].events.first_learned_epoch, Some(1));
+        assert_eq!(summaries[1].events.forgetting_events, 0);
+        assert_eq!(summaries[1].events.first_learned_epoch, Some(2));
+        assert_eq!(summaries[0].warmup_loss, Some(0.1));
+        assert_eq!(summaries[1].warmup_loss, Some(2.3));
+        assert!((summaries[0].cartography.unwrap().confidence - 0.6).abs() < 1e-6);
+    }
+
+    #[test]
+    fn no_warmup_means_no_warmup_loss() {
+        let epoch = TraceColumns { correct: &[1], p_true: &[0.9], loss: &[0.1] };
+        assert_eq!(summarize_samples(&[epoch], 0)[0].warmup_loss, None);
+    }
+}

@@ -1,0 +1,17 @@
+//! The shared vocabulary of forgetlab's parts.
+//!
+//! - [`spec`]: what a user asks to train, and the one place its validity is decided;
+//! - [`views`]: what the JSON API and the pages show (runs, jobs, datasets, samples);
+//! - [`worker`]: the messages between the server and a training worker;
+//! - [`pack`]: the little-endian array packing of per-epoch records.
+//!
+//! Compiled into the server, the worker and the browser bundle, so it carries no heavy
+//! dependency: serde and nothing else of note.
+
+pub mod pack;
+pub mod spec;
+pub mod views;
+pub mod worker;
+
+pub use spec::{Arch, Device, ExperimentSpec, FieldErrors, Measure, Optimizer, RunRequest};
+pub use views::*;

@@ -1,0 +1,54 @@
+//! Packing of per-epoch columns into little-endian byte arrays, as stored in SQLite BLOBs.
+//! Fixed-width, no header: the row that holds a BLOB knows its length and type.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("a packed array of {element}-byte values has {len} bytes, not a multiple of {element}")]
+pub struct PackError {
+    pub element: usize,
+    pub len: usize,
+}
+
+pub fn pack_f32(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn unpack_f32(bytes: &[u8]) -> Result<Vec<f32>, PackError> {
+    check(bytes, 4)?;
+    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
+pub fn pack_u16(values: &[u16]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn unpack_u16(bytes: &[u8]) -> Result<Vec<u16>, PackError> {
+    check(bytes, 2)?;
+    Ok(bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect())
+}
+
+fn check(bytes: &[u8], element: usize) -> Result<(), PackError> {
+    if bytes.len() % element == 0 { Ok(()) } else { Err(PackError { element, len: bytes.len() }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_exactly() {
+        let values = [0.0f32, -1.5, f32::MIN_POSITIVE, 3.4e38, f32::NAN];
+        let back = unpack_f32(&pack_f32(&values)).unwrap();
+        assert_eq!(back.len(), values.len());
+        for (a, b) in values.iter().zip(&back) {
+            assert_eq!(a.to_bits(), b.to_bits());
+        }
+        assert_eq!(unpack_u16(&pack_u16(&[0, 7, 65535])).unwrap(), vec![0, 7, 65535]);
+    }
+
+    #[test]
+    fn refuses_truncated_arrays() {
+        assert_eq!(unpack_f32(&[1, 2, 3]), Err(PackError { element: 4, len: 3 }));
+    }
+}

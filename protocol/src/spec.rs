@@ -1,0 +1,440 @@
+//! A run's specification: what to train, on what, and how to record it.
+//!
+//! Parse, don't validate: a [`RunRequest`] (JSON from the API, or the launch form's strings)
+//! becomes an [`ExperimentSpec`] only through [`ExperimentSpec::parse`], which checks every
+//! field and reports every problem at once, one message per field, saying what to fix.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::views::DatasetInfo;
+
+/// Limits that keep a typo from queueing a job that would run for a year.
+pub const MAX_EPOCHS: u64 = 1000;
+pub const MAX_BATCH_SIZE: u64 = 65_536;
+pub const MAX_LR: f64 = 10.0;
+pub const MIN_IMAGE_SIZE: u64 = 8;
+pub const MAX_IMAGE_SIZE: u64 = 1024;
+
+/// A request to launch a run, as it arrives. Every field is optional here so that a missing
+/// or mistyped one becomes a message about that field rather than a generic parse failure.
+/// Numbers may also arrive as strings (the HTML form sends nothing else). Unknown fields are
+/// refused: a misspelt `learning_rate` must not silently fall back to the default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub dataset: Option<Value>,
+    pub arch: Option<Value>,
+    pub epochs: Option<Value>,
+    pub warmup_epochs: Option<Value>,
+    pub batch_size: Option<Value>,
+    pub lr: Option<Value>,
+    pub optimizer: Option<Value>,
+    pub seed: Option<Value>,
+    pub train_subset: Option<Value>,
+    pub val_subset: Option<Value>,
+    pub image_size: Option<Value>,
+    pub measure: Option<Value>,
+    pub weights: Option<Value>,
+    pub device: Option<Value>,
+}
+
+/// A validated run specification. Stored with the run (as JSON) and sent to the worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExperimentSpec {
+    /// Registered dataset name, e.g. `fashion-mnist`.
+    pub dataset: String,
+    pub arch: Arch,
+    /// Full fine-tuning epochs, after the head warmup.
+    pub epochs: u32,
+    /// Head-warmup epochs (backbone frozen) before fine-tuning; recorded like any other epoch.
+    pub warmup_epochs: u32,
+    pub batch_size: u32,
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    pub seed: u64,
+    /// Number of training samples to use; `None` means the whole training split. The subset
+    /// depends only on the data (the samples with the smallest content keys), never on the
+    /// seed, so runs with different seeds see the same samples.
+    pub train_subset: Option<u32>,
+    /// Number of validation samples to evaluate each epoch; `None` means the whole split.
+    pub val_subset: Option<u32>,
+    /// Side of the square images the model sees.
+    pub image_size: u32,
+    pub measure: Measure,
+    /// Pretrained weights, a path under a data root.
+    pub weights: Option<String>,
+    pub device: Device,
+}
+
+impl ExperimentSpec {
+    /// Total recorded epochs: head warmup, then fine-tuning.
+    pub fn total_epochs(&self) -> u32 {
+        self.warmup_epochs + self.epochs
+    }
+}
+
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+            fn names() -> String {
+                Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+choice_enum!(
+    /// Model architecture.
+    Arch { SmallCnn => "small_cnn", Resnet18 => "resnet18", DeitSmall => "deit_small" }
+);
+choice_enum!(
+    /// Optimizer: SGD with momentum 0.9, or AdamW.
+    Optimizer { Sgd => "sgd", Adamw => "adamw" }
+);
+choice_enum!(
+    /// How per-sample records are taken. `in_batch`: from the training forward pass, before
+    /// the optimizer step (Toneva et al.; free). `full_pass`: an eval-mode pass over the whole
+    /// training set after each epoch, without augmentation.
+    Measure { InBatch => "in_batch", FullPass => "full_pass" }
+);
+choice_enum!(
+    /// Where to train. `auto` takes CUDA when the worker has it, else the CPU.
+    Device { Auto => "auto", Cpu => "cpu", Cuda => "cuda" }
+);
+
+impl Arch {
+    /// Architectures the trainer can build today.
+    pub fn is_available(self) -> bool {
+        !matches!(self, Arch::DeitSmall)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Arch::SmallCnn => "Small CNN",
+            Arch::Resnet18 => "ResNet-18",
+            Arch::DeitSmall => "DeiT-Small",
+        }
+    }
+}
+
+/// One message per offending field, keyed by the field's name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldErrors(pub BTreeMap<String, String>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: &str, message: impl Into<String>) {
+        self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.0.get(field).map(String::as_str)
+    }
+}
+
+impl fmt::Display for FieldErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl std::error::Error for FieldErrors {}
+
+impl ExperimentSpec {
+    /// Checks every field of `request` against the registered `datasets` and returns the
+    /// spec, or every problem found (one message per field).
+    pub fn parse(request: &RunRequest, datasets: &[DatasetInfo]) -> Result<Self, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let mut field = Fields { errors: &mut errors };
+
+        let dataset_name = field.text("dataset", &request.dataset);
+        let dataset = match &dataset_name {
+            Some(name) => match datasets.iter().find(|d| &d.name == name) {
+                Some(found) => Some(found),
+                None => {
+                    let known: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
+                    field.errors.add(
+                        "dataset",
+                        format!("unknown dataset {name:?}; registered: {}", list_or_none(&known)),
+                    );
+                    None
+                }
+            },
+            None => {
+                field.errors.add("dataset", "is required (a registered dataset name, e.g. fashion-mnist)");
+                None
+            }
+        };
+
+        let arch = field.choice("arch", &request.arch, Arch::parse, Arch::names).and_then(|arch| {
+            if arch.is_available() {
+                Some(arch)
+            } else {
+                field.errors.add("arch", format!("{arch} is not available in this version yet; choose small_cnn or resnet18"));
+                None
+            }
+        });
+        if request.arch.as_ref().is_none_or(is_blank) {
+            field.errors.add("arch", format!("is required (one of {})", Arch::names()));
+        }
+
+        let epochs = field.whole("epochs", &request.epochs, 1, MAX_EPOCHS);
+        if request.epochs.as_ref().is_none_or(is_blank) {
+            field.errors.add("epochs", format!("is required (a whole number from 1 to {MAX_EPOCHS})"));
+        }
+        let warmup_epochs = field.whole("warmup_epochs", &request.warmup_epochs, 0, MAX_EPOCHS).unwrap_or(0);
+        let batch_size = field.whole("batch_size", &request.batch_size, 1, MAX_BATCH_SIZE).unwrap_or(128);
+        let lr = field.positive("lr", &request.lr, MAX_LR).unwrap_or(0.01);
+        let optimizer = field.choice("optimizer", &request.optimizer, Optimizer::parse, Optimizer::names).unwrap_or(Optimizer::Sgd);
+        let seed = field.whole("seed", &request.seed, 0, i64::MAX as u64).unwrap_or(0);
+        let measure = field.choice("measure", &request.measure, Measure::parse, Measure::names).unwrap_or(Measure::InBatch);
+        let device = field.choice("device", &request.device, Device::parse, Device::names).unwrap_or(Device::Auto);
+
+        let train_subset = field.whole("train_subset", &request.train_subset, 1, u32::MAX as u64);
+        let val_subset = field.whole("val_subset", &request.val_subset, 1, u32::MAX as u64);
+        if let Some(dataset) = dataset {
+            if let Some(n) = train_subset.filter(|&n| n > dataset.train_size) {
+                field.errors.add(
+                    "train_subset",
+                    format!("{n} is larger than {}'s {} training samples", dataset.name, dataset.train_size),
+                );
+            }
+            if let Some(n) = val_subset.filter(|&n| n > dataset.val_size) {
+                field.errors.add(
+                    "val_subset",
+                    format!("{n} is larger than {}'s {} validation samples", dataset.name, dataset.val_size),
+                );
+            }
+        }
+        let native_size = dataset.map_or(32, |d| u64::from(d.image_height.max(d.image_width)));
+        let image_size = field.whole("image_size", &request.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE).unwrap_or(native_size);
+
+        if let Some(path) = field.text("weights", &request.weights) {
+            field.errors.add(
+                "weights",
+                format!("loading pretrained weights ({path}) is not available in this version yet; leave it empty"),
+            );
+        }
+
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        // Every `None` below was reported above; errors is empty, so each is present.
+        match (dataset_name, arch, epochs) {
+            (Some(dataset), Some(arch), Some(epochs)) => Ok(ExperimentSpec {
+                dataset,
+                arch,
+                epochs: epochs as u32,
+                warmup_epochs: warmup_epochs as u32,
+                batch_size: batch_size as u32,
+                lr,
+                optimizer,
+                seed,
+                train_subset: train_subset.map(|n| n as u32),
+                val_subset: val_subset.map(|n| n as u32),
+                image_size: image_size as u32,
+                measure,
+                weights: None,
+                device,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn list_or_none(names: &[&str]) -> String {
+    if names.is_empty() { "none yet".to_owned() } else { names.join(", ") }
+}
+
+fn is_blank(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::String(s) => s.trim().is_empty(),
+        _ => false,
+    }
+}
+
+/// Field readers that record a message for a present-but-invalid value and return `None`.
+/// A missing or blank value is `None` without a message: the caller decides on a default.
+struct Fields<'a> {
+    errors: &'a mut FieldErrors,
+}
+
+impl Fields<'_> {
+    fn present<'v>(value: &'v Option<Value>) -> Option<&'v Value> {
+        value.as_ref().filter(|v| !is_blank(v))
+    }
+
+    fn text(&mut self, name: &str, value: &Option<Value>) -> Option<String> {
+        match Self::present(value)? {
+            Value::String(s) => Some(s.trim().to_owned()),
+            other => {
+                self.errors.add(name, format!("must be text, got {other}"));
+                None
+            }
+        }
+    }
+
+    fn choice<T>(&mut self, name: &str, value: &Option<Value>, parse: fn(&str) -> Option<T>, names: fn() -> String) -> Option<T> {
+        let text = self.text(name, value)?;
+        let parsed = parse(&text);
+        if parsed.is_none() {
+            self.errors.add(name, format!("unknown value {text:?}; choose one of {}", names()));
+        }
+        parsed
+    }
+
+    fn whole(&mut self, name: &str, value: &Option<Value>, min: u64, max: u64) -> Option<u64> {
+        let value = Self::present(value)?;
+        let parsed = match value {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.errors.add(name, format!("must be a whole number from {min} to {max}, got {}", shown(value)));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, name: &str, value: &Option<Value>, max: f64) -> Option<f64> {
+        let value = Self::present(value)?;
+        let parsed = match value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(x) if x.is_finite() && x > 0.0 && x <= max => Some(x),
+            _ => {
+                self.errors.add(name, format!("must be a number greater than 0 and at most {max}, got {}", shown(value)));
+                None
+            }
+        }
+    }
+}
+
+fn shown(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("{s:?}"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fashion() -> Vec<DatasetInfo> {
+        vec![DatasetInfo {
+            name: "fashion-mnist".into(),
+            format: "idx".into(),
+            path: "/usr/share/datasets/fashion-mnist".into(),
+            num_classes: 10,
+            class_names: vec![],
+            train_size: 60_000,
+            val_size: 10_000,
+            image_height: 28,
+            image_width: 28,
+            channels: 1,
+        }]
+    }
+
+    fn request(value: Value) -> RunRequest {
+        serde_json::from_value(value).expect("request shape")
+    }
+
+    #[test]
+    fn minimal_request_gets_documented_defaults() {
+        let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3})), &fashion()).unwrap();
+        assert_eq!(spec.epochs, 3);
+        assert_eq!(spec.warmup_epochs, 0);
+        assert_eq!(spec.image_size, 28);
+        assert_eq!(spec.measure, Measure::InBatch);
+        assert_eq!(spec.device, Device::Auto);
+        assert_eq!(spec.train_subset, None);
+    }
+
+    #[test]
+    fn form_strings_parse_like_numbers() {
+        let spec = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": "2", "lr": " 0.1 ", "train_subset": "256", "seed": "7", "measure": "full_pass", "weights": ""})),
+            &fashion(),
+        )
+        .unwrap();
+        assert_eq!((spec.epochs, spec.lr, spec.train_subset, spec.seed), (2, 0.1, Some(256), 7));
+        assert_eq!(spec.measure, Measure::FullPass);
+    }
+
+    #[test]
+    fn every_invalid_field_gets_its_own_message() {
+        let errors = ExperimentSpec::parse(
+            &request(json!({"dataset": "cifar-11", "arch": "vgg", "epochs": 0, "lr": -0.1, "batch_size": "lots", "measure": "sometimes"})),
+            &fashion(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.get("dataset"), Some("unknown dataset \"cifar-11\"; registered: fashion-mnist"));
+        assert!(errors.get("arch").unwrap().contains("choose one of small_cnn, resnet18, deit_small"));
+        assert_eq!(errors.get("epochs"), Some("must be a whole number from 1 to 1000, got 0"));
+        assert_eq!(errors.get("lr"), Some("must be a number greater than 0 and at most 10, got -0.1"));
+        assert!(errors.get("batch_size").unwrap().contains("got \"lots\""));
+        assert!(errors.get("measure").unwrap().contains("in_batch, full_pass"));
+    }
+
+    #[test]
+    fn subset_larger_than_the_dataset_is_refused() {
+        let errors = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 60_001})),
+            &fashion(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.get("train_subset"), Some("60001 is larger than fashion-mnist's 60000 training samples"));
+    }
+
+    #[test]
+    fn missing_required_fields_are_named() {
+        let errors = ExperimentSpec::parse(&RunRequest::default(), &fashion()).unwrap_err();
+        for field in ["dataset", "arch", "epochs"] {
+            assert!(errors.get(field).unwrap().starts_with("is required"), "{field}: {errors}");
+        }
+    }
+
+    #[test]
+    fn zero_learning_rate_and_fractional_epochs_are_refused() {
+        let errors = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1.5, "lr": 0})), &fashion()).unwrap_err();
+        assert!(errors.get("epochs").is_some());
+        assert!(errors.get("lr").is_some());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_the_request_shape() {
+        let result: Result<RunRequest, _> = serde_json::from_value(json!({"dataset": "fashion-mnist", "learning_rate": 0.1}));
+        assert!(result.unwrap_err().to_string().contains("unknown field `learning_rate`"));
+    }
+}

@@ -1,0 +1,274 @@
+//! What the JSON API returns and the pages render. Field names are a public contract
+//! (DESIGN.md, "Public JSON API"): add fields freely, never rename one.
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{ExperimentSpec, FieldErrors};
+
+/// A registered dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub name: String,
+    /// On-disk format, e.g. `idx`.
+    pub format: String,
+    pub path: String,
+    pub num_classes: u32,
+    pub class_names: Vec<String>,
+    pub train_size: u64,
+    pub val_size: u64,
+    pub image_height: u32,
+    pub image_width: u32,
+    pub channels: u32,
+}
+
+impl DatasetInfo {
+    pub fn class_name(&self, label: u32) -> String {
+        self.class_names.get(label as usize).cloned().unwrap_or_else(|| format!("class {label}"))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+
+    pub fn is_finished(self) -> bool {
+        matches!(self, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Training phase of an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Head warmup: backbone frozen, only the classifier trains.
+    Warmup,
+    /// Full fine-tuning.
+    Finetune,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Warmup => "warmup",
+            Phase::Finetune => "finetune",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "warmup" => Some(Phase::Warmup),
+            "finetune" => Some(Phase::Finetune),
+            _ => None,
+        }
+    }
+}
+
+/// Whole-epoch metrics of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: u32,
+    pub phase: Phase,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: Option<f64>,
+    pub val_accuracy: Option<f64>,
+    pub lr: f64,
+    pub seconds: f64,
+}
+
+/// Live progress of a running job, as sent by server-sent events and stored on each heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub job_id: i64,
+    pub run_id: i64,
+    pub status: RunStatus,
+    /// `loading`, `warmup`, `finetune`, `evaluating`, `uploading`, `done`.
+    pub phase: String,
+    /// 1-based epoch in progress (0 before the first).
+    pub epoch: u32,
+    pub epochs: u32,
+    pub step: u32,
+    pub steps: u32,
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub images_per_sec: Option<f64>,
+    pub eta_seconds: Option<f64>,
+    /// Fraction of the whole run done, in [0, 1].
+    pub fraction: f64,
+}
+
+/// One row of the runs table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub dataset: String,
+    pub arch: String,
+    pub seed: u64,
+    pub epochs: u32,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub progress: Option<Progress>,
+    /// Final-epoch validation accuracy, when the run recorded one.
+    pub final_val_accuracy: Option<f64>,
+}
+
+/// A run with its spec and per-epoch metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub id: i64,
+    pub spec: ExperimentSpec,
+    pub status: RunStatus,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub progress: Option<Progress>,
+    pub epochs: Vec<EpochMetrics>,
+    /// Number of training samples recorded per epoch (0 until the worker reports them).
+    pub sample_count: u64,
+    /// How many samples have each number of forgetting events: index = events.
+    pub forgetting_histogram: Vec<u64>,
+}
+
+/// Per-sample statistics of one run (DESIGN.md names these fields).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleStats {
+    pub sample_key: String,
+    pub sample_index: u32,
+    /// Index of the sample in the dataset's training split (for its image).
+    pub dataset_index: u32,
+    pub label: u32,
+    pub forgetting_events: u32,
+    pub learning_events: u32,
+    pub first_learned_epoch: Option<u32>,
+    pub never_learned: bool,
+    pub unforgettable: bool,
+    pub confidence: Option<f64>,
+    pub variability: Option<f64>,
+    pub correctness: Option<f64>,
+    pub tau: Option<f64>,
+    pub r2: Option<f64>,
+    pub warmup_loss: Option<f64>,
+}
+
+/// A page of per-sample statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplePage {
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+    pub samples: Vec<SampleStats>,
+}
+
+/// The body of every 4xx/5xx JSON answer: a sentence, and for invalid input one message per
+/// offending field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "FieldErrors::is_empty")]
+    pub errors: FieldErrors,
+}
+
+/// Answer to `POST /api/v1/runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launched {
+    pub id: i64,
+    pub job_id: i64,
+    pub status: RunStatus,
+}
+
+/// A refusal or failure with its HTTP status, as the server's service layer returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{}", .body.message)]
+pub struct Failure {
+    pub status: u16,
+    pub body: ApiError,
+}
+
+impl Failure {
+    fn new(status: u16, message: impl Into<String>) -> Self {
+        Self { status, body: ApiError { message: message.into(), errors: FieldErrors::default() } }
+    }
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, message)
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, message)
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, message)
+    }
+    /// Invalid input: one message per offending field.
+    pub fn invalid(message: impl Into<String>, errors: FieldErrors) -> Self {
+        Self { status: 422, body: ApiError { message: message.into(), errors } }
+    }
+}
+
+/// Filters, sort and page of `GET /api/v1/runs`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunQuery {
+    pub status: Option<String>,
+    pub dataset: Option<String>,
+    pub arch: Option<String>,
+    /// `id`, `created_at`, `dataset`, `arch`, `seed`, `status`; prefix `-` for descending.
+    /// Default: newest first.
+    pub sort: Option<String>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// Sort and page of `GET /api/v1/runs/{id}/samples`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleQuery {
+    /// A per-sample statistic; prefix `-` for descending. Default `-forgetting_events`.
+    pub sort: Option<String>,
+    pub label: Option<u32>,
+    pub limit: Option<u32>,
+    pub offset: Option<u32>,
+}
+
+/// Outcome of the launch form: the new run, or a message per invalid field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LaunchOutcome {
+    pub run_id: Option<i64>,
+    pub message: Option<String>,
+    pub errors: FieldErrors,
+}

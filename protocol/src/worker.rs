@@ -1,0 +1,117 @@
+//! Messages of the worker protocol (DESIGN.md, "Architecture"): a worker leases a job with
+//! its worker token, then speaks only about that job with the job's own token: heartbeats
+//! (whose answers carry cancellation), the sample manifest, one idempotent PUT per epoch, and
+//! the end.
+//!
+//! Routes, all under `/api/v1/worker`:
+//! - `POST /lease` (worker token) -> 200 [`Lease`] or 204 when the queue is empty;
+//! - `POST /jobs/{job}/heartbeat` [`Heartbeat`] -> [`HeartbeatReply`];
+//! - `PUT /jobs/{job}/samples` [`SampleManifest`];
+//! - `PUT /jobs/{job}/epochs/{epoch}` [`EpochUpload`] (replaces, never duplicates);
+//! - `POST /jobs/{job}/finish` [`Finish`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::ExperimentSpec;
+use crate::views::{DatasetInfo, EpochMetrics};
+
+pub const TOKEN_HEADER: &str = "authorization";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// A name for logs and the jobs page, e.g. `host/cpu0`.
+    pub worker: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    pub job_id: i64,
+    pub run_id: i64,
+    /// Bearer token for this job's routes; valid while the job runs.
+    pub job_token: String,
+    pub spec: ExperimentSpec,
+    pub dataset: DatasetInfo,
+    /// Heartbeat at least this often or lose the lease.
+    pub lease_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub phase: String,
+    pub epoch: u32,
+    pub step: u32,
+    pub steps: u32,
+    pub loss: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub images_per_sec: Option<f64>,
+    pub eta_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// Stop now: the job was cancelled.
+    pub cancel: bool,
+}
+
+/// The run's training samples in recording order: position `i` is `sample_index` i.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleManifest {
+    pub samples: Vec<ManifestEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub dataset_index: u32,
+    pub sample_key: String,
+    pub label: u32,
+}
+
+/// One epoch's per-sample records, every array in manifest order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochUpload {
+    pub metrics: EpochMetrics,
+    pub correct: Vec<u8>,
+    pub loss: Vec<f32>,
+    pub p_true: Vec<f32>,
+    pub margin: Vec<f32>,
+    pub predicted: Vec<u16>,
+    pub el2n: Vec<f32>,
+}
+
+impl EpochUpload {
+    /// Checks the arrays against the manifest length; returns a message saying what is off.
+    pub fn check_lengths(&self, samples: usize) -> Result<(), String> {
+        let lengths = [
+            ("correct", self.correct.len()),
+            ("loss", self.loss.len()),
+            ("p_true", self.p_true.len()),
+            ("margin", self.margin.len()),
+            ("predicted", self.predicted.len()),
+            ("el2n", self.el2n.len()),
+        ];
+        for (name, len) in lengths {
+            if len != samples {
+                return Err(format!("{name} has {len} values; the run has {samples} samples"));
+            }
+        }
+        if let Some(bad) = self.correct.iter().find(|&&c| c > 1) {
+            return Err(format!("correct must hold 0 or 1, found {bad}"));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finish {
+    pub outcome: Outcome,
+    /// For a failure: what went wrong, shown to people on the jobs and run pages.
+    pub message: Option<String>,
+}

@@ -1,0 +1,137 @@
+# Shared by scripts/run and scripts/test: installs what is missing, idempotently, and builds.
+# Every step says what it does; every failure says which step failed and what to try.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+# Pinned versions: keep in step with rust-toolchain.toml and Cargo.toml.
+RUST_TOOLCHAIN="1.96.0"
+TORCH_VERSION="2.11.0"
+CUDA_WHEEL_SERIES="13.0"
+CARGO_LEPTOS_VERSION="0.3.11"
+WASM_BINDGEN_VERSION="0.2.130"
+
+# Tools shared by every checkout on this machine live outside the clone, so a fresh clone
+# reuses them instead of rebuilding cargo-leptos (about 14 minutes on 2 cores).
+FORGETLAB_CACHE="${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forgetlab}"
+export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION}"
+export LIBTORCH_BYPASS_VERSION_CHECK=1
+export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+note() { printf '    %s\n' "$*"; }
+die() { printf '\n\033[31mforgetlab setup failed: %s\033[0m\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@";
+    else die "need root to run: $* (install sudo or run as root)"; fi
+}
+
+ensure_debian_packages() {
+    local wanted=(dataset-fashion-mnist chromium build-essential pkg-config python3 python3-pip nodejs npm unzip curl ca-certificates)
+    local missing=()
+    for p in "${wanted[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    # Node and npm may come from elsewhere (nodesource, nvm): accept them on PATH.
+    if command -v node >/dev/null && command -v npm >/dev/null; then
+        missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+    fi
+    if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
+        missing=("${missing[@]/python3-pip}"); missing=("${missing[@]/python3}")
+    fi
+    local list=()
+    for p in "${missing[@]}"; do [ -n "$p" ] && list+=("$p"); done
+    if [ ${#list[@]} -eq 0 ]; then note "Debian packages: all present"; return; fi
+    step "Installing Debian packages: ${list[*]}"
+    as_root apt-get update -q || die "apt-get update failed (network or sources.list?)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${list[@]}" \
+        || die "apt-get install ${list[*]} failed"
+}
+
+ensure_rust() {
+    command -v rustup >/dev/null || die "rustup is not installed: see https://rustup.rs"
+    if ! rustup toolchain list | grep -q "^$RUST_TOOLCHAIN"; then
+        step "Installing Rust $RUST_TOOLCHAIN with the wasm32 target (rust-toolchain.toml)"
+        rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal \
+            --target wasm32-unknown-unknown || die "rustup could not install $RUST_TOOLCHAIN"
+    fi
+    rustup target list --installed --toolchain "$RUST_TOOLCHAIN" | grep -q wasm32-unknown-unknown \
+        || rustup target add --toolchain "$RUST_TOOLCHAIN" wasm32-unknown-unknown \
+        || die "rustup could not add the wasm32-unknown-unknown target"
+    note "Rust: $(rustc --version)"
+}
+
+# A CPU libtorch assembled from the pinned PyPI wheel: torch's own libraries plus the two small
+# CUDA runtime wheels libtorch_cpu.so links against (not the 3 GB of CUDA wheels).
+ensure_libtorch() {
+    if [ -f "$LIBTORCH/build-version" ] && [ -e "$LIBTORCH/lib/libtorch.so" ]; then
+        note "libtorch: $LIBTORCH ($(cat "$LIBTORCH/build-version"))"; return
+    fi
+    step "Installing libtorch $TORCH_VERSION (CPU) from the PyPI wheel into $LIBTORCH"
+    local wheels="$FORGETLAB_CACHE/wheels" site="$FORGETLAB_CACHE/torch-site"
+    mkdir -p "$wheels"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" \
+        "torch==$TORCH_VERSION" "nvidia-cuda-runtime==$CUDA_WHEEL_SERIES.*" "nvidia-cuda-cupti==$CUDA_WHEEL_SERIES.*" \
+        || die "pip could not download torch==$TORCH_VERSION (needs CPython 3.11 and network access to PyPI)"
+    rm -rf "$site" "$LIBTORCH.partial"
+    mkdir -p "$site" "$LIBTORCH.partial/lib"
+    for w in "$wheels"/torch-"$TORCH_VERSION"-*.whl "$wheels"/nvidia_cuda_runtime-*.whl "$wheels"/nvidia_cuda_cupti-*.whl; do
+        unzip -q -o "$w" -d "$site" || die "could not unpack $w"
+    done
+    cp -r "$site/torch/include" "$LIBTORCH.partial/include"
+    ln -s "$site"/torch/lib/*.so* "$LIBTORCH.partial/lib/"
+    ln -s "$site"/nvidia/cu13/lib/*.so* "$LIBTORCH.partial/lib/"
+    # tch links -ltorch; libtorch.so would pull in libtorch_cuda.so, so point it at the CPU library.
+    rm -f "$LIBTORCH.partial/lib/libtorch.so"
+    ln -s libtorch_cpu.so "$LIBTORCH.partial/lib/libtorch.so"
+    echo "$TORCH_VERSION+cpu" > "$LIBTORCH.partial/build-version"
+    rm -rf "$LIBTORCH"; mv "$LIBTORCH.partial" "$LIBTORCH"
+    note "libtorch ready: $LIBTORCH"
+}
+
+ensure_cargo_tools() {
+    if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
+        step "Building cargo-leptos $CARGO_LEPTOS_VERSION without downloads (about 14 minutes on 2 cores, once per machine)"
+        cargo +"$RUST_TOOLCHAIN" install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked \
+            --features no_downloads || die "cargo install cargo-leptos failed"
+    fi
+    note "cargo-leptos: $(cargo leptos --version)"
+    if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
+        step "Building wasm-bindgen-cli $WASM_BINDGEN_VERSION (must match Cargo.lock; about 3 minutes)"
+        # Not --locked: its lock file names a webpki-roots release the registry does not serve.
+        cargo +"$RUST_TOOLCHAIN" install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" \
+            || die "cargo install wasm-bindgen-cli failed"
+    fi
+    note "wasm-bindgen: $(wasm-bindgen --version)"
+}
+
+ensure_npm_packages() {
+    if [ -d end2end/node_modules/@playwright/test ] && [ end2end/node_modules/.package-lock.json -nt end2end/package-lock.json ]; then
+        note "npm packages: present"; return
+    fi
+    step "Installing the end-to-end test packages (npm ci in end2end/; no browser download)"
+    (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund) \
+        || die "npm ci in end2end/ failed"
+}
+
+ensure_all() {
+    step "Checking what is installed"
+    ensure_debian_packages
+    ensure_rust
+    ensure_libtorch
+    ensure_cargo_tools
+    ensure_npm_packages
+}
+
+# One package at a time: two cores, and never the ssr and hydrate features in one build.
+build_all() {
+    step "Building the browser bundle (cargo leptos, wasm32 + CSS -> target/site)"
+    cargo leptos build --frontend-only || die "the wasm/CSS build failed (see the compiler output above)"
+    step "Building the web server (forgetlab)"
+    cargo build -p server || die "building the server failed"
+    step "Building the training worker (forgetlab-worker, links libtorch)"
+    cargo build -p trainer || die "building the worker failed"
+}

@@ -1,0 +1,102 @@
+//! The worker side of the HTTP protocol (`protocol::worker`).
+
+use std::thread::sleep;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LeaseRequest, SampleManifest};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::train::Reporter;
+
+/// Transient failures (connection refused, 5xx) are retried this many times, backing off.
+const ATTEMPTS: u32 = 6;
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// A refusal the worker cannot fix by retrying (bad token, invalid upload).
+#[derive(Debug, thiserror::Error)]
+#[error("the server refused {what} with status {status}: {message}")]
+pub struct Refused {
+    pub what: String,
+    pub status: u16,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(base: &str) -> Self {
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(5)).timeout(Duration::from_secs(120)).build();
+        Self { base: base.trim_end_matches('/').to_owned(), agent }
+    }
+
+    fn call<B: Serialize, R: DeserializeOwned>(&self, method: &str, path: &str, token: &str, body: &B) -> Result<Option<R>> {
+        let url = format!("{}/api/v1/worker{path}", self.base);
+        let body = serde_json::to_value(body)?;
+        let mut wait = Duration::from_millis(250);
+        for attempt in 1..=ATTEMPTS {
+            let result = self.agent.request(method, &url).set("authorization", &format!("Bearer {token}")).send_json(body.clone());
+            match result {
+                Ok(response) if response.status() == 204 => return Ok(None),
+                Ok(response) => return Ok(Some(response.into_json()?)),
+                Err(ureq::Error::Status(status, response)) if status < 500 => {
+                    let message = response.into_string().unwrap_or_default();
+                    let message = serde_json::from_str::<protocol::ApiError>(&message).map(|e| e.message).unwrap_or(message);
+                    return Err(Refused { what: format!("{method} {path}"), status, message }.into());
+                }
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::warn!("{method} {path} failed (attempt {attempt} of {ATTEMPTS}): {error}; retrying in {wait:?}");
+                    sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(8));
+                }
+                Err(error) => bail!("{method} {url} failed after {ATTEMPTS} attempts: {error}"),
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    /// Asks for a job. `None` when the queue is empty.
+    pub fn lease(&self, worker_token: &str, worker: &str) -> Result<Option<Lease>> {
+        self.call("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned() })
+    }
+
+    pub fn job(&self, lease: &Lease) -> JobClient {
+        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone() }
+    }
+}
+
+/// Speaks for one leased job with its token.
+pub struct JobClient {
+    client: Client,
+    job_id: i64,
+    token: String,
+}
+
+impl JobClient {
+    fn send<B: Serialize, R: DeserializeOwned>(&self, method: &str, path: &str, body: &B) -> Result<Option<R>> {
+        self.client.call(method, &format!("/jobs/{}{path}", self.job_id), &self.token, body)
+    }
+
+    pub fn finish(&self, finish: &Finish) -> Result<()> {
+        self.send::<_, serde_json::Value>("POST", "/finish", finish).map(drop)
+    }
+}
+
+impl Reporter for JobClient {
+    fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
+        let reply: Option<HeartbeatReply> = self.send("POST", "/heartbeat", heartbeat)?;
+        Ok(reply.ok_or_else(|| anyhow!("empty heartbeat reply"))?.cancel)
+    }
+
+    fn manifest(&mut self, manifest: &SampleManifest) -> Result<()> {
+        self.send::<_, serde_json::Value>("PUT", "/samples", manifest).map(drop)
+    }
+
+    fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
+        self.send::<_, serde_json::Value>("PUT", &format!("/epochs/{}", epoch.metrics.epoch), epoch).map(drop)
+    }
+}

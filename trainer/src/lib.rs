@@ -1,0 +1,28 @@
+//! The training engine behind `forgetlab-worker`.
+//!
+//! - [`data`]: a dataset split decoded once, subset by content key, resized, kept on the device;
+//! - [`models`]: the architectures, with upstream parameter names so published weights load;
+//! - [`recorder`]: per-sample correctness, loss, p_true, margin, prediction and EL2N;
+//! - [`train`]: the loop (head warmup, fine-tuning, both measurement modes);
+//! - [`client`]: the worker side of the HTTP protocol in `protocol::worker`.
+//!
+//! Not here: storage or analysis (the server and `dynamics` do those).
+
+pub mod client;
+pub mod data;
+pub mod models;
+pub mod recorder;
+pub mod train;
+
+/// Picks the torch device for a spec's `device` setting.
+pub fn torch_device(setting: protocol::Device) -> anyhow::Result<tch::Device> {
+    match setting {
+        protocol::Device::Cpu => Ok(tch::Device::Cpu),
+        protocol::Device::Auto => Ok(tch::Device::cuda_if_available()),
+        protocol::Device::Cuda if tch::Cuda::is_available() => Ok(tch::Device::Cuda(0)),
+        protocol::Device::Cuda => anyhow::bail!(
+            "the run asks for device cuda, but this worker's libtorch sees no CUDA device \
+             (set device to auto or cpu, or run the worker on a GPU machine with a CUDA libtorch)"
+        ),
+    }
+}

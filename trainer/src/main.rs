@@ -1,0 +1,84 @@
+//! `forgetlab-worker`: leases training jobs from a forgetlab server and runs them, one at a
+//! time, until stopped. Started by the server for each local device slot, or by hand (or by
+//! Slurm) on another machine with the server's URL and a worker token.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Parser;
+use protocol::worker::{Finish, Outcome};
+use trainer::client::{Client, Refused};
+use trainer::train::{train, Ending};
+
+#[derive(Parser)]
+#[command(version, about = "Runs forgetlab training jobs leased from a forgetlab server.")]
+struct Args {
+    /// The server's base URL.
+    #[arg(long, env = "FORGETLAB_SERVER", default_value = "http://127.0.0.1:3000")]
+    server: String,
+    /// Token that lets this process lease jobs (printed or configured by the server).
+    #[arg(long, env = "FORGETLAB_WORKER_TOKEN", hide_env_values = true)]
+    worker_token: String,
+    /// Name shown on the jobs page.
+    #[arg(long, env = "FORGETLAB_WORKER_NAME")]
+    name: Option<String>,
+    /// Seconds between lease attempts while the queue is empty.
+    #[arg(long, default_value_t = 1.0)]
+    poll_seconds: f64,
+    /// Run at most one job, then exit (for batch schedulers).
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    let args = Args::parse();
+    let name = args.name.clone().unwrap_or_else(|| format!("pid{}", std::process::id()));
+    let client = Client::new(&args.server);
+    tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), "worker started");
+    loop {
+        let lease = match client.lease(&args.worker_token, &name) {
+            Ok(lease) => lease,
+            Err(error) if error.downcast_ref::<Refused>().is_some_and(|r| r.status == 401) => {
+                // The server no longer knows this worker (restarted with a new token): leave,
+                // the server starts its own workers.
+                anyhow::bail!("worker token refused by {}: {error}", args.server);
+            }
+            Err(error) => {
+                tracing::warn!("lease failed: {error:#}");
+                None
+            }
+        };
+        let Some(lease) = lease else {
+            std::thread::sleep(Duration::from_secs_f64(args.poll_seconds));
+            continue;
+        };
+        tracing::info!(job = lease.job_id, run = lease.run_id, arch = %lease.spec.arch, "leased");
+        let mut job = client.job(&lease);
+        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job)));
+        let finish = match result {
+            Ok(Ok(Ending::Completed)) => Finish { outcome: Outcome::Succeeded, message: None },
+            Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None },
+            Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")) },
+            Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)) },
+        };
+        tracing::info!(job = lease.job_id, outcome = ?finish.outcome, message = ?finish.message, "finished");
+        if let Err(error) = job.finish(&finish) {
+            tracing::error!(job = lease.job_id, "could not report the end: {error:#}");
+        }
+        if args.once {
+            return Ok(());
+        }
+    }
+}
+
+/// libtorch errors arrive as panics from tch's infallible methods; keep their text.
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("the training code panicked");
+    format!("training failed inside libtorch or the worker: {text}")
+}
