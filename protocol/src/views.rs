@@ -158,6 +158,8 @@ pub struct RunDetail {
     pub sample_count: u64,
     /// How many samples have each number of forgetting events: index = events.
     pub forgetting_histogram: Vec<u64>,
+    /// The dataset's class names, by label.
+    pub class_names: Vec<String>,
 }
 
 /// Per-sample statistics of one run (DESIGN.md names these fields).

@@ -67,8 +67,8 @@ fn axes(scale: Scale, x_ticks: Vec<f64>, y_ticks: Vec<f64>, x_label: String, y_l
         .map(|t| {
             let y = scale.y(t);
             view! {
-                <line class="grid" x1=LEFT x2=WIDTH - RIGHT y1=y y2=y />
-                <text class="tick" x=LEFT - 6.0 y=y + 4.0 text-anchor="end">{tick_label(t)}</text>
+                <line class="grid" x1=LEFT x2={WIDTH - RIGHT} y1=y y2=y />
+                <text class="tick" x={LEFT - 6.0} y={y + 4.0} text-anchor="end">{tick_label(t)}</text>
             }
         })
         .collect_view();
@@ -77,18 +77,18 @@ fn axes(scale: Scale, x_ticks: Vec<f64>, y_ticks: Vec<f64>, x_label: String, y_l
         .map(|t| {
             let x = scale.x(t);
             view! {
-                <line class="axis" x1=x x2=x y1=HEIGHT - BOTTOM y2=HEIGHT - BOTTOM + 5.0 />
-                <text class="tick" x=x y=HEIGHT - BOTTOM + 18.0 text-anchor="middle">{tick_label(t)}</text>
+                <line class="axis" x1=x x2=x y1={HEIGHT - BOTTOM} y2={HEIGHT - BOTTOM + 5.0} />
+                <text class="tick" x=x y={HEIGHT - BOTTOM + 18.0} text-anchor="middle">{tick_label(t)}</text>
             }
         })
         .collect_view();
     view! {
         {grid}
         {x_marks}
-        <line class="axis" x1=LEFT x2=WIDTH - RIGHT y1=HEIGHT - BOTTOM y2=HEIGHT - BOTTOM />
-        <line class="axis" x1=LEFT x2=LEFT y1=TOP y2=HEIGHT - BOTTOM />
-        <text class="axis-label" x=(LEFT + WIDTH - RIGHT) / 2.0 y=HEIGHT - 8.0 text-anchor="middle">{x_label}</text>
-        <text class="axis-label" x=14.0 y=(TOP + HEIGHT - BOTTOM) / 2.0 text-anchor="middle"
+        <line class="axis" x1=LEFT x2={WIDTH - RIGHT} y1={HEIGHT - BOTTOM} y2={HEIGHT - BOTTOM} />
+        <line class="axis" x1=LEFT x2=LEFT y1=TOP y2={HEIGHT - BOTTOM} />
+        <text class="axis-label" x={(LEFT + WIDTH - RIGHT) / 2.0} y={HEIGHT - 8.0} text-anchor="middle">{x_label}</text>
+        <text class="axis-label" x=14.0 y={(TOP + HEIGHT - BOTTOM) / 2.0} text-anchor="middle"
             transform=format!("rotate(-90 14 {})", (TOP + HEIGHT - BOTTOM) / 2.0)>{y_label}</text>
     }
 }
@@ -101,10 +101,10 @@ pub fn LineChart(
     y_label: String,
     series: Vec<Series>,
     /// Shade x in [x_min, warmup_until]: the head-warmup phase.
-    #[prop(optional)]
+    #[prop(default = None)]
     warmup_until: Option<f64>,
     /// Force the y range (e.g. [0, 1] for accuracies).
-    #[prop(optional)]
+    #[prop(default = None)]
     y_range: Option<(f64, f64)>,
 ) -> impl IntoView {
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
@@ -122,10 +122,10 @@ pub fn LineChart(
         let x = scale.x(x_min);
         let width = scale.x(w.min(x_max)) - x;
         view! {
-            <rect class="warmup-band" x=x y=TOP width=width.max(2.0) height=HEIGHT - TOP - BOTTOM>
+            <rect class="warmup-band" x=x y=TOP width={width.max(2.0)} height={HEIGHT - TOP - BOTTOM}>
                 <title>"head warmup"</title>
             </rect>
-            <text class="band-label" x=x + 4.0 y=TOP + 12.0>"warmup"</text>
+            <text class="band-label" x={x + 4.0} y={TOP + 12.0}>"warmup"</text>
         }
     });
     let lines = series
@@ -137,7 +137,7 @@ pub fn LineChart(
                 .iter()
                 .map(|&(x, y)| {
                     view! {
-                        <circle class=format!("dot {}", s.class) cx=scale.x(x) cy=scale.y(y) r=3.0>
+                        <circle class=format!("dot {}", s.class) cx={scale.x(x)} cy={scale.y(y)} r=3.0>
                             <title>{format!("{}: epoch {x}, {}", s.name, tick_label((y * 10000.0).round() / 10000.0))}</title>
                         </circle>
                     }
@@ -156,7 +156,7 @@ pub fn LineChart(
             let x = LEFT + 8.0 + i as f64 * 130.0;
             view! {
                 <rect class=format!("swatch {}", s.class) x=x y=8.0 width=14.0 height=4.0 />
-                <text class="legend" x=x + 20.0 y=14.0>{s.name.clone()}</text>
+                <text class="legend" x={x + 20.0} y=14.0>{s.name.clone()}</text>
             }
         })
         .collect_view();
@@ -168,7 +168,7 @@ pub fn LineChart(
                 {axes(scale, x_ticks, y_ticks, x_label, y_label)}
                 {lines}
                 {legend}
-                {empty.then(|| view! { <text class="empty-chart" x=WIDTH / 2.0 y=HEIGHT / 2.0 text-anchor="middle">"no epochs yet"</text> })}
+                {empty.then(|| view! { <text class="empty-chart" x={WIDTH / 2.0} y={HEIGHT / 2.0} text-anchor="middle">"no epochs yet"</text> })}
             </svg>
         </figure>
     }
@@ -190,7 +190,7 @@ pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u6
             let x = scale.x(k as f64) - bar_width / 2.0;
             let y = scale.y(count as f64);
             view! {
-                <rect class="bar" x=x y=y width=bar_width height=(HEIGHT - BOTTOM - y).max(0.0) data-bin=k data-count=count>
+                <rect class="bar" x=x y=y width=bar_width height={(HEIGHT - BOTTOM - y).max(0.0)} data-bin=k data-count=count>
                     <title>{format!("{count} samples with {k} forgetting events")}</title>
                 </rect>
             }

@@ -1,0 +1,93 @@
+//! `/jobs`: what is queued, running and finished, with live progress.
+
+use std::collections::HashMap;
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use protocol::{Progress, RunQuery, RunStatus, RunSummary};
+
+use crate::components::live::subscribe;
+use crate::components::progress::{progress_detail, ProgressBar};
+use crate::components::StatusBadge;
+use crate::functions::list_runs;
+
+const GROUPS: [(RunStatus, &str); 5] = [
+    (RunStatus::Running, "Running"),
+    (RunStatus::Queued, "Queued"),
+    (RunStatus::Succeeded, "Finished"),
+    (RunStatus::Failed, "Failed"),
+    (RunStatus::Cancelled, "Cancelled"),
+];
+
+#[component]
+pub fn JobsPage() -> impl IntoView {
+    // Progress events by run id; they override what the page was rendered with.
+    let live = RwSignal::new(HashMap::<i64, Progress>::new());
+    let reloads = RwSignal::new(0u32);
+    let runs = Resource::new(move || reloads.get(), |_| list_runs(RunQuery { limit: Some(200), ..Default::default() }));
+
+    subscribe("/api/v1/events", move |progress: Progress| {
+        let known = runs.get_untracked().and_then(|r| r.ok()).and_then(|list| list.into_iter().find(|r| r.id == progress.run_id));
+        let changed = known.as_ref().is_none_or(|run| run.status != progress.status);
+        live.update(|map| {
+            map.insert(progress.run_id, progress);
+        });
+        if changed {
+            reloads.update(|n| *n += 1);
+        }
+    });
+
+    view! {
+        <Title text="Jobs" />
+        <h1>"Jobs"</h1>
+        <Transition fallback=|| view! { <p class="loading">"Loading jobs…"</p> }>
+            {move || Suspend::new(async move {
+                match runs.await {
+                    Err(error) => super::load_error("the jobs", error),
+                    Ok(list) if list.is_empty() => view! {
+                        <p class="empty">"Nothing queued. " <a href="/launch">"Launch a run"</a> "."</p>
+                    }.into_any(),
+                    Ok(list) => GROUPS.iter().map(|&(status, heading)| {
+                        let rows: Vec<RunSummary> = list.iter().filter(|r| r.status == status).cloned().collect();
+                        (!rows.is_empty()).then(|| view! {
+                            <section class="job-group" data-status=status.as_str()>
+                                <h2>{heading} <span class="count">{rows.len()}</span></h2>
+                                <table class="data jobs-table">
+                                    <tbody>{rows.into_iter().map(|run| view! { <JobRow run live /> }).collect_view()}</tbody>
+                                </table>
+                            </section>
+                        })
+                    }).collect_view().into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoView {
+    let id = run.id;
+    let rendered = run.progress.clone();
+    let progress = Signal::derive(move || live.with(|map| map.get(&id).cloned()).or_else(|| rendered.clone()));
+    let status = run.status;
+    let fraction = Signal::derive(move || match progress.get() {
+        Some(p) if p.status == RunStatus::Succeeded => 1.0,
+        Some(p) => p.fraction,
+        None if status == RunStatus::Succeeded => 1.0,
+        None => 0.0,
+    });
+    view! {
+        <tr class="job" data-run=id data-status=status.as_str()>
+            <td><a href=format!("/runs/{id}")>{format!("Run #{id}")}</a></td>
+            <td>{run.dataset.clone()}</td>
+            <td>{run.arch.clone()}</td>
+            <td class="muted">{format!("seed {}", run.seed)}</td>
+            <td><StatusBadge status /></td>
+            <td class="progress-cell">
+                <ProgressBar fraction />
+                <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
+                {run.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
+            </td>
+        </tr>
+    }
+}

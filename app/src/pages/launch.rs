@@ -1,0 +1,129 @@
+//! `/launch`: the form that queues one fine-tuning run.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_navigate;
+use protocol::{Arch, Device, LaunchOutcome, Measure, Optimizer};
+
+use crate::functions::{list_datasets, LaunchRun};
+
+/// A labelled text input with its hint and, after a refused submission, its error.
+#[component]
+fn Field(
+    label: &'static str,
+    name: &'static str,
+    #[prop(optional)] value: &'static str,
+    #[prop(optional)] hint: &'static str,
+    error: Signal<Option<String>>,
+) -> impl IntoView {
+    view! {
+        <label class="field" class:invalid=move || error.get().is_some()>
+            <span class="field-label">{label}</span>
+            <input type="text" name=name id=name value=value inputmode="decimal" autocomplete="off"
+                aria-invalid=move || if error.get().is_some() { "true" } else { "false" } />
+            <span class="hint">{hint}</span>
+            <span class="field-error" data-field=name>{move || error.get()}</span>
+        </label>
+    }
+}
+
+/// A labelled drop-down of fixed choices.
+#[component]
+fn Choice(
+    label: &'static str,
+    name: &'static str,
+    options: Vec<(String, String, bool)>,
+    error: Signal<Option<String>>,
+) -> impl IntoView {
+    view! {
+        <label class="field" class:invalid=move || error.get().is_some()>
+            <span class="field-label">{label}</span>
+            <select name=name id=name>
+                {options.into_iter().map(|(value, text, enabled)| view! {
+                    <option value=value disabled={!enabled}>{text}</option>
+                }).collect_view()}
+            </select>
+            <span class="field-error" data-field=name>{move || error.get()}</span>
+        </label>
+    }
+}
+
+#[component]
+pub fn LaunchPage() -> impl IntoView {
+    let launch = ServerAction::<LaunchRun>::new();
+    let outcome = launch.value();
+    let datasets = Resource::new(|| (), |_| list_datasets());
+    let error = move |field: &'static str| {
+        Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
+    };
+
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(LaunchOutcome { run_id: Some(id), .. })) = outcome.get() {
+            navigate(&format!("/jobs?launched={id}"), Default::default());
+        }
+    });
+
+    let archs = Arch::ALL.iter().map(|a| (a.as_str().to_owned(), a.label().to_owned(), a.is_available())).collect::<Vec<_>>();
+    let optimizers = Optimizer::ALL.iter().map(|o| (o.as_str().to_owned(), o.as_str().to_uppercase(), true)).collect::<Vec<_>>();
+    let measures = vec![
+        (Measure::InBatch.as_str().to_owned(), "in_batch: from the training pass (free)".to_owned(), true),
+        (Measure::FullPass.as_str().to_owned(), "full_pass: eval pass after each epoch".to_owned(), true),
+    ];
+    let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
+
+    view! {
+        <Title text="Launch" />
+        <h1>"Launch a run"</h1>
+        <p class="lede">"Fine-tune one model and record every training sample's correctness, loss and confidence at every epoch."</p>
+        <ActionForm action=launch attr:class="launch-form">
+            <fieldset>
+                <legend>"Data and model"</legend>
+                <Transition fallback=|| view! { <p class="loading">"Loading datasets…"</p> }>
+                    {move || Suspend::new(async move {
+                        let options = match datasets.await {
+                            Ok(list) => list.into_iter().map(|d| {
+                                let text = format!("{} ({} train / {} val, {} classes)", d.name, d.train_size, d.val_size, d.num_classes);
+                                (d.name, text, true)
+                            }).collect(),
+                            Err(_) => vec![],
+                        };
+                        view! { <Choice label="Dataset" name="dataset" options error=error("dataset") /> }
+                    })}
+                </Transition>
+                <Choice label="Architecture" name="arch" options=archs error=error("arch") />
+                <Field label="Training subset" name="train_subset" value="1000" hint="samples; empty = the whole training split" error=error("train_subset") />
+                <Field label="Validation subset" name="val_subset" value="1000" hint="samples evaluated each epoch; empty = all" error=error("val_subset") />
+                <Field label="Image size" name="image_size" hint="pixels per side; empty = the dataset's own" error=error("image_size") />
+            </fieldset>
+            <fieldset>
+                <legend>"Schedule"</legend>
+                <Field label="Epochs" name="epochs" value="5" hint="fine-tuning epochs" error=error("epochs") />
+                <Field label="Head-warmup epochs" name="warmup_epochs" value="0" hint="backbone frozen, before fine-tuning" error=error("warmup_epochs") />
+                <Field label="Batch size" name="batch_size" value="128" error=error("batch_size") />
+                <Field label="Learning rate" name="lr" value="0.01" error=error("lr") />
+                <Choice label="Optimizer" name="optimizer" options=optimizers error=error("optimizer") />
+                <Field label="Seed" name="seed" value="0" error=error("seed") />
+            </fieldset>
+            <fieldset>
+                <legend>"Recording"</legend>
+                <Choice label="Measurement" name="measure" options=measures error=error("measure") />
+                <Choice label="Device" name="device" options=devices error=error("device") />
+            </fieldset>
+            <div class="form-actions">
+                <button type="submit" class="button primary" disabled=move || launch.pending().get()>
+                    {move || if launch.pending().get() { "Launching…" } else { "Launch" }}
+                </button>
+                {move || outcome.get().map(|result| match result {
+                    Ok(LaunchOutcome { run_id: Some(id), .. }) => view! {
+                        <p class="notice" role="status">{format!("Run #{id} queued.")}</p>
+                    }.into_any(),
+                    Ok(LaunchOutcome { message, .. }) => view! {
+                        <p class="error" role="alert">{message.unwrap_or_else(|| "The run was not queued.".into())}</p>
+                    }.into_any(),
+                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                })}
+            </div>
+        </ActionForm>
+    }
+}

@@ -1,0 +1,181 @@
+//! `/runs/{id}`: one run's configuration, learning curves, forgetting histogram and its most
+//! forgotten samples.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_params_map;
+use protocol::{Phase, Progress, RunDetail, RunStatus, SampleQuery};
+
+use crate::components::charts::{Histogram, LineChart, Series};
+use crate::components::live::subscribe;
+use crate::components::progress::{progress_detail, ProgressBar};
+use crate::components::{number, percent, StatusBadge};
+use crate::functions::{get_run, list_samples};
+
+/// How many of the most forgotten samples the run page shows.
+const MOST_FORGOTTEN: u32 = 20;
+
+#[component]
+pub fn RunPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
+    let reloads = RwSignal::new(0u32);
+    let run = Resource::new(move || (id.get(), reloads.get()), |(id, _)| get_run(id));
+    let live = RwSignal::new(None::<Progress>);
+
+    Effect::new(move |_| {
+        let id = id.get();
+        subscribe(&format!("/api/v1/runs/{id}/events"), move |progress: Progress| {
+            let status = run.get_untracked().and_then(|r| r.ok()).map(|r| r.status);
+            if status != Some(progress.status) {
+                reloads.update(|n| *n += 1);
+            }
+            live.set(Some(progress));
+        });
+    });
+
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
+            {move || Suspend::new(async move {
+                match run.await {
+                    Err(error) => super::load_error("this run", error),
+                    Ok(detail) => view! { <RunView detail live /> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView {
+    let id = detail.id;
+    let spec = detail.spec.clone();
+    let status = detail.status;
+    let rendered = detail.progress.clone();
+    let progress = Signal::derive(move || live.get().or_else(|| rendered.clone()));
+    let fraction = Signal::derive(move || match progress.get() {
+        _ if status == RunStatus::Succeeded => 1.0,
+        Some(p) => p.fraction,
+        None => 0.0,
+    });
+    let warmup_until = (spec.warmup_epochs > 0).then_some(f64::from(spec.warmup_epochs) + 0.5);
+    let curve = |pick: fn(&protocol::EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
+        detail.epochs.iter().filter_map(|e| pick(e).map(|y| (f64::from(e.epoch), y))).collect()
+    };
+    let accuracy = vec![
+        Series { name: "train".into(), class: "series-0", points: curve(|e| Some(e.train_accuracy)) },
+        Series { name: "validation".into(), class: "series-1", points: curve(|e| e.val_accuracy) },
+    ];
+    let loss = vec![
+        Series { name: "train".into(), class: "series-0", points: curve(|e| Some(e.train_loss)) },
+        Series { name: "validation".into(), class: "series-1", points: curve(|e| e.val_loss) },
+    ];
+    let config = [
+        ("Dataset", spec.dataset.clone()),
+        ("Architecture", spec.arch.label().to_owned()),
+        ("Epochs", format!("{} warmup + {} fine-tuning", spec.warmup_epochs, spec.epochs)),
+        ("Batch size", spec.batch_size.to_string()),
+        ("Learning rate", spec.lr.to_string()),
+        ("Optimizer", spec.optimizer.to_string()),
+        ("Seed", spec.seed.to_string()),
+        ("Training samples", spec.train_subset.map_or("all".to_owned(), |n| n.to_string())),
+        ("Validation samples", spec.val_subset.map_or("all".to_owned(), |n| n.to_string())),
+        ("Image size", format!("{0} × {0}", spec.image_size)),
+        ("Measurement", spec.measure.to_string()),
+        ("Device", spec.device.to_string()),
+    ];
+    let last = detail.epochs.last().cloned();
+    view! {
+        <Title text=format!("Run #{id}") />
+        <div class="page-head">
+            <h1>{format!("Run #{id}")} " " <StatusBadge status /></h1>
+            <span class="muted">{format!("created {}", detail.created_at)}</span>
+        </div>
+        {detail.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
+        {(!status.is_finished() || status == RunStatus::Succeeded).then(|| view! {
+            <div class="run-progress">
+                <ProgressBar fraction />
+                <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
+            </div>
+        })}
+        <div class="run-grid">
+            <section class="card">
+                <h2>"Configuration"</h2>
+                <dl class="config">
+                    {config.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
+                </dl>
+                {last.map(|e| view! {
+                    <p class="summary">
+                        {format!("Epoch {}: train accuracy {}, validation accuracy {}, {} samples recorded.",
+                            e.epoch, percent(e.train_accuracy), e.val_accuracy.map(percent).unwrap_or("–".into()), detail.sample_count)}
+                    </p>
+                })}
+            </section>
+            <section class="card">
+                <LineChart title="Accuracy per epoch".into() x_label="epoch".into() y_label="accuracy".into()
+                    series=accuracy warmup_until=warmup_until y_range=Some((0.0, 1.0)) />
+            </section>
+            <section class="card">
+                <LineChart title="Loss per epoch".into() x_label="epoch".into() y_label="cross-entropy".into()
+                    series=loss warmup_until=warmup_until />
+            </section>
+            <section class="card">
+                {if detail.forgetting_histogram.is_empty() {
+                    view! { <p class="empty">"The forgetting histogram appears when the run finishes."</p> }.into_any()
+                } else {
+                    view! {
+                        <Histogram title="Forgetting events per sample".into() x_label="forgetting events".into()
+                            y_label="samples".into() counts=detail.forgetting_histogram.clone() />
+                    }.into_any()
+                }}
+            </section>
+        </div>
+        {(status == RunStatus::Succeeded).then(|| view! { <MostForgotten run_id=id dataset=spec.dataset.clone() class_names=detail.class_names.clone() /> })}
+        <p class="muted">{format!("Per-epoch metrics of {} epochs; phases: ", detail.epochs.len())}
+            {format!("{} warmup, {} fine-tuning.",
+                detail.epochs.iter().filter(|e| e.phase == Phase::Warmup).count(),
+                detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
+        </p>
+    }
+}
+
+/// The samples with the most forgetting events, as thumbnails with their counts and labels.
+#[component]
+fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl IntoView {
+    let samples = Resource::new(
+        move || run_id,
+        |run_id| list_samples(run_id, SampleQuery { sort: Some("-forgetting_events".into()), limit: Some(MOST_FORGOTTEN), ..Default::default() }),
+    );
+    view! {
+        <section class="card most-forgotten">
+            <h2>{format!("The {MOST_FORGOTTEN} most forgotten training samples")}</h2>
+            <Suspense fallback=|| view! { <p class="loading">"Loading samples…"</p> }>
+                {move || {
+                    let dataset = dataset.clone();
+                    let class_names = class_names.clone();
+                    Suspend::new(async move {
+                        match samples.await {
+                            Err(error) => super::load_error("the samples", error),
+                            Ok(page) => view! {
+                                <ul class="thumbs">
+                                    {page.samples.into_iter().map(|s| {
+                                        let label = class_names.get(s.label as usize).cloned().unwrap_or_else(|| format!("class {}", s.label));
+                                        view! {
+                                            <li class="thumb" data-sample-key=s.sample_key.clone()>
+                                                <img src=format!("/api/v1/datasets/{}/train/{}.png", dataset, s.dataset_index)
+                                                    alt=format!("training sample {} ({label})", s.dataset_index) width="84" height="84" loading="lazy" />
+                                                <span class="thumb-count" title="forgetting events">{format!("{} ×", s.forgetting_events)}</span>
+                                                <span class="thumb-label">{label}</span>
+                                                <span class="thumb-meta muted">{format!("conf. {}", number(s.confidence, 2))}</span>
+                                            </li>
+                                        }
+                                    }).collect_view()}
+                                </ul>
+                            }.into_any(),
+                        }
+                    })
+                }}
+            </Suspense>
+        </section>
+    }
+}

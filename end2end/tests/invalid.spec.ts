@@ -1,0 +1,49 @@
+import { expect, test } from "@playwright/test";
+import { hydrated } from "./helpers";
+
+test("the form refuses invalid values with a message per field, keeps what was typed, and queues nothing", async ({ page, request }) => {
+  const before = (await (await request.get("/api/v1/runs")).json()).length;
+  await page.goto("/launch");
+  await hydrated(page);
+  await page.fill("input[name=epochs]", "0");
+  await page.fill("input[name=lr]", "-0.5");
+  await page.fill("input[name=train_subset]", "999999");
+  await page.fill("input[name=batch_size]", "many");
+  await page.click("button[type=submit]");
+
+  await expect(page.locator(".field-error[data-field=epochs]")).toContainText("from 1 to 1000, got 0");
+  await expect(page.locator(".field-error[data-field=lr]")).toContainText("greater than 0");
+  await expect(page.locator(".field-error[data-field=train_subset]")).toContainText("larger than fashion-mnist's 60000 training samples");
+  await expect(page.locator(".field-error[data-field=batch_size]")).toContainText('got "many"');
+  await expect(page.locator("[role=alert]")).toContainText("4 fields to fix");
+  // Nothing typed was lost, and the fields without errors show none.
+  await expect(page.locator("input[name=epochs]")).toHaveValue("0");
+  await expect(page.locator("input[name=lr]")).toHaveValue("-0.5");
+  await expect(page.locator("input[name=batch_size]")).toHaveValue("many");
+  await expect(page.locator(".field-error[data-field=seed]")).toHaveText("");
+  expect(page.url()).toContain("/launch");
+
+  const after = (await (await request.get("/api/v1/runs")).json()).length;
+  expect(after).toBe(before);
+});
+
+test("the API refuses invalid specs and malformed JSON with JSON errors", async ({ request }) => {
+  const bad = await request.post("/api/v1/runs", { data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 0, lr: -1 } });
+  expect(bad.status()).toBe(422);
+  const body = await bad.json();
+  expect(body.errors.epochs).toContain("from 1 to 1000");
+  expect(body.errors.lr).toContain("greater than 0");
+  const malformed = await request.post("/api/v1/runs", { headers: { "content-type": "application/json" }, data: "{\"epochs\": " });
+  expect(malformed.status()).toBe(400);
+  expect((await malformed.json()).message).toContain("request body was refused");
+});
+
+test("pages render on the server and read without JavaScript", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto("/jobs");
+  await expect(page.locator("h1")).toHaveText("Jobs");
+  await page.goto("/launch");
+  await expect(page.locator("select[name=dataset] option[value=fashion-mnist]")).toHaveCount(1);
+  await context.close();
+});

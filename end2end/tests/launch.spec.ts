@@ -1,0 +1,57 @@
+import { expect, test } from "@playwright/test";
+import { hydrated } from "./helpers";
+
+test("a run launched from the form trains live and its page shows curves, histogram and the 20 most forgotten samples", async ({ page, request }) => {
+  await page.goto("/launch");
+  await hydrated(page);
+  await page.selectOption("select[name=dataset]", "fashion-mnist");
+  await page.selectOption("select[name=arch]", "small_cnn");
+  await page.fill("input[name=train_subset]", "256");
+  await page.fill("input[name=val_subset]", "256");
+  await page.fill("input[name=epochs]", "3");
+  await page.fill("input[name=batch_size]", "32");
+  await page.fill("input[name=lr]", "0.05");
+  await page.fill("input[name=seed]", "7");
+  await page.selectOption("select[name=measure]", "in_batch");
+  await page.click("button[type=submit]");
+
+  await page.waitForURL(/\/jobs\?launched=\d+/);
+  const runId = Number(new URL(page.url()).searchParams.get("launched"));
+  expect(runId).toBeGreaterThan(0);
+  // A marker that a reload would wipe: the bar must advance without one.
+  await page.evaluate(() => ((window as any).__noReload = true));
+  const row = page.locator(`tr.job[data-run="${runId}"]`);
+  await expect(row).toHaveCount(1);
+  const bar = row.locator("[role=progressbar]");
+  await expect(bar).toHaveAttribute("aria-valuenow", "100", { timeout: 180_000 });
+  expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+
+  await page.click(`a[href="/runs/${runId}"]`);
+  await page.waitForURL(`**/runs/${runId}`);
+  await expect(page.locator("h1")).toContainText(`Run #${runId}`);
+  await expect(page.locator(".badge-succeeded")).toHaveCount(1);
+  await expect(page.locator("svg.line-chart")).toHaveCount(2);
+  await expect(page.locator("svg.line-chart polyline.line").first()).toBeVisible();
+  const bars = page.locator("svg.histogram rect.bar");
+  expect(await bars.count()).toBeGreaterThan(0);
+
+  // The histogram on the page is the API's histogram.
+  const detail = await (await request.get(`/api/v1/runs/${runId}`)).json();
+  const counts: number[] = await bars.evaluateAll((rects) => rects.map((r) => Number(r.getAttribute("data-count"))));
+  expect(counts).toEqual(detail.forgetting_histogram);
+  expect(counts.reduce((a, b) => a + b, 0)).toBe(256);
+  expect(detail.epochs.length).toBe(3);
+
+  // Twenty thumbnails, each loaded, each labelled with its forgetting count.
+  const thumbs = page.locator(".most-forgotten .thumb");
+  await expect(thumbs).toHaveCount(20);
+  const images = page.locator(".most-forgotten .thumb img");
+  await expect(images).toHaveCount(20);
+  for (const image of await images.all()) {
+    await image.scrollIntoViewIfNeeded();
+    await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(28);
+  }
+  const top = await (await request.get(`/api/v1/runs/${runId}/samples?sort=-forgetting_events&limit=20`)).json();
+  const shown = await page.locator(".most-forgotten .thumb-count").allTextContents();
+  expect(shown).toEqual(top.samples.map((s: any) => `${s.forgetting_events} ×`));
+});

@@ -1,0 +1,15 @@
+//! The forgetlab web server: pages (rendered by `app`), the JSON API, SQLite storage, the job
+//! queue with its worker protocol, local worker processes, and live progress.
+//!
+//! Not here: training (the `trainer` crate's worker, a separate process that may crash without
+//! taking the site down) and the analysis itself (`dynamics`).
+
+pub mod config;
+pub mod db;
+pub mod executor;
+pub mod progress;
+pub mod queue;
+pub mod registry;
+pub mod routes;
+pub mod service;
+pub mod startup;

@@ -1,0 +1,454 @@
+//! The job queue and the server side of the worker protocol (`protocol::worker`).
+//!
+//! A job is leased by one worker at a time with a token only that worker knows (stored
+//! hashed); heartbeats renew the lease and carry cancellation back; each epoch is one
+//! idempotent upsert; a job whose lease expires is re-queued (or failed after its attempts).
+
+use protocol::pack::{pack_f32, pack_u16, unpack_f32};
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
+use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
+use sha2::{Digest, Sha256};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use crate::db::{internal, unix_now};
+use crate::progress::Hub;
+use crate::registry::Registry;
+use std::sync::Arc;
+
+const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+/// Longest failure message kept; libtorch errors can carry pages of backtrace.
+const MAX_ERROR_CHARS: usize = 4000;
+
+pub struct Queue {
+    pool: SqlitePool,
+    hub: Hub,
+    registry: Arc<Registry>,
+    worker_token_hash: String,
+    lease_seconds: u64,
+}
+
+/// A running job, as its token proves.
+struct LeasedJob {
+    run_id: i64,
+    spec: ExperimentSpec,
+}
+
+pub fn hash_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn new_token() -> String {
+    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Compares two hex digests without an early exit, so timing tells nothing.
+fn same_digest(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Queue {
+    pub fn new(pool: SqlitePool, hub: Hub, registry: Arc<Registry>, worker_token: &str, lease_seconds: u64) -> Self {
+        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds }
+    }
+
+    pub fn check_worker_token(&self, token: &str) -> Result<(), Failure> {
+        if same_digest(&hash_token(token), &self.worker_token_hash) {
+            Ok(())
+        } else {
+            Err(Failure::unauthorized("the worker token is not valid for this server"))
+        }
+    }
+
+    /// Takes the next queued job (highest priority, then oldest), or `None`.
+    pub async fn lease(&self, worker: &str) -> Result<Option<Lease>, Failure> {
+        let token = new_token();
+        let row = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?1, token_hash = ?2, lease_expires_at = ?3,
+                 cancel_requested = 0, error = NULL, progress = NULL, started_at = COALESCE(started_at, {NOW}), updated_at = {NOW}
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1)
+             RETURNING id, run_id"
+        ))
+        .bind(worker)
+        .bind(hash_token(&token))
+        .bind(unix_now() + self.lease_seconds as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(internal)?;
+        let Some(row) = row else { return Ok(None) };
+        let (job_id, run_id): (i64, i64) = (row.get("id"), row.get("run_id"));
+        let spec = self.spec(run_id).await?;
+        let dataset = match self.registry.get(&spec.dataset).await {
+            Ok(dataset) => dataset,
+            Err(failure) => {
+                self.mark_finished(job_id, run_id, RunStatus::Failed, Some(format!("cannot start: {}", failure.body.message))).await?;
+                return Err(failure);
+            }
+        };
+        tracing::info!(job = job_id, run = run_id, worker, "job leased");
+        self.hub.publish(self.progress(job_id, run_id, &spec, RunStatus::Running, None));
+        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
+    }
+
+    async fn spec(&self, run_id: i64) -> Result<ExperimentSpec, Failure> {
+        let text: String = sqlx::query_scalar("SELECT spec FROM runs WHERE id = ?").bind(run_id).fetch_one(&self.pool).await.map_err(internal)?;
+        serde_json::from_str(&text).map_err(internal)
+    }
+
+    /// The running job `job_id`, if `token` is its token.
+    async fn leased(&self, job_id: i64, token: &str) -> Result<LeasedJob, Failure> {
+        let row = sqlx::query("SELECT run_id, status, token_hash FROM jobs WHERE id = ?")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Failure::not_found(format!("no job #{job_id}")))?;
+        let hash: Option<String> = row.get("token_hash");
+        if !hash.is_some_and(|h| same_digest(&h, &hash_token(token))) {
+            return Err(Failure::unauthorized(format!("the token is not valid for job #{job_id}")));
+        }
+        let status: String = row.get("status");
+        if status != "running" {
+            return Err(Failure::conflict(format!("job #{job_id} is {status}, not running")));
+        }
+        let run_id = row.get("run_id");
+        Ok(LeasedJob { run_id, spec: self.spec(run_id).await? })
+    }
+
+    async fn renew(&self, job_id: i64) -> Result<(), Failure> {
+        sqlx::query(&format!("UPDATE jobs SET lease_expires_at = ?, updated_at = {NOW} WHERE id = ?"))
+            .bind(unix_now() + self.lease_seconds as i64)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    fn progress(&self, job_id: i64, run_id: i64, spec: &ExperimentSpec, status: RunStatus, beat: Option<&Heartbeat>) -> Progress {
+        let epochs = spec.total_epochs();
+        let mut progress = crate::service::queued_progress(job_id, run_id, epochs);
+        progress.status = status;
+        progress.phase = status.as_str().to_owned();
+        if let Some(beat) = beat {
+            let within = if beat.steps > 0 { f64::from(beat.step) / f64::from(beat.steps) } else { 0.0 };
+            let done = if beat.phase == "done" { f64::from(epochs) } else { f64::from(beat.epoch.saturating_sub(1)) + within };
+            progress.phase = beat.phase.clone();
+            progress.epoch = beat.epoch;
+            progress.step = beat.step;
+            progress.steps = beat.steps;
+            progress.loss = beat.loss;
+            progress.accuracy = beat.accuracy;
+            progress.images_per_sec = beat.images_per_sec;
+            progress.eta_seconds = beat.eta_seconds;
+            progress.fraction = (done / f64::from(epochs.max(1))).clamp(0.0, 1.0);
+        }
+        if status == RunStatus::Succeeded {
+            progress.fraction = 1.0;
+        }
+        progress
+    }
+
+    pub async fn heartbeat(&self, job_id: i64, token: &str, beat: &Heartbeat) -> Result<HeartbeatReply, Failure> {
+        let job = self.leased(job_id, token).await?;
+        let progress = self.progress(job_id, job.run_id, &job.spec, RunStatus::Running, Some(beat));
+        let cancel: i64 = sqlx::query_scalar(&format!(
+            "UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested"
+        ))
+        .bind(serde_json::to_string(&progress).map_err(internal)?)
+        .bind(unix_now() + self.lease_seconds as i64)
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(internal)?;
+        self.hub.publish(progress);
+        Ok(HeartbeatReply { cancel: cancel != 0 })
+    }
+
+    /// Stores the run's sample list. A retried attempt sends the same list again, which is
+    /// accepted; a different list once epochs are stored is refused, since it would make
+    /// them meaningless.
+    pub async fn put_manifest(&self, job_id: i64, token: &str, manifest: &SampleManifest) -> Result<(), Failure> {
+        let job = self.leased(job_id, token).await?;
+        if manifest.samples.is_empty() {
+            return Err(Failure::bad_request("the sample manifest is empty"));
+        }
+        let stored: Vec<(String,)> = sqlx::query_as("SELECT sample_key FROM run_samples WHERE run_id = ? ORDER BY sample_index")
+            .bind(job.run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
+        if !stored.is_empty() {
+            let same = stored.len() == manifest.samples.len() && stored.iter().zip(&manifest.samples).all(|((k,), s)| *k == s.sample_key);
+            if same {
+                return Ok(());
+            }
+            let epochs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
+            if epochs > 0 {
+                return Err(Failure::conflict(format!(
+                    "run #{} already has {epochs} epochs recorded over a different sample list",
+                    job.run_id
+                )));
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        sqlx::query("DELETE FROM run_samples WHERE run_id = ?").bind(job.run_id).execute(&mut *tx).await.map_err(internal)?;
+        for (chunk_index, chunk) in manifest.samples.chunks(2000).enumerate() {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO run_samples (run_id, sample_index, dataset_index, sample_key, label) ");
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, sample)| {
+                row.push_bind(job.run_id)
+                    .push_bind((chunk_index * 2000 + i) as i64)
+                    .push_bind(sample.dataset_index)
+                    .push_bind(&sample.sample_key)
+                    .push_bind(sample.label);
+            });
+            insert.build().execute(&mut *tx).await.map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        self.renew(job_id).await
+    }
+
+    /// Stores one epoch: replaces any earlier upload of the same (run, epoch), never adds a
+    /// second copy.
+    pub async fn put_epoch(&self, job_id: i64, token: &str, epoch: u32, upload: &EpochUpload) -> Result<(), Failure> {
+        let job = self.leased(job_id, token).await?;
+        let total = job.spec.total_epochs();
+        if epoch == 0 || epoch > total {
+            return Err(Failure::bad_request(format!("epoch {epoch} is outside 1..={total}")));
+        }
+        if upload.metrics.epoch != epoch {
+            return Err(Failure::bad_request(format!("the body is for epoch {}, the URL for epoch {epoch}", upload.metrics.epoch)));
+        }
+        let expected_phase = if epoch <= job.spec.warmup_epochs { Phase::Warmup } else { Phase::Finetune };
+        if upload.metrics.phase != expected_phase {
+            return Err(Failure::bad_request(format!("epoch {epoch} is a {} epoch, not {}", expected_phase.as_str(), upload.metrics.phase.as_str())));
+        }
+        let samples: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
+        if samples == 0 {
+            return Err(Failure::conflict("send the sample manifest before any epoch"));
+        }
+        upload.check_lengths(samples as usize).map_err(Failure::bad_request)?;
+        let m = &upload.metrics;
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        sqlx::query(
+            "INSERT INTO epoch_records (run_id, epoch, sample_count, correct, loss, p_true, margin, predicted, el2n)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run_id, epoch) DO UPDATE SET sample_count = excluded.sample_count, correct = excluded.correct,
+                 loss = excluded.loss, p_true = excluded.p_true, margin = excluded.margin, predicted = excluded.predicted, el2n = excluded.el2n",
+        )
+        .bind(job.run_id)
+        .bind(epoch)
+        .bind(samples)
+        .bind(&upload.correct)
+        .bind(pack_f32(&upload.loss))
+        .bind(pack_f32(&upload.p_true))
+        .bind(pack_f32(&upload.margin))
+        .bind(pack_u16(&upload.predicted))
+        .bind(pack_f32(&upload.el2n))
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        sqlx::query(
+            "INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase, train_loss = excluded.train_loss,
+                 train_accuracy = excluded.train_accuracy, val_loss = excluded.val_loss, val_accuracy = excluded.val_accuracy,
+                 lr = excluded.lr, seconds = excluded.seconds",
+        )
+        .bind(job.run_id)
+        .bind(epoch)
+        .bind(m.phase.as_str())
+        .bind(m.train_loss)
+        .bind(m.train_accuracy)
+        .bind(m.val_loss)
+        .bind(m.val_accuracy)
+        .bind(m.lr)
+        .bind(m.seconds)
+        .execute(&mut *tx)
+        .await
+        .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        self.renew(job_id).await
+    }
+
+    pub async fn finish(&self, job_id: i64, token: &str, finish: &Finish) -> Result<(), Failure> {
+        let job = self.leased(job_id, token).await?;
+        let (status, error) = match finish.outcome {
+            Outcome::Succeeded => match self.compute_sample_stats(job.run_id, &job.spec).await {
+                Ok(samples) => {
+                    tracing::info!(job = job_id, run = job.run_id, samples, "run succeeded; per-sample statistics stored");
+                    (RunStatus::Succeeded, None)
+                }
+                Err(failure) => (RunStatus::Failed, Some(format!("the results could not be summarised: {}", failure.body.message))),
+            },
+            Outcome::Failed => (RunStatus::Failed, Some(finish.message.clone().unwrap_or_else(|| "the worker reported a failure without a message".into()))),
+            Outcome::Cancelled => (RunStatus::Cancelled, None),
+        };
+        self.mark_finished(job_id, job.run_id, status, error).await
+    }
+
+    async fn mark_finished(&self, job_id: i64, run_id: i64, status: RunStatus, error: Option<String>) -> Result<(), Failure> {
+        let error = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
+        if let Some(message) = &error {
+            tracing::warn!(job = job_id, run = run_id, "job failed: {message}");
+        }
+        let stored: Option<String> = sqlx::query_scalar(&format!(
+            "UPDATE jobs SET status = ?, error = ?, token_hash = NULL, lease_expires_at = NULL, finished_at = {NOW}, updated_at = {NOW}
+             WHERE id = ? RETURNING progress"
+        ))
+        .bind(status.as_str())
+        .bind(&error)
+        .bind(job_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(internal)?;
+        let spec = self.spec(run_id).await?;
+        let mut progress = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).unwrap_or_else(|| self.progress(job_id, run_id, &spec, status, None));
+        progress.status = status;
+        progress.phase = status.as_str().to_owned();
+        if status == RunStatus::Succeeded {
+            progress.fraction = 1.0;
+            progress.eta_seconds = Some(0.0);
+        }
+        self.hub.publish(progress);
+        Ok(())
+    }
+
+    /// Derives `sample_stats` from the stored epochs (all of them must be there).
+    pub async fn compute_sample_stats(&self, run_id: i64, spec: &ExperimentSpec) -> Result<usize, Failure> {
+        let samples: Vec<(i64, i64, String, i64)> =
+            sqlx::query_as("SELECT sample_index, dataset_index, sample_key, label FROM run_samples WHERE run_id = ? ORDER BY sample_index")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?;
+        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, correct, loss, p_true FROM epoch_records WHERE run_id = ? ORDER BY epoch")
+                .bind(run_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?;
+        let total = spec.total_epochs() as usize;
+        let present: Vec<i64> = records.iter().map(|r| r.0).collect();
+        if present != (1..=total as i64).collect::<Vec<_>>() {
+            let missing: Vec<String> = (1..=total as i64).filter(|e| !present.contains(e)).map(|e| e.to_string()).collect();
+            return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
+        }
+        let warmup = spec.warmup_epochs as usize;
+        let summaries = tokio::task::spawn_blocking(move || -> Result<Vec<dynamics::SampleSummary>, Failure> {
+            let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> = records
+                .into_iter()
+                .map(|(_, correct, loss, p_true)| Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?)))
+                .collect::<Result<_, Failure>>()?;
+            let columns: Vec<dynamics::TraceColumns> =
+                unpacked.iter().map(|(correct, loss, p_true)| dynamics::TraceColumns { correct, p_true, loss }).collect();
+            Ok(dynamics::summarize_samples(&columns, warmup))
+        })
+        .await
+        .map_err(internal)??;
+        if summaries.len() != samples.len() {
+            return Err(internal(format!("{} summaries for {} samples", summaries.len(), samples.len())));
+        }
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        sqlx::query("DELETE FROM sample_stats WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
+        let rows: Vec<_> = samples.iter().zip(&summaries).collect();
+        for chunk in rows.chunks(1000) {
+            let mut insert = QueryBuilder::<Sqlite>::new(
+                "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events,
+                 first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss) ",
+            );
+            insert.push_values(chunk, |mut row, ((index, dataset_index, key, label), summary)| {
+                let events = &summary.events;
+                row.push_bind(run_id)
+                    .push_bind(*index)
+                    .push_bind(key)
+                    .push_bind(*dataset_index)
+                    .push_bind(*label)
+                    .push_bind(events.forgetting_events)
+                    .push_bind(events.learning_events)
+                    .push_bind(events.first_learned_epoch)
+                    .push_bind(events.never_learned())
+                    .push_bind(events.unforgettable)
+                    .push_bind(summary.cartography.map(|c| c.confidence))
+                    .push_bind(summary.cartography.map(|c| c.variability))
+                    .push_bind(summary.cartography.map(|c| c.correctness))
+                    .push_bind(None::<f64>)
+                    .push_bind(None::<f64>)
+                    .push_bind(summary.warmup_loss.map(f64::from));
+            });
+            insert.build().execute(&mut *tx).await.map_err(internal)?;
+        }
+        tx.commit().await.map_err(internal)?;
+        Ok(summaries.len())
+    }
+
+    /// Re-queues running jobs whose lease expired (their worker vanished); fails those out of
+    /// attempts. Returns how many were touched.
+    pub async fn requeue_expired(&self) -> Result<usize, Failure> {
+        let rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(&format!(
+            "UPDATE jobs SET
+                 status = CASE WHEN attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+                 error = CASE WHEN attempts < max_attempts THEN NULL
+                     ELSE 'the worker stopped sending heartbeats on every one of ' || attempts || ' attempts' END,
+                 finished_at = CASE WHEN attempts < max_attempts THEN NULL ELSE {NOW} END,
+                 token_hash = NULL, lease_expires_at = NULL, updated_at = {NOW}
+             WHERE status = 'running' AND lease_expires_at < ?
+             RETURNING id, run_id, status, attempts"
+        ))
+        .bind(unix_now())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        for (job_id, run_id, status, attempts) in &rows {
+            tracing::warn!(job = job_id, run = run_id, attempts, "lease expired; job is now {status}");
+            let spec = self.spec(*run_id).await?;
+            let status = RunStatus::parse(status).unwrap_or(RunStatus::Failed);
+            self.hub.publish(self.progress(*job_id, *run_id, &spec, status, None));
+        }
+        Ok(rows.len())
+    }
+
+    /// Cancels a queued job at once, or asks a running one to stop at its next heartbeat.
+    pub async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure> {
+        let (job_id, status) = self.job_of(run_id).await?;
+        match status {
+            RunStatus::Queued => {
+                self.mark_finished(job_id, run_id, RunStatus::Cancelled, None).await?;
+                Ok(RunStatus::Cancelled)
+            }
+            RunStatus::Running => {
+                sqlx::query(&format!("UPDATE jobs SET cancel_requested = 1, updated_at = {NOW} WHERE id = ?"))
+                    .bind(job_id)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(internal)?;
+                Ok(RunStatus::Running)
+            }
+            finished => Err(Failure::conflict(format!("run #{run_id} already ended ({finished}); nothing to cancel"))),
+        }
+    }
+
+    /// Puts a failed or cancelled run back in the queue.
+    pub async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure> {
+        let (job_id, status) = self.job_of(run_id).await?;
+        if !matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+            return Err(Failure::conflict(format!("run #{run_id} is {status}; only failed or cancelled runs can be retried")));
+        }
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, cancel_requested = 0, progress = NULL,
+                 finished_at = NULL, updated_at = {NOW} WHERE id = ?"
+        ))
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        let spec = self.spec(run_id).await?;
+        self.hub.publish(self.progress(job_id, run_id, &spec, RunStatus::Queued, None));
+        Ok(RunStatus::Queued)
+    }
+
+    async fn job_of(&self, run_id: i64) -> Result<(i64, RunStatus), Failure> {
+        let row: Option<(i64, String)> = sqlx::query_as("SELECT id, status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await.map_err(internal)?;
+        let (job_id, status) = row.ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))?;
+        Ok((job_id, RunStatus::parse(&status).ok_or_else(|| internal(format!("unknown status {status}")))?))
+    }
+}

@@ -1,0 +1,169 @@
+//! Registered datasets: where they are, what they hold, and their decoded images for
+//! thumbnails (loaded on first use, kept in memory).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use datasets::{ImageSet, Split, FASHION_MNIST_CLASSES};
+use protocol::{DatasetInfo, Failure};
+use sqlx::{Row, SqlitePool};
+
+use crate::db::internal;
+
+/// The dataset registered on first start when Debian's dataset-fashion-mnist is installed.
+pub const DEFAULT_DATASET: &str = "fashion-mnist";
+
+pub struct Registry {
+    pool: SqlitePool,
+    roots: Vec<PathBuf>,
+    images: Mutex<HashMap<(String, bool), Arc<ImageSet>>>,
+}
+
+impl Registry {
+    pub fn new(pool: SqlitePool, roots: Vec<PathBuf>) -> Self {
+        Self { pool, roots, images: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn list(&self) -> Result<Vec<DatasetInfo>, Failure> {
+        let rows = sqlx::query("SELECT * FROM datasets ORDER BY name").fetch_all(&self.pool).await.map_err(internal)?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
+    pub async fn get(&self, name: &str) -> Result<DatasetInfo, Failure> {
+        let row = sqlx::query("SELECT * FROM datasets WHERE name = ?").bind(name).fetch_optional(&self.pool).await.map_err(internal)?;
+        match row {
+            Some(row) => dataset_from_row(&row),
+            None => Err(Failure::not_found(format!("no dataset named {name:?}"))),
+        }
+    }
+
+    /// Confines `path` to the data roots: resolved (symlinks followed), it must lie under one.
+    pub fn confine(&self, path: &Path) -> Result<PathBuf, Failure> {
+        let resolved = path.canonicalize().map_err(|e| Failure::bad_request(format!("cannot open {}: {e}", path.display())))?;
+        let inside = self.roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root));
+        if inside {
+            Ok(resolved)
+        } else {
+            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+            Err(Failure::bad_request(format!("{} is outside the data roots ({})", path.display(), roots.join(", "))))
+        }
+    }
+
+    /// Registers an IDX folder under `name` (replacing nothing: a taken name is refused).
+    pub async fn register_idx(&self, name: &str, path: &Path) -> Result<DatasetInfo, Failure> {
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(Failure::bad_request(format!("dataset name {name:?} must be letters, digits, '-' or '_'")));
+        }
+        let path = self.confine(path)?;
+        let summary = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || datasets::inspect_idx_dir(&path))
+                .await
+                .map_err(internal)?
+                .map_err(|e| Failure::bad_request(e.to_string()))?
+        };
+        let class_names: Vec<String> = if summary.num_classes == FASHION_MNIST_CLASSES.len() && name.contains("fashion") {
+            FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
+        } else {
+            (0..summary.num_classes).map(|k| k.to_string()).collect()
+        };
+        let info = DatasetInfo {
+            name: name.to_owned(),
+            format: "idx".into(),
+            path: path.display().to_string(),
+            num_classes: summary.num_classes as u32,
+            class_names,
+            train_size: summary.train_size as u64,
+            val_size: summary.val_size as u64,
+            image_height: summary.height as u32,
+            image_width: summary.width as u32,
+            channels: 1,
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+        )
+        .bind(&info.name)
+        .bind(&info.format)
+        .bind(&info.path)
+        .bind(info.num_classes)
+        .bind(serde_json::to_string(&info.class_names).map_err(internal)?)
+        .bind(info.train_size as i64)
+        .bind(info.val_size as i64)
+        .bind(info.image_height)
+        .bind(info.image_width)
+        .bind(info.channels)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        if inserted.rows_affected() == 0 {
+            return Err(Failure::conflict(format!("a dataset named {name:?} is already registered")));
+        }
+        Ok(info)
+    }
+
+    /// Registers Debian's Fashion-MNIST as the default dataset, once, when it is installed.
+    pub async fn register_default(&self) {
+        let path = Path::new("/usr/share/datasets/fashion-mnist");
+        if !path.is_dir() {
+            tracing::warn!("{} not found: install Debian's dataset-fashion-mnist for the default dataset", path.display());
+            return;
+        }
+        match self.get(DEFAULT_DATASET).await {
+            Ok(_) => {}
+            Err(_) => match self.register_idx(DEFAULT_DATASET, path).await {
+                Ok(info) => tracing::info!("registered {} ({} training images)", info.name, info.train_size),
+                Err(error) => tracing::warn!("could not register {}: {error}", DEFAULT_DATASET),
+            },
+        }
+    }
+
+    /// One training or validation image as a PNG.
+    pub async fn image_png(&self, name: &str, train: bool, index: usize) -> Result<Vec<u8>, Failure> {
+        let set = self.images(name, train).await?;
+        let pixels = set.image(index).ok_or_else(|| Failure::not_found(format!("{name} has {} images; no index {index}", set.len())))?;
+        encode_png(pixels, set.width as u32, set.height as u32, set.channels).map_err(internal)
+    }
+
+    async fn images(&self, name: &str, train: bool) -> Result<Arc<ImageSet>, Failure> {
+        let key = (name.to_owned(), train);
+        if let Some(set) = self.images.lock().expect("image cache lock").get(&key) {
+            return Ok(set.clone());
+        }
+        let info = self.get(name).await?;
+        let split = if train { Split::Train } else { Split::Val };
+        let set = tokio::task::spawn_blocking(move || datasets::load_idx_split(Path::new(&info.path), split))
+            .await
+            .map_err(internal)?
+            .map_err(internal)?;
+        let set = Arc::new(set);
+        self.images.lock().expect("image cache lock").insert(key, set.clone());
+        Ok(set)
+    }
+}
+
+fn encode_png(pixels: &[u8], width: u32, height: u32, channels: usize) -> Result<Vec<u8>, png::EncodingError> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(if channels == 3 { png::ColorType::Rgb } else { png::ColorType::Grayscale });
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header()?.write_image_data(pixels)?;
+    Ok(out)
+}
+
+fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failure> {
+    let class_names: String = row.get("class_names");
+    Ok(DatasetInfo {
+        name: row.get("name"),
+        format: row.get("format"),
+        path: row.get("path"),
+        num_classes: row.get::<i64, _>("num_classes") as u32,
+        class_names: serde_json::from_str(&class_names).map_err(internal)?,
+        train_size: row.get::<i64, _>("train_size") as u64,
+        val_size: row.get::<i64, _>("val_size") as u64,
+        image_height: row.get::<i64, _>("image_height") as u32,
+        image_width: row.get::<i64, _>("image_width") as u32,
+        channels: row.get::<i64, _>("channels") as u32,
+    })
+}

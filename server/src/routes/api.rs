@@ -1,0 +1,88 @@
+//! The public JSON API for pages and scripts.
+
+use std::path::PathBuf;
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+use serde::{Deserialize, Serialize};
+
+use super::{parse_id, ApiResult, AppState, JsonBody, QueryParams, Refusal};
+
+pub async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+pub async fn list_datasets(State(state): State<AppState>) -> ApiResult<Json<Vec<DatasetInfo>>> {
+    Ok(Json(state.service.datasets().await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDataset {
+    name: String,
+    path: PathBuf,
+    #[serde(default = "idx")]
+    format: String,
+}
+
+fn idx() -> String {
+    "idx".into()
+}
+
+pub async fn register_dataset(State(state): State<AppState>, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
+    if body.format != "idx" {
+        return Err(Failure::bad_request(format!("format {:?} is not supported yet; use idx", body.format)).into());
+    }
+    let info = state.service.registry.register_idx(&body.name, &body.path).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /datasets/{name}/{train|val}/{index}.png`: one image, for thumbnails.
+pub async fn dataset_image(State(state): State<AppState>, Path((name, split, file)): Path<(String, String, String)>) -> ApiResult<impl IntoResponse> {
+    let train = match split.as_str() {
+        "train" => true,
+        "val" => false,
+        other => return Err(Failure::not_found(format!("split {other:?} does not exist; use train or val")).into()),
+    };
+    let index = file
+        .strip_suffix(".png")
+        .and_then(|i| i.parse::<usize>().ok())
+        .ok_or_else(|| Refusal(Failure::not_found(format!("{file:?} is not an image name like 123.png"))))?;
+    let png = state.service.registry.image_png(&name, train, index).await?;
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "public, max-age=3600")], png))
+}
+
+pub async fn launch_run(State(state): State<AppState>, JsonBody(request): JsonBody<RunRequest>) -> ApiResult<(StatusCode, Json<Launched>)> {
+    Ok((StatusCode::CREATED, Json(state.service.launch(request).await?)))
+}
+
+pub async fn list_runs(State(state): State<AppState>, QueryParams(query): QueryParams<RunQuery>) -> ApiResult<Json<Vec<RunSummary>>> {
+    Ok(Json(state.service.runs(query).await?))
+}
+
+pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.service.run(parse_id("run", &id)?).await?))
+}
+
+pub async fn run_samples(State(state): State<AppState>, Path(id): Path<String>, QueryParams(query): QueryParams<SampleQuery>) -> ApiResult<Json<SamplePage>> {
+    Ok(Json(state.service.samples(parse_id("run", &id)?, query).await?))
+}
+
+#[derive(Serialize)]
+pub struct StatusAnswer {
+    id: i64,
+    status: RunStatus,
+}
+
+pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
+    let id = parse_id("run", &id)?;
+    Ok(Json(StatusAnswer { id, status: state.queue.cancel(id).await? }))
+}
+
+pub async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
+    let id = parse_id("run", &id)?;
+    Ok(Json(StatusAnswer { id, status: state.queue.retry(id).await? }))
+}

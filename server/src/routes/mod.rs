@@ -1,0 +1,94 @@
+//! HTTP routes: the public JSON API (`/api/v1`, DESIGN.md), the worker protocol
+//! (`/api/v1/worker`), and event streams. Handlers are thin: they parse, call the service
+//! or the queue, and answer; every refusal is JSON with a message (and one per field).
+
+mod api;
+mod events;
+mod worker;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use leptos::prelude::LeptosOptions;
+use protocol::{ApiError, Failure};
+
+use crate::queue::Queue;
+use crate::service::Service;
+
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub service: Arc<Service>,
+    pub queue: Arc<Queue>,
+}
+
+/// A [`Failure`] as an HTTP answer.
+pub struct Refusal(pub Failure);
+
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Self {
+        Self(failure)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0.body)).into_response()
+    }
+}
+
+impl From<JsonRejection> for Refusal {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = rejection.status().as_u16();
+        Self(Failure { status, body: ApiError { message: format!("the request body was refused: {}", rejection.body_text()), errors: Default::default() } })
+    }
+}
+
+impl From<QueryRejection> for Refusal {
+    fn from(rejection: QueryRejection) -> Self {
+        Self(Failure::bad_request(format!("the query string was refused: {}", rejection.body_text())))
+    }
+}
+
+/// `axum::Json`, with refusals in the API's JSON error shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(Refusal))]
+pub struct JsonBody<T>(pub T);
+
+/// `axum::extract::Query`, with refusals in the API's JSON error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(Refusal))]
+pub struct QueryParams<T>(pub T);
+
+pub type ApiResult<T> = Result<T, Refusal>;
+
+/// Parses a numeric id from a path segment.
+pub fn parse_id(what: &str, text: &str) -> Result<i64, Refusal> {
+    text.parse().map_err(|_| Refusal(Failure::bad_request(format!("{what} id must be a whole number, got {text:?}"))))
+}
+
+pub fn api_router() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(api::health))
+        .route("/datasets", get(api::list_datasets).post(api::register_dataset))
+        .route("/datasets/{name}/{split}/{file}", get(api::dataset_image))
+        .route("/runs", get(api::list_runs).post(api::launch_run))
+        .route("/runs/{id}", get(api::get_run))
+        .route("/runs/{id}/samples", get(api::run_samples))
+        .route("/runs/{id}/cancel", post(api::cancel_run))
+        .route("/runs/{id}/retry", post(api::retry_run))
+        .route("/runs/{id}/events", get(events::run_events))
+        .route("/events", get(events::all_events))
+        .route("/worker/lease", post(worker::lease))
+        .route("/worker/jobs/{job}/heartbeat", post(worker::heartbeat))
+        .route("/worker/jobs/{job}/samples", put(worker::manifest))
+        .route("/worker/jobs/{job}/epochs/{epoch}", put(worker::epoch))
+        .route("/worker/jobs/{job}/finish", post(worker::finish))
+        .fallback(|| async { Refusal(Failure::not_found("no such API route; see DESIGN.md for the routes")) })
+}

@@ -1,0 +1,52 @@
+//! The server side of the worker protocol; see `protocol::worker` for the conversation.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, LeaseRequest, SampleManifest};
+use protocol::Failure;
+use serde_json::json;
+
+use super::{parse_id, ApiResult, AppState, JsonBody, Refusal};
+
+fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| Refusal(Failure::unauthorized("send the token as 'Authorization: Bearer <token>'")))
+}
+
+pub async fn lease(State(state): State<AppState>, headers: HeaderMap, JsonBody(request): JsonBody<LeaseRequest>) -> ApiResult<Response> {
+    state.queue.check_worker_token(bearer(&headers)?)?;
+    Ok(match state.queue.lease(&request.worker).await? {
+        Some(lease) => Json(lease).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+pub async fn heartbeat(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(beat): JsonBody<Heartbeat>) -> ApiResult<Json<HeartbeatReply>> {
+    Ok(Json(state.queue.heartbeat(parse_id("job", &job)?, bearer(&headers)?, &beat).await?))
+}
+
+pub async fn manifest(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(manifest): JsonBody<SampleManifest>) -> ApiResult<Json<serde_json::Value>> {
+    state.queue.put_manifest(parse_id("job", &job)?, bearer(&headers)?, &manifest).await?;
+    Ok(Json(json!({ "samples": manifest.samples.len() })))
+}
+
+pub async fn epoch(
+    State(state): State<AppState>,
+    Path((job, epoch)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(upload): JsonBody<EpochUpload>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let epoch: u32 = epoch.parse().map_err(|_| Refusal(Failure::bad_request(format!("epoch must be a whole number, got {epoch:?}"))))?;
+    state.queue.put_epoch(parse_id("job", &job)?, bearer(&headers)?, epoch, &upload).await?;
+    Ok(Json(json!({ "epoch": epoch, "samples": upload.correct.len() })))
+}
+
+pub async fn finish(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(finish): JsonBody<Finish>) -> ApiResult<Json<serde_json::Value>> {
+    state.queue.finish(parse_id("job", &job)?, bearer(&headers)?, &finish).await?;
+    Ok(Json(json!({ "ok": true })))
+}

@@ -1,0 +1,326 @@
+//! The service behind the pages and the JSON API: runs and their results.
+
+use std::sync::Arc;
+
+use protocol::{
+    DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
+    RunSummary, SamplePage, SampleQuery, SampleStats,
+};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqlitePool};
+
+use crate::db::internal;
+use crate::progress::Hub;
+use crate::registry::Registry;
+
+pub struct Service {
+    pub pool: SqlitePool,
+    pub registry: Arc<Registry>,
+    pub hub: Hub,
+}
+
+/// Columns the runs table may be sorted by, as the API names them.
+const RUN_SORTS: &[(&str, &str)] = &[
+    ("id", "r.id"),
+    ("created_at", "r.created_at"),
+    ("dataset", "r.dataset"),
+    ("arch", "r.arch"),
+    ("seed", "r.seed"),
+    ("status", "j.status"),
+];
+
+/// Per-sample statistics the sample lists may be sorted by.
+const SAMPLE_SORTS: &[&str] = &[
+    "sample_index",
+    "dataset_index",
+    "label",
+    "forgetting_events",
+    "learning_events",
+    "first_learned_epoch",
+    "never_learned",
+    "unforgettable",
+    "confidence",
+    "variability",
+    "correctness",
+    "tau",
+    "r2",
+    "warmup_loss",
+];
+
+const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, j.id AS job_id, j.status, j.error,
+    j.progress, j.started_at, j.finished_at";
+
+/// Parses `name` or `-name` against a whitelist; returns the SQL column and direction.
+fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>, default: &'a str) -> Result<String, Failure> {
+    let Some(sort) = sort.filter(|s| !s.is_empty()) else { return Ok(default.to_owned()) };
+    let (name, direction) = match sort.strip_prefix('-') {
+        Some(name) => (name, "DESC"),
+        None => (sort, "ASC"),
+    };
+    match allowed(name) {
+        Some(column) => Ok(format!("{column} {direction}")),
+        None => Err(Failure::bad_request(format!("cannot sort by {name:?}"))),
+    }
+}
+
+impl Service {
+    pub async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure> {
+        self.registry.list().await
+    }
+
+    pub async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
+        let datasets = self.registry.list().await?;
+        let spec = ExperimentSpec::parse(&request, &datasets).map_err(|errors| {
+            let count = errors.0.len();
+            Failure::invalid(format!("the run was not queued: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors)
+        })?;
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs) VALUES (?, ?, ?, ?, ?) RETURNING id")
+            .bind(serde_json::to_string(&spec).map_err(internal)?)
+            .bind(&spec.dataset)
+            .bind(spec.arch.as_str())
+            .bind(spec.seed as i64)
+            .bind(spec.total_epochs())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(internal)?;
+        let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status) VALUES (?, 'queued') RETURNING id")
+            .bind(run_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        tracing::info!(run = run_id, job = job_id, dataset = %spec.dataset, arch = %spec.arch, "run queued");
+        self.hub.publish(queued_progress(job_id, run_id, spec.total_epochs()));
+        Ok(Launched { id: run_id, job_id, status: RunStatus::Queued })
+    }
+
+    pub async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure> {
+        if let Some(status) = query.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
+            return Err(Failure::bad_request(format!("unknown status {status:?}; use queued, running, succeeded, failed or cancelled")));
+        }
+        let order = sort_clause(query.sort.as_deref(), |name| RUN_SORTS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c), "r.id DESC")?;
+        let limit = query.limit.unwrap_or(100).min(1000);
+        let sql = format!(
+            "SELECT {RUN_COLUMNS},
+                (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy
+             FROM runs r JOIN jobs j ON j.run_id = r.id
+             WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
+             ORDER BY {order}, r.id DESC LIMIT ?4 OFFSET ?5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&query.status)
+            .bind(&query.dataset)
+            .bind(&query.arch)
+            .bind(limit)
+            .bind(query.offset.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
+        rows.iter()
+            .map(|row| {
+                let status = status_of(row)?;
+                Ok(RunSummary {
+                    id: row.get("id"),
+                    dataset: row.get("dataset"),
+                    arch: row.get("arch"),
+                    seed: row.get::<i64, _>("seed") as u64,
+                    epochs: row.get::<i64, _>("epochs") as u32,
+                    status,
+                    created_at: row.get("created_at"),
+                    finished_at: row.get("finished_at"),
+                    error: row.get("error"),
+                    progress: progress_of(row, status),
+                    final_val_accuracy: row.get("final_val_accuracy"),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
+        let row = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Failure::not_found(format!("no run #{id}")))?;
+        let spec: ExperimentSpec = serde_json::from_str(row.get("spec")).map_err(internal)?;
+        let status = status_of(&row)?;
+        let epochs = sqlx::query("SELECT * FROM epoch_metrics WHERE run_id = ? ORDER BY epoch")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?
+            .iter()
+            .map(epoch_metrics_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
+        let histogram: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ? GROUP BY forgetting_events ORDER BY forgetting_events")
+                .bind(id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?;
+        let mut forgetting_histogram = vec![0u64; histogram.last().map_or(0, |(k, _)| *k as usize + 1)];
+        for (events, count) in histogram {
+            forgetting_histogram[events as usize] = count as u64;
+        }
+        let class_names = self.registry.get(&spec.dataset).await.map(|d| d.class_names).unwrap_or_default();
+        Ok(RunDetail {
+            id,
+            spec,
+            status,
+            created_at: row.get("created_at"),
+            started_at: row.get("started_at"),
+            finished_at: row.get("finished_at"),
+            error: row.get("error"),
+            progress: progress_of(&row, status),
+            epochs,
+            sample_count: sample_count as u64,
+            forgetting_histogram,
+            class_names,
+        })
+    }
+
+    pub async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
+        self.run_exists(run_id).await?;
+        let order = sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied(), "forgetting_events DESC")?;
+        let limit = query.limit.unwrap_or(100).min(10_000);
+        let offset = query.offset.unwrap_or(0);
+        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_stats WHERE run_id = ?1 AND (?2 IS NULL OR label = ?2)")
+            .bind(run_id)
+            .bind(query.label)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(internal)?;
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM sample_stats WHERE run_id = ?1 AND (?2 IS NULL OR label = ?2)
+             ORDER BY {order}, sample_index LIMIT ?3 OFFSET ?4"
+        ))
+        .bind(run_id)
+        .bind(query.label)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(SamplePage { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), samples: rows.iter().map(sample_stats_of).collect() })
+    }
+
+    async fn run_exists(&self, run_id: i64) -> Result<(), Failure> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?").bind(run_id).fetch_optional(&self.pool).await.map_err(internal)?;
+        found.map(drop).ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))
+    }
+
+    /// The current state of every queued or running job (for a new event stream).
+    pub async fn active_progress(&self, run_id: Option<i64>) -> Result<Vec<Progress>, Failure> {
+        let rows = sqlx::query(&format!(
+            "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.run_id = r.id
+             WHERE (?1 IS NULL AND j.status IN ('queued', 'running')) OR r.id = ?1 ORDER BY r.id"
+        ))
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        rows.iter()
+            .map(|row| {
+                let status = status_of(row)?;
+                Ok(progress_of(row, status).unwrap_or_else(|| {
+                    let mut p = queued_progress(row.get("job_id"), row.get("id"), row.get::<i64, _>("epochs") as u32);
+                    p.status = status;
+                    if status == RunStatus::Succeeded {
+                        p.fraction = 1.0;
+                    }
+                    p
+                }))
+            })
+            .collect()
+    }
+}
+
+pub fn queued_progress(job_id: i64, run_id: i64, epochs: u32) -> Progress {
+    Progress {
+        job_id,
+        run_id,
+        status: RunStatus::Queued,
+        phase: "queued".into(),
+        epoch: 0,
+        epochs,
+        step: 0,
+        steps: 0,
+        loss: None,
+        accuracy: None,
+        images_per_sec: None,
+        eta_seconds: None,
+        fraction: 0.0,
+    }
+}
+
+fn status_of(row: &SqliteRow) -> Result<RunStatus, Failure> {
+    let text: String = row.get("status");
+    RunStatus::parse(&text).ok_or_else(|| internal(format!("unknown job status {text:?} in the database")))
+}
+
+/// The stored progress, with the job's current status (which may be newer).
+fn progress_of(row: &SqliteRow, status: RunStatus) -> Option<Progress> {
+    let text: Option<String> = row.get("progress");
+    let mut progress: Progress = serde_json::from_str(&text?).ok()?;
+    progress.status = status;
+    if status == RunStatus::Succeeded {
+        progress.fraction = 1.0;
+    }
+    Some(progress)
+}
+
+fn epoch_metrics_of(row: &SqliteRow) -> Result<EpochMetrics, Failure> {
+    let phase: String = row.get("phase");
+    Ok(EpochMetrics {
+        epoch: row.get::<i64, _>("epoch") as u32,
+        phase: Phase::parse(&phase).ok_or_else(|| internal(format!("unknown phase {phase:?}")))?,
+        train_loss: row.get("train_loss"),
+        train_accuracy: row.get("train_accuracy"),
+        val_loss: row.get("val_loss"),
+        val_accuracy: row.get("val_accuracy"),
+        lr: row.get("lr"),
+        seconds: row.get("seconds"),
+    })
+}
+
+fn sample_stats_of(row: &SqliteRow) -> SampleStats {
+    SampleStats {
+        sample_key: row.get("sample_key"),
+        sample_index: row.get::<i64, _>("sample_index") as u32,
+        dataset_index: row.get::<i64, _>("dataset_index") as u32,
+        label: row.get::<i64, _>("label") as u32,
+        forgetting_events: row.get::<i64, _>("forgetting_events") as u32,
+        learning_events: row.get::<i64, _>("learning_events") as u32,
+        first_learned_epoch: row.get::<Option<i64>, _>("first_learned_epoch").map(|e| e as u32),
+        never_learned: row.get("never_learned"),
+        unforgettable: row.get("unforgettable"),
+        confidence: row.get("confidence"),
+        variability: row.get("variability"),
+        correctness: row.get("correctness"),
+        tau: row.get("tau"),
+        r2: row.get("r2"),
+        warmup_loss: row.get("warmup_loss"),
+    }
+}
+
+#[async_trait::async_trait]
+impl app::backend::Backend for Service {
+    async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure> {
+        Service::datasets(self).await
+    }
+    async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
+        Service::launch(self, request).await
+    }
+    async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure> {
+        Service::runs(self, query).await
+    }
+    async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
+        Service::run(self, id).await
+    }
+    async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
+        Service::samples(self, run_id, query).await
+    }
+}

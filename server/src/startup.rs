@@ -1,0 +1,126 @@
+//! Wiring: database, services, routes, workers, and serving until asked to stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use app::backend::SharedBackend;
+use app::{shell, App};
+use axum::http::{header, HeaderValue};
+use axum::Router;
+use leptos::prelude::{provide_context, LeptosOptions};
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::executor::LocalExecutor;
+use crate::progress::Hub;
+use crate::queue::{new_token, Queue};
+use crate::registry::Registry;
+use crate::routes::{api_router, AppState};
+use crate::service::Service;
+
+/// Largest request body: an epoch of 10^5 samples is about 6 MB of JSON.
+const BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(config.data_dir.join("datasets"))
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let pool = crate::db::connect(&config.database_path()).await?;
+    tracing::info!("database {}", config.database_path().display());
+
+    let hub = Hub::default();
+    let registry = Arc::new(Registry::new(pool.clone(), config.all_data_roots()));
+    registry.register_default().await;
+    let worker_token = config.worker_token.clone().unwrap_or_else(new_token);
+    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone() });
+    let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds));
+
+    let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let addr = listener.local_addr()?;
+    let site_root = config.site_root();
+    if !site_root.join("pkg").is_dir() {
+        tracing::warn!("no browser bundle in {}: pages will not hydrate (run `cargo leptos build --frontend-only`)", site_root.display());
+    }
+    let leptos_options = LeptosOptions::builder()
+        .output_name("forgetlab")
+        .site_root(site_root.display().to_string())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone() };
+
+    let backend: SharedBackend = service;
+    let routes = generate_route_list(App);
+    let app = Router::new()
+        .leptos_routes_with_context(&state, routes, move || provide_context(backend.clone()), {
+            let options = leptos_options.clone();
+            move || shell(options.clone())
+        })
+        .nest("/api/v1", api_router())
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state);
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    spawn_lease_reaper(queue, shutdown_rx.clone());
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    LocalExecutor {
+        worker_bin: config.worker_bin(),
+        server_url: format!("http://{host}:{}", addr.port()),
+        worker_token,
+        slots: config.workers,
+        device: config.device,
+    }
+    .start(shutdown_rx);
+
+    println!("forgetlab is serving http://{addr}");
+    tracing::info!("listening on http://{addr}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+        })
+        .await?;
+    Ok(())
+}
+
+fn spawn_lease_reaper(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    if let Err(error) = queue.requeue_expired().await {
+                        tracing::error!("lease check failed: {error}");
+                    }
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            signal.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate => {}
+    }
+}

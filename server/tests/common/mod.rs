@@ -1,0 +1,103 @@
+//! A real `forgetlab` server process on a free port with its own data directory.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const WORKER_TOKEN: &str = "test-worker-token";
+pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+pub struct TestServer {
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    child: Child,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("its address").port()
+}
+
+/// The worker binary: `FORGETLAB_WORKER_BIN`, or the one `cargo build -p trainer` made.
+pub fn worker_bin() -> PathBuf {
+    if let Ok(path) = std::env::var("FORGETLAB_WORKER_BIN") {
+        return path.into();
+    }
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    target.join("debug/forgetlab-worker")
+}
+
+pub fn require_fashion_mnist() {
+    assert!(
+        Path::new(FASHION_MNIST).is_dir(),
+        "{FASHION_MNIST} is missing: install Debian's dataset-fashion-mnist (scripts/test does)"
+    );
+}
+
+impl TestServer {
+    pub fn start(workers: u32) -> Self {
+        if workers > 0 {
+            assert!(worker_bin().is_file(), "no worker binary at {}: run `cargo build -p trainer` first (scripts/test does)", worker_bin().display());
+        }
+        let data_dir = tempfile::tempdir().expect("a temporary data directory");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_forgetlab"))
+            .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
+            .env("FORGETLAB_DATA_DIR", data_dir.path())
+            .env("FORGETLAB_WORKERS", workers.to_string())
+            .env("FORGETLAB_WORKER_BIN", worker_bin())
+            .env("FORGETLAB_WORKER_TOKEN", WORKER_TOKEN)
+            .env("FORGETLAB_DEVICE", "cpu")
+            .env("RUST_LOG", "info,tower_http=warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting the forgetlab binary");
+        let server = Self { url: format!("http://127.0.0.1:{port}"), data_dir, child };
+        server.wait_until_up();
+        server
+    }
+
+    fn wait_until_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = reqwest::blocking::Client::new();
+        while Instant::now() < deadline {
+            if client.get(format!("{}/api/v1/health", self.url)).send().is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the server at {} did not answer within 60 s", self.url);
+    }
+
+    pub fn database(&self) -> PathBuf {
+        self.data_dir.path().join("forgetlab.db")
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.url)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls a run until it ends; returns its detail JSON.
+pub fn wait_for_run(server: &TestServer, id: i64, timeout: Duration) -> serde_json::Value {
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let run: serde_json::Value = client.get(server.api(&format!("/runs/{id}"))).send().expect("GET run").json().expect("run JSON");
+        let status = run["status"].as_str().unwrap_or_default().to_owned();
+        if ["succeeded", "failed", "cancelled"].contains(&status.as_str()) {
+            return run;
+        }
+        assert!(Instant::now() < deadline, "run {id} still {status} after {timeout:?}: {run}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}

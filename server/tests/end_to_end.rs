@@ -1,0 +1,150 @@
+//! A real server, a real worker process, real libtorch training on real Fashion-MNIST, and
+//! the stored per-sample statistics checked against a recomputation from the stored epochs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{require_fashion_mnist, wait_for_run, TestServer};
+use protocol::pack::{unpack_f32, unpack_u16};
+use serde_json::{json, Value};
+use sqlx::{Row, SqlitePool};
+
+/// Forgetting events, learning events and first-learned epoch, written out independently of
+/// the `dynamics` crate: c_0 = 0; forgetting = 1 -> 0; learning = 0 -> 1.
+fn recount(trace: &[u8]) -> (i64, i64, Option<i64>) {
+    let (mut forgotten, mut learned, mut first) = (0, 0, None);
+    for t in 0..trace.len() {
+        let before = if t == 0 { 0 } else { trace[t - 1] };
+        if before == 1 && trace[t] == 0 {
+            forgotten += 1;
+        }
+        if before == 0 && trace[t] == 1 {
+            learned += 1;
+            if first.is_none() {
+                first = Some(t as i64 + 1);
+            }
+        }
+    }
+    (forgotten, learned, first)
+}
+
+async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs: usize, samples: usize, warmup: usize) {
+    let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display())).await.expect("open the run's database");
+    let records = sqlx::query("SELECT epoch, correct, loss, p_true, margin, predicted, el2n FROM epoch_records WHERE run_id = ? ORDER BY epoch")
+        .bind(run_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), epochs, "one row per epoch");
+    let mut correct = Vec::new();
+    let mut p_true = Vec::new();
+    let mut loss = Vec::new();
+    for (i, row) in records.iter().enumerate() {
+        assert_eq!(row.get::<i64, _>("epoch"), i as i64 + 1);
+        let c: Vec<u8> = row.get("correct");
+        assert_eq!(c.len(), samples);
+        assert!(c.iter().all(|&v| v <= 1));
+        let p = unpack_f32(&row.get::<Vec<u8>, _>("p_true")).unwrap();
+        assert!(p.iter().all(|&v| (0.0..=1.0).contains(&v)), "p_true is a probability");
+        let l = unpack_f32(&row.get::<Vec<u8>, _>("loss")).unwrap();
+        // The loss is the cross-entropy of the recorded p_true.
+        for (loss, p) in l.iter().zip(&p) {
+            assert!((loss - (-p.ln())).abs() < 1e-3 * (1.0 + loss.abs()), "loss {loss} vs -ln p_true {}", -p.ln());
+        }
+        let predicted = unpack_u16(&row.get::<Vec<u8>, _>("predicted")).unwrap();
+        let margin = unpack_f32(&row.get::<Vec<u8>, _>("margin")).unwrap();
+        assert_eq!(predicted.len(), samples);
+        // Correct exactly when the true logit beats every other one.
+        for k in 0..samples {
+            if margin[k] > 1e-4 {
+                assert_eq!(c[k], 1);
+            }
+            if margin[k] < -1e-4 {
+                assert_eq!(c[k], 0);
+            }
+        }
+        assert_eq!(unpack_f32(&row.get::<Vec<u8>, _>("el2n")).unwrap().len(), samples);
+        correct.push(c);
+        p_true.push(p);
+        loss.push(l);
+    }
+    let stats = sqlx::query("SELECT * FROM sample_stats WHERE run_id = ? ORDER BY sample_index").bind(run_id).fetch_all(&pool).await.unwrap();
+    assert_eq!(stats.len(), samples, "one statistics row per sample");
+    for (i, row) in stats.iter().enumerate() {
+        let trace: Vec<u8> = correct.iter().map(|epoch| epoch[i]).collect();
+        let (forgotten, learned, first) = recount(&trace);
+        assert_eq!(row.get::<i64, _>("forgetting_events"), forgotten, "sample {i}, trace {trace:?}");
+        assert_eq!(row.get::<i64, _>("learning_events"), learned, "sample {i}");
+        assert_eq!(row.get::<Option<i64>, _>("first_learned_epoch"), first, "sample {i}");
+        assert_eq!(row.get::<bool, _>("never_learned"), first.is_none());
+        assert_eq!(row.get::<bool, _>("unforgettable"), first.is_some() && forgotten == 0);
+        let mean = p_true.iter().map(|e| f64::from(e[i])).sum::<f64>() / epochs as f64;
+        let var = p_true.iter().map(|e| (f64::from(e[i]) - mean).powi(2)).sum::<f64>() / epochs as f64;
+        assert!((row.get::<f64, _>("confidence") - mean).abs() < 1e-9);
+        assert!((row.get::<f64, _>("variability") - var.sqrt()).abs() < 1e-9);
+        let correctness = trace.iter().map(|&c| f64::from(c)).sum::<f64>() / epochs as f64;
+        assert!((row.get::<f64, _>("correctness") - correctness).abs() < 1e-12);
+        let warmup_loss = row.get::<Option<f64>, _>("warmup_loss");
+        if warmup > 0 {
+            assert_eq!(warmup_loss, Some(f64::from(loss[warmup - 1][i])));
+        } else {
+            assert_eq!(warmup_loss, None);
+        }
+    }
+    // Content keys: the manifest's key of every sample is the hash of its image and label.
+    let images = datasets::load_idx_split(std::path::Path::new(common::FASHION_MNIST), datasets::Split::Train).unwrap();
+    let manifest = sqlx::query("SELECT dataset_index, sample_key, label FROM run_samples WHERE run_id = ? ORDER BY sample_index")
+        .bind(run_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    for row in &manifest {
+        let index = row.get::<i64, _>("dataset_index") as usize;
+        assert_eq!(row.get::<i64, _>("label") as u32, images.labels[index]);
+        assert_eq!(row.get::<String, _>("sample_key"), datasets::sample_key(images.image(index).unwrap(), images.labels[index]));
+    }
+}
+
+fn launch(server: &TestServer, spec: Value) -> i64 {
+    let response = reqwest::blocking::Client::new().post(server.api("/runs")).json(&spec).send().expect("POST /runs");
+    assert_eq!(response.status(), 201, "launch refused: {}", response.text().unwrap_or_default());
+    response.json::<Value>().unwrap()["id"].as_i64().expect("run id")
+}
+
+#[test]
+fn real_jobs_store_statistics_that_match_the_stored_epochs() {
+    require_fashion_mnist();
+    let server = TestServer::start(1);
+    let small = launch(
+        &server,
+        json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 2, "train_subset": 256, "val_subset": 256,
+               "batch_size": 64, "lr": 0.05, "seed": 1, "measure": "in_batch", "device": "cpu"}),
+    );
+    let resnet = launch(
+        &server,
+        json!({"dataset": "fashion-mnist", "arch": "resnet18", "warmup_epochs": 1, "epochs": 1, "train_subset": 128,
+               "val_subset": 128, "batch_size": 32, "lr": 0.01, "seed": 2, "measure": "full_pass", "image_size": 32, "device": "cpu"}),
+    );
+    for (id, epochs, samples, warmup) in [(small, 2, 256, 0), (resnet, 2, 128, 1)] {
+        let run = wait_for_run(&server, id, Duration::from_secs(600));
+        assert_eq!(run["status"], "succeeded", "run {id}: {run}");
+        assert_eq!(run["epochs"].as_array().unwrap().len(), epochs);
+        assert_eq!(run["sample_count"], samples);
+        let histogram_total: u64 = run["forgetting_histogram"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(histogram_total, samples as u64, "the histogram covers every sample");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(check_stored_statistics(&server.database(), id, epochs, samples, warmup));
+    }
+    // The API's sample list agrees with the database and is sorted as asked.
+    let page: Value = reqwest::blocking::get(server.api(&format!("/runs/{small}/samples?sort=-forgetting_events&limit=20"))).unwrap().json().unwrap();
+    assert_eq!(page["total"], 256);
+    let events: Vec<u64> = page["samples"].as_array().unwrap().iter().map(|s| s["forgetting_events"].as_u64().unwrap()).collect();
+    assert_eq!(events.len(), 20);
+    assert!(events.windows(2).all(|w| w[0] >= w[1]), "sorted by forgetting events: {events:?}");
+    // A thumbnail of a listed sample is a PNG.
+    let index = page["samples"][0]["dataset_index"].as_u64().unwrap();
+    let png = reqwest::blocking::get(server.api(&format!("/datasets/fashion-mnist/train/{index}.png"))).unwrap();
+    assert_eq!(png.headers()["content-type"], "image/png");
+    assert_eq!(&png.bytes().unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+}

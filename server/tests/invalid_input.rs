@@ -1,0 +1,49 @@
+//! Bad input to `POST /api/v1/runs` gets a JSON answer with one message per field, and
+//! nothing is queued.
+
+mod common;
+
+use common::{require_fashion_mnist, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+#[test]
+fn invalid_run_specs_are_refused_field_by_field_and_nothing_is_queued() {
+    require_fashion_mnist();
+    let server = TestServer::start(0);
+    let client = Client::new();
+    let cases = [
+        (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 0}), "epochs", "must be a whole number from 1 to 1000, got 0"),
+        (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "lr": -0.1}), "lr", "greater than 0"),
+        (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "lr": 0}), "lr", "got 0"),
+        (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 60001}), "train_subset", "larger than fashion-mnist's 60000"),
+        (json!({"dataset": "imagenet", "arch": "small_cnn", "epochs": 1}), "dataset", "unknown dataset \"imagenet\""),
+        (json!({"dataset": "fashion-mnist", "arch": "vgg19", "epochs": 1}), "arch", "unknown value \"vgg19\""),
+        (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "measure": "always"}), "measure", "in_batch, full_pass"),
+        (json!({"arch": "small_cnn"}), "dataset", "is required"),
+    ];
+    for (body, field, expected) in cases {
+        let response = client.post(server.api("/runs")).json(&body).send().unwrap();
+        assert_eq!(response.status(), 422, "{body}");
+        let error: Value = response.json().unwrap();
+        let message = error["errors"][field].as_str().unwrap_or_else(|| panic!("no message for {field} in {error}"));
+        assert!(message.contains(expected), "{field}: {message:?} should contain {expected:?}");
+    }
+
+    let malformed = client.post(server.api("/runs")).header("content-type", "application/json").body("{\"dataset\": ").send().unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(malformed.json::<Value>().unwrap()["message"].as_str().unwrap().contains("request body was refused"));
+
+    let unknown = client.post(server.api("/runs")).json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "learning_rate": 0.1})).send().unwrap();
+    assert_eq!(unknown.status(), 422);
+    assert!(unknown.json::<Value>().unwrap()["message"].as_str().unwrap().contains("unknown field `learning_rate`"));
+
+    let not_json = client.post(server.api("/runs")).body("epochs=1").send().unwrap();
+    assert_eq!(not_json.status(), 415, "a body that is not JSON says so");
+
+    let runs: Vec<Value> = client.get(server.api("/runs")).send().unwrap().json().unwrap();
+    assert!(runs.is_empty(), "nothing was queued: {runs:?}");
+    assert_eq!(client.get(server.api("/runs/abc")).send().unwrap().status(), 400);
+    assert_eq!(client.get(server.api("/runs/999")).send().unwrap().status(), 404);
+    assert_eq!(client.get(server.api("/runs?sort=password")).send().unwrap().status(), 400);
+}
