@@ -30,6 +30,7 @@ impl LocalExecutor {
                 .env("FORGETLAB_SERVER", &self.server_url)
                 .env("FORGETLAB_WORKER_TOKEN", &self.worker_token)
                 .env("FORGETLAB_WORKER_NAME", format!("local-{slot}"))
+                .env("FORGETLAB_EXIT_WITH_PARENT", "true")
                 .kill_on_drop(true);
             match self.device {
                 DeviceSetting::Cpu => {

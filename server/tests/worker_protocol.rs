@@ -72,6 +72,6 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     let run: Value = client.get(server.api(&format!("/runs/{run_id}"))).send().unwrap().json().unwrap();
     assert_eq!(run["status"], "failed");
     assert!(run["error"].as_str().unwrap().contains("epochs missing: 2"), "{run}");
-    // The job's token died with the job.
-    assert_eq!(client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 4, 0.1)).send().unwrap().status(), 409);
+    // The job's token died with the job: nothing stored can be overwritten any more.
+    assert_eq!(client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 4, 0.1)).send().unwrap().status(), 401);
 }

@@ -35,10 +35,14 @@ impl Client {
     }
 
     fn call<B: Serialize, R: DeserializeOwned>(&self, method: &str, path: &str, token: &str, body: &B) -> Result<Option<R>> {
+        self.call_with_attempts(method, path, token, body, ATTEMPTS)
+    }
+
+    fn call_with_attempts<B: Serialize, R: DeserializeOwned>(&self, method: &str, path: &str, token: &str, body: &B, attempts: u32) -> Result<Option<R>> {
         let url = format!("{}/api/v1/worker{path}", self.base);
         let body = serde_json::to_value(body)?;
         let mut wait = Duration::from_millis(250);
-        for attempt in 1..=ATTEMPTS {
+        for attempt in 1..=attempts {
             let result = self.agent.request(method, &url).set("authorization", &format!("Bearer {token}")).send_json(body.clone());
             match result {
                 Ok(response) if response.status() == 204 => return Ok(None),
@@ -48,20 +52,20 @@ impl Client {
                     let message = serde_json::from_str::<protocol::ApiError>(&message).map(|e| e.message).unwrap_or(message);
                     return Err(Refused { what: format!("{method} {path}"), status, message }.into());
                 }
-                Err(error) if attempt < ATTEMPTS => {
-                    tracing::warn!("{method} {path} failed (attempt {attempt} of {ATTEMPTS}): {error}; retrying in {wait:?}");
+                Err(error) if attempt < attempts => {
+                    tracing::warn!("{method} {path} failed (attempt {attempt} of {attempts}): {error}; retrying in {wait:?}");
                     sleep(wait);
                     wait = (wait * 2).min(Duration::from_secs(8));
                 }
-                Err(error) => bail!("{method} {url} failed after {ATTEMPTS} attempts: {error}"),
+                Err(error) => bail!("{method} {url} failed after {attempts} attempt(s): {error}"),
             }
         }
         unreachable!("the loop returns on its last attempt")
     }
 
-    /// Asks for a job. `None` when the queue is empty.
+    /// Asks for a job, once (the caller polls). `None` when the queue is empty.
     pub fn lease(&self, worker_token: &str, worker: &str) -> Result<Option<Lease>> {
-        self.call("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned() })
+        self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned() }, 1)
     }
 
     pub fn job(&self, lease: &Lease) -> JobClient {

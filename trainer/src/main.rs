@@ -29,11 +29,32 @@ struct Args {
     /// Run at most one job, then exit (for batch schedulers).
     #[arg(long)]
     once: bool,
+    /// Exit when the process that started this one dies (set by the server for its local
+    /// workers, so none is left training for a server that is gone).
+    #[arg(long, env = "FORGETLAB_EXIT_WITH_PARENT")]
+    exit_with_parent: bool,
+}
+
+/// Asks the kernel to end this process when its parent dies (Linux), then checks the parent
+/// is not already gone.
+fn exit_with_parent() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+    }
+    if std::os::unix::process::parent_id() == 1 {
+        tracing::warn!("the server that started this worker is gone; exiting");
+        std::process::exit(0);
+    }
 }
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
     let args = Args::parse();
+    if args.exit_with_parent {
+        exit_with_parent();
+    }
     let name = args.name.clone().unwrap_or_else(|| format!("pid{}", std::process::id()));
     let client = Client::new(&args.server);
     tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), "worker started");

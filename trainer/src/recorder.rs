@@ -42,7 +42,7 @@ pub fn measure(logits: &Tensor, targets: &Tensor) -> BatchMeasures {
     let best_other = logits.scatter_value(1, &targets_col, f64::NEG_INFINITY).amax([1], false);
     let margin = true_logit - best_other;
     let one_hot = targets.one_hot(classes).to_kind(Kind::Float);
-    let el2n = (probs - one_hot).square().sum_dim_intlist([1], false, Kind::Float).sqrt();
+    let el2n = (probs - one_hot).square().sum_dim_intlist(&[1i64][..], false, Kind::Float).sqrt();
     BatchMeasures { loss, correct, p_true, margin, predicted, el2n }
 }
 

@@ -143,7 +143,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
 fn set_phase(vs: &nn::VarStore, head_prefix: &str, phase: Phase) {
     let vars = vs.variables_.lock().expect("var store lock");
     for (name, tensor) in &vars.named_variables {
-        if vars.trainable_variables.iter().any(|v| v.tensor.is_same(tensor)) {
+        if vars.trainable_variables.iter().any(|v| v.tensor.data_ptr() == tensor.data_ptr()) {
             let trains = phase == Phase::Finetune || name.starts_with(head_prefix);
             let _ = tensor.set_requires_grad(trains);
         }
