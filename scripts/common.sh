@@ -127,11 +127,17 @@ ensure_all() {
 }
 
 # One package at a time: two cores, and never the ssr and hydrate features in one build.
-build_all() {
-    step "Building the browser bundle (cargo leptos, wasm32 + CSS -> target/site)"
+build_frontend() {
+    step "Building the browser bundle (cargo leptos: wasm32 + CSS -> target/site)"
     cargo leptos build --frontend-only || die "the wasm/CSS build failed (see the compiler output above)"
-    step "Building the web server (forgetlab)"
-    cargo build -p server || die "building the server failed"
+}
+
+build_worker() {
     step "Building the training worker (forgetlab-worker, links libtorch)"
     cargo build -p trainer || die "building the worker failed"
+}
+
+build_server() {
+    step "Building the web server (forgetlab)"
+    cargo build -p server || die "building the server failed"
 }

@@ -16,7 +16,7 @@ pub mod pages;
 use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
-use leptos_router::path;
+use leptos_router::{path, SsrMode};
 
 use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
 
@@ -54,11 +54,12 @@ pub fn App() -> impl IntoView {
                 </nav>
             </header>
             <main>
+                // Async: every page is sent whole, so it reads without JavaScript.
                 <Routes fallback=|| view! { <p class="empty">"No page here."</p> }>
-                    <Route path=path!("/") view=RunsPage />
-                    <Route path=path!("/launch") view=LaunchPage />
-                    <Route path=path!("/jobs") view=JobsPage />
-                    <Route path=path!("/runs/:id") view=RunPage />
+                    <Route path=path!("/") view=RunsPage ssr=SsrMode::Async />
+                    <Route path=path!("/launch") view=LaunchPage ssr=SsrMode::Async />
+                    <Route path=path!("/jobs") view=JobsPage ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id") view=RunPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

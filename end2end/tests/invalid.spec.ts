@@ -33,7 +33,7 @@ test("the API refuses invalid specs and malformed JSON with JSON errors", async 
   const body = await bad.json();
   expect(body.errors.epochs).toContain("from 1 to 1000");
   expect(body.errors.lr).toContain("greater than 0");
-  const malformed = await request.post("/api/v1/runs", { headers: { "content-type": "application/json" }, data: "{\"epochs\": " });
+  const malformed = await request.post("/api/v1/runs", { headers: { "content-type": "application/json" }, data: Buffer.from('{"epochs": ') });
   expect(malformed.status()).toBe(400);
   expect((await malformed.json()).message).toContain("request body was refused");
 });

@@ -5,12 +5,15 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.goto("/launch");
   await hydrated(page);
   await page.selectOption("select[name=dataset]", "fashion-mnist");
-  await page.selectOption("select[name=arch]", "small_cnn");
-  await page.fill("input[name=train_subset]", "256");
+  // Long enough (ResNet-18, 1024 images, 4 epochs: several seconds on 2 cores) for the bar
+  // to be seen part-way.
+  await page.selectOption("select[name=arch]", "resnet18");
+  await page.fill("input[name=train_subset]", "1024");
   await page.fill("input[name=val_subset]", "256");
-  await page.fill("input[name=epochs]", "3");
+  await page.fill("input[name=image_size]", "32");
+  await page.fill("input[name=epochs]", "4");
   await page.fill("input[name=batch_size]", "32");
-  await page.fill("input[name=lr]", "0.05");
+  await page.fill("input[name=lr]", "0.02");
   await page.fill("input[name=seed]", "7");
   await page.selectOption("select[name=measure]", "in_batch");
   await page.click("button[type=submit]");
@@ -22,9 +25,21 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.evaluate(() => ((window as any).__noReload = true));
   const row = page.locator(`tr.job[data-run="${runId}"]`);
   await expect(row).toHaveCount(1);
+  // Record every value the bar shows, however it is re-rendered.
+  await page.evaluate((id) => {
+    const seen: number[] = ((window as any).__seen = []);
+    const record = () => {
+      const bar = document.querySelector(`tr.job[data-run="${id}"] [role=progressbar]`);
+      if (bar) seen.push(Number(bar.getAttribute("aria-valuenow")));
+    };
+    record();
+    new MutationObserver(record).observe(document.body, { subtree: true, childList: true, attributes: true });
+  }, runId);
   const bar = row.locator("[role=progressbar]");
   await expect(bar).toHaveAttribute("aria-valuenow", "100", { timeout: 180_000 });
   expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+  const seen: number[] = await page.evaluate(() => (window as any).__seen);
+  expect(seen.some((v) => v > 0 && v < 100), `values seen: ${seen}`).toBe(true);
 
   await page.click(`a[href="/runs/${runId}"]`);
   await page.waitForURL(`**/runs/${runId}`);
@@ -39,8 +54,8 @@ test("a run launched from the form trains live and its page shows curves, histog
   const detail = await (await request.get(`/api/v1/runs/${runId}`)).json();
   const counts: number[] = await bars.evaluateAll((rects) => rects.map((r) => Number(r.getAttribute("data-count"))));
   expect(counts).toEqual(detail.forgetting_histogram);
-  expect(counts.reduce((a, b) => a + b, 0)).toBe(256);
-  expect(detail.epochs.length).toBe(3);
+  expect(counts.reduce((a, b) => a + b, 0)).toBe(1024);
+  expect(detail.epochs.length).toBe(4);
 
   // Twenty thumbnails, each loaded, each labelled with its forgetting count.
   const thumbs = page.locator(".most-forgotten .thumb");
