@@ -1,3 +1,4 @@
+#![recursion_limit = "256"]
 //! Browser entry: hydrates the page the server rendered.
 
 #[wasm_bindgen::prelude::wasm_bindgen]

@@ -339,8 +339,10 @@ impl Fields<'_> {
     }
 }
 
+/// A value as the user typed it: numbers bare (`0`, `-0.1`), other text quoted (`"many"`).
 fn shown(value: &Value) -> String {
     match value {
+        Value::String(s) if s.trim().parse::<f64>().is_ok() => s.trim().to_owned(),
         Value::String(s) => format!("{s:?}"),
         other => other.to_string(),
     }

@@ -106,6 +106,11 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             evaluate(&model, &train, |chunk, measures| arrays.write(&positions[chunk], measures))?;
         }
         anyhow::ensure!(arrays.written == n, "epoch {epoch} recorded {} of {n} samples", arrays.written);
+        let train_loss = loss_sum / n as f64;
+        anyhow::ensure!(
+            train_loss.is_finite(),
+            "training diverged at epoch {epoch}: the mean training loss is {train_loss}; try a lower learning rate"
+        );
 
         if beat.send(reporter, "validating", epoch, steps, steps, n)? {
             return Ok(Ending::Cancelled);
@@ -124,7 +129,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let metrics = EpochMetrics {
             epoch,
             phase,
-            train_loss: loss_sum / n as f64,
+            train_loss,
             train_accuracy: correct_sum / n as f64,
             val_loss,
             val_accuracy,

@@ -67,8 +67,8 @@ pub fn LaunchPage() -> impl IntoView {
     let archs = Arch::ALL.iter().map(|a| (a.as_str().to_owned(), a.label().to_owned(), a.is_available())).collect::<Vec<_>>();
     let optimizers = Optimizer::ALL.iter().map(|o| (o.as_str().to_owned(), o.as_str().to_uppercase(), true)).collect::<Vec<_>>();
     let measures = vec![
-        (Measure::InBatch.as_str().to_owned(), "in_batch: from the training pass (free)".to_owned(), true),
-        (Measure::FullPass.as_str().to_owned(), "full_pass: eval pass after each epoch".to_owned(), true),
+        (Measure::InBatch.as_str().to_owned(), "in_batch (training pass)".to_owned(), true),
+        (Measure::FullPass.as_str().to_owned(), "full_pass (eval pass)".to_owned(), true),
     ];
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
 

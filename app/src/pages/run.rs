@@ -23,8 +23,12 @@ pub fn RunPage() -> impl IntoView {
     let run = Resource::new(move || (id.get(), reloads.get()), |(id, _)| get_run(id));
     let live = RwSignal::new(None::<Progress>);
 
+    // Follow a run's progress while it can still change; a finished run needs no stream.
     Effect::new(move |_| {
         let id = id.get();
+        if run.get().and_then(|r| r.ok()).is_some_and(|r| r.status.is_finished()) {
+            return;
+        }
         subscribe(&format!("/api/v1/runs/{id}/events"), move |progress: Progress| {
             let status = run.get_untracked().and_then(|r| r.ok()).map(|r| r.status);
             if status != Some(progress.status) {
