@@ -18,7 +18,7 @@ FORGETLAB_CACHE="${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forgetlab}"
 export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION}"
 export LIBTORCH_BYPASS_VERSION_CHECK=1
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-export PATH="$HOME/.cargo/bin:$ROOT/end2end/node_modules/.bin:$PATH"
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$ROOT/end2end/node_modules/.bin:$PATH"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 note() { printf '    %s\n' "$*"; }
@@ -29,26 +29,30 @@ as_root() {
     else die "need root to run: $* (install sudo or run as root)"; fi
 }
 
+# Node, npm, Python and pip may come from elsewhere (nodesource, nvm, pyenv): a working
+# command counts as installed.
+provided_elsewhere() {
+    case "$1" in
+        nodejs) command -v node ;;
+        npm) command -v npm ;;
+        python3) command -v python3 ;;
+        python3-pip) python3 -m pip --version ;;
+        *) false ;;
+    esac >/dev/null 2>&1
+}
+
 ensure_debian_packages() {
-    local wanted=(dataset-fashion-mnist chromium build-essential pkg-config python3 python3-pip nodejs npm unzip curl ca-certificates)
+    local wanted=(dataset-fashion-mnist chromium build-essential python3 python3-pip nodejs npm unzip curl ca-certificates)
     local missing=()
     for p in "${wanted[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || provided_elsewhere "$p" || missing+=("$p")
     done
-    # Node and npm may come from elsewhere (nodesource, nvm): accept them on PATH.
-    if command -v node >/dev/null && command -v npm >/dev/null; then
-        missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
-    fi
-    if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-        missing=("${missing[@]/python3-pip}"); missing=("${missing[@]/python3}")
-    fi
-    local list=()
-    for p in "${missing[@]}"; do [ -n "$p" ] && list+=("$p"); done
-    if [ ${#list[@]} -eq 0 ]; then note "Debian packages: all present"; return; fi
-    step "Installing Debian packages: ${list[*]}"
+    if [ ${#missing[@]} -eq 0 ]; then note "Debian packages: all present"; return; fi
+    step "Installing Debian packages: ${missing[*]}"
     as_root apt-get update -q || die "apt-get update failed (network or sources.list?)"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${list[@]}" \
-        || die "apt-get install ${list[*]} failed"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" \
+        || die "apt-get install ${missing[*]} failed"
 }
 
 ensure_rust() {

@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{ExperimentSpec, FieldErrors};
+use crate::worker::Heartbeat;
 
 /// A registered dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,25 +105,34 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-/// Live progress of a running job, as sent by server-sent events and stored on each heartbeat.
+/// Live progress of a job, as sent by server-sent events and stored on each heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
     pub job_id: i64,
     pub run_id: i64,
     pub status: RunStatus,
-    /// `loading`, `warmup`, `finetune`, `evaluating`, `uploading`, `done`.
-    pub phase: String,
-    /// 1-based epoch in progress (0 before the first).
-    pub epoch: u32,
+    /// Recorded epochs of the whole run (warmup and fine-tuning).
     pub epochs: u32,
-    pub step: u32,
-    pub steps: u32,
-    pub loss: Option<f64>,
-    pub accuracy: Option<f64>,
-    pub images_per_sec: Option<f64>,
-    pub eta_seconds: Option<f64>,
+    /// The worker's last report (phase, epoch, step, loss, throughput, time left).
+    #[serde(flatten)]
+    pub heartbeat: Heartbeat,
     /// Fraction of the whole run done, in [0, 1].
     pub fraction: f64,
+}
+
+impl Progress {
+    /// Progress of a job from its last heartbeat; without one, the phase is the status.
+    pub fn new(job_id: i64, run_id: i64, status: RunStatus, epochs: u32, heartbeat: Option<Heartbeat>) -> Self {
+        let heartbeat = heartbeat.unwrap_or_else(|| Heartbeat { phase: status.as_str().to_owned(), ..Default::default() });
+        let within = if heartbeat.steps > 0 { f64::from(heartbeat.step) / f64::from(heartbeat.steps) } else { 0.0 };
+        let done = if status == RunStatus::Succeeded || heartbeat.phase == "done" {
+            f64::from(epochs)
+        } else {
+            f64::from(heartbeat.epoch.saturating_sub(1)) + within
+        };
+        let fraction = (done / f64::from(epochs.max(1))).clamp(0.0, 1.0);
+        Self { job_id, run_id, status, epochs, heartbeat, fraction }
+    }
 }
 
 /// One row of the runs table.
@@ -273,4 +283,33 @@ pub struct LaunchOutcome {
     pub run_id: Option<i64>,
     pub message: Option<String>,
     pub errors: FieldErrors,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(phase: &str, epoch: u32, step: u32, steps: u32) -> Option<Heartbeat> {
+        Some(Heartbeat { phase: phase.into(), epoch, step, steps, ..Default::default() })
+    }
+
+    #[test]
+    fn progress_is_the_fraction_of_all_epochs_done() {
+        assert_eq!(Progress::new(1, 1, RunStatus::Queued, 4, None).fraction, 0.0);
+        assert_eq!(Progress::new(1, 1, RunStatus::Queued, 4, None).heartbeat.phase, "queued");
+        assert_eq!(Progress::new(1, 1, RunStatus::Running, 4, beat("finetune", 2, 5, 10)).fraction, 0.375);
+        assert_eq!(Progress::new(1, 1, RunStatus::Running, 4, beat("done", 4, 10, 10)).fraction, 1.0);
+        assert_eq!(Progress::new(1, 1, RunStatus::Succeeded, 4, None).fraction, 1.0);
+        assert_eq!(Progress::new(1, 1, RunStatus::Running, 0, beat("loading", 0, 0, 0)).fraction, 0.0);
+    }
+
+    #[test]
+    fn progress_json_is_flat() {
+        let json = serde_json::to_value(Progress::new(3, 2, RunStatus::Running, 4, beat("warmup", 1, 1, 2))).unwrap();
+        assert_eq!(json["phase"], "warmup");
+        assert_eq!(json["epoch"], 1);
+        assert_eq!(json["fraction"], 0.125);
+        let back: Progress = serde_json::from_value(json).unwrap();
+        assert_eq!(back.heartbeat.steps, 2);
+    }
 }

@@ -35,12 +35,17 @@ pub struct Lease {
     pub lease_seconds: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What a worker reports while it trains; also the live part of [`crate::Progress`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
+    /// `loading`, `warmup`, `finetune`, `measuring`, `validating`, `done` (or, on the
+    /// server's side, the job's status while no worker reports).
     pub phase: String,
+    /// 1-based epoch in progress (0 before the first).
     pub epoch: u32,
     pub step: u32,
     pub steps: u32,
+    /// Mean training loss and accuracy of the epoch so far.
     pub loss: Option<f64>,
     pub accuracy: Option<f64>,
     pub images_per_sec: Option<f64>,
@@ -66,19 +71,42 @@ pub struct ManifestEntry {
     pub label: u32,
 }
 
-/// One epoch's per-sample records, every array in manifest order.
+/// One epoch: its metrics and every sample's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochUpload {
     pub metrics: EpochMetrics,
+    pub columns: EpochColumns,
+}
+
+/// One epoch's per-sample records (DESIGN.md, "Definitions"), every array in manifest order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochColumns {
+    /// 1 when the predicted class is the true one, else 0.
     pub correct: Vec<u8>,
+    /// Cross-entropy of the true class.
     pub loss: Vec<f32>,
+    /// Softmax probability of the true class.
     pub p_true: Vec<f32>,
+    /// True logit minus the largest other logit.
     pub margin: Vec<f32>,
     pub predicted: Vec<u16>,
+    /// `||softmax - onehot||_2`.
     pub el2n: Vec<f32>,
 }
 
-impl EpochUpload {
+impl EpochColumns {
+    /// Columns of `samples` zeros, to be filled in.
+    pub fn zeroed(samples: usize) -> Self {
+        Self {
+            correct: vec![0; samples],
+            loss: vec![0.0; samples],
+            p_true: vec![0.0; samples],
+            margin: vec![0.0; samples],
+            predicted: vec![0; samples],
+            el2n: vec![0.0; samples],
+        }
+    }
+
     /// Checks the arrays against the manifest length; returns a message saying what is off.
     pub fn check_lengths(&self, samples: usize) -> Result<(), String> {
         let lengths = [

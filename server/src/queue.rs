@@ -85,7 +85,7 @@ impl Queue {
             }
         };
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
-        self.hub.publish(self.progress(job_id, run_id, &spec, RunStatus::Running, None));
+        self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
         Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
     }
 
@@ -124,33 +124,9 @@ impl Queue {
         Ok(())
     }
 
-    fn progress(&self, job_id: i64, run_id: i64, spec: &ExperimentSpec, status: RunStatus, beat: Option<&Heartbeat>) -> Progress {
-        let epochs = spec.total_epochs();
-        let mut progress = crate::service::queued_progress(job_id, run_id, epochs);
-        progress.status = status;
-        progress.phase = status.as_str().to_owned();
-        if let Some(beat) = beat {
-            let within = if beat.steps > 0 { f64::from(beat.step) / f64::from(beat.steps) } else { 0.0 };
-            let done = if beat.phase == "done" { f64::from(epochs) } else { f64::from(beat.epoch.saturating_sub(1)) + within };
-            progress.phase = beat.phase.clone();
-            progress.epoch = beat.epoch;
-            progress.step = beat.step;
-            progress.steps = beat.steps;
-            progress.loss = beat.loss;
-            progress.accuracy = beat.accuracy;
-            progress.images_per_sec = beat.images_per_sec;
-            progress.eta_seconds = beat.eta_seconds;
-            progress.fraction = (done / f64::from(epochs.max(1))).clamp(0.0, 1.0);
-        }
-        if status == RunStatus::Succeeded {
-            progress.fraction = 1.0;
-        }
-        progress
-    }
-
     pub async fn heartbeat(&self, job_id: i64, token: &str, beat: &Heartbeat) -> Result<HeartbeatReply, Failure> {
         let job = self.leased(job_id, token).await?;
-        let progress = self.progress(job_id, job.run_id, &job.spec, RunStatus::Running, Some(beat));
+        let progress = Progress::new(job_id, job.run_id, RunStatus::Running, job.spec.total_epochs(), Some(beat.clone()));
         let cancel: i64 = sqlx::query_scalar(&format!(
             "UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested"
         ))
@@ -226,7 +202,7 @@ impl Queue {
         if samples == 0 {
             return Err(Failure::conflict("send the sample manifest before any epoch"));
         }
-        upload.check_lengths(samples as usize).map_err(Failure::bad_request)?;
+        upload.columns.check_lengths(samples as usize).map_err(Failure::bad_request)?;
         let m = &upload.metrics;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         sqlx::query(
@@ -238,12 +214,12 @@ impl Queue {
         .bind(job.run_id)
         .bind(epoch)
         .bind(samples)
-        .bind(&upload.correct)
-        .bind(pack_f32(&upload.loss))
-        .bind(pack_f32(&upload.p_true))
-        .bind(pack_f32(&upload.margin))
-        .bind(pack_u16(&upload.predicted))
-        .bind(pack_f32(&upload.el2n))
+        .bind(&upload.columns.correct)
+        .bind(pack_f32(&upload.columns.loss))
+        .bind(pack_f32(&upload.columns.p_true))
+        .bind(pack_f32(&upload.columns.margin))
+        .bind(pack_u16(&upload.columns.predicted))
+        .bind(pack_f32(&upload.columns.el2n))
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
@@ -291,24 +267,25 @@ impl Queue {
         if let Some(message) = &error {
             tracing::warn!(job = job_id, run = run_id, "job failed: {message}");
         }
-        let stored: Option<String> = sqlx::query_scalar(&format!(
-            "UPDATE jobs SET status = ?, error = ?, token_hash = NULL, lease_expires_at = NULL, finished_at = {NOW}, updated_at = {NOW}
-             WHERE id = ? RETURNING progress"
+        // Keep the last report (epoch, loss, speed) and say how it ended.
+        let stored: Option<String> = sqlx::query_scalar("SELECT progress FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
+        let mut heartbeat = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).map(|p| p.heartbeat).unwrap_or_default();
+        heartbeat.phase = status.as_str().to_owned();
+        if status == RunStatus::Succeeded {
+            heartbeat.eta_seconds = Some(0.0);
+        }
+        let progress = Progress::new(job_id, run_id, status, self.spec(run_id).await?.total_epochs(), Some(heartbeat));
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = ?, error = ?, progress = ?, token_hash = NULL, lease_expires_at = NULL,
+                 finished_at = {NOW}, updated_at = {NOW} WHERE id = ?"
         ))
         .bind(status.as_str())
         .bind(&error)
+        .bind(serde_json::to_string(&progress).map_err(internal)?)
         .bind(job_id)
-        .fetch_one(&self.pool)
+        .execute(&self.pool)
         .await
         .map_err(internal)?;
-        let spec = self.spec(run_id).await?;
-        let mut progress = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).unwrap_or_else(|| self.progress(job_id, run_id, &spec, status, None));
-        progress.status = status;
-        progress.phase = status.as_str().to_owned();
-        if status == RunStatus::Succeeded {
-            progress.fraction = 1.0;
-            progress.eta_seconds = Some(0.0);
-        }
         self.hub.publish(progress);
         Ok(())
     }
@@ -402,7 +379,7 @@ impl Queue {
             tracing::warn!(job = job_id, run = run_id, attempts, "lease expired; job is now {status}");
             let spec = self.spec(*run_id).await?;
             let status = RunStatus::parse(status).unwrap_or(RunStatus::Failed);
-            self.hub.publish(self.progress(*job_id, *run_id, &spec, status, None));
+            self.hub.publish(Progress::new(*job_id, *run_id, status, spec.total_epochs(), None));
         }
         Ok(rows.len())
     }
@@ -442,7 +419,7 @@ impl Queue {
         .await
         .map_err(internal)?;
         let spec = self.spec(run_id).await?;
-        self.hub.publish(self.progress(job_id, run_id, &spec, RunStatus::Queued, None));
+        self.hub.publish(Progress::new(job_id, run_id, RunStatus::Queued, spec.total_epochs(), None));
         Ok(RunStatus::Queued)
     }
 

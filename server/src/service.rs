@@ -91,7 +91,7 @@ impl Service {
             .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         tracing::info!(run = run_id, job = job_id, dataset = %spec.dataset, arch = %spec.arch, "run queued");
-        self.hub.publish(queued_progress(job_id, run_id, spec.total_epochs()));
+        self.hub.publish(Progress::new(job_id, run_id, RunStatus::Queued, spec.total_epochs(), None));
         Ok(Launched { id: run_id, job_id, status: RunStatus::Queued })
     }
 
@@ -225,34 +225,10 @@ impl Service {
         rows.iter()
             .map(|row| {
                 let status = status_of(row)?;
-                Ok(progress_of(row, status).unwrap_or_else(|| {
-                    let mut p = queued_progress(row.get("job_id"), row.get("id"), row.get::<i64, _>("epochs") as u32);
-                    p.status = status;
-                    if status == RunStatus::Succeeded {
-                        p.fraction = 1.0;
-                    }
-                    p
-                }))
+                Ok(progress_of(row, status)
+                    .unwrap_or_else(|| Progress::new(row.get("job_id"), row.get("id"), status, row.get::<i64, _>("epochs") as u32, None)))
             })
             .collect()
-    }
-}
-
-pub fn queued_progress(job_id: i64, run_id: i64, epochs: u32) -> Progress {
-    Progress {
-        job_id,
-        run_id,
-        status: RunStatus::Queued,
-        phase: "queued".into(),
-        epoch: 0,
-        epochs,
-        step: 0,
-        steps: 0,
-        loss: None,
-        accuracy: None,
-        images_per_sec: None,
-        eta_seconds: None,
-        fraction: 0.0,
     }
 }
 

@@ -12,8 +12,8 @@ fn upload(epoch: u32, n: usize, fill: f32) -> Value {
     json!({
         "metrics": {"epoch": epoch, "phase": "finetune", "train_loss": fill, "train_accuracy": 0.5, "val_loss": null,
                     "val_accuracy": null, "lr": 0.1, "seconds": 1.0},
-        "correct": vec![1; n], "loss": vec![fill; n], "p_true": vec![0.5; n], "margin": vec![0.1; n],
-        "predicted": vec![3; n], "el2n": vec![0.2; n],
+        "columns": {"correct": vec![1; n], "loss": vec![fill; n], "p_true": vec![0.5; n], "margin": vec![0.1; n],
+                    "predicted": vec![3; n], "el2n": vec![0.2; n]},
     })
 }
 

@@ -26,3 +26,14 @@ pub fn torch_device(setting: protocol::Device) -> anyhow::Result<tch::Device> {
         ),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// libtorch's default random generator is one per process: tests that draw from it (model
+    /// initialisation, dropout, augmentation) take this lock so none disturbs another.
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+        TORCH_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -131,6 +131,7 @@ mod tests {
 
     #[test]
     fn resnet18_has_torchvision_names_and_shapes() {
+        let _torch = crate::test_support::exclusive();
         let vs = nn::VarStore::new(Device::Cpu);
         let model = build(Arch::Resnet18, &vs.root(), 1, 10).unwrap();
         let vars = vs.variables();
@@ -148,6 +149,7 @@ mod tests {
 
     #[test]
     fn small_cnn_accepts_any_image_size() {
+        let _torch = crate::test_support::exclusive();
         let vs = nn::VarStore::new(Device::Cpu);
         let model = build(Arch::SmallCnn, &vs.root(), 1, 10).unwrap();
         for size in [28, 40] {

@@ -1,16 +1,12 @@
 //! Per-sample measurements of one forward pass, written into the epoch's arrays.
 
+use protocol::worker::EpochColumns;
 use tch::{Kind, Tensor};
 
-/// One epoch's per-sample arrays, indexed by sample position in the run's manifest.
+/// One epoch's per-sample columns being filled in, batch by batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EpochArrays {
-    pub correct: Vec<u8>,
-    pub loss: Vec<f32>,
-    pub p_true: Vec<f32>,
-    pub margin: Vec<f32>,
-    pub predicted: Vec<u16>,
-    pub el2n: Vec<f32>,
+    pub columns: EpochColumns,
     /// How many positions were written this epoch (each must be, exactly once).
     pub written: usize,
 }
@@ -48,15 +44,7 @@ pub fn measure(logits: &Tensor, targets: &Tensor) -> BatchMeasures {
 
 impl EpochArrays {
     pub fn new(samples: usize) -> Self {
-        Self {
-            correct: vec![0; samples],
-            loss: vec![0.0; samples],
-            p_true: vec![0.0; samples],
-            margin: vec![0.0; samples],
-            predicted: vec![0; samples],
-            el2n: vec![0.0; samples],
-            written: 0,
-        }
+        Self { columns: EpochColumns::zeroed(samples), written: 0 }
     }
 
     /// Writes a batch's measures at the manifest positions `positions`.
@@ -68,14 +56,15 @@ impl EpochArrays {
         let el2n = to_f32(&batch.el2n)?;
         let correct = Vec::<u8>::try_from(batch.correct.to_device(tch::Device::Cpu).to_kind(Kind::Uint8))?;
         let predicted = Vec::<i64>::try_from(batch.predicted.to_device(tch::Device::Cpu))?;
+        let columns = &mut self.columns;
         for (k, &position) in positions.iter().enumerate() {
             let i = position as usize;
-            self.loss[i] = loss[k];
-            self.p_true[i] = p_true[k];
-            self.margin[i] = margin[k];
-            self.el2n[i] = el2n[k];
-            self.correct[i] = correct[k];
-            self.predicted[i] = u16::try_from(predicted[k]).unwrap_or(u16::MAX);
+            columns.loss[i] = loss[k];
+            columns.p_true[i] = p_true[k];
+            columns.margin[i] = margin[k];
+            columns.el2n[i] = el2n[k];
+            columns.correct[i] = correct[k];
+            columns.predicted[i] = u16::try_from(predicted[k]).unwrap_or(u16::MAX);
         }
         self.written += positions.len();
         Ok(())
@@ -109,8 +98,8 @@ mod tests {
 
         let mut arrays = EpochArrays::new(4);
         arrays.write(&[3, 1], &m).unwrap();
-        assert_eq!(arrays.correct, vec![0, 0, 0, 1]);
-        assert_eq!(arrays.predicted, vec![0, 2, 0, 0]);
+        assert_eq!(arrays.columns.correct, vec![0, 0, 0, 1]);
+        assert_eq!(arrays.columns.predicted, vec![0, 2, 0, 0]);
         assert_eq!(arrays.written, 2);
     }
 }

@@ -90,8 +90,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
                 steps,
                 loss: Some(loss_sum / seen),
                 accuracy: Some(correct_sum / seen),
-                images_per_sec: None,
-                eta_seconds: None,
+                ..Default::default()
             };
             beat.maybe(reporter, heartbeat, n)?;
             if beat.cancelled {
@@ -136,8 +135,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             lr: spec.lr,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let EpochArrays { correct, loss, p_true, margin, predicted, el2n, .. } = arrays;
-        reporter.epoch(&EpochUpload { metrics, correct, loss, p_true, margin, predicted, el2n })?;
+        reporter.epoch(&EpochUpload { metrics, columns: arrays.columns })?;
     }
     beat.send(reporter, "done", spec.total_epochs(), steps, steps, n)?;
     Ok(Ending::Completed)
@@ -194,7 +192,7 @@ impl Beats {
 
     /// An unconditional heartbeat (phase changes). Returns whether the job was cancelled.
     fn send(&mut self, reporter: &mut dyn Reporter, phase: &str, epoch: u32, step: u32, steps: u32, samples: usize) -> Result<bool> {
-        self.beat(reporter, Heartbeat { phase: phase.to_owned(), epoch, step, steps, loss: None, accuracy: None, images_per_sec: None, eta_seconds: None }, samples)
+        self.beat(reporter, Heartbeat { phase: phase.to_owned(), epoch, step, steps, ..Default::default() }, samples)
     }
 
     /// A heartbeat at most every [`HEARTBEAT_EVERY`] seconds, and at the last step of an epoch.
@@ -218,5 +216,182 @@ impl Beats {
         }
         self.cancelled = reporter.progress(&heartbeat)?;
         Ok(self.cancelled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::exclusive;
+    use protocol::{Arch, Device};
+
+    /// Collects everything the loop reports.
+    #[derive(Default)]
+    struct Recorded {
+        heartbeats: Vec<Heartbeat>,
+        manifest: Option<SampleManifest>,
+        epochs: Vec<EpochUpload>,
+        cancel_after: Option<usize>,
+    }
+
+    impl Reporter for Recorded {
+        fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
+            self.heartbeats.push(heartbeat.clone());
+            Ok(self.cancel_after.is_some_and(|n| self.heartbeats.len() >= n))
+        }
+        fn manifest(&mut self, manifest: &SampleManifest) -> Result<()> {
+            self.manifest = Some(manifest.clone());
+            Ok(())
+        }
+        fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
+            self.epochs.push(epoch.clone());
+            Ok(())
+        }
+    }
+
+    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = vec![0, 0, 0x08, dims.len() as u8];
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// Two classes of 8x8 images: bright top half or bright bottom half (unchanged by the
+    /// horizontal flips of augmentation), with noise.
+    fn synthetic_dataset(dir: &std::path::Path, train: usize, val: usize) -> DatasetInfo {
+        let mut state = 12345u32;
+        let mut noise = move || {
+            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (state >> 24) as u8 / 4
+        };
+        for (stem, count) in [("train", train), ("t10k", val)] {
+            let mut pixels = Vec::new();
+            let mut labels = Vec::new();
+            for i in 0..count {
+                let label = (i % 2) as u8;
+                for row in 0..8 {
+                    for _col in 0..8 {
+                        let bright = (row < 4) == (label == 0);
+                        pixels.push(if bright { 180 } else { 20 } + noise());
+                    }
+                }
+                labels.push(label);
+            }
+            std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), idx(&[count as u32, 8, 8], &pixels)).unwrap();
+            std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), idx(&[count as u32], &labels)).unwrap();
+        }
+        DatasetInfo {
+            name: "synthetic".into(),
+            format: "idx".into(),
+            path: dir.display().to_string(),
+            num_classes: 2,
+            class_names: vec!["left".into(), "right".into()],
+            train_size: train as u64,
+            val_size: val as u64,
+            image_height: 8,
+            image_width: 8,
+            channels: 1,
+        }
+    }
+
+    fn spec(measure: Measure, warmup_epochs: u32) -> ExperimentSpec {
+        ExperimentSpec {
+            dataset: "synthetic".into(),
+            arch: Arch::SmallCnn,
+            epochs: 2,
+            warmup_epochs,
+            batch_size: 16,
+            lr: 0.05,
+            optimizer: Optimizer::Sgd,
+            seed: 3,
+            train_subset: Some(48),
+            val_subset: None,
+            image_size: 8,
+            measure,
+            weights: None,
+            device: Device::Cpu,
+        }
+    }
+
+    #[test]
+    fn records_every_sample_every_epoch_with_phases_and_is_reproducible() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 16);
+        let mut first = Recorded::default();
+        assert_eq!(train(&spec(Measure::InBatch, 1), &dataset, &mut first).unwrap(), Ending::Completed);
+        let manifest = first.manifest.as_ref().unwrap();
+        assert_eq!(manifest.samples.len(), 48, "the subset");
+        assert_eq!(first.epochs.len(), 3, "one warmup and two fine-tuning epochs");
+        let phases: Vec<Phase> = first.epochs.iter().map(|e| e.metrics.phase).collect();
+        assert_eq!(phases, vec![Phase::Warmup, Phase::Finetune, Phase::Finetune]);
+        for epoch in &first.epochs {
+            epoch.columns.check_lengths(48).unwrap();
+            assert!(epoch.metrics.val_accuracy.is_some());
+        }
+        assert_eq!(first.heartbeats.last().unwrap().phase, "done");
+        // The same seed gives the same records, bit for bit.
+        let mut second = Recorded::default();
+        train(&spec(Measure::InBatch, 1), &dataset, &mut second).unwrap();
+        assert_eq!(first.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>(), second.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn full_pass_measures_in_eval_mode_in_manifest_order() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 8);
+        let mut recorded = Recorded::default();
+        let spec = ExperimentSpec { epochs: 6, batch_size: 8, ..spec(Measure::FullPass, 0) };
+        train(&spec, &dataset, &mut recorded).unwrap();
+        assert_eq!(recorded.epochs.len(), 6);
+        assert!(recorded.heartbeats.iter().any(|h| h.phase == "measuring"));
+        // The two-class task is easy: the last full pass gets most samples right.
+        let last = &recorded.epochs[5].columns;
+        let accuracy = last.correct.iter().map(|&c| f64::from(c)).sum::<f64>() / 48.0;
+        assert!(accuracy > 0.8, "accuracy {accuracy}");
+    }
+
+    #[test]
+    fn cancellation_stops_at_the_next_heartbeat() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 8);
+        let mut recorded = Recorded { cancel_after: Some(2), ..Default::default() };
+        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded).unwrap(), Ending::Cancelled);
+        assert!(recorded.epochs.is_empty());
+    }
+
+    #[test]
+    fn head_warmup_trains_only_the_head() {
+        let _torch = exclusive();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = models::build(Arch::SmallCnn, &vs.root(), 1, 2).unwrap();
+        let mut optimizer = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 5e-4, nesterov: false }.build(&vs, 0.1).unwrap();
+        let snapshot = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
+            let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
+            vars.sort_by(|a, b| a.0.cmp(&b.0));
+            vars
+        };
+        let step = |optimizer: &mut nn::Optimizer| {
+            let x = model.prepare(&Tensor::randint(255, [8, 1, 8, 8], (Kind::Uint8, tch::Device::Cpu)));
+            let y = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1, 0, 1]);
+            optimizer.backward_step(&model.net.forward_t(&x, true).cross_entropy_for_logits(&y));
+        };
+        set_phase(&vs, model.head_prefix, Phase::Warmup);
+        let before = snapshot(&vs);
+        step(&mut optimizer);
+        for ((name, old), (_, new)) in before.iter().zip(snapshot(&vs)) {
+            let changed = !old.allclose(&new, 0.0, 0.0, false);
+            assert_eq!(changed, name.starts_with("head"), "{name} changed: {changed}");
+        }
+        set_phase(&vs, model.head_prefix, Phase::Finetune);
+        let before = snapshot(&vs);
+        step(&mut optimizer);
+        for ((name, old), (_, new)) in before.iter().zip(snapshot(&vs)) {
+            assert!(!old.allclose(&new, 0.0, 0.0, false), "{name} should train during fine-tuning");
+        }
     }
 }

@@ -17,23 +17,24 @@ pub fn ProgressBar(#[prop(into)] fraction: Signal<f64>) -> impl IntoView {
 
 /// One line of what a running job is doing: phase, epoch, step, loss, throughput, time left.
 pub fn progress_detail(progress: &Progress) -> String {
-    let mut parts = vec![progress.phase.clone()];
-    if progress.epoch > 0 {
-        parts.push(format!("epoch {}/{}", progress.epoch, progress.epochs));
+    let beat = &progress.heartbeat;
+    let mut parts = vec![beat.phase.clone()];
+    if beat.epoch > 0 {
+        parts.push(format!("epoch {}/{}", beat.epoch, progress.epochs));
     }
-    if progress.steps > 0 {
-        parts.push(format!("step {}/{}", progress.step, progress.steps));
+    if beat.steps > 0 {
+        parts.push(format!("step {}/{}", beat.step, beat.steps));
     }
-    if progress.loss.is_some() {
-        parts.push(format!("loss {}", number(progress.loss, 3)));
+    if beat.loss.is_some() {
+        parts.push(format!("loss {}", number(beat.loss, 3)));
     }
-    if let Some(accuracy) = progress.accuracy {
+    if let Some(accuracy) = beat.accuracy {
         parts.push(format!("acc {}", percent(accuracy)));
     }
-    if let Some(rate) = progress.images_per_sec {
+    if let Some(rate) = beat.images_per_sec {
         parts.push(format!("{rate:.0} img/s"));
     }
-    if let Some(eta) = progress.eta_seconds {
+    if let Some(eta) = beat.eta_seconds {
         parts.push(format!("{} left", duration(eta)));
     }
     parts.join(" · ")

@@ -51,7 +51,7 @@ pub fn JobsPage() -> impl IntoView {
                         let rows: Vec<RunSummary> = list.iter().filter(|r| r.status == status).cloned().collect();
                         (!rows.is_empty()).then(|| view! {
                             <section class="job-group" data-status=status.as_str()>
-                                <h2>{heading} <span class="count">{rows.len()}</span></h2>
+                                <h2>{heading} " " <span class="count">{rows.len()}</span></h2>
                                 <table class="data jobs-table">
                                     <tbody>{rows.into_iter().map(|run| view! { <JobRow run live /> }).collect_view()}</tbody>
                                 </table>

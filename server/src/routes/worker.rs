@@ -43,7 +43,7 @@ pub async fn epoch(
 ) -> ApiResult<Json<serde_json::Value>> {
     let epoch: u32 = epoch.parse().map_err(|_| Refusal(Failure::bad_request(format!("epoch must be a whole number, got {epoch:?}"))))?;
     state.queue.put_epoch(parse_id("job", &job)?, bearer(&headers)?, epoch, &upload).await?;
-    Ok(Json(json!({ "epoch": epoch, "samples": upload.correct.len() })))
+    Ok(Json(json!({ "epoch": epoch, "samples": upload.columns.correct.len() })))
 }
 
 pub async fn finish(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(finish): JsonBody<Finish>) -> ApiResult<Json<serde_json::Value>> {
