@@ -4,6 +4,8 @@
 //! hashed); heartbeats renew the lease and carry cancellation back; each epoch is one
 //! idempotent upsert; a job whose lease expires is re-queued (or failed after its attempts).
 
+use std::sync::Arc;
+
 use protocol::pack::{pack_f32, pack_u16, unpack_f32};
 use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
 use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
@@ -13,7 +15,6 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use crate::db::{internal, unix_now};
 use crate::progress::Hub;
 use crate::registry::Registry;
-use std::sync::Arc;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 /// Longest failure message kept; libtorch errors can carry pages of backtrace.
@@ -33,12 +34,17 @@ struct LeasedJob {
     spec: ExperimentSpec,
 }
 
-pub fn hash_token(token: &str) -> String {
-    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+/// 256 random bits, in hex.
 pub fn new_token() -> String {
-    rand::random::<[u8; 32]>().iter().map(|b| format!("{b:02x}")).collect()
+    hex(&rand::random::<[u8; 32]>())
 }
 
 /// Compares two hex digests without an early exit, so timing tells nothing.
