@@ -75,3 +75,84 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     // The job's token died with the job: nothing stored can be overwritten any more.
     assert_eq!(client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 4, 0.1)).send().unwrap().status(), 401);
 }
+
+fn status(client: &Client, server: &TestServer, run_id: i64) -> String {
+    let run: Value = client.get(server.api(&format!("/runs/{run_id}"))).send().unwrap().json().unwrap();
+    run["status"].as_str().unwrap().to_owned()
+}
+
+fn lease(client: &Client, server: &TestServer) -> Value {
+    client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test"})).send().unwrap().json().unwrap()
+}
+
+#[test]
+fn cancel_and_retry_through_the_api() {
+    require_fashion_mnist();
+    let server = TestServer::start(0);
+    let client = Client::new();
+    let run_id = client
+        .post(server.api("/runs"))
+        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let post = |action: &str| client.post(server.api(&format!("/runs/{run_id}/{action}"))).send().unwrap();
+
+    // A queued run is cancelled at once, and can be put back in the queue.
+    assert_eq!(post("cancel").json::<Value>().unwrap()["status"], "cancelled");
+    assert_eq!(status(&client, &server, run_id), "cancelled");
+    assert_eq!(post("cancel").status(), 409, "nothing left to cancel");
+    assert_eq!(post("retry").json::<Value>().unwrap()["status"], "queued");
+    assert_eq!(post("retry").status(), 409, "a queued run cannot be retried");
+
+    // A running one is told to stop at its next heartbeat.
+    let leased = lease(&client, &server);
+    let (job, token) = (leased["job_id"].as_i64().unwrap(), leased["job_token"].as_str().unwrap().to_owned());
+    let beat = json!({"phase": "finetune", "epoch": 1, "step": 1, "steps": 4, "loss": 1.0, "accuracy": 0.5, "images_per_sec": null, "eta_seconds": null});
+    let heartbeat = |client: &Client| -> Value {
+        client.post(server.api(&format!("/worker/jobs/{job}/heartbeat"))).bearer_auth(&token).json(&beat).send().unwrap().json().unwrap()
+    };
+    assert_eq!(heartbeat(&client)["cancel"], false);
+    let progress: Value = client.get(server.api(&format!("/runs/{run_id}"))).send().unwrap().json().unwrap();
+    assert_eq!(progress["progress"]["fraction"], 0.25, "epoch 1 of 1, step 1 of 4: {progress}");
+    assert_eq!(post("cancel").json::<Value>().unwrap()["status"], "running");
+    assert_eq!(heartbeat(&client)["cancel"], true);
+    let finish = client.post(server.api(&format!("/worker/jobs/{job}/finish"))).bearer_auth(&token).json(&json!({"outcome": "cancelled"})).send().unwrap();
+    assert_eq!(finish.status(), 200);
+    assert_eq!(status(&client, &server, run_id), "cancelled");
+    assert_eq!(client.post(server.api("/runs/12345/cancel")).send().unwrap().status(), 404);
+}
+
+#[test]
+fn a_job_whose_worker_goes_silent_is_queued_again() {
+    require_fashion_mnist();
+    let server = TestServer::start_with(0, &[("FORGETLAB_LEASE_SECONDS", "1")]);
+    let client = Client::new();
+    let run_id = client
+        .post(server.api("/runs"))
+        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let first = lease(&client, &server);
+    assert_eq!(status(&client, &server, run_id), "running");
+    // No heartbeat: the lease (1 s) runs out and the reaper (every 5 s) re-queues the job.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while status(&client, &server, run_id) != "queued" {
+        assert!(std::time::Instant::now() < deadline, "the job was not re-queued");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    // The silent worker's token no longer works; a new lease gets a new one.
+    let stale = client.post(server.api(&format!("/worker/jobs/{}/heartbeat", first["job_id"]))).bearer_auth(first["job_token"].as_str().unwrap())
+        .json(&json!({"phase": "finetune", "epoch": 1, "step": 1, "steps": 1})).send().unwrap();
+    assert_eq!(stale.status(), 401);
+    let second = lease(&client, &server);
+    assert_eq!(second["run_id"], run_id);
+    assert_ne!(second["job_token"], first["job_token"]);
+}

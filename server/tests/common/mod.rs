@@ -38,6 +38,11 @@ pub fn require_fashion_mnist() {
 
 impl TestServer {
     pub fn start(workers: u32) -> Self {
+        Self::start_with(workers, &[])
+    }
+
+    /// Starts a server with extra environment settings (e.g. a short lease).
+    pub fn start_with(workers: u32, settings: &[(&str, &str)]) -> Self {
         if workers > 0 {
             assert!(worker_bin().is_file(), "no worker binary at {}: run `cargo build -p trainer` first (scripts/test does)", worker_bin().display());
         }
@@ -51,6 +56,7 @@ impl TestServer {
             .env("FORGETLAB_WORKER_TOKEN", WORKER_TOKEN)
             .env("FORGETLAB_DEVICE", "cpu")
             .env("RUST_LOG", "info,tower_http=warn")
+            .envs(settings.iter().copied())
             .stdout(Stdio::null())
             .spawn()
             .expect("starting the forgetlab binary");
