@@ -13,7 +13,7 @@ CARGO_LEPTOS_VERSION="0.3.11"
 WASM_BINDGEN_VERSION="0.2.130"
 
 # Tools shared by every checkout on this machine live outside the clone, so a fresh clone
-# reuses them instead of rebuilding cargo-leptos (about 14 minutes on 2 cores).
+# reuses them instead of rebuilding cargo-leptos (17 minutes on 2 cores).
 FORGETLAB_CACHE="${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forgetlab}"
 export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION}"
 export LIBTORCH_BYPASS_VERSION_CHECK=1
@@ -98,13 +98,13 @@ ensure_libtorch() {
 
 ensure_cargo_tools() {
     if ! cargo leptos --version 2>/dev/null | grep -q "$CARGO_LEPTOS_VERSION"; then
-        step "Building cargo-leptos $CARGO_LEPTOS_VERSION without downloads (about 14 minutes on 2 cores, once per machine)"
+        step "Building cargo-leptos $CARGO_LEPTOS_VERSION without downloads (about 17 minutes on 2 cores, once per machine)"
         cargo +"$RUST_TOOLCHAIN" install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked \
             --features no_downloads || die "cargo install cargo-leptos failed"
     fi
     note "cargo-leptos: $(cargo leptos --version)"
     if ! wasm-bindgen --version 2>/dev/null | grep -q "$WASM_BINDGEN_VERSION"; then
-        step "Building wasm-bindgen-cli $WASM_BINDGEN_VERSION (must match Cargo.lock; about 3 minutes)"
+        step "Building wasm-bindgen-cli $WASM_BINDGEN_VERSION (must match Cargo.lock; about 3 minutes, once per machine)"
         # Not --locked: its lock file names a webpki-roots release the registry does not serve.
         cargo +"$RUST_TOOLCHAIN" install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" \
             || die "cargo install wasm-bindgen-cli failed"

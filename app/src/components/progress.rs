@@ -1,5 +1,5 @@
 use leptos::prelude::*;
-use protocol::Progress;
+use protocol::{Progress, RunStatus};
 
 use super::{duration, number, percent};
 
@@ -13,6 +13,11 @@ pub fn ProgressBar(#[prop(into)] fraction: Signal<f64>) -> impl IntoView {
             <span class="progress-label">{move || format!("{}%", pct())}</span>
         </div>
     }
+}
+
+/// How much of a run is done: the live or stored progress, else what its status implies.
+pub fn fraction_done(progress: Option<&Progress>, status: RunStatus) -> f64 {
+    progress.map_or(if status == RunStatus::Succeeded { 1.0 } else { 0.0 }, |p| p.fraction)
 }
 
 /// One line of what a running job is doing: phase, epoch, step, loss, throughput, time left.

@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use protocol::{Progress, RunQuery, RunStatus, RunSummary};
 
 use crate::components::live::subscribe;
-use crate::components::progress::{progress_detail, ProgressBar};
+use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::StatusBadge;
 use crate::functions::list_runs;
 
@@ -70,12 +70,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
     let rendered = run.progress.clone();
     let progress = Signal::derive(move || live.with(|map| map.get(&id).cloned()).or_else(|| rendered.clone()));
     let status = run.status;
-    let fraction = Signal::derive(move || match progress.get() {
-        Some(p) if p.status == RunStatus::Succeeded => 1.0,
-        Some(p) => p.fraction,
-        None if status == RunStatus::Succeeded => 1.0,
-        None => 0.0,
-    });
+    let fraction = Signal::derive(move || fraction_done(progress.get().as_ref(), status));
     view! {
         <tr class="job" data-run=id data-status=status.as_str()>
             <td><a href=format!("/runs/{id}")>{format!("Run #{id}")}</a></td>

@@ -8,7 +8,7 @@ use protocol::{Phase, Progress, RunDetail, RunStatus, SampleQuery};
 
 use crate::components::charts::{Histogram, LineChart, Series};
 use crate::components::live::subscribe;
-use crate::components::progress::{progress_detail, ProgressBar};
+use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::{number, percent, StatusBadge};
 use crate::functions::{get_run, list_samples};
 
@@ -57,11 +57,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
     let status = detail.status;
     let rendered = detail.progress.clone();
     let progress = Signal::derive(move || live.get().or_else(|| rendered.clone()));
-    let fraction = Signal::derive(move || match progress.get() {
-        _ if status == RunStatus::Succeeded => 1.0,
-        Some(p) => p.fraction,
-        None => 0.0,
-    });
+    let fraction = Signal::derive(move || fraction_done(progress.get().as_ref(), status));
     let warmup_until = (spec.warmup_epochs > 0).then_some(f64::from(spec.warmup_epochs) + 0.5);
     let curve = |pick: fn(&protocol::EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         detail.epochs.iter().filter_map(|e| pick(e).map(|y| (f64::from(e.epoch), y))).collect()
