@@ -97,6 +97,17 @@ pub fn load_idx_split(dir: &Path, split: Split) -> Result<ImageSet, DatasetError
     })
 }
 
+/// Encodes unsigned bytes as an IDX file (the inverse of the reader): for tests and for
+/// writing small datasets in the format.
+pub fn encode_idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
 /// What registration needs to know of an IDX folder.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdxSummary {
@@ -126,15 +137,6 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0, 0, 0x08, dims.len() as u8];
-        for d in dims {
-            out.extend_from_slice(&d.to_be_bytes());
-        }
-        out.extend_from_slice(data);
-        out
-    }
-
     fn write(dir: &Path, name: &str, bytes: &[u8], gzip: bool) {
         let mut file = File::create(dir.join(name)).unwrap();
         if gzip {
@@ -148,10 +150,10 @@ mod tests {
 
     fn tiny_dataset(dir: &Path, gzip: bool) {
         let suffix = if gzip { ".gz" } else { "" };
-        write(dir, &format!("train-images-idx3-ubyte{suffix}"), &idx(&[3, 2, 2], &(0..12).collect::<Vec<u8>>()), gzip);
-        write(dir, &format!("train-labels-idx1-ubyte{suffix}"), &idx(&[3], &[2, 0, 1]), gzip);
-        write(dir, &format!("t10k-images-idx3-ubyte{suffix}"), &idx(&[1, 2, 2], &[9, 9, 9, 9]), gzip);
-        write(dir, &format!("t10k-labels-idx1-ubyte{suffix}"), &idx(&[1], &[4]), gzip);
+        write(dir, &format!("train-images-idx3-ubyte{suffix}"), &encode_idx(&[3, 2, 2], &(0..12).collect::<Vec<u8>>()), gzip);
+        write(dir, &format!("train-labels-idx1-ubyte{suffix}"), &encode_idx(&[3], &[2, 0, 1]), gzip);
+        write(dir, &format!("t10k-images-idx3-ubyte{suffix}"), &encode_idx(&[1, 2, 2], &[9, 9, 9, 9]), gzip);
+        write(dir, &format!("t10k-labels-idx1-ubyte{suffix}"), &encode_idx(&[1], &[4]), gzip);
     }
 
     #[test]
@@ -173,7 +175,7 @@ mod tests {
     fn truncated_file_names_the_file_and_the_problem() {
         let dir = tempfile::tempdir().unwrap();
         tiny_dataset(dir.path(), false);
-        write(dir.path(), "train-images-idx3-ubyte", &idx(&[3, 2, 2], &[0; 11]), false);
+        write(dir.path(), "train-images-idx3-ubyte", &encode_idx(&[3, 2, 2], &[0; 11]), false);
         let err = load_idx_split(dir.path(), Split::Train).unwrap_err().to_string();
         assert!(err.contains("train-images-idx3-ubyte is not a valid IDX file"), "{err}");
         assert!(err.contains("promises 12 data bytes, file holds 11"), "{err}");

@@ -9,7 +9,7 @@
 mod idx;
 mod key;
 
-pub use idx::{inspect_idx_dir, load_idx_split, IdxSummary};
+pub use idx::{encode_idx, inspect_idx_dir, load_idx_split, IdxSummary};
 pub use key::sample_key;
 
 use std::path::PathBuf;

@@ -81,6 +81,18 @@ fn status(client: &Client, server: &TestServer, run_id: i64) -> String {
     run["status"].as_str().unwrap().to_owned()
 }
 
+/// Queues a one-epoch run over four samples; returns its id.
+fn launch_tiny(client: &Client, server: &TestServer) -> i64 {
+    let launched: Value = client
+        .post(server.api("/runs"))
+        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    launched["id"].as_i64().expect("a run id")
+}
+
 fn lease(client: &Client, server: &TestServer) -> Value {
     client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test"})).send().unwrap().json().unwrap()
 }
@@ -90,15 +102,7 @@ fn cancel_and_retry_through_the_api() {
     require_fashion_mnist();
     let server = TestServer::start(0);
     let client = Client::new();
-    let run_id = client
-        .post(server.api("/runs"))
-        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}))
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let run_id = launch_tiny(&client, &server);
     let post = |action: &str| client.post(server.api(&format!("/runs/{run_id}/{action}"))).send().unwrap();
 
     // A queued run is cancelled at once, and can be put back in the queue.
@@ -131,15 +135,7 @@ fn a_job_whose_worker_goes_silent_is_queued_again() {
     require_fashion_mnist();
     let server = TestServer::start_with(0, &[("FORGETLAB_LEASE_SECONDS", "1")]);
     let client = Client::new();
-    let run_id = client
-        .post(server.api("/runs"))
-        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}))
-        .send()
-        .unwrap()
-        .json::<Value>()
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap();
+    let run_id = launch_tiny(&client, &server);
     let first = lease(&client, &server);
     assert_eq!(status(&client, &server, run_id), "running");
     // No heartbeat: the lease (1 s) runs out and the reaper (every 5 s) re-queues the job.

@@ -249,15 +249,6 @@ mod tests {
         }
     }
 
-    fn idx(dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut out = vec![0, 0, 0x08, dims.len() as u8];
-        for d in dims {
-            out.extend_from_slice(&d.to_be_bytes());
-        }
-        out.extend_from_slice(data);
-        out
-    }
-
     /// Two classes of 8x8 images: bright top half or bright bottom half (unchanged by the
     /// horizontal flips of augmentation), with noise.
     fn synthetic_dataset(dir: &std::path::Path, train: usize, val: usize) -> DatasetInfo {
@@ -279,8 +270,8 @@ mod tests {
                 }
                 labels.push(label);
             }
-            std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), idx(&[count as u32, 8, 8], &pixels)).unwrap();
-            std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), idx(&[count as u32], &labels)).unwrap();
+            std::fs::write(dir.join(format!("{stem}-images-idx3-ubyte")), datasets::encode_idx(&[count as u32, 8, 8], &pixels)).unwrap();
+            std::fs::write(dir.join(format!("{stem}-labels-idx1-ubyte")), datasets::encode_idx(&[count as u32], &labels)).unwrap();
         }
         DatasetInfo {
             name: "synthetic".into(),
