@@ -237,15 +237,11 @@ fn status_of(row: &SqliteRow) -> Result<RunStatus, Failure> {
     RunStatus::parse(&text).ok_or_else(|| internal(format!("unknown job status {text:?} in the database")))
 }
 
-/// The stored progress, with the job's current status (which may be newer).
+/// The stored last report, rebuilt for the job's current status (which may be newer).
 fn progress_of(row: &SqliteRow, status: RunStatus) -> Option<Progress> {
     let text: Option<String> = row.get("progress");
-    let mut progress: Progress = serde_json::from_str(&text?).ok()?;
-    progress.status = status;
-    if status == RunStatus::Succeeded {
-        progress.fraction = 1.0;
-    }
-    Some(progress)
+    let stored: Progress = serde_json::from_str(&text?).ok()?;
+    Some(Progress::new(stored.job_id, stored.run_id, status, stored.epochs, Some(stored.heartbeat)))
 }
 
 fn epoch_metrics_of(row: &SqliteRow) -> Result<EpochMetrics, Failure> {
