@@ -70,6 +70,7 @@ pub async fn launch_run(
         measure: text(measure),
         weights: None,
         device: text(device),
+        ..Default::default()
     };
     match backend()?.launch(request).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),

@@ -40,6 +40,17 @@ pub struct RunRequest {
     pub measure: Option<Value>,
     pub weights: Option<Value>,
     pub device: Option<Value>,
+    pub momentum: Option<Value>,
+    pub nesterov: Option<Value>,
+    pub weight_decay: Option<Value>,
+    pub schedule: Option<Value>,
+    pub lr_warmup_epochs: Option<Value>,
+    pub step_epochs: Option<Value>,
+    pub step_gamma: Option<Value>,
+    pub label_smoothing: Option<Value>,
+    pub drop_path: Option<Value>,
+    pub augment: Option<Value>,
+    pub mixed_precision: Option<Value>,
 }
 
 /// A validated run specification. Stored with the run (as JSON) and sent to the worker.
@@ -68,6 +79,53 @@ pub struct ExperimentSpec {
     /// Pretrained weights, a path under a data root.
     pub weights: Option<String>,
     pub device: Device,
+    /// How the optimizer is tuned, the learning-rate schedule, and the regularisers.
+    /// Absent in specs stored before they existed; those read as the defaults.
+    #[serde(flatten, default)]
+    pub hyper: Hyper,
+}
+
+/// Optimizer settings, learning-rate schedule and regularisation of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Hyper {
+    /// SGD momentum (ignored by AdamW, which uses betas 0.9 and 0.999).
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// Decoupled for AdamW, L2 for SGD; applied to weight matrices and kernels only (not to
+    /// biases, normalisation parameters, position embeddings or the class token).
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    /// Linear learning-rate warmup at the start of fine-tuning, in epochs (may be 0).
+    pub lr_warmup_epochs: u32,
+    /// `step` schedule: multiply the rate by `step_gamma` every `step_epochs` fine-tuning epochs.
+    pub step_epochs: u32,
+    pub step_gamma: f64,
+    /// Label smoothing of the training loss (the recorded per-sample loss is plain cross-entropy).
+    pub label_smoothing: f64,
+    /// Stochastic depth rate of the last block (DeiT; rising linearly from 0 at the first).
+    pub drop_path: f64,
+    pub augment: Augment,
+    /// Float16 autocast with loss scaling, on CUDA only (ignored on the CPU).
+    pub mixed_precision: bool,
+}
+
+impl Default for Hyper {
+    fn default() -> Self {
+        Hyper {
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 5e-4,
+            schedule: Schedule::Constant,
+            lr_warmup_epochs: 0,
+            step_epochs: 30,
+            step_gamma: 0.1,
+            label_smoothing: 0.0,
+            drop_path: 0.0,
+            augment: Augment::Flip,
+            mixed_precision: true,
+        }
+    }
 }
 
 impl ExperimentSpec {
@@ -118,16 +176,20 @@ choice_enum!(
     Measure { InBatch => "in_batch", FullPass => "full_pass" }
 );
 choice_enum!(
+    /// Learning-rate schedule over the fine-tuning epochs (the head warmup runs at the base rate).
+    Schedule { Constant => "constant", Cosine => "cosine", Step => "step" }
+);
+choice_enum!(
+    /// Training-time augmentation, on the device. `crop_flip`: random resized crop (scale
+    /// 0.08-1, aspect 3/4-4/3, as torchvision) and horizontal flip. Evaluation never augments.
+    Augment { None => "none", Flip => "flip", CropFlip => "crop_flip" }
+);
+choice_enum!(
     /// Where to train. `auto` takes CUDA when the worker has it, else the CPU.
     Device { Auto => "auto", Cpu => "cpu", Cuda => "cuda" }
 );
 
 impl Arch {
-    /// Architectures the trainer can build today.
-    pub fn is_available(self) -> bool {
-        !matches!(self, Arch::DeitSmall)
-    }
-
     pub fn label(self) -> &'static str {
         match self {
             Arch::SmallCnn => "Small CNN",
@@ -188,14 +250,7 @@ impl ExperimentSpec {
             }
         };
 
-        let arch = field.choice("arch", &request.arch, Arch::parse, Arch::names).and_then(|arch| {
-            if arch.is_available() {
-                Some(arch)
-            } else {
-                field.errors.add("arch", format!("{arch} is not available in this version yet; choose small_cnn or resnet18"));
-                None
-            }
-        });
+        let arch = field.choice("arch", &request.arch, Arch::parse, Arch::names);
         if request.arch.as_ref().is_none_or(is_blank) {
             field.errors.add("arch", format!("is required (one of {})", Arch::names()));
         }
@@ -211,6 +266,7 @@ impl ExperimentSpec {
         let seed = field.whole("seed", &request.seed, 0, i64::MAX as u64).unwrap_or(0);
         let measure = field.choice("measure", &request.measure, Measure::parse, Measure::names).unwrap_or(Measure::InBatch);
         let device = field.choice("device", &request.device, Device::parse, Device::names).unwrap_or(Device::Auto);
+        let hyper = parse_hyper(&mut field, request, optimizer, arch);
 
         let train_subset = field.whole("train_subset", &request.train_subset, 1, u32::MAX as u64);
         let val_subset = field.whole("val_subset", &request.val_subset, 1, u32::MAX as u64);
@@ -230,12 +286,17 @@ impl ExperimentSpec {
         }
         let native_size = dataset.map_or(32, |d| u64::from(d.image_height.max(d.image_width)));
         let image_size = field.whole("image_size", &request.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE).unwrap_or(native_size);
-
-        if let Some(path) = field.text("weights", &request.weights) {
+        if arch == Some(Arch::DeitSmall) && image_size % PATCH != 0 {
             field.errors.add(
-                "weights",
-                format!("loading pretrained weights ({path}) is not available in this version yet; leave it empty"),
+                "image_size",
+                format!("deit_small needs a multiple of its {PATCH}-pixel patch, got {image_size}; try {}", (image_size / PATCH).max(1) * PATCH),
             );
+        }
+        let weights = field.text("weights", &request.weights);
+        if let Some(path) = &weights {
+            if !path.ends_with(".safetensors") {
+                field.errors.add("weights", format!("{path} is not a .safetensors file; convert the checkpoint with safetensors.torch.save_file"));
+            }
         }
 
         if !errors.is_empty() {
@@ -256,11 +317,34 @@ impl ExperimentSpec {
                 val_subset: val_subset.map(|n| n as u32),
                 image_size: image_size as u32,
                 measure,
-                weights: None,
+                weights,
                 device,
+                hyper,
             }),
             _ => Err(errors),
         }
+    }
+}
+
+/// DeiT-Small's patch size in pixels.
+pub const PATCH: u64 = 16;
+
+fn parse_hyper(field: &mut Fields<'_>, request: &RunRequest, optimizer: Optimizer, arch: Option<Arch>) -> Hyper {
+    let defaults = Hyper::default();
+    let default_decay = if optimizer == Optimizer::Adamw { 0.05 } else { defaults.weight_decay };
+    let default_drop_path = if arch == Some(Arch::DeitSmall) { 0.1 } else { 0.0 };
+    Hyper {
+        momentum: field.fraction("momentum", &request.momentum, 0.0, 0.999).unwrap_or(defaults.momentum),
+        nesterov: field.flag("nesterov", &request.nesterov).unwrap_or(defaults.nesterov),
+        weight_decay: field.fraction("weight_decay", &request.weight_decay, 0.0, 1.0).unwrap_or(default_decay),
+        schedule: field.choice("schedule", &request.schedule, Schedule::parse, Schedule::names).unwrap_or(defaults.schedule),
+        lr_warmup_epochs: field.whole("lr_warmup_epochs", &request.lr_warmup_epochs, 0, MAX_EPOCHS).map_or(0, |n| n as u32),
+        step_epochs: field.whole("step_epochs", &request.step_epochs, 1, MAX_EPOCHS).map_or(defaults.step_epochs, |n| n as u32),
+        step_gamma: field.fraction("step_gamma", &request.step_gamma, 0.0, 1.0).unwrap_or(defaults.step_gamma),
+        label_smoothing: field.fraction("label_smoothing", &request.label_smoothing, 0.0, 0.999).unwrap_or(0.0),
+        drop_path: field.fraction("drop_path", &request.drop_path, 0.0, 0.999).unwrap_or(default_drop_path),
+        augment: field.choice("augment", &request.augment, Augment::parse, Augment::names).unwrap_or(defaults.augment),
+        mixed_precision: field.flag("mixed_precision", &request.mixed_precision).unwrap_or(defaults.mixed_precision),
     }
 }
 
@@ -322,20 +406,54 @@ impl Fields<'_> {
         }
     }
 
-    fn positive(&mut self, name: &str, value: &Option<Value>, max: f64) -> Option<f64> {
+    /// A number in `min..=max`.
+    fn fraction(&mut self, name: &str, value: &Option<Value>, min: f64, max: f64) -> Option<f64> {
+        let value = Self::present(value)?;
+        match number(value) {
+            Some(x) if x.is_finite() && (min..=max).contains(&x) => Some(x),
+            _ => {
+                self.errors.add(name, format!("must be a number from {min} to {max}, got {}", shown(value)));
+                None
+            }
+        }
+    }
+
+    /// `true`/`false`, or what an HTML checkbox sends (`on`); `1`/`0` also read as such.
+    fn flag(&mut self, name: &str, value: &Option<Value>) -> Option<bool> {
         let value = Self::present(value)?;
         let parsed = match value {
-            Value::Number(n) => n.as_f64(),
-            Value::String(s) => s.trim().parse::<f64>().ok(),
+            Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.trim() {
+                "true" | "on" | "1" | "yes" => Some(true),
+                "false" | "off" | "0" | "no" => Some(false),
+                _ => None,
+            },
+            Value::Number(n) => n.as_u64().filter(|&n| n <= 1).map(|n| n == 1),
             _ => None,
         };
-        match parsed {
+        if parsed.is_none() {
+            self.errors.add(name, format!("must be true or false, got {}", shown(value)));
+        }
+        parsed
+    }
+
+    fn positive(&mut self, name: &str, value: &Option<Value>, max: f64) -> Option<f64> {
+        let value = Self::present(value)?;
+        match number(value) {
             Some(x) if x.is_finite() && x > 0.0 && x <= max => Some(x),
             _ => {
                 self.errors.add(name, format!("must be a number greater than 0 and at most {max}, got {}", shown(value)));
                 None
             }
         }
+    }
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
     }
 }
 
@@ -438,5 +556,42 @@ mod tests {
     fn unknown_fields_are_refused_by_the_request_shape() {
         let result: Result<RunRequest, _> = serde_json::from_value(json!({"dataset": "fashion-mnist", "learning_rate": 0.1}));
         assert!(result.unwrap_err().to_string().contains("unknown field `learning_rate`"));
+    }
+
+    #[test]
+    fn hyper_parameters_parse_with_arch_aware_defaults() {
+        let spec = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "deit_small", "epochs": 1, "image_size": 32, "optimizer": "adamw",
+                "schedule": "cosine", "lr_warmup_epochs": "2", "nesterov": "on", "label_smoothing": 0.1, "weights": "w/deit.safetensors"})),
+            &fashion(),
+        )
+        .unwrap();
+        assert_eq!(spec.hyper.schedule, Schedule::Cosine);
+        assert_eq!((spec.hyper.lr_warmup_epochs, spec.hyper.nesterov, spec.hyper.label_smoothing), (2, true, 0.1));
+        assert_eq!((spec.hyper.weight_decay, spec.hyper.drop_path), (0.05, 0.1));
+        assert_eq!(spec.weights.as_deref(), Some("w/deit.safetensors"));
+        // Stored specs from before the hyper-parameters existed read as the defaults.
+        let mut old = serde_json::to_value(&spec).unwrap();
+        for key in ["momentum", "nesterov", "weight_decay", "schedule", "label_smoothing", "drop_path", "augment"] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let reread: ExperimentSpec = serde_json::from_value(old).unwrap();
+        assert_eq!(reread.hyper.schedule, Schedule::Constant);
+        assert_eq!(reread.hyper.momentum, 0.9);
+    }
+
+    #[test]
+    fn bad_hyper_parameters_and_deit_sizes_are_named() {
+        let errors = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "deit_small", "epochs": 1, "image_size": 28, "momentum": 1.5,
+                "nesterov": "maybe", "schedule": "linear", "weights": "w/model.pth"})),
+            &fashion(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.get("image_size"), Some("deit_small needs a multiple of its 16-pixel patch, got 28; try 16"));
+        assert_eq!(errors.get("momentum"), Some("must be a number from 0 to 0.999, got 1.5"));
+        assert_eq!(errors.get("nesterov"), Some("must be true or false, got \"maybe\""));
+        assert!(errors.get("schedule").unwrap().contains("constant, cosine, step"));
+        assert!(errors.get("weights").unwrap().contains("not a .safetensors file"));
     }
 }

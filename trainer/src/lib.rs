@@ -3,16 +3,22 @@
 //! - [`data`]: a dataset split decoded once, subset by content key, resized, kept on the device;
 //! - [`models`]: the architectures, with upstream parameter names so published weights load;
 //! - [`recorder`]: per-sample correctness, loss, p_true, margin, prediction and EL2N;
+//! - [`optim`]: SGD and AdamW with savable state, learning-rate schedules;
+//! - [`weights`]: pretrained `.safetensors` weights in torchvision/timm names;
+//! - [`checkpoint`]: a checkpoint per epoch, and resuming from it;
 //! - [`train`]: the loop (head warmup, fine-tuning, both measurement modes);
 //! - [`client`]: the worker side of the HTTP protocol in `protocol::worker`.
 //!
 //! Not here: storage or analysis (the server and `dynamics` do those).
 
+pub mod checkpoint;
 pub mod client;
 pub mod data;
 pub mod models;
+pub mod optim;
 pub mod recorder;
 pub mod train;
+pub mod weights;
 
 /// Picks the torch device for a spec's `device` setting.
 pub fn torch_device(setting: protocol::Device) -> anyhow::Result<tch::Device> {

@@ -9,7 +9,8 @@ use anyhow::Result;
 use clap::Parser;
 use protocol::worker::{Finish, Outcome};
 use trainer::client::{Client, Refused};
-use trainer::train::{train, Ending};
+use trainer::checkpoint;
+use trainer::train::{train, Ending, Places};
 
 #[derive(Parser)]
 #[command(version, about = "Runs forgetlab training jobs leased from a forgetlab server.")]
@@ -33,6 +34,10 @@ struct Args {
     /// workers, so none is left training for a server that is gone).
     #[arg(long, env = "FORGETLAB_EXIT_WITH_PARENT")]
     exit_with_parent: bool,
+    /// Folder for checkpoints (`checkpoints/run-N`) and the decoded-dataset cache; on a
+    /// cluster, a path every node sees, so a re-queued job resumes wherever it lands.
+    #[arg(long, env = "FORGETLAB_DATA_DIR", default_value = "data")]
+    data_dir: std::path::PathBuf,
 }
 
 /// Asks the kernel to end this process when its parent dies (Linux), then checks the parent
@@ -77,9 +82,14 @@ fn main() -> Result<()> {
         };
         tracing::info!(job = lease.job_id, run = lease.run_id, arch = %lease.spec.arch, "leased");
         let mut job = client.job(&lease);
-        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job)));
+        let checkpoints = checkpoint::run_dir(&args.data_dir, lease.run_id);
+        let places = Places { checkpoints: Some(checkpoints.clone()) };
+        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places)));
         let finish = match result {
-            Ok(Ok(Ending::Completed)) => Finish { outcome: Outcome::Succeeded, message: None },
+            Ok(Ok(Ending::Completed)) => {
+                checkpoint::Checkpoints::new(&checkpoints).clear();
+                Finish { outcome: Outcome::Succeeded, message: None }
+            }
             Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None },
             Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")) },
             Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)) },

@@ -3,13 +3,18 @@
 use protocol::worker::EpochColumns;
 use tch::{Kind, Tensor};
 
-/// One epoch's per-sample columns being filled in, batch by batch.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// One epoch's per-sample columns being filled in, batch by batch, in a buffer on the
+/// training device: a batch's measures are scattered to their manifest positions there, and
+/// the whole epoch reaches the host once, in [`EpochArrays::finish`]. No per-batch host sync.
 pub struct EpochArrays {
-    pub columns: EpochColumns,
-    /// How many positions were written this epoch (each must be, exactly once).
-    pub written: usize,
+    /// `[7, N]` float32: loss, p_true, margin, el2n, correct, predicted (exact in float32 for
+    /// fewer than 2^24 classes), and how many times each position was written.
+    buffer: Tensor,
+    samples: usize,
 }
+
+const ROWS: i64 = 7;
+const WRITES: i64 = 6;
 
 /// Measurements of a batch: every tensor is 1-d with one value per sample.
 pub struct BatchMeasures {
@@ -43,31 +48,46 @@ pub fn measure(logits: &Tensor, targets: &Tensor) -> BatchMeasures {
 }
 
 impl EpochArrays {
-    pub fn new(samples: usize) -> Self {
-        Self { columns: EpochColumns::zeroed(samples), written: 0 }
+    pub fn new(samples: usize, device: tch::Device) -> Self {
+        Self { buffer: Tensor::zeros([ROWS, samples as i64], (Kind::Float, device)), samples }
     }
 
-    /// Writes a batch's measures at the manifest positions `positions`.
-    pub fn write(&mut self, positions: &[i64], batch: &BatchMeasures) -> anyhow::Result<()> {
-        let to_f32 = |t: &Tensor| -> anyhow::Result<Vec<f32>> { Ok(Vec::<f32>::try_from(t.detach().to_device(tch::Device::Cpu).to_kind(Kind::Float))?) };
-        let loss = to_f32(&batch.loss)?;
-        let p_true = to_f32(&batch.p_true)?;
-        let margin = to_f32(&batch.margin)?;
-        let el2n = to_f32(&batch.el2n)?;
-        let correct = Vec::<u8>::try_from(batch.correct.to_device(tch::Device::Cpu).to_kind(Kind::Uint8))?;
-        let predicted = Vec::<i64>::try_from(batch.predicted.to_device(tch::Device::Cpu))?;
-        let columns = &mut self.columns;
-        for (k, &position) in positions.iter().enumerate() {
-            let i = position as usize;
-            columns.loss[i] = loss[k];
-            columns.p_true[i] = p_true[k];
-            columns.margin[i] = margin[k];
-            columns.el2n[i] = el2n[k];
-            columns.correct[i] = correct[k];
-            columns.predicted[i] = u16::try_from(predicted[k]).unwrap_or(u16::MAX);
+    /// Writes a batch's measures at the manifest positions `positions` (an int64 tensor on the
+    /// buffer's device).
+    pub fn write(&mut self, positions: &Tensor, batch: &BatchMeasures) {
+        tch::no_grad(|| {
+            let rows = Tensor::stack(
+                &[&batch.loss, &batch.p_true, &batch.margin, &batch.el2n, &batch.correct.to_kind(Kind::Float), &batch.predicted.to_kind(Kind::Float)],
+                0,
+            )
+            .to_kind(Kind::Float);
+            let _ = self.buffer.narrow(0, 0, WRITES).index_copy_(1, positions, &rows);
+            let _ = self.buffer.get(WRITES).index_add_(0, positions, &positions.ones_like().to_kind(Kind::Float));
+        });
+    }
+
+    /// The epoch's columns on the host (one transfer). Every position must have been written
+    /// exactly once.
+    pub fn finish(self) -> anyhow::Result<EpochColumns> {
+        let n = self.samples;
+        let host = Vec::<f32>::try_from(self.buffer.to_device(tch::Device::Cpu).flatten(0, -1))?;
+        let row = |r: i64| &host[r as usize * n..(r as usize + 1) * n];
+        let writes = row(WRITES);
+        if let Some(position) = writes.iter().position(|&w| w != 1.0) {
+            let unwritten = writes.iter().filter(|&&w| w == 0.0).count();
+            let repeated = writes.iter().filter(|&&w| w > 1.0).count();
+            anyhow::bail!(
+                "the epoch's records are incomplete: {unwritten} of {n} samples unwritten, {repeated} written more than once (first at position {position})"
+            );
         }
-        self.written += positions.len();
-        Ok(())
+        Ok(EpochColumns {
+            loss: row(0).to_vec(),
+            p_true: row(1).to_vec(),
+            margin: row(2).to_vec(),
+            el2n: row(3).to_vec(),
+            correct: row(4).iter().map(|&c| c as u8).collect(),
+            predicted: row(5).iter().map(|&p| p as u16).collect(),
+        })
     }
 }
 
@@ -96,10 +116,26 @@ mod tests {
         assert_eq!(m.predicted.int64_value(&[1]), 2);
         assert!(m.correct.int64_value(&[0]) == 1 && m.correct.int64_value(&[1]) == 0);
 
-        let mut arrays = EpochArrays::new(4);
-        arrays.write(&[3, 1], &m).unwrap();
-        assert_eq!(arrays.columns.correct, vec![0, 0, 0, 1]);
-        assert_eq!(arrays.columns.predicted, vec![0, 2, 0, 0]);
-        assert_eq!(arrays.written, 2);
+        let mut arrays = EpochArrays::new(4, tch::Device::Cpu);
+        arrays.write(&Tensor::from_slice(&[3i64, 1]), &m);
+        arrays.write(&Tensor::from_slice(&[0i64, 2]), &m);
+        let columns = arrays.finish().unwrap();
+        assert_eq!(columns.correct, vec![1, 0, 0, 1]);
+        assert_eq!(columns.predicted, vec![0, 2, 2, 0]);
+        assert!((f64::from(columns.loss[3]) + softmax0[0].ln()).abs() < 1e-5);
+    }
+
+    #[test]
+    fn an_epoch_with_a_sample_missing_or_written_twice_is_refused() {
+        let m = measure(&Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0]).view([2, 2]), &Tensor::from_slice(&[0i64, 1]));
+        let mut arrays = EpochArrays::new(3, tch::Device::Cpu);
+        arrays.write(&Tensor::from_slice(&[0i64, 1]), &m);
+        let message = arrays.finish().unwrap_err().to_string();
+        assert!(message.contains("1 of 3 samples unwritten, 0 written more than once"), "{message}");
+        let mut arrays = EpochArrays::new(3, tch::Device::Cpu);
+        arrays.write(&Tensor::from_slice(&[0i64, 1]), &m);
+        arrays.write(&Tensor::from_slice(&[1i64, 2]), &m);
+        let message = arrays.finish().unwrap_err().to_string();
+        assert!(message.contains("0 of 3 samples unwritten, 1 written more than once (first at position 1)"), "{message}");
     }
 }

@@ -3,18 +3,21 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use datasets::Split;
 use protocol::worker::{EpochUpload, Heartbeat, SampleManifest};
-use protocol::{DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Optimizer, Phase};
+use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use tch::nn::{self, OptimizerConfig};
+use tch::nn;
 use tch::{Kind, Tensor};
 
+use crate::checkpoint::Checkpoints;
 use crate::data::{load_split, DeviceSplit};
-use crate::models::{self, Model};
+use crate::models::{self, Model, Shape};
+use crate::optim::{self, Optim};
 use crate::recorder::{measure, EpochArrays};
+use crate::weights;
 
 /// Where the loop reports: the HTTP client in the worker, a recorder in tests.
 pub trait Reporter {
@@ -37,7 +40,25 @@ const HEARTBEAT_EVERY: f64 = 1.0;
 /// Batch size of evaluation passes (no gradients, so larger than training batches).
 const EVAL_BATCH: i64 = 512;
 
-pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Reporter) -> Result<Ending> {
+/// Where a run keeps what outlives the process.
+#[derive(Debug, Clone, Default)]
+pub struct Places {
+    /// The run's checkpoint folder; `None` trains without checkpoints.
+    pub checkpoints: Option<std::path::PathBuf>,
+}
+
+/// The seed of epoch `epoch` of a run seeded `seed`: libtorch's generator (initialisation is
+/// seeded with `seed` itself) and the shuffle are re-seeded from it at the start of every
+/// epoch, so a run resumed from a checkpoint draws exactly what an uninterrupted one would.
+pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
+    // splitmix64 of (seed, epoch): distinct epochs get unrelated streams.
+    let mut z = seed.wrapping_add(u64::from(epoch).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) >> 1
+}
+
+pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Reporter, places: &Places) -> Result<Ending> {
     let device = crate::torch_device(spec.device)?;
     tch::manual_seed(spec.seed as i64);
     let mut beat = Beats::new(spec);
@@ -48,63 +69,100 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device)?;
     reporter.manifest(&SampleManifest { samples: train.manifest.clone() })?;
 
-    let vs = nn::VarStore::new(device);
-    let model = models::build(spec.arch, &vs.root(), i64::from(dataset.channels), i64::from(dataset.num_classes))?;
-    let mut optimizer = match spec.optimizer {
-        Optimizer::Sgd => nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 5e-4, nesterov: false }.build(&vs, spec.lr),
-        Optimizer::Adamw => nn::AdamW::default().build(&vs, spec.lr),
+    let mut vs = nn::VarStore::new(device);
+    let shape = Shape {
+        channels: i64::from(dataset.channels),
+        classes: i64::from(dataset.num_classes),
+        image_size: i64::from(spec.image_size),
+        drop_path: spec.hyper.drop_path,
+    };
+    let model = models::build(spec.arch, &vs.root(), shape)?;
+    if let Some(path) = &spec.weights {
+        let loaded = weights::load_pretrained(&vs, std::path::Path::new(path), model.head_prefix)?;
+        tracing::info!(copied = loaded.copied, head_skipped = ?loaded.head_skipped, pos_embed_resized = ?loaded.pos_embed_resized, "pretrained weights loaded from {path}");
     }
-    .context("building the optimizer")?;
+    let mut optimizer = Optim::new(&vs, spec.optimizer, &spec.hyper, optim::decays);
+    let checkpoints = places.checkpoints.as_ref().map(Checkpoints::new);
+    let resumed = match &checkpoints {
+        Some(c) => c.restore(spec, &mut vs, &mut optimizer)?,
+        None => None,
+    };
+    if let Some(epoch) = resumed {
+        tracing::info!(epoch, "resuming after the checkpoint of epoch {epoch}");
+    }
+    let first_epoch = resumed.map_or(1, |e| e + 1);
+    beat.first_epoch = first_epoch;
+    let mixed = spec.hyper.mixed_precision && device.is_cuda();
+    let mut scaler = mixed.then(LossScaler::default);
 
     let n = train.len();
     let batch = i64::from(spec.batch_size);
     let steps = n.div_ceil(spec.batch_size as usize) as u32;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(spec.seed);
-    for epoch in 1..=spec.total_epochs() {
+    let finetune_steps = u64::from(spec.epochs) * u64::from(steps);
+    for epoch in first_epoch..=spec.total_epochs() {
         let started = Instant::now();
         let phase = if epoch <= spec.warmup_epochs { Phase::Warmup } else { Phase::Finetune };
         set_phase(&vs, model.head_prefix, phase);
+        let seed = epoch_seed(spec.seed, epoch);
+        tch::manual_seed(seed as i64);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
-        let mut arrays = EpochArrays::new(n);
-        let (mut loss_sum, mut correct_sum) = (0.0, 0.0);
+        let order_on_device = Tensor::from_slice(&order).to_device(device);
+        let mut arrays = EpochArrays::new(n, device);
+        // Running sums of loss and correct predictions, kept on the device: read at
+        // heartbeats (at most once a second) and at the end of the epoch.
+        let mut sums = Tensor::zeros([2], (Kind::Double, device));
+        let mut lr = spec.lr;
         for (step, positions) in order.chunks(batch as usize).enumerate() {
-            let index = Tensor::from_slice(positions).to_device(device);
-            let images = augment(&train.images.index_select(0, &index));
+            let finetune_step = (phase == Phase::Finetune)
+                .then(|| u64::from(epoch - spec.warmup_epochs - 1) * u64::from(steps) + step as u64);
+            lr = optim::learning_rate(spec.lr, &spec.hyper, finetune_step, finetune_steps, u64::from(steps));
+            let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
+            let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
             let targets = train.labels.index_select(0, &index);
-            let logits = model.net.forward_t(&model.prepare(&images), true);
-            let loss = logits.cross_entropy_for_logits(&targets);
+            let logits = tch::autocast(mixed, || model.net.forward_t(&images, true)).to_kind(Kind::Float);
+            let loss = optim::training_loss(&logits, &targets, spec.hyper.label_smoothing);
             let measures = tch::no_grad(|| measure(&logits.detach(), &targets));
             if spec.measure == Measure::InBatch {
-                arrays.write(positions, &measures)?;
+                arrays.write(&index, &measures);
             }
-            optimizer.backward_step(&loss);
-            loss_sum += measures.loss.sum(Kind::Float).double_value(&[]);
-            correct_sum += measures.correct.sum(Kind::Float).double_value(&[]);
-            let seen = ((step + 1) * batch as usize).min(n) as f64;
-            let heartbeat = Heartbeat {
-                phase: phase.as_str().to_owned(),
-                epoch,
-                step: step as u32 + 1,
-                steps,
-                loss: Some(loss_sum / seen),
-                accuracy: Some(correct_sum / seen),
-                ..Default::default()
-            };
-            beat.maybe(reporter, heartbeat, n)?;
-            if beat.cancelled {
-                return Ok(Ending::Cancelled);
+            match &mut scaler {
+                Some(scaler) => {
+                    scaler.backward_step(&mut optimizer, &loss, lr);
+                }
+                None => optimizer.backward_step(&loss, lr),
+            }
+            sums += tch::no_grad(|| Tensor::stack(&[measures.loss.sum(Kind::Double), measures.correct.sum(Kind::Double)], 0));
+            if beat.due(step + 1 == steps as usize) {
+                let [loss_sum, correct_sum] = read_sums(&sums)?;
+                let seen = ((step + 1) * batch as usize).min(n) as f64;
+                let heartbeat = Heartbeat {
+                    phase: phase.as_str().to_owned(),
+                    epoch,
+                    step: step as u32 + 1,
+                    steps,
+                    loss: Some(loss_sum / seen),
+                    accuracy: Some(correct_sum / seen),
+                    ..Default::default()
+                };
+                if beat.beat(reporter, heartbeat, n)? {
+                    return Ok(Ending::Cancelled);
+                }
             }
         }
         if spec.measure == Measure::FullPass {
             if beat.send(reporter, "measuring", epoch, steps, steps, n)? {
                 return Ok(Ending::Cancelled);
             }
-            let positions: Vec<i64> = (0..n as i64).collect();
-            evaluate(&model, &train, |chunk, measures| arrays.write(&positions[chunk], measures))?;
+            evaluate(&model, &train, |chunk, measures| {
+                arrays.write(&Tensor::arange_start(chunk.start as i64, chunk.end as i64, (Kind::Int64, device)), measures);
+                Ok(())
+            })?;
         }
-        anyhow::ensure!(arrays.written == n, "epoch {epoch} recorded {} of {n} samples", arrays.written);
+        let columns = arrays.finish().map_err(|e| anyhow::anyhow!("epoch {epoch}: {e}"))?;
+        let [loss_sum, correct_sum] = read_sums(&sums)?;
         let train_loss = loss_sum / n as f64;
         anyhow::ensure!(
             train_loss.is_finite(),
@@ -132,13 +190,56 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             train_accuracy: correct_sum / n as f64,
             val_loss,
             val_accuracy,
-            lr: spec.lr,
+            lr,
             seconds: started.elapsed().as_secs_f64(),
         };
-        reporter.epoch(&EpochUpload { metrics, columns: arrays.columns })?;
+        // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
+        reporter.epoch(&EpochUpload { metrics, columns })?;
+        if let Some(checkpoints) = &checkpoints {
+            checkpoints.save(spec, epoch, &vs, &optimizer)?;
+        }
     }
     beat.send(reporter, "done", spec.total_epochs(), steps, steps, n)?;
     Ok(Ending::Completed)
+}
+
+/// Dynamic loss scaling for float16 autocast (as `torch.cuda.amp.GradScaler`): the loss is
+/// multiplied by `scale` before back-propagation and the gradients divided by it before the
+/// step; a step whose gradients overflowed is skipped and the scale halved; after
+/// `GROWTH_INTERVAL` clean steps the scale doubles.
+#[derive(Debug)]
+pub struct LossScaler {
+    pub scale: f64,
+    clean_steps: u32,
+}
+
+const GROWTH_INTERVAL: u32 = 2000;
+
+impl Default for LossScaler {
+    fn default() -> Self {
+        LossScaler { scale: 65536.0, clean_steps: 0 }
+    }
+}
+
+impl LossScaler {
+    /// Returns whether the step was taken.
+    pub fn backward_step(&mut self, optimizer: &mut Optim, loss: &Tensor, lr: f64) -> bool {
+        optimizer.zero_grad();
+        (loss * self.scale).backward();
+        let finite = optimizer.unscale_gradients(1.0 / self.scale);
+        if finite {
+            optimizer.step(lr);
+            self.clean_steps += 1;
+            if self.clean_steps >= GROWTH_INTERVAL {
+                self.scale *= 2.0;
+                self.clean_steps = 0;
+            }
+        } else {
+            self.scale /= 2.0;
+            self.clean_steps = 0;
+        }
+        finite
+    }
 }
 
 /// During head warmup only the head's parameters train; then everything does.
@@ -153,11 +254,47 @@ fn set_phase(vs: &nn::VarStore, head_prefix: &str, phase: Phase) {
     }
 }
 
-/// Random horizontal flip, per sample, on the device.
-fn augment(images: &Tensor) -> Tensor {
+/// Training-time augmentation of a normalised float batch `[N, C, S, S]`, on its device.
+fn augment(images: &Tensor, kind: Augment) -> Tensor {
     let n = images.size()[0];
-    let flip = Tensor::rand([n, 1, 1, 1], (Kind::Float, images.device())).lt(0.5);
-    images.flip([3]).where_self(&flip, images)
+    match kind {
+        Augment::None => images.shallow_clone(),
+        Augment::Flip => {
+            let flip = Tensor::rand([n, 1, 1, 1], (Kind::Float, images.device())).lt(0.5);
+            images.flip([3]).where_self(&flip, images)
+        }
+        Augment::CropFlip => random_resized_crop_flip(images),
+    }
+}
+
+/// torchvision's `RandomResizedCrop` (area 8-100 %, aspect 3/4 to 4/3, log-uniform) and
+/// `RandomHorizontalFlip`, per sample, in one bilinear `grid_sampler` call: each sample's
+/// crop box and flip become an affine map from output to input coordinates. Boxes that do not
+/// fit (too wide or tall for the aspect drawn) are shrunk to fit, keeping the centre inside.
+pub fn random_resized_crop_flip(images: &Tensor) -> Tensor {
+    let (n, c, h, w) = images.size4().expect("images are [N, C, H, W]");
+    let options = (Kind::Float, images.device());
+    let area = Tensor::rand([n], options) * 0.92 + 0.08;
+    let log_ratio = (Tensor::rand([n], options) * 2.0 - 1.0) * (4.0f64 / 3.0).ln();
+    let ratio = log_ratio.exp();
+    // Crop sides as fractions of the image sides.
+    let cw = (&area * &ratio).sqrt().clamp_max(1.0);
+    let ch = (&area / &ratio).sqrt().clamp_max(1.0);
+    // Centres (normalised to [-1, 1]) where the box stays inside the image.
+    let cx = (Tensor::rand([n], options) * 2.0 - 1.0) * (1.0 - &cw);
+    let cy = (Tensor::rand([n], options) * 2.0 - 1.0) * (1.0 - &ch);
+    let flip = Tensor::rand([n], options).lt(0.5).to_kind(Kind::Float) * -2.0 + 1.0;
+    let zero = Tensor::zeros([n], options);
+    let theta = Tensor::stack(&[&cw * flip, zero.shallow_clone(), cx, zero, ch, cy], 1).view([n, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, [n, c, h, w], false);
+    // Bilinear (0), border padding (1).
+    images.grid_sampler(&grid, 0, 1, false)
+}
+
+/// The epoch's running loss and correct-prediction sums, on the host.
+fn read_sums(sums: &Tensor) -> Result<[f64; 2]> {
+    let host = Vec::<f64>::try_from(sums.to_device(tch::Device::Cpu))?;
+    Ok([host[0], host[1]])
 }
 
 /// Runs the model in eval mode over `split` in order, handing each chunk's measures to `sink`.
@@ -179,15 +316,16 @@ fn evaluate(model: &Model, split: &DeviceSplit, mut sink: impl FnMut(std::ops::R
 
 /// Throttled heartbeats with throughput and time-left estimates.
 struct Beats {
+    /// The epoch this process started at (later than 1 when resumed from a checkpoint).
+    first_epoch: u32,
     last: Option<Instant>,
     started: Instant,
     epochs: u32,
-    cancelled: bool,
 }
 
 impl Beats {
     fn new(spec: &ExperimentSpec) -> Self {
-        Self { last: None, started: Instant::now(), epochs: spec.total_epochs().max(1), cancelled: false }
+        Self { first_epoch: 1, last: None, started: Instant::now(), epochs: spec.total_epochs().max(1) }
     }
 
     /// An unconditional heartbeat (phase changes). Returns whether the job was cancelled.
@@ -195,13 +333,10 @@ impl Beats {
         self.beat(reporter, Heartbeat { phase: phase.to_owned(), epoch, step, steps, ..Default::default() }, samples)
     }
 
-    /// A heartbeat at most every [`HEARTBEAT_EVERY`] seconds, and at the last step of an epoch.
-    fn maybe(&mut self, reporter: &mut dyn Reporter, heartbeat: Heartbeat, samples: usize) -> Result<()> {
-        let due = self.last.is_none_or(|t| t.elapsed().as_secs_f64() >= HEARTBEAT_EVERY);
-        if due || heartbeat.step == heartbeat.steps {
-            self.beat(reporter, heartbeat, samples)?;
-        }
-        Ok(())
+    /// Whether a heartbeat is due: at most every [`HEARTBEAT_EVERY`] seconds, and at the last
+    /// step of an epoch.
+    fn due(&self, last_step: bool) -> bool {
+        last_step || self.last.is_none_or(|t| t.elapsed().as_secs_f64() >= HEARTBEAT_EVERY)
     }
 
     fn beat(&mut self, reporter: &mut dyn Reporter, mut heartbeat: Heartbeat, samples: usize) -> Result<bool> {
@@ -209,13 +344,13 @@ impl Beats {
         let elapsed = self.started.elapsed().as_secs_f64();
         let within = if heartbeat.steps > 0 { f64::from(heartbeat.step) / f64::from(heartbeat.steps) } else { 0.0 };
         let epochs_done = f64::from(heartbeat.epoch.saturating_sub(1)) + within;
-        let fraction = epochs_done / f64::from(self.epochs);
-        if elapsed > 0.0 && epochs_done > 0.0 {
-            heartbeat.images_per_sec = Some(epochs_done * samples as f64 / elapsed);
-            heartbeat.eta_seconds = Some(elapsed * (1.0 - fraction) / fraction);
+        let done_here = epochs_done - f64::from(self.first_epoch - 1);
+        if elapsed > 0.0 && done_here > 0.0 {
+            heartbeat.images_per_sec = Some(done_here * samples as f64 / elapsed);
+            let left = f64::from(self.epochs) - epochs_done;
+            heartbeat.eta_seconds = Some(elapsed * left / done_here);
         }
-        self.cancelled = reporter.progress(&heartbeat)?;
-        Ok(self.cancelled)
+        reporter.progress(&heartbeat)
     }
 }
 
@@ -223,7 +358,7 @@ impl Beats {
 mod tests {
     use super::*;
     use crate::test_support::exclusive;
-    use protocol::{Arch, Device};
+    use protocol::{Arch, Device, Hyper, Optimizer};
 
     /// Collects everything the loop reports.
     #[derive(Default)]
@@ -232,6 +367,8 @@ mod tests {
         manifest: Option<SampleManifest>,
         epochs: Vec<EpochUpload>,
         cancel_after: Option<usize>,
+        /// Refuse the upload of this epoch, as a worker killed before it could upload.
+        fail_at_epoch: Option<u32>,
     }
 
     impl Reporter for Recorded {
@@ -244,6 +381,7 @@ mod tests {
             Ok(())
         }
         fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
+            anyhow::ensure!(self.fail_at_epoch != Some(epoch.metrics.epoch), "the worker died");
             self.epochs.push(epoch.clone());
             Ok(())
         }
@@ -303,6 +441,7 @@ mod tests {
             measure,
             weights: None,
             device: Device::Cpu,
+            hyper: Hyper::default(),
         }
     }
 
@@ -312,7 +451,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 16);
         let mut first = Recorded::default();
-        assert_eq!(train(&spec(Measure::InBatch, 1), &dataset, &mut first).unwrap(), Ending::Completed);
+        assert_eq!(train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default()).unwrap(), Ending::Completed);
         let manifest = first.manifest.as_ref().unwrap();
         assert_eq!(manifest.samples.len(), 48, "the subset");
         assert_eq!(first.epochs.len(), 3, "one warmup and two fine-tuning epochs");
@@ -325,7 +464,7 @@ mod tests {
         assert_eq!(first.heartbeats.last().unwrap().phase, "done");
         // The same seed gives the same records, bit for bit.
         let mut second = Recorded::default();
-        train(&spec(Measure::InBatch, 1), &dataset, &mut second).unwrap();
+        train(&spec(Measure::InBatch, 1), &dataset, &mut second, &Places::default()).unwrap();
         assert_eq!(first.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>(), second.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>());
     }
 
@@ -336,7 +475,7 @@ mod tests {
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded::default();
         let spec = ExperimentSpec { epochs: 6, batch_size: 8, ..spec(Measure::FullPass, 0) };
-        train(&spec, &dataset, &mut recorded).unwrap();
+        train(&spec, &dataset, &mut recorded, &Places::default()).unwrap();
         assert_eq!(recorded.epochs.len(), 6);
         assert!(recorded.heartbeats.iter().any(|h| h.phase == "measuring"));
         // The two-class task is easy: the last full pass gets most samples right.
@@ -351,7 +490,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded { cancel_after: Some(2), ..Default::default() };
-        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded).unwrap(), Ending::Cancelled);
+        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded, &Places::default()).unwrap(), Ending::Cancelled);
         assert!(recorded.epochs.is_empty());
     }
 
@@ -359,17 +498,17 @@ mod tests {
     fn head_warmup_trains_only_the_head() {
         let _torch = exclusive();
         let vs = nn::VarStore::new(tch::Device::Cpu);
-        let model = models::build(Arch::SmallCnn, &vs.root(), 1, 2).unwrap();
-        let mut optimizer = nn::Sgd { momentum: 0.9, dampening: 0.0, wd: 5e-4, nesterov: false }.build(&vs, 0.1).unwrap();
+        let model = models::build(Arch::SmallCnn, &vs.root(), Shape { channels: 1, classes: 2, image_size: 8, drop_path: 0.0 }).unwrap();
+        let mut optimizer = Optim::new(&vs, Optimizer::Sgd, &Hyper::default(), optim::decays);
         let snapshot = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
             let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
             vars.sort_by(|a, b| a.0.cmp(&b.0));
             vars
         };
-        let step = |optimizer: &mut nn::Optimizer| {
+        let step = |optimizer: &mut Optim| {
             let x = model.prepare(&Tensor::randint(255, [8, 1, 8, 8], (Kind::Uint8, tch::Device::Cpu)));
             let y = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1, 0, 1]);
-            optimizer.backward_step(&model.net.forward_t(&x, true).cross_entropy_for_logits(&y));
+            optimizer.backward_step(&model.net.forward_t(&x, true).cross_entropy_for_logits(&y), 0.1);
         };
         set_phase(&vs, model.head_prefix, Phase::Warmup);
         let before = snapshot(&vs);
@@ -384,5 +523,124 @@ mod tests {
         for ((name, old), (_, new)) in before.iter().zip(snapshot(&vs)) {
             assert!(!old.allclose(&new, 0.0, 0.0, false), "{name} should train during fine-tuning");
         }
+    }
+
+    #[test]
+    fn a_resumed_run_records_what_an_uninterrupted_one_does() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 8);
+        let spec = ExperimentSpec {
+            epochs: 3,
+            optimizer: Optimizer::Adamw,
+            lr: 0.003,
+            hyper: Hyper { schedule: protocol::Schedule::Cosine, lr_warmup_epochs: 1, ..Hyper::default() },
+            ..spec(Measure::InBatch, 1)
+        };
+        let mut whole = Recorded::default();
+        train(&spec, &dataset, &mut whole, &Places::default()).unwrap();
+        assert_eq!(whole.epochs.len(), 4);
+
+        let places = Places { checkpoints: Some(dir.path().join("checkpoints")) };
+        let mut crashed = Recorded { fail_at_epoch: Some(3), ..Default::default() };
+        let error = train(&spec, &dataset, &mut crashed, &places).unwrap_err();
+        assert!(error.to_string().contains("the worker died"));
+        assert_eq!(crashed.epochs.len(), 2);
+        assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&spec), Some(2));
+
+        let mut resumed = Recorded::default();
+        train(&spec, &dataset, &mut resumed, &places).unwrap();
+        let epochs: Vec<u32> = resumed.epochs.iter().map(|e| e.metrics.epoch).collect();
+        assert_eq!(epochs, vec![3, 4], "resumes after the last checkpoint");
+        let joined: Vec<&EpochUpload> = crashed.epochs.iter().chain(&resumed.epochs).collect();
+        for (a, b) in whole.epochs.iter().zip(joined) {
+            assert_eq!(a.columns, b.columns, "epoch {} differs", a.metrics.epoch);
+            assert_eq!(a.metrics.lr, b.metrics.lr);
+        }
+        // Another spec does not pick up this run's checkpoint.
+        let other = ExperimentSpec { seed: 4, ..spec.clone() };
+        assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&other), None);
+    }
+
+    /// in_batch records equal the measures computed sample by sample, in f64, from a forward
+    /// pass of the same batch before the optimizer step (one batch per epoch, so the records of
+    /// epoch 1 come from that pass; no augmentation, so the pass can be repeated here).
+    #[test]
+    fn in_batch_records_equal_a_separate_per_sample_computation() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 40, 8);
+        let spec = ExperimentSpec {
+            arch: Arch::Resnet18,
+            epochs: 1,
+            batch_size: 32,
+            train_subset: Some(32),
+            hyper: Hyper { augment: Augment::None, ..Hyper::default() },
+            ..spec(Measure::InBatch, 0)
+        };
+        let mut recorded = Recorded::default();
+        train(&spec, &dataset, &mut recorded, &Places::default()).unwrap();
+        let columns = &recorded.epochs[0].columns;
+
+        tch::manual_seed(spec.seed as i64);
+        let split = load_split(&dataset, Split::Train, spec.train_subset, spec.image_size, tch::Device::Cpu).unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = models::build(Arch::Resnet18, &vs.root(), Shape { channels: 1, classes: 2, image_size: 8, drop_path: 0.0 }).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(epoch_seed(spec.seed, 1));
+        let mut order: Vec<i64> = (0..32).collect();
+        order.shuffle(&mut rng);
+        let index = Tensor::from_slice(&order);
+        let logits = tch::no_grad(|| model.net.forward_t(&model.prepare(&split.images.index_select(0, &index)), true));
+        let logits: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(&logits.to_kind(Kind::Double)).unwrap();
+        for (row, &position) in order.iter().enumerate() {
+            let z = &logits[row];
+            let label = split.manifest[position as usize].label as usize;
+            let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let log_sum = z.iter().map(|v| (v - max).exp()).sum::<f64>().ln() + max;
+            let loss = log_sum - z[label];
+            let p_true = (-loss).exp();
+            let predicted = (0..z.len()).max_by(|&a, &b| z[a].total_cmp(&z[b])).unwrap();
+            let p = position as usize;
+            assert!((f64::from(columns.loss[p]) - loss).abs() < 1e-4, "sample {p}: loss {} vs {loss}", columns.loss[p]);
+            assert!((f64::from(columns.p_true[p]) - p_true).abs() < 1e-5, "sample {p}: p_true");
+            assert_eq!(columns.predicted[p] as usize, predicted, "sample {p}: prediction");
+            assert_eq!(columns.correct[p] == 1, predicted == label, "sample {p}: correctness");
+        }
+    }
+
+    #[test]
+    fn random_resized_crop_keeps_shape_and_crops_inside_the_image() {
+        let _torch = exclusive();
+        // A constant image stays constant under any crop, flip and resize.
+        let images = Tensor::full([16, 3, 12, 12], 0.7, (Kind::Float, tch::Device::Cpu));
+        let out = random_resized_crop_flip(&images);
+        assert_eq!(out.size(), vec![16, 3, 12, 12]);
+        assert!((out - 0.7).abs().max().double_value(&[]) < 1e-6);
+        // A horizontal ramp: crops see sub-ranges of it, flips reverse it, and no sample is
+        // the identity on every pixel.
+        let ramp = Tensor::arange(12, (Kind::Float, tch::Device::Cpu)).view([1, 1, 1, 12]).expand([64, 1, 12, 12], false).contiguous();
+        let out = random_resized_crop_flip(&ramp);
+        assert!(out.min().double_value(&[]) >= -1e-4 && out.max().double_value(&[]) <= 11.0 + 1e-4);
+        let slope = (out.select(3, 11) - out.select(3, 0)).mean_dim(Some([1, 2].as_slice()), false, Kind::Float);
+        let slopes = Vec::<f64>::try_from(&slope).unwrap();
+        assert!(slopes.iter().any(|&s| s < 0.0) && slopes.iter().any(|&s| s > 0.0), "flips happen: {slopes:?}");
+    }
+
+    #[test]
+    fn loss_scaling_unscales_and_skips_overflowing_steps() {
+        let _torch = exclusive();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let w = vs.root().var("w", &[3, 2], nn::Init::Const(1.0));
+        let mut plain = Optim::new(&vs, Optimizer::Sgd, &Hyper { momentum: 0.0, weight_decay: 0.0, ..Hyper::default() }, optim::decays);
+        let x = Tensor::from_slice(&[1.0f32, 2.0]).view([2, 1]);
+        let mut scaler = LossScaler::default();
+        assert!(scaler.backward_step(&mut plain, &w.matmul(&x).sum(Kind::Float), 0.1));
+        // d/dw sum(w x) = x^T per row: w = 1 - 0.1 * [1, 2].
+        let expected = Tensor::from_slice(&[0.9f32, 0.8, 0.9, 0.8, 0.9, 0.8]).view([3, 2]);
+        assert!(w.allclose(&expected, 1e-6, 1e-6, false));
+        let scale = scaler.scale;
+        assert!(!scaler.backward_step(&mut plain, &(w.matmul(&x).sum(Kind::Float) * f64::INFINITY), 0.1));
+        assert_eq!(scaler.scale, scale / 2.0);
+        assert!(w.allclose(&expected, 1e-6, 1e-6, false), "an overflowing step is skipped");
     }
 }

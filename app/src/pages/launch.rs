@@ -64,7 +64,7 @@ pub fn LaunchPage() -> impl IntoView {
         }
     });
 
-    let archs = Arch::ALL.iter().map(|a| (a.as_str().to_owned(), a.label().to_owned(), a.is_available())).collect::<Vec<_>>();
+    let archs = Arch::ALL.iter().map(|a| (a.as_str().to_owned(), a.label().to_owned(), true)).collect::<Vec<_>>();
     let optimizers = Optimizer::ALL.iter().map(|o| (o.as_str().to_owned(), o.as_str().to_uppercase(), true)).collect::<Vec<_>>();
     let measures = vec![
         (Measure::InBatch.as_str().to_owned(), "in_batch (training pass)".to_owned(), true),
