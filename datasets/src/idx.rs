@@ -7,13 +7,29 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
+use crate::decode::raw_image_set;
 use crate::{DatasetError, ImageSet, Split};
 
-fn stems(split: Split) -> (&'static str, &'static str) {
+fn stems(dir: &Path, split: Split) -> Result<(&'static str, &'static str), DatasetError> {
     match split {
-        Split::Train => ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        Split::Val => ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+        Split::Train => Ok(("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
+        Split::Val => Ok(("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
+        Split::Test => Err(DatasetError::NoSplit {
+            path: dir.to_owned(),
+            split,
+            hint: "IDX datasets ship train and t10k files; t10k is the Val split".into(),
+        }),
     }
+}
+
+/// The IDX files of both splits that exist in `dir`.
+pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
+    [Split::Train, Split::Val]
+        .into_iter()
+        .filter_map(|split| stems(dir, split).ok())
+        .flat_map(|(images, labels)| [images, labels])
+        .filter_map(|stem| find(dir, stem).ok())
+        .collect()
 }
 
 /// Finds `stem`, `stem.gz` or the `stem` with its customary `.` before `idx` (some mirrors).
@@ -71,9 +87,10 @@ fn header(path: &Path, bytes: &[u8], dims_expected: usize) -> Result<(Vec<usize>
     Ok((sizes, data_start))
 }
 
-/// Loads one split of an IDX dataset folder.
+/// Loads one split of an IDX dataset folder at its native size, keyed over its pixels.
+/// There is no Test split: `t10k` is Val.
 pub fn load_idx_split(dir: &Path, split: Split) -> Result<ImageSet, DatasetError> {
-    let (image_stem, label_stem) = stems(split);
+    let (image_stem, label_stem) = stems(dir, split)?;
     let image_path = find(dir, image_stem)?;
     let label_path = find(dir, label_stem)?;
     let image_bytes = read_all(&image_path)?;
@@ -88,13 +105,8 @@ pub fn load_idx_split(dir: &Path, split: Split) -> Result<ImageSet, DatasetError
             label_count: label_dims[0],
         });
     }
-    Ok(ImageSet {
-        pixels: image_bytes[image_start..].to_vec(),
-        labels: label_bytes[label_start..].iter().map(|&l| u32::from(l)).collect(),
-        height: image_dims[1],
-        width: image_dims[2],
-        channels: 1,
-    })
+    let labels = label_bytes[label_start..].iter().map(|&l| u32::from(l)).collect();
+    Ok(raw_image_set(&image_bytes[image_start..], labels, image_dims[1], image_dims[2], 1, None))
 }
 
 /// Encodes unsigned bytes as an IDX file (the inverse of the reader): for tests and for

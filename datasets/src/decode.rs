@@ -1,0 +1,189 @@
+//! Pixels: reading image headers, decoding PNG and JPEG files, bringing images to `S×S`, and
+//! turning raw pixel arrays (IDX, npz, synthetic) into an [`ImageSet`] with keys.
+
+use std::path::Path;
+
+use image::imageops::FilterType;
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
+
+use crate::{sample_key, ImageSet};
+
+/// What an image file's header says, read without decoding the pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Probe {
+    pub width: u32,
+    pub height: u32,
+    /// No colour channels (grey, or grey with alpha).
+    pub grey: bool,
+}
+
+/// Reads the header of the image at `path` (format found from its content, not its name).
+/// The error is the reader's or decoder's own reason.
+pub(crate) fn probe(path: &Path) -> Result<Probe, String> {
+    let reader = ImageReader::open(path).map_err(|e| e.to_string())?;
+    let decoder = reader.with_guessed_format().map_err(|e| e.to_string())?.into_decoder().map_err(|e| e.to_string())?;
+    let (width, height) = decoder.dimensions();
+    Ok(Probe { width, height, grey: !decoder.color_type().has_color() })
+}
+
+/// Decodes the image file at `path` to `channels` (1: grey, 3: RGB with alpha dropped),
+/// fitted to `size×size` when `size` is set, into `slot`; returns its [`sample_key`] over the
+/// file's bytes. The error is the reason the file could not be used.
+pub(crate) fn decode_file(path: &Path, label: u32, channels: usize, size: Option<u32>, slot: &mut [u8]) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key = sample_key(&bytes, label);
+    let decoded = ImageReader::new(std::io::Cursor::new(&bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?
+        .decode()
+        .map_err(|e| e.to_string())?;
+    let converted = if channels == 1 {
+        DynamicImage::ImageLuma8(decoded.into_luma8())
+    } else {
+        DynamicImage::ImageRgb8(decoded.into_rgb8())
+    };
+    let fitted = match size {
+        Some(size) => fit_square(converted, size),
+        None => converted,
+    };
+    let pixels = fitted.as_bytes();
+    if pixels.len() != slot.len() {
+        return Err(format!(
+            "decoded to {}x{} pixels, which its header did not announce",
+            fitted.width(),
+            fitted.height()
+        ));
+    }
+    slot.copy_from_slice(pixels);
+    Ok(key)
+}
+
+/// Brings `image` to `size×size`: scales it (bilinear, aspect ratio kept) so that its shorter
+/// side is `size` and its longer side `round(longer * size / shorter)`, then crops the centre
+/// `size×size` (dropping `floor(excess / 2)` pixels before it). A square image is just scaled.
+pub(crate) fn fit_square(image: DynamicImage, size: u32) -> DynamicImage {
+    let (width, height) = (image.width(), image.height());
+    if (width, height) == (size, size) {
+        return image;
+    }
+    let scale = |longer: u32, shorter: u32| -> u32 {
+        let scaled = (u64::from(longer) * u64::from(size) + u64::from(shorter) / 2) / u64::from(shorter);
+        u32::try_from(scaled).unwrap_or(u32::MAX).max(size)
+    };
+    let (scaled_width, scaled_height) = if width <= height { (size, scale(height, width)) } else { (scale(width, height), size) };
+    let scaled = image.resize_exact(scaled_width, scaled_height, FilterType::Triangle);
+    if (scaled_width, scaled_height) == (size, size) {
+        return scaled;
+    }
+    scaled.crop_imm((scaled_width - size) / 2, (scaled_height - size) / 2, size, size)
+}
+
+/// Turns `count` raw images of `height×width×channels` bytes (channel-last, `channels` 1 or
+/// 3) into an [`ImageSet`], each keyed by [`sample_key`] over its raw bytes and fitted to
+/// `size×size` when `size` is set (see [`fit_square`]).
+pub(crate) fn raw_image_set(raw: &[u8], labels: Vec<u32>, height: usize, width: usize, channels: usize, size: Option<u32>) -> ImageSet {
+    let raw_bytes = height * width * channels;
+    let (out_height, out_width) = match size {
+        Some(size) => (size as usize, size as usize),
+        None => (height, width),
+    };
+    let out_bytes = out_height * out_width * channels;
+    let indices: Vec<usize> = (0..labels.len()).collect();
+    let mut pixels = vec![0; labels.len() * out_bytes];
+    let keys = parallel_fill(&indices, &mut pixels, out_bytes, |&index, slot| {
+        let image = &raw[index * raw_bytes..(index + 1) * raw_bytes];
+        if (out_height, out_width) == (height, width) {
+            slot.copy_from_slice(image);
+        } else {
+            let fitted = fit_square(raw_to_image(image, height, width, channels), out_height as u32);
+            slot.copy_from_slice(fitted.as_bytes());
+        }
+        sample_key(image, labels[index])
+    });
+    ImageSet { pixels, labels, keys, height: out_height, width: out_width, channels }
+}
+
+fn raw_to_image(image: &[u8], height: usize, width: usize, channels: usize) -> DynamicImage {
+    let (width, height) = (width as u32, height as u32);
+    // The callers slice exactly height * width * channels bytes, so the buffers always fit.
+    if channels == 1 {
+        DynamicImage::ImageLuma8(GrayImage::from_raw(width, height, image.to_vec()).expect("grey buffer of the image's size"))
+    } else {
+        DynamicImage::ImageRgb8(RgbImage::from_raw(width, height, image.to_vec()).expect("RGB buffer of the image's size"))
+    }
+}
+
+/// Runs `work(item, slot)` for every item on all cores, where `slot` is the item's own
+/// `slot_bytes` of `out` (item `i` owns `out[i * slot_bytes..(i + 1) * slot_bytes]`), and
+/// returns the results in item order.
+pub(crate) fn parallel_fill<T: Sync, R: Send>(
+    items: &[T],
+    out: &mut [u8],
+    slot_bytes: usize,
+    work: impl Fn(&T, &mut [u8]) -> R + Sync,
+) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, items.len().max(1));
+    let per_thread = items.len().div_ceil(threads).max(1);
+    let work = &work;
+    std::thread::scope(|scope| {
+        let mut rest = out;
+        let mut handles = Vec::new();
+        for part in items.chunks(per_thread) {
+            let (mine, tail) = std::mem::take(&mut rest).split_at_mut(part.len() * slot_bytes);
+            rest = tail;
+            handles.push(scope.spawn(move || {
+                part.iter()
+                    .enumerate()
+                    .map(|(i, item)| work(item, &mut mine[i * slot_bytes..(i + 1) * slot_bytes]))
+                    .collect::<Vec<R>>()
+            }));
+        }
+        // A panic in `work` is a bug of ours or of a decoder: pass it on as it is.
+        handles.into_iter().flat_map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fit_square_scales_the_shorter_side_and_crops_the_centre() {
+        // 4 wide, 2 high: left half black, right half white. Scaled to 2 high it is 4 wide;
+        // the centre crop keeps one black and one white column.
+        let mut image = GrayImage::new(4, 2);
+        for y in 0..2 {
+            for x in 2..4 {
+                image.put_pixel(x, y, image::Luma([255]));
+            }
+        }
+        let fitted = fit_square(DynamicImage::ImageLuma8(image.clone()), 2);
+        assert_eq!((fitted.width(), fitted.height()), (2, 2));
+        assert_eq!(fitted.as_bytes(), &[0, 255, 0, 255]);
+        let tall = fit_square(DynamicImage::ImageLuma8(image::imageops::rotate90(&image)), 4);
+        assert_eq!((tall.width(), tall.height()), (4, 4));
+    }
+
+    #[test]
+    fn raw_sets_keep_keys_of_the_stored_pixels_at_any_size() {
+        let raw: Vec<u8> = (0..2 * 4 * 4).map(|v| v as u8).collect();
+        let native = raw_image_set(&raw, vec![0, 1], 4, 4, 1, None);
+        assert_eq!(native.pixels, raw);
+        assert_eq!(native.keys[1], sample_key(&raw[16..], 1));
+        let small = raw_image_set(&raw, vec![0, 1], 4, 4, 1, Some(2));
+        assert_eq!((small.height, small.width, small.pixels.len()), (2, 2, 8));
+        assert_eq!(small.keys, native.keys);
+    }
+
+    #[test]
+    fn parallel_fill_keeps_item_order_and_slots() {
+        let items: Vec<u8> = (0..37).collect();
+        let mut out = vec![0; 37 * 2];
+        let results = parallel_fill(&items, &mut out, 2, |&item, slot| {
+            slot.fill(item);
+            u32::from(item) * 10
+        });
+        assert_eq!(results, (0..37).map(|i| i * 10).collect::<Vec<u32>>());
+        assert!(out.chunks(2).enumerate().all(|(i, slot)| slot == [i as u8, i as u8]));
+    }
+}

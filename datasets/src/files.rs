@@ -1,0 +1,132 @@
+//! Datasets of one image file per sample (ImageFolder, CUB): what they have in common once
+//! their layout is read — summarising from headers and decoding one split.
+
+use std::path::PathBuf;
+
+use crate::decode::{decode_file, parallel_fill, probe, Probe};
+use crate::source::{BadImages, Loaded, Summary};
+use crate::{DatasetError, ImageSet, Split};
+
+/// One image file and where it belongs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FileSample {
+    pub path: PathBuf,
+    pub label: u32,
+    pub split: Split,
+}
+
+/// A file-based dataset as its layout describes it, before any image is opened.
+#[derive(Debug, Clone)]
+pub(crate) struct FileDataset {
+    pub root: PathBuf,
+    pub class_names: Vec<String>,
+    /// In the order the splits are loaded: by label, then by path.
+    pub samples: Vec<FileSample>,
+    /// What to do when a split that has no samples is asked for (only `Test` may be absent).
+    pub no_test_hint: String,
+}
+
+/// The headers of every image of the dataset, and what follows from them.
+struct Survey {
+    probes: Vec<Result<Probe, String>>,
+    /// 1 when every readable image is greyscale, else 3.
+    channels: usize,
+    /// `(width, height)` when every readable image has it.
+    native: Result<(u32, u32), DatasetError>,
+}
+
+/// Reads every header. Under [`BadImages::Fail`] an unreadable one is an error naming it;
+/// under `Skip` it is left out of the channel and size decisions.
+fn survey(dataset: &FileDataset, policy: BadImages) -> Result<Survey, DatasetError> {
+    let probes = parallel_fill(&dataset.samples, &mut [], 0, |sample, _| probe(&sample.path));
+    let mut first: Option<(&FileSample, Probe)> = None;
+    let mut native = Ok((0, 0));
+    let mut all_grey = true;
+    for (sample, probed) in dataset.samples.iter().zip(&probes) {
+        let probed = match (probed, policy) {
+            (Ok(probed), _) => *probed,
+            (Err(reason), BadImages::Fail) => {
+                return Err(DatasetError::BadImage { path: sample.path.clone(), reason: reason.clone() });
+            }
+            (Err(_), BadImages::Skip) => continue,
+        };
+        all_grey &= probed.grey;
+        match first {
+            None => {
+                first = Some((sample, probed));
+                native = Ok((probed.width, probed.height));
+            }
+            Some((first_sample, first_probe)) => {
+                let (size, first_size) = ((probed.width, probed.height), (first_probe.width, first_probe.height));
+                if size != first_size && native.is_ok() {
+                    native = Err(DatasetError::MixedSizes {
+                        first: first_sample.path.clone(),
+                        first_size,
+                        other: sample.path.clone(),
+                        other_size: size,
+                    });
+                }
+            }
+        }
+    }
+    Ok(Survey { probes, channels: if all_grey && first.is_some() { 1 } else { 3 }, native })
+}
+
+/// Counts and shapes from the headers alone. Sizes count the images whose header reads;
+/// one whose body alone is corrupt is counted here and skipped by [`load_files`].
+pub(crate) fn inspect_files(dataset: &FileDataset, policy: BadImages) -> Result<Summary, DatasetError> {
+    let survey = survey(dataset, policy)?;
+    let count = |split: Split| {
+        dataset.samples.iter().zip(&survey.probes).filter(|(sample, probed)| sample.split == split && probed.is_ok()).count()
+    };
+    let native = survey.native.ok();
+    Ok(Summary {
+        num_classes: dataset.class_names.len(),
+        class_names: dataset.class_names.clone(),
+        train_size: count(Split::Train),
+        val_size: count(Split::Val),
+        test_size: count(Split::Test),
+        height: native.map(|(_, height)| height as usize),
+        width: native.map(|(width, _)| width as usize),
+        channels: survey.channels,
+    })
+}
+
+/// Decodes `split`, fitted to `size×size` when `size` is set. Channels and, without a size,
+/// the native size are decided over the whole dataset so that every split agrees.
+pub(crate) fn load_files(dataset: &FileDataset, split: Split, size: Option<u32>, policy: BadImages) -> Result<Loaded, DatasetError> {
+    let survey = survey(dataset, policy)?;
+    let chosen: Vec<(&FileSample, &Result<Probe, String>)> =
+        dataset.samples.iter().zip(&survey.probes).filter(|(sample, _)| sample.split == split).collect();
+    if chosen.is_empty() && split == Split::Test {
+        return Err(DatasetError::NoSplit { path: dataset.root.clone(), split, hint: dataset.no_test_hint.clone() });
+    }
+    let (width, height) = match size {
+        Some(size) => (size, size),
+        None => survey.native?,
+    };
+    let channels = survey.channels;
+    let image_bytes = width as usize * height as usize * channels;
+    let mut pixels = vec![0; chosen.len() * image_bytes];
+    let outcomes = parallel_fill(&chosen, &mut pixels, image_bytes, |(sample, probed), slot| match probed {
+        Ok(_) => decode_file(&sample.path, sample.label, channels, size, slot),
+        Err(reason) => Err(reason.clone()),
+    });
+
+    let (mut labels, mut keys, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for (index, ((sample, _), outcome)) in chosen.iter().zip(outcomes).enumerate() {
+        match (outcome, policy) {
+            (Ok(key), _) => {
+                let kept = labels.len();
+                pixels.copy_within(index * image_bytes..(index + 1) * image_bytes, kept * image_bytes);
+                labels.push(sample.label);
+                keys.push(key);
+            }
+            (Err(reason), BadImages::Fail) => return Err(DatasetError::BadImage { path: sample.path.clone(), reason }),
+            (Err(reason), BadImages::Skip) => skipped.push((sample.path.clone(), reason)),
+        }
+    }
+    pixels.truncate(labels.len() * image_bytes);
+    let images = ImageSet { pixels, labels, keys, height: height as usize, width: width as usize, channels };
+    Ok(Loaded { images, skipped, from_cache: false })
+}

@@ -1,0 +1,311 @@
+//! The single entry point: a [`Source`] names a dataset on disk (or a synthetic spec),
+//! [`inspect`] summarises it, [`load`] decodes one split.
+
+use std::path::PathBuf;
+
+use crate::files::{inspect_files, load_files};
+use crate::synthetic::{generate_at, SyntheticSpec};
+use crate::{cub, decode, folder, idx, npz, DatasetError, ImageSet, Split};
+
+/// The on-disk formats read here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// MNIST / Fashion-MNIST IDX files in a folder, gzipped or not: `train-images-idx3-ubyte`
+    /// and `train-labels-idx1-ubyte` are Train, `t10k-*` are Val; no Test.
+    Idx,
+    /// A folder per class; class names are the sorted folder names. The first layout that
+    /// applies decides the splits:
+    /// 1. `ROOT/split.csv`, lines `relative/path,train|val|test`, decides each image's split
+    ///    (images it does not list are left out);
+    /// 2. `ROOT/train/CLASS/…` with `ROOT/val/CLASS/…` (and `ROOT/test/CLASS/…` as Test, or
+    ///    as Val when there is no `val/`);
+    /// 3. `ROOT/CLASS/…`: per class, files sorted by relative path, shuffled by SplitMix64
+    ///    seeded from [`Options::seed`] and the class name; the first
+    ///    `round(val_fraction * n)` are Val.
+    ///
+    /// Images are `.jpg`, `.jpeg`, `.png` (any case) at any depth under a class folder.
+    ImageFolder,
+    /// CUB-200-2011's own layout: `images.txt` (`id path` under `images/`),
+    /// `image_class_labels.txt` (`id class_id`, from 1), `train_test_split.txt` (`id 1|0`:
+    /// Train | Val), `classes.txt` (`class_id name`). Labels are `class_id - 1`; no Test.
+    Cub,
+    /// A MedMNIST `.npz`: `.npy` arrays `{train,val,test}_images` (`uint8`, `(N, H, W)` or
+    /// `(N, H, W, 3)`) and `{train,val,test}_labels` (`(N,)` or `(N, 1)`, any integer type),
+    /// stored or deflated. `test_*` is the Test split, kept for a final evaluation.
+    Npz,
+    /// Generated images; the source's path is a [`SyntheticSpec`] in its text form.
+    Synthetic,
+}
+
+impl Format {
+    pub const ALL: [Format; 5] = [Format::Idx, Format::ImageFolder, Format::Cub, Format::Npz, Format::Synthetic];
+
+    /// `"idx"`, `"image_folder"`, `"cub"`, `"npz"` or `"synthetic"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Idx => "idx",
+            Format::ImageFolder => "image_folder",
+            Format::Cub => "cub",
+            Format::Npz => "npz",
+            Format::Synthetic => "synthetic",
+        }
+    }
+
+    /// The format named by [`Format::as_str`].
+    pub fn parse(name: &str) -> Result<Format, DatasetError> {
+        Format::ALL.into_iter().find(|format| format.as_str() == name).ok_or_else(|| DatasetError::UnknownFormat(name.to_owned()))
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What to do with an image file that cannot be read or decoded (ImageFolder and CUB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BadImages {
+    /// Stop with an error naming the file and the decoder's reason. Headers are read over the
+    /// whole dataset (they decide channels and the native size), so a file with an unreadable
+    /// header fails the loading of every split.
+    #[default]
+    Fail,
+    /// Leave the sample out and list it in [`Loaded::skipped`].
+    Skip,
+}
+
+impl BadImages {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadImages::Fail => "fail",
+            BadImages::Skip => "skip",
+        }
+    }
+}
+
+/// Choices that change what a source loads as.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// Share of each class held out as Val by the ImageFolder class-folder layout, in `[0, 1)`.
+    pub val_fraction: f64,
+    /// Seed of that stratified split.
+    pub seed: u64,
+    pub bad_images: BadImages,
+}
+
+impl Default for Options {
+    /// A 10 % stratified Val split with seed 0; bad images fail the load.
+    fn default() -> Self {
+        Options { val_fraction: 0.1, seed: 0, bad_images: BadImages::Fail }
+    }
+}
+
+impl Options {
+    fn check(&self) -> Result<(), DatasetError> {
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return Err(DatasetError::InvalidOption(format!(
+                "val fraction must be at least 0 and below 1, got {}",
+                self.val_fraction
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A dataset: its format, where it is, and the options it loads with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    pub format: Format,
+    /// The dataset's folder (IDX, ImageFolder, CUB), its file (npz), or a
+    /// [`SyntheticSpec`] in its text form (synthetic).
+    pub path: PathBuf,
+    pub options: Options,
+}
+
+impl Source {
+    /// A source with the default [`Options`].
+    pub fn new(format: Format, path: impl Into<PathBuf>) -> Source {
+        Source { format, path: path.into(), options: Options::default() }
+    }
+
+    /// The synthetic dataset of `spec`.
+    pub fn synthetic(spec: &SyntheticSpec) -> Source {
+        Source::new(Format::Synthetic, spec.to_string())
+    }
+
+    fn synthetic_spec(&self) -> Result<SyntheticSpec, DatasetError> {
+        SyntheticSpec::parse(&self.path.to_string_lossy())
+    }
+
+    /// The files whose sizes and modification times decide what this source loads as
+    /// (empty for a synthetic source).
+    pub(crate) fn files(&self) -> Result<Vec<PathBuf>, DatasetError> {
+        match self.format {
+            Format::Idx => Ok(idx::files(&self.path)),
+            Format::ImageFolder => folder::source_files(&self.path),
+            Format::Cub => cub::source_files(&self.path),
+            Format::Npz => Ok(vec![self.path.clone()]),
+            Format::Synthetic => Ok(Vec::new()),
+        }
+    }
+}
+
+/// What registration needs to know of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub num_classes: usize,
+    /// In label order. Formats that ship no names (IDX, npz, synthetic) get `"0"`, `"1"`, ...
+    pub class_names: Vec<String>,
+    pub train_size: usize,
+    pub val_size: usize,
+    /// 0 where the dataset has no Test split.
+    pub test_size: usize,
+    /// The native size, when every image has the same.
+    pub height: Option<usize>,
+    pub width: Option<usize>,
+    /// 1 when every image is greyscale, else 3.
+    pub channels: usize,
+}
+
+/// One decoded split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// The images, labels and keys, without the skipped samples.
+    pub images: ImageSet,
+    /// Image files left out under [`BadImages::Skip`], with the reason, in dataset order.
+    pub skipped: Vec<(PathBuf, String)>,
+    /// Whether [`crate::load_cached`] read this from its cache file.
+    pub from_cache: bool,
+}
+
+fn numbered_classes(count: usize) -> Vec<String> {
+    (0..count).map(|label| label.to_string()).collect()
+}
+
+/// Summarises `source` cheaply: lists and image headers for ImageFolder and CUB, array
+/// headers and labels for npz, the files for IDX, the spec for synthetic.
+pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
+    source.options.check()?;
+    let policy = source.options.bad_images;
+    match source.format {
+        Format::ImageFolder => inspect_files(&folder::read(&source.path, source.options.val_fraction, source.options.seed)?, policy),
+        Format::Cub => inspect_files(&cub::read(&source.path)?, policy),
+        Format::Idx => {
+            let summary = idx::inspect_idx_dir(&source.path)?;
+            Ok(Summary {
+                num_classes: summary.num_classes,
+                class_names: numbered_classes(summary.num_classes),
+                train_size: summary.train_size,
+                val_size: summary.val_size,
+                test_size: 0,
+                height: Some(summary.height),
+                width: Some(summary.width),
+                channels: 1,
+            })
+        }
+        Format::Npz => npz::inspect(&source.path),
+        Format::Synthetic => {
+            let spec = source.synthetic_spec()?;
+            Ok(Summary {
+                num_classes: spec.classes as usize,
+                class_names: spec.class_names(),
+                train_size: spec.classes as usize * spec.train_per_class as usize,
+                val_size: spec.classes as usize * spec.val_per_class as usize,
+                test_size: 0,
+                height: Some(spec.size as usize),
+                width: Some(spec.size as usize),
+                channels: spec.channels as usize,
+            })
+        }
+    }
+}
+
+/// Decodes `split` of `source`, every image brought to `image_size×image_size` (shorter side
+/// scaled to the size, bilinear, then the centre cropped), or kept at its native size when
+/// `image_size` is `None` (an error naming two images that differ, if they do).
+pub fn load(source: &Source, split: Split, image_size: Option<u32>) -> Result<Loaded, DatasetError> {
+    source.options.check()?;
+    if image_size == Some(0) {
+        return Err(DatasetError::InvalidOption("image size must be at least 1 pixel".into()));
+    }
+    let policy = source.options.bad_images;
+    let images = match source.format {
+        Format::ImageFolder => {
+            let dataset = folder::read(&source.path, source.options.val_fraction, source.options.seed)?;
+            return load_files(&dataset, split, image_size, policy);
+        }
+        Format::Cub => return load_files(&cub::read(&source.path)?, split, image_size, policy),
+        Format::Idx => {
+            let set = idx::load_idx_split(&source.path, split)?;
+            match image_size {
+                Some(size) if (size as usize, size as usize) != (set.height, set.width) => {
+                    decode::raw_image_set(&set.pixels, set.labels, set.height, set.width, set.channels, image_size)
+                }
+                _ => set,
+            }
+        }
+        Format::Npz => npz::load(&source.path, split, image_size)?,
+        Format::Synthetic => generate_at(&source.synthetic_spec()?, split, image_size)?,
+    };
+    Ok(Loaded { images, skipped: Vec::new(), from_cache: false })
+}
+
+/// The path of `source` as a string for the cache's identity (absolute where it exists).
+pub(crate) fn identity_path(source: &Source) -> String {
+    match source.format {
+        Format::Synthetic => source.path.to_string_lossy().into_owned(),
+        _ => std::fs::canonicalize(&source.path).unwrap_or_else(|_| source.path.clone()).to_string_lossy().into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{encode_idx, load_idx_split, SyntheticSpec};
+
+    #[test]
+    fn format_names_round_trip_and_unknown_ones_list_the_known() {
+        for format in Format::ALL {
+            assert_eq!(Format::parse(format.as_str()).unwrap(), format);
+        }
+        let err = Format::parse("folder").unwrap_err().to_string();
+        assert!(err.contains("expected one of idx, image_folder, cub, npz, synthetic"), "{err}");
+    }
+
+    #[test]
+    fn idx_through_the_entry_point_keeps_its_keys_at_any_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let pixels: Vec<u8> = (0..3 * 16).map(|i| i as u8).collect();
+        std::fs::write(dir.path().join("train-images-idx3-ubyte"), encode_idx(&[3, 4, 4], &pixels)).unwrap();
+        std::fs::write(dir.path().join("train-labels-idx1-ubyte"), encode_idx(&[3], &[1, 0, 1])).unwrap();
+        std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), encode_idx(&[1, 4, 4], &[0; 16])).unwrap();
+        std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), encode_idx(&[1], &[0])).unwrap();
+        let source = Source::new(Format::Idx, dir.path());
+        let direct = load_idx_split(dir.path(), Split::Train).unwrap();
+        let native = load(&source, Split::Train, None).unwrap().images;
+        assert_eq!(native, direct);
+        assert_eq!(direct.sample_keys(), (0..3).map(|i| crate::sample_key(direct.image(i).unwrap(), direct.labels[i])).collect::<Vec<_>>());
+        let resized = load(&source, Split::Train, Some(8)).unwrap().images;
+        assert_eq!((resized.height, resized.width, resized.channels), (8, 8, 1));
+        assert_eq!(resized.keys, direct.keys);
+        let summary = inspect(&source).unwrap();
+        assert_eq!((summary.train_size, summary.val_size, summary.num_classes, summary.channels), (3, 1, 2, 1));
+        assert!(load(&source, Split::Test, None).unwrap_err().to_string().contains("t10k is the Val split"));
+        assert!(load(&source, Split::Train, Some(0)).is_err());
+    }
+
+    #[test]
+    fn synthetic_sources_carry_their_spec_as_the_path() {
+        let spec = SyntheticSpec { classes: 3, train_per_class: 2, val_per_class: 1, size: 6, channels: 1, seed: 5 };
+        let source = Source::synthetic(&spec);
+        assert_eq!(source.path.to_string_lossy(), "classes=3,train_per_class=2,val_per_class=1,size=6,channels=1,seed=5");
+        let summary = inspect(&source).unwrap();
+        assert_eq!((summary.train_size, summary.val_size, summary.height, summary.channels), (6, 3, Some(6), 1));
+        let small = load(&source, Split::Train, Some(3)).unwrap().images;
+        assert_eq!((small.height, small.len()), (3, 6));
+        assert_eq!(small.keys, crate::generate(&spec, Split::Train).unwrap().keys);
+        let broken = Source::new(Format::Synthetic, "classes=3");
+        assert!(inspect(&broken).unwrap_err().to_string().contains("is missing"));
+    }
+}
