@@ -15,6 +15,8 @@ pub struct LocalExecutor {
     pub worker_token: String,
     pub slots: u32,
     pub device: DeviceSetting,
+    /// Given to workers: they keep checkpoints and the dataset cache there.
+    pub data_dir: PathBuf,
 }
 
 impl LocalExecutor {
@@ -31,6 +33,7 @@ impl LocalExecutor {
                 .env("FORGETLAB_WORKER_TOKEN", &self.worker_token)
                 .env("FORGETLAB_WORKER_NAME", format!("local-{slot}"))
                 .env("FORGETLAB_EXIT_WITH_PARENT", "true")
+                .env("FORGETLAB_DATA_DIR", &self.data_dir)
                 .kill_on_drop(true);
             match self.device {
                 DeviceSetting::Cpu => {

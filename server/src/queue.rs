@@ -31,6 +31,8 @@ pub struct Queue {
 /// A running job, as its token proves.
 struct LeasedJob {
     run_id: i64,
+    /// Which attempt of the job this lease is (1 for the first).
+    attempt: i64,
     spec: ExperimentSpec,
 }
 
@@ -102,7 +104,7 @@ impl Queue {
 
     /// The running job `job_id`, if `token` is its token.
     async fn leased(&self, job_id: i64, token: &str) -> Result<LeasedJob, Failure> {
-        let row = sqlx::query("SELECT run_id, status, token_hash FROM jobs WHERE id = ?")
+        let row = sqlx::query("SELECT run_id, status, token_hash, attempts FROM jobs WHERE id = ?")
             .bind(job_id)
             .fetch_optional(&self.pool)
             .await
@@ -117,7 +119,7 @@ impl Queue {
             return Err(Failure::conflict(format!("job #{job_id} is {status}, not running")));
         }
         let run_id = row.get("run_id");
-        Ok(LeasedJob { run_id, spec: self.spec(run_id).await? })
+        Ok(LeasedJob { run_id, attempt: row.get("attempts"), spec: self.spec(run_id).await? })
     }
 
     async fn renew(&self, job_id: i64) -> Result<(), Failure> {
@@ -230,11 +232,11 @@ impl Queue {
         .await
         .map_err(internal)?;
         sqlx::query(
-            "INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds, attempt)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase, train_loss = excluded.train_loss,
                  train_accuracy = excluded.train_accuracy, val_loss = excluded.val_loss, val_accuracy = excluded.val_accuracy,
-                 lr = excluded.lr, seconds = excluded.seconds",
+                 lr = excluded.lr, seconds = excluded.seconds, attempt = excluded.attempt",
         )
         .bind(job.run_id)
         .bind(epoch)
@@ -245,6 +247,7 @@ impl Queue {
         .bind(m.val_accuracy)
         .bind(m.lr)
         .bind(m.seconds)
+        .bind(job.attempt)
         .execute(&mut *tx)
         .await
         .map_err(internal)?;

@@ -50,6 +50,23 @@ impl Registry {
         }
     }
 
+    /// A file named by a user: an absolute path, or a path relative to one of the data roots
+    /// (tried in order), confined to the roots. Refuses `..` outright, so a relative path
+    /// cannot climb out even where a root's parent happens to exist.
+    pub fn resolve_file(&self, text: &str) -> Result<PathBuf, String> {
+        let path = Path::new(text);
+        if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("{text} contains '..'; give a path inside a data root"));
+        }
+        let candidates: Vec<PathBuf> =
+            if path.is_absolute() { vec![path.to_owned()] } else { self.roots.iter().map(|root| root.join(path)).collect() };
+        let Some(found) = candidates.iter().find(|c| c.is_file()) else {
+            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+            return Err(format!("no file {text} under the data roots ({})", roots.join(", ")));
+        };
+        self.confine(found).map_err(|failure| failure.body.message)
+    }
+
     /// Registers an IDX folder under `name` (replacing nothing: a taken name is refused).
     pub async fn register_idx(&self, name: &str, path: &Path) -> Result<DatasetInfo, Failure> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {

@@ -70,10 +70,20 @@ impl Service {
 
     pub async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
         let datasets = self.registry.list().await?;
-        let spec = ExperimentSpec::parse(&request, &datasets).map_err(|errors| {
+        let not_queued = |errors: protocol::FieldErrors| {
             let count = errors.0.len();
             Failure::invalid(format!("the run was not queued: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors)
-        })?;
+        };
+        let mut spec = ExperimentSpec::parse(&request, &datasets).map_err(not_queued)?;
+        // The worker opens the weights by the resolved path, confined to the data roots.
+        if let Some(weights) = &spec.weights {
+            let resolved = self.registry.resolve_file(weights).map_err(|message| {
+                let mut errors = protocol::FieldErrors::default();
+                errors.add("weights", message);
+                not_queued(errors)
+            })?;
+            spec.weights = Some(resolved.display().to_string());
+        }
         let mut tx = self.pool.begin().await.map_err(internal)?;
         let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs) VALUES (?, ?, ?, ?, ?) RETURNING id")
             .bind(serde_json::to_string(&spec).map_err(internal)?)

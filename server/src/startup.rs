@@ -78,6 +78,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         worker_token,
         slots: config.workers,
         device: config.device,
+        data_dir: std::path::absolute(&config.data_dir).context("resolving the data directory")?,
     }
     .start(shutdown_rx);
 

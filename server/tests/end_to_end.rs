@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{require_fashion_mnist, wait_for_run, TestServer};
+use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
 use protocol::pack::{unpack_f32, unpack_u16};
 use serde_json::{json, Value};
 use sqlx::{Row, SqlitePool};
@@ -104,12 +104,6 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
         assert_eq!(row.get::<i64, _>("label") as u32, images.labels[index]);
         assert_eq!(row.get::<String, _>("sample_key"), datasets::sample_key(images.image(index).unwrap(), images.labels[index]));
     }
-}
-
-fn launch(server: &TestServer, spec: Value) -> i64 {
-    let response = reqwest::blocking::Client::new().post(server.api("/runs")).json(&spec).send().expect("POST /runs");
-    assert_eq!(response.status(), 201, "launch refused: {}", response.text().unwrap_or_default());
-    response.json::<Value>().unwrap()["id"].as_i64().expect("run id")
 }
 
 #[test]

@@ -77,6 +77,22 @@ impl TestServer {
         panic!("the server at {} did not answer within 60 s", self.url);
     }
 
+    /// The server's process id (its local workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Process ids of the worker processes the server started (children of any of its
+    /// threads: Linux lists a child under the thread that spawned it).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("the server's /proc entry");
+        tasks
+            .flatten()
+            .flat_map(|task| std::fs::read_to_string(task.path().join("children")).unwrap_or_default().split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
     pub fn database(&self) -> PathBuf {
         self.data_dir.path().join("forgetlab.db")
     }
@@ -106,4 +122,11 @@ pub fn wait_for_run(server: &TestServer, id: i64, timeout: Duration) -> serde_js
         assert!(Instant::now() < deadline, "run {id} still {status} after {timeout:?}: {run}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// Launches a run through the API; returns its id.
+pub fn launch(server: &TestServer, spec: serde_json::Value) -> i64 {
+    let response = reqwest::blocking::Client::new().post(server.api("/runs")).json(&spec).send().expect("POST /runs");
+    assert_eq!(response.status(), 201, "launch refused: {}", response.text().unwrap_or_default());
+    response.json::<serde_json::Value>().unwrap()["id"].as_i64().expect("run id")
 }

@@ -1,0 +1,79 @@
+//! A worker killed with SIGKILL in the middle of a run: the server re-queues the job when its
+//! lease runs out, a new worker resumes it from the last checkpoint, and the stored records
+//! equal those of an uninterrupted run with the same seed: no epoch missing, none twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
+use serde_json::{json, Value};
+use sqlx::{Row, SqlitePool};
+
+type Records = Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)>;
+
+async fn records(database: &std::path::Path, run_id: i64) -> Records {
+    let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display())).await.unwrap();
+    sqlx::query("SELECT epoch, correct, loss, predicted FROM epoch_records WHERE run_id = ? ORDER BY epoch")
+        .bind(run_id)
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get("epoch"), r.get("correct"), r.get("loss"), r.get("predicted")))
+        .collect()
+}
+
+fn epochs_stored(server: &TestServer, run_id: i64) -> usize {
+    let run: Value = reqwest::blocking::get(server.api(&format!("/runs/{run_id}"))).unwrap().json().unwrap();
+    run["epochs"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn a_killed_worker_resumes_from_its_checkpoint_with_identical_records() {
+    require_fashion_mnist();
+    let server = TestServer::start_with(1, &[("FORGETLAB_LEASE_SECONDS", "3")]);
+    let spec = json!({"dataset": "fashion-mnist", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 4, "train_subset": 12000,
+                      "val_subset": 200, "batch_size": 50, "lr": 0.02, "seed": 11, "schedule": "cosine", "device": "cpu"});
+    let interrupted = launch(&server, spec.clone());
+
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while epochs_stored(&server, interrupted) < 2 {
+        assert!(Instant::now() < deadline, "run {interrupted} stored fewer than 2 epochs in 300 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let workers = server.worker_pids();
+    assert_eq!(workers.len(), 1, "one local worker: {workers:?}");
+    let killed = std::process::Command::new("kill").args(["-9", &workers[0].to_string()]).status().unwrap();
+    assert!(killed.success());
+    let stored_at_kill = epochs_stored(&server, interrupted);
+    assert!(stored_at_kill < 5, "the kill came before the run ended ({stored_at_kill} epochs stored)");
+
+    let run = wait_for_run(&server, interrupted, Duration::from_secs(600));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let uninterrupted = launch(&server, spec);
+    let run = wait_for_run(&server, uninterrupted, Duration::from_secs(600));
+    assert_eq!(run["status"], "succeeded", "{run}");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (a, b) = runtime.block_on(async { (records(&server.database(), interrupted).await, records(&server.database(), uninterrupted).await) });
+    assert_eq!(a.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=5).collect::<Vec<i64>>(), "every epoch once");
+    for (x, y) in a.iter().zip(&b) {
+        assert!(x == y, "epoch {}: the resumed run's records differ from the uninterrupted run's", x.0);
+    }
+    let attempts: i64 = runtime.block_on(async {
+        let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();
+        sqlx::query_scalar("SELECT attempts FROM jobs WHERE run_id = ?").bind(interrupted).fetch_one(&pool).await.unwrap()
+    });
+    assert_eq!(attempts, 2, "the job ran twice: killed, then resumed");
+    // Resumed, not restarted: the epochs stored before the kill were not recomputed.
+    let uploaded_by: Vec<i64> = runtime.block_on(async {
+        let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();
+        sqlx::query_scalar("SELECT attempt FROM epoch_metrics WHERE run_id = ? ORDER BY epoch").bind(interrupted).fetch_all(&pool).await.unwrap()
+    });
+    let first_attempt = uploaded_by.iter().take_while(|&&a| a == 1).count();
+    assert!(first_attempt >= 1 && first_attempt <= stored_at_kill, "epochs by attempt: {uploaded_by:?} ({stored_at_kill} stored at the kill)");
+    assert!(uploaded_by[first_attempt..].iter().all(|&a| a == 2), "epochs by attempt: {uploaded_by:?}");
+    // The checkpoint folder of a finished run is removed.
+    assert!(!server.data_dir.path().join(format!("checkpoints/run-{interrupted}")).exists());
+}
