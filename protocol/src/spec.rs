@@ -286,6 +286,12 @@ impl ExperimentSpec {
         }
         let native_size = dataset.map_or(32, |d| u64::from(d.image_height.max(d.image_width)));
         let image_size = field.whole("image_size", &request.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE).unwrap_or(native_size);
+        if native_size == 0 && request.image_size.as_ref().is_none_or(is_blank) {
+            field.errors.add(
+                "image_size",
+                format!("is required for {}: its images differ in size (224 for ImageNet-pretrained models)", dataset_name.as_deref().unwrap_or("this dataset")),
+            );
+        }
         if arch == Some(Arch::DeitSmall) && image_size % PATCH != 0 {
             field.errors.add(
                 "image_size",

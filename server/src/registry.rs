@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datasets::{ImageSet, Split, FASHION_MNIST_CLASSES};
+use datasets::{Format, ImageSet, Source, Split, FASHION_MNIST_CLASSES};
 use protocol::{DatasetInfo, Failure};
 use sqlx::{Row, SqlitePool};
 
@@ -13,6 +13,8 @@ use crate::db::internal;
 
 /// The dataset registered on first start when Debian's dataset-fashion-mnist is installed.
 pub const DEFAULT_DATASET: &str = "fashion-mnist";
+/// Side of the thumbnails of datasets whose images differ in size.
+const THUMBNAIL: u32 = 96;
 
 pub struct Registry {
     pool: SqlitePool,
@@ -67,35 +69,36 @@ impl Registry {
         self.confine(found).map_err(|failure| failure.body.message)
     }
 
-    /// Registers an IDX folder under `name` (replacing nothing: a taken name is refused).
-    pub async fn register_idx(&self, name: &str, path: &Path) -> Result<DatasetInfo, Failure> {
+    /// Registers a dataset under `name` (replacing nothing: a taken name is refused). `path`
+    /// is a folder or file under the data roots, or for `synthetic` the generator's spec
+    /// (e.g. `classes=4,train_per_class=32,val_per_class=8,size=16,channels=1,seed=7`).
+    pub async fn register(&self, name: &str, format: Format, path: &Path) -> Result<DatasetInfo, Failure> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(Failure::bad_request(format!("dataset name {name:?} must be letters, digits, '-' or '_'")));
         }
-        let path = self.confine(path)?;
-        let summary = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || datasets::inspect_idx_dir(&path))
-                .await
-                .map_err(internal)?
-                .map_err(|e| Failure::bad_request(e.to_string()))?
-        };
-        let class_names: Vec<String> = if summary.num_classes == FASHION_MNIST_CLASSES.len() && name.contains("fashion") {
+        let path = if format == Format::Synthetic { path.to_owned() } else { self.confine(path)? };
+        let source = Source::new(format, &path);
+        let summary = tokio::task::spawn_blocking(move || datasets::inspect(&source))
+            .await
+            .map_err(internal)?
+            .map_err(|e| Failure::bad_request(e.to_string()))?;
+        let class_names: Vec<String> = if format == Format::Idx && summary.num_classes == FASHION_MNIST_CLASSES.len() && name.contains("fashion") {
             FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
         } else {
-            (0..summary.num_classes).map(|k| k.to_string()).collect()
+            summary.class_names
         };
         let info = DatasetInfo {
             name: name.to_owned(),
-            format: "idx".into(),
+            format: format.as_str().into(),
             path: path.display().to_string(),
             num_classes: summary.num_classes as u32,
             class_names,
             train_size: summary.train_size as u64,
             val_size: summary.val_size as u64,
-            image_height: summary.height as u32,
-            image_width: summary.width as u32,
-            channels: 1,
+            // 0 when the images differ in size (ImageFolder, CUB): runs then choose a size.
+            image_height: summary.height.unwrap_or(0) as u32,
+            image_width: summary.width.unwrap_or(0) as u32,
+            channels: summary.channels as u32,
         };
         let inserted = sqlx::query(
             "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels)
@@ -129,7 +132,7 @@ impl Registry {
         }
         match self.get(DEFAULT_DATASET).await {
             Ok(_) => {}
-            Err(_) => match self.register_idx(DEFAULT_DATASET, path).await {
+            Err(_) => match self.register(DEFAULT_DATASET, Format::Idx, path).await {
                 Ok(info) => tracing::info!("registered {} ({} training images)", info.name, info.train_size),
                 Err(error) => tracing::warn!("could not register {}: {error}", DEFAULT_DATASET),
             },
@@ -150,11 +153,14 @@ impl Registry {
         }
         let info = self.get(name).await?;
         let split = if train { Split::Train } else { Split::Val };
-        let set = tokio::task::spawn_blocking(move || datasets::load_idx_split(Path::new(&info.path), split))
+        let format = Format::parse(&info.format).map_err(internal)?;
+        // Images of one size are shown as they are; mixed sizes at THUMBNAIL pixels.
+        let size = (info.image_height == 0).then_some(THUMBNAIL);
+        let set = tokio::task::spawn_blocking(move || datasets::load(&Source::new(format, &info.path), split, size))
             .await
             .map_err(internal)?
             .map_err(internal)?;
-        let set = Arc::new(set);
+        let set = Arc::new(set.images);
         self.images.lock().expect("image cache lock").insert(key, set.clone());
         Ok(set)
     }

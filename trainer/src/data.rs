@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use datasets::{ImageSet, Split};
 use protocol::worker::ManifestEntry;
 use protocol::DatasetInfo;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 /// Images of one split, resized once, as `u8` `[N, C, S, S]` on the device, with labels.
 pub struct DeviceSplit {
@@ -25,25 +25,31 @@ impl DeviceSplit {
     }
 }
 
-/// Loads `split` of `dataset`, keeps `subset` samples (all when `None`), resizes to
-/// `image_size` and moves the result to `device`.
+/// Loads `split` of `dataset` at `image_size` x `image_size` (decoded once into the cache
+/// under `cache_dir` when given, and read from there by later runs), keeps `subset` samples
+/// (all when `None`) and moves the result to `device`.
 ///
 /// The subset is the `subset` samples with the smallest content keys, kept in dataset order:
 /// it depends on the data alone, so every seed and architecture sees the same samples.
-pub fn load_split(dataset: &DatasetInfo, split: Split, subset: Option<u32>, image_size: u32, device: Device) -> Result<DeviceSplit> {
-    if dataset.format != "idx" {
-        bail!("dataset format {:?} is not supported by this worker (idx only)", dataset.format);
+pub fn load_split(dataset: &DatasetInfo, split: Split, subset: Option<u32>, image_size: u32, device: Device, cache_dir: Option<&Path>) -> Result<DeviceSplit> {
+    let format = datasets::Format::parse(&dataset.format)?;
+    let source = datasets::Source::new(format, &dataset.path);
+    let loaded = match cache_dir {
+        Some(dir) => datasets::load_cached(&source, split, Some(image_size), dir),
+        None => datasets::load(&source, split, Some(image_size)),
     }
-    let set = datasets::load_idx_split(Path::new(&dataset.path), split)
-        .with_context(|| format!("loading the {split:?} split of {}", dataset.name))?;
-    let keys = set.sample_keys();
-    let chosen = choose_subset(&keys, subset.map(|n| n as usize));
+    .with_context(|| format!("loading the {split} split of {}", dataset.name))?;
+    if let Some((path, reason)) = loaded.skipped.first() {
+        tracing::warn!(skipped = loaded.skipped.len(), "{} unreadable images left out of {}, the first {}: {reason}", loaded.skipped.len(), dataset.name, path.display());
+    }
+    tracing::info!(dataset = %dataset.name, %split, samples = loaded.images.len(), from_cache = loaded.from_cache, "dataset loaded");
+    let set = loaded.images;
+    let chosen = choose_subset(&set.keys, subset.map(|n| n as usize));
     let manifest: Vec<ManifestEntry> = chosen
         .iter()
-        .map(|&i| ManifestEntry { dataset_index: i as u32, sample_key: keys[i].clone(), label: set.labels[i] })
+        .map(|&i| ManifestEntry { dataset_index: i as u32, sample_key: set.keys[i].clone(), label: set.labels[i] })
         .collect();
-    let images = gather_pixels(&set, &chosen)?;
-    let images = resize_u8(&images, image_size as i64).to_device(device);
+    let images = gather_pixels(&set, &chosen)?.to_device(device);
     let labels: Vec<i64> = manifest.iter().map(|m| i64::from(m.label)).collect();
     Ok(DeviceSplit { images, labels: Tensor::from_slice(&labels).to_device(device), manifest })
 }
@@ -71,19 +77,6 @@ fn gather_pixels(set: &ImageSet, chosen: &[usize]) -> Result<Tensor> {
         .contiguous())
 }
 
-fn resize_u8(images: &Tensor, size: i64) -> Tensor {
-    let (_, _, h, w) = images.size4().expect("images are 4-d");
-    if h == size && w == size {
-        return images.shallow_clone();
-    }
-    images
-        .to_kind(Kind::Float)
-        .upsample_bilinear2d([size, size], false, None, None)
-        .round()
-        .clamp(0.0, 255.0)
-        .to_kind(Kind::Uint8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,14 +87,5 @@ mod tests {
         assert_eq!(choose_subset(&keys, Some(2)), vec![1, 3]);
         assert_eq!(choose_subset(&keys, None), vec![0, 1, 2, 3]);
         assert_eq!(choose_subset(&keys, Some(10)), vec![0, 1, 2, 3]);
-    }
-
-    #[test]
-    fn resize_keeps_shape_and_range() {
-        let images = Tensor::from_slice(&[0u8, 255, 255, 0]).view([1, 1, 2, 2]);
-        let out = resize_u8(&images, 4);
-        assert_eq!(out.size(), vec![1, 1, 4, 4]);
-        assert_eq!(out.kind(), Kind::Uint8);
-        assert_eq!(out.max().int64_value(&[]), 255);
     }
 }

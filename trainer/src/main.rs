@@ -83,7 +83,7 @@ fn main() -> Result<()> {
         tracing::info!(job = lease.job_id, run = lease.run_id, arch = %lease.spec.arch, "leased");
         let mut job = client.job(&lease);
         let checkpoints = checkpoint::run_dir(&args.data_dir, lease.run_id);
-        let places = Places { checkpoints: Some(checkpoints.clone()) };
+        let places = Places { checkpoints: Some(checkpoints.clone()), cache: Some(args.data_dir.join("cache")) };
         let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places)));
         let finish = match result {
             Ok(Ok(Ending::Completed)) => {

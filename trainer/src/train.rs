@@ -45,6 +45,8 @@ const EVAL_BATCH: i64 = 512;
 pub struct Places {
     /// The run's checkpoint folder; `None` trains without checkpoints.
     pub checkpoints: Option<std::path::PathBuf>,
+    /// Where decoded datasets are cached; `None` decodes every time.
+    pub cache: Option<std::path::PathBuf>,
 }
 
 /// The seed of epoch `epoch` of a run seeded `seed`: libtorch's generator (initialisation is
@@ -65,8 +67,9 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     if beat.send(reporter, "loading", 0, 0, 0, 0)? {
         return Ok(Ending::Cancelled);
     }
-    let train = load_split(dataset, Split::Train, spec.train_subset, spec.image_size, device)?;
-    let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device)?;
+    let cache = places.cache.as_deref();
+    let train = load_split(dataset, Split::Train, spec.train_subset, spec.image_size, device, cache)?;
+    let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device, cache)?;
     reporter.manifest(&SampleManifest { samples: train.manifest.clone() })?;
 
     let mut vs = nn::VarStore::new(device);
@@ -541,7 +544,7 @@ mod tests {
         train(&spec, &dataset, &mut whole, &Places::default()).unwrap();
         assert_eq!(whole.epochs.len(), 4);
 
-        let places = Places { checkpoints: Some(dir.path().join("checkpoints")) };
+        let places = Places { checkpoints: Some(dir.path().join("checkpoints")), cache: Some(dir.path().join("cache")) };
         let mut crashed = Recorded { fail_at_epoch: Some(3), ..Default::default() };
         let error = train(&spec, &dataset, &mut crashed, &places).unwrap_err();
         assert!(error.to_string().contains("the worker died"));
@@ -583,7 +586,7 @@ mod tests {
         let columns = &recorded.epochs[0].columns;
 
         tch::manual_seed(spec.seed as i64);
-        let split = load_split(&dataset, Split::Train, spec.train_subset, spec.image_size, tch::Device::Cpu).unwrap();
+        let split = load_split(&dataset, Split::Train, spec.train_subset, spec.image_size, tch::Device::Cpu, None).unwrap();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let model = models::build(Arch::Resnet18, &vs.root(), Shape { channels: 1, classes: 2, image_size: 8, drop_path: 0.0 }).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(epoch_seed(spec.seed, 1));

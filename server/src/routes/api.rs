@@ -33,10 +33,8 @@ fn idx() -> String {
 }
 
 pub async fn register_dataset(State(state): State<AppState>, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
-    if body.format != "idx" {
-        return Err(Failure::bad_request(format!("format {:?} is not supported yet; use idx", body.format)).into());
-    }
-    let info = state.service.registry.register_idx(&body.name, &body.path).await?;
+    let format = datasets::Format::parse(&body.format).map_err(|e| Failure::bad_request(e.to_string()))?;
+    let info = state.service.registry.register(&body.name, format, &body.path).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 

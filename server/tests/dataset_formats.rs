@@ -1,0 +1,93 @@
+//! Datasets in formats other than IDX, registered through the API and trained on by a real
+//! worker: a generated synthetic set, and an ImageFolder of PNG files of mixed sizes.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{launch, wait_for_run, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+/// A `size x size` grey PNG: class 0 bright on top, class 1 bright at the bottom.
+fn write_png(path: &Path, size: u32, label: u32, seed: u32) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let pixels: Vec<u8> = (0..size * size)
+        .map(|i| {
+            let top = i / size < size / 2;
+            let base: u32 = if top == (label == 0) { 200 } else { 30 };
+            (base + (i * 7 + seed * 13) % 20) as u8
+        })
+        .collect();
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), size, size);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header().unwrap().write_image_data(&pixels).unwrap();
+}
+
+fn register(client: &Client, server: &TestServer, body: Value) -> reqwest::blocking::Response {
+    client.post(server.api("/datasets")).json(&body).send().expect("POST /datasets")
+}
+
+#[test]
+fn synthetic_and_image_folder_datasets_register_and_train() {
+    let server = TestServer::start(1);
+    let client = Client::new();
+
+    let spec = "classes=3,train_per_class=40,val_per_class=10,size=16,channels=1,seed=5";
+    let response = register(&client, &server, json!({"name": "synthetic-3", "format": "synthetic", "path": spec}));
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    let info: Value = response.json().unwrap();
+    assert_eq!((info["num_classes"].as_u64(), info["train_size"].as_u64(), info["val_size"].as_u64()), (Some(3), Some(120), Some(30)));
+
+    let root = server.data_dir.path().join("datasets/tiny-folder");
+    for label in 0..2 {
+        for i in 0..12 {
+            let size = if i % 2 == 0 { 20 } else { 28 };
+            write_png(&root.join(format!("train/class{label}/img{i}.png")), size, label, i);
+        }
+        for i in 0..4 {
+            write_png(&root.join(format!("val/class{label}/img{i}.png")), 24, label, 100 + i);
+        }
+    }
+    let response = register(&client, &server, json!({"name": "tiny-folder", "format": "image_folder", "path": root}));
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    let info: Value = response.json().unwrap();
+    assert_eq!(info["class_names"], json!(["class0", "class1"]));
+    assert_eq!((info["train_size"].as_u64(), info["image_height"].as_u64(), info["channels"].as_u64()), (Some(24), Some(0), Some(1)));
+
+    // Mixed sizes: the run must say which size to train at.
+    let refused = client.post(server.api("/runs")).json(&json!({"dataset": "tiny-folder", "arch": "small_cnn", "epochs": 1})).send().unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().unwrap();
+    assert!(body["errors"]["image_size"].as_str().unwrap().contains("differ in size"), "{body}");
+
+    // Unknown formats and paths outside the data roots are refused with what to fix.
+    let response = register(&client, &server, json!({"name": "x", "format": "tfrecord", "path": root}));
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("tfrecord"));
+    let response = register(&client, &server, json!({"name": "x", "format": "image_folder", "path": "/etc"}));
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("outside the data roots"));
+
+    let synthetic = launch(&server, json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 2, "batch_size": 16, "lr": 0.05, "device": "cpu"}));
+    let folder = launch(&server, json!({"dataset": "tiny-folder", "arch": "small_cnn", "epochs": 2, "batch_size": 8, "image_size": 16, "device": "cpu"}));
+    for (id, samples) in [(synthetic, 120), (folder, 24)] {
+        let run = wait_for_run(&server, id, Duration::from_secs(300));
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["sample_count"], samples);
+    }
+    // The decoded datasets were cached by the worker, one file per split and size.
+    let cached = std::fs::read_dir(server.data_dir.path().join("cache")).unwrap().count();
+    assert_eq!(cached, 4, "train and val of two datasets");
+
+    // Thumbnails of mixed-size images come at one size.
+    let png = client.get(server.api("/datasets/tiny-folder/train/3.png")).send().unwrap();
+    assert_eq!(png.status(), 200);
+    let bytes = png.bytes().unwrap();
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (96, 96));
+}
