@@ -76,6 +76,31 @@ impl Header {
 
 /// Reads the magic, version and header; leaves `reader` at the first data byte.
 pub(crate) fn read_header(reader: &mut dyn Read) -> Result<Header, String> {
+    let (descr, shape) = read_raw_header(reader)?;
+    Ok(Header { dtype: Dtype::parse(&descr)?, shape })
+}
+
+/// A little-endian float32 array (`'<f4'`, C order): its shape and values.
+pub fn read_f32_array(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let mut reader = bytes;
+    let (descr, shape) = read_raw_header(&mut reader)?;
+    if descr != "<f4" {
+        return Err(format!("dtype {descr:?} is not float32: save the array with .astype(np.float32)"));
+    }
+    let elements: usize = shape.iter().product();
+    if reader.len() != elements * 4 {
+        return Err(format!("shape {shape:?} needs {} data bytes, the file has {}", elements * 4, reader.len()));
+    }
+    Ok((shape, reader.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
+}
+
+/// A version 1 `.npy` file of little-endian float32 values.
+pub fn encode_f32_array(shape: &[usize], values: &[f32]) -> Vec<u8> {
+    let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode("<f4", shape, &data)
+}
+
+fn read_raw_header(reader: &mut dyn Read) -> Result<(String, Vec<usize>), String> {
     let mut start = [0u8; 8];
     reader.read_exact(&mut start).map_err(|e| format!("cannot read the .npy preamble: {e}"))?;
     if &start[..6] != b"\x93NUMPY" {
@@ -99,7 +124,7 @@ pub(crate) fn read_header(reader: &mut dyn Read) -> Result<Header, String> {
     let text = String::from_utf8_lossy(&text);
     let dict = parse_dict(&text).map_err(|reason| format!("header {:?}: {reason}", text.trim()))?;
     let descr = match dict.get("descr") {
-        Some(Value::Str(descr)) => descr,
+        Some(Value::Str(descr)) => descr.clone(),
         Some(_) => return Err("structured dtypes are not supported: expected a plain integer array".into()),
         None => return Err("header has no 'descr'".into()),
     };
@@ -114,7 +139,7 @@ pub(crate) fn read_header(reader: &mut dyn Read) -> Result<Header, String> {
         Some(Value::Tuple(shape)) => shape.clone(),
         _ => return Err("header has no shape tuple".into()),
     };
-    Ok(Header { dtype: Dtype::parse(descr)?, shape })
+    Ok((descr, shape))
 }
 
 /// Reads the data of a `uint8` array.
@@ -284,8 +309,7 @@ impl Parser {
     }
 }
 
-/// Writes a version 1 `.npy` array: for tests and for making small datasets in the format.
-#[cfg(test)]
+/// Writes a version 1 `.npy` array.
 pub(crate) fn encode(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let shape_text = match shape {
         [single] => format!("({single},)"),
@@ -354,5 +378,15 @@ mod tests {
         let mut reader = &short[..];
         let header = read_header(&mut reader).unwrap();
         assert!(read_u8(&mut reader, &header).unwrap_err().contains("truncated"));
+    }
+
+    #[test]
+    fn float32_arrays_round_trip_and_other_dtypes_are_named() {
+        let values = [1.5f32, -2.0, 0.25, 1e-8, 3.0, 4.0];
+        let bytes = encode_f32_array(&[2, 3], &values);
+        assert_eq!(read_f32_array(&bytes).unwrap(), (vec![2, 3], values.to_vec()));
+        let ints = encode("<i8", &[1], &7i64.to_le_bytes());
+        assert!(read_f32_array(&ints).unwrap_err().contains("\"<i8\" is not float32"));
+        assert!(read_f32_array(&bytes[..bytes.len() - 4]).unwrap_err().contains("needs 24 data bytes, the file has 20"));
     }
 }

@@ -6,6 +6,7 @@
 //! - [`optim`]: SGD and AdamW with savable state, learning-rate schedules;
 //! - [`weights`]: pretrained `.safetensors` weights in torchvision/timm names;
 //! - [`checkpoint`]: a checkpoint per epoch, and resuming from it;
+//! - [`predict`]: logits of imported weights on `.npy` inputs, to check an import;
 //! - [`train`]: the loop (head warmup, fine-tuning, both measurement modes);
 //! - [`client`]: the worker side of the HTTP protocol in `protocol::worker`.
 //!
@@ -16,6 +17,7 @@ pub mod client;
 pub mod data;
 pub mod models;
 pub mod optim;
+pub mod predict;
 pub mod recorder;
 pub mod train;
 pub mod weights;

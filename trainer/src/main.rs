@@ -13,14 +13,45 @@ use trainer::checkpoint;
 use trainer::train::{train, Ending, Places};
 
 #[derive(Parser)]
-#[command(version, about = "Runs forgetlab training jobs leased from a forgetlab server.")]
+#[command(version, about = "Runs forgetlab training jobs leased from a forgetlab server.", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Args,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Writes the logits of a model with imported weights on float32 inputs, to compare
+    /// with the framework the weights came from.
+    Predict {
+        /// small_cnn, resnet18 or deit_small.
+        #[arg(long)]
+        arch: String,
+        /// A .safetensors file in the architecture's naming scheme (torchvision or timm).
+        #[arg(long)]
+        weights: std::path::PathBuf,
+        /// A .npy float32 array [N, C, H, W], already normalised.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Where to write the logits, a .npy float32 array [N, classes].
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// cpu, cuda or auto.
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+}
+
+#[derive(clap::Args)]
 struct Args {
     /// The server's base URL.
     #[arg(long, env = "FORGETLAB_SERVER", default_value = "http://127.0.0.1:3000")]
     server: String,
     /// Token that lets this process lease jobs (printed or configured by the server).
     #[arg(long, env = "FORGETLAB_WORKER_TOKEN", hide_env_values = true)]
-    worker_token: String,
+    worker_token: Option<String>,
     /// Name shown on the jobs page.
     #[arg(long, env = "FORGETLAB_WORKER_NAME")]
     name: Option<String>,
@@ -56,7 +87,18 @@ fn exit_with_parent() {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
-    let args = Args::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Predict { arch, weights, input, out, device }) = cli.command {
+        let arch = protocol::Arch::parse(&arch).ok_or_else(|| anyhow::anyhow!("unknown architecture {arch:?}; choose small_cnn, resnet18 or deit_small"))?;
+        let device = protocol::Device::parse(&device).ok_or_else(|| anyhow::anyhow!("unknown device {device:?}; choose auto, cpu or cuda"))?;
+        let [n, classes] = trainer::predict::predict(arch, &weights, &input, &out, trainer::torch_device(device)?)?;
+        println!("wrote logits of {n} inputs x {classes} classes to {}", out.display());
+        return Ok(());
+    }
+    let args = cli.serve;
+    let Some(worker_token) = args.worker_token.clone() else {
+        anyhow::bail!("no worker token: pass --worker-token or set FORGETLAB_WORKER_TOKEN (the server prints it), or use a subcommand (see --help)");
+    };
     if args.exit_with_parent {
         exit_with_parent();
     }
@@ -64,7 +106,7 @@ fn main() -> Result<()> {
     let client = Client::new(&args.server);
     tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), "worker started");
     loop {
-        let lease = match client.lease(&args.worker_token, &name) {
+        let lease = match client.lease(&worker_token, &name) {
             Ok(lease) => lease,
             Err(error) if error.downcast_ref::<Refused>().is_some_and(|r| r.status == 401) => {
                 // The server no longer knows this worker (restarted with a new token): leave,

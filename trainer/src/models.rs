@@ -27,6 +27,15 @@ pub struct Shape {
     pub drop_path: f64,
 }
 
+/// The name prefix of an architecture's classifier head (trained alone during head warmup,
+/// replaced when pretrained weights meet a new class count).
+pub fn head_prefix(arch: Arch) -> &'static str {
+    match arch {
+        Arch::SmallCnn | Arch::DeitSmall => "head",
+        Arch::Resnet18 => "fc",
+    }
+}
+
 pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model> {
     let Shape { channels: data_channels, classes: num_classes, .. } = shape;
     const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
@@ -34,14 +43,14 @@ pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model>
     match arch {
         Arch::SmallCnn => Ok(Model {
             net: Box::new(small_cnn(root, data_channels, num_classes)),
-            head_prefix: "head",
+            head_prefix: head_prefix(arch),
             in_channels: data_channels,
             mean: [0.5; 3],
             std: [0.5; 3],
         }),
         Arch::Resnet18 => Ok(Model {
             net: Box::new(resnet18(root, num_classes)),
-            head_prefix: "fc",
+            head_prefix: head_prefix(arch),
             in_channels: 3,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
@@ -54,7 +63,7 @@ pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model>
             );
             Ok(Model {
                 net: Box::new(deit_small(root, num_classes, shape.image_size / DEIT_PATCH, shape.drop_path)),
-                head_prefix: "head",
+                head_prefix: head_prefix(arch),
                 in_channels: 3,
                 mean: IMAGENET_MEAN,
                 std: IMAGENET_STD,

@@ -32,12 +32,33 @@ fn ignorable(name: &str) -> bool {
 /// reported at once, each naming the tensor and both shapes. `pos_embed` of another grid size
 /// is interpolated. Float16/bfloat16 files load into the model's float32.
 pub fn load_pretrained(vs: &nn::VarStore, path: &Path, head_prefix: &str) -> Result<Loaded> {
+    load(vs, path, Some(head_prefix))
+}
+
+/// Copies every tensor of `path` into `vs`, the classifier head included (for `predict`),
+/// with the checks of [`load_pretrained`].
+pub fn load_exact(vs: &nn::VarStore, path: &Path) -> Result<Loaded> {
+    load(vs, path, None)
+}
+
+/// The number of classes of the head `{head_prefix}.weight` in `path`.
+pub fn head_classes(path: &Path, head_prefix: &str) -> Result<i64> {
+    let name = format!("{head_prefix}.weight");
+    let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading weights from {}", path.display()))?;
+    let (_, head) = tensors
+        .iter()
+        .find(|(n, _)| n.strip_prefix("module.").unwrap_or(n) == name)
+        .with_context(|| format!("{} has no {name}: is it a checkpoint of this architecture?", path.display()))?;
+    Ok(head.size()[0])
+}
+
+fn load(vs: &nn::VarStore, path: &Path, head_prefix: Option<&str>) -> Result<Loaded> {
     let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
         .with_context(|| format!("reading pretrained weights from {}", path.display()))?
         .into_iter()
         .map(|(name, tensor)| (name.strip_prefix("module.").map(str::to_owned).unwrap_or(name), tensor))
         .collect();
-    let is_head = |name: &str| name.strip_prefix(head_prefix).is_some_and(|rest| rest.starts_with('.'));
+    let is_head = |name: &str| head_prefix.is_some_and(|prefix| name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')));
     let mut variables = vs.variables();
     let mut problems = Vec::new();
     let mut loaded = Loaded { copied: 0, head_skipped: Vec::new(), pos_embed_resized: None };
