@@ -14,6 +14,24 @@ pub struct TestServer {
     pub url: String,
     pub data_dir: tempfile::TempDir,
     child: Child,
+    port: u16,
+    workers: u32,
+    settings: Vec<(String, String)>,
+}
+
+fn spawn_server(data_dir: &Path, port: u16, workers: u32, settings: &[(String, String)]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_forgetlab"))
+        .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
+        .env("FORGETLAB_DATA_DIR", data_dir)
+        .env("FORGETLAB_WORKERS", workers.to_string())
+        .env("FORGETLAB_WORKER_BIN", worker_bin())
+        .env("FORGETLAB_WORKER_TOKEN", WORKER_TOKEN)
+        .env("FORGETLAB_DEVICE", "cpu")
+        .env("RUST_LOG", "info,tower_http=warn")
+        .envs(settings.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting the forgetlab binary")
 }
 
 fn free_port() -> u16 {
@@ -48,21 +66,20 @@ impl TestServer {
         }
         let data_dir = tempfile::tempdir().expect("a temporary data directory");
         let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_forgetlab"))
-            .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
-            .env("FORGETLAB_DATA_DIR", data_dir.path())
-            .env("FORGETLAB_WORKERS", workers.to_string())
-            .env("FORGETLAB_WORKER_BIN", worker_bin())
-            .env("FORGETLAB_WORKER_TOKEN", WORKER_TOKEN)
-            .env("FORGETLAB_DEVICE", "cpu")
-            .env("RUST_LOG", "info,tower_http=warn")
-            .envs(settings.iter().copied())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("starting the forgetlab binary");
-        let server = Self { url: format!("http://127.0.0.1:{port}"), data_dir, child };
+        let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let child = spawn_server(data_dir.path(), port, workers, &settings);
+        let server = Self { url: format!("http://127.0.0.1:{port}"), data_dir, child, port, workers, settings };
         server.wait_until_up();
         server
+    }
+
+    /// Kills the server with SIGKILL (its workers follow it) and starts it again on the same
+    /// port and data directory.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_server(self.data_dir.path(), self.port, self.workers, &self.settings);
+        self.wait_until_up();
     }
 
     fn wait_until_up(&self) {
