@@ -19,6 +19,15 @@ pub fn unpack_f32(bytes: &[u8]) -> Result<Vec<f32>, PackError> {
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
 }
 
+pub fn pack_u32(values: &[u32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+pub fn unpack_u32(bytes: &[u8]) -> Result<Vec<u32>, PackError> {
+    check(bytes, 4)?;
+    Ok(bytes.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+}
+
 pub fn pack_u16(values: &[u16]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -45,6 +54,7 @@ mod tests {
             assert_eq!(a.to_bits(), b.to_bits());
         }
         assert_eq!(unpack_u16(&pack_u16(&[0, 7, 65535])).unwrap(), vec![0, 7, 65535]);
+        assert_eq!(unpack_u32(&pack_u32(&[0, 7, u32::MAX])).unwrap(), vec![0, 7, u32::MAX]);
     }
 
     #[test]

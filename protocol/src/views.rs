@@ -170,6 +170,10 @@ pub struct RunDetail {
     pub forgetting_histogram: Vec<u64>,
     /// The dataset's class names, by label.
     pub class_names: Vec<String>,
+    /// The validation confusion matrix of the latest epoch that has one: `[true][predicted]`
+    /// counts. Per-class accuracy is each row's diagonal share.
+    #[serde(default)]
+    pub val_confusion: Option<Vec<Vec<u32>>>,
 }
 
 /// Per-sample statistics of one run (DESIGN.md names these fields).

@@ -76,6 +76,26 @@ pub struct ManifestEntry {
 pub struct EpochUpload {
     pub metrics: EpochMetrics,
     pub columns: EpochColumns,
+    /// The validation confusion matrix of this epoch, `classes x classes` counts, row-major:
+    /// row = true class, column = predicted class. Absent when the run has no validation set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_confusion: Option<Vec<u32>>,
+    /// Every training sample's loss in an eval-mode pass at the END of this epoch, in manifest
+    /// order. Sent for the last head-warmup epoch: "the loss after head warmup" of DESIGN.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<Vec<f32>>,
+}
+
+/// The class means of the training set's penultimate-layer embeddings at the end of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMeans {
+    /// Embedding width.
+    pub dim: u32,
+    /// `classes x dim`, row-major by label. A class without training samples has NaN-free
+    /// zeros and a count of 0.
+    pub means: Vec<f32>,
+    /// Training samples per class.
+    pub counts: Vec<u32>,
 }
 
 /// One epoch's per-sample records (DESIGN.md, "Definitions"), every array in manifest order.
@@ -142,4 +162,7 @@ pub struct Finish {
     pub outcome: Outcome,
     /// For a failure: what went wrong, shown to people on the jobs and run pages.
     pub message: Option<String>,
+    /// For a success: the class-mean embeddings of the final model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_means: Option<ClassMeans>,
 }

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use protocol::pack::{pack_f32, pack_u16, unpack_f32};
+use protocol::pack::{pack_f32, pack_u16, pack_u32, unpack_f32};
 use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
 use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
 use sha2::{Digest, Sha256};
@@ -211,13 +211,26 @@ impl Queue {
             return Err(Failure::conflict("send the sample manifest before any epoch"));
         }
         upload.columns.check_lengths(samples as usize).map_err(Failure::bad_request)?;
+        let classes: i64 = sqlx::query_scalar("SELECT num_classes FROM datasets WHERE name = ?").bind(&job.spec.dataset).fetch_one(&self.pool).await.map_err(internal)?;
+        if let Some(confusion) = &upload.val_confusion {
+            let cells = (classes * classes) as usize;
+            if confusion.len() != cells {
+                return Err(Failure::bad_request(format!("val_confusion has {} cells; {classes} classes need {cells}", confusion.len())));
+            }
+        }
+        if let Some(eval_loss) = &upload.eval_loss {
+            if eval_loss.len() != samples as usize {
+                return Err(Failure::bad_request(format!("eval_loss has {} values; the run has {samples} samples", eval_loss.len())));
+            }
+        }
         let m = &upload.metrics;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         sqlx::query(
-            "INSERT INTO epoch_records (run_id, epoch, sample_count, correct, loss, p_true, margin, predicted, el2n)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO epoch_records (run_id, epoch, sample_count, correct, loss, p_true, margin, predicted, el2n, eval_loss)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (run_id, epoch) DO UPDATE SET sample_count = excluded.sample_count, correct = excluded.correct,
-                 loss = excluded.loss, p_true = excluded.p_true, margin = excluded.margin, predicted = excluded.predicted, el2n = excluded.el2n",
+                 loss = excluded.loss, p_true = excluded.p_true, margin = excluded.margin, predicted = excluded.predicted,
+                 el2n = excluded.el2n, eval_loss = excluded.eval_loss",
         )
         .bind(job.run_id)
         .bind(epoch)
@@ -228,15 +241,16 @@ impl Queue {
         .bind(pack_f32(&upload.columns.margin))
         .bind(pack_u16(&upload.columns.predicted))
         .bind(pack_f32(&upload.columns.el2n))
+        .bind(upload.eval_loss.as_deref().map(pack_f32))
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
         sqlx::query(
-            "INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds, attempt)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            "INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds, attempt, val_confusion)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
              ON CONFLICT (run_id, epoch) DO UPDATE SET phase = excluded.phase, train_loss = excluded.train_loss,
                  train_accuracy = excluded.train_accuracy, val_loss = excluded.val_loss, val_accuracy = excluded.val_accuracy,
-                 lr = excluded.lr, seconds = excluded.seconds, attempt = excluded.attempt",
+                 lr = excluded.lr, seconds = excluded.seconds, attempt = excluded.attempt, val_confusion = excluded.val_confusion",
         )
         .bind(job.run_id)
         .bind(epoch)
@@ -248,6 +262,7 @@ impl Queue {
         .bind(m.lr)
         .bind(m.seconds)
         .bind(job.attempt)
+        .bind(upload.val_confusion.as_deref().map(pack_u32))
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
@@ -258,7 +273,7 @@ impl Queue {
     pub async fn finish(&self, job_id: i64, token: &str, finish: &Finish) -> Result<(), Failure> {
         let job = self.leased(job_id, token).await?;
         let (status, error) = match finish.outcome {
-            Outcome::Succeeded => match self.compute_sample_stats(job.run_id, &job.spec).await {
+            Outcome::Succeeded => match self.store_results(job.run_id, &job.spec, finish).await {
                 Ok(samples) => {
                     tracing::info!(job = job_id, run = job.run_id, samples, "run succeeded; per-sample statistics stored");
                     (RunStatus::Succeeded, None)
@@ -299,6 +314,31 @@ impl Queue {
         Ok(())
     }
 
+    /// A successful run's end: its class means, then its per-sample statistics.
+    async fn store_results(&self, run_id: i64, spec: &ExperimentSpec, finish: &Finish) -> Result<usize, Failure> {
+        if let Some(means) = &finish.class_means {
+            let classes: i64 = sqlx::query_scalar("SELECT num_classes FROM datasets WHERE name = ?").bind(&spec.dataset).fetch_one(&self.pool).await.map_err(internal)?;
+            if means.counts.len() != classes as usize || means.means.len() != classes as usize * means.dim as usize {
+                return Err(Failure::bad_request(format!(
+                    "class_means has {} counts and {} values; {classes} classes of width {} need {classes} and {}",
+                    means.counts.len(),
+                    means.means.len(),
+                    means.dim,
+                    classes * i64::from(means.dim)
+                )));
+            }
+            sqlx::query("INSERT OR REPLACE INTO run_class_means (run_id, dim, means, counts) VALUES (?, ?, ?, ?)")
+                .bind(run_id)
+                .bind(means.dim)
+                .bind(pack_f32(&means.means))
+                .bind(pack_u32(&means.counts))
+                .execute(&self.pool)
+                .await
+                .map_err(internal)?;
+        }
+        self.compute_sample_stats(run_id, spec).await
+    }
+
     /// Derives `sample_stats` from the stored epochs (all of them must be there).
     pub async fn compute_sample_stats(&self, run_id: i64, spec: &ExperimentSpec) -> Result<usize, Failure> {
         let samples: Vec<(i64, i64, String, i64)> =
@@ -307,8 +347,8 @@ impl Queue {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(internal)?;
-        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)> =
-            sqlx::query_as("SELECT epoch, correct, loss, p_true FROM epoch_records WHERE run_id = ? ORDER BY epoch")
+        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> =
+            sqlx::query_as("SELECT epoch, correct, loss, p_true, eval_loss FROM epoch_records WHERE run_id = ? ORDER BY epoch")
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await
@@ -321,13 +361,25 @@ impl Queue {
         }
         let warmup = spec.warmup_epochs as usize;
         let summaries = tokio::task::spawn_blocking(move || -> Result<Vec<dynamics::SampleSummary>, Failure> {
+            // The loss after head warmup: the eval-mode pass at the end of the last warmup
+            // epoch when the worker sent one (older runs: that epoch's recorded loss).
+            let after_warmup = match records.get(warmup.wrapping_sub(1)).and_then(|r| r.4.as_deref()) {
+                Some(bytes) if warmup > 0 => Some(unpack_f32(bytes).map_err(internal)?),
+                _ => None,
+            };
             let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> = records
                 .into_iter()
-                .map(|(_, correct, loss, p_true)| Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?)))
+                .map(|(_, correct, loss, p_true, _)| Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?)))
                 .collect::<Result<_, Failure>>()?;
             let columns: Vec<dynamics::TraceColumns> =
                 unpacked.iter().map(|(correct, loss, p_true)| dynamics::TraceColumns { correct, p_true, loss }).collect();
-            Ok(dynamics::summarize_samples(&columns, warmup))
+            let mut summaries = dynamics::summarize_samples(&columns, warmup);
+            if let Some(losses) = after_warmup {
+                for (summary, loss) in summaries.iter_mut().zip(losses) {
+                    summary.warmup_loss = Some(loss);
+                }
+            }
+            Ok(summaries)
         })
         .await
         .map_err(internal)??;

@@ -176,6 +176,22 @@ impl Service {
             forgetting_histogram[events as usize] = count as u64;
         }
         let class_names = self.registry.get(&spec.dataset).await.map(|d| d.class_names).unwrap_or_default();
+        let confusion: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(internal)?
+        .flatten();
+        let val_confusion = match confusion {
+            Some(bytes) => {
+                let cells = protocol::pack::unpack_u32(&bytes).map_err(internal)?;
+                let k = (cells.len() as f64).sqrt() as usize;
+                Some(cells.chunks(k.max(1)).map(<[u32]>::to_vec).collect::<Vec<_>>())
+            }
+            None => None,
+        };
         Ok(RunDetail {
             id,
             spec,
@@ -189,6 +205,7 @@ impl Service {
             sample_count: sample_count as u64,
             forgetting_histogram,
             class_names,
+            val_confusion,
         })
     }
 

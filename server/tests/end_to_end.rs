@@ -92,6 +92,19 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
             assert_eq!(warmup_loss, None);
         }
     }
+    // The eval-mode loss after head warmup is stored with the last warmup epoch only.
+    let eval_losses: Vec<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT eval_loss FROM epoch_records WHERE run_id = ? ORDER BY epoch").bind(run_id).fetch_all(&pool).await.unwrap();
+    for (i, eval_loss) in eval_losses.iter().enumerate() {
+        assert_eq!(eval_loss.is_some(), warmup > 0 && i + 1 == warmup, "epoch {}", i + 1);
+    }
+    // Class-mean embeddings of the final model: every class of the subset counted.
+    let (dim, means, counts): (i64, Vec<u8>, Vec<u8>) =
+        sqlx::query_as("SELECT dim, means, counts FROM run_class_means WHERE run_id = ?").bind(run_id).fetch_one(&pool).await.unwrap();
+    let counts = protocol::pack::unpack_u32(&counts).unwrap();
+    assert_eq!((counts.len(), counts.iter().sum::<u32>() as usize), (10, samples));
+    assert_eq!(unpack_f32(&means).unwrap().len(), 10 * dim as usize);
+    assert!(dim == 128 || dim == 512, "small CNN or ResNet-18 width, got {dim}");
     // Content keys: the manifest's key of every sample is the hash of its image and label.
     let images = datasets::load_idx_split(std::path::Path::new(common::FASHION_MNIST), datasets::Split::Train).unwrap();
     let manifest = sqlx::query("SELECT dataset_index, sample_key, label FROM run_samples WHERE run_id = ? ORDER BY sample_index")
@@ -125,6 +138,15 @@ fn real_jobs_store_statistics_that_match_the_stored_epochs() {
         assert_eq!(run["status"], "succeeded", "run {id}: {run}");
         assert_eq!(run["epochs"].as_array().unwrap().len(), epochs);
         assert_eq!(run["sample_count"], samples);
+        // The latest validation confusion matrix: 10 x 10, every validation sample once, its
+        // diagonal share equal to the last epoch's validation accuracy.
+        let confusion: Vec<Vec<u64>> = serde_json::from_value(run["val_confusion"].clone()).unwrap();
+        assert_eq!(confusion.len(), 10);
+        let total: u64 = confusion.iter().flatten().sum();
+        assert_eq!(total, samples as u64, "val_subset equals train_subset in these runs");
+        let diagonal: u64 = (0..10).map(|k| confusion[k][k]).sum();
+        let last = run["epochs"].as_array().unwrap().last().unwrap()["val_accuracy"].as_f64().unwrap();
+        assert!((diagonal as f64 / total as f64 - last).abs() < 1e-9);
         let histogram_total: u64 = run["forgetting_histogram"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
         assert_eq!(histogram_total, samples as u64, "the histogram covers every sample");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

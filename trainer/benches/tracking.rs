@@ -50,7 +50,7 @@ fn main() {
             let index = order.narrow(0, start, len);
             let x = model.prepare(&images.index_select(0, &index));
             let y = labels.index_select(0, &index);
-            let logits = model.net.forward_t(&x, true);
+            let logits = model.forward_t(&x, true);
             let loss = logits.cross_entropy_for_logits(&y);
             if mode == Mode::InBatch {
                 let measures = tch::no_grad(|| measure(&logits.detach(), &y));
@@ -64,7 +64,7 @@ fn main() {
                 let mut start = 0;
                 while start < samples {
                     let len = 512.min(samples - start);
-                    let logits = model.net.forward_t(&model.prepare(&images.narrow(0, start, len)), false);
+                    let logits = model.forward_t(&model.prepare(&images.narrow(0, start, len)), false);
                     arrays.write(&Tensor::arange_start(start, start + len, (Kind::Int64, device)), &measure(&logits, &labels.narrow(0, start, len)));
                     start += len;
                 }

@@ -1,5 +1,8 @@
 //! The worker side of the HTTP protocol (`protocol::worker`).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -68,8 +71,29 @@ impl Client {
         self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned() }, 1)
     }
 
+    /// Speaks for a leased job, and keeps its lease alive from a background thread while the
+    /// training thread is busy in a long step without heartbeats (decoding a dataset, a full
+    /// measurement pass, a checkpoint).
     pub fn job(&self, lease: &Lease) -> JobClient {
-        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone() }
+        let latest = Arc::new(Mutex::new(Heartbeat { phase: "loading".into(), ..Default::default() }));
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let (stop, stopped) = mpsc::channel::<()>();
+        let interval = Duration::from_secs_f64((lease.lease_seconds as f64 / 3.0).max(0.5));
+        let keepalive = {
+            let (client, latest, cancelled) = (self.clone(), latest.clone(), cancelled.clone());
+            let (path, token) = (format!("/jobs/{}/heartbeat", lease.job_id), lease.job_token.clone());
+            std::thread::spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                    let heartbeat = latest.lock().expect("heartbeat lock").clone();
+                    match client.call_with_attempts::<_, HeartbeatReply>("POST", &path, &token, &heartbeat, 1) {
+                        Ok(Some(reply)) if reply.cancel => cancelled.store(true, Ordering::Relaxed),
+                        Ok(_) => {}
+                        Err(error) => tracing::warn!("keep-alive heartbeat failed: {error:#}"),
+                    }
+                }
+            })
+        };
+        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone(), latest, cancelled, stop: Some(stop), keepalive: Some(keepalive) }
     }
 }
 
@@ -78,6 +102,21 @@ pub struct JobClient {
     client: Client,
     job_id: i64,
     token: String,
+    /// The last progress reported, re-sent by the keep-alive thread.
+    latest: Arc<Mutex<Heartbeat>>,
+    /// Set when a keep-alive reply carried cancellation.
+    cancelled: Arc<AtomicBool>,
+    stop: Option<mpsc::Sender<()>>,
+    keepalive: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for JobClient {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.keepalive.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl JobClient {
@@ -85,15 +124,22 @@ impl JobClient {
         self.client.call(method, &format!("/jobs/{}{path}", self.job_id), &self.token, body)
     }
 
-    pub fn finish(&self, finish: &Finish) -> Result<()> {
+    pub fn finish(&mut self, finish: &Finish) -> Result<()> {
+        // No keep-alive after the end: the job's token dies with it.
+        drop(self.stop.take());
+        if let Some(thread) = self.keepalive.take() {
+            let _ = thread.join();
+        }
         self.send::<_, serde_json::Value>("POST", "/finish", finish).map(drop)
     }
 }
 
 impl Reporter for JobClient {
     fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
+        *self.latest.lock().expect("heartbeat lock") = heartbeat.clone();
         let reply: Option<HeartbeatReply> = self.send("POST", "/heartbeat", heartbeat)?;
-        Ok(reply.ok_or_else(|| anyhow!("empty heartbeat reply"))?.cancel)
+        let cancel = reply.ok_or_else(|| anyhow!("empty heartbeat reply"))?.cancel;
+        Ok(cancel || self.cancelled.load(Ordering::Relaxed))
     }
 
     fn manifest(&mut self, manifest: &SampleManifest) -> Result<()> {

@@ -128,13 +128,13 @@ fn main() -> Result<()> {
         let places = Places { checkpoints: Some(checkpoints.clone()), cache: Some(args.data_dir.join("cache")) };
         let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places)));
         let finish = match result {
-            Ok(Ok(Ending::Completed)) => {
+            Ok(Ok(Ending::Completed(class_means))) => {
                 checkpoint::Checkpoints::new(&checkpoints).clear();
-                Finish { outcome: Outcome::Succeeded, message: None }
+                Finish { outcome: Outcome::Succeeded, message: None, class_means: Some(class_means) }
             }
-            Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None },
-            Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")) },
-            Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)) },
+            Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None, class_means: None },
+            Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")), class_means: None },
+            Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)), class_means: None },
         };
         tracing::info!(job = lease.job_id, outcome = ?finish.outcome, message = ?finish.message, "finished");
         if let Err(error) = job.finish(&finish) {

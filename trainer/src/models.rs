@@ -8,7 +8,10 @@ use tch::Tensor;
 /// A classifier with a separable head: `head_prefix` names the parameters trained during
 /// head warmup; everything else is the backbone.
 pub struct Model {
-    pub net: Box<dyn ModuleT + Send>,
+    /// Everything up to the penultimate embedding `[N, D]`.
+    pub features: Box<dyn ModuleT + Send>,
+    /// The classifier head: a linear layer from the embedding to the logits.
+    pub head: nn::Linear,
     pub head_prefix: &'static str,
     /// Input channels the network expects (grey images are repeated to 3 for ImageNet models).
     pub in_channels: i64,
@@ -42,14 +45,16 @@ pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model>
     const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
     match arch {
         Arch::SmallCnn => Ok(Model {
-            net: Box::new(small_cnn(root, data_channels, num_classes)),
+            features: Box::new(small_cnn(root, data_channels)),
+            head: nn::linear(root / "head", SMALL_CNN_WIDTH, num_classes, Default::default()),
             head_prefix: head_prefix(arch),
             in_channels: data_channels,
             mean: [0.5; 3],
             std: [0.5; 3],
         }),
         Arch::Resnet18 => Ok(Model {
-            net: Box::new(resnet18(root, num_classes)),
+            features: Box::new(resnet18(root)),
+            head: nn::linear(root / "fc", 512, num_classes, Default::default()),
             head_prefix: head_prefix(arch),
             in_channels: 3,
             mean: IMAGENET_MEAN,
@@ -62,7 +67,8 @@ pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model>
                 shape.image_size
             );
             Ok(Model {
-                net: Box::new(deit_small(root, num_classes, shape.image_size / DEIT_PATCH, shape.drop_path)),
+                features: Box::new(deit_small(root, shape.image_size / DEIT_PATCH, shape.drop_path)),
+                head: vit_linear(root / "head", DEIT_WIDTH, num_classes),
                 head_prefix: head_prefix(arch),
                 in_channels: 3,
                 mean: IMAGENET_MEAN,
@@ -76,13 +82,15 @@ fn conv(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i
     nn::conv2d(p, c_in, c_out, kernel, ConvConfig { stride, padding, bias, ..Default::default() })
 }
 
-/// Two 3x3 conv layers with max-pooling, an adaptive 4x4 pool, and two linear layers:
-/// fast on a CPU, independent of the image size.
-pub fn small_cnn(p: &nn::Path, c_in: i64, num_classes: i64) -> impl ModuleT + Send + use<> {
+const SMALL_CNN_WIDTH: i64 = 128;
+
+/// The small CNN's features: two 3x3 conv layers with max-pooling, an adaptive 4x4 pool, and
+/// a linear layer to 128 (its head is a second linear layer): fast on a CPU, independent of
+/// the image size.
+pub fn small_cnn(p: &nn::Path, c_in: i64) -> impl ModuleT + Send + use<> {
     let conv1 = conv(p / "conv1", c_in, 32, 3, 1, 1, true);
     let conv2 = conv(p / "conv2", 32, 64, 3, 1, 1, true);
-    let fc1 = nn::linear(p / "fc1", 64 * 16, 128, Default::default());
-    let head = nn::linear(p / "head", 128, num_classes, Default::default());
+    let fc1 = nn::linear(p / "fc1", 64 * 16, SMALL_CNN_WIDTH, Default::default());
     nn::func_t(move |xs, train| {
         xs.apply(&conv1)
             .relu()
@@ -95,7 +103,6 @@ pub fn small_cnn(p: &nn::Path, c_in: i64, num_classes: i64) -> impl ModuleT + Se
             .apply(&fc1)
             .relu()
             .dropout(0.25, train)
-            .apply(&head)
     })
 }
 
@@ -123,8 +130,9 @@ fn layer(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
     nn::seq_t().add(basic_block(&p / "0", c_in, c_out, stride)).add(basic_block(&p / "1", c_out, c_out, 1))
 }
 
-/// ResNet-18 (He et al. 2016) with torchvision's parameter names.
-pub fn resnet18(p: &nn::Path, num_classes: i64) -> impl ModuleT + Send + use<> {
+/// ResNet-18's features (He et al. 2016) with torchvision's parameter names: everything up to
+/// the global average pool (512 wide); the head is `fc`.
+pub fn resnet18(p: &nn::Path) -> impl ModuleT + Send + use<> {
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3, false);
     let bn1 = nn::batch_norm2d(p / "bn1", 64, Default::default());
     let layers = nn::seq_t()
@@ -132,7 +140,6 @@ pub fn resnet18(p: &nn::Path, num_classes: i64) -> impl ModuleT + Send + use<> {
         .add(layer(p / "layer2", 64, 128, 2))
         .add(layer(p / "layer3", 128, 256, 2))
         .add(layer(p / "layer4", 256, 512, 2));
-    let fc = nn::linear(p / "fc", 512, num_classes, Default::default());
     nn::func_t(move |xs, train| {
         xs.apply(&conv1)
             .apply_t(&bn1, train)
@@ -141,7 +148,6 @@ pub fn resnet18(p: &nn::Path, num_classes: i64) -> impl ModuleT + Send + use<> {
             .apply_t(&layers, train)
             .adaptive_avg_pool2d([1, 1])
             .flatten(1, -1)
-            .apply(&fc)
     })
 }
 
@@ -215,8 +221,9 @@ fn drop_path(x: &Tensor, rate: f64, train: bool) -> Tensor {
     x * mask / keep
 }
 
-/// DeiT-Small with timm's parameter names, for `grid x grid` patches.
-pub fn deit_small(p: &nn::Path, num_classes: i64, grid: i64, drop_path_rate: f64) -> impl ModuleT + Send + use<> {
+/// DeiT-Small's features with timm's parameter names, for `grid x grid` patches: the final
+/// norm of the class token (384 wide); the head is `head`.
+pub fn deit_small(p: &nn::Path, grid: i64, drop_path_rate: f64) -> impl ModuleT + Send + use<> {
     let patch = conv(p / "patch_embed" / "proj", 3, DEIT_WIDTH, DEIT_PATCH, DEIT_PATCH, 0, true);
     let cls_token = p.var("cls_token", &[1, 1, DEIT_WIDTH], nn::Init::Randn { mean: 0.0, stdev: 1e-6 });
     let pos_embed = p.var("pos_embed", &[1, 1 + grid * grid, DEIT_WIDTH], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
@@ -225,7 +232,6 @@ pub fn deit_small(p: &nn::Path, num_classes: i64, grid: i64, drop_path_rate: f64
         .map(|i| Block::new(p / "blocks" / i, drop_path_rate * i as f64 / (DEIT_DEPTH - 1) as f64))
         .collect();
     let norm = vit_norm(p / "norm");
-    let head = vit_linear(p / "head", DEIT_WIDTH, num_classes);
     nn::func_t(move |xs, train| {
         let b = xs.size()[0];
         let tokens = xs.apply(&patch).flatten(2, -1).transpose(1, 2);
@@ -233,7 +239,7 @@ pub fn deit_small(p: &nn::Path, num_classes: i64, grid: i64, drop_path_rate: f64
         for block in &blocks {
             x = block.forward(&x, train);
         }
-        x.apply(&norm).select(1, 0).apply(&head)
+        x.apply(&norm).select(1, 0)
     })
 }
 
@@ -251,6 +257,11 @@ pub fn resize_pos_embed(pos: &Tensor, tokens: i64) -> anyhow::Result<Tensor> {
 }
 
 impl Model {
+    /// Logits of a prepared batch.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.features.forward_t(x, train).apply(&self.head)
+    }
+
     /// `u8` images `[N, C, H, W]` to the normalised float input the network expects.
     pub fn prepare(&self, images: &Tensor) -> Tensor {
         let x = images.to_kind(tch::Kind::Float) / 255.0;
@@ -282,7 +293,7 @@ mod tests {
         let trainable: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert_eq!(trainable, 11_689_512 - 513_000 + 5_130);
         let x = model.prepare(&Tensor::zeros([2, 1, 32, 32], (Kind::Uint8, Device::Cpu)));
-        assert_eq!(model.net.forward_t(&x, false).size(), vec![2, 10]);
+        assert_eq!(model.forward_t(&x, false).size(), vec![2, 10]);
     }
 
     #[test]
@@ -292,7 +303,7 @@ mod tests {
         let model = build(Arch::SmallCnn, &vs.root(), Shape { channels: 1, classes: 10, image_size: 28, drop_path: 0.0 }).unwrap();
         for size in [28, 40] {
             let x = model.prepare(&Tensor::zeros([3, 1, size, size], (Kind::Uint8, Device::Cpu)));
-            assert_eq!(model.net.forward_t(&x, true).size(), vec![3, 10]);
+            assert_eq!(model.forward_t(&x, true).size(), vec![3, 10]);
         }
     }
 
@@ -318,7 +329,7 @@ mod tests {
         let small = nn::VarStore::new(Device::Cpu);
         let model32 = build(Arch::DeitSmall, &small.root(), Shape { channels: 1, classes: 10, image_size: 32, drop_path: 0.0 }).unwrap();
         let x = model32.prepare(&Tensor::zeros([2, 1, 32, 32], (Kind::Uint8, Device::Cpu)));
-        assert_eq!(model32.net.forward_t(&x, false).size(), vec![2, 10]);
+        assert_eq!(model32.forward_t(&x, false).size(), vec![2, 10]);
         drop(model);
     }
 

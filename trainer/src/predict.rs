@@ -36,7 +36,7 @@ pub fn predict(arch: Arch, weights_path: &Path, input: &Path, out: &Path, device
     weights::load_exact(&vs, weights_path)?;
     let x = Tensor::from_slice(&values).view([n as i64, c as i64, h as i64, w as i64]);
     let logits = tch::no_grad(|| {
-        let chunks: Vec<Tensor> = x.split(BATCH, 0).iter().map(|b| model.net.forward_t(&b.to_device(device), false).to_device(tch::Device::Cpu)).collect();
+        let chunks: Vec<Tensor> = x.split(BATCH, 0).iter().map(|b| model.forward_t(&b.to_device(device), false).to_device(tch::Device::Cpu)).collect();
         Tensor::cat(&chunks, 0).to_kind(Kind::Float)
     });
     let logits_shape = [n, classes as usize];

@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use datasets::Split;
-use protocol::worker::{EpochUpload, Heartbeat, SampleManifest};
+use protocol::worker::{ClassMeans, EpochUpload, Heartbeat, SampleManifest};
 use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -29,9 +29,10 @@ pub trait Reporter {
     fn epoch(&mut self, epoch: &EpochUpload) -> Result<()>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Ending {
-    Completed,
+    /// Every epoch recorded; with the final model's class-mean embeddings.
+    Completed(ClassMeans),
     Cancelled,
 }
 
@@ -99,6 +100,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let mut scaler = mixed.then(LossScaler::default);
 
     let n = train.len();
+    let classes = i64::from(dataset.num_classes);
     let batch = i64::from(spec.batch_size);
     let steps = n.div_ceil(spec.batch_size as usize) as u32;
     let finetune_steps = u64::from(spec.epochs) * u64::from(steps);
@@ -125,7 +127,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
             let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
             let targets = train.labels.index_select(0, &index);
-            let logits = tch::autocast(mixed, || model.net.forward_t(&images, true)).to_kind(Kind::Float);
+            let logits = tch::autocast(mixed, || model.forward_t(&images, true)).to_kind(Kind::Float);
             let loss = optim::training_loss(&logits, &targets, spec.hyper.label_smoothing);
             let measures = tch::no_grad(|| measure(&logits.detach(), &targets));
             if spec.measure == Measure::InBatch {
@@ -175,35 +177,96 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         if beat.send(reporter, "validating", epoch, steps, steps, n)? {
             return Ok(Ending::Cancelled);
         }
-        let (val_loss, val_accuracy) = if val.is_empty() {
-            (None, None)
+        let validation = if val.is_empty() { None } else { Some(validate(&model, &val, classes)?) };
+        // The loss after head warmup (DESIGN.md): an eval-mode pass at the end of the last
+        // warmup epoch (the full pass of this epoch already is one).
+        let eval_loss = if epoch == spec.warmup_epochs {
+            if spec.measure == Measure::FullPass {
+                Some(columns.loss.clone())
+            } else {
+                let mut arrays = EpochArrays::new(n, device);
+                evaluate(&model, &train, |chunk, measures| {
+                    arrays.write(&Tensor::arange_start(chunk.start as i64, chunk.end as i64, (Kind::Int64, device)), measures);
+                    Ok(())
+                })?;
+                Some(arrays.finish()?.loss)
+            }
         } else {
-            let (mut vloss, mut vcorrect) = (0.0, 0.0);
-            evaluate(&model, &val, |_, m| {
-                vloss += m.loss.sum(Kind::Float).double_value(&[]);
-                vcorrect += m.correct.sum(Kind::Float).double_value(&[]);
-                Ok(())
-            })?;
-            (Some(vloss / val.len() as f64), Some(vcorrect / val.len() as f64))
+            None
         };
         let metrics = EpochMetrics {
             epoch,
             phase,
             train_loss,
             train_accuracy: correct_sum / n as f64,
-            val_loss,
-            val_accuracy,
+            val_loss: validation.as_ref().map(|v| v.loss),
+            val_accuracy: validation.as_ref().map(|v| v.accuracy),
             lr,
             seconds: started.elapsed().as_secs_f64(),
         };
+        let val_confusion = validation.map(|v| v.confusion);
         // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
-        reporter.epoch(&EpochUpload { metrics, columns })?;
+        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss })?;
         if let Some(checkpoints) = &checkpoints {
             checkpoints.save(spec, epoch, &vs, &optimizer)?;
         }
     }
+    let means = class_means(&model, &train, classes)?;
     beat.send(reporter, "done", spec.total_epochs(), steps, steps, n)?;
-    Ok(Ending::Completed)
+    Ok(Ending::Completed(means))
+}
+
+/// A validation pass: mean loss, accuracy, and the confusion matrix (row = true class,
+/// column = predicted), accumulated on the device and read once.
+struct Validation {
+    loss: f64,
+    accuracy: f64,
+    confusion: Vec<u32>,
+}
+
+fn validate(model: &Model, val: &DeviceSplit, classes: i64) -> Result<Validation> {
+    let device = val.labels.device();
+    let mut sums = Tensor::zeros([2], (Kind::Double, device));
+    let mut confusion = Tensor::zeros([classes * classes], (Kind::Int64, device));
+    evaluate(model, val, |chunk, m| {
+        let targets = val.labels.narrow(0, chunk.start as i64, (chunk.end - chunk.start) as i64);
+        sums += Tensor::stack(&[m.loss.sum(Kind::Double), m.correct.sum(Kind::Double)], 0);
+        confusion += (targets * classes + &m.predicted).bincount::<Tensor>(None, classes * classes);
+        Ok(())
+    })?;
+    let [loss, correct] = read_sums(&sums)?;
+    let confusion = Vec::<i64>::try_from(confusion.to_device(tch::Device::Cpu))?.into_iter().map(|c| c as u32).collect();
+    let n = val.len() as f64;
+    Ok(Validation { loss: loss / n, accuracy: correct / n, confusion })
+}
+
+/// The mean penultimate embedding of each class over `split`, in eval mode (class level of
+/// DESIGN.md: class similarity from class-mean embeddings).
+pub fn class_means(model: &Model, split: &DeviceSplit, classes: i64) -> Result<ClassMeans> {
+    tch::no_grad(|| {
+        let device = split.labels.device();
+        let mut sums: Option<Tensor> = None;
+        let mut counts = Tensor::zeros([classes], (Kind::Float, device));
+        let n = split.labels.size()[0];
+        let mut start = 0;
+        while start < n {
+            let len = EVAL_BATCH.min(n - start);
+            let features = model.features.forward_t(&model.prepare(&split.images.narrow(0, start, len)), false).to_kind(Kind::Float);
+            let labels = split.labels.narrow(0, start, len);
+            let total = sums.get_or_insert_with(|| Tensor::zeros([classes, features.size()[1]], (Kind::Float, device)));
+            let _ = total.index_add_(0, &labels, &features);
+            let _ = counts.index_add_(0, &labels, &labels.ones_like().to_kind(Kind::Float));
+            start += len;
+        }
+        let sums = sums.context("class means of an empty split")?;
+        let dim = sums.size()[1];
+        let means = &sums / counts.clamp_min(1.0).unsqueeze(1);
+        Ok(ClassMeans {
+            dim: dim as u32,
+            means: Vec::<f32>::try_from(means.to_device(tch::Device::Cpu).flatten(0, -1))?,
+            counts: Vec::<f32>::try_from(counts.to_device(tch::Device::Cpu))?.into_iter().map(|c| c as u32).collect(),
+        })
+    })
 }
 
 /// Dynamic loss scaling for float16 autocast (as `torch.cuda.amp.GradScaler`): the loss is
@@ -309,7 +372,7 @@ fn evaluate(model: &Model, split: &DeviceSplit, mut sink: impl FnMut(std::ops::R
             let len = EVAL_BATCH.min(n - start);
             let images = split.images.narrow(0, start, len);
             let targets = split.labels.narrow(0, start, len);
-            let logits = model.net.forward_t(&model.prepare(&images), false);
+            let logits = model.forward_t(&model.prepare(&images), false);
             sink(start as usize..(start + len) as usize, &measure(&logits, &targets))?;
             start += len;
         }
@@ -454,7 +517,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 16);
         let mut first = Recorded::default();
-        assert_eq!(train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default()).unwrap(), Ending::Completed);
+        let Ending::Completed(means) = train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default()).unwrap() else {
+            panic!("the run did not complete");
+        };
+        assert_eq!((means.dim, means.counts.iter().sum::<u32>(), means.means.len()), (128, 48, 2 * 128));
         let manifest = first.manifest.as_ref().unwrap();
         assert_eq!(manifest.samples.len(), 48, "the subset");
         assert_eq!(first.epochs.len(), 3, "one warmup and two fine-tuning epochs");
@@ -462,8 +528,16 @@ mod tests {
         assert_eq!(phases, vec![Phase::Warmup, Phase::Finetune, Phase::Finetune]);
         for epoch in &first.epochs {
             epoch.columns.check_lengths(48).unwrap();
-            assert!(epoch.metrics.val_accuracy.is_some());
+            // The confusion matrix covers the 16 validation samples; its diagonal is the accuracy.
+            let confusion = epoch.val_confusion.as_ref().unwrap();
+            assert_eq!((confusion.len(), confusion.iter().sum::<u32>()), (4, 16));
+            let accuracy = f64::from(confusion[0] + confusion[3]) / 16.0;
+            assert!((epoch.metrics.val_accuracy.unwrap() - accuracy).abs() < 1e-12);
         }
+        // The loss after head warmup: an eval pass at the end of the warmup epoch, only there.
+        assert_eq!(first.epochs[0].eval_loss.as_ref().map(Vec::len), Some(48));
+        assert!(first.epochs[1..].iter().all(|e| e.eval_loss.is_none()));
+        assert_ne!(first.epochs[0].eval_loss.as_ref().unwrap(), &first.epochs[0].columns.loss, "eval-mode loss after the epoch, not the in-batch loss");
         assert_eq!(first.heartbeats.last().unwrap().phase, "done");
         // The same seed gives the same records, bit for bit.
         let mut second = Recorded::default();
@@ -511,7 +585,7 @@ mod tests {
         let step = |optimizer: &mut Optim| {
             let x = model.prepare(&Tensor::randint(255, [8, 1, 8, 8], (Kind::Uint8, tch::Device::Cpu)));
             let y = Tensor::from_slice(&[0i64, 1, 0, 1, 0, 1, 0, 1]);
-            optimizer.backward_step(&model.net.forward_t(&x, true).cross_entropy_for_logits(&y), 0.1);
+            optimizer.backward_step(&model.forward_t(&x, true).cross_entropy_for_logits(&y), 0.1);
         };
         set_phase(&vs, model.head_prefix, Phase::Warmup);
         let before = snapshot(&vs);
@@ -593,7 +667,7 @@ mod tests {
         let mut order: Vec<i64> = (0..32).collect();
         order.shuffle(&mut rng);
         let index = Tensor::from_slice(&order);
-        let logits = tch::no_grad(|| model.net.forward_t(&model.prepare(&split.images.index_select(0, &index)), true));
+        let logits = tch::no_grad(|| model.forward_t(&model.prepare(&split.images.index_select(0, &index)), true));
         let logits: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(&logits.to_kind(Kind::Double)).unwrap();
         for (row, &position) in order.iter().enumerate() {
             let z = &logits[row];
@@ -645,5 +719,22 @@ mod tests {
         assert!(!scaler.backward_step(&mut plain, &(w.matmul(&x).sum(Kind::Float) * f64::INFINITY), 0.1));
         assert_eq!(scaler.scale, scale / 2.0);
         assert!(w.allclose(&expected, 1e-6, 1e-6, false), "an overflowing step is skipped");
+    }
+
+    #[test]
+    fn class_means_average_each_class_s_embeddings() {
+        let _torch = exclusive();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = models::build(Arch::SmallCnn, &vs.root(), Shape { channels: 1, classes: 3, image_size: 8, drop_path: 0.0 }).unwrap();
+        let images = Tensor::randint(255, [5, 1, 8, 8], (Kind::Uint8, tch::Device::Cpu));
+        let labels = Tensor::from_slice(&[2i64, 0, 2, 2, 0]);
+        let split = DeviceSplit { images: images.shallow_clone(), labels, manifest: Vec::new() };
+        let means = class_means(&model, &split, 3).unwrap();
+        assert_eq!(means.counts, vec![2, 0, 3]);
+        let features = tch::no_grad(|| model.features.forward_t(&model.prepare(&images), false));
+        let expected_2 = (features.get(0) + features.get(2) + features.get(3)) / 3.0;
+        let got_2 = Tensor::from_slice(&means.means[2 * 128..3 * 128]);
+        assert!((got_2 - expected_2).abs().max().double_value(&[]) < 1e-5);
+        assert!(means.means[128..256].iter().all(|&v| v == 0.0), "a class without samples has zeros");
     }
 }

@@ -188,6 +188,6 @@ mod tests {
         let diff = (&dst["blocks.3.attn.qkv.weight"] - src["blocks.3.attn.qkv.weight"].to_kind(Kind::Half).to_kind(Kind::Float)).abs().max();
         assert_eq!(diff.double_value(&[]), 0.0);
         let x = model.prepare(&Tensor::zeros([1, 3, 32, 32], (Kind::Uint8, Device::Cpu)));
-        assert_eq!(model.net.forward_t(&x, false).size(), vec![1, 5]);
+        assert_eq!(model.forward_t(&x, false).size(), vec![1, 5]);
     }
 }

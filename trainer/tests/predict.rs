@@ -33,7 +33,7 @@ fn predict_writes_the_logits_of_the_imported_weights() {
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let (shape, logits) = datasets::read_f32_array(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(shape, vec![5, 7], "the class count comes from the weights' head");
-    let expected = Vec::<f32>::try_from(tch::no_grad(|| model.net.forward_t(&x, false)).flatten(0, -1)).unwrap();
+    let expected = Vec::<f32>::try_from(tch::no_grad(|| model.forward_t(&x, false)).flatten(0, -1)).unwrap();
     for (a, b) in logits.iter().zip(&expected) {
         assert!((a - b).abs() < 1e-4, "{a} vs {b}");
     }
