@@ -20,16 +20,20 @@ pub struct SampleSummary {
 }
 
 /// Summarises every sample of a run. `epochs` are in epoch order (1..T), each with one entry
-/// per sample; `warmup_epochs` is how many of them were head warmup (the loss at the last of
-/// those is the sample's warmup loss).
+/// per sample; `warmup_epochs` is how many of them were head warmup. A sample's warmup loss
+/// is its entry in `loss_after_warmup` (an eval-mode pass at the end of the head warmup,
+/// DESIGN.md's definition) when given, else its recorded loss at the last warmup epoch.
 ///
-/// Panics if the epochs disagree on the number of samples: the caller validated uploads.
-pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize) -> Vec<SampleSummary> {
+/// Panics if the epochs (or `loss_after_warmup`) disagree on the number of samples: the
+/// caller validated uploads.
+pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss_after_warmup: Option<&[f32]>) -> Vec<SampleSummary> {
     let samples = epochs.first().map_or(0, |e| e.correct.len());
     assert!(
         epochs.iter().all(|e| e.correct.len() == samples && e.p_true.len() == samples && e.loss.len() == samples),
         "every epoch must hold the same samples"
     );
+    assert!(loss_after_warmup.is_none_or(|l| l.len() == samples), "the loss after warmup must cover every sample");
+    let last_warmup = warmup_epochs.checked_sub(1).and_then(|last| epochs.get(last));
     let mut correct = Vec::with_capacity(epochs.len());
     let mut p_true = Vec::with_capacity(epochs.len());
     (0..samples)
@@ -43,10 +47,10 @@ pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize) -> V
             SampleSummary {
                 events: ForgettingEvents::from_trace(&correct),
                 cartography: Cartography::from_trace(&p_true, &correct),
-                warmup_loss: warmup_epochs
-                    .checked_sub(1)
-                    .and_then(|last| epochs.get(last))
-                    .map(|epoch| epoch.loss[sample]),
+                warmup_loss: match (loss_after_warmup, last_warmup) {
+                    (Some(losses), Some(_)) => Some(losses[sample]),
+                    (_, last) => last.map(|epoch| epoch.loss[sample]),
+                },
             }
         })
         .collect()
@@ -60,7 +64,7 @@ mod tests {
     fn transposes_epochs_into_sample_traces() {
         let epoch1 = TraceColumns { correct: &[1, 0], p_true: &[0.9, 0.1], loss: &[0.1, 2.3] };
         let epoch2 = TraceColumns { correct: &[0, 1], p_true: &[0.3, 0.8], loss: &[1.2, 0.2] };
-        let summaries = summarize_samples(&[epoch1, epoch2], 1);
+        let summaries = summarize_samples(&[epoch1, epoch2], 1, None);
         assert_eq!(summaries[0].events.forgetting_events, 1);
         assert_eq!(summaries[0].events.first_learned_epoch, Some(1));
         assert_eq!(summaries[1].events.forgetting_events, 0);
@@ -73,6 +77,10 @@ mod tests {
     #[test]
     fn no_warmup_means_no_warmup_loss() {
         let epoch = TraceColumns { correct: &[1], p_true: &[0.9], loss: &[0.1] };
-        assert_eq!(summarize_samples(&[epoch], 0)[0].warmup_loss, None);
+        assert_eq!(summarize_samples(&[epoch], 0, None)[0].warmup_loss, None);
+        // An eval-mode loss after the warmup takes the place of the recorded one.
+        let epoch = TraceColumns { correct: &[1], p_true: &[0.5], loss: &[0.7] };
+        assert_eq!(summarize_samples(&[epoch], 1, Some(&[0.25]))[0].warmup_loss, Some(0.25));
+        assert_eq!(summarize_samples(&[epoch], 0, Some(&[0.25]))[0].warmup_loss, None, "no warmup, no warmup loss");
     }
 }

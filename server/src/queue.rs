@@ -373,13 +373,7 @@ impl Queue {
                 .collect::<Result<_, Failure>>()?;
             let columns: Vec<dynamics::TraceColumns> =
                 unpacked.iter().map(|(correct, loss, p_true)| dynamics::TraceColumns { correct, p_true, loss }).collect();
-            let mut summaries = dynamics::summarize_samples(&columns, warmup);
-            if let Some(losses) = after_warmup {
-                for (summary, loss) in summaries.iter_mut().zip(losses) {
-                    summary.warmup_loss = Some(loss);
-                }
-            }
-            Ok(summaries)
+            Ok(dynamics::summarize_samples(&columns, warmup, after_warmup.as_deref()))
         })
         .await
         .map_err(internal)??;

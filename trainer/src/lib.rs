@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: a checkpoint per epoch, and resuming from it;
 //! - [`predict`]: logits of imported weights on `.npy` inputs, to check an import;
 //! - [`train`]: the loop (head warmup, fine-tuning, both measurement modes);
+//! - [`local`]: `forgetlab-worker train`, a run into a folder without a server;
 //! - [`client`]: the worker side of the HTTP protocol in `protocol::worker`.
 //!
 //! Not here: storage or analysis (the server and `dynamics` do those).
@@ -15,6 +16,7 @@
 pub mod checkpoint;
 pub mod client;
 pub mod data;
+pub mod local;
 pub mod models;
 pub mod optim;
 pub mod predict;

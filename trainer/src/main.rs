@@ -23,6 +23,15 @@ struct Cli {
 
 #[derive(clap::Subcommand)]
 enum Command {
+    /// Trains one run without a server: a TOML run spec with a [dataset] table in, Parquet
+    /// records out (rerun to resume after the last completed epoch).
+    Train {
+        #[arg(long)]
+        config: std::path::PathBuf,
+        /// Output folder: records/, epochs.csv, samples.parquet, spec.json, checkpoints/.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Writes the logits of a model with imported weights on float32 inputs, to compare
     /// with the framework the weights came from.
     Predict {
@@ -88,6 +97,11 @@ fn exit_with_parent() {
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
+    if let Some(Command::Train { config, out }) = &cli.command {
+        let epochs = trainer::local::run(config, out)?;
+        println!("recorded {epochs} epochs into {}", out.display());
+        return Ok(());
+    }
     if let Some(Command::Predict { arch, weights, input, out, device }) = cli.command {
         let arch = protocol::Arch::parse(&arch).ok_or_else(|| anyhow::anyhow!("unknown architecture {arch:?}; choose small_cnn, resnet18 or deit_small"))?;
         let device = protocol::Device::parse(&device).ok_or_else(|| anyhow::anyhow!("unknown device {device:?}; choose auto, cpu or cuda"))?;

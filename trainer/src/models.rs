@@ -117,12 +117,13 @@ fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT 
             .add(nn::batch_norm2d(&p / "downsample" / "1", c_out, Default::default()))
     });
     nn::func_t(move |xs, train| {
-        let ys = xs.apply(&conv1).apply_t(&bn1, train).relu().apply(&conv2).apply_t(&bn2, train);
+        // In-place ReLUs where the input is a fresh temporary, as torchvision does.
+        let ys = xs.apply(&conv1).apply_t(&bn1, train).relu_().apply(&conv2).apply_t(&bn2, train);
         let shortcut = match &downsample {
             Some(down) => xs.apply_t(down, train),
             None => xs.shallow_clone(),
         };
-        (ys + shortcut).relu()
+        (ys + shortcut).relu_()
     })
 }
 
@@ -143,7 +144,7 @@ pub fn resnet18(p: &nn::Path) -> impl ModuleT + Send + use<> {
     nn::func_t(move |xs, train| {
         xs.apply(&conv1)
             .apply_t(&bn1, train)
-            .relu()
+            .relu_()
             .max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false)
             .apply_t(&layers, train)
             .adaptive_avg_pool2d([1, 1])

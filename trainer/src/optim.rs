@@ -58,57 +58,35 @@ impl Optim {
         Optim { kind, momentum: hyper.momentum, nesterov: hyper.nesterov, weight_decay: hyper.weight_decay, slots }
     }
 
-    pub fn zero_grad(&mut self) {
-        for slot in &mut self.slots {
-            slot.param.zero_grad();
-        }
+    /// Gradients of `loss` for every parameter that trains now (those frozen for the head
+    /// warmup are left out), as `torch.autograd.grad` computes them: fresh tensors, nothing
+    /// zeroed or accumulated in `.grad`.
+    pub fn gradients(&self, loss: &Tensor) -> Vec<(usize, Tensor)> {
+        let active: Vec<usize> = (0..self.slots.len()).filter(|&i| self.slots[i].param.requires_grad()).collect();
+        let params: Vec<&Tensor> = active.iter().map(|&i| &self.slots[i].param).collect();
+        active.into_iter().zip(Tensor::run_backward(&[loss], &params, false, false)).collect()
     }
 
     /// Back-propagates `loss` and takes one step at rate `lr`.
     pub fn backward_step(&mut self, loss: &Tensor, lr: f64) {
-        self.zero_grad();
-        loss.backward();
-        self.step(lr);
+        let grads = self.gradients(loss);
+        self.apply(&grads, lr);
     }
 
-    /// One update of every parameter that has a gradient (frozen ones have none).
-    pub fn step(&mut self, lr: f64) {
+    /// One update of the parameters in `grads` (slot index, gradient).
+    pub fn apply(&mut self, grads: &[(usize, Tensor)], lr: f64) {
         let (kind, momentum, nesterov, wd) = (self.kind, self.momentum, self.nesterov, self.weight_decay);
         tch::no_grad(|| {
-            for slot in &mut self.slots {
-                let grad = slot.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
+            for (i, grad) in grads {
+                let slot = &mut self.slots[*i];
                 slot.steps += 1;
                 let wd = if slot.decay { wd } else { 0.0 };
                 match kind {
-                    Optimizer::Sgd => sgd(slot, &grad, lr, momentum, nesterov, wd),
-                    Optimizer::Adamw => adamw(slot, &grad, lr, wd),
+                    Optimizer::Sgd => sgd(slot, grad, lr, momentum, nesterov, wd),
+                    Optimizer::Adamw => adamw(slot, grad, lr, wd),
                 }
             }
         });
-    }
-
-    /// Multiplies every gradient by `factor` (loss scaling); returns whether all of them are
-    /// finite. One host synchronisation for all parameters.
-    pub fn unscale_gradients(&mut self, factor: f64) -> bool {
-        tch::no_grad(|| {
-            let mut non_finite: Option<Tensor> = None;
-            for slot in &self.slots {
-                let mut grad = slot.param.grad();
-                if !grad.defined() {
-                    continue;
-                }
-                let _ = grad.g_mul_scalar_(factor);
-                let bad = grad.isfinite().logical_not().sum(Kind::Int64);
-                non_finite = Some(match non_finite {
-                    Some(total) => total + bad,
-                    None => bad,
-                });
-            }
-            non_finite.is_none_or(|t| t.int64_value(&[]) == 0)
-        })
     }
 
     /// The optimizer state as named tensors, for a checkpoint: `{param}::first`,
@@ -146,22 +124,48 @@ impl Optim {
     }
 }
 
+/// Multiplies every gradient by `factor` (loss scaling); returns whether all of them are
+/// finite. One host synchronisation for all parameters.
+pub fn unscale(grads: &mut [(usize, Tensor)], factor: f64) -> bool {
+    tch::no_grad(|| {
+        let mut non_finite: Option<Tensor> = None;
+        for (_, grad) in grads.iter_mut() {
+            let _ = grad.g_mul_scalar_(factor);
+            let bad = grad.isfinite().logical_not().sum(Kind::Int64);
+            non_finite = Some(match non_finite {
+                Some(total) => total + bad,
+                None => bad,
+            });
+        }
+        non_finite.is_none_or(|t| t.int64_value(&[]) == 0)
+    })
+}
+
 /// PyTorch's SGD: `g = grad + wd p`; `b = m b + g` (`b = g` at the first step);
 /// `g = g + m b` (Nesterov) or `g = b`; `p -= lr g`.
 fn sgd(slot: &mut Slot, grad: &Tensor, lr: f64, momentum: f64, nesterov: bool, wd: f64) {
-    let mut g = if wd != 0.0 { grad + &slot.param * wd } else { grad.shallow_clone() };
+    // `grad` is ours (fresh from autograd), so it is updated in place; `addcmul_` with a
+    // 0-d scalar tensor is an axpy in one pass without a temporary.
+    let scalar = |value: f64| Tensor::scalar_tensor(value, (slot.param.kind(), slot.param.device()));
+    let mut g = grad.shallow_clone();
+    if wd != 0.0 {
+        let _ = g.addcmul_(&slot.param, &scalar(wd));
+    }
     if momentum != 0.0 {
         let buffer = match slot.first.take() {
-            None => g.detach().copy(),
-            Some(mut b) => {
-                let _ = b.g_mul_scalar_(momentum).g_add_(&g);
-                b
-            }
+            None => g.copy(),
+            // b = m b + g, written into g's storage, which then becomes the buffer.
+            Some(b) if !nesterov => g.addcmul_(&b, &scalar(momentum)),
+            Some(mut b) => b.g_mul_scalar_(momentum).g_add_(&g),
         };
-        g = if nesterov { g + &buffer * momentum } else { buffer.shallow_clone() };
+        if nesterov {
+            let _ = g.addcmul_(&buffer, &scalar(momentum));
+        } else {
+            g = buffer.shallow_clone();
+        }
         slot.first = Some(buffer);
     }
-    let _ = slot.param.g_sub_(&(g * lr));
+    let _ = slot.param.addcmul_(&g, &scalar(-lr));
 }
 
 /// PyTorch's AdamW (Loshchilov & Hutter 2019): `p *= 1 - lr wd`; `m = b1 m + (1-b1) g`;
@@ -172,7 +176,7 @@ fn adamw(slot: &mut Slot, grad: &Tensor, lr: f64, wd: f64) {
     }
     let mut m = slot.first.take().unwrap_or_else(|| grad.zeros_like());
     let mut v = slot.second.take().unwrap_or_else(|| grad.zeros_like());
-    let _ = m.g_mul_scalar_(BETA1).g_add_(&(grad * (1.0 - BETA1)));
+    let _ = m.lerp_(grad, 1.0 - BETA1);
     let _ = v.g_mul_scalar_(BETA2).g_add_(&(grad * grad * (1.0 - BETA2)));
     let t = slot.steps as i32;
     let correction1 = 1.0 - BETA1.powi(t);

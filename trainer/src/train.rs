@@ -290,11 +290,10 @@ impl Default for LossScaler {
 impl LossScaler {
     /// Returns whether the step was taken.
     pub fn backward_step(&mut self, optimizer: &mut Optim, loss: &Tensor, lr: f64) -> bool {
-        optimizer.zero_grad();
-        (loss * self.scale).backward();
-        let finite = optimizer.unscale_gradients(1.0 / self.scale);
+        let mut grads = optimizer.gradients(&(loss * self.scale));
+        let finite = optim::unscale(&mut grads, 1.0 / self.scale);
         if finite {
-            optimizer.step(lr);
+            optimizer.apply(&grads, lr);
             self.clean_steps += 1;
             if self.clean_steps >= GROWTH_INTERVAL {
                 self.scale *= 2.0;
@@ -321,7 +320,7 @@ fn set_phase(vs: &nn::VarStore, head_prefix: &str, phase: Phase) {
 }
 
 /// Training-time augmentation of a normalised float batch `[N, C, S, S]`, on its device.
-fn augment(images: &Tensor, kind: Augment) -> Tensor {
+pub fn augment(images: &Tensor, kind: Augment) -> Tensor {
     let n = images.size()[0];
     match kind {
         Augment::None => images.shallow_clone(),

@@ -1,0 +1,188 @@
+//! Files a researcher opens in pandas, polars, R or a spreadsheet:
+//!
+//! - records: one row per (epoch, sample) with DESIGN.md's columns `run, epoch, phase,
+//!   sample_key, sample_index, label, correct, loss, p_true, margin, predicted, el2n`;
+//!   Parquet (one row group per epoch, Snappy) or CSV;
+//! - per-sample statistics: one row per sample with the fields of `protocol::SampleStats`.
+//!
+//! Writers take any `Write`, so the same code serves files on disk and HTTP responses.
+
+mod parquet_files;
+
+pub use parquet_files::{write_records_parquet, write_samples_parquet};
+
+use std::io::Write;
+
+use protocol::worker::{EpochColumns, ManifestEntry};
+use protocol::SampleStats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("writing: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("writing Parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("epoch {epoch} has {columns} records for {samples} samples")]
+    Length { epoch: u32, columns: usize, samples: usize },
+}
+
+/// The record columns, in file order (DESIGN.md, "Public JSON API").
+pub const RECORD_COLUMNS: [&str; 12] =
+    ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n"];
+
+/// One epoch of one run: its phase, the run's samples in recording order, and the records.
+#[derive(Debug, Clone, Copy)]
+pub struct EpochRecords<'a> {
+    pub run: i64,
+    pub epoch: u32,
+    pub phase: &'a str,
+    pub samples: &'a [ManifestEntry],
+    pub columns: &'a EpochColumns,
+}
+
+impl EpochRecords<'_> {
+    fn check(&self) -> Result<(), ExportError> {
+        let lengths = [self.columns.correct.len(), self.columns.loss.len(), self.columns.p_true.len(), self.columns.margin.len(), self.columns.predicted.len(), self.columns.el2n.len()];
+        match lengths.iter().find(|&&len| len != self.samples.len()) {
+            Some(&columns) => Err(ExportError::Length { epoch: self.epoch, columns, samples: self.samples.len() }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Records as CSV with a header line; floats in Rust's shortest round-trip form.
+pub fn write_records_csv<'a>(mut out: impl Write, epochs: impl IntoIterator<Item = EpochRecords<'a>>) -> Result<(), ExportError> {
+    writeln!(out, "{}", RECORD_COLUMNS.join(","))?;
+    for e in epochs {
+        e.check()?;
+        let c = e.columns;
+        for (i, sample) in e.samples.iter().enumerate() {
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{}",
+                e.run, e.epoch, e.phase, sample.sample_key, i, sample.label, c.correct[i], c.loss[i], c.p_true[i], c.margin[i], c.predicted[i], c.el2n[i]
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The per-sample statistics columns, in file order.
+pub const SAMPLE_COLUMNS: [&str; 16] = [
+    "sample_key",
+    "sample_index",
+    "dataset_index",
+    "label",
+    "forgetting_events",
+    "learning_events",
+    "first_learned_epoch",
+    "never_learned",
+    "unforgettable",
+    "confidence",
+    "variability",
+    "correctness",
+    "tau",
+    "r2",
+    "warmup_loss",
+    "run",
+];
+
+/// Per-sample statistics as CSV; an absent value is an empty field.
+pub fn write_samples_csv(mut out: impl Write, run: i64, samples: &[SampleStats]) -> Result<(), ExportError> {
+    fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
+        value.map(|v| v.to_string()).unwrap_or_default()
+    }
+    writeln!(out, "{}", SAMPLE_COLUMNS.join(","))?;
+    for s in samples {
+        writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{run}",
+            s.sample_key,
+            s.sample_index,
+            s.dataset_index,
+            s.label,
+            s.forgetting_events,
+            s.learning_events,
+            opt(s.first_learned_epoch),
+            s.never_learned,
+            s.unforgettable,
+            opt(s.confidence),
+            opt(s.variability),
+            opt(s.correctness),
+            opt(s.tau),
+            opt(s.r2),
+            opt(s.warmup_loss),
+        )?;
+    }
+    Ok(())
+}
+
+/// Per-sample statistics of a run from its summaries (`dynamics::summarize_samples`), in
+/// recording order.
+pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSummary]) -> Vec<SampleStats> {
+    samples
+        .iter()
+        .zip(summaries)
+        .enumerate()
+        .map(|(i, (sample, summary))| SampleStats {
+            sample_key: sample.sample_key.clone(),
+            sample_index: i as u32,
+            dataset_index: sample.dataset_index,
+            label: sample.label,
+            forgetting_events: summary.events.forgetting_events,
+            learning_events: summary.events.learning_events,
+            first_learned_epoch: summary.events.first_learned_epoch,
+            never_learned: summary.events.never_learned(),
+            unforgettable: summary.events.unforgettable,
+            confidence: summary.cartography.map(|c| c.confidence),
+            variability: summary.cartography.map(|c| c.variability),
+            correctness: summary.cartography.map(|c| c.correctness),
+            tau: None,
+            r2: None,
+            warmup_loss: summary.warmup_loss.map(f64::from),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn example() -> (Vec<ManifestEntry>, EpochColumns) {
+        let samples = vec![
+            ManifestEntry { dataset_index: 7, sample_key: "aa".into(), label: 1 },
+            ManifestEntry { dataset_index: 3, sample_key: "bb".into(), label: 0 },
+        ];
+        let columns = EpochColumns {
+            correct: vec![1, 0],
+            loss: vec![0.25, 1.5],
+            p_true: vec![0.75, 0.125],
+            margin: vec![2.0, -1.0],
+            predicted: vec![1, 1],
+            el2n: vec![0.5, 1.25],
+        };
+        (samples, columns)
+    }
+
+    #[test]
+    fn records_csv_has_one_row_per_sample_and_epoch() {
+        let (samples, columns) = example();
+        let mut out = Vec::new();
+        let epochs = [1, 2].map(|epoch| EpochRecords { run: 4, epoch, phase: if epoch == 1 { "warmup" } else { "finetune" }, samples: &samples, columns: &columns });
+        write_records_csv(&mut out, epochs).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "run,epoch,phase,sample_key,sample_index,label,correct,loss,p_true,margin,predicted,el2n");
+        assert_eq!(lines[1], "4,1,warmup,aa,0,1,1,0.25,0.75,2,1,0.5");
+        assert_eq!(lines[4], "4,2,finetune,bb,1,0,0,1.5,0.125,-1,1,1.25");
+        assert_eq!(lines.len(), 5);
+    }
+
+    #[test]
+    fn mismatched_lengths_are_refused() {
+        let (samples, mut columns) = example();
+        columns.el2n.pop();
+        let error = write_records_csv(Vec::new(), [EpochRecords { run: 1, epoch: 3, phase: "finetune", samples: &samples, columns: &columns }]).unwrap_err();
+        assert_eq!(error.to_string(), "epoch 3 has 1 records for 2 samples");
+    }
+}
