@@ -52,6 +52,10 @@ pub async fn launch_run(
     image_size: String,
     measure: String,
     device: String,
+    weights: String,
+    schedule: String,
+    lr_warmup_epochs: String,
+    augment: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::Value;
     let text = |s: String| Some(Value::String(s));
@@ -68,8 +72,11 @@ pub async fn launch_run(
         val_subset: text(val_subset),
         image_size: text(image_size),
         measure: text(measure),
-        weights: None,
+        weights: text(weights),
         device: text(device),
+        schedule: text(schedule),
+        lr_warmup_epochs: text(lr_warmup_epochs),
+        augment: text(augment),
         ..Default::default()
     };
     match backend()?.launch(request).await {

@@ -9,13 +9,15 @@ test("the form refuses invalid values with a message per field, keeps what was t
   await page.fill("input[name=lr]", "-0.5");
   await page.fill("input[name=train_subset]", "999999");
   await page.fill("input[name=batch_size]", "many");
+  await page.fill("input[name=weights]", "../../etc/passwd");
   await page.click("button[type=submit]");
 
   await expect(page.locator(".field-error[data-field=epochs]")).toContainText("from 1 to 1000, got 0");
   await expect(page.locator(".field-error[data-field=lr]")).toContainText("greater than 0");
   await expect(page.locator(".field-error[data-field=train_subset]")).toContainText("larger than fashion-mnist's 60000 training samples");
   await expect(page.locator(".field-error[data-field=batch_size]")).toContainText('got "many"');
-  await expect(page.locator("[role=alert]")).toContainText("4 fields to fix");
+  await expect(page.locator(".field-error[data-field=weights]")).toContainText("not a .safetensors file");
+  await expect(page.locator("[role=alert]")).toContainText("5 fields to fix");
   // Nothing typed was lost, and the fields without errors show none.
   await expect(page.locator("input[name=epochs]")).toHaveValue("0");
   await expect(page.locator("input[name=lr]")).toHaveValue("-0.5");

@@ -16,6 +16,8 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.fill("input[name=lr]", "0.02");
   await page.fill("input[name=seed]", "7");
   await page.selectOption("select[name=measure]", "in_batch");
+  await page.selectOption("select[name=schedule]", "cosine");
+  await page.fill("input[name=lr_warmup_epochs]", "1");
   await page.click("button[type=submit]");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
@@ -56,6 +58,11 @@ test("a run launched from the form trains live and its page shows curves, histog
   expect(counts).toEqual(detail.forgetting_histogram);
   expect(counts.reduce((a, b) => a + b, 0)).toBe(1024);
   expect(detail.epochs.length).toBe(4);
+  // The form's schedule reached the run: cosine after one epoch of linear warmup.
+  expect(detail.spec.schedule).toBe("cosine");
+  expect(detail.spec.augment).toBe("flip");
+  const rates: number[] = detail.epochs.map((e: any) => e.lr);
+  expect(rates[3]).toBeLessThan(rates[1]);
 
   // Twenty thumbnails, each loaded, each labelled with its forgetting count.
   const thumbs = page.locator(".most-forgotten .thumb");

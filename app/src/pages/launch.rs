@@ -3,7 +3,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
-use protocol::{Arch, Device, LaunchOutcome, Measure, Optimizer};
+use protocol::{Arch, Augment, Device, LaunchOutcome, Measure, Optimizer, Schedule};
 
 use crate::functions::{list_datasets, LaunchRun};
 
@@ -71,6 +71,12 @@ pub fn LaunchPage() -> impl IntoView {
         (Measure::FullPass.as_str().to_owned(), "full_pass (eval pass)".to_owned(), true),
     ];
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
+    let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
+    // The default (flip) first, so the form sends it unless changed.
+    let augments = [Augment::Flip, Augment::CropFlip, Augment::None]
+        .iter()
+        .map(|a| (a.as_str().to_owned(), a.as_str().replace('_', " + "), true))
+        .collect::<Vec<_>>();
 
     view! {
         <Title text="Launch" />
@@ -95,6 +101,7 @@ pub fn LaunchPage() -> impl IntoView {
                 <Field label="Training subset" name="train_subset" value="1000" hint="samples; empty = the whole training split" error=error("train_subset") />
                 <Field label="Validation subset" name="val_subset" value="1000" hint="samples evaluated each epoch; empty = all" error=error("val_subset") />
                 <Field label="Image size" name="image_size" hint="pixels per side; empty = the dataset's own" error=error("image_size") />
+                <Field label="Pretrained weights" name="weights" hint=".safetensors under a data root; empty = random initialisation" error=error("weights") />
             </fieldset>
             <fieldset>
                 <legend>"Schedule"</legend>
@@ -103,6 +110,9 @@ pub fn LaunchPage() -> impl IntoView {
                 <Field label="Batch size" name="batch_size" value="128" error=error("batch_size") />
                 <Field label="Learning rate" name="lr" value="0.01" error=error("lr") />
                 <Choice label="Optimizer" name="optimizer" options=optimizers error=error("optimizer") />
+                <Choice label="Learning-rate schedule" name="schedule" options=schedules error=error("schedule") />
+                <Field label="Learning-rate warmup epochs" name="lr_warmup_epochs" value="0" hint="linear, at the start of fine-tuning" error=error("lr_warmup_epochs") />
+                <Choice label="Augmentation" name="augment" options=augments error=error("augment") />
                 <Field label="Seed" name="seed" value="0" error=error("seed") />
             </fieldset>
             <fieldset>
