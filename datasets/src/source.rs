@@ -82,6 +82,11 @@ impl BadImages {
             BadImages::Skip => "skip",
         }
     }
+
+    /// The policy named by [`BadImages::as_str`].
+    pub fn parse(name: &str) -> Option<BadImages> {
+        [BadImages::Fail, BadImages::Skip].into_iter().find(|policy| policy.as_str() == name)
+    }
 }
 
 /// Choices that change what a source loads as.
@@ -102,6 +107,15 @@ impl Default for Options {
 }
 
 impl Options {
+    /// Options from their stored form (the policy by name), checked.
+    pub fn from_parts(val_fraction: f64, seed: u64, bad_images: &str) -> Result<Options, DatasetError> {
+        let bad_images = BadImages::parse(bad_images)
+            .ok_or_else(|| DatasetError::InvalidOption(format!("bad_images must be fail or skip, got {bad_images:?}")))?;
+        let options = Options { val_fraction, seed, bad_images };
+        options.check()?;
+        Ok(options)
+    }
+
     fn check(&self) -> Result<(), DatasetError> {
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(DatasetError::InvalidOption(format!(

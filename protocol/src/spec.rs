@@ -489,6 +489,7 @@ mod tests {
             image_height: 28,
             image_width: 28,
             channels: 1,
+            options: Default::default(),
         }]
     }
 

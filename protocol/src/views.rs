@@ -20,6 +20,29 @@ pub struct DatasetInfo {
     pub image_height: u32,
     pub image_width: u32,
     pub channels: u32,
+    /// How the dataset loads; the same for the server's thumbnails and every worker.
+    #[serde(default)]
+    pub options: DatasetOptions,
+}
+
+/// Loading choices of a dataset, set when it is registered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatasetOptions {
+    /// ImageFolder without train/val folders or split file: the share of each class held out
+    /// for validation, in `[0, 1)`.
+    pub val_fraction: f64,
+    /// Seed of that stratified split.
+    pub split_seed: u64,
+    /// An image file that cannot be decoded: `fail` (the load stops and names the file) or
+    /// `skip` (the sample is left out and the worker's log lists it).
+    pub bad_images: String,
+}
+
+impl Default for DatasetOptions {
+    fn default() -> Self {
+        DatasetOptions { val_fraction: 0.1, split_seed: 0, bad_images: "fail".into() }
+    }
 }
 
 impl DatasetInfo {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datasets::{Format, ImageSet, Source, Split, FASHION_MNIST_CLASSES};
-use protocol::{DatasetInfo, Failure};
+use protocol::{DatasetInfo, DatasetOptions, Failure};
 use sqlx::{Row, SqlitePool};
 
 use crate::db::internal;
@@ -72,12 +72,12 @@ impl Registry {
     /// Registers a dataset under `name` (replacing nothing: a taken name is refused). `path`
     /// is a folder or file under the data roots, or for `synthetic` the generator's spec
     /// (e.g. `classes=4,train_per_class=32,val_per_class=8,size=16,channels=1,seed=7`).
-    pub async fn register(&self, name: &str, format: Format, path: &Path) -> Result<DatasetInfo, Failure> {
+    pub async fn register(&self, name: &str, format: Format, path: &Path, options: DatasetOptions) -> Result<DatasetInfo, Failure> {
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(Failure::bad_request(format!("dataset name {name:?} must be letters, digits, '-' or '_'")));
         }
         let path = if format == Format::Synthetic { path.to_owned() } else { self.confine(path)? };
-        let source = Source::new(format, &path);
+        let source = source_of(format, &path, &options)?;
         let summary = tokio::task::spawn_blocking(move || datasets::inspect(&source))
             .await
             .map_err(internal)?
@@ -99,10 +99,11 @@ impl Registry {
             image_height: summary.height.unwrap_or(0) as u32,
             image_width: summary.width.unwrap_or(0) as u32,
             channels: summary.channels as u32,
+            options,
         };
         let inserted = sqlx::query(
-            "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels, options)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
         )
         .bind(&info.name)
         .bind(&info.format)
@@ -114,6 +115,7 @@ impl Registry {
         .bind(info.image_height)
         .bind(info.image_width)
         .bind(info.channels)
+        .bind(serde_json::to_string(&info.options).map_err(internal)?)
         .execute(&self.pool)
         .await
         .map_err(internal)?;
@@ -132,7 +134,7 @@ impl Registry {
         }
         match self.get(DEFAULT_DATASET).await {
             Ok(_) => {}
-            Err(_) => match self.register(DEFAULT_DATASET, Format::Idx, path).await {
+            Err(_) => match self.register(DEFAULT_DATASET, Format::Idx, path, DatasetOptions::default()).await {
                 Ok(info) => tracing::info!("registered {} ({} training images)", info.name, info.train_size),
                 Err(error) => tracing::warn!("could not register {}: {error}", DEFAULT_DATASET),
             },
@@ -154,9 +156,10 @@ impl Registry {
         let info = self.get(name).await?;
         let split = if train { Split::Train } else { Split::Val };
         let format = Format::parse(&info.format).map_err(internal)?;
+        let source = source_of(format, Path::new(&info.path), &info.options)?;
         // Images of one size are shown as they are; mixed sizes at THUMBNAIL pixels.
         let size = (info.image_height == 0).then_some(THUMBNAIL);
-        let set = tokio::task::spawn_blocking(move || datasets::load(&Source::new(format, &info.path), split, size))
+        let set = tokio::task::spawn_blocking(move || datasets::load(&source, split, size))
             .await
             .map_err(internal)?
             .map_err(internal)?;
@@ -175,8 +178,16 @@ fn encode_png(pixels: &[u8], width: u32, height: u32, channels: usize) -> Result
     Ok(out)
 }
 
+/// The dataset as the `datasets` crate reads it; invalid options are the caller's to fix.
+fn source_of(format: Format, path: &Path, options: &DatasetOptions) -> Result<Source, Failure> {
+    let options = datasets::Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)
+        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    Ok(Source { format, path: path.to_owned(), options })
+}
+
 fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failure> {
     let class_names: String = row.get("class_names");
+    let options: String = row.get("options");
     Ok(DatasetInfo {
         name: row.get("name"),
         format: row.get("format"),
@@ -188,5 +199,6 @@ fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failur
         image_height: row.get::<i64, _>("image_height") as u32,
         image_width: row.get::<i64, _>("image_width") as u32,
         channels: row.get::<i64, _>("channels") as u32,
+        options: serde_json::from_str(&options).map_err(internal)?,
     })
 }

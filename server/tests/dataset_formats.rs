@@ -91,3 +91,48 @@ fn synthetic_and_image_folder_datasets_register_and_train() {
     let reader = decoder.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (96, 96));
 }
+
+#[test]
+fn an_unreadable_image_is_named_or_skipped_as_the_dataset_says() {
+    let server = TestServer::start(1);
+    let client = Client::new();
+    let root = server.data_dir.path().join("datasets/with-a-bad-file");
+    for label in 0..2 {
+        for i in 0..6 {
+            write_png(&root.join(format!("class{label}/img{i}.png")), 16, label, i);
+        }
+    }
+    let bad = root.join("class1/broken.png");
+    std::fs::write(&bad, b"not a png at all").unwrap();
+
+    // The default policy refuses, naming the file.
+    let response = register(&client, &server, json!({"name": "strict", "format": "image_folder", "path": root}));
+    assert_eq!(response.status(), 400);
+    let message = response.text().unwrap();
+    assert!(message.contains("broken.png"), "{message}");
+
+    // Options are checked like any input.
+    let response = register(&client, &server, json!({"name": "x", "format": "image_folder", "path": root, "options": {"bad_images": "ignore"}}));
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("bad_images must be fail or skip"));
+
+    // Skip: the other 12 images load, split 10 % per class for validation (1 of 6 each).
+    let response = register(
+        &client,
+        &server,
+        json!({"name": "lenient", "format": "image_folder", "path": root, "options": {"bad_images": "skip", "val_fraction": 0.2, "split_seed": 3}}),
+    );
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    let info: Value = response.json().unwrap();
+    assert_eq!(info["options"], json!({"val_fraction": 0.2, "split_seed": 3, "bad_images": "skip"}));
+    let listed: Value = client.get(server.api("/datasets")).send().unwrap().json().unwrap();
+    let stored = listed.as_array().unwrap().iter().find(|d| d["name"] == "lenient").unwrap();
+    assert_eq!(stored["options"]["bad_images"], "skip", "the options are stored with the dataset");
+    let (train, val) = (info["train_size"].as_u64().unwrap(), info["val_size"].as_u64().unwrap());
+    assert_eq!(train + val, 12);
+
+    let id = launch(&server, json!({"dataset": "lenient", "arch": "small_cnn", "epochs": 1, "batch_size": 4, "device": "cpu"}));
+    let run = wait_for_run(&server, id, Duration::from_secs(300));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["sample_count"].as_u64(), Some(train), "the worker loads with the dataset's options");
+}

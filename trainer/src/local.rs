@@ -17,6 +17,8 @@
 //! name = "fashion-mnist"
 //! format = "idx"            # idx, image_folder, cub, npz, synthetic
 //! path = "/usr/share/datasets/fashion-mnist"
+//! # optional: val_fraction = 0.1, split_seed = 0 (image_folder without a split),
+//! # bad_images = "fail" or "skip"
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -40,7 +42,18 @@ pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
     let format = datasets::Format::parse(&text_of("format").context("[dataset] needs a format: idx, image_folder, cub, npz or synthetic")?)?;
     let data_path = text_of("path").context("[dataset] needs a path (for synthetic, the generator spec)")?;
     let data_path = if format == datasets::Format::Synthetic { PathBuf::from(data_path) } else { base.join(data_path) };
-    let summary = datasets::inspect(&datasets::Source::new(format, &data_path)).with_context(|| format!("reading the dataset at {}", data_path.display()))?;
+    let defaults = protocol::DatasetOptions::default();
+    let options = protocol::DatasetOptions {
+        val_fraction: dataset.get("val_fraction").and_then(|v| v.as_f64()).unwrap_or(defaults.val_fraction),
+        split_seed: dataset.get("split_seed").and_then(|v| v.as_u64()).unwrap_or(defaults.split_seed),
+        bad_images: text_of("bad_images").unwrap_or(defaults.bad_images),
+    };
+    let source = datasets::Source {
+        format,
+        path: data_path.clone(),
+        options: datasets::Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)?,
+    };
+    let summary = datasets::inspect(&source).with_context(|| format!("reading the dataset at {}", data_path.display()))?;
     let info = DatasetInfo {
         name: name.clone(),
         format: format.as_str().to_owned(),
@@ -52,6 +65,7 @@ pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
         image_height: summary.height.unwrap_or(0) as u32,
         image_width: summary.width.unwrap_or(0) as u32,
         channels: summary.channels as u32,
+        options,
     };
     table.insert("dataset".into(), serde_json::Value::String(name));
     if let Some(weights) = table.get("weights").and_then(|w| w.as_str()) {

@@ -487,6 +487,7 @@ mod tests {
             image_height: 8,
             image_width: 8,
             channels: 1,
+            options: Default::default(),
         }
     }
 

@@ -26,6 +26,8 @@ pub struct RegisterDataset {
     path: PathBuf,
     #[serde(default = "idx")]
     format: String,
+    #[serde(default)]
+    options: protocol::DatasetOptions,
 }
 
 fn idx() -> String {
@@ -34,7 +36,7 @@ fn idx() -> String {
 
 pub async fn register_dataset(State(state): State<AppState>, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
     let format = datasets::Format::parse(&body.format).map_err(|e| Failure::bad_request(e.to_string()))?;
-    let info = state.service.registry.register(&body.name, format, &body.path).await?;
+    let info = state.service.registry.register(&body.name, format, &body.path, body.options).await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
 
