@@ -32,7 +32,7 @@ pub use cache::{cache_path, load_cached};
 pub use idx::{encode_idx, inspect_idx_dir, load_idx_split, IdxSummary};
 pub use key::sample_key;
 pub use npy::{encode_f32_array, read_f32_array};
-pub use source::{inspect, load, BadImages, Format, Loaded, Options, Source, Summary};
+pub use source::{describe, inspect, load, BadImages, Format, Loaded, Options, Source, Summary};
 pub use synthetic::{generate, SyntheticSpec};
 
 use std::path::PathBuf;

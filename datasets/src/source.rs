@@ -165,6 +165,33 @@ impl Source {
     }
 }
 
+impl TryFrom<&protocol::DatasetOptions> for Options {
+    type Error = DatasetError;
+
+    /// The options as stored with a registered dataset (the policy by name), checked.
+    fn try_from(options: &protocol::DatasetOptions) -> Result<Options, DatasetError> {
+        Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)
+    }
+}
+
+/// A registered dataset's description for the API and the workers: `name`, where `source`
+/// is, what `summary` found, and the options it loads with. Mixed image sizes read as 0.
+pub fn describe(name: &str, source: &Source, summary: Summary, options: protocol::DatasetOptions) -> protocol::DatasetInfo {
+    protocol::DatasetInfo {
+        name: name.to_owned(),
+        format: source.format.as_str().to_owned(),
+        path: source.path.display().to_string(),
+        num_classes: summary.num_classes as u32,
+        class_names: summary.class_names,
+        train_size: summary.train_size as u64,
+        val_size: summary.val_size as u64,
+        image_height: summary.height.unwrap_or(0) as u32,
+        image_width: summary.width.unwrap_or(0) as u32,
+        channels: summary.channels as u32,
+        options,
+    }
+}
+
 /// What registration needs to know of a dataset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {

@@ -78,29 +78,15 @@ impl Registry {
         }
         let path = if format == Format::Synthetic { path.to_owned() } else { self.confine(path)? };
         let source = source_of(format, &path, &options)?;
-        let summary = tokio::task::spawn_blocking(move || datasets::inspect(&source))
+        let (source, summary) = tokio::task::spawn_blocking(move || datasets::inspect(&source).map(|summary| (source, summary)))
             .await
             .map_err(internal)?
             .map_err(|e| Failure::bad_request(e.to_string()))?;
-        let class_names: Vec<String> = if format == Format::Idx && summary.num_classes == FASHION_MNIST_CLASSES.len() && name.contains("fashion") {
-            FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect()
-        } else {
-            summary.class_names
-        };
-        let info = DatasetInfo {
-            name: name.to_owned(),
-            format: format.as_str().into(),
-            path: path.display().to_string(),
-            num_classes: summary.num_classes as u32,
-            class_names,
-            train_size: summary.train_size as u64,
-            val_size: summary.val_size as u64,
-            // 0 when the images differ in size (ImageFolder, CUB): runs then choose a size.
-            image_height: summary.height.unwrap_or(0) as u32,
-            image_width: summary.width.unwrap_or(0) as u32,
-            channels: summary.channels as u32,
-            options,
-        };
+        // Image sizes read as 0 when they differ (ImageFolder, CUB): runs then choose a size.
+        let mut info = datasets::describe(name, &source, summary, options);
+        if format == Format::Idx && info.num_classes as usize == FASHION_MNIST_CLASSES.len() && name.contains("fashion") {
+            info.class_names = FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect();
+        }
         let inserted = sqlx::query(
             "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels, options)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
@@ -180,8 +166,7 @@ fn encode_png(pixels: &[u8], width: u32, height: u32, channels: usize) -> Result
 
 /// The dataset as the `datasets` crate reads it; invalid options are the caller's to fix.
 fn source_of(format: Format, path: &Path, options: &DatasetOptions) -> Result<Source, Failure> {
-    let options = datasets::Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)
-        .map_err(|e| Failure::bad_request(e.to_string()))?;
+    let options = options.try_into().map_err(|e: datasets::DatasetError| Failure::bad_request(e.to_string()))?;
     Ok(Source { format, path: path.to_owned(), options })
 }
 

@@ -48,25 +48,9 @@ pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
         split_seed: dataset.get("split_seed").and_then(|v| v.as_u64()).unwrap_or(defaults.split_seed),
         bad_images: text_of("bad_images").unwrap_or(defaults.bad_images),
     };
-    let source = datasets::Source {
-        format,
-        path: data_path.clone(),
-        options: datasets::Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)?,
-    };
+    let source = datasets::Source { format, path: data_path.clone(), options: (&options).try_into()? };
     let summary = datasets::inspect(&source).with_context(|| format!("reading the dataset at {}", data_path.display()))?;
-    let info = DatasetInfo {
-        name: name.clone(),
-        format: format.as_str().to_owned(),
-        path: data_path.display().to_string(),
-        num_classes: summary.num_classes as u32,
-        class_names: summary.class_names,
-        train_size: summary.train_size as u64,
-        val_size: summary.val_size as u64,
-        image_height: summary.height.unwrap_or(0) as u32,
-        image_width: summary.width.unwrap_or(0) as u32,
-        channels: summary.channels as u32,
-        options,
-    };
+    let info = datasets::describe(&name, &source, summary, options);
     table.insert("dataset".into(), serde_json::Value::String(name));
     if let Some(weights) = table.get("weights").and_then(|w| w.as_str()) {
         let resolved = base.join(weights).display().to_string();

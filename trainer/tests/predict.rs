@@ -21,15 +21,18 @@ fn predict_writes_the_logits_of_the_imported_weights() {
     std::fs::write(&input, datasets::encode_f32_array(&[5, 3, 32, 32], &values)).unwrap();
     let out = dir.path().join("logits.npy");
 
-    let status = Command::new(env!("CARGO_BIN_EXE_forgetlab-worker"))
-        .args(["predict", "--arch", "resnet18", "--device", "cpu", "--weights"])
-        .arg(&weights)
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let predict = || {
+        Command::new(env!("CARGO_BIN_EXE_forgetlab-worker"))
+            .args(["predict", "--arch", "resnet18", "--device", "cpu", "--weights"])
+            .arg(&weights)
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let status = predict();
     assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let (shape, logits) = datasets::read_f32_array(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(shape, vec![5, 7], "the class count comes from the weights' head");
@@ -40,15 +43,7 @@ fn predict_writes_the_logits_of_the_imported_weights() {
 
     // Inputs of the wrong rank are refused with what was expected.
     std::fs::write(&input, datasets::encode_f32_array(&[5, 3], &values[..15])).unwrap();
-    let refused = Command::new(env!("CARGO_BIN_EXE_forgetlab-worker"))
-        .args(["predict", "--arch", "resnet18", "--device", "cpu", "--weights"])
-        .arg(&weights)
-        .arg("--input")
-        .arg(&input)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let refused = predict();
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("expected images as [N, C, H, W]"));
 }
