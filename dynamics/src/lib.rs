@@ -8,9 +8,16 @@
 //! Not here: reading or writing records (the server), training (the trainer).
 
 pub mod cartography;
+pub mod classes;
+pub mod decay;
 pub mod events;
+pub mod overlap;
+pub mod stats;
 pub mod summary;
 
 pub use cartography::Cartography;
 pub use events::{ForgettingEvents, NeverLearnedPolicy};
+pub use decay::{fit_lag_retention, fit_p_true, Decay, DecayFit, DecaySummary, Exclusion};
+pub use overlap::{chance_jaccard, jaccard, jaccard_curve, top_set, TopSet};
+pub use stats::{average_ranks, kendall_tau_b, pearson, spearman, spearman_brown, Correlation};
 pub use summary::{summarize_samples, SampleSummary, TraceColumns};

@@ -1,0 +1,92 @@
+//! Class level (DESIGN.md, "Class level"): which classes are forgotten, into which classes,
+//! and whether forgetting follows class similarity.
+
+/// Mean forgetting events per class: `means[c]` over the samples labelled c (`None` for a
+/// class without samples).
+pub fn per_class_mean(labels: &[u32], scores: &[f64], classes: usize) -> Vec<Option<f64>> {
+    let mut sums = vec![0.0; classes];
+    let mut counts = vec![0usize; classes];
+    for (&label, &score) in labels.iter().zip(scores) {
+        sums[label as usize] += score;
+        counts[label as usize] += 1;
+    }
+    sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
+}
+
+/// The forgotten-into matrix: `m[true][predicted]` counts, over every forgetting event
+/// (correct at t-1, wrong at t), the class predicted at t. `correct[t][i]` and
+/// `predicted[t][i]` are epoch t+1's records of sample i.
+pub fn forgotten_into(labels: &[u32], correct: &[&[u8]], predicted: &[&[u16]], classes: usize) -> Vec<Vec<u64>> {
+    let mut matrix = vec![vec![0u64; classes]; classes];
+    for t in 1..correct.len() {
+        for (i, &label) in labels.iter().enumerate() {
+            if correct[t - 1][i] == 1 && correct[t][i] == 0 {
+                let into = predicted[t][i] as usize;
+                if into < classes {
+                    matrix[label as usize][into] += 1;
+                }
+            }
+        }
+    }
+    matrix
+}
+
+/// Class similarity from a confusion matrix (`confusion[true][predicted]` counts): the
+/// symmetrised confusion rate `S[i][j] = (C[i][j] / n_i + C[j][i] / n_j) / 2` for i != j, and 1
+/// on the diagonal (n_i = row sums; a class without samples contributes 0).
+pub fn confusion_similarity(confusion: &[Vec<u32>]) -> Vec<Vec<f64>> {
+    let k = confusion.len();
+    let rows: Vec<f64> = confusion.iter().map(|r| r.iter().map(|&c| f64::from(c)).sum()).collect();
+    let rate = |i: usize, j: usize| if rows[i] > 0.0 { f64::from(confusion[i][j]) / rows[i] } else { 0.0 };
+    (0..k).map(|i| (0..k).map(|j| if i == j { 1.0 } else { 0.5 * (rate(i, j) + rate(j, i)) }).collect()).collect()
+}
+
+/// Class similarity from class-mean embeddings (`means` row-major, `dim` wide): cosine
+/// similarity; 0 against a zero vector.
+pub fn embedding_similarity(means: &[f32], dim: usize) -> Vec<Vec<f64>> {
+    let rows: Vec<&[f32]> = means.chunks(dim).collect();
+    let norm = |v: &[f32]| v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+    rows.iter()
+        .map(|a| {
+            rows.iter()
+                .map(|b| {
+                    let dot: f64 = a.iter().zip(*b).map(|(&x, &y)| f64::from(x) * f64::from(y)).sum();
+                    let denominator = norm(a) * norm(b);
+                    if denominator > 0.0 { dot / denominator } else { 0.0 }
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The entries above the diagonal, row by row: what two similarity matrices are correlated on.
+pub fn upper_triangle(matrix: &[Vec<f64>]) -> Vec<f64> {
+    (0..matrix.len()).flat_map(|i| (i + 1..matrix.len()).map(move |j| matrix[i][j])).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_means_and_forgotten_into() {
+        assert_eq!(per_class_mean(&[0, 1, 0], &[2.0, 5.0, 4.0], 3), vec![Some(3.0), Some(5.0), None]);
+        // Sample 0 (class 0) is forgotten at epoch 2 into class 2; sample 1 never.
+        let correct: [&[u8]; 3] = [&[1, 1], &[0, 1], &[1, 1]];
+        let predicted: [&[u16]; 3] = [&[0, 1], &[2, 1], &[0, 1]];
+        let m = forgotten_into(&[0, 1], &correct, &predicted, 3);
+        assert_eq!(m[0], vec![0, 0, 1]);
+        assert_eq!(m.iter().flatten().sum::<u64>(), 1);
+    }
+
+    #[test]
+    fn similarities() {
+        let s = confusion_similarity(&[vec![8, 2], vec![1, 9]]);
+        assert_eq!(s[0][1], 0.5 * (0.2 + 0.1));
+        assert_eq!(s[0][1], s[1][0]);
+        let e = embedding_similarity(&[1.0, 0.0, 1.0, 1.0, 0.0, 0.0], 2);
+        assert!((e[0][1] - 1.0 / 2f64.sqrt()).abs() < 1e-12);
+        assert_eq!(e[2][0], 0.0);
+        assert_eq!(upper_triangle(&e), vec![e[0][1], e[0][2], e[1][2]]);
+    }
+}
