@@ -1,0 +1,123 @@
+"""Independent reference values for the `dynamics` crate, computed with numpy and scipy on
+seeded inputs. Writes dynamics/tests/fixtures/reference.json (inputs and expected outputs);
+`cargo test -p dynamics --test reference` checks the Rust results against it.
+
+    python bench/reference_stats.py     # needs numpy and scipy (pip install numpy scipy)
+"""
+import json
+import math
+import os
+
+import numpy as np
+from scipy import optimize, stats
+
+rng = np.random.default_rng(20261128)
+
+
+def correlations(x, y):
+    pr = stats.pearsonr(x, y)
+    sr = stats.spearmanr(x, y)
+    kt = stats.kendalltau(x, y, variant="b", method="asymptotic")
+    return {
+        "pearson": [float(pr.statistic), float(pr.pvalue)],
+        "spearman": [float(sr.statistic), float(sr.pvalue)],
+        "kendall": [float(kt.statistic), float(kt.pvalue)],
+    }
+
+
+def lag_retention(correct):
+    t = len(correct)
+    points = []
+    for k in range(1, t):
+        starts = [i for i in range(t - k) if correct[i]]
+        if starts:
+            points.append((k, sum(1 for i in starts if correct[i + k]) / len(starts)))
+    return points
+
+
+def fit_curve(xs, ys, floor):
+    """Least squares by scipy's bounded scalar minimiser on the rate, the floor profiled out
+    by linear least squares (floor) or fixed at 0; polished by curve_fit."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+
+    def model(x, rate, a):
+        return a + (1 - a) * np.exp(-rate * x)
+
+    def profiled(rate):
+        e = np.exp(-rate * xs)
+        if floor:
+            den = np.sum((1 - e) ** 2)
+            a = np.sum((ys - e) * (1 - e)) / den if den > 0 else 0.0
+        else:
+            a = 0.0
+        return a, float(np.sum((ys - model(xs, rate, a)) ** 2))
+
+    grid = np.concatenate([[0.0], 100.0 * 10 ** np.linspace(-8, 0, 241)])
+    best = min(grid, key=lambda r: profiled(r)[1])
+    res = optimize.minimize_scalar(lambda r: profiled(r)[1], bounds=(max(best / 3, 0.0), best * 3 + 1e-12), method="bounded", options={"xatol": 1e-14})
+    rate = res.x if profiled(res.x)[1] <= profiled(best)[1] else best
+    if floor:
+        popt, _ = optimize.curve_fit(model, xs, ys, p0=[rate, profiled(rate)[0]], xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
+        rate = popt[0]
+    else:
+        popt, _ = optimize.curve_fit(lambda x, r: model(x, r, 0.0), xs, ys, p0=[rate], xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
+        rate = popt[0]
+    a, sse = profiled(rate)
+    ss_tot = float(np.sum((ys - ys.mean()) ** 2))
+    n, p = len(xs), (2 if floor else 1)
+    return {"rate": float(rate), "a": float(a) if floor else None, "sse": sse, "r2": 1 - sse / ss_tot, "aic": n * math.log(max(sse, 2.2250738585072014e-308) / n) + 2 * p}
+
+
+def decay(points, floor):
+    ks = [k for k, _ in points]
+    ys = [y for _, y in points]
+    return {"exponential": fit_curve(ks, ys, floor), "power": fit_curve(np.log1p(ks), ys, floor)}
+
+
+def main():
+    n = 300
+    # Scores with ties (small integers, like forgetting counts) and a continuous pair.
+    x_int = rng.poisson(2.0, n).astype(float)
+    y_int = np.clip(x_int + rng.integers(-2, 3, n), 0, None).astype(float)
+    x_cont = rng.normal(size=n)
+    y_cont = 0.6 * x_cont + rng.normal(size=n)
+    # Few samples and a weak relation: p-values far from 0.
+    x_small = rng.integers(0, 5, 25).astype(float)
+    y_small = np.clip(0.3 * x_small + rng.normal(size=25) * 2, 0, None).round()
+    # A noisy forgetting trace: correct flips with a decaying retention.
+    epochs = 40
+    correct = []
+    state = False
+    for t in range(epochs):
+        state = rng.random() < (0.85 if state else 0.35)
+        correct.append(bool(state))
+    first = correct.index(True)
+    p_true = [0.0] * epochs
+    for j in range(first, epochs):
+        p_true[j] = float(np.float32(0.45 + 0.5 * math.exp(-(j - first) / 6.0) + 0.05 * rng.normal()))
+    out = {
+        "inputs": {
+            "x_int": x_int.tolist(), "y_int": y_int.tolist(), "x_cont": x_cont.tolist(), "y_cont": y_cont.tolist(),
+            "x_small": x_small.tolist(), "y_small": y_small.tolist(),
+            "correct": correct, "p_true": p_true,
+        },
+        "expected": {
+            "ties": correlations(x_int, y_int),
+            "continuous": correlations(x_cont, y_cont),
+            "small": correlations(x_small, y_small),
+            "ranks": stats.rankdata(x_int).tolist(),
+            "lag_retention": lag_retention(correct),
+            "decay_a": decay(lag_retention(correct), False),
+            "decay_b": decay([(j, p_true[first + j]) for j in range(epochs - first)], True),
+            "spearman_brown": [0.4 * 3 / (1 + 2 * 0.4)],
+            "chance_q10": 0.1 / 1.9,
+        },
+    }
+    path = os.path.join(os.path.dirname(__file__), "..", "dynamics", "tests", "fixtures", "reference.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {os.path.normpath(path)}")
+
+
+if __name__ == "__main__":
+    main()
