@@ -17,6 +17,8 @@ pub struct SampleSummary {
     pub cartography: Option<Cartography>,
     /// Loss at the last head-warmup epoch, when the run had one.
     pub warmup_loss: Option<f32>,
+    /// The retention-decay fit of definition A (lag retention, `exp(-k / tau)`).
+    pub decay: crate::Decay,
 }
 
 /// Summarises every sample of a run. `epochs` are in epoch order (1..T), each with one entry
@@ -45,6 +47,7 @@ pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss
                 p_true.push(epoch.p_true[sample]);
             }
             SampleSummary {
+                decay: crate::decay::fit_lag_retention(&correct),
                 events: ForgettingEvents::from_trace(&correct),
                 cartography: Cartography::from_trace(&p_true, &correct),
                 warmup_loss: match (loss_after_warmup, last_warmup) {

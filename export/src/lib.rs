@@ -137,8 +137,14 @@ pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSumm
             confidence: summary.cartography.map(|c| c.confidence),
             variability: summary.cartography.map(|c| c.variability),
             correctness: summary.cartography.map(|c| c.correctness),
-            tau: None,
-            r2: None,
+            tau: match summary.decay {
+                dynamics::Decay::Fitted(fit) => fit.tau,
+                dynamics::Decay::Excluded(_) => None,
+            },
+            r2: match summary.decay {
+                dynamics::Decay::Fitted(fit) => Some(fit.exponential.r2),
+                dynamics::Decay::Excluded(_) => None,
+            },
             warmup_loss: summary.warmup_loss.map(f64::from),
         })
         .collect()

@@ -390,6 +390,10 @@ impl Queue {
             );
             insert.push_values(chunk, |mut row, ((index, dataset_index, key, label), summary)| {
                 let events = &summary.events;
+                let fit = match summary.decay {
+                    dynamics::Decay::Fitted(fit) => Some(fit),
+                    dynamics::Decay::Excluded(_) => None,
+                };
                 row.push_bind(run_id)
                     .push_bind(*index)
                     .push_bind(key)
@@ -403,8 +407,8 @@ impl Queue {
                     .push_bind(summary.cartography.map(|c| c.confidence))
                     .push_bind(summary.cartography.map(|c| c.variability))
                     .push_bind(summary.cartography.map(|c| c.correctness))
-                    .push_bind(None::<f64>)
-                    .push_bind(None::<f64>)
+                    .push_bind(fit.and_then(|f| f.tau))
+                    .push_bind(fit.map(|f| f.exponential.r2))
                     .push_bind(summary.warmup_loss.map(f64::from));
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;

@@ -85,6 +85,15 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
         assert!((row.get::<f64, _>("variability") - var.sqrt()).abs() < 1e-9);
         let correctness = trace.iter().map(|&c| f64::from(c)).sum::<f64>() / epochs as f64;
         assert!((row.get::<f64, _>("correctness") - correctness).abs() < 1e-12);
+        // tau and R^2 of the lag-retention fit, where the trace allows one.
+        let expected_fit = dynamics::decay::fit_lag_retention(&trace.iter().map(|&c| c == 1).collect::<Vec<_>>());
+        match expected_fit {
+            dynamics::Decay::Fitted(fit) => {
+                assert_eq!(row.get::<Option<f64>, _>("tau"), fit.tau, "sample {i}");
+                assert_eq!(row.get::<Option<f64>, _>("r2"), Some(fit.exponential.r2), "sample {i}");
+            }
+            dynamics::Decay::Excluded(_) => assert_eq!(row.get::<Option<f64>, _>("r2"), None, "sample {i}"),
+        }
         let warmup_loss = row.get::<Option<f64>, _>("warmup_loss");
         if warmup > 0 {
             assert_eq!(warmup_loss, Some(f64::from(loss[warmup - 1][i])));
