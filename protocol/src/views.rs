@@ -340,3 +340,44 @@ mod tests {
         assert_eq!(back.heartbeat.steps, 2);
     }
 }
+
+/// Query of `GET /api/v1/compare`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareQuery {
+    /// Run ids, comma-separated, at least two.
+    pub runs: String,
+    /// Fraction of samples in each top-q set; default 0.1.
+    pub q: Option<f64>,
+    /// The per-sample score ranked: `forgetting_events` (default), `learning_events`,
+    /// `variability`, `warmup_loss`, `tau`, `r2`, `confidence`, `correctness`.
+    pub score: Option<String>,
+    /// Never-learned samples under `forgetting_events`: `max` (ranked above every other,
+    /// as Toneva et al.; default) or `exclude`.
+    pub never_learned: Option<String>,
+    /// Compare runs over different sample sets on the samples they share.
+    pub intersect: Option<bool>,
+}
+
+/// `GET /api/v1/compare`: every matrix is indexed like `runs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Comparison {
+    pub runs: Vec<i64>,
+    pub q: f64,
+    pub score: String,
+    /// Samples compared (shared by every run, after exclusions).
+    pub samples: u64,
+    pub jaccard: Vec<Vec<Option<f64>>>,
+    pub spearman: Vec<Vec<Option<f64>>>,
+    pub kendall: Vec<Vec<Option<f64>>>,
+    pub pearson: Vec<Vec<Option<f64>>>,
+    /// Spearman over the samples forgotten at least once in both runs.
+    pub spearman_forgotten: Vec<Vec<Option<f64>>>,
+    /// Jaccard of two random top-q sets: q / (2 - q).
+    pub chance: f64,
+    pub set_sizes: Vec<u64>,
+    /// Samples scoring 0 in each run.
+    pub zero_scores: Vec<u64>,
+    /// Samples tied at each run's cut (the seeded draw chose among them).
+    pub tied_at_cut: Vec<u64>,
+}

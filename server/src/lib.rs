@@ -4,6 +4,7 @@
 //! Not here: training (the `trainer` crate's worker, a separate process that may crash without
 //! taking the site down) and the analysis itself (`dynamics`).
 
+pub mod analysis;
 pub mod config;
 pub mod db;
 pub mod executor;

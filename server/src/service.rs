@@ -234,6 +234,13 @@ impl Service {
         Ok(SamplePage { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), samples: rows.iter().map(sample_stats_of).collect() })
     }
 
+    /// Every per-sample statistic of a run, in recording order (for exports).
+    pub async fn all_samples(&self, run_id: i64) -> Result<Vec<SampleStats>, Failure> {
+        self.run_exists(run_id).await?;
+        let rows = sqlx::query("SELECT * FROM sample_stats WHERE run_id = ? ORDER BY sample_index").bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
+        Ok(rows.iter().map(sample_stats_of).collect())
+    }
+
     async fn run_exists(&self, run_id: i64) -> Result<(), Failure> {
         let found: Option<i64> = sqlx::query_scalar("SELECT id FROM runs WHERE id = ?").bind(run_id).fetch_optional(&self.pool).await.map_err(internal)?;
         found.map(drop).ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))

@@ -6,7 +6,9 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+use protocol::{CompareQuery, Comparison, DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+
+use crate::analysis;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_id, ApiResult, AppState, JsonBody, QueryParams, Refusal};
@@ -69,6 +71,32 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> A
 
 pub async fn run_samples(State(state): State<AppState>, Path(id): Path<String>, QueryParams(query): QueryParams<SampleQuery>) -> ApiResult<Json<SamplePage>> {
     Ok(Json(state.service.samples(parse_id("run", &id)?, query).await?))
+}
+
+/// `records.parquet`, `records.csv`, `samples.parquet`, `samples.csv` of a run.
+pub async fn run_export(State(state): State<AppState>, Path((id, file)): Path<(String, String)>) -> ApiResult<impl IntoResponse> {
+    let run_id = parse_id("run", &id)?;
+    let (what, format) = match file.as_str() {
+        "records.parquet" => ("records", analysis::Format::Parquet),
+        "records.csv" => ("records", analysis::Format::Csv),
+        "samples.parquet" => ("samples", analysis::Format::Parquet),
+        "samples.csv" => ("samples", analysis::Format::Csv),
+        _ => return Err(Failure::not_found(format!("no export {file:?}; use records.parquet, records.csv, samples.parquet or samples.csv")).into()),
+    };
+    let pool = &state.service.pool;
+    let body = if what == "records" {
+        state.service.run(run_id).await?;
+        analysis::records(pool, run_id, format).await?
+    } else {
+        analysis::samples(run_id, state.service.all_samples(run_id).await?, format).await?
+    };
+    let disposition = format!("attachment; filename=\"run-{run_id}-{file}\"");
+    Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body))
+}
+
+/// `GET /compare?runs=1,2&q=0.1&score=forgetting_events`.
+pub async fn compare(State(state): State<AppState>, QueryParams(query): QueryParams<CompareQuery>) -> ApiResult<Json<Comparison>> {
+    Ok(Json(analysis::compare(&state.service.pool, query).await?))
 }
 
 #[derive(Serialize)]

@@ -1,0 +1,96 @@
+//! Exports and comparisons on a real database with runs trained by a real worker.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{launch, wait_for_run, TestServer};
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+fn parquet_rows(bytes: Vec<u8>) -> (i64, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("file.parquet");
+    std::fs::write(&path, bytes).unwrap();
+    let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    let schema = reader.metadata().file_metadata().schema_descr();
+    let names = (0..schema.num_columns()).map(|i| schema.column(i).name().to_owned()).collect();
+    (reader.metadata().file_metadata().num_rows(), names)
+}
+
+#[test]
+fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
+    let server = TestServer::start(1);
+    let client = Client::new();
+    for (name, seed) in [("shapes", 1), ("other-shapes", 2)] {
+        let spec = format!("classes=4,train_per_class=50,val_per_class=10,size=12,channels=1,seed={seed}");
+        let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": "synthetic", "path": spec})).send().unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    let spec = |dataset: &str, seed: u32| json!({"dataset": dataset, "arch": "small_cnn", "epochs": 5, "batch_size": 16, "lr": 0.05, "seed": seed, "device": "cpu"});
+    let ids: Vec<i64> = [("shapes", 1), ("shapes", 2), ("other-shapes", 1)].iter().map(|(d, s)| launch(&server, spec(d, *s))).collect();
+    for &id in &ids {
+        let run = wait_for_run(&server, id, Duration::from_secs(300));
+        assert_eq!(run["status"], "succeeded", "{run}");
+    }
+    let (a, b, other) = (ids[0], ids[1], ids[2]);
+
+    // Records: 200 samples x 5 epochs, DESIGN.md's columns, in Parquet and CSV.
+    let get = |path: &str| client.get(server.api(path)).send().unwrap();
+    let response = get(&format!("/runs/{a}/records.parquet"));
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-disposition"].to_str().unwrap().contains(&format!("run-{a}-records.parquet")));
+    let (rows, names) = parquet_rows(response.bytes().unwrap().to_vec());
+    assert_eq!(rows, 1000);
+    assert_eq!(names, ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n"]);
+    let csv = get(&format!("/runs/{a}/records.csv")).text().unwrap();
+    assert_eq!(csv.lines().count(), 1001);
+    let (rows, names) = parquet_rows(get(&format!("/runs/{a}/samples.parquet")).bytes().unwrap().to_vec());
+    assert_eq!(rows, 200);
+    assert!(names.contains(&"forgetting_events".to_owned()) && names.contains(&"tau".to_owned()));
+    assert_eq!(get(&format!("/runs/{a}/samples.csv")).text().unwrap().lines().count(), 201);
+    assert_eq!(get(&format!("/runs/{a}/records.json")).status(), 404);
+
+    // Compare: the matrices agree with the statistics computed here from the API's samples.
+    let response = get(&format!("/compare?runs={a},{b}&q=0.1"));
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let comparison: Value = response.json().unwrap();
+    assert_eq!(comparison["runs"], json!([a, b]));
+    assert_eq!(comparison["samples"], 200);
+    assert_eq!(comparison["set_sizes"], json!([20, 20]));
+    assert_eq!(comparison["jaccard"][0][0], 1.0);
+    assert_eq!(comparison["jaccard"][0][1], comparison["jaccard"][1][0]);
+    assert!((comparison["chance"].as_f64().unwrap() - 0.1 / 1.9).abs() < 1e-15);
+    let scores = |id: i64| -> std::collections::BTreeMap<String, (f64, bool)> {
+        let page: Value = get(&format!("/runs/{id}/samples?limit=1000")).json().unwrap();
+        page["samples"].as_array().unwrap().iter().map(|s| (s["sample_key"].as_str().unwrap().to_owned(), (s["forgetting_events"].as_f64().unwrap(), s["never_learned"].as_bool().unwrap()))).collect()
+    };
+    let (sa, sb) = (scores(a), scores(b));
+    // Never-learned samples rank above every forgotten one (Toneva et al.).
+    let ranked = |s: &std::collections::BTreeMap<String, (f64, bool)>| -> Vec<f64> {
+        let top = s.values().map(|v| v.0).fold(0.0, f64::max) + 1.0;
+        s.values().map(|&(v, never)| if never { top } else { v }).collect()
+    };
+    let expected = dynamics::spearman(&ranked(&sa), &ranked(&sb)).r;
+    let got = comparison["spearman"][0][1].as_f64();
+    if expected.is_finite() {
+        assert!((got.unwrap() - expected).abs() < 1e-12, "spearman {got:?} vs {expected}");
+    } else {
+        assert_eq!(got, None);
+    }
+
+    // Different datasets are refused, and say how to compare anyway; they share no samples.
+    let refused = get(&format!("/compare?runs={a},{other}"));
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().unwrap().contains("different datasets (shapes and other-shapes); add intersect=true"));
+    let refused = get(&format!("/compare?runs={a},{other}&intersect=true"));
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().unwrap().contains("only 0 samples are left"));
+    // Bad input says what to fix.
+    for (query, message) in [("runs=1", "compare 2 to 50 runs"), (&format!("runs={a},{b}&q=0") as &str, "q must be"), (&format!("runs={a},{b}&score=luck"), "unknown score"), ("runs=1,x", "run ids separated by commas")] {
+        let response = get(&format!("/compare?{query}"));
+        assert_eq!(response.status(), 400, "{query}");
+        assert!(response.text().unwrap().contains(message), "{query}");
+    }
+}
