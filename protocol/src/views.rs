@@ -381,3 +381,26 @@ pub struct Comparison {
     /// Samples tied at each run's cut (the seeded draw chose among them).
     pub tied_at_cut: Vec<u64>,
 }
+
+/// One sample's records across a run's epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Trajectory {
+    pub run_id: i64,
+    pub arch: String,
+    pub seed: u64,
+    pub stats: SampleStats,
+    /// Epoch e is at index e - 1.
+    pub correct: Vec<u8>,
+    pub p_true: Vec<f32>,
+    pub loss: Vec<f32>,
+    pub predicted: Vec<u16>,
+}
+
+/// `GET /api/v1/runs/{id}/samples/{sample_key}`: the sample in this run, and in every other
+/// finished run over the same dataset (joined on the content key), oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleHistory {
+    pub sample_key: String,
+    pub this_run: Trajectory,
+    pub other_runs: Vec<Trajectory>,
+}

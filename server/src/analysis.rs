@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use protocol::pack::{unpack_f32, unpack_u16};
 use protocol::worker::{EpochColumns, ManifestEntry};
-use protocol::{CompareQuery, Comparison, Failure, SampleStats};
+use protocol::{CompareQuery, Comparison, Failure, SampleHistory, SampleStats, Trajectory};
 use sqlx::{Row, SqlitePool};
 
 use crate::db::internal;
@@ -242,4 +242,50 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], q: f64, score: String) -> Compari
         }
     }
     comparison
+}
+
+/// `GET /runs/{id}/samples/{key}`: the sample's trajectory in this run and in every other
+/// finished run over the same dataset. One row per run (sample_traces), found by key.
+pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of: fn(&sqlx::sqlite::SqliteRow) -> SampleStats) -> Result<SampleHistory, Failure> {
+    let dataset: String = sqlx::query_scalar("SELECT dataset FROM runs WHERE id = ?")
+        .bind(run_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))?;
+    let rows = sqlx::query(
+        "SELECT s.*, r.arch, r.seed, t.correct AS trace_correct, t.p_true AS trace_p_true, t.loss AS trace_loss, t.predicted AS trace_predicted
+         FROM sample_stats s
+         JOIN runs r ON r.id = s.run_id
+         JOIN sample_traces t ON t.run_id = s.run_id AND t.sample_index = s.sample_index
+         WHERE s.sample_key = ? AND r.dataset = ? ORDER BY s.run_id",
+    )
+    .bind(key)
+    .bind(&dataset)
+    .fetch_all(pool)
+    .await
+    .map_err(internal)?;
+    let mut this_run = None;
+    let mut other_runs = Vec::new();
+    for row in &rows {
+        let trajectory = Trajectory {
+            run_id: row.get("run_id"),
+            arch: row.get("arch"),
+            seed: row.get::<i64, _>("seed") as u64,
+            stats: stats_of(row),
+            correct: row.get("trace_correct"),
+            p_true: unpack_f32(&row.get::<Vec<u8>, _>("trace_p_true")).map_err(internal)?,
+            loss: unpack_f32(&row.get::<Vec<u8>, _>("trace_loss")).map_err(internal)?,
+            predicted: unpack_u16(&row.get::<Vec<u8>, _>("trace_predicted")).map_err(internal)?,
+        };
+        if trajectory.run_id == run_id {
+            this_run = Some(trajectory);
+        } else {
+            other_runs.push(trajectory);
+        }
+    }
+    let this_run = this_run.ok_or_else(|| {
+        Failure::not_found(format!("run #{run_id} has no finished statistics for sample {key:?} (an unknown key, or the run has not succeeded yet)"))
+    })?;
+    Ok(SampleHistory { sample_key: key.to_owned(), this_run, other_runs })
 }

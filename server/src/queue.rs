@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use protocol::pack::{pack_f32, pack_u16, pack_u32, unpack_f32};
+use protocol::pack::{pack_f32, pack_u16, pack_u32, unpack_f32, unpack_u16};
 use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
 use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
 use sha2::{Digest, Sha256};
@@ -347,8 +347,8 @@ impl Queue {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(internal)?;
-        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>)> =
-            sqlx::query_as("SELECT epoch, correct, loss, p_true, eval_loss FROM epoch_records WHERE run_id = ? ORDER BY epoch")
+        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<u8>)> =
+            sqlx::query_as("SELECT epoch, correct, loss, p_true, eval_loss, predicted FROM epoch_records WHERE run_id = ? ORDER BY epoch")
                 .bind(run_id)
                 .fetch_all(&self.pool)
                 .await
@@ -360,20 +360,34 @@ impl Queue {
             return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
         }
         let warmup = spec.warmup_epochs as usize;
-        let summaries = tokio::task::spawn_blocking(move || -> Result<Vec<dynamics::SampleSummary>, Failure> {
+        let (summaries, traces) = tokio::task::spawn_blocking(move || -> Result<(Vec<dynamics::SampleSummary>, Vec<[Vec<u8>; 4]>), Failure> {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
             let after_warmup = match records.get(warmup.wrapping_sub(1)).and_then(|r| r.4.as_deref()) {
                 Some(bytes) if warmup > 0 => Some(unpack_f32(bytes).map_err(internal)?),
                 _ => None,
             };
-            let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> = records
+            let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>, Vec<u16>)> = records
                 .into_iter()
-                .map(|(_, correct, loss, p_true, _)| Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?)))
+                .map(|(_, correct, loss, p_true, _, predicted)| {
+                    Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?, unpack_u16(&predicted).map_err(internal)?))
+                })
                 .collect::<Result<_, Failure>>()?;
             let columns: Vec<dynamics::TraceColumns> =
-                unpacked.iter().map(|(correct, loss, p_true)| dynamics::TraceColumns { correct, p_true, loss }).collect();
-            Ok(dynamics::summarize_samples(&columns, warmup, after_warmup.as_deref()))
+                unpacked.iter().map(|(correct, loss, p_true, _)| dynamics::TraceColumns { correct, p_true, loss }).collect();
+            let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup.as_deref());
+            // The same records transposed: one row per sample for its trajectory.
+            let traces = (0..summaries.len())
+                .map(|i| {
+                    [
+                        unpacked.iter().map(|e| e.0[i]).collect(),
+                        unpacked.iter().flat_map(|e| e.2[i].to_le_bytes()).collect(),
+                        unpacked.iter().flat_map(|e| e.1[i].to_le_bytes()).collect(),
+                        unpacked.iter().flat_map(|e| e.3[i].to_le_bytes()).collect(),
+                    ]
+                })
+                .collect();
+            Ok((summaries, traces))
         })
         .await
         .map_err(internal)??;
@@ -410,6 +424,14 @@ impl Queue {
                     .push_bind(fit.and_then(|f| f.tau))
                     .push_bind(fit.map(|f| f.exponential.r2))
                     .push_bind(summary.warmup_loss.map(f64::from));
+            });
+            insert.build().execute(&mut *tx).await.map_err(internal)?;
+        }
+        sqlx::query("DELETE FROM sample_traces WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
+        for (chunk_index, chunk) in traces.chunks(1000).enumerate() {
+            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO sample_traces (run_id, sample_index, correct, p_true, loss, predicted) ");
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, [correct, p_true, loss, predicted])| {
+                row.push_bind(run_id).push_bind((chunk_index * 1000 + i) as i64).push_bind(correct).push_bind(p_true).push_bind(loss).push_bind(predicted);
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
         }

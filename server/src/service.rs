@@ -292,7 +292,7 @@ fn epoch_metrics_of(row: &SqliteRow) -> Result<EpochMetrics, Failure> {
     })
 }
 
-fn sample_stats_of(row: &SqliteRow) -> SampleStats {
+pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
     SampleStats {
         sample_key: row.get("sample_key"),
         sample_index: row.get::<i64, _>("sample_index") as u32,

@@ -52,6 +52,23 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(get(&format!("/runs/{a}/samples.csv")).text().unwrap().lines().count(), 201);
     assert_eq!(get(&format!("/runs/{a}/records.json")).status(), 404);
 
+    // One sample's trajectory: its records at every epoch (as in records.csv), and the same
+    // sample in the other run over this dataset, not in the run over another dataset.
+    let line = csv.lines().nth(1 + 3 * 200 + 17).unwrap().to_owned(); // epoch 4, sample 17
+    let fields: Vec<&str> = line.split(',').collect();
+    let key = fields[3];
+    let history: Value = get(&format!("/runs/{a}/samples/{key}")).json().unwrap();
+    assert_eq!(history["this_run"]["run_id"], a);
+    assert_eq!(history["this_run"]["correct"].as_array().unwrap().len(), 5);
+    assert_eq!(history["this_run"]["correct"][3].as_u64().unwrap().to_string(), fields[6]);
+    assert_eq!(history["this_run"]["loss"][3].as_f64().unwrap() as f32, fields[7].parse::<f32>().unwrap());
+    assert_eq!(history["this_run"]["stats"]["sample_key"], key);
+    let others: Vec<i64> = history["other_runs"].as_array().unwrap().iter().map(|r| r["run_id"].as_i64().unwrap()).collect();
+    assert_eq!(others, vec![b]);
+    let missing = get(&format!("/runs/{a}/samples/0123456789abcdef0123456789abcdef"));
+    assert_eq!(missing.status(), 404);
+    assert!(missing.text().unwrap().contains("no finished statistics"));
+
     // Compare: the matrices agree with the statistics computed here from the API's samples.
     let response = get(&format!("/compare?runs={a},{b}&q=0.1"));
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
-use protocol::{CompareQuery, Comparison, DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+use protocol::{CompareQuery, Comparison, DatasetInfo, SampleHistory, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
 
 use crate::analysis;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,12 @@ pub async fn run_export(State(state): State<AppState>, Path((id, file)): Path<(S
     };
     let disposition = format!("attachment; filename=\"run-{run_id}-{file}\"");
     Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body))
+}
+
+/// One sample's trajectory in a run and in the other runs over its dataset.
+pub async fn sample_history(State(state): State<AppState>, Path((id, key)): Path<(String, String)>) -> ApiResult<Json<SampleHistory>> {
+    let run_id = parse_id("run", &id)?;
+    Ok(Json(analysis::sample_history(&state.service.pool, run_id, &key, crate::service::sample_stats_of).await?))
 }
 
 /// `GET /compare?runs=1,2&q=0.1&score=forgetting_events`.
