@@ -122,6 +122,10 @@ impl Queue {
         Ok(LeasedJob { run_id, attempt: row.get("attempts"), spec: self.spec(run_id).await? })
     }
 
+    async fn num_classes(&self, dataset: &str) -> Result<i64, Failure> {
+        sqlx::query_scalar("SELECT num_classes FROM datasets WHERE name = ?").bind(dataset).fetch_one(&self.pool).await.map_err(internal)
+    }
+
     async fn renew(&self, job_id: i64) -> Result<(), Failure> {
         sqlx::query(&format!("UPDATE jobs SET lease_expires_at = ?, updated_at = {NOW} WHERE id = ?"))
             .bind(unix_now() + self.lease_seconds as i64)
@@ -211,7 +215,7 @@ impl Queue {
             return Err(Failure::conflict("send the sample manifest before any epoch"));
         }
         upload.columns.check_lengths(samples as usize).map_err(Failure::bad_request)?;
-        let classes: i64 = sqlx::query_scalar("SELECT num_classes FROM datasets WHERE name = ?").bind(&job.spec.dataset).fetch_one(&self.pool).await.map_err(internal)?;
+        let classes = self.num_classes(&job.spec.dataset).await?;
         if let Some(confusion) = &upload.val_confusion {
             let cells = (classes * classes) as usize;
             if confusion.len() != cells {
@@ -317,7 +321,7 @@ impl Queue {
     /// A successful run's end: its class means, then its per-sample statistics.
     async fn store_results(&self, run_id: i64, spec: &ExperimentSpec, finish: &Finish) -> Result<usize, Failure> {
         if let Some(means) = &finish.class_means {
-            let classes: i64 = sqlx::query_scalar("SELECT num_classes FROM datasets WHERE name = ?").bind(&spec.dataset).fetch_one(&self.pool).await.map_err(internal)?;
+            let classes = self.num_classes(&spec.dataset).await?;
             if means.counts.len() != classes as usize || means.means.len() != classes as usize * means.dim as usize {
                 return Err(Failure::bad_request(format!(
                     "class_means has {} counts and {} values; {classes} classes of width {} need {classes} and {}",
@@ -363,9 +367,9 @@ impl Queue {
         let (summaries, traces) = tokio::task::spawn_blocking(move || -> Result<(Vec<dynamics::SampleSummary>, Vec<[Vec<u8>; 4]>), Failure> {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
-            let after_warmup = match records.get(warmup.wrapping_sub(1)).and_then(|r| r.4.as_deref()) {
-                Some(bytes) if warmup > 0 => Some(unpack_f32(bytes).map_err(internal)?),
-                _ => None,
+            let after_warmup = match warmup.checked_sub(1).and_then(|last| records.get(last)).and_then(|r| r.4.as_deref()) {
+                Some(bytes) => Some(unpack_f32(bytes).map_err(internal)?),
+                None => None,
             };
             let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>, Vec<u16>)> = records
                 .into_iter()

@@ -13,7 +13,10 @@ use protocol::{Arch, Hyper, Optimizer};
 use tch::{nn, Device, Kind, Tensor};
 use trainer::models::{build, Shape};
 use trainer::optim::{decays, Optim};
+use protocol::worker::ManifestEntry;
+use trainer::data::DeviceSplit;
 use trainer::recorder::{measure, EpochArrays};
+use trainer::train::full_pass;
 
 fn setting(name: &str, default: i64) -> i64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -35,6 +38,8 @@ fn main() {
     tch::manual_seed(0);
     let images = Tensor::randint(256, [samples, 3, size, size], (Kind::Uint8, device));
     let labels = Tensor::randint(10, [samples], (Kind::Int64, device));
+    let manifest = vec![ManifestEntry { dataset_index: 0, sample_key: String::new(), label: 0 }; samples as usize];
+    let split = DeviceSplit { images: images.shallow_clone(), labels: labels.shallow_clone(), manifest };
     let vs = nn::VarStore::new(device);
     let model = build(Arch::Resnet18, &vs.root(), Shape { channels: 3, classes: 10, image_size: size, drop_path: 0.0 }).unwrap();
     let mut optim = Optim::new(&vs, Optimizer::Sgd, &Hyper::default(), decays);
@@ -60,17 +65,9 @@ fn main() {
             start += len;
         }
         if mode == Mode::FullPass {
-            tch::no_grad(|| {
-                let mut start = 0;
-                while start < samples {
-                    let len = 512.min(samples - start);
-                    let logits = model.forward_t(&model.prepare(&images.narrow(0, start, len)), false);
-                    arrays.write(&Tensor::arange_start(start, start + len, (Kind::Int64, device)), &measure(&logits, &labels.narrow(0, start, len)));
-                    start += len;
-                }
-            });
-        }
-        if mode != Mode::Off {
+            // The trainer's own full pass (one host transfer at its end).
+            full_pass(&model, &split).unwrap();
+        } else if mode == Mode::InBatch {
             arrays.finish().unwrap();
         } else {
             // The same end-of-epoch synchronisation as the recording modes.

@@ -66,7 +66,7 @@ impl Checkpoints {
 
     /// Restores the model and optimizer from the latest checkpoint of `spec`. Returns the
     /// epoch it ended, or `None` (leaving both untouched) when there is none for this spec.
-    pub fn restore(&self, spec: &ExperimentSpec, vs: &mut nn::VarStore, optim: &mut Optim) -> Result<Option<u32>> {
+    pub fn restore(&self, spec: &ExperimentSpec, vs: &nn::VarStore, optim: &mut Optim) -> Result<Option<u32>> {
         let Some(pointer) = self.pointer().filter(|p| p.spec == *spec) else { return Ok(None) };
         let path = self.dir.join(&pointer.file);
         let tensors = Tensor::read_safetensors(&path).with_context(|| format!("reading checkpoint {}", path.display()))?;

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use datasets::Split;
-use protocol::worker::{ClassMeans, EpochUpload, Heartbeat, SampleManifest};
+use protocol::worker::{ClassMeans, EpochColumns, EpochUpload, Heartbeat, SampleManifest};
 use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -73,7 +73,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device, cache)?;
     reporter.manifest(&SampleManifest { samples: train.manifest.clone() })?;
 
-    let mut vs = nn::VarStore::new(device);
+    let vs = nn::VarStore::new(device);
     let shape = Shape {
         channels: i64::from(dataset.channels),
         classes: i64::from(dataset.num_classes),
@@ -88,7 +88,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let mut optimizer = Optim::new(&vs, spec.optimizer, &spec.hyper, optim::decays);
     let checkpoints = places.checkpoints.as_ref().map(Checkpoints::new);
     let resumed = match &checkpoints {
-        Some(c) => c.restore(spec, &mut vs, &mut optimizer)?,
+        Some(c) => c.restore(spec, &vs, &mut optimizer)?,
         None => None,
     };
     if let Some(epoch) = resumed {
@@ -115,7 +115,8 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(&mut rng);
         let order_on_device = Tensor::from_slice(&order).to_device(device);
-        let mut arrays = EpochArrays::new(n, device);
+        // in_batch records fill this buffer during the epoch; full_pass measures after it.
+        let mut arrays = (spec.measure == Measure::InBatch).then(|| EpochArrays::new(n, device));
         // Running sums of loss and correct predictions, kept on the device: read at
         // heartbeats (at most once a second) and at the end of the epoch.
         let mut sums = Tensor::zeros([2], (Kind::Double, device));
@@ -130,7 +131,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             let logits = tch::autocast(mixed, || model.forward_t(&images, true)).to_kind(Kind::Float);
             let loss = optim::training_loss(&logits, &targets, spec.hyper.label_smoothing);
             let measures = tch::no_grad(|| measure(&logits.detach(), &targets));
-            if spec.measure == Measure::InBatch {
+            if let Some(arrays) = &mut arrays {
                 arrays.write(&index, &measures);
             }
             match &mut scaler {
@@ -157,16 +158,16 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
                 }
             }
         }
-        if spec.measure == Measure::FullPass {
-            if beat.send(reporter, "measuring", epoch, steps, steps, n)? {
-                return Ok(Ending::Cancelled);
+        let columns = match arrays {
+            Some(arrays) => arrays.finish(),
+            None => {
+                if beat.send(reporter, "measuring", epoch, steps, steps, n)? {
+                    return Ok(Ending::Cancelled);
+                }
+                full_pass(&model, &train)
             }
-            evaluate(&model, &train, |chunk, measures| {
-                arrays.write(&Tensor::arange_start(chunk.start as i64, chunk.end as i64, (Kind::Int64, device)), measures);
-                Ok(())
-            })?;
         }
-        let columns = arrays.finish().map_err(|e| anyhow::anyhow!("epoch {epoch}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("epoch {epoch}: {e}"))?;
         let [loss_sum, correct_sum] = read_sums(&sums)?;
         let train_loss = loss_sum / n as f64;
         anyhow::ensure!(
@@ -184,12 +185,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             if spec.measure == Measure::FullPass {
                 Some(columns.loss.clone())
             } else {
-                let mut arrays = EpochArrays::new(n, device);
-                evaluate(&model, &train, |chunk, measures| {
-                    arrays.write(&Tensor::arange_start(chunk.start as i64, chunk.end as i64, (Kind::Int64, device)), measures);
-                    Ok(())
-                })?;
-                Some(arrays.finish()?.loss)
+                Some(full_pass(&model, &train)?.loss)
             }
         } else {
             None
@@ -354,6 +350,18 @@ pub fn random_resized_crop_flip(images: &Tensor) -> Tensor {
     let grid = Tensor::affine_grid_generator(&theta, [n, c, h, w], false);
     // Bilinear (0), border padding (1).
     images.grid_sampler(&grid, 0, 1, false)
+}
+
+/// Every sample of `split` measured in eval mode, in manifest order: the full_pass
+/// measurement, and the loss after head warmup.
+pub fn full_pass(model: &Model, split: &DeviceSplit) -> Result<EpochColumns> {
+    let device = split.labels.device();
+    let mut arrays = EpochArrays::new(split.len(), device);
+    evaluate(model, split, |chunk, measures| {
+        arrays.write(&Tensor::arange_start(chunk.start as i64, chunk.end as i64, (Kind::Int64, device)), measures);
+        Ok(())
+    })?;
+    arrays.finish()
 }
 
 /// The epoch's running loss and correct-prediction sums, on the host.
