@@ -24,7 +24,8 @@ pub fn predict(arch: Arch, weights_path: &Path, input: &Path, out: &Path, device
         anyhow::bail!("{} has shape {shape:?}; expected images as [N, C, H, W]", input.display());
     };
     anyhow::ensure!(h == w, "{} holds {h}x{w} images; the models take square ones", input.display());
-    let classes = weights::head_classes(weights_path, models::head_prefix(arch))?;
+    let file = weights::WeightsFile::read(weights_path)?;
+    let classes = file.head_classes(models::head_prefix(arch))?;
     let vs = nn::VarStore::new(device);
     let model = models::build(arch, &vs.root(), Shape { channels: c as i64, classes, image_size: h as i64, drop_path: 0.0 })?;
     anyhow::ensure!(
@@ -33,7 +34,7 @@ pub fn predict(arch: Arch, weights_path: &Path, input: &Path, out: &Path, device
         model.in_channels,
         input.display()
     );
-    weights::load_exact(&vs, weights_path)?;
+    weights::load_exact(&vs, &file)?;
     let x = Tensor::from_slice(&values).view([n as i64, c as i64, h as i64, w as i64]);
     let logits = tch::no_grad(|| {
         let chunks: Vec<Tensor> = x.split(BATCH, 0).iter().map(|b| model.forward_t(&b.to_device(device), false).to_device(tch::Device::Cpu)).collect();

@@ -25,44 +25,53 @@ fn ignorable(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
 }
 
+/// A `.safetensors` file's tensors by name, a leading `module.` (saved from DataParallel)
+/// removed. Read once, then asked for its head or loaded.
+pub struct WeightsFile {
+    path: std::path::PathBuf,
+    tensors: BTreeMap<String, Tensor>,
+}
+
+impl WeightsFile {
+    pub fn read(path: &Path) -> Result<WeightsFile> {
+        let tensors = Tensor::read_safetensors(path)
+            .with_context(|| format!("reading pretrained weights from {}", path.display()))?
+            .into_iter()
+            .map(|(name, tensor)| (name.strip_prefix("module.").map(str::to_owned).unwrap_or(name), tensor))
+            .collect();
+        Ok(WeightsFile { path: path.to_owned(), tensors })
+    }
+
+    /// The number of classes of the head `{head_prefix}.weight`.
+    pub fn head_classes(&self, head_prefix: &str) -> Result<i64> {
+        let name = format!("{head_prefix}.weight");
+        let head = self.tensors.get(&name).with_context(|| format!("{} has no {name}: is it a checkpoint of this architecture?", self.path.display()))?;
+        Ok(head.size()[0])
+    }
+}
+
 /// Copies the tensors of `path` into `vs`, except the classifier head (`head_prefix`), which
-/// keeps its fresh initialisation for the new class count. A leading `module.` (saved from
-/// DataParallel) is removed from the file's names. Every tensor of the model must be in the
-/// file with its shape, and every tensor of the file must be in the model; all problems are
-/// reported at once, each naming the tensor and both shapes. `pos_embed` of another grid size
-/// is interpolated. Float16/bfloat16 files load into the model's float32.
+/// keeps its fresh initialisation for the new class count. Every tensor of the model must be
+/// in the file with its shape, and every tensor of the file must be in the model; all problems
+/// are reported at once, each naming the tensor and both shapes. `pos_embed` of another grid
+/// size is interpolated. Float16/bfloat16 files load into the model's float32.
 pub fn load_pretrained(vs: &nn::VarStore, path: &Path, head_prefix: &str) -> Result<Loaded> {
-    load(vs, path, Some(head_prefix))
+    load(vs, &WeightsFile::read(path)?, Some(head_prefix))
 }
 
-/// Copies every tensor of `path` into `vs`, the classifier head included (for `predict`),
+/// Copies every tensor of `file` into `vs`, the classifier head included (for `predict`),
 /// with the checks of [`load_pretrained`].
-pub fn load_exact(vs: &nn::VarStore, path: &Path) -> Result<Loaded> {
-    load(vs, path, None)
+pub fn load_exact(vs: &nn::VarStore, file: &WeightsFile) -> Result<Loaded> {
+    load(vs, file, None)
 }
 
-/// The number of classes of the head `{head_prefix}.weight` in `path`.
-pub fn head_classes(path: &Path, head_prefix: &str) -> Result<i64> {
-    let name = format!("{head_prefix}.weight");
-    let tensors = Tensor::read_safetensors(path).with_context(|| format!("reading weights from {}", path.display()))?;
-    let (_, head) = tensors
-        .iter()
-        .find(|(n, _)| n.strip_prefix("module.").unwrap_or(n) == name)
-        .with_context(|| format!("{} has no {name}: is it a checkpoint of this architecture?", path.display()))?;
-    Ok(head.size()[0])
-}
-
-fn load(vs: &nn::VarStore, path: &Path, head_prefix: Option<&str>) -> Result<Loaded> {
-    let file: BTreeMap<String, Tensor> = Tensor::read_safetensors(path)
-        .with_context(|| format!("reading pretrained weights from {}", path.display()))?
-        .into_iter()
-        .map(|(name, tensor)| (name.strip_prefix("module.").map(str::to_owned).unwrap_or(name), tensor))
-        .collect();
+fn load(vs: &nn::VarStore, weights: &WeightsFile, head_prefix: Option<&str>) -> Result<Loaded> {
+    let (path, file) = (&weights.path, &weights.tensors);
     let is_head = |name: &str| head_prefix.is_some_and(|prefix| name.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')));
     let mut variables = vs.variables();
     let mut problems = Vec::new();
     let mut loaded = Loaded { copied: 0, head_skipped: Vec::new(), pos_embed_resized: None };
-    for (name, tensor) in &file {
+    for (name, tensor) in file {
         if is_head(name) {
             loaded.head_skipped.push(name.clone());
         } else if !variables.contains_key(name) && !ignorable(name) {
