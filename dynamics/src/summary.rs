@@ -1,5 +1,7 @@
 //! Per-sample summaries of a whole run, computed from its per-epoch columns.
 
+use std::collections::HashMap;
+
 use crate::{Cartography, ForgettingEvents};
 
 /// One epoch's per-sample columns, indexed by sample position in the run.
@@ -26,6 +28,10 @@ pub struct SampleSummary {
 /// is its entry in `loss_after_warmup` (an eval-mode pass at the end of the head warmup,
 /// DESIGN.md's definition) when given, else its recorded loss at the last warmup epoch.
 ///
+/// Samples are split over the machine's cores. The decay fit of definition A depends only on
+/// the correctness trace, and real runs repeat traces (learned at epoch e and kept), so each
+/// distinct trace is fitted once per thread.
+///
 /// Panics if the epochs (or `loss_after_warmup`) disagree on the number of samples: the
 /// caller validated uploads.
 pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss_after_warmup: Option<&[f32]>) -> Vec<SampleSummary> {
@@ -35,19 +41,40 @@ pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss
         "every epoch must hold the same samples"
     );
     assert!(loss_after_warmup.is_none_or(|l| l.len() == samples), "the loss after warmup must cover every sample");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(samples.div_ceil(4096)).max(1);
+    let per_thread = samples.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..samples)
+            .step_by(per_thread)
+            .map(|start| scope.spawn(move || summarize_range(epochs, warmup_epochs, loss_after_warmup, start..(start + per_thread).min(samples))))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a summary thread panicked")).collect()
+    })
+}
+
+fn summarize_range(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss_after_warmup: Option<&[f32]>, range: std::ops::Range<usize>) -> Vec<SampleSummary> {
     let last_warmup = warmup_epochs.checked_sub(1).and_then(|last| epochs.get(last));
     let mut correct = Vec::with_capacity(epochs.len());
     let mut p_true = Vec::with_capacity(epochs.len());
-    (0..samples)
+    let mut bits = vec![0u64; epochs.len().div_ceil(64)];
+    let mut fits: HashMap<Box<[u64]>, crate::Decay> = HashMap::new();
+    range
         .map(|sample| {
             correct.clear();
             p_true.clear();
-            for epoch in epochs {
-                correct.push(epoch.correct[sample] != 0);
+            bits.fill(0);
+            for (t, epoch) in epochs.iter().enumerate() {
+                let c = epoch.correct[sample] != 0;
+                correct.push(c);
+                bits[t / 64] |= u64::from(c) << (t % 64);
                 p_true.push(epoch.p_true[sample]);
             }
+            let decay = match fits.get(&bits[..]) {
+                Some(&fit) => fit,
+                None => *fits.entry(bits.clone().into_boxed_slice()).or_insert_with(|| crate::decay::fit_lag_retention(&correct)),
+            };
             SampleSummary {
-                decay: crate::decay::fit_lag_retention(&correct),
+                decay,
                 events: ForgettingEvents::from_trace(&correct),
                 cartography: Cartography::from_trace(&p_true, &correct),
                 warmup_loss: match (loss_after_warmup, last_warmup) {

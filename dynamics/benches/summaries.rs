@@ -1,0 +1,73 @@
+//! End-of-run per-sample statistics (events, cartography, decay fit A) for 100,000 samples x
+//! 100 epochs, issue #4's goal <= 1 s. Two kinds of traces: uniform random correctness (every
+//! trace distinct: the worst case for the fits) and traces shaped like training (each sample
+//! learned at a difficulty-dependent epoch, then forgotten now and then).
+//!
+//! `cargo bench -p dynamics --bench summaries` (FORGETLAB_BENCH_SAMPLES, _EPOCHS).
+
+use std::time::Instant;
+
+use dynamics::{summarize_samples, TraceColumns};
+
+fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn unit(&mut self) -> f32 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// `[epoch][sample]` columns: (correct, p_true, loss).
+fn traces(samples: usize, epochs: usize, shaped: bool) -> Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> {
+    let mut rng = Rng(7);
+    let difficulty: Vec<f32> = (0..samples).map(|_| rng.unit()).collect();
+    (0..epochs)
+        .map(|t| {
+            let mut correct = Vec::with_capacity(samples);
+            let mut p_true = Vec::with_capacity(samples);
+            for &d in &difficulty {
+                let p = if shaped {
+                    // Rises with the epoch, later for hard samples; 10 % noise.
+                    let progress = (t as f32 + 1.0) / epochs as f32;
+                    (progress / (d + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit()
+                } else {
+                    rng.unit()
+                };
+                correct.push(u8::from(p > 0.5));
+                p_true.push(p);
+            }
+            let loss = p_true.iter().map(|p| -p.max(1e-6).ln()).collect();
+            (correct, p_true, loss)
+        })
+        .collect()
+}
+
+fn main() {
+    let samples = setting("FORGETLAB_BENCH_SAMPLES", 100_000);
+    let epochs = setting("FORGETLAB_BENCH_EPOCHS", 100);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("{samples} samples x {epochs} epochs, {threads} threads (goal <= 1 s)");
+    for (name, shaped) in [("uniform random traces", false), ("training-shaped traces", true)] {
+        let data = traces(samples, epochs, shaped);
+        let columns: Vec<TraceColumns> = data.iter().map(|(c, p, l)| TraceColumns { correct: c, p_true: p, loss: l }).collect();
+        let mut times = Vec::new();
+        let mut fitted = 0;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let summaries = summarize_samples(&columns, 0, None);
+            times.push(started.elapsed().as_secs_f64());
+            fitted = summaries.iter().filter(|s| matches!(s.decay, dynamics::Decay::Fitted(_))).count();
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{name}: median {:.3} s of 3 ({fitted} fitted)", times[1]);
+    }
+}
