@@ -3,12 +3,12 @@
 
 use std::collections::HashMap;
 
-use protocol::pack::{unpack_f32, unpack_u16};
 use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::{CompareQuery, Comparison, Failure, SampleHistory, SampleStats, Trajectory};
 use sqlx::{Row, SqlitePool};
 
 use crate::db::internal;
+use crate::records;
 
 /// A run's samples in recording order.
 async fn manifest(pool: &SqlitePool, run_id: i64) -> Result<Vec<ManifestEntry>, Failure> {
@@ -22,27 +22,16 @@ async fn manifest(pool: &SqlitePool, run_id: i64) -> Result<Vec<ManifestEntry>, 
 
 /// Every stored epoch of a run: (epoch, phase, records).
 async fn epochs(pool: &SqlitePool, run_id: i64) -> Result<Vec<(u32, String, EpochColumns)>, Failure> {
-    let rows = sqlx::query(
-        "SELECT r.epoch, m.phase, r.correct, r.loss, r.p_true, r.margin, r.predicted, r.el2n
-         FROM epoch_records r JOIN epoch_metrics m ON m.run_id = r.run_id AND m.epoch = r.epoch
-         WHERE r.run_id = ? ORDER BY r.epoch",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await
-    .map_err(internal)?;
-    rows.iter()
-        .map(|row| {
-            let f32s = |name: &str| unpack_f32(&row.get::<Vec<u8>, _>(name)).map_err(internal);
-            let columns = EpochColumns {
-                correct: row.get("correct"),
-                loss: f32s("loss")?,
-                p_true: f32s("p_true")?,
-                margin: f32s("margin")?,
-                predicted: unpack_u16(&row.get::<Vec<u8>, _>("predicted")).map_err(internal)?,
-                el2n: f32s("el2n")?,
-            };
-            Ok((row.get::<i64, _>("epoch") as u32, row.get("phase"), columns))
+    let phases: HashMap<i64, String> =
+        sqlx::query_as("SELECT epoch, phase FROM epoch_metrics WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?.into_iter().collect();
+    let records = records::read(pool, run_id).await?;
+    records
+        .epochs
+        .into_iter()
+        .zip(records.columns)
+        .map(|(epoch, columns)| {
+            let phase = phases.get(&i64::from(epoch)).cloned().ok_or_else(|| internal(format!("run #{run_id} has records but no metrics for epoch {epoch}")))?;
+            Ok((epoch, phase, columns))
         })
         .collect()
 }
@@ -245,7 +234,7 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], q: f64, score: String) -> Compari
 }
 
 /// `GET /runs/{id}/samples/{key}`: the sample's trajectory in this run and in every other
-/// finished run over the same dataset. One row per run (sample_traces), found by key.
+/// finished run over the same dataset: one record block per run (`records::trace`).
 pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of: fn(&sqlx::sqlite::SqliteRow) -> SampleStats) -> Result<SampleHistory, Failure> {
     let dataset: String = sqlx::query_scalar("SELECT dataset FROM runs WHERE id = ?")
         .bind(run_id)
@@ -254,10 +243,9 @@ pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of:
         .map_err(internal)?
         .ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))?;
     let rows = sqlx::query(
-        "SELECT s.*, r.arch, r.seed, t.correct AS trace_correct, t.p_true AS trace_p_true, t.loss AS trace_loss, t.predicted AS trace_predicted
+        "SELECT s.*, r.arch, r.seed
          FROM sample_stats s
          JOIN runs r ON r.id = s.run_id
-         JOIN sample_traces t ON t.run_id = s.run_id AND t.sample_index = s.sample_index
          WHERE s.sample_key = ? AND r.dataset = ? ORDER BY s.run_id",
     )
     .bind(key)
@@ -268,15 +256,17 @@ pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of:
     let mut this_run = None;
     let mut other_runs = Vec::new();
     for row in &rows {
+        let (run, stats) = (row.get("run_id"), stats_of(row));
+        let trace = records::trace(pool, run, stats.sample_index as usize).await?;
         let trajectory = Trajectory {
-            run_id: row.get("run_id"),
+            run_id: run,
             arch: row.get("arch"),
             seed: row.get::<i64, _>("seed") as u64,
-            stats: stats_of(row),
-            correct: row.get("trace_correct"),
-            p_true: unpack_f32(&row.get::<Vec<u8>, _>("trace_p_true")).map_err(internal)?,
-            loss: unpack_f32(&row.get::<Vec<u8>, _>("trace_loss")).map_err(internal)?,
-            predicted: unpack_u16(&row.get::<Vec<u8>, _>("trace_predicted")).map_err(internal)?,
+            stats,
+            correct: trace.correct,
+            p_true: trace.p_true,
+            loss: trace.loss,
+            predicted: trace.predicted,
         };
         if trajectory.run_id == run_id {
             this_run = Some(trajectory);

@@ -5,11 +5,13 @@
 //! taking the site down) and the analysis itself (`dynamics`).
 
 pub mod analysis;
+pub mod codec;
 pub mod config;
 pub mod db;
 pub mod executor;
 pub mod progress;
 pub mod queue;
+pub mod records;
 pub mod registry;
 pub mod routes;
 pub mod service;

@@ -6,13 +6,14 @@
 
 use std::sync::Arc;
 
-use protocol::pack::{pack_f32, pack_u16, pack_u32, unpack_f32, unpack_u16};
+use protocol::pack::{pack_f32, pack_u16, pack_u32};
 use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
 use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
 use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::db::{internal, unix_now};
+use crate::records;
 use crate::progress::Hub;
 use crate::registry::Registry;
 
@@ -343,7 +344,8 @@ impl Queue {
         self.compute_sample_stats(run_id, spec).await
     }
 
-    /// Derives `sample_stats` from the stored epochs (all of them must be there).
+    /// Derives `sample_stats` from the stored epochs (all of them must be there), and seals
+    /// the records (`records::seal`).
     pub async fn compute_sample_stats(&self, run_id: i64, spec: &ExperimentSpec) -> Result<usize, Failure> {
         let samples: Vec<(i64, i64, String, i64)> =
             sqlx::query_as("SELECT sample_index, dataset_index, sample_key, label FROM run_samples WHERE run_id = ? ORDER BY sample_index")
@@ -351,50 +353,25 @@ impl Queue {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(internal)?;
-        let records: Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>, Option<Vec<u8>>, Vec<u8>)> =
-            sqlx::query_as("SELECT epoch, correct, loss, p_true, eval_loss, predicted FROM epoch_records WHERE run_id = ? ORDER BY epoch")
-                .bind(run_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(internal)?;
-        let total = spec.total_epochs() as usize;
-        let present: Vec<i64> = records.iter().map(|r| r.0).collect();
-        if present != (1..=total as i64).collect::<Vec<_>>() {
-            let missing: Vec<String> = (1..=total as i64).filter(|e| !present.contains(e)).map(|e| e.to_string()).collect();
+        let records = records::read(&self.pool, run_id).await?;
+        let total = spec.total_epochs();
+        if records.epochs != (1..=total).collect::<Vec<_>>() {
+            let missing: Vec<String> = (1..=total).filter(|e| !records.epochs.contains(e)).map(|e| e.to_string()).collect();
             return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
         }
         let warmup = spec.warmup_epochs as usize;
-        let (summaries, traces) = tokio::task::spawn_blocking(move || -> Result<(Vec<dynamics::SampleSummary>, Vec<[Vec<u8>; 4]>), Failure> {
+        let (records, summaries, blocks) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
-            let after_warmup = match warmup.checked_sub(1).and_then(|last| records.get(last)).and_then(|r| r.4.as_deref()) {
-                Some(bytes) => Some(unpack_f32(bytes).map_err(internal)?),
-                None => None,
-            };
-            let unpacked: Vec<(Vec<u8>, Vec<f32>, Vec<f32>, Vec<u16>)> = records
-                .into_iter()
-                .map(|(_, correct, loss, p_true, _, predicted)| {
-                    Ok((correct, unpack_f32(&loss).map_err(internal)?, unpack_f32(&p_true).map_err(internal)?, unpack_u16(&predicted).map_err(internal)?))
-                })
-                .collect::<Result<_, Failure>>()?;
+            let after_warmup = records.eval_loss.as_ref().filter(|(epoch, _)| *epoch as usize == warmup).map(|(_, loss)| loss.as_slice());
             let columns: Vec<dynamics::TraceColumns> =
-                unpacked.iter().map(|(correct, loss, p_true, _)| dynamics::TraceColumns { correct, p_true, loss }).collect();
-            let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup.as_deref());
-            // The same records transposed: one row per sample for its trajectory.
-            let traces = (0..summaries.len())
-                .map(|i| {
-                    [
-                        unpacked.iter().map(|e| e.0[i]).collect(),
-                        unpacked.iter().flat_map(|e| e.2[i].to_le_bytes()).collect(),
-                        unpacked.iter().flat_map(|e| e.1[i].to_le_bytes()).collect(),
-                        unpacked.iter().flat_map(|e| e.3[i].to_le_bytes()).collect(),
-                    ]
-                })
-                .collect();
-            Ok((summaries, traces))
+                records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
+            let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
+            let blocks = records::seal(&records);
+            (records, summaries, blocks)
         })
         .await
-        .map_err(internal)??;
+        .map_err(internal)?;
         if summaries.len() != samples.len() {
             return Err(internal(format!("{} summaries for {} samples", summaries.len(), samples.len())));
         }
@@ -431,14 +408,7 @@ impl Queue {
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
         }
-        sqlx::query("DELETE FROM sample_traces WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
-        for (chunk_index, chunk) in traces.chunks(1000).enumerate() {
-            let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO sample_traces (run_id, sample_index, correct, p_true, loss, predicted) ");
-            insert.push_values(chunk.iter().enumerate(), |mut row, (i, [correct, p_true, loss, predicted])| {
-                row.push_bind(run_id).push_bind((chunk_index * 1000 + i) as i64).push_bind(correct).push_bind(p_true).push_bind(loss).push_bind(predicted);
-            });
-            insert.build().execute(&mut *tx).await.map_err(internal)?;
-        }
+        records::store_sealed(&mut tx, run_id, &records, &blocks).await?;
         tx.commit().await.map_err(internal)?;
         Ok(summaries.len())
     }

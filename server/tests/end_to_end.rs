@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
-use protocol::pack::{unpack_f32, unpack_u16};
+use protocol::pack::unpack_f32;
 use serde_json::{json, Value};
 use sqlx::{Row, SqlitePool};
 
@@ -31,29 +31,27 @@ fn recount(trace: &[u8]) -> (i64, i64, Option<i64>) {
 
 async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs: usize, samples: usize, warmup: usize) {
     let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display())).await.expect("open the run's database");
-    let records = sqlx::query("SELECT epoch, correct, loss, p_true, margin, predicted, el2n FROM epoch_records WHERE run_id = ? ORDER BY epoch")
-        .bind(run_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(records.len(), epochs, "one row per epoch");
+    // Sealed at the end of the run: record blocks of 64 samples, no epoch rows left.
+    let epoch_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = ?").bind(run_id).fetch_one(&pool).await.unwrap();
+    let blocks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM record_blocks WHERE run_id = ?").bind(run_id).fetch_one(&pool).await.unwrap();
+    assert_eq!((epoch_rows, blocks as usize), (0, samples.div_ceil(server::records::BLOCK)));
+    let records = server::records::read(&pool, run_id).await.unwrap();
+    assert_eq!(records.epochs, (1..=epochs as u32).collect::<Vec<_>>(), "every epoch once");
     let mut correct = Vec::new();
     let mut p_true = Vec::new();
     let mut loss = Vec::new();
-    for (i, row) in records.iter().enumerate() {
-        assert_eq!(row.get::<i64, _>("epoch"), i as i64 + 1);
-        let c: Vec<u8> = row.get("correct");
+    for columns in &records.columns {
+        let c = columns.correct.clone();
         assert_eq!(c.len(), samples);
         assert!(c.iter().all(|&v| v <= 1));
-        let p = unpack_f32(&row.get::<Vec<u8>, _>("p_true")).unwrap();
+        let p = columns.p_true.clone();
         assert!(p.iter().all(|&v| (0.0..=1.0).contains(&v)), "p_true is a probability");
-        let l = unpack_f32(&row.get::<Vec<u8>, _>("loss")).unwrap();
+        let l = columns.loss.clone();
         // The loss is the cross-entropy of the recorded p_true.
         for (loss, p) in l.iter().zip(&p) {
             assert!((loss - (-p.ln())).abs() < 1e-3 * (1.0 + loss.abs()), "loss {loss} vs -ln p_true {}", -p.ln());
         }
-        let predicted = unpack_u16(&row.get::<Vec<u8>, _>("predicted")).unwrap();
-        let margin = unpack_f32(&row.get::<Vec<u8>, _>("margin")).unwrap();
+        let (predicted, margin) = (&columns.predicted, &columns.margin);
         assert_eq!(predicted.len(), samples);
         // Correct exactly when the true logit beats every other one.
         for k in 0..samples {
@@ -64,7 +62,7 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
                 assert_eq!(c[k], 0);
             }
         }
-        assert_eq!(unpack_f32(&row.get::<Vec<u8>, _>("el2n")).unwrap().len(), samples);
+        assert_eq!(columns.el2n.len(), samples);
         correct.push(c);
         p_true.push(p);
         loss.push(l);
@@ -102,11 +100,7 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
         }
     }
     // The eval-mode loss after head warmup is stored with the last warmup epoch only.
-    let eval_losses: Vec<Option<Vec<u8>>> =
-        sqlx::query_scalar("SELECT eval_loss FROM epoch_records WHERE run_id = ? ORDER BY epoch").bind(run_id).fetch_all(&pool).await.unwrap();
-    for (i, eval_loss) in eval_losses.iter().enumerate() {
-        assert_eq!(eval_loss.is_some(), warmup > 0 && i + 1 == warmup, "epoch {}", i + 1);
-    }
+    assert_eq!(records.eval_loss.as_ref().map(|(epoch, loss)| (*epoch as usize, loss.len())), (warmup > 0).then_some((warmup, samples)));
     // Class-mean embeddings of the final model: every class of the subset counted.
     let (dim, means, counts): (i64, Vec<u8>, Vec<u8>) =
         sqlx::query_as("SELECT dim, means, counts FROM run_class_means WHERE run_id = ?").bind(run_id).fetch_one(&pool).await.unwrap();

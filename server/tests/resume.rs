@@ -9,20 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
 use serde_json::Value;
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 
-type Records = Vec<(i64, Vec<u8>, Vec<u8>, Vec<u8>)>;
-
-async fn records(database: &std::path::Path, run_id: i64) -> Records {
+async fn records(database: &std::path::Path, run_id: i64) -> server::records::RunRecords {
     let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display())).await.unwrap();
-    sqlx::query("SELECT epoch, correct, loss, predicted FROM epoch_records WHERE run_id = ? ORDER BY epoch")
-        .bind(run_id)
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get("epoch"), r.get("correct"), r.get("loss"), r.get("predicted")))
-        .collect()
+    server::records::read(&pool, run_id).await.unwrap()
 }
 
 fn epochs_stored(server: &TestServer, run_id: i64) -> usize {
@@ -58,10 +49,11 @@ fn crash_and_compare(crash: impl FnOnce(&mut TestServer)) {
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (a, b) = runtime.block_on(async { (records(&server.database(), interrupted).await, records(&server.database(), uninterrupted).await) });
-    assert_eq!(a.iter().map(|r| r.0).collect::<Vec<_>>(), (1..=5).collect::<Vec<i64>>(), "every epoch once");
-    for (x, y) in a.iter().zip(&b) {
-        assert!(x == y, "epoch {}: the resumed run's records differ from the uninterrupted run's", x.0);
+    assert_eq!(a.epochs, (1..=5).collect::<Vec<u32>>(), "every epoch once");
+    for ((epoch, x), y) in a.epochs.iter().zip(&a.columns).zip(&b.columns) {
+        assert!(x == y, "epoch {epoch}: the resumed run's records differ from the uninterrupted run's");
     }
+    assert_eq!(a.eval_loss, b.eval_loss, "the loss after head warmup");
     let (attempts, uploaded_by): (i64, Vec<i64>) = runtime.block_on(async {
         let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();
         let attempts = sqlx::query_scalar("SELECT attempts FROM jobs WHERE run_id = ?").bind(interrupted).fetch_one(&pool).await.unwrap();
