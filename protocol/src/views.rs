@@ -373,6 +373,14 @@ pub struct Comparison {
     pub pearson: Vec<Vec<Option<f64>>>,
     /// Spearman over the samples forgotten at least once in both runs.
     pub spearman_forgotten: Vec<Vec<Option<f64>>>,
+    /// Two-sided p-values of the correlations above (scipy's definitions); none on the
+    /// diagonal (a run against itself).
+    pub spearman_p: Vec<Vec<Option<f64>>>,
+    pub kendall_p: Vec<Vec<Option<f64>>>,
+    pub pearson_p: Vec<Vec<Option<f64>>>,
+    pub spearman_forgotten_p: Vec<Vec<Option<f64>>>,
+    /// Samples forgotten at least once in both runs (the pairs of `spearman_forgotten`).
+    pub forgotten_pairs: Vec<Vec<u64>>,
     /// Jaccard of two random top-q sets: q / (2 - q).
     pub chance: f64,
     pub set_sizes: Vec<u64>,

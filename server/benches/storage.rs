@@ -5,6 +5,14 @@
 //! matrices over 6 runs x 100,000 samples in <= 200 ms; <= 10 MB per million sample-epochs.
 //!
 //! `cargo bench -p server --bench storage` (FORGETLAB_BENCH_SAMPLES, _EPOCHS, _RUNS).
+//!
+//! FORGETLAB_BENCH_DATA chooses the records of the big run:
+//! - `random` (default): p_true uniform in [0, 1) every epoch, so every trace differs and
+//!   nothing compresses: the worst case for the fits and the store;
+//! - `shaped`: each sample's p_true rises with the epoch, later for harder samples, with
+//!   10 % noise (a rough stand-in for training);
+//! - a folder written by `forgetlab-worker train --out DIR`: a real run's records
+//!   (`DIR/records/epoch-*.parquet`), its own samples and epochs.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -48,13 +56,78 @@ impl Rng {
     }
 }
 
+/// The big run's records, `[epoch]` columns.
+enum Data {
+    Random,
+    Shaped,
+    Real(Vec<EpochColumns>),
+}
+
+impl Data {
+    fn from_env() -> Self {
+        match std::env::var("FORGETLAB_BENCH_DATA").as_deref() {
+            Err(_) | Ok("random") => Data::Random,
+            Ok("shaped") => Data::Shaped,
+            Ok(dir) => Data::Real(read_real(Path::new(dir))),
+        }
+    }
+
+    fn epoch(&self, rng: &mut Rng, samples: usize, epoch: u32, epochs: u32) -> EpochColumns {
+        if let Data::Real(columns) = self {
+            return columns[epoch as usize - 1].clone();
+        }
+        let mut columns = EpochColumns::zeroed(samples);
+        for i in 0..samples {
+            let p = match self {
+                Data::Shaped => {
+                    let difficulty = (i * 7919 % samples) as f32 / samples as f32;
+                    (f32::from(epoch as u16) / epochs as f32 / (difficulty + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit()
+                }
+                _ => rng.unit(),
+            };
+            columns.p_true[i] = p;
+            columns.loss[i] = -p.max(1e-6).ln();
+            columns.correct[i] = u8::from(p > 0.5);
+            columns.margin[i] = p - 0.5;
+            columns.predicted[i] = if p > 0.5 { (i % 10) as u16 } else { ((i + 1) % 10) as u16 };
+            columns.el2n[i] = 1.0 - p;
+        }
+        columns
+    }
+}
+
+/// Every `records/epoch-*.parquet` of a `forgetlab-worker train` folder, in epoch order.
+fn read_real(dir: &Path) -> Vec<EpochColumns> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("records")).expect("a records folder").map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+            let mut columns = EpochColumns::zeroed(0);
+            for row in reader.get_row_iter(None).unwrap() {
+                let row = row.unwrap();
+                columns.correct.push(u8::from(row.get_bool(6).unwrap()));
+                columns.loss.push(row.get_float(7).unwrap());
+                columns.p_true.push(row.get_float(8).unwrap());
+                columns.margin.push(row.get_float(9).unwrap());
+                columns.predicted.push(row.get_int(10).unwrap() as u16);
+                columns.el2n.push(row.get_float(11).unwrap());
+            }
+            columns
+        })
+        .collect()
+}
+
 fn key(i: usize) -> String {
     format!("{:032x}", i as u128 * 0x9E37_79B9_7F4A_7C15)
 }
 
 /// Trains nothing: uploads `epochs` epochs of random records for a new run, as a worker would,
 /// and ends it. Returns (run id, upload times in ms, end-of-run time in ms).
-async fn fake_run(service: &Service, queue: &Queue, samples: usize, epochs: u32, seed: u64) -> (i64, Vec<f64>, f64) {
+async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: usize, epochs: u32, seed: u64) -> (i64, Vec<f64>, f64) {
     let request = RunRequest {
         dataset: Some("bench".into()),
         arch: Some("small_cnn".into()),
@@ -71,16 +144,7 @@ async fn fake_run(service: &Service, queue: &Queue, samples: usize, epochs: u32,
     let mut rng = Rng(seed);
     let mut uploads = Vec::new();
     for epoch in 1..=epochs {
-        let mut columns = EpochColumns::zeroed(samples);
-        for i in 0..samples {
-            let p = rng.unit();
-            columns.p_true[i] = p;
-            columns.loss[i] = -p.max(1e-6).ln();
-            columns.correct[i] = u8::from(p > 0.5);
-            columns.margin[i] = p - 0.5;
-            columns.predicted[i] = (i % 10) as u16;
-            columns.el2n[i] = 1.0 - p;
-        }
+        let columns = data.epoch(&mut rng, samples, epoch, epochs);
         let metrics = EpochMetrics { epoch, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
         let upload = EpochUpload { metrics, columns, val_confusion: None, eval_loss: None };
         let started = Instant::now();
@@ -94,8 +158,12 @@ async fn fake_run(service: &Service, queue: &Queue, samples: usize, epochs: u32,
 
 #[tokio::main]
 async fn main() {
-    let samples = setting("FORGETLAB_BENCH_SAMPLES", 100_000);
-    let epochs = setting("FORGETLAB_BENCH_EPOCHS", 100) as u32;
+    tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "server=info".into())).init();
+    let data = Data::from_env();
+    let (samples, epochs) = match &data {
+        Data::Real(columns) => (columns[0].correct.len(), columns.len() as u32),
+        _ => (setting("FORGETLAB_BENCH_SAMPLES", 100_000), setting("FORGETLAB_BENCH_EPOCHS", 100) as u32),
+    };
     let runs = setting("FORGETLAB_BENCH_RUNS", 6);
     let dir = tempfile::tempdir().unwrap();
     let database = dir.path().join("bench.db");
@@ -104,17 +172,31 @@ async fn main() {
     let spec = format!("classes=10,train_per_class={},val_per_class=1,size=10,channels=1,seed=1", samples / 10);
     registry.register("bench", datasets::Format::Synthetic, Path::new(&spec), DatasetOptions::default()).await.expect("register");
     let hub = Hub::default();
-    let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone() };
+    let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default() };
     let queue = Queue::new(pool.clone(), hub, registry, "bench", 3600);
 
-    println!("{samples} samples; one run of {epochs} epochs, then {runs} runs of 2 epochs for compare");
-    let (run, uploads, end) = fake_run(&service, &queue, samples, epochs, 1).await;
-    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
-    let bytes = size(&database) + size(&dir.path().join("bench.db-wal"));
+    let kind = match &data {
+        Data::Random => "random records".to_owned(),
+        Data::Shaped => "training-shaped records".to_owned(),
+        Data::Real(_) => format!("a real run's records from {}", std::env::var("FORGETLAB_BENCH_DATA").unwrap()),
+    };
+    println!("{samples} samples, {kind}; one run of {epochs} epochs, then {runs} runs of 2 epochs for compare");
+    let (run, uploads, end) = fake_run(&service, &queue, &data, samples, epochs, 1).await;
+    // The file after a checkpoint, and the bytes in use: pages freed by the sealed epoch rows
+    // are reused by the next run's uploads.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&pool).await.unwrap();
+    let pragma = |name: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(&format!("PRAGMA {name}")).fetch_one(&pool).await.unwrap() }
+    };
+    let (pages, free, page_size) = (pragma("page_count").await, pragma("freelist_count").await, pragma("page_size").await);
+    let file = std::fs::metadata(&database).map_or(0, |m| m.len());
+    let bytes = (pages - free) * page_size;
     let sample_epochs = samples as f64 * f64::from(epochs);
+    println!("database file: {:.2} MB per million sample-epochs ({:.1} MB)", file as f64 / 1e6 / (sample_epochs / 1e6), file as f64 / 1e6);
     println!("store one epoch: median {:.1} ms, p95 {:.1} ms (goal <= 20 ms)", median(uploads.clone()), p95(uploads));
-    println!("end of run (per-sample statistics, decay fits, traces) for {samples} x {epochs}: {end:.0} ms (goal <= 1000 ms)");
-    println!("database: {:.2} MB per million sample-epochs (goal <= 10 MB)", bytes as f64 / 1e6 / (sample_epochs / 1e6));
+    println!("end of run (per-sample statistics, decay fits, sealing the records) for {samples} x {epochs}: {end:.0} ms (goal <= 1000 ms)");
+    println!("database in use: {:.2} MB per million sample-epochs (goal <= 10 MB)", bytes as f64 / 1e6 / (sample_epochs / 1e6));
 
     let mut times = Vec::new();
     for i in 0..100 {
@@ -127,7 +209,7 @@ async fn main() {
 
     let mut ids = Vec::new();
     for r in 0..runs {
-        ids.push(fake_run(&service, &queue, samples, 2, 10 + r as u64).await.0);
+        ids.push(fake_run(&service, &queue, &Data::Random, samples, 2, 10 + r as u64).await.0);
     }
     let query = CompareQuery { runs: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","), ..Default::default() };
     let mut times = Vec::new();

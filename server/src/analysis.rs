@@ -7,6 +7,7 @@ use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::{CompareQuery, Comparison, Failure, SampleHistory, SampleStats, Trajectory};
 use sqlx::{Row, SqlitePool};
 
+use crate::codec;
 use crate::db::internal;
 use crate::records;
 
@@ -86,17 +87,45 @@ pub async fn samples(run_id: i64, stats: Vec<SampleStats>, format: Format) -> Re
 }
 
 /// Scores the compare route may rank by, with the column they come from.
-const SCORES: &[&str] = &["forgetting_events", "learning_events", "variability", "warmup_loss", "tau", "r2", "confidence", "correctness"];
+pub const SCORES: &[&str] = &["forgetting_events", "learning_events", "variability", "warmup_loss", "tau", "r2", "confidence", "correctness"];
 
+/// A run's per-sample statistics as packed columns (`run_columns`), in sample order: each of
+/// [`SCORES`] as f64 (NaN where the statistic has no value), and `never_learned` as 0/1.
+/// Written when a run succeeds, so a comparison reads a few BLOBs per run instead of 10^5 rows.
+pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str, Vec<u8>)> {
+    let column = |value: &dyn Fn(&dynamics::SampleSummary) -> Option<f64>| {
+        let raw: Vec<u8> = summaries.iter().flat_map(|s| value(s).unwrap_or(f64::NAN).to_le_bytes()).collect();
+        codec::encode(&raw, 8, 1)
+    };
+    let fit = |s: &dynamics::SampleSummary| match s.decay {
+        dynamics::Decay::Fitted(fit) => Some(fit),
+        dynamics::Decay::Excluded(_) => None,
+    };
+    vec![
+        ("forgetting_events", column(&|s| Some(f64::from(s.events.forgetting_events)))),
+        ("learning_events", column(&|s| Some(f64::from(s.events.learning_events)))),
+        ("variability", column(&|s| s.cartography.map(|c| c.variability))),
+        ("warmup_loss", column(&|s| s.warmup_loss.map(f64::from))),
+        ("tau", column(&|s| fit(s).and_then(|f| f.tau))),
+        ("r2", column(&|s| fit(s).map(|f| f.exponential.r2))),
+        ("confidence", column(&|s| s.cartography.map(|c| c.confidence))),
+        ("correctness", column(&|s| s.cartography.map(|c| c.correctness))),
+        ("never_learned", codec::encode(&summaries.iter().map(|s| u8::from(s.events.never_learned())).collect::<Vec<_>>(), 1, 1)),
+    ]
+}
+
+/// One run of a comparison: its scores per sample.
 struct RunScores {
     id: i64,
     dataset: String,
-    /// sample_key -> (score, never learned)
-    scores: HashMap<String, (Option<f64>, bool)>,
+    /// SHA-256 of the sample keys in order; equal digests: the same samples, same order.
+    digest: Option<String>,
+    /// From `run_columns`, in sample order: (score, never learned, forgotten at least once).
+    columns: Option<(Vec<f64>, Vec<bool>, Vec<bool>)>,
 }
 
 async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunScores, Failure> {
-    let row = sqlx::query("SELECT r.dataset, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
+    let row = sqlx::query("SELECT r.dataset, r.manifest_digest, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
         .bind(run_id)
         .fetch_optional(pool)
         .await
@@ -106,25 +135,118 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
     if status != "succeeded" {
         return Err(Failure::conflict(format!("run #{run_id} is {status}; only finished runs (succeeded) have statistics to compare")));
     }
-    // `score` is one of SCORES: safe to name as a column.
-    let rows: Vec<(String, Option<f64>, bool)> = sqlx::query_as(&format!("SELECT sample_key, CAST({score} AS REAL), never_learned FROM sample_stats WHERE run_id = ?"))
+    let stored: HashMap<String, Vec<u8>> = sqlx::query_as("SELECT name, data FROM run_columns WHERE run_id = ? AND name IN (?, 'never_learned', 'forgetting_events')")
         .bind(run_id)
+        .bind(score)
         .fetch_all(pool)
         .await
-        .map_err(internal)?;
-    Ok(RunScores { id: run_id, dataset: row.get("dataset"), scores: rows.into_iter().map(|(k, s, n)| (k, (s, n))).collect() })
+        .map_err(internal)?
+        .into_iter()
+        .collect();
+    let decode = |name: &str| stored.get(name).map(|data| codec::decode(data).map_err(|e| internal(format!("run #{run_id} column {name}: {e}")))).transpose();
+    let f64s = |raw: Vec<u8>| raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f64>>();
+    let columns = match (decode(score)?, decode("never_learned")?, decode("forgetting_events")?) {
+        (Some(values), Some(never), Some(events)) => Some((f64s(values), never.iter().map(|&n| n != 0).collect(), f64s(events).iter().map(|&e| e > 0.0).collect())),
+        _ => None,
+    };
+    Ok(RunScores { id: run_id, dataset: row.get("dataset"), digest: row.get("manifest_digest"), columns })
 }
 
-/// `GET /api/v1/compare`.
-pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Comparison, Failure> {
-    let ids: Vec<i64> = query
-        .runs
+/// Scores of the compared samples, aligned across runs: entry i of every vector is one sample.
+struct Aligned {
+    scores: Vec<Vec<f64>>,
+    never_learned: Vec<Vec<bool>>,
+    forgotten: Vec<Vec<bool>>,
+}
+
+/// The slow path, for runs over different sample lists (or finished before `run_columns`):
+/// joins `sample_stats` rows on content keys, in the first run's sample order.
+async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: &str, intersect: bool) -> Result<Aligned, Failure> {
+    let mut tables = Vec::new();
+    for run in runs {
+        // `score` is one of SCORES: safe to name as a column.
+        let rows: Vec<(String, Option<f64>, bool, i64)> =
+            sqlx::query_as(&format!("SELECT sample_key, CAST({score} AS REAL), never_learned, forgetting_events FROM sample_stats WHERE run_id = ? ORDER BY sample_index"))
+                .bind(run.id)
+                .fetch_all(pool)
+                .await
+                .map_err(internal)?;
+        tables.push(rows);
+    }
+    let maps: Vec<HashMap<&str, usize>> = tables.iter().map(|rows| rows.iter().enumerate().map(|(i, r)| (r.0.as_str(), i)).collect()).collect();
+    let shared: Vec<Vec<usize>> = tables[0]
+        .iter()
+        .filter_map(|row| maps.iter().map(|m| m.get(row.0.as_str()).copied()).collect::<Option<Vec<usize>>>())
+        .collect();
+    if !intersect && tables.iter().any(|t| t.len() != shared.len()) {
+        let sizes: Vec<String> = runs.iter().zip(&tables).map(|(r, t)| format!("#{}: {}", r.id, t.len())).collect();
+        return Err(Failure::conflict(format!(
+            "the runs hold different samples ({}; {} shared); add intersect=true to compare the shared ones",
+            sizes.join(", "),
+            shared.len()
+        )));
+    }
+    let column = |r: usize, f: &dyn Fn(&(String, Option<f64>, bool, i64)) -> f64| shared.iter().map(|at| f(&tables[r][at[r]])).collect::<Vec<f64>>();
+    Ok(Aligned {
+        scores: (0..runs.len()).map(|r| column(r, &|row| row.1.unwrap_or(f64::NAN))).collect(),
+        never_learned: (0..runs.len()).map(|r| column(r, &|row| f64::from(u8::from(row.2))).iter().map(|&v| v != 0.0).collect()).collect(),
+        forgotten: (0..runs.len()).map(|r| column(r, &|row| row.3 as f64).iter().map(|&v| v > 0.0).collect()).collect(),
+    })
+}
+
+/// Comparisons already computed, by query, each with the state of its runs when computed: an
+/// entry is used only while every run is unchanged (same status, attempts, finish time).
+#[derive(Default)]
+pub struct CompareCache {
+    entries: std::sync::Mutex<HashMap<String, (Vec<String>, Comparison)>>,
+}
+
+/// Entries kept; the cache is emptied when it is full.
+const CACHED_COMPARISONS: usize = 64;
+
+impl CompareCache {
+    /// `GET /api/v1/compare`, answered from the cache while its runs are unchanged.
+    pub async fn compare(&self, pool: &SqlitePool, query: CompareQuery) -> Result<Comparison, Failure> {
+        let key = serde_json::to_string(&query).map_err(internal)?;
+        let ids = parse_ids(&query.runs)?;
+        let mut versions = Vec::new();
+        for id in &ids {
+            let version: Option<String> = sqlx::query_scalar("SELECT status || '/' || attempts || '/' || COALESCE(finished_at, '') FROM jobs WHERE run_id = ?")
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+                .map_err(internal)?;
+            versions.push(version.unwrap_or_default());
+        }
+        if let Some((seen, comparison)) = self.entries.lock().unwrap().get(&key) {
+            if *seen == versions {
+                return Ok(comparison.clone());
+            }
+        }
+        let comparison = compare(pool, query).await?;
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() >= CACHED_COMPARISONS {
+            entries.clear();
+        }
+        entries.insert(key, (versions, comparison.clone()));
+        Ok(comparison)
+    }
+}
+
+fn parse_ids(runs: &str) -> Result<Vec<i64>, Failure> {
+    let ids: Vec<i64> = runs
         .split(',')
-        .map(|s| s.trim().parse::<i64>().map_err(|_| Failure::bad_request(format!("runs must be run ids separated by commas, got {:?}", query.runs))))
+        .map(|s| s.trim().parse::<i64>().map_err(|_| Failure::bad_request(format!("runs must be run ids separated by commas, got {runs:?}"))))
         .collect::<Result<_, _>>()?;
     if ids.len() < 2 || ids.len() > 50 {
         return Err(Failure::bad_request(format!("compare 2 to 50 runs, got {}", ids.len())));
     }
+    Ok(ids)
+}
+
+/// `GET /api/v1/compare`, computed.
+pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Comparison, Failure> {
+    let ids = parse_ids(&query.runs)?;
     let q = query.q.unwrap_or(0.1);
     if !(q > 0.0 && q <= 1.0) {
         return Err(Failure::bad_request(format!("q must be a fraction above 0 and at most 1, got {q}")));
@@ -154,47 +276,56 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
             )));
         }
     }
-    let mut keys: Vec<&String> = runs[0].scores.keys().filter(|k| runs.iter().all(|r| r.scores.contains_key(*k))).collect();
-    if !intersect && runs.iter().any(|r| r.scores.len() != keys.len()) {
-        let sizes: Vec<String> = runs.iter().map(|r| format!("#{}: {}", r.id, r.scores.len())).collect();
-        return Err(Failure::conflict(format!(
-            "the runs hold different samples ({}; {} shared); add intersect=true to compare the shared ones",
-            sizes.join(", "),
-            keys.len()
-        )));
-    }
-    let never_learned_anywhere = |key: &String| runs.iter().any(|r| r.scores[key].1);
-    if exclude_never_learned && score == "forgetting_events" {
-        keys.retain(|k| !never_learned_anywhere(k));
-    }
-    // Samples without a value of the score (tau of an excluded fit) drop out of every run.
-    keys.retain(|k| runs.iter().all(|r| r.scores[*k].0.is_some()));
-    keys.sort();
-    if keys.len() < 3 {
-        return Err(Failure::conflict(format!("only {} samples are left to compare; nothing meaningful can be said", keys.len())));
-    }
-    let vectors: Vec<Vec<f64>> = runs
-        .iter()
-        .map(|r| {
-            let values: Vec<f64> = keys.iter().map(|k| r.scores[*k].0.unwrap_or(0.0)).collect();
-            if score == "forgetting_events" && !exclude_never_learned {
-                // Toneva et al.: never-learned samples rank above every forgotten one.
-                let top = values.iter().cloned().fold(0.0, f64::max) + 1.0;
-                keys.iter().zip(values).map(|(k, v)| if r.scores[*k].1 { top } else { v }).collect()
-            } else {
-                values
-            }
-        })
-        .collect();
-    let ids_for_seed = ids.clone();
-    tokio::task::spawn_blocking(move || Ok(matrices(&ids_for_seed, &vectors, q, score)))
-        .await
-        .map_err(internal)?
+    // Same samples in the same order (equal digests) and packed columns: no join needed.
+    let same_samples = runs.iter().all(|r| r.digest.is_some() && r.digest == runs[0].digest && r.columns.is_some());
+    let aligned = if same_samples {
+        let mut aligned = Aligned { scores: Vec::new(), never_learned: Vec::new(), forgotten: Vec::new() };
+        for run in &mut runs {
+            let (scores, never, forgotten) = run.columns.take().expect("checked");
+            aligned.scores.push(scores);
+            aligned.never_learned.push(never);
+            aligned.forgotten.push(forgotten);
+        }
+        aligned
+    } else {
+        join_on_keys(pool, &runs, &score, intersect).await?
+    };
+    tokio::task::spawn_blocking(move || {
+        let forgetting = score == "forgetting_events";
+        let k = aligned.scores.len();
+        // Samples without a value of the score (tau of an excluded fit) drop out of every
+        // run, as do never-learned ones when excluded.
+        let keep: Vec<usize> = (0..aligned.scores[0].len())
+            .filter(|&i| (0..k).all(|r| !aligned.scores[r][i].is_nan()))
+            .filter(|&i| !(exclude_never_learned && forgetting && (0..k).any(|r| aligned.never_learned[r][i])))
+            .collect();
+        if keep.len() < 3 {
+            return Err(Failure::conflict(format!("only {} samples are left to compare; nothing meaningful can be said", keep.len())));
+        }
+        let vectors: Vec<Vec<f64>> = (0..k)
+            .map(|r| {
+                let values: Vec<f64> = keep.iter().map(|&i| aligned.scores[r][i]).collect();
+                if forgetting && !exclude_never_learned {
+                    // Toneva et al.: never-learned samples rank above every forgotten one.
+                    let top = values.iter().cloned().fold(0.0, f64::max) + 1.0;
+                    keep.iter().zip(values).map(|(&i, v)| if aligned.never_learned[r][i] { top } else { v }).collect()
+                } else {
+                    values
+                }
+            })
+            .collect();
+        let forgotten: Vec<Vec<bool>> = aligned.forgotten.iter().map(|f| keep.iter().map(|&i| f[i]).collect()).collect();
+        Ok(matrices(&ids, &vectors, &forgotten, q, score))
+    })
+    .await
+    .map_err(internal)?
 }
 
-fn matrices(ids: &[i64], vectors: &[Vec<f64>], q: f64, score: String) -> Comparison {
+/// Every pair's Jaccard of the top-q sets and correlations, pairs spread over the cores.
+fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, score: String) -> Comparison {
     let k = vectors.len();
     let sets: Vec<dynamics::TopSet> = vectors.iter().zip(ids).map(|(v, &id)| dynamics::top_set(v, q, id as u64)).collect();
+    let ranks: Vec<Vec<f64>> = vectors.iter().map(|v| dynamics::average_ranks(v)).collect();
     let mut comparison = Comparison {
         runs: ids.to_vec(),
         q,
@@ -205,30 +336,64 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], q: f64, score: String) -> Compari
         kendall: vec![vec![None; k]; k],
         pearson: vec![vec![None; k]; k],
         spearman_forgotten: vec![vec![None; k]; k],
+        spearman_p: vec![vec![None; k]; k],
+        kendall_p: vec![vec![None; k]; k],
+        pearson_p: vec![vec![None; k]; k],
+        spearman_forgotten_p: vec![vec![None; k]; k],
+        forgotten_pairs: vec![vec![0; k]; k],
         chance: dynamics::chance_jaccard(q),
         set_sizes: sets.iter().map(|s| s.size as u64).collect(),
         zero_scores: sets.iter().map(|s| s.zero_scores as u64).collect(),
         tied_at_cut: sets.iter().map(|s| s.tied_at_cut as u64).collect(),
     };
-    let finite = |c: dynamics::Correlation| c.r.is_finite().then_some(c.r);
-    for i in 0..k {
-        for j in i..k {
-            let (a, b) = (&vectors[i], &vectors[j]);
-            let values = [
-                dynamics::jaccard(&sets[i].members, &sets[j].members),
-                finite(dynamics::spearman(a, b)),
-                finite(dynamics::kendall_tau_b(a, b)),
-                finite(dynamics::pearson(a, b)),
-            ];
-            let forgotten: (Vec<f64>, Vec<f64>) = a.iter().zip(b).filter(|(x, y)| **x > 0.0 && **y > 0.0).map(|(x, y)| (*x, *y)).unzip();
-            let spearman_forgotten = finite(dynamics::spearman(&forgotten.0, &forgotten.1));
-            for (matrix, value) in [&mut comparison.jaccard, &mut comparison.spearman, &mut comparison.kendall, &mut comparison.pearson].into_iter().zip(values) {
-                matrix[i][j] = value;
-                matrix[j][i] = value;
-            }
-            comparison.spearman_forgotten[i][j] = spearman_forgotten;
-            comparison.spearman_forgotten[j][i] = spearman_forgotten;
+    let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i..k).map(move |j| (i, j))).collect();
+    let pair = |&(i, j): &(usize, usize)| {
+        let in_both: Vec<usize> = (0..vectors[i].len()).filter(|&s| forgotten[i][s] && forgotten[j][s]).collect();
+        let subset = |v: &[f64]| in_both.iter().map(|&s| v[s]).collect::<Vec<f64>>();
+        let correlations = if i == j {
+            // A run against itself: r = 1 unless the scores are constant; no p-value.
+            let own = |v: &[f64]| {
+                let varies = v.iter().any(|x| *x != v[0]);
+                dynamics::Correlation { r: if varies && v.len() >= 2 { 1.0 } else { f64::NAN }, p_value: None, n: v.len() }
+            };
+            let all = own(&vectors[i]);
+            [all, all, all, own(&subset(&vectors[i]))]
+        } else {
+            // Spearman is Pearson's r of the average ranks, ranked once per run.
+            [
+                dynamics::pearson(&ranks[i], &ranks[j]),
+                dynamics::kendall_tau_b(&vectors[i], &vectors[j]),
+                dynamics::pearson(&vectors[i], &vectors[j]),
+                dynamics::spearman(&subset(&vectors[i]), &subset(&vectors[j])),
+            ]
+        };
+        ((i, j), dynamics::jaccard(&sets[i].members, &sets[j].members), correlations, in_both.len() as u64)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len()).max(1);
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let (pairs, pair) = (&pairs, &pair);
+        let handles: Vec<_> = (0..threads).map(|t| scope.spawn(move || pairs.iter().skip(t).step_by(threads).map(pair).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a comparison thread panicked")).collect()
+    });
+    let finite = |c: &dynamics::Correlation| c.r.is_finite().then_some(c.r);
+    for ((i, j), jaccard, correlations, in_both) in results {
+        let [spearman, kendall, pearson, spearman_forgotten] = &correlations;
+        for (matrix, value) in [
+            (&mut comparison.jaccard, jaccard),
+            (&mut comparison.spearman, finite(spearman)),
+            (&mut comparison.kendall, finite(kendall)),
+            (&mut comparison.pearson, finite(pearson)),
+            (&mut comparison.spearman_forgotten, finite(spearman_forgotten)),
+            (&mut comparison.spearman_p, spearman.p_value),
+            (&mut comparison.kendall_p, kendall.p_value),
+            (&mut comparison.pearson_p, pearson.p_value),
+            (&mut comparison.spearman_forgotten_p, spearman_forgotten.p_value),
+        ] {
+            matrix[i][j] = value;
+            matrix[j][i] = value;
         }
+        comparison.forgotten_pairs[i][j] = in_both;
+        comparison.forgotten_pairs[j][i] = in_both;
     }
     comparison
 }

@@ -1,7 +1,7 @@
 //! The column codec of stored records: lossless, about 2-8x smaller than packed arrays on
 //! training records (bench/RESULTS.md).
 //!
-//! A column is a sequence of fixed-width little-endian values (u8, u16 or f32) cut into
+//! A column is a sequence of fixed-width little-endian values (u8, u16, f32, f64) cut into
 //! series (one sample's values over the epochs). Encoding:
 //! 1. each value is XORed with the one before it in its series, so a value that barely
 //!    changes from epoch to epoch (p_true near 1, a stable prediction) leaves mostly zero bits;
@@ -17,7 +17,7 @@ const LEVEL: i32 = 3;
 
 /// Encodes `raw` (values of `width` bytes, in series of `series` values).
 pub fn encode(raw: &[u8], width: usize, series: usize) -> Vec<u8> {
-    assert!(matches!(width, 1 | 2 | 4) && raw.len() % width == 0 && series > 0, "a column of 1-, 2- or 4-byte values in series");
+    assert!(matches!(width, 1 | 2 | 4 | 8) && raw.len() % width == 0 && series > 0, "a column of 1-, 2-, 4- or 8-byte values in series");
     let count = raw.len() / width;
     let mut planes = vec![0u8; raw.len()];
     for i in 0..count {
@@ -44,7 +44,7 @@ pub fn decode(data: &[u8]) -> Result<Vec<u8>, String> {
     let width = usize::from(data[1]);
     let series = u32::from_le_bytes(data[2..6].try_into().unwrap()) as usize;
     let count = u32::from_le_bytes(data[6..10].try_into().unwrap()) as usize;
-    if !matches!(width, 1 | 2 | 4) || series == 0 {
+    if !matches!(width, 1 | 2 | 4 | 8) || series == 0 {
         return Err(format!("an encoded column with width {width} and series {series}"));
     }
     let planes = zstd::bulk::decompress(&data[HEADER..], count * width).map_err(|e| format!("a damaged column: {e}"))?;
@@ -68,7 +68,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn round_trips_every_width_and_series(values in proptest::collection::vec(any::<u8>(), 0..2000), width in prop_oneof![Just(1usize), Just(2), Just(4)], series in 1usize..50) {
+        fn round_trips_every_width_and_series(values in proptest::collection::vec(any::<u8>(), 0..2000), width in prop_oneof![Just(1usize), Just(2), Just(4), Just(8)], series in 1usize..50) {
             let raw = &values[..values.len() / width * width];
             prop_assert_eq!(decode(&encode(raw, width, series)).unwrap(), raw);
         }

@@ -192,6 +192,12 @@ impl Queue {
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
         }
+        let mut digest = Sha256::new();
+        for sample in &manifest.samples {
+            digest.update(sample.sample_key.as_bytes());
+            digest.update(b"\n");
+        }
+        sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?").bind(hex(&digest.finalize())).bind(job.run_id).execute(&mut *tx).await.map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         self.renew(job_id).await
     }
@@ -353,22 +359,25 @@ impl Queue {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(internal)?;
+        let started = std::time::Instant::now();
         let records = records::read(&self.pool, run_id).await?;
+        let read = started.elapsed();
         let total = spec.total_epochs();
         if records.epochs != (1..=total).collect::<Vec<_>>() {
             let missing: Vec<String> = (1..=total).filter(|e| !records.epochs.contains(e)).map(|e| e.to_string()).collect();
             return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
         }
         let warmup = spec.warmup_epochs as usize;
-        let (records, summaries, blocks) = tokio::task::spawn_blocking(move || {
+        let (records, summaries, blocks, summarized, sealed) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
             let after_warmup = records.eval_loss.as_ref().filter(|(epoch, _)| *epoch as usize == warmup).map(|(_, loss)| loss.as_slice());
             let columns: Vec<dynamics::TraceColumns> =
                 records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
+            let summarized = started.elapsed();
             let blocks = records::seal(&records);
-            (records, summaries, blocks)
+            (records, summaries, blocks, summarized, started.elapsed())
         })
         .await
         .map_err(internal)?;
@@ -408,8 +417,14 @@ impl Queue {
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
         }
+        sqlx::query("DELETE FROM run_columns WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
+        for (name, data) in crate::analysis::score_columns(&summaries) {
+            sqlx::query("INSERT INTO run_columns (run_id, name, data) VALUES (?, ?, ?)").bind(run_id).bind(name).bind(data).execute(&mut *tx).await.map_err(internal)?;
+        }
+        let stats_written = started.elapsed();
         records::store_sealed(&mut tx, run_id, &records, &blocks).await?;
         tx.commit().await.map_err(internal)?;
+        tracing::info!(run = run_id, samples = summaries.len(), epochs = total, ?read, ?summarized, ?sealed, ?stats_written, total = ?started.elapsed(), "end of run: statistics and sealed records stored");
         Ok(summaries.len())
     }
 

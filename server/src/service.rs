@@ -17,6 +17,7 @@ pub struct Service {
     pub pool: SqlitePool,
     pub registry: Arc<Registry>,
     pub hub: Hub,
+    pub compare_cache: crate::analysis::CompareCache,
 }
 
 /// Columns the runs table may be sorted by, as the API names them.

@@ -97,6 +97,36 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
         assert_eq!(got, None);
     }
 
+    let p = comparison["spearman_p"][0][1].as_f64();
+    assert_eq!(p.is_some(), expected.is_finite(), "a p-value with every defined coefficient");
+    assert_eq!(comparison["spearman_p"][0][0], Value::Null, "none for a run against itself");
+    assert_eq!(comparison["kendall"][0][1], comparison["kendall"][1][0]);
+
+    // Runs with the same sample list are compared from packed columns without a join; the
+    // join on content keys (runs over different lists) gives the same answer.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pool = runtime.block_on(sqlx::SqlitePool::connect(&format!("sqlite://{}", server.database().display()))).unwrap();
+    let sql = |statement: &str, run: i64| {
+        runtime.block_on(sqlx::query(statement).bind(run).execute(&pool)).unwrap();
+    };
+    let query = protocol::CompareQuery { runs: format!("{a},{b}"), q: Some(0.1), ..Default::default() };
+    let packed = runtime.block_on(server::analysis::compare(&pool, query.clone())).unwrap();
+    sql("UPDATE runs SET manifest_digest = NULL WHERE id = ?", a);
+    let joined = runtime.block_on(server::analysis::compare(&pool, query)).unwrap();
+    assert_eq!(serde_json::to_value(&packed).unwrap(), serde_json::to_value(&joined).unwrap());
+    assert_eq!(serde_json::to_value(&packed).unwrap(), comparison);
+
+    // The route's cache answers while the runs are unchanged, and forgets a comparison when
+    // one of its runs changes.
+    sql("DELETE FROM run_columns WHERE run_id = ?", b);
+    sql("DELETE FROM sample_stats WHERE run_id = ?", b);
+    let cached: Value = get(&format!("/compare?runs={a},{b}&q=0.1")).json().unwrap();
+    assert_eq!(cached, comparison, "served from the cache");
+    sql("UPDATE jobs SET finished_at = '2099-01-01T00:00:00Z' WHERE run_id = ?", b);
+    let recomputed = get(&format!("/compare?runs={a},{b}&q=0.1"));
+    assert_eq!(recomputed.status(), 409, "computed again from the changed run");
+    assert!(recomputed.text().unwrap().contains("the runs hold different samples"));
+
     // Different datasets are refused, and say how to compare anyway; they share no samples.
     let refused = get(&format!("/compare?runs={a},{other}"));
     assert_eq!(refused.status(), 409);

@@ -102,7 +102,7 @@ pub async fn sample_history(State(state): State<AppState>, Path((id, key)): Path
 
 /// `GET /compare?runs=1,2&q=0.1&score=forgetting_events`.
 pub async fn compare(State(state): State<AppState>, QueryParams(query): QueryParams<CompareQuery>) -> ApiResult<Json<Comparison>> {
-    Ok(Json(analysis::compare(&state.service.pool, query).await?))
+    Ok(Json(state.service.compare_cache.compare(&state.service.pool, query).await?))
 }
 
 #[derive(Serialize)]
