@@ -194,6 +194,12 @@ async fn main() {
     let bytes = (pages - free) * page_size;
     let sample_epochs = samples as f64 * f64::from(epochs);
     println!("database file: {:.2} MB per million sample-epochs ({:.1} MB)", file as f64 / 1e6 / (sample_epochs / 1e6), file as f64 / 1e6);
+    let mut parts = Vec::new();
+    for column in ["correct", "p_true", "loss", "predicted", "margin", "el2n"] {
+        let bytes: i64 = sqlx::query_scalar(&format!("SELECT SUM(length({column})) FROM record_blocks WHERE run_id = ?")).bind(run).fetch_one(&pool).await.unwrap();
+        parts.push(format!("{column} {:.2}", bytes as f64 / sample_epochs));
+    }
+    println!("sealed records, bytes per sample-epoch: {}", parts.join(", "));
     println!("store one epoch: median {:.1} ms, p95 {:.1} ms (goal <= 20 ms)", median(uploads.clone()), p95(uploads));
     println!("end of run (per-sample statistics, decay fits, sealing the records) for {samples} x {epochs}: {end:.0} ms (goal <= 1000 ms)");
     println!("database in use: {:.2} MB per million sample-epochs (goal <= 10 MB)", bytes as f64 / 1e6 / (sample_epochs / 1e6));
@@ -212,6 +218,12 @@ async fn main() {
         ids.push(fake_run(&service, &queue, &Data::Random, samples, 2, 10 + r as u64).await.0);
     }
     let query = CompareQuery { runs: ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(","), ..Default::default() };
+    let started = Instant::now();
+    service.compare_cache.compare(&pool, query.clone()).await.expect("compare");
+    let first = started.elapsed().as_secs_f64() * 1e3;
+    let started = Instant::now();
+    service.compare_cache.compare(&pool, query.clone()).await.expect("compare");
+    println!("compare through the cache: first {first:.0} ms, again {:.2} ms", started.elapsed().as_secs_f64() * 1e3);
     let mut times = Vec::new();
     for _ in 0..5 {
         let started = Instant::now();

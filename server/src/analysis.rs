@@ -95,7 +95,7 @@ pub const SCORES: &[&str] = &["forgetting_events", "learning_events", "variabili
 pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str, Vec<u8>)> {
     let column = |value: &dyn Fn(&dynamics::SampleSummary) -> Option<f64>| {
         let raw: Vec<u8> = summaries.iter().flat_map(|s| value(s).unwrap_or(f64::NAN).to_le_bytes()).collect();
-        codec::encode(&raw, 8, 1)
+        codec::encode(&raw, 8)
     };
     let fit = |s: &dynamics::SampleSummary| match s.decay {
         dynamics::Decay::Fitted(fit) => Some(fit),
@@ -110,7 +110,7 @@ pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str
         ("r2", column(&|s| fit(s).map(|f| f.exponential.r2))),
         ("confidence", column(&|s| s.cartography.map(|c| c.confidence))),
         ("correctness", column(&|s| s.cartography.map(|c| c.correctness))),
-        ("never_learned", codec::encode(&summaries.iter().map(|s| u8::from(s.events.never_learned())).collect::<Vec<_>>(), 1, 1)),
+        ("never_learned", codec::encode(&summaries.iter().map(|s| u8::from(s.events.never_learned())).collect::<Vec<_>>(), 1)),
     ]
 }
 
@@ -186,11 +186,12 @@ async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: &str, inters
             shared.len()
         )));
     }
-    let column = |r: usize, f: &dyn Fn(&(String, Option<f64>, bool, i64)) -> f64| shared.iter().map(|at| f(&tables[r][at[r]])).collect::<Vec<f64>>();
+    let tables = &tables;
+    let rows = |r: usize| shared.iter().map(move |at| &tables[r][at[r]]);
     Ok(Aligned {
-        scores: (0..runs.len()).map(|r| column(r, &|row| row.1.unwrap_or(f64::NAN))).collect(),
-        never_learned: (0..runs.len()).map(|r| column(r, &|row| f64::from(u8::from(row.2))).iter().map(|&v| v != 0.0).collect()).collect(),
-        forgotten: (0..runs.len()).map(|r| column(r, &|row| row.3 as f64).iter().map(|&v| v > 0.0).collect()).collect(),
+        scores: (0..runs.len()).map(|r| rows(r).map(|row| row.1.unwrap_or(f64::NAN)).collect()).collect(),
+        never_learned: (0..runs.len()).map(|r| rows(r).map(|row| row.2).collect()).collect(),
+        forgotten: (0..runs.len()).map(|r| rows(r).map(|row| row.3 > 0).collect()).collect(),
     })
 }
 
@@ -218,10 +219,8 @@ impl CompareCache {
                 .map_err(internal)?;
             versions.push(version.unwrap_or_default());
         }
-        if let Some((seen, comparison)) = self.entries.lock().unwrap().get(&key) {
-            if *seen == versions {
-                return Ok(comparison.clone());
-            }
+        if let Some((_, comparison)) = self.entries.lock().unwrap().get(&key).filter(|(seen, _)| *seen == versions) {
+            return Ok(comparison.clone());
         }
         let comparison = compare(pool, query).await?;
         let mut entries = self.entries.lock().unwrap();

@@ -229,10 +229,8 @@ impl Queue {
                 return Err(Failure::bad_request(format!("val_confusion has {} cells; {classes} classes need {cells}", confusion.len())));
             }
         }
-        if let Some(eval_loss) = &upload.eval_loss {
-            if eval_loss.len() != samples as usize {
-                return Err(Failure::bad_request(format!("eval_loss has {} values; the run has {samples} samples", eval_loss.len())));
-            }
+        if let Some(eval_loss) = upload.eval_loss.as_ref().filter(|l| l.len() != samples as usize) {
+            return Err(Failure::bad_request(format!("eval_loss has {} values; the run has {samples} samples", eval_loss.len())));
         }
         let m = &upload.metrics;
         let mut tx = self.pool.begin().await.map_err(internal)?;

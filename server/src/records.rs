@@ -3,8 +3,8 @@
 //! While a run trains, `epoch_records` holds one row per (run, epoch) of packed arrays, as
 //! the worker uploads them (an upload replaces its epoch; a resumed run appends). When the run
 //! succeeds its records are sealed: transposed into `record_blocks` of [`BLOCK`] samples x every
-//! epoch, each column encoded by [`crate::codec`] (XOR with the previous epoch, byte planes,
-//! zstd), and the epoch rows are deleted. One sample's trajectory is then one block per run,
+//! epoch, each column encoded by [`crate::codec`] (byte planes, zstd; p_true stored as its
+//! XOR with `exp(-loss)`, [`codec::predict_p_true`]), and the epoch rows are deleted. One sample's trajectory is then one block per run,
 //! and the whole run is read back in epoch order for exports and recomputation.
 
 use protocol::pack::{pack_f32, unpack_f32, unpack_u16};
@@ -104,12 +104,12 @@ pub fn seal(records: &RunRecords) -> Vec<SealedBlock> {
                     raw.extend_from_slice(&value(epoch, s)[..width]);
                 }
             }
-            codec::encode(&raw, width, epochs)
+            codec::encode(&raw, width)
         };
         let f32_at = |f: fn(&EpochColumns) -> &Vec<f32>| move |e: &EpochColumns, s: usize| f(e)[s].to_le_bytes();
         let columns = vec![
             gather(1, &|e, s| [e.correct[s], 0, 0, 0]),
-            gather(4, &f32_at(|e| &e.p_true)),
+            gather(4, &|e, s| codec::p_true_residual(e.p_true[s], e.loss[s]).to_le_bytes()),
             gather(4, &f32_at(|e| &e.loss)),
             gather(2, &|e, s| {
                 let [a, b] = e.predicted[s].to_le_bytes();
@@ -118,7 +118,7 @@ pub fn seal(records: &RunRecords) -> Vec<SealedBlock> {
             gather(4, &f32_at(|e| &e.margin)),
             gather(4, &f32_at(|e| &e.el2n)),
         ];
-        let eval_loss = records.eval_loss.as_ref().map(|(_, loss)| codec::encode(&pack_f32(&loss[first..end]), 4, 1));
+        let eval_loss = records.eval_loss.as_ref().map(|(_, loss)| codec::encode(&pack_f32(&loss[first..end]), 4));
         SealedBlock { first_sample: first, samples: end - first, columns, eval_loss }
     };
     let per_thread = starts.len().div_ceil(threads).max(1);
@@ -174,8 +174,8 @@ async fn read_sealed(pool: &SqlitePool, run_id: i64) -> Result<RunRecords, Failu
                 let i = s * epochs + e;
                 let f32_at = |c: usize| f32::from_le_bytes(columns[c][i * 4..i * 4 + 4].try_into().unwrap());
                 epoch.correct[first + s] = columns[0][i];
-                epoch.p_true[first + s] = f32_at(1);
                 epoch.loss[first + s] = f32_at(2);
+                epoch.p_true[first + s] = codec::p_true_from_residual(f32_at(1).to_bits(), epoch.loss[first + s]);
                 epoch.predicted[first + s] = u16::from_le_bytes([columns[3][i * 2], columns[3][i * 2 + 1]]);
                 epoch.margin[first + s] = f32_at(4);
                 epoch.el2n[first + s] = f32_at(5);
@@ -218,10 +218,85 @@ pub async fn trace(pool: &SqlitePool, run_id: i64, sample_index: usize) -> Resul
         let column = decoded(&row, name)?;
         column.get(range(width)).map(<[u8]>::to_vec).ok_or_else(|| internal(format!("record block {first} of run #{run_id} is short")))
     };
+    let loss = unpack_f32(&slice("loss", 4)?).map_err(internal)?;
+    let residuals = unpack_f32(&slice("p_true", 4)?).map_err(internal)?;
     Ok(Trace {
         correct: slice("correct", 1)?,
-        p_true: unpack_f32(&slice("p_true", 4)?).map_err(internal)?,
-        loss: unpack_f32(&slice("loss", 4)?).map_err(internal)?,
+        p_true: residuals.iter().zip(&loss).map(|(r, &l)| codec::p_true_from_residual(r.to_bits(), l)).collect(),
+        loss,
         predicted: unpack_u16(&slice("predicted", 2)?).map_err(internal)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records with awkward values: NaN, infinities, zeros, p_true not equal to exp(-loss).
+    fn records(samples: usize, epochs: usize) -> RunRecords {
+        let mut state = 3u32;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            state
+        };
+        let columns = (0..epochs)
+            .map(|_| {
+                let mut c = EpochColumns::zeroed(samples);
+                for s in 0..samples {
+                    let loss = (next() % 10_000) as f32 / 1000.0;
+                    c.loss[s] = loss;
+                    c.p_true[s] = match s % 7 {
+                        0 => f32::NAN,
+                        1 => 0.0,
+                        2 => f32::from_bits(next()),
+                        _ => (-loss).exp(),
+                    };
+                    c.correct[s] = (next() % 2) as u8;
+                    c.margin[s] = if s % 11 == 0 { f32::NEG_INFINITY } else { f32::from_bits(next()) };
+                    c.predicted[s] = (next() % 200) as u16;
+                    c.el2n[s] = f32::from_bits(next() & 0x7fff_ffff);
+                }
+                c
+            })
+            .collect();
+        RunRecords { epochs: (1..=epochs as u32).collect(), columns, eval_loss: Some((1, (0..samples).map(|s| s as f32 * 0.5).collect())) }
+    }
+
+    /// Compares bit patterns (NaN included).
+    fn bits(records: &RunRecords) -> Vec<Vec<u32>> {
+        records.columns.iter().flat_map(|c| [c.loss.clone(), c.p_true.clone(), c.margin.clone(), c.el2n.clone()]).map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
+    }
+
+    #[tokio::test]
+    async fn sealed_records_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query("INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels) VALUES ('d', 'idx', '/', 2, '[]', 1, 1, 1, 1, 1)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 5)").execute(&pool).await.unwrap();
+        let original = records(150, 5); // three blocks, the last one short
+        let blocks = seal(&original);
+        assert_eq!(blocks.len(), 3);
+        let mut tx = pool.begin().await.unwrap();
+        store_sealed(&mut tx, 1, &original, &blocks).await.unwrap();
+        tx.commit().await.unwrap();
+        let back = read(&pool, 1).await.unwrap();
+        assert_eq!(back.epochs, original.epochs);
+        assert_eq!(bits(&back), bits(&original));
+        for (a, b) in back.columns.iter().zip(&original.columns) {
+            assert_eq!((&a.correct, &a.predicted), (&b.correct, &b.predicted));
+        }
+        assert_eq!(back.eval_loss, original.eval_loss);
+        for sample in [0, 63, 64, 149] {
+            let trace = trace(&pool, 1, sample).await.unwrap();
+            assert_eq!(trace.correct, original.columns.iter().map(|c| c.correct[sample]).collect::<Vec<_>>());
+            assert_eq!(trace.predicted, original.columns.iter().map(|c| c.predicted[sample]).collect::<Vec<_>>());
+            let expected: Vec<u32> = original.columns.iter().map(|c| c.p_true[sample].to_bits()).collect();
+            assert_eq!(trace.p_true.iter().map(|p| p.to_bits()).collect::<Vec<_>>(), expected, "sample {sample}");
+        }
+    }
 }
