@@ -197,6 +197,82 @@ pub struct RunDetail {
     /// counts. Per-class accuracy is each row's diagonal share.
     #[serde(default)]
     pub val_confusion: Option<Vec<Vec<u32>>>,
+    /// Run-level analysis, computed when the run succeeded.
+    #[serde(default)]
+    pub analysis: Option<RunAnalysis>,
+}
+
+/// A correlation coefficient with its two-sided p-value (scipy's definitions) and the number
+/// of pairs; `r` is `None` when undefined (a constant input, fewer than 3 pairs).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CorrelationView {
+    pub r: Option<f64>,
+    pub p_value: Option<f64>,
+    pub n: u64,
+}
+
+/// The decay fits of a run's samples (definition A, lag retention), counted.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DecayCounts {
+    pub fitted: u64,
+    /// Excluded, by reason: never correct; fewer than 3 lags; every point equal.
+    pub never_learned: u64,
+    pub too_few_points: u64,
+    pub constant: u64,
+    pub mean_r2: Option<f64>,
+    /// Fits where the exponential has a lower AIC than the power law `(1 + k)^-alpha`.
+    pub exponential_preferred: u64,
+    /// R^2 of the fitted samples in 20 bins of width 0.05 over [0, 1]; below 0 counted apart.
+    pub r2_histogram: Vec<u64>,
+    pub r2_below_zero: u64,
+}
+
+/// What a finished run says as a whole (DESIGN.md: decay fits, warmup predictability).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunAnalysis {
+    pub decay: DecayCounts,
+    /// Spearman(loss after head warmup, tau) over the samples that have both; `None` without
+    /// a head warmup.
+    pub warmup_predictability: Option<CorrelationView>,
+}
+
+/// Per-class forgetting of a run, computed when it succeeded (indexed by label).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClassForgetting {
+    pub samples: Vec<u64>,
+    /// Mean forgetting events over the class's samples that were learned at some epoch.
+    pub forgetting_mean: Vec<Option<f64>>,
+    pub never_learned: Vec<u64>,
+    /// `[true][predicted]`: at each forgetting event, the class predicted instead.
+    pub forgotten_into: Vec<Vec<u64>>,
+}
+
+/// `GET /api/v1/runs/{id}/classes`: the class-level view of a run (DESIGN.md, class level).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassReport {
+    pub run_id: i64,
+    pub class_names: Vec<String>,
+    #[serde(flatten)]
+    pub forgetting: ClassForgetting,
+    /// Validation accuracy of each class at each epoch that has a confusion matrix.
+    pub val_accuracy: Vec<ClassAccuracy>,
+    /// The last epoch's validation confusion matrix, `[true][predicted]`.
+    pub val_confusion: Option<Vec<Vec<u32>>>,
+    /// Symmetrised confusion rates of that matrix (1 on the diagonal).
+    pub confusion_similarity: Option<Vec<Vec<f64>>>,
+    /// Cosine similarity of the final model's class-mean penultimate embeddings.
+    pub embedding_similarity: Option<Vec<Vec<f64>>>,
+    /// Spearman between the two similarities over the class pairs.
+    pub similarity_agreement: Option<CorrelationView>,
+    /// Spearman between the forgotten-into counts (both directions summed) and the confusion
+    /// similarity over the class pairs: does forgetting follow similarity?
+    pub forgetting_follows_confusion: Option<CorrelationView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassAccuracy {
+    pub epoch: u32,
+    pub accuracy: Vec<Option<f64>>,
 }
 
 /// Per-sample statistics of one run (DESIGN.md names these fields).
@@ -357,6 +433,9 @@ pub struct CompareQuery {
     pub never_learned: Option<String>,
     /// Compare runs over different sample sets on the samples they share.
     pub intersect: Option<bool>,
+    /// Fractions, comma-separated, for a Jaccard-vs-q curve (e.g. `0.01,0.05,0.1,0.2,0.5`);
+    /// none by default, since each q ranks every run again.
+    pub curve: Option<String>,
 }
 
 /// `GET /api/v1/compare`: every matrix is indexed like `runs`.
@@ -381,6 +460,17 @@ pub struct Comparison {
     pub spearman_forgotten_p: Vec<Vec<Option<f64>>>,
     /// Samples forgotten at least once in both runs (the pairs of `spearman_forgotten`).
     pub forgotten_pairs: Vec<Vec<u64>>,
+    /// Spearman-Brown reliability of the average score over these runs: the mean Spearman
+    /// of distinct pairs, stepped up to k runs. `None` with an undefined correlation.
+    pub reliability: Option<f64>,
+    /// Each run's mean forgetting events per class (learned samples), by label; empty when
+    /// a run has no class analysis.
+    pub class_forgetting: Vec<Vec<Option<f64>>>,
+    /// Spearman between two runs' per-class forgetting (classes with a value in both): is
+    /// class-level forgetting consistent across seeds and architectures?
+    pub class_consistency: Vec<Vec<Option<f64>>>,
+    /// Mean Jaccard of distinct pairs' top-q sets at each q asked for (`curve`), with chance.
+    pub jaccard_curve: Vec<JaccardPoint>,
     /// Jaccard of two random top-q sets: q / (2 - q).
     pub chance: f64,
     pub set_sizes: Vec<u64>,
@@ -391,6 +481,13 @@ pub struct Comparison {
 }
 
 /// One sample's records across a run's epochs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JaccardPoint {
+    pub q: f64,
+    pub jaccard: Option<f64>,
+    pub chance: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Trajectory {
     pub run_id: i64,

@@ -4,12 +4,16 @@
 use std::collections::HashMap;
 
 use protocol::worker::{EpochColumns, ManifestEntry};
-use protocol::{CompareQuery, Comparison, Failure, SampleHistory, SampleStats, Trajectory};
+use protocol::pack::{unpack_f32, unpack_u32};
+use protocol::{
+    ClassAccuracy, ClassForgetting, ClassReport, CompareQuery, Comparison, CorrelationView, DecayCounts, Failure, JaccardPoint, RunAnalysis, SampleHistory,
+    SampleStats, Trajectory,
+};
 use sqlx::{Row, SqlitePool};
 
 use crate::codec;
 use crate::db::internal;
-use crate::records;
+use crate::records::{self, RunRecords};
 
 /// A run's samples in recording order.
 async fn manifest(pool: &SqlitePool, run_id: i64) -> Result<Vec<ManifestEntry>, Failure> {
@@ -86,6 +90,127 @@ pub async fn samples(run_id: i64, stats: Vec<SampleStats>, format: Format) -> Re
     .map_err(internal)?
 }
 
+pub fn correlation_view(c: dynamics::Correlation) -> CorrelationView {
+    CorrelationView { r: c.r.is_finite().then_some(c.r), p_value: c.p_value, n: c.n as u64 }
+}
+
+/// A finished run's analysis as a whole, from its per-sample summaries and records (in
+/// sample order; `labels[i]` is sample i's): decay-fit counts and warmup predictability, and
+/// the per-class forgetting with its forgotten-into matrix.
+pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup: bool) -> (RunAnalysis, ClassForgetting) {
+    let decays: Vec<dynamics::Decay> = summaries.iter().map(|s| s.decay).collect();
+    let counted = dynamics::decay::summarize_fits(&decays);
+    let mut decay = DecayCounts {
+        fitted: counted.fitted as u64,
+        never_learned: counted.never_learned as u64,
+        too_few_points: counted.too_few_points as u64,
+        constant: counted.constant as u64,
+        mean_r2: counted.mean_r2,
+        exponential_preferred: counted.exponential_preferred as u64,
+        r2_histogram: vec![0; 20],
+        r2_below_zero: 0,
+    };
+    for fit in decays.iter().filter_map(|d| if let dynamics::Decay::Fitted(f) = d { Some(f) } else { None }) {
+        match fit.exponential.r2 {
+            r2 if r2 < 0.0 => decay.r2_below_zero += 1,
+            r2 => decay.r2_histogram[((r2 * 20.0) as usize).min(19)] += 1,
+        }
+    }
+    let warmup_predictability = warmup.then(|| {
+        let (loss, tau): (Vec<f64>, Vec<f64>) = summaries
+            .iter()
+            .filter_map(|s| match (s.warmup_loss, s.decay) {
+                (Some(loss), dynamics::Decay::Fitted(dynamics::DecayFit { tau: Some(tau), .. })) => Some((f64::from(loss), tau)),
+                _ => None,
+            })
+            .unzip();
+        correlation_view(dynamics::spearman(&loss, &tau))
+    });
+    let learned: Vec<f64> = summaries.iter().map(|s| if s.events.never_learned() { f64::NAN } else { f64::from(s.events.forgetting_events) }).collect();
+    let mut samples = vec![0u64; classes];
+    let mut never_learned = vec![0u64; classes];
+    let (mut sums, mut counts) = (vec![0.0; classes], vec![0u64; classes]);
+    for ((&label, summary), &events) in labels.iter().zip(summaries).zip(&learned) {
+        let c = label as usize;
+        samples[c] += 1;
+        if summary.events.never_learned() {
+            never_learned[c] += 1;
+        } else {
+            sums[c] += events;
+            counts[c] += 1;
+        }
+    }
+    let correct: Vec<&[u8]> = records.columns.iter().map(|c| c.correct.as_slice()).collect();
+    let predicted: Vec<&[u16]> = records.columns.iter().map(|c| c.predicted.as_slice()).collect();
+    let classes_view = ClassForgetting {
+        samples,
+        forgetting_mean: sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect(),
+        never_learned,
+        forgotten_into: dynamics::classes::forgotten_into(labels, &correct, &predicted, classes),
+    };
+    (RunAnalysis { decay, warmup_predictability }, classes_view)
+}
+
+/// `GET /api/v1/runs/{id}/classes`.
+pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<String>) -> Result<ClassReport, Failure> {
+    let stored: Option<String> = sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let forgetting: ClassForgetting = match stored {
+        Some(json) => serde_json::from_str(&json).map_err(internal)?,
+        None => return Err(Failure::conflict(format!("run #{run_id} has no class-level analysis: it has not succeeded (or finished before this version)"))),
+    };
+    let classes = forgetting.samples.len();
+    let confusions: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT epoch, val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch")
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+        .map_err(internal)?;
+    let mut val_accuracy = Vec::new();
+    let mut val_confusion = None;
+    for (epoch, bytes) in confusions {
+        let cells = unpack_u32(&bytes).map_err(internal)?;
+        if cells.len() != classes * classes {
+            return Err(internal(format!("run #{run_id} epoch {epoch}: a confusion matrix of {} cells for {classes} classes", cells.len())));
+        }
+        let matrix: Vec<Vec<u32>> = cells.chunks(classes.max(1)).map(<[u32]>::to_vec).collect();
+        let accuracy = matrix
+            .iter()
+            .enumerate()
+            .map(|(c, row)| {
+                let total: u64 = row.iter().map(|&n| u64::from(n)).sum();
+                (total > 0).then(|| f64::from(row[c]) / total as f64)
+            })
+            .collect();
+        val_accuracy.push(ClassAccuracy { epoch: epoch as u32, accuracy });
+        val_confusion = Some(matrix);
+    }
+    let means: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT dim, means FROM run_class_means WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let embedding_similarity = match means {
+        Some((dim, bytes)) => Some(dynamics::classes::embedding_similarity(&unpack_f32(&bytes).map_err(internal)?, dim.max(1) as usize)),
+        None => None,
+    };
+    let confusion_similarity = val_confusion.as_deref().map(dynamics::classes::confusion_similarity);
+    let similarity_agreement = match (&confusion_similarity, &embedding_similarity) {
+        (Some(a), Some(b)) => Some(correlation_view(dynamics::spearman(&dynamics::classes::upper_triangle(a), &dynamics::classes::upper_triangle(b)))),
+        _ => None,
+    };
+    let forgetting_follows_confusion = confusion_similarity.as_ref().map(|similarity| {
+        let into = &forgetting.forgotten_into;
+        let symmetric: Vec<Vec<f64>> = (0..classes).map(|i| (0..classes).map(|j| (into[i][j] + into[j][i]) as f64).collect()).collect();
+        correlation_view(dynamics::spearman(&dynamics::classes::upper_triangle(&symmetric), &dynamics::classes::upper_triangle(similarity)))
+    });
+    Ok(ClassReport {
+        run_id,
+        class_names,
+        forgetting,
+        val_accuracy,
+        val_confusion,
+        confusion_similarity,
+        embedding_similarity,
+        similarity_agreement,
+        forgetting_follows_confusion,
+    })
+}
+
 /// Scores the compare route may rank by, with the column they come from.
 pub const SCORES: &[&str] = &["forgetting_events", "learning_events", "variability", "warmup_loss", "tau", "r2", "confidence", "correctness"];
 
@@ -122,6 +247,8 @@ struct RunScores {
     digest: Option<String>,
     /// From `run_columns`, in sample order: (score, never learned, forgotten at least once).
     columns: Option<(Vec<f64>, Vec<bool>, Vec<bool>)>,
+    /// Mean forgetting per class, from `run_analysis`.
+    class_forgetting: Vec<Option<f64>>,
 }
 
 async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunScores, Failure> {
@@ -149,7 +276,12 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
         (Some(values), Some(never), Some(events)) => Some((f64s(values), never.iter().map(|&n| n != 0).collect(), f64s(events).iter().map(|&e| e > 0.0).collect())),
         _ => None,
     };
-    Ok(RunScores { id: run_id, dataset: row.get("dataset"), digest: row.get("manifest_digest"), columns })
+    let classes: Option<String> = sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let class_forgetting = match classes {
+        Some(json) => serde_json::from_str::<ClassForgetting>(&json).map_err(internal)?.forgetting_mean,
+        None => Vec::new(),
+    };
+    Ok(RunScores { id: run_id, dataset: row.get("dataset"), digest: row.get("manifest_digest"), columns, class_forgetting })
 }
 
 /// Scores of the compared samples, aligned across runs: entry i of every vector is one sample.
@@ -259,10 +391,20 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
         "exclude" => true,
         other => return Err(Failure::bad_request(format!("never_learned must be max or exclude, got {other:?}"))),
     };
+    let curve: Vec<f64> = match query.curve.as_deref().filter(|c| !c.trim().is_empty()) {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(|q| q.trim().parse::<f64>().ok().filter(|q| *q > 0.0 && *q <= 1.0))
+            .collect::<Option<Vec<f64>>>()
+            .filter(|qs| qs.len() <= 50)
+            .ok_or_else(|| Failure::bad_request(format!("curve must be up to 50 fractions in (0, 1] separated by commas, got {list:?}")))?,
+    };
     let mut runs = Vec::new();
     for &id in &ids {
         runs.push(run_scores(pool, id, &score).await?);
     }
+    let class_forgetting: Vec<Vec<Option<f64>>> = runs.iter().map(|r| r.class_forgetting.clone()).collect();
     // Runs are joined on content keys; different datasets or sample sets are refused unless
     // the caller asks for the intersection.
     let intersect = query.intersect.unwrap_or(false);
@@ -314,10 +456,43 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
             })
             .collect();
         let forgotten: Vec<Vec<bool>> = aligned.forgotten.iter().map(|f| keep.iter().map(|&i| f[i]).collect()).collect();
-        Ok(matrices(&ids, &vectors, &forgotten, q, score))
+        let mut comparison = matrices(&ids, &vectors, &forgotten, q, score);
+        comparison.class_consistency = class_consistency(&class_forgetting);
+        comparison.class_forgetting = class_forgetting;
+        comparison.jaccard_curve = curve
+            .iter()
+            .map(|&q| {
+                let sets: Vec<Vec<usize>> = vectors.iter().zip(&ids).map(|(v, &id)| dynamics::top_set(v, q, id as u64).members).collect();
+                let values: Vec<f64> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| dynamics::jaccard(&sets[i], &sets[j])).collect();
+                let jaccard = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+                JaccardPoint { q, jaccard, chance: dynamics::chance_jaccard(q) }
+            })
+            .collect();
+        Ok(comparison)
     })
     .await
     .map_err(internal)?
+}
+
+/// Spearman between every two runs' per-class forgetting, over the classes with a value in
+/// both (`None` where the class lists differ or fewer than 3 classes remain).
+fn class_consistency(per_run: &[Vec<Option<f64>>]) -> Vec<Vec<Option<f64>>> {
+    let k = per_run.len();
+    (0..k)
+        .map(|i| {
+            (0..k)
+                .map(|j| {
+                    let (a, b) = (&per_run[i], &per_run[j]);
+                    if a.len() != b.len() {
+                        return None;
+                    }
+                    let (x, y): (Vec<f64>, Vec<f64>) = a.iter().zip(b).filter_map(|(x, y)| Some(((*x)?, (*y)?))).unzip();
+                    let r = dynamics::spearman(&x, &y).r;
+                    r.is_finite().then_some(r)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Every pair's Jaccard of the top-q sets and correlations, pairs spread over the cores.
@@ -340,6 +515,10 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         pearson_p: vec![vec![None; k]; k],
         spearman_forgotten_p: vec![vec![None; k]; k],
         forgotten_pairs: vec![vec![0; k]; k],
+        reliability: None,
+        class_forgetting: Vec::new(),
+        class_consistency: Vec::new(),
+        jaccard_curve: Vec::new(),
         chance: dynamics::chance_jaccard(q),
         set_sizes: sets.iter().map(|s| s.size as u64).collect(),
         zero_scores: sets.iter().map(|s| s.zero_scores as u64).collect(),
@@ -394,6 +573,12 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         comparison.forgotten_pairs[i][j] = in_both;
         comparison.forgotten_pairs[j][i] = in_both;
     }
+    let off_diagonal: Vec<Option<f64>> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| comparison.spearman[i][j]).collect();
+    comparison.reliability = off_diagonal
+        .iter()
+        .copied()
+        .collect::<Option<Vec<f64>>>()
+        .map(|rs| dynamics::spearman_brown(rs.iter().sum::<f64>() / rs.len() as f64, k as f64));
     comparison
 }
 

@@ -366,16 +366,22 @@ impl Queue {
             return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
         }
         let warmup = spec.warmup_epochs as usize;
-        let (records, summaries, blocks, summarized, sealed) = tokio::task::spawn_blocking(move || {
+        let classes = self.num_classes(&spec.dataset).await? as usize;
+        let labels: Vec<u32> = samples.iter().map(|s| s.3 as u32).collect();
+        if let Some(label) = labels.iter().find(|&&l| l as usize >= classes) {
+            return Err(internal(format!("a sample labelled {label} in a dataset of {classes} classes")));
+        }
+        let (records, summaries, blocks, analysis, summarized, sealed) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
             let after_warmup = records.eval_loss.as_ref().filter(|(epoch, _)| *epoch as usize == warmup).map(|(_, loss)| loss.as_slice());
             let columns: Vec<dynamics::TraceColumns> =
                 records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
+            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup > 0);
             let summarized = started.elapsed();
             let blocks = records::seal(&records);
-            (records, summaries, blocks, summarized, started.elapsed())
+            (records, summaries, blocks, analysis, summarized, started.elapsed())
         })
         .await
         .map_err(internal)?;
@@ -419,6 +425,13 @@ impl Queue {
         for (name, data) in crate::analysis::score_columns(&summaries) {
             sqlx::query("INSERT INTO run_columns (run_id, name, data) VALUES (?, ?, ?)").bind(run_id).bind(name).bind(data).execute(&mut *tx).await.map_err(internal)?;
         }
+        sqlx::query("INSERT OR REPLACE INTO run_analysis (run_id, summary, classes) VALUES (?, ?, ?)")
+            .bind(run_id)
+            .bind(serde_json::to_string(&analysis.0).map_err(internal)?)
+            .bind(serde_json::to_string(&analysis.1).map_err(internal)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
         let stats_written = started.elapsed();
         records::store_sealed(&mut tx, run_id, &records, &blocks).await?;
         tx.commit().await.map_err(internal)?;

@@ -193,6 +193,8 @@ impl Service {
             }
             None => None,
         };
+        let analysis: Option<String> = sqlx::query_scalar("SELECT summary FROM run_analysis WHERE run_id = ?").bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
+        let analysis = analysis.map(|json| serde_json::from_str(&json)).transpose().map_err(internal)?;
         Ok(RunDetail {
             id,
             spec,
@@ -207,7 +209,16 @@ impl Service {
             forgetting_histogram,
             class_names,
             val_confusion,
+            analysis,
         })
+    }
+
+    /// `GET /api/v1/runs/{id}/classes`.
+    pub async fn classes(&self, run_id: i64) -> Result<protocol::ClassReport, Failure> {
+        self.run_exists(run_id).await?;
+        let dataset: String = sqlx::query_scalar("SELECT dataset FROM runs WHERE id = ?").bind(run_id).fetch_one(&self.pool).await.map_err(internal)?;
+        let class_names = self.registry.get(&dataset).await.map(|d| d.class_names).unwrap_or_default();
+        crate::analysis::class_report(&self.pool, run_id, class_names).await
     }
 
     pub async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {

@@ -102,6 +102,71 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(comparison["spearman_p"][0][0], Value::Null, "none for a run against itself");
     assert_eq!(comparison["kendall"][0][1], comparison["kendall"][1][0]);
 
+    // Comparison extras: reliability of the 2-run average, per-class forgetting, the curve.
+    let reliability = comparison["reliability"].as_f64();
+    assert_eq!(reliability.is_some(), expected.is_finite());
+    if let Some(reliability) = reliability {
+        assert!((reliability - dynamics::spearman_brown(expected, 2.0)).abs() < 1e-12);
+    }
+    let curved: Value = get(&format!("/compare?runs={a},{b}&curve=0.05,0.5")).json().unwrap();
+    let points = curved["jaccard_curve"].as_array().unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[1]["q"], 0.5);
+    assert!((points[1]["chance"].as_f64().unwrap() - 0.5 / 1.5).abs() < 1e-15);
+    let bad = get(&format!("/compare?runs={a},{b}&curve=0.1,2"));
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("curve must be"));
+
+    // The run's analysis: every sample's decay fit counted once; per-class forgetting and the
+    // forgotten-into matrix agree with the per-sample statistics.
+    let run: Value = get(&format!("/runs/{a}")).json().unwrap();
+    let decay = &run["analysis"]["decay"];
+    let count = |v: &Value| v.as_u64().unwrap();
+    assert_eq!(count(&decay["fitted"]) + count(&decay["never_learned"]) + count(&decay["too_few_points"]) + count(&decay["constant"]), 200, "{decay}");
+    let histogram: u64 = decay["r2_histogram"].as_array().unwrap().iter().map(count).sum();
+    assert_eq!(histogram + count(&decay["r2_below_zero"]), count(&decay["fitted"]));
+    let page: Value = get(&format!("/runs/{a}/samples?limit=1000")).json().unwrap();
+    let samples = page["samples"].as_array().unwrap();
+    let with_tau = samples.iter().filter(|s| !s["tau"].is_null()).count();
+    assert!(with_tau as u64 <= count(&decay["fitted"]));
+    let warmup = run["spec"]["warmup_epochs"].as_u64().unwrap();
+    let (loss, tau): (Vec<f64>, Vec<f64>) =
+        samples.iter().filter(|s| !s["tau"].is_null() && !s["warmup_loss"].is_null()).map(|s| (s["warmup_loss"].as_f64().unwrap(), s["tau"].as_f64().unwrap())).unzip();
+    match &run["analysis"]["warmup_predictability"] {
+        Value::Null => assert_eq!(warmup, 0),
+        predictability => {
+            assert_eq!(count(&predictability["n"]), loss.len() as u64);
+            let r = dynamics::spearman(&loss, &tau).r;
+            assert_eq!(predictability["r"].as_f64().is_some(), r.is_finite());
+        }
+    }
+    let classes: Value = get(&format!("/runs/{a}/classes")).json().unwrap();
+    assert_eq!(classes["samples"], json!([50, 50, 50, 50]));
+    for c in 0..4u64 {
+        let learned: Vec<f64> = samples.iter().filter(|s| s["label"] == c && s["never_learned"] == false).map(|s| s["forgetting_events"].as_f64().unwrap()).collect();
+        let never = samples.iter().filter(|s| s["label"] == c && s["never_learned"] == true).count() as u64;
+        assert_eq!(count(&classes["never_learned"][c as usize]), never);
+        match classes["forgetting_mean"][c as usize].as_f64() {
+            Some(mean) => assert!((mean - learned.iter().sum::<f64>() / learned.len() as f64).abs() < 1e-12),
+            None => assert!(learned.is_empty()),
+        }
+    }
+    let events: u64 = samples.iter().map(|s| count(&s["forgetting_events"])).sum();
+    let into: u64 = classes["forgotten_into"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap().iter().map(count)).sum();
+    assert_eq!(into, events, "one forgotten-into entry per forgetting event");
+    let accuracy = classes["val_accuracy"].as_array().unwrap();
+    assert_eq!(accuracy.len(), 5, "one entry per epoch");
+    let confusion = &classes["val_confusion"];
+    for c in 0..4 {
+        let row: Vec<u64> = confusion[c].as_array().unwrap().iter().map(count).collect();
+        let share = row[c] as f64 / row.iter().sum::<u64>() as f64;
+        assert!((accuracy[4]["accuracy"][c].as_f64().unwrap() - share).abs() < 1e-12);
+    }
+    assert!((classes["embedding_similarity"][2][2].as_f64().unwrap() - 1.0).abs() < 1e-12, "cosine of a class mean with itself");
+    assert_eq!(count(&classes["similarity_agreement"]["n"]), 6, "the 6 pairs of 4 classes");
+    assert_eq!(comparison["class_forgetting"][0], classes["forgetting_mean"]);
+    assert_eq!(get("/runs/999/classes").status(), 404);
+
     // Runs with the same sample list are compared from packed columns without a join; the
     // join on content keys (runs over different lists) gives the same answer.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

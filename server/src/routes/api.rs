@@ -69,6 +69,10 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> A
     Ok(Json(state.service.run(parse_id("run", &id)?).await?))
 }
 
+pub async fn run_classes(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::ClassReport>> {
+    Ok(Json(state.service.classes(parse_id("run", &id)?).await?))
+}
+
 pub async fn run_samples(State(state): State<AppState>, Path(id): Path<String>, QueryParams(query): QueryParams<SampleQuery>) -> ApiResult<Json<SamplePage>> {
     Ok(Json(state.service.samples(parse_id("run", &id)?, query).await?))
 }

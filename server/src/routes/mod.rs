@@ -81,6 +81,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/runs", get(api::list_runs).post(api::launch_run))
         .route("/runs/{id}", get(api::get_run))
         .route("/runs/{id}/samples", get(api::run_samples))
+        .route("/runs/{id}/classes", get(api::run_classes))
         .route("/runs/{id}/samples/{key}", get(api::sample_history))
         .route("/runs/{id}/{file}", get(api::run_export))
         .route("/compare", get(api::compare))
