@@ -10,7 +10,7 @@
 
 const VERSION: u8 = 2;
 const HEADER: usize = 6;
-const LEVEL: i32 = 3;
+const LEVEL: i32 = 1;
 
 /// Encodes `raw`, values of `width` bytes.
 pub fn encode(raw: &[u8], width: usize) -> Vec<u8> {
