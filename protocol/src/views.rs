@@ -378,6 +378,42 @@ pub struct SampleQuery {
     pub label: Option<u32>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
+    pub never_learned: Option<bool>,
+    pub unforgettable: Option<bool>,
+    /// Inclusive bounds on a statistic; a bound on a statistic the sample lacks (tau of an
+    /// excluded fit) leaves the sample out.
+    pub min_forgetting_events: Option<u32>,
+    pub max_forgetting_events: Option<u32>,
+    pub min_first_learned_epoch: Option<u32>,
+    pub max_first_learned_epoch: Option<u32>,
+    pub min_confidence: Option<f64>,
+    pub max_confidence: Option<f64>,
+    pub min_variability: Option<f64>,
+    pub max_variability: Option<f64>,
+    pub min_tau: Option<f64>,
+    pub max_tau: Option<f64>,
+    pub min_r2: Option<f64>,
+    pub max_r2: Option<f64>,
+}
+
+impl SampleQuery {
+    /// The filters as (column, operator, value), for the server to bind.
+    pub fn bounds(&self) -> Vec<(&'static str, &'static str, f64)> {
+        let mut out = Vec::new();
+        let mut push = |column, min: Option<f64>, max: Option<f64>| {
+            out.extend(min.map(|v| (column, ">=", v)));
+            out.extend(max.map(|v| (column, "<=", v)));
+        };
+        push("forgetting_events", self.min_forgetting_events.map(f64::from), self.max_forgetting_events.map(f64::from));
+        push("first_learned_epoch", self.min_first_learned_epoch.map(f64::from), self.max_first_learned_epoch.map(f64::from));
+        push("confidence", self.min_confidence, self.max_confidence);
+        push("variability", self.min_variability, self.max_variability);
+        push("tau", self.min_tau, self.max_tau);
+        push("r2", self.min_r2, self.max_r2);
+        push("never_learned", self.never_learned.map(f64::from), self.never_learned.map(f64::from));
+        push("unforgettable", self.unforgettable.map(f64::from), self.unforgettable.map(f64::from));
+        out
+    }
 }
 
 /// Outcome of the launch form: the new run, or a message per invalid field.

@@ -213,6 +213,21 @@ async fn main() {
     }
     println!("one sample's trajectory over {epochs} epochs: median {:.2} ms, p95 {:.2} ms (goal <= 5 ms)", median(times.clone()), p95(times));
 
+    for (what, query) in [
+        ("sorted by -forgetting_events (indexed)", protocol::SampleQuery { sort: Some("-forgetting_events".into()), limit: Some(50), ..Default::default() }),
+        ("sorted by -tau", protocol::SampleQuery { sort: Some("-tau".into()), limit: Some(50), ..Default::default() }),
+        ("sorted by confidence, 0.2 <= variability <= 0.4", protocol::SampleQuery { sort: Some("confidence".into()), min_variability: Some(0.2), max_variability: Some(0.4), limit: Some(50), ..Default::default() }),
+        ("class 3, page 20", protocol::SampleQuery { label: Some(3), offset: Some(1000), limit: Some(50), ..Default::default() }),
+    ] {
+        let mut times = Vec::new();
+        for _ in 0..10 {
+            let started = Instant::now();
+            service.samples(run, query.clone()).await.expect("samples");
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        println!("samples page of 50, {what}: median {:.1} ms", median(times));
+    }
+
     let mut ids = Vec::new();
     for r in 0..runs {
         ids.push(fake_run(&service, &queue, &Data::Random, samples, 2, 10 + r as u64).await.0);

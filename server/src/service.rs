@@ -226,23 +226,24 @@ impl Service {
         let order = sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied(), "forgetting_events DESC")?;
         let limit = query.limit.unwrap_or(100).min(10_000);
         let offset = query.offset.unwrap_or(0);
-        let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sample_stats WHERE run_id = ?1 AND (?2 IS NULL OR label = ?2)")
-            .bind(run_id)
-            .bind(query.label)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(internal)?;
-        let rows = sqlx::query(&format!(
-            "SELECT * FROM sample_stats WHERE run_id = ?1 AND (?2 IS NULL OR label = ?2)
-             ORDER BY {order}, sample_index LIMIT ?3 OFFSET ?4"
-        ))
-        .bind(run_id)
-        .bind(query.label)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(internal)?;
+        let bounds = query.bounds();
+        if let Some((column, _, value)) = bounds.iter().find(|b| !b.2.is_finite()) {
+            return Err(Failure::bad_request(format!("the bound on {column} must be a finite number, got {value}")));
+        }
+        // Column names and operators come from SampleQuery::bounds, never from the request.
+        let filter: String = bounds.iter().map(|(column, op, _)| format!(" AND {column} {op} ?")).collect();
+        let total_sql = format!("SELECT COUNT(*) FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}");
+        let mut total = sqlx::query_scalar::<_, i64>(&total_sql).bind(run_id).bind(query.label).bind(query.label);
+        for (_, _, value) in &bounds {
+            total = total.bind(value);
+        }
+        let total = total.fetch_one(&self.pool).await.map_err(internal)?;
+        let rows_sql = format!("SELECT * FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter} ORDER BY {order}, sample_index LIMIT ? OFFSET ?");
+        let mut rows = sqlx::query(&rows_sql).bind(run_id).bind(query.label).bind(query.label);
+        for (_, _, value) in &bounds {
+            rows = rows.bind(value);
+        }
+        let rows = rows.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(internal)?;
         Ok(SamplePage { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), samples: rows.iter().map(sample_stats_of).collect() })
     }
 

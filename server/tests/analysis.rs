@@ -140,6 +140,22 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
             assert_eq!(predictability["r"].as_f64().is_some(), r.is_finite());
         }
     }
+    // Filters: each bound leaves exactly the samples the statistics satisfy.
+    let total = |query: &str| count(&get(&format!("/runs/{a}/samples?limit=1&{query}")).json::<Value>().unwrap()["total"]);
+    let matching = |f: &dyn Fn(&Value) -> bool| samples.iter().filter(|s| f(s)).count() as u64;
+    assert_eq!(total("never_learned=true"), matching(&|s| s["never_learned"] == true));
+    assert_eq!(total("unforgettable=false&label=2"), matching(&|s| s["unforgettable"] == false && s["label"] == 2));
+    assert_eq!(total("min_forgetting_events=1&max_forgetting_events=2"), matching(&|s| (1..=2).contains(&count(&s["forgetting_events"]))));
+    assert_eq!(total("min_confidence=0.5&max_variability=0.3"), matching(&|s| s["confidence"].as_f64().is_some_and(|c| c >= 0.5) && s["variability"].as_f64().is_some_and(|v| v <= 0.3)));
+    assert_eq!(total("min_tau=0"), with_tau as u64, "a bound on tau leaves out samples without one");
+    let sorted: Value = get(&format!("/runs/{a}/samples?sort=-confidence&min_r2=0.1&limit=500")).json().unwrap();
+    let confidences: Vec<f64> = sorted["samples"].as_array().unwrap().iter().map(|s| s["confidence"].as_f64().unwrap()).collect();
+    assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "sorted by confidence, descending");
+    assert!(sorted["samples"].as_array().unwrap().iter().all(|s| s["r2"].as_f64().unwrap() >= 0.1));
+    let bad = get(&format!("/runs/{a}/samples?min_tau=NaN"));
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("the bound on tau must be a finite number"));
+
     let classes: Value = get(&format!("/runs/{a}/classes")).json().unwrap();
     assert_eq!(classes["samples"], json!([50, 50, 50, 50]));
     for c in 0..4u64 {
