@@ -74,6 +74,33 @@ def decay(points, floor):
     return {"exponential": fit_curve(ks, ys, floor), "power": fit_curve(np.log1p(ks), ys, floor)}
 
 
+def events(trace):
+    """Toneva et al.: forgetting 1->0, learning 0->1 with c_0 = 0; first learned; unforgettable."""
+    forgetting = learning = 0
+    first = None
+    previous = False
+    for t, now in enumerate(trace):
+        if previous and not now:
+            forgetting += 1
+        if not previous and now:
+            learning += 1
+            if first is None:
+                first = t + 1
+        previous = now
+    return {"forgetting": forgetting, "learning": learning, "first_learned": first, "unforgettable": first is not None and forgetting == 0}
+
+
+def cartography(p, correct):
+    p = np.asarray(p, dtype=np.float64)
+    return [float(p.mean()), float(p.std(ddof=0)), float(np.mean(correct))]
+
+
+def top_set(scores, q):
+    """Without ties: the round(q n) highest scores, by position."""
+    size = max(1, int(round(q * len(scores))))
+    return sorted(np.argsort(-np.asarray(scores), kind="stable")[:size].tolist())
+
+
 def main():
     n = 300
     # Scores with ties (small integers, like forgetting counts) and a continuous pair.
@@ -95,8 +122,42 @@ def main():
     p_true = [0.0] * epochs
     for j in range(first, epochs):
         p_true[j] = float(np.float32(0.45 + 0.5 * math.exp(-(j - first) / 6.0) + 0.05 * rng.normal()))
+    # Many samples' traces: events and cartography per sample.
+    samples, t_len = 60, 25
+    difficulty = rng.random(samples)
+    traces = [[bool(rng.random() < min(0.95, (t + 1) / (t_len * d + 1))) for t in range(t_len)] for d in difficulty]
+    traces[0] = [False] * t_len  # never learned
+    traces[1] = [True] * t_len   # unforgettable from epoch 1
+    p_traces = [[float(np.float32(rng.random())) for _ in range(t_len)] for _ in range(samples)]
+    # Two continuous score vectors (no ties: the top-q sets are unique).
+    s_a = rng.normal(size=500)
+    s_b = 0.5 * s_a + rng.normal(size=500)
+    set_a, set_b = top_set(s_a, 0.1), top_set(s_b, 0.1)
+    jac = len(set(set_a) & set(set_b)) / len(set(set_a) | set(set_b))
+    # Class level: labels, per-class mean, forgotten-into, similarities.
+    classes = 4
+    labels = rng.integers(0, classes, samples)
+    predicted = [[int(labels[i]) if traces[i][t] else int((labels[i] + 1 + rng.integers(0, classes - 1)) % classes) for i in range(samples)] for t in range(t_len)]
+    forgetting_counts = np.array([events(tr)["forgetting"] for tr in traces], dtype=float)
+    per_class = [float(forgetting_counts[labels == c].mean()) if np.any(labels == c) else None for c in range(classes)]
+    into = np.zeros((classes, classes), dtype=int)
+    for t in range(1, t_len):
+        for i in range(samples):
+            if traces[i][t - 1] and not traces[i][t]:
+                into[labels[i], predicted[t][i]] += 1
+    confusion = rng.integers(0, 30, (classes, classes)) + np.diag(rng.integers(50, 100, classes))
+    rates = confusion / confusion.sum(axis=1, keepdims=True)
+    conf_sim = 0.5 * (rates + rates.T)
+    np.fill_diagonal(conf_sim, 1.0)
+    means = rng.normal(size=(classes, 8)).astype(np.float32)
+    m64 = means.astype(np.float64)
+    norms = np.linalg.norm(m64, axis=1)
+    emb_sim = (m64 @ m64.T) / np.outer(norms, norms)
+    iu = np.triu_indices(classes, 1)
     out = {
         "inputs": {
+            "traces": traces, "p_traces": p_traces, "scores_a": s_a.tolist(), "scores_b": s_b.tolist(),
+            "labels": labels.tolist(), "predicted": predicted, "confusion": confusion.tolist(), "means": means.astype(float).tolist(),
             "x_int": x_int.tolist(), "y_int": y_int.tolist(), "x_cont": x_cont.tolist(), "y_cont": y_cont.tolist(),
             "x_small": x_small.tolist(), "y_small": y_small.tolist(),
             "correct": correct, "p_true": p_true,
@@ -110,6 +171,15 @@ def main():
             "decay_a": decay(lag_retention(correct), False),
             "decay_b": decay([(j, p_true[first + j]) for j in range(epochs - first)], True),
             "spearman_brown": [0.4 * 3 / (1 + 2 * 0.4)],
+            "events": [events(tr) for tr in traces],
+            "cartography": [cartography(p, tr) for p, tr in zip(p_traces, traces)],
+            "top_sets": [set_a, set_b],
+            "jaccard": jac,
+            "per_class_mean": per_class,
+            "forgotten_into": into.tolist(),
+            "confusion_similarity": conf_sim.tolist(),
+            "embedding_similarity": emb_sim.tolist(),
+            "similarity_spearman": [float(v) for v in stats.spearmanr(conf_sim[iu], emb_sim[iu])],
             "chance_q10": 0.1 / 1.9,
         },
     }

@@ -1,6 +1,7 @@
 //! The dynamics crate against independent reference values: `bench/reference_stats.py`
 //! computes them with numpy and scipy on seeded inputs and commits them to
-//! `tests/fixtures/reference.json`. Statistics must match within 1e-9, p-values within 1e-6
+//! `tests/fixtures/reference.json`: correlations, ranks, decay fits, events, cartography, top-q
+//! sets and Jaccard, class level. Statistics must match within 1e-9, p-values within 1e-6
 //! relative, and the decay fits (scipy's optimisers against ours) within 1e-6 relative.
 
 use dynamics::decay::{fit_lag_retention, fit_p_true, lag_retention, Curve, Decay};
@@ -68,4 +69,68 @@ fn decay_fits_match_scipy() {
         check_curve(&format!("{name} exponential"), &fit.exponential, &r["expected"][name]["exponential"]);
         check_curve(&format!("{name} power"), &fit.power, &r["expected"][name]["power"]);
     }
+}
+
+#[test]
+fn events_and_cartography_match_numpy() {
+    let r = reference();
+    let traces: Vec<Vec<bool>> = r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect()).collect();
+    let p_traces: Vec<Vec<f32>> = r["inputs"]["p_traces"].as_array().unwrap().iter().map(|t| floats(t).into_iter().map(|p| p as f32).collect()).collect();
+    for (i, ((trace, p), expected)) in traces.iter().zip(&p_traces).zip(r["expected"]["events"].as_array().unwrap()).enumerate() {
+        let events = dynamics::ForgettingEvents::from_trace(trace);
+        assert_eq!(u64::from(events.forgetting_events), expected["forgetting"].as_u64().unwrap(), "sample {i}");
+        assert_eq!(u64::from(events.learning_events), expected["learning"].as_u64().unwrap(), "sample {i}");
+        assert_eq!(events.first_learned_epoch.map(u64::from), expected["first_learned"].as_u64(), "sample {i}");
+        assert_eq!(events.unforgettable, expected["unforgettable"].as_bool().unwrap(), "sample {i}");
+        let carto = dynamics::Cartography::from_trace(p, trace).expect("a non-empty trace");
+        let numpy = floats(&r["expected"]["cartography"][i]);
+        close(&format!("sample {i} confidence"), carto.confidence, numpy[0], 1e-9);
+        close(&format!("sample {i} variability"), carto.variability, numpy[1], 1e-9);
+        close(&format!("sample {i} correctness"), carto.correctness, numpy[2], 1e-12);
+    }
+}
+
+#[test]
+fn top_sets_and_jaccard_match_numpy() {
+    let r = reference();
+    let (a, b) = (floats(&r["inputs"]["scores_a"]), floats(&r["inputs"]["scores_b"]));
+    let expected: Vec<Vec<usize>> = r["expected"]["top_sets"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()).collect();
+    let (set_a, set_b) = (dynamics::top_set(&a, 0.1, 1), dynamics::top_set(&b, 0.1, 2));
+    assert_eq!((&set_a.members, &set_b.members), (&expected[0], &expected[1]));
+    assert_eq!(set_a.tied_at_cut, 0);
+    close("jaccard", dynamics::jaccard(&set_a.members, &set_b.members).unwrap(), r["expected"]["jaccard"].as_f64().unwrap(), 1e-15);
+}
+
+#[test]
+fn class_level_matches_numpy() {
+    use dynamics::classes::{confusion_similarity, embedding_similarity, forgotten_into, per_class_mean, upper_triangle};
+    let r = reference();
+    let inputs = &r["inputs"];
+    let labels: Vec<u32> = inputs["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let traces: Vec<Vec<u8>> = inputs["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| u8::from(v.as_bool().unwrap())).collect()).collect();
+    let epochs = traces[0].len();
+    // [epoch][sample], as the store keeps them.
+    let correct: Vec<Vec<u8>> = (0..epochs).map(|t| traces.iter().map(|trace| trace[t]).collect()).collect();
+    let predicted: Vec<Vec<u16>> = inputs["predicted"].as_array().unwrap().iter().map(|e| e.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()).collect();
+    let counts: Vec<f64> = traces.iter().map(|t| f64::from(dynamics::ForgettingEvents::from_trace(&t.iter().map(|&c| c == 1).collect::<Vec<_>>()).forgetting_events)).collect();
+    let means = per_class_mean(&labels, &counts, 4);
+    for (c, expected) in r["expected"]["per_class_mean"].as_array().unwrap().iter().enumerate() {
+        close(&format!("class {c} mean forgetting"), means[c].unwrap(), expected.as_f64().unwrap(), 1e-12);
+    }
+    let correct_refs: Vec<&[u8]> = correct.iter().map(Vec::as_slice).collect();
+    let predicted_refs: Vec<&[u16]> = predicted.iter().map(Vec::as_slice).collect();
+    let into = forgotten_into(&labels, &correct_refs, &predicted_refs, 4);
+    let expected_into: Vec<Vec<u64>> = r["expected"]["forgotten_into"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()).collect();
+    assert_eq!(into, expected_into);
+    let confusion: Vec<Vec<u32>> = inputs["confusion"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()).collect();
+    let means: Vec<f32> = inputs["means"].as_array().unwrap().iter().flat_map(|row| floats(row).into_iter().map(|v| v as f32)).collect();
+    let (conf, emb) = (confusion_similarity(&confusion), embedding_similarity(&means, 8));
+    for (name, ours, theirs) in [("confusion similarity", &conf, &r["expected"]["confusion_similarity"]), ("embedding similarity", &emb, &r["expected"]["embedding_similarity"])] {
+        for (i, row) in theirs.as_array().unwrap().iter().enumerate() {
+            for (j, value) in floats(row).into_iter().enumerate() {
+                close(&format!("{name} [{i}][{j}]"), ours[i][j], value, 1e-12);
+            }
+        }
+    }
+    check("similarity agreement", dynamics::spearman(&upper_triangle(&conf), &upper_triangle(&emb)), &r["expected"]["similarity_spearman"]);
 }
