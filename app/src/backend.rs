@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunSummary, SamplePage, SampleQuery};
+use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
 
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
@@ -12,6 +12,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure>;
     async fn run(&self, id: i64) -> Result<RunDetail, Failure>;
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure>;
+    /// Cancels a queued run, or asks a running one to stop (within a heartbeat).
+    async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure>;
+    /// Queues a failed or cancelled run again; it resumes after its last checkpoint.
+    async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

@@ -2,7 +2,7 @@
 //! [`crate::backend::Backend`], the service behind the JSON API too.
 
 use leptos::prelude::*;
-use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunSummary, SamplePage, SampleQuery};
+use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunStatus, RunSummary, SamplePage, SampleQuery};
 
 #[cfg(feature = "ssr")]
 fn backend() -> Result<crate::backend::SharedBackend, ServerFnError> {
@@ -32,6 +32,16 @@ pub async fn get_run(id: i64) -> Result<RunDetail, ServerFnError> {
 #[server(prefix = "/sf")]
 pub async fn list_samples(run_id: i64, query: SampleQuery) -> Result<SamplePage, ServerFnError> {
     backend()?.samples(run_id, query).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn cancel_run(run_id: i64) -> Result<RunStatus, ServerFnError> {
+    backend()?.cancel(run_id).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn retry_run(run_id: i64) -> Result<RunStatus, ServerFnError> {
+    backend()?.retry(run_id).await.map_err(failed)
 }
 
 /// The launch form. Every field arrives as the text the user typed; the spec parser decides

@@ -325,21 +325,33 @@ pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
     }
 }
 
+/// What the pages' server functions call: the service, and the queue for cancel and retry.
+pub struct Site {
+    pub service: Arc<Service>,
+    pub queue: Arc<crate::queue::Queue>,
+}
+
 #[async_trait::async_trait]
-impl app::backend::Backend for Service {
+impl app::backend::Backend for Site {
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure> {
-        Service::datasets(self).await
+        self.service.datasets().await
     }
     async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
-        Service::launch(self, request).await
+        self.service.launch(request).await
     }
     async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure> {
-        Service::runs(self, query).await
+        self.service.runs(query).await
     }
     async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
-        Service::run(self, id).await
+        self.service.run(id).await
     }
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
-        Service::samples(self, run_id, query).await
+        self.service.samples(run_id, query).await
+    }
+    async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure> {
+        self.queue.cancel(run_id).await
+    }
+    async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure> {
+        self.queue.retry(run_id).await
     }
 }

@@ -54,7 +54,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .build();
     let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone() };
 
-    let backend: SharedBackend = service;
+    let backend: SharedBackend = Arc::new(crate::service::Site { service, queue: queue.clone() });
     let routes = generate_route_list(App);
     let app = Router::new()
         .leptos_routes_with_context(&state, routes, move || provide_context(backend.clone()), {

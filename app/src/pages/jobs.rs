@@ -9,7 +9,7 @@ use protocol::{Progress, RunQuery, RunStatus, RunSummary};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::StatusBadge;
-use crate::functions::list_runs;
+use crate::functions::{list_runs, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 5] = [
     (RunStatus::Running, "Running"),
@@ -83,6 +83,38 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
                 <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
                 {run.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
             </td>
+            <td class="actions"><JobActions id status /></td>
         </tr>
+    }
+}
+
+/// Cancel (queued or running) or retry (failed or cancelled). Plain forms: they work without
+/// JavaScript too (the server function answers with a redirect back).
+#[component]
+fn JobActions(id: i64, status: RunStatus) -> impl IntoView {
+    let cancel = ServerAction::<CancelRun>::new();
+    let retry = ServerAction::<RetryRun>::new();
+    let outcome = move || {
+        let answer = cancel.value().get().or_else(|| retry.value().get())?;
+        Some(match answer {
+            Ok(RunStatus::Running) => view! { <span class="muted action-note">"Stopping at the next heartbeat…"</span> }.into_any(),
+            Ok(now) => view! { <span class="muted action-note">{now.as_str().to_owned()}</span> }.into_any(),
+            Err(error) => view! { <span class="error action-note">{error.to_string()}</span> }.into_any(),
+        })
+    };
+    view! {
+        {matches!(status, RunStatus::Queued | RunStatus::Running).then(|| view! {
+            <ActionForm action=cancel attr:class="inline-form">
+                <input type="hidden" name="run_id" value=id />
+                <button type="submit" class="button small" aria-label=format!("Cancel run #{id}")>"Cancel"</button>
+            </ActionForm>
+        })}
+        {matches!(status, RunStatus::Failed | RunStatus::Cancelled).then(|| view! {
+            <ActionForm action=retry attr:class="inline-form">
+                <input type="hidden" name="run_id" value=id />
+                <button type="submit" class="button small" aria-label=format!("Retry run #{id}")>"Retry"</button>
+            </ActionForm>
+        })}
+        {outcome}
     }
 }
