@@ -517,6 +517,22 @@ pub struct Comparison {
 }
 
 /// One sample's records across a run's epochs.
+/// `GET /api/v1/runs/{id}/log`: the newest lines of the run's job log, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobLog {
+    pub run_id: i64,
+    pub lines: Vec<LogLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    pub at: String,
+    pub attempt: u32,
+    /// `worker` (the worker's own log) or `server` (leased, re-queued, cancelled, finished).
+    pub source: String,
+    pub line: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JaccardPoint {
     pub q: f64,

@@ -52,6 +52,12 @@ pub struct Heartbeat {
     pub eta_seconds: Option<f64>,
 }
 
+/// `POST /worker/jobs/{job}/log`: the worker's log lines since its last send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLines {
+    pub lines: Vec<String>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     /// Stop now: the job was cancelled.

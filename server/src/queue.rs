@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use protocol::pack::{pack_f32, pack_u16, pack_u32};
-use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Outcome, SampleManifest};
-use protocol::{ExperimentSpec, Failure, Phase, Progress, RunStatus};
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LogLines, Outcome, SampleManifest};
+use protocol::{ExperimentSpec, Failure, JobLog, LogLine, Phase, Progress, RunStatus};
 use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
@@ -20,6 +20,9 @@ use crate::registry::Registry;
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 /// Longest failure message kept; libtorch errors can carry pages of backtrace.
 const MAX_ERROR_CHARS: usize = 4000;
+/// Log lines kept per job, and the longest line kept.
+const LOG_LINES: usize = 2000;
+const MAX_LOG_LINE_CHARS: usize = 2000;
 
 pub struct Queue {
     pool: SqlitePool,
@@ -94,6 +97,8 @@ impl Queue {
             }
         };
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
+        let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
+        self.note(job_id, format!("leased by worker {worker} (attempt {attempt})")).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
         Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
     }
@@ -121,6 +126,54 @@ impl Queue {
         }
         let run_id = row.get("run_id");
         Ok(LeasedJob { run_id, attempt: row.get("attempts"), spec: self.spec(run_id).await? })
+    }
+
+    /// Appends lines to a job's log (its current attempt), keeping the newest [`LOG_LINES`].
+    async fn log(&self, job_id: i64, source: &str, lines: &[String]) -> Result<(), Failure> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ?").bind(job_id).fetch_one(&mut *tx).await.map_err(internal)?;
+        let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO job_log (job_id, attempt, source, line) ");
+        insert.push_values(lines.iter().rev().take(LOG_LINES).rev(), |mut row, line| {
+            row.push_bind(job_id).push_bind(attempt).push_bind(source).push_bind(line.chars().take(MAX_LOG_LINE_CHARS).collect::<String>());
+        });
+        insert.build().execute(&mut *tx).await.map_err(internal)?;
+        sqlx::query("DELETE FROM job_log WHERE job_id = ?1 AND id <= (SELECT id FROM job_log WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)")
+            .bind(job_id)
+            .bind(LOG_LINES as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
+        tx.commit().await.map_err(internal)
+    }
+
+    /// A note from the server in the job's log.
+    async fn note(&self, job_id: i64, line: String) -> Result<(), Failure> {
+        self.log(job_id, "server", &[line]).await
+    }
+
+    /// `POST /worker/jobs/{job}/log`: the worker's lines.
+    pub async fn put_log(&self, job_id: i64, token: &str, lines: &LogLines) -> Result<(), Failure> {
+        self.leased(job_id, token).await?;
+        self.log(job_id, "worker", &lines.lines).await
+    }
+
+    /// The newest `tail` lines of a run's job log, oldest first.
+    pub async fn log_tail(&self, run_id: i64, tail: u32) -> Result<JobLog, Failure> {
+        let (job_id, _) = self.job_of(run_id).await?;
+        let mut lines: Vec<LogLine> = sqlx::query_as::<_, (String, i64, String, String)>("SELECT at, attempt, source, line FROM job_log WHERE job_id = ? ORDER BY id DESC LIMIT ?")
+            .bind(job_id)
+            .bind(tail.min(LOG_LINES as u32))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|(at, attempt, source, line)| LogLine { at, attempt: attempt as u32, source, line })
+            .collect();
+        lines.reverse();
+        Ok(JobLog { run_id, lines })
     }
 
     async fn num_classes(&self, dataset: &str) -> Result<i64, Failure> {
@@ -300,6 +353,7 @@ impl Queue {
         if let Some(message) = &error {
             tracing::warn!(job = job_id, run = run_id, "job failed: {message}");
         }
+        self.note(job_id, format!("{}{}", status.as_str(), error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())).await?;
         // Keep the last report (epoch, loss, speed) and say how it ended.
         let stored: Option<String> = sqlx::query_scalar("SELECT progress FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
         let mut heartbeat = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).map(|p| p.heartbeat).unwrap_or_default();
@@ -458,6 +512,7 @@ impl Queue {
         .map_err(internal)?;
         for (job_id, run_id, status, attempts) in &rows {
             tracing::warn!(job = job_id, run = run_id, attempts, "lease expired; job is now {status}");
+            self.note(*job_id, format!("no heartbeat before the lease ran out (attempt {attempts}); the job is now {status}")).await?;
             let spec = self.spec(*run_id).await?;
             let status = RunStatus::parse(status).unwrap_or(RunStatus::Failed);
             self.hub.publish(Progress::new(*job_id, *run_id, status, spec.total_epochs(), None));
@@ -479,6 +534,7 @@ impl Queue {
                     .execute(&self.pool)
                     .await
                     .map_err(internal)?;
+                self.note(job_id, "cancel asked; the worker stops at its next heartbeat".into()).await?;
                 Ok(RunStatus::Running)
             }
             finished => Err(Failure::conflict(format!("run #{run_id} already ended ({finished}); nothing to cancel"))),
@@ -499,6 +555,7 @@ impl Queue {
         .execute(&self.pool)
         .await
         .map_err(internal)?;
+        self.note(job_id, "queued again by a retry; it resumes after its last checkpoint".into()).await?;
         let spec = self.spec(run_id).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Queued, spec.total_epochs(), None));
         Ok(RunStatus::Queued)

@@ -167,3 +167,41 @@ fn real_jobs_store_statistics_that_match_the_stored_epochs() {
     assert_eq!(png.headers()["content-type"], "image/png");
     assert_eq!(&png.bytes().unwrap()[..8], b"\x89PNG\r\n\x1a\n");
 }
+
+/// A job that fails in the worker (a damaged weights file: libtorch cannot read it) is marked
+/// failed with the worker's message, its log tail shows what happened, and the next job runs.
+#[test]
+fn a_failing_job_is_marked_failed_with_its_message_and_the_next_job_runs() {
+    require_fashion_mnist();
+    let server = TestServer::start(1);
+    std::fs::write(server.data_dir.path().join("datasets").join("broken.safetensors"), b"these bytes are not a safetensors file").unwrap();
+    let broken = launch(
+        &server,
+        json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 1, "train_subset": 64, "val_subset": 64, "image_size": 32,
+               "seed": 1, "weights": "broken.safetensors", "device": "cpu"}),
+    );
+    let run = wait_for_run(&server, broken, Duration::from_secs(300));
+    assert_eq!(run["status"], "failed", "{run}");
+    let error = run["error"].as_str().unwrap();
+    assert!(error.contains("broken.safetensors"), "the message names the file: {error}");
+
+    let fine = launch(&server, json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 128, "val_subset": 64, "seed": 2, "device": "cpu"}));
+    let run = wait_for_run(&server, fine, Duration::from_secs(300));
+    assert_eq!(run["status"], "succeeded", "the next job runs: {run}");
+
+    // The log tails: the server's notes and the worker's own lines, in order.
+    let log = |id: i64| -> Vec<(String, String)> {
+        let log: Value = reqwest::blocking::get(server.api(&format!("/runs/{id}/log?tail=500"))).unwrap().json().unwrap();
+        log["lines"].as_array().unwrap().iter().map(|l| (l["source"].as_str().unwrap().to_owned(), l["line"].as_str().unwrap().to_owned())).collect()
+    };
+    let lines = log(broken);
+    assert!(lines.first().is_some_and(|(source, line)| source == "server" && line.starts_with("leased by worker")), "{lines:?}");
+    assert!(lines.iter().any(|(source, _)| source == "worker"), "the worker's lines arrive: {lines:?}");
+    assert!(lines.last().is_some_and(|(source, line)| source == "server" && line.starts_with("failed: ") && line.contains("broken.safetensors")), "{lines:?}");
+    let lines = log(fine);
+    assert!(lines.iter().any(|(source, line)| source == "worker" && line.contains("epoch 1 (finetune): loss")), "{lines:?}");
+    assert_eq!(lines.last().map(|l| l.1.as_str()), Some("succeeded"));
+    let tail: Value = reqwest::blocking::get(server.api(&format!("/runs/{fine}/log?tail=1"))).unwrap().json().unwrap();
+    assert_eq!(tail["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(reqwest::blocking::get(server.api("/runs/999/log")).unwrap().status(), 404);
+}

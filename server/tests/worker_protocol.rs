@@ -52,6 +52,11 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     let short = client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 3, 0.9)).send().unwrap();
     assert_eq!(short.status(), 400);
     assert!(short.json::<Value>().unwrap()["message"].as_str().unwrap().contains("correct has 3 values; the run has 4 samples"));
+    let log_url = server.api(&format!("/worker/jobs/{job}/log"));
+    assert_eq!(client.post(&log_url).bearer_auth("wrong").json(&json!({"lines": ["x"]})).send().unwrap().status(), 401);
+    assert_eq!(client.post(&log_url).bearer_auth(&token).json(&json!({"lines": ["worker says hello"]})).send().unwrap().status(), 200);
+    let log: Value = client.get(server.api(&format!("/runs/{run_id}/log"))).send().unwrap().json().unwrap();
+    assert_eq!(log["lines"].as_array().unwrap().last().unwrap()["line"], "worker says hello");
     let beyond = client.put(server.api(&format!("/worker/jobs/{job}/epochs/3"))).bearer_auth(&token).json(&upload(3, 4, 0.9)).send().unwrap();
     assert_eq!(beyond.status(), 400, "the run has two epochs");
 

@@ -7,7 +7,7 @@ use std::thread::sleep;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LeaseRequest, SampleManifest};
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LeaseRequest, LogLines, SampleManifest};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -82,9 +82,11 @@ impl Client {
         let keepalive = {
             let (client, latest, cancelled) = (self.clone(), latest.clone(), cancelled.clone());
             let (path, token) = (format!("/jobs/{}/heartbeat", lease.job_id), lease.job_token.clone());
+            let log_path = format!("/jobs/{}/log", lease.job_id);
             std::thread::spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
                     let heartbeat = latest.lock().expect("heartbeat lock").clone();
+                    send_log(&client, &log_path, &token);
                     match client.call_with_attempts::<_, HeartbeatReply>("POST", &path, &token, &heartbeat, 1) {
                         Ok(Some(reply)) if reply.cancel => cancelled.store(true, Ordering::Relaxed),
                         Ok(_) => {}
@@ -94,6 +96,19 @@ impl Client {
             })
         };
         JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone(), latest, cancelled, stop: Some(stop), keepalive: Some(keepalive) }
+    }
+}
+
+/// Sends the log lines gathered since the last send (`crate::joblog`); keeps them for the next
+/// try when the server cannot be reached.
+fn send_log(client: &Client, path: &str, token: &str) {
+    let lines = crate::joblog::drain();
+    if lines.is_empty() {
+        return;
+    }
+    if let Err(error) = client.call_with_attempts::<_, serde_json::Value>("POST", path, token, &LogLines { lines: lines.clone() }, 1) {
+        crate::joblog::restore(lines);
+        eprintln!("sending the job's log failed: {error:#}");
     }
 }
 
@@ -130,6 +145,7 @@ impl JobClient {
         if let Some(thread) = self.keepalive.take() {
             let _ = thread.join();
         }
+        send_log(&self.client, &format!("/jobs/{}/log", self.job_id), &self.token);
         self.send::<_, serde_json::Value>("POST", "/finish", finish).map(drop)
     }
 }
@@ -137,6 +153,7 @@ impl JobClient {
 impl Reporter for JobClient {
     fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
         *self.latest.lock().expect("heartbeat lock") = heartbeat.clone();
+        send_log(&self.client, &format!("/jobs/{}/log", self.job_id), &self.token);
         let reply: Option<HeartbeatReply> = self.send("POST", "/heartbeat", heartbeat)?;
         let cancel = reply.ok_or_else(|| anyhow!("empty heartbeat reply"))?.cancel;
         Ok(cancel || self.cancelled.load(Ordering::Relaxed))
@@ -147,6 +164,9 @@ impl Reporter for JobClient {
     }
 
     fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
+        let m = &epoch.metrics;
+        let validation = m.val_accuracy.map(|a| format!(", validation accuracy {a:.4}")).unwrap_or_default();
+        tracing::info!("epoch {} ({}): loss {:.4}, accuracy {:.4}{validation}, {:.1} s", m.epoch, m.phase.as_str(), m.train_loss, m.train_accuracy, m.seconds);
         self.send::<_, serde_json::Value>("PUT", &format!("/epochs/{}", epoch.metrics.epoch), epoch).map(drop)
     }
 }

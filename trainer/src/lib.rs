@@ -16,6 +16,7 @@
 pub mod checkpoint;
 pub mod client;
 pub mod data;
+pub mod joblog;
 pub mod local;
 pub mod models;
 pub mod optim;

@@ -95,7 +95,13 @@ fn exit_with_parent() {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).with_writer(std::io::stderr).init();
+    use tracing_subscriber::prelude::*;
+    // To stderr, and (plain text) to the job's log on the server.
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(trainer::joblog::Capture))
+        .init();
     let cli = Cli::parse();
     if let Some(Command::Train { config, out }) = &cli.command {
         let epochs = trainer::local::run(config, out)?;

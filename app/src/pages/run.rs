@@ -10,7 +10,10 @@ use crate::components::charts::{Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::{number, percent, StatusBadge};
-use crate::functions::{get_run, list_samples};
+use crate::functions::{get_run, get_run_log, list_samples};
+
+/// How many lines of the job's log the run page shows.
+const LOG_TAIL: u32 = 40;
 
 /// How many of the most forgotten samples the run page shows.
 const MOST_FORGOTTEN: u32 = 20;
@@ -131,11 +134,37 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
             </section>
         </div>
         {(status == RunStatus::Succeeded).then(|| view! { <MostForgotten run_id=id dataset=spec.dataset.clone() class_names=detail.class_names.clone() /> })}
+        <JobLogTail run_id=id reloads=detail.epochs.len() />
         <p class="muted">{format!("Per-epoch metrics of {} epochs; phases: ", detail.epochs.len())}
             {format!("{} warmup, {} fine-tuning.",
                 detail.epochs.iter().filter(|e| e.phase == Phase::Warmup).count(),
                 detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
         </p>
+    }
+}
+
+/// The newest lines of the job's log: the worker's own lines and the server's notes (leased,
+/// re-queued, cancelled, finished), with the full log at `/api/v1/runs/{id}/log`.
+#[component]
+fn JobLogTail(run_id: i64, reloads: usize) -> impl IntoView {
+    let log = Resource::new(move || (run_id, reloads), |(run_id, _)| get_run_log(run_id, LOG_TAIL));
+    view! {
+        <section class="card job-log">
+            <h2>"Job log " <a class="muted small-link" href=format!("/api/v1/runs/{run_id}/log?tail=2000")>"(full log)"</a></h2>
+            <Suspense fallback=|| view! { <p class="loading">"Loading the log…"</p> }>
+                {move || Suspend::new(async move {
+                    match log.await {
+                        Err(error) => super::load_error("the log", error),
+                        Ok(log) if log.lines.is_empty() => view! { <p class="empty">"Nothing logged yet: the job has not been picked up by a worker."</p> }.into_any(),
+                        Ok(log) => view! {
+                            <pre class="log-lines">{log.lines.into_iter().map(|l| view! {
+                                <span class=format!("log-line log-{}", l.source)>{format!("{} #{} {:>6}  {}\n", l.at, l.attempt, l.source, l.line)}</span>
+                            }).collect_view()}</pre>
+                        }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }
 

@@ -69,6 +69,16 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> A
     Ok(Json(state.service.run(parse_id("run", &id)?).await?))
 }
 
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    tail: Option<u32>,
+}
+
+pub async fn run_log(State(state): State<AppState>, Path(id): Path<String>, QueryParams(query): QueryParams<LogQuery>) -> ApiResult<Json<protocol::JobLog>> {
+    Ok(Json(state.queue.log_tail(parse_id("run", &id)?, query.tail.unwrap_or(200)).await?))
+}
+
 pub async fn run_classes(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::ClassReport>> {
     Ok(Json(state.service.classes(parse_id("run", &id)?).await?))
 }

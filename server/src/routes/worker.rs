@@ -30,6 +30,11 @@ pub async fn heartbeat(State(state): State<AppState>, Path(job): Path<String>, h
     Ok(Json(state.queue.heartbeat(parse_id("job", &job)?, bearer(&headers)?, &beat).await?))
 }
 
+pub async fn log(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(lines): JsonBody<protocol::worker::LogLines>) -> ApiResult<Json<serde_json::Value>> {
+    state.queue.put_log(parse_id("job", &job)?, bearer(&headers)?, &lines).await?;
+    Ok(Json(json!({ "lines": lines.lines.len() })))
+}
+
 pub async fn manifest(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(manifest): JsonBody<SampleManifest>) -> ApiResult<Json<serde_json::Value>> {
     state.queue.put_manifest(parse_id("job", &job)?, bearer(&headers)?, &manifest).await?;
     Ok(Json(json!({ "samples": manifest.samples.len() })))
