@@ -51,6 +51,41 @@ pub struct RunRequest {
     pub drop_path: Option<Value>,
     pub augment: Option<Value>,
     pub mixed_precision: Option<Value>,
+    /// Queue order, not part of the experiment: higher runs first (-100..=100, default 0).
+    pub priority: Option<Value>,
+    /// Who launched the run (letters, digits, `.`, `_`, `@`, `-`; at most 64).
+    pub owner: Option<Value>,
+}
+
+impl RunRequest {
+    /// The queue fields: (priority, owner), or a message per invalid field.
+    pub fn queueing(&self) -> Result<(i64, Option<String>), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let priority = match &self.priority {
+            None | Some(Value::Null) => 0,
+            Some(value) => match value.as_i64().or_else(|| value.as_str().and_then(|s| s.trim().parse().ok())) {
+                Some(p) if (-100..=100).contains(&p) => p,
+                _ => {
+                    errors.add("priority", format!("priority must be a whole number from -100 to 100, got {value}"));
+                    0
+                }
+            },
+        };
+        let owner = match &self.owner {
+            None | Some(Value::Null) => None,
+            Some(Value::String(name)) if name.trim().is_empty() => None,
+            Some(Value::String(name))
+                if name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')) =>
+            {
+                Some(name.clone())
+            }
+            Some(value) => {
+                errors.add("owner", format!("owner must be up to 64 letters, digits, '.', '_', '@' or '-', got {value}"));
+                None
+            }
+        };
+        if errors.0.is_empty() { Ok((priority, owner)) } else { Err(errors) }
+    }
 }
 
 /// A validated run specification. Stored with the run (as JSON) and sent to the worker.

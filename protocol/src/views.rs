@@ -173,6 +173,11 @@ pub struct RunSummary {
     pub progress: Option<Progress>,
     /// Final-epoch validation accuracy, when the run recorded one.
     pub final_val_accuracy: Option<f64>,
+    #[serde(default)]
+    pub owner: Option<String>,
+    /// Queue order: higher runs first.
+    #[serde(default)]
+    pub priority: i64,
 }
 
 /// A run with its spec and per-epoch metrics.
@@ -362,6 +367,7 @@ pub struct RunQuery {
     pub status: Option<String>,
     pub dataset: Option<String>,
     pub arch: Option<String>,
+    pub owner: Option<String>,
     /// `id`, `created_at`, `dataset`, `arch`, `seed`, `status`; prefix `-` for descending.
     /// Default: newest first.
     pub sort: Option<String>,

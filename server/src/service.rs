@@ -28,6 +28,8 @@ const RUN_SORTS: &[(&str, &str)] = &[
     ("arch", "r.arch"),
     ("seed", "r.seed"),
     ("status", "j.status"),
+    ("owner", "r.owner"),
+    ("priority", "j.priority"),
 ];
 
 /// Per-sample statistics the sample lists may be sorted by.
@@ -48,8 +50,8 @@ const SAMPLE_SORTS: &[&str] = &[
     "warmup_loss",
 ];
 
-const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, j.id AS job_id, j.status, j.error,
-    j.progress, j.started_at, j.finished_at";
+const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
+    j.progress, j.started_at, j.finished_at, j.priority";
 
 /// Parses `name` or `-name` against a whitelist; returns the SQL column and direction.
 fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>, default: &'a str) -> Result<String, Failure> {
@@ -75,7 +77,18 @@ impl Service {
             let count = errors.0.len();
             Failure::invalid(format!("the run was not queued: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors)
         };
-        let mut spec = ExperimentSpec::parse(&request, &datasets).map_err(not_queued)?;
+        let spec = ExperimentSpec::parse(&request, &datasets);
+        let queueing = request.queueing();
+        let (mut spec, (priority, owner)) = match (spec, queueing) {
+            (Ok(spec), Ok(queueing)) => (spec, queueing),
+            (spec, queueing) => {
+                let mut errors = spec.err().unwrap_or_default();
+                for (field, message) in queueing.err().unwrap_or_default().0 {
+                    errors.add(&field, message);
+                }
+                return Err(not_queued(errors));
+            }
+        };
         // The worker opens the weights by the resolved path, confined to the data roots.
         if let Some(weights) = &spec.weights {
             let resolved = self.registry.resolve_file(weights).map_err(|message| {
@@ -86,17 +99,19 @@ impl Service {
             spec.weights = Some(resolved.display().to_string());
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs) VALUES (?, ?, ?, ?, ?) RETURNING id")
+        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs, owner) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(serde_json::to_string(&spec).map_err(internal)?)
             .bind(&spec.dataset)
             .bind(spec.arch.as_str())
             .bind(spec.seed as i64)
             .bind(spec.total_epochs())
+            .bind(&owner)
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
-        let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status) VALUES (?, 'queued') RETURNING id")
+        let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status, priority) VALUES (?, 'queued', ?) RETURNING id")
             .bind(run_id)
+            .bind(priority)
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
@@ -117,6 +132,7 @@ impl Service {
                 (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy
              FROM runs r JOIN jobs j ON j.run_id = r.id
              WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
+                 AND (?6 IS NULL OR r.owner = ?6)
              ORDER BY {order}, r.id DESC LIMIT ?4 OFFSET ?5"
         );
         let rows = sqlx::query(&sql)
@@ -125,6 +141,7 @@ impl Service {
             .bind(&query.arch)
             .bind(limit)
             .bind(query.offset.unwrap_or(0))
+            .bind(&query.owner)
             .fetch_all(&self.pool)
             .await
             .map_err(internal)?;
@@ -143,6 +160,8 @@ impl Service {
                     error: row.get("error"),
                     progress: progress_of(row, status),
                     final_val_accuracy: row.get("final_val_accuracy"),
+                    owner: row.get("owner"),
+                    priority: row.get("priority"),
                 })
             })
             .collect()

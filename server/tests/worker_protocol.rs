@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{require_fashion_mnist, TestServer, WORKER_TOKEN};
+use common::{launch, require_fashion_mnist, TestServer, WORKER_TOKEN};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use sqlx::{Row, SqlitePool};
@@ -156,4 +156,27 @@ fn a_job_whose_worker_goes_silent_is_queued_again() {
     let second = lease(&client, &server);
     assert_eq!(second["run_id"], run_id);
     assert_ne!(second["job_token"], first["job_token"]);
+}
+
+#[test]
+fn jobs_are_leased_by_priority_then_in_order_and_listed_by_owner() {
+    require_fashion_mnist();
+    let server = TestServer::start(0);
+    let client = Client::new();
+    let spec = |priority: i64, owner: &str| json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 64, "device": "cpu", "priority": priority, "owner": owner});
+    let ids: Vec<i64> = [(0, "ada"), (5, "bob"), (5, "ada"), (-3, "cy")].iter().map(|(p, o)| launch(&server, spec(*p, o))).collect();
+    let order: Vec<i64> = (0..4).map(|_| lease(&client, &server)["run_id"].as_i64().unwrap()).collect();
+    assert_eq!(order, vec![ids[1], ids[2], ids[0], ids[3]], "highest priority first, then first in");
+    let listed: Value = client.get(server.api("/runs?owner=ada&sort=id")).send().unwrap().json().unwrap();
+    let listed: Vec<(i64, i64)> = listed.as_array().unwrap().iter().map(|r| (r["id"].as_i64().unwrap(), r["priority"].as_i64().unwrap())).collect();
+    assert_eq!(listed, vec![(ids[0], 0), (ids[2], 5)]);
+    // Bad queue fields are refused with the rest of the spec's messages, and nothing is queued.
+    let refused = client.post(server.api("/runs")).json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 0, "priority": 1000, "owner": "a b"})).send().unwrap();
+    assert!(refused.status().is_client_error());
+    let body: Value = refused.json().unwrap();
+    for field in ["epochs", "priority", "owner"] {
+        assert!(body["errors"][field].is_string(), "a message for {field}: {body}");
+    }
+    let all: Value = client.get(server.api("/runs")).send().unwrap().json().unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 4);
 }

@@ -77,6 +77,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
             <td>{run.dataset.clone()}</td>
             <td>{run.arch.clone()}</td>
             <td class="muted">{format!("seed {}", run.seed)}</td>
+            <td class="muted">{run.owner.clone().unwrap_or_default()}{(run.priority != 0).then(|| format!(" · priority {}", run.priority))}</td>
             <td><StatusBadge status /></td>
             <td class="progress-cell">
                 <ProgressBar fraction />
