@@ -141,6 +141,9 @@ pub struct Progress {
     pub heartbeat: Heartbeat,
     /// Fraction of the whole run done, in [0, 1].
     pub fraction: f64,
+    /// When the server published this report (Unix milliseconds); absent in stored state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_ms: Option<u64>,
 }
 
 impl Progress {
@@ -154,7 +157,7 @@ impl Progress {
             f64::from(heartbeat.epoch.saturating_sub(1)) + within
         };
         let fraction = (done / f64::from(epochs.max(1))).clamp(0.0, 1.0);
-        Self { job_id, run_id, status, epochs, heartbeat, fraction }
+        Self { job_id, run_id, status, epochs, heartbeat, fraction, published_ms: None }
     }
 }
 

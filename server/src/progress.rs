@@ -17,7 +17,8 @@ impl Default for Hub {
 }
 
 impl Hub {
-    pub fn publish(&self, progress: Progress) {
+    pub fn publish(&self, mut progress: Progress) {
+        progress.published_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as u64);
         // No subscribers is fine: nobody is watching.
         let _ = self.sender.send(progress);
     }

@@ -133,11 +133,17 @@ impl Queue {
         if lines.is_empty() {
             return Ok(());
         }
+        // Writes only: a transaction that read first could not take the write lock while
+        // another connection writes (SQLite answers "database is locked" at once).
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ?").bind(job_id).fetch_one(&mut *tx).await.map_err(internal)?;
         let mut insert = QueryBuilder::<Sqlite>::new("INSERT INTO job_log (job_id, attempt, source, line) ");
         insert.push_values(lines.iter().rev().take(LOG_LINES).rev(), |mut row, line| {
-            row.push_bind(job_id).push_bind(attempt).push_bind(source).push_bind(line.chars().take(MAX_LOG_LINE_CHARS).collect::<String>());
+            row.push_bind(job_id)
+                .push("(SELECT attempts FROM jobs WHERE id = ")
+                .push_bind_unseparated(job_id)
+                .push_unseparated(")")
+                .push_bind(source)
+                .push_bind(line.chars().take(MAX_LOG_LINE_CHARS).collect::<String>());
         });
         insert.build().execute(&mut *tx).await.map_err(internal)?;
         sqlx::query("DELETE FROM job_log WHERE job_id = ?1 AND id <= (SELECT id FROM job_log WHERE job_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)")
