@@ -16,6 +16,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure>;
     /// Queues a failed or cancelled run again; it resumes after its last checkpoint.
     async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure>;
+    /// The class-level view of a succeeded run.
+    async fn classes(&self, run_id: i64) -> Result<protocol::ClassReport, Failure>;
     /// The newest `tail` lines of the run's job log.
     async fn log(&self, run_id: i64, tail: u32) -> Result<protocol::JobLog, Failure>;
 }

@@ -35,6 +35,11 @@ pub async fn list_samples(run_id: i64, query: SampleQuery) -> Result<SamplePage,
 }
 
 #[server(prefix = "/sf")]
+pub async fn get_run_classes(run_id: i64) -> Result<protocol::ClassReport, ServerFnError> {
+    backend()?.classes(run_id).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
 pub async fn get_run_log(run_id: i64, tail: u32) -> Result<protocol::JobLog, ServerFnError> {
     backend()?.log(run_id, tail).await.map_err(failed)
 }

@@ -49,7 +49,7 @@ test("a run launched from the form trains live and its page shows curves, histog
   await expect(page.locator(".badge-succeeded")).toHaveCount(1);
   await expect(page.locator("svg.line-chart")).toHaveCount(2);
   await expect(page.locator("svg.line-chart polyline.line").first()).toBeVisible();
-  const bars = page.locator("svg.histogram rect.bar");
+  const bars = page.locator(`svg.histogram[aria-label="Forgetting events per sample"] rect.bar`);
   expect(await bars.count()).toBeGreaterThan(0);
 
   // The histogram on the page is the API's histogram.
@@ -76,4 +76,23 @@ test("a run launched from the form trains live and its page shows curves, histog
   const top = await (await request.get(`/api/v1/runs/${runId}/samples?sort=-forgetting_events&limit=20`)).json();
   const shown = await page.locator(".most-forgotten .thumb-count").allTextContents();
   expect(shown).toEqual(top.samples.map((s: any) => `${s.forgetting_events} ×`));
+
+  // The decay fits' R² histogram is the API's, and its fitted and excluded counts cover every sample.
+  const r2Bars = page.locator(".decay-card svg.histogram rect.bar");
+  await expect(r2Bars).toHaveCount(20);
+  const r2Counts: number[] = await r2Bars.evaluateAll((rects) => rects.map((r) => Number(r.getAttribute("data-count"))));
+  expect(r2Counts).toEqual(detail.analysis.decay.r2_histogram);
+  const summary = page.locator(".decay-card .summary");
+  const fitted = Number(await summary.getAttribute("data-fitted"));
+  const excluded = Number(await summary.getAttribute("data-excluded"));
+  expect(fitted + excluded).toBe(1024);
+  expect(fitted).toBe(detail.analysis.decay.fitted);
+
+  // The class table shows /classes: ten classes, their mean forgetting as the API gives it.
+  const classes = await (await request.get(`/api/v1/runs/${runId}/classes`)).json();
+  const rows = page.locator(".class-table tr.class-row");
+  await expect(rows).toHaveCount(10);
+  const means = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-mean")));
+  expect(means).toEqual(classes.forgetting_mean.map((m: number | null) => (m === null ? "" : String(m))));
+  await expect(rows.first().locator("td").first()).toHaveText("T-shirt/top");
 });

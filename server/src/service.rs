@@ -373,6 +373,9 @@ impl app::backend::Backend for Site {
     async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure> {
         self.queue.retry(run_id).await
     }
+    async fn classes(&self, run_id: i64) -> Result<protocol::ClassReport, Failure> {
+        self.service.classes(run_id).await
+    }
     async fn log(&self, run_id: i64, tail: u32) -> Result<protocol::JobLog, Failure> {
         self.queue.log_tail(run_id, tail).await
     }

@@ -174,24 +174,33 @@ pub fn LineChart(
     }
 }
 
-/// Bars of `counts[k]` at integer `k` (e.g. how many samples were forgotten k times).
+/// Bars of `counts[k]` at integer `k` (e.g. how many samples were forgotten k times), or,
+/// with `bin_width`, over the interval `[k w, (k + 1) w)` (e.g. R^2 in bins of 0.05).
 #[component]
-pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u64>) -> impl IntoView {
+pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u64>, #[prop(optional)] bin_width: Option<f64>) -> impl IntoView {
     let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let bins = counts.len().max(1) as f64;
-    let scale = Scale { x0: -0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 };
-    let x_ticks: Vec<f64> = nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect();
+    let width = bin_width.unwrap_or(1.0);
+    // Integer bins are centred on k; intervals start at k w.
+    let (scale, x_ticks) = match bin_width {
+        None => (Scale { x0: -0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect::<Vec<_>>()),
+        Some(w) => (Scale { x0: 0.0, x1: bins * w, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins * w, 6)),
+    };
     let y_ticks: Vec<f64> = nice_ticks(0.0, max * 1.08, 5).into_iter().filter(|t| t.fract() == 0.0).collect();
-    let bar_width = (scale.x(1.0) - scale.x(0.0)) * 0.8;
+    let bar_width = (scale.x(width) - scale.x(0.0)) * 0.8;
     let bars = counts
         .iter()
         .enumerate()
         .map(|(k, &count)| {
-            let x = scale.x(k as f64) - bar_width / 2.0;
+            let (centre, tip) = match bin_width {
+                None => (k as f64, format!("{count} samples with {k} forgetting events")),
+                Some(w) => ((k as f64 + 0.5) * w, format!("{count} in [{}, {})", tick_label(k as f64 * w), tick_label((k + 1) as f64 * w))),
+            };
+            let x = scale.x(centre) - bar_width / 2.0;
             let y = scale.y(count as f64);
             view! {
                 <rect class="bar" x=x y=y width=bar_width height={(HEIGHT - BOTTOM - y).max(0.0)} data-bin=k data-count=count>
-                    <title>{format!("{count} samples with {k} forgetting events")}</title>
+                    <title>{tip}</title>
                 </rect>
             }
         })

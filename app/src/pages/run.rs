@@ -10,7 +10,7 @@ use crate::components::charts::{Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::{number, percent, StatusBadge};
-use crate::functions::{get_run, get_run_log, list_samples};
+use crate::functions::{get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
 const LOG_TAIL: u32 = 40;
@@ -133,6 +133,8 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 }}
             </section>
         </div>
+        {detail.analysis.clone().map(|analysis| view! { <DecayCard analysis /> })}
+        {(status == RunStatus::Succeeded).then(|| view! { <ClassTable run_id=id /> })}
         {(status == RunStatus::Succeeded).then(|| view! { <MostForgotten run_id=id dataset=spec.dataset.clone() class_names=detail.class_names.clone() /> })}
         <JobLogTail run_id=id reloads=detail.epochs.len() />
         <p class="muted">{format!("Per-epoch metrics of {} epochs; phases: ", detail.epochs.len())}
@@ -140,6 +142,73 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 detail.epochs.iter().filter(|e| e.phase == Phase::Warmup).count(),
                 detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
         </p>
+    }
+}
+
+/// The decay fits of the run (definition A) and whether the loss after head warmup predicts them.
+#[component]
+fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
+    let d = analysis.decay;
+    let excluded = d.never_learned + d.too_few_points + d.constant;
+    let predictability = match analysis.warmup_predictability {
+        None => "no head warmup, so no warmup-loss predictability".to_owned(),
+        Some(c) => format!(
+            "Spearman(warmup loss, tau) = {} (p = {}, n = {})",
+            c.r.map_or("undefined".into(), |r| format!("{r:.3}")),
+            c.p_value.map_or("–".into(), |p| format!("{p:.2e}")),
+            c.n
+        ),
+    };
+    view! {
+        <section class="card decay-card">
+            <Histogram title="R² of the retention-decay fits (definition A)".into() x_label="R²".into() y_label="samples".into()
+                counts=d.r2_histogram.clone() bin_width=0.05 />
+            <p class="summary" data-fitted=d.fitted data-excluded=excluded>
+                {format!("{} fitted, {} excluded ({} never correct, {} too few lags, {} constant); {} with R² below 0. Mean R² {}. \
+                    The exponential beats the power law (AIC) in {} of the fits. {predictability}.",
+                    d.fitted, excluded, d.never_learned, d.too_few_points, d.constant, d.r2_below_zero,
+                    d.mean_r2.map_or("–".into(), |r| format!("{r:.3}")), d.exponential_preferred)}
+            </p>
+        </section>
+    }
+}
+
+/// Per-class forgetting and the last epoch's validation accuracy.
+#[component]
+fn ClassTable(run_id: i64) -> impl IntoView {
+    let report = Resource::new(move || run_id, get_run_classes);
+    view! {
+        <section class="card class-table">
+            <h2>"Classes"</h2>
+            <Suspense fallback=|| view! { <p class="loading">"Loading classes…"</p> }>
+                {move || Suspend::new(async move {
+                    match report.await {
+                        Err(error) => super::load_error("the classes", error),
+                        Ok(report) => {
+                            let last = report.val_accuracy.last().map(|a| a.accuracy.clone()).unwrap_or_default();
+                            view! {
+                                <table class="data">
+                                    <thead><tr><th>"Class"</th><th>"Samples"</th><th>"Never learned"</th><th>"Mean forgetting events"</th><th>"Validation accuracy"</th></tr></thead>
+                                    <tbody>{(0..report.forgetting.samples.len()).map(|c| {
+                                        let name = report.class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
+                                        let mean = report.forgetting.forgetting_mean[c];
+                                        view! {
+                                            <tr class="class-row" data-class=c data-mean=mean.map(|m| m.to_string()).unwrap_or_default()>
+                                                <td>{name}</td>
+                                                <td>{report.forgetting.samples[c]}</td>
+                                                <td>{report.forgetting.never_learned[c]}</td>
+                                                <td>{number(mean, 3)}</td>
+                                                <td>{last.get(c).copied().flatten().map(percent).unwrap_or("–".into())}</td>
+                                            </tr>
+                                        }
+                                    }).collect_view()}</tbody>
+                                </table>
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+        </section>
     }
 }
 
