@@ -64,6 +64,16 @@ pub enum Decay {
     Excluded(Exclusion),
 }
 
+impl Decay {
+    /// The fit, unless the trace was excluded.
+    pub fn fitted(&self) -> Option<&DecayFit> {
+        match self {
+            Decay::Fitted(fit) => Some(fit),
+            Decay::Excluded(_) => None,
+        }
+    }
+}
+
 /// Definition A's points `(k, R(k))` for a correctness trace (`correct[t-1]` is epoch t).
 pub fn lag_retention(correct: &[bool]) -> Vec<(f64, f64)> {
     lag_points(correct).into_iter().map(|(k, y)| (k as f64, y)).collect()

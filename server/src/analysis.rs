@@ -110,7 +110,7 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
         r2_histogram: vec![0; 20],
         r2_below_zero: 0,
     };
-    for fit in decays.iter().filter_map(|d| if let dynamics::Decay::Fitted(f) = d { Some(f) } else { None }) {
+    for fit in decays.iter().filter_map(dynamics::Decay::fitted) {
         match fit.exponential.r2 {
             r2 if r2 < 0.0 => decay.r2_below_zero += 1,
             r2 => decay.r2_histogram[((r2 * 20.0) as usize).min(19)] += 1,
@@ -119,10 +119,7 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
     let warmup_predictability = warmup.then(|| {
         let (loss, tau): (Vec<f64>, Vec<f64>) = summaries
             .iter()
-            .filter_map(|s| match (s.warmup_loss, s.decay) {
-                (Some(loss), dynamics::Decay::Fitted(dynamics::DecayFit { tau: Some(tau), .. })) => Some((f64::from(loss), tau)),
-                _ => None,
-            })
+            .filter_map(|s| Some((f64::from(s.warmup_loss?), s.decay.fitted()?.tau?)))
             .unzip();
         correlation_view(dynamics::spearman(&loss, &tau))
     });
@@ -151,6 +148,17 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
     (RunAnalysis { decay, warmup_predictability }, classes_view)
 }
 
+/// A stored confusion matrix (`epoch_metrics.val_confusion`: u32 LE, row-major, square) as
+/// rows `[true][predicted]`.
+pub fn confusion_matrix(bytes: &[u8]) -> Result<Vec<Vec<u32>>, String> {
+    let cells = unpack_u32(bytes).map_err(|e| e.to_string())?;
+    let side = (cells.len() as f64).sqrt().round() as usize;
+    if side * side != cells.len() {
+        return Err(format!("a confusion matrix of {} cells is not square", cells.len()));
+    }
+    Ok(cells.chunks(side.max(1)).map(<[u32]>::to_vec).collect())
+}
+
 /// `GET /api/v1/runs/{id}/classes`.
 pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<String>) -> Result<ClassReport, Failure> {
     let stored: Option<String> = sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
@@ -167,11 +175,10 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
     let mut val_accuracy = Vec::new();
     let mut val_confusion = None;
     for (epoch, bytes) in confusions {
-        let cells = unpack_u32(&bytes).map_err(internal)?;
-        if cells.len() != classes * classes {
-            return Err(internal(format!("run #{run_id} epoch {epoch}: a confusion matrix of {} cells for {classes} classes", cells.len())));
+        let matrix = confusion_matrix(&bytes).map_err(|e| internal(format!("run #{run_id} epoch {epoch}: {e}")))?;
+        if matrix.len() != classes {
+            return Err(internal(format!("run #{run_id} epoch {epoch}: a confusion matrix of {} classes for {classes}", matrix.len())));
         }
-        let matrix: Vec<Vec<u32>> = cells.chunks(classes.max(1)).map(<[u32]>::to_vec).collect();
         let accuracy = matrix
             .iter()
             .enumerate()
@@ -222,10 +229,7 @@ pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str
         let raw: Vec<u8> = summaries.iter().flat_map(|s| value(s).unwrap_or(f64::NAN).to_le_bytes()).collect();
         codec::encode(&raw, 8)
     };
-    let fit = |s: &dynamics::SampleSummary| match s.decay {
-        dynamics::Decay::Fitted(fit) => Some(fit),
-        dynamics::Decay::Excluded(_) => None,
-    };
+    let fit = |s: &dynamics::SampleSummary| s.decay.fitted().copied();
     vec![
         ("forgetting_events", column(&|s| Some(f64::from(s.events.forgetting_events)))),
         ("learning_events", column(&|s| Some(f64::from(s.events.learning_events)))),

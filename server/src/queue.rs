@@ -78,7 +78,7 @@ impl Queue {
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?1, token_hash = ?2, lease_expires_at = ?3,
                  cancel_requested = 0, error = NULL, progress = NULL, started_at = COALESCE(started_at, {NOW}), updated_at = {NOW}
              WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1)
-             RETURNING id, run_id"
+             RETURNING id, run_id, attempts"
         ))
         .bind(worker)
         .bind(hash_token(&token))
@@ -87,7 +87,7 @@ impl Queue {
         .await
         .map_err(internal)?;
         let Some(row) = row else { return Ok(None) };
-        let (job_id, run_id): (i64, i64) = (row.get("id"), row.get("run_id"));
+        let (job_id, run_id, attempt): (i64, i64, i64) = (row.get("id"), row.get("run_id"), row.get("attempts"));
         let spec = self.spec(run_id).await?;
         let dataset = match self.registry.get(&spec.dataset).await {
             Ok(dataset) => dataset,
@@ -97,7 +97,6 @@ impl Queue {
             }
         };
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
-        let attempt: i64 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
         self.note(job_id, format!("leased by worker {worker} (attempt {attempt})")).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
         Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
@@ -458,10 +457,7 @@ impl Queue {
             );
             insert.push_values(chunk, |mut row, ((index, dataset_index, key, label), summary)| {
                 let events = &summary.events;
-                let fit = match summary.decay {
-                    dynamics::Decay::Fitted(fit) => Some(fit),
-                    dynamics::Decay::Excluded(_) => None,
-                };
+                let fit = summary.decay.fitted();
                 row.push_bind(run_id)
                     .push_bind(*index)
                     .push_bind(key)

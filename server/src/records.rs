@@ -164,10 +164,8 @@ async fn read_sealed(pool: &SqlitePool, run_id: i64) -> Result<RunRecords, Failu
         let first = row.get::<i64, _>("first_sample") as usize;
         let count = row.get::<i64, _>("samples") as usize;
         let columns: Vec<Vec<u8>> = COLUMNS.iter().map(|(name, _)| decoded(row, name)).collect::<Result<_, _>>()?;
-        for (name, width) in COLUMNS {
-            if columns[COLUMNS.iter().position(|c| c.0 == name).unwrap()].len() != count * epochs * width {
-                return Err(internal(format!("record block {first} of run #{run_id}: column {name} has the wrong length")));
-            }
+        if let Some((name, _)) = COLUMNS.iter().zip(&columns).find(|((_, width), column)| column.len() != count * epochs * width) {
+            return Err(internal(format!("record block {first} of run #{run_id}: column {} has the wrong length", name.0)));
         }
         for s in 0..count {
             for (e, epoch) in records.columns.iter_mut().enumerate() {

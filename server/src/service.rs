@@ -204,14 +204,7 @@ impl Service {
         .await
         .map_err(internal)?
         .flatten();
-        let val_confusion = match confusion {
-            Some(bytes) => {
-                let cells = protocol::pack::unpack_u32(&bytes).map_err(internal)?;
-                let k = (cells.len() as f64).sqrt() as usize;
-                Some(cells.chunks(k.max(1)).map(<[u32]>::to_vec).collect::<Vec<_>>())
-            }
-            None => None,
-        };
+        let val_confusion = confusion.map(|bytes| crate::analysis::confusion_matrix(&bytes)).transpose().map_err(internal)?;
         let analysis: Option<String> = sqlx::query_scalar("SELECT summary FROM run_analysis WHERE run_id = ?").bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
         let analysis = analysis.map(|json| serde_json::from_str(&json)).transpose().map_err(internal)?;
         Ok(RunDetail {
