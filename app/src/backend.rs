@@ -3,13 +3,18 @@
 
 use std::sync::Arc;
 
-use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunList, RunRequest, RunStatus, SamplePage, SampleQuery};
 
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure>;
     async fn launch(&self, request: RunRequest) -> Result<Launched, Failure>;
-    async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure>;
+    async fn runs(&self, query: RunQuery) -> Result<RunList, Failure>;
+    /// The run's data map, binned.
+    async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure>;
+    async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure>;
+    /// One sample in this run and every other run over its dataset.
+    async fn sample_history(&self, run_id: i64, key: String) -> Result<protocol::SampleHistory, Failure>;
     async fn run(&self, id: i64) -> Result<RunDetail, Failure>;
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure>;
     /// Cancels a queued run, or asks a running one to stop (within a heartbeat).

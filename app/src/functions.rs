@@ -2,7 +2,7 @@
 //! [`crate::backend::Backend`], the service behind the JSON API too.
 
 use leptos::prelude::*;
-use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunStatus, RunSummary, SamplePage, SampleQuery};
+use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunStatus, SamplePage, SampleQuery};
 
 #[cfg(feature = "ssr")]
 fn backend() -> Result<crate::backend::SharedBackend, ServerFnError> {
@@ -20,8 +20,23 @@ pub async fn list_datasets() -> Result<Vec<DatasetInfo>, ServerFnError> {
 }
 
 #[server(prefix = "/sf")]
-pub async fn list_runs(query: RunQuery) -> Result<Vec<RunSummary>, ServerFnError> {
+pub async fn list_runs(query: RunQuery) -> Result<protocol::RunList, ServerFnError> {
     backend()?.runs(query).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn get_data_map(run_id: i64) -> Result<protocol::DataMap, ServerFnError> {
+    backend()?.data_map(run_id).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn compare_runs(query: protocol::CompareQuery) -> Result<protocol::Comparison, ServerFnError> {
+    backend()?.compare(query).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn get_sample_history(run_id: i64, key: String) -> Result<protocol::SampleHistory, ServerFnError> {
+    backend()?.sample_history(run_id, key).await.map_err(failed)
 }
 
 #[server(prefix = "/sf")]

@@ -18,6 +18,8 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
+use pages::compare::ComparePage;
+use pages::samples::{SampleBrowser, SampleDetail};
 use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
 
 /// The HTML document around the app, rendered on the server.
@@ -51,6 +53,7 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Runs"</A>
                     <A href="/launch">"Launch"</A>
                     <A href="/jobs">"Jobs"</A>
+                    <A href="/compare">"Compare"</A>
                 </nav>
             </header>
             <main>
@@ -60,6 +63,9 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/launch") view=LaunchPage ssr=SsrMode::Async />
                     <Route path=path!("/jobs") view=JobsPage ssr=SsrMode::Async />
                     <Route path=path!("/runs/:id") view=RunPage ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id/samples") view=SampleBrowser ssr=SsrMode::Async />
+                    <Route path=path!("/runs/:id/samples/:key") view=SampleDetail ssr=SsrMode::Async />
+                    <Route path=path!("/compare") view=ComparePage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

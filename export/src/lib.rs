@@ -9,7 +9,7 @@
 
 mod parquet_files;
 
-pub use parquet_files::{write_records_parquet, write_samples_parquet};
+pub use parquet_files::{write_records_parquet, write_runs_samples_parquet, write_samples_parquet};
 
 use std::io::Write;
 
@@ -88,31 +88,39 @@ pub const SAMPLE_COLUMNS: [&str; 16] = [
 ];
 
 /// Per-sample statistics as CSV; an absent value is an empty field.
-pub fn write_samples_csv(mut out: impl Write, run: i64, samples: &[SampleStats]) -> Result<(), ExportError> {
+pub fn write_samples_csv(out: impl Write, run: i64, samples: &[SampleStats]) -> Result<(), ExportError> {
+    write_runs_samples_csv(out, &[(run, samples)])
+}
+
+/// Several runs' per-sample statistics in one CSV (a comparison's), one header, the `run`
+/// column telling them apart.
+pub fn write_runs_samples_csv(mut out: impl Write, runs: &[(i64, &[SampleStats])]) -> Result<(), ExportError> {
     fn opt<T: std::fmt::Display>(value: Option<T>) -> String {
         value.map(|v| v.to_string()).unwrap_or_default()
     }
     writeln!(out, "{}", SAMPLE_COLUMNS.join(","))?;
-    for s in samples {
-        writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{run}",
-            s.sample_key,
-            s.sample_index,
-            s.dataset_index,
-            s.label,
-            s.forgetting_events,
-            s.learning_events,
-            opt(s.first_learned_epoch),
-            s.never_learned,
-            s.unforgettable,
-            opt(s.confidence),
-            opt(s.variability),
-            opt(s.correctness),
-            opt(s.tau),
-            opt(s.r2),
-            opt(s.warmup_loss),
-        )?;
+    for &(run, samples) in runs {
+        for s in samples {
+            writeln!(
+                out,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{run}",
+                s.sample_key,
+                s.sample_index,
+                s.dataset_index,
+                s.label,
+                s.forgetting_events,
+                s.learning_events,
+                opt(s.first_learned_epoch),
+                s.never_learned,
+                s.unforgettable,
+                opt(s.confidence),
+                opt(s.variability),
+                opt(s.correctness),
+                opt(s.tau),
+                opt(s.r2),
+                opt(s.warmup_loss),
+            )?;
+        }
     }
     Ok(())
 }

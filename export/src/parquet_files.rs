@@ -105,7 +105,21 @@ pub fn write_records_parquet<'a, W: Write + Send>(out: W, epochs: impl IntoItera
 
 /// Per-sample statistics as Parquet, in one row group.
 pub fn write_samples_parquet<W: Write + Send>(out: W, run: i64, samples: &[SampleStats]) -> Result<(), ExportError> {
+    write_runs_samples_parquet(out, &[(run, samples)])
+}
+
+/// Several runs' per-sample statistics in one file (a comparison's): a row group per run,
+/// the `run` column telling them apart.
+pub fn write_runs_samples_parquet<W: Write + Send>(out: W, runs: &[(i64, &[SampleStats])]) -> Result<(), ExportError> {
     let mut file = writer(out, SAMPLES_SCHEMA)?;
+    for &(run, samples) in runs {
+        write_samples_group(&mut file, run, samples)?;
+    }
+    file.close()?;
+    Ok(())
+}
+
+fn write_samples_group<W: Write + Send>(file: &mut SerializedFileWriter<W>, run: i64, samples: &[SampleStats]) -> Result<(), ExportError> {
     let mut group = file.next_row_group()?;
     let ints = |f: fn(&SampleStats) -> u32| samples.iter().map(|s| f(s) as i32).collect::<Vec<_>>();
     let doubles = |f: fn(&SampleStats) -> Option<f64>| samples.iter().map(f).collect::<Vec<_>>();
@@ -133,7 +147,6 @@ pub fn write_samples_parquet<W: Write + Send>(out: W, run: i64, samples: &[Sampl
         index += 1;
     }
     group.close()?;
-    file.close()?;
     Ok(())
 }
 

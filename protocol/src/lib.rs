@@ -13,5 +13,5 @@ pub mod spec;
 pub mod views;
 pub mod worker;
 
-pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Measure, Optimizer, RunRequest, Schedule};
+pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule};
 pub use views::*;

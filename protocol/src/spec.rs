@@ -55,11 +55,46 @@ pub struct RunRequest {
     pub priority: Option<Value>,
     /// Who launched the run (letters, digits, `.`, `_`, `@`, `-`; at most 64).
     pub owner: Option<Value>,
+    /// Labels for finding the run again: a list of strings, or one string separated by commas
+    /// (letters, digits, `.`, `_`, `-`, `:`; at most 32 characters each, 16 tags).
+    pub tags: Option<Value>,
+}
+
+/// How a run is queued and found, apart from the experiment itself.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Queueing {
+    pub priority: i64,
+    pub owner: Option<String>,
+    /// Sorted, without duplicates.
+    pub tags: Vec<String>,
+}
+
+/// Splits and checks the `tags` field; the tags sorted, without duplicates.
+pub fn parse_tags(value: &Value) -> Result<Vec<String>, String> {
+    let words: Vec<String> = match value {
+        Value::Null => Vec::new(),
+        Value::String(text) => text.split(',').map(|t| t.trim().to_owned()).filter(|t| !t.is_empty()).collect(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(|t| t.trim().to_owned()).ok_or_else(|| format!("tags must be strings, got {item}")))
+            .collect::<Result<_, _>>()?,
+        other => return Err(format!("tags must be a list of strings or one string separated by commas, got {other}")),
+    };
+    if let Some(bad) = words.iter().find(|t| t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))) {
+        return Err(format!("each tag must be 1 to 32 letters, digits, '.', '_', '-' or ':', got {bad:?}"));
+    }
+    let mut tags = words;
+    tags.sort();
+    tags.dedup();
+    if tags.len() > 16 {
+        return Err(format!("at most 16 tags, got {}", tags.len()));
+    }
+    Ok(tags)
 }
 
 impl RunRequest {
-    /// The queue fields: (priority, owner), or a message per invalid field.
-    pub fn queueing(&self) -> Result<(i64, Option<String>), FieldErrors> {
+    /// The queue fields (priority, owner, tags), or a message per invalid field.
+    pub fn queueing(&self) -> Result<Queueing, FieldErrors> {
         let mut errors = FieldErrors::default();
         let priority = match &self.priority {
             None | Some(Value::Null) => 0,
@@ -84,7 +119,14 @@ impl RunRequest {
                 None
             }
         };
-        if errors.0.is_empty() { Ok((priority, owner)) } else { Err(errors) }
+        let tags = match self.tags.as_ref().map(parse_tags).transpose() {
+            Ok(tags) => tags.unwrap_or_default(),
+            Err(message) => {
+                errors.add("tags", message);
+                Vec::new()
+            }
+        };
+        if errors.0.is_empty() { Ok(Queueing { priority, owner, tags }) } else { Err(errors) }
     }
 }
 

@@ -62,6 +62,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    pub const ALL: [RunStatus; 5] = [RunStatus::Queued, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
@@ -181,6 +183,18 @@ pub struct RunSummary {
     /// Queue order: higher runs first.
     #[serde(default)]
     pub priority: i64,
+    /// Labels given at launch, sorted.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A page of the runs table: the runs and how many match the filters in all.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunList {
+    pub total: u64,
+    pub offset: u64,
+    pub limit: u64,
+    pub runs: Vec<RunSummary>,
 }
 
 /// A run with its spec and per-epoch metrics.
@@ -371,8 +385,14 @@ pub struct RunQuery {
     pub dataset: Option<String>,
     pub arch: Option<String>,
     pub owner: Option<String>,
-    /// `id`, `created_at`, `dataset`, `arch`, `seed`, `status`; prefix `-` for descending.
-    /// Default: newest first.
+    /// Runs carrying this tag.
+    pub tag: Option<String>,
+    /// Runs created on or after this day, `YYYY-MM-DD` (UTC).
+    pub created_from: Option<String>,
+    /// Runs created on or before this day, `YYYY-MM-DD` (UTC).
+    pub created_to: Option<String>,
+    /// `id`, `created_at`, `dataset`, `arch`, `seed`, `epochs`, `status`, `owner`, `priority`;
+    /// prefix `-` for descending. Default: newest first.
     pub sort: Option<String>,
     pub limit: Option<u32>,
     pub offset: Option<u32>,
@@ -481,6 +501,9 @@ pub struct CompareQuery {
     /// Fractions, comma-separated, for a Jaccard-vs-q curve (e.g. `0.01,0.05,0.1,0.2,0.5`);
     /// none by default, since each q ranks every run again.
     pub curve: Option<String>,
+    /// Two of `runs`, `a,b`: adds their score scatter (binned) and the set algebra of their
+    /// top-q sets (`pair` in the answer).
+    pub pair: Option<String>,
 }
 
 /// `GET /api/v1/compare`: every matrix is indexed like `runs`.
@@ -523,6 +546,114 @@ pub struct Comparison {
     pub zero_scores: Vec<u64>,
     /// Samples tied at each run's cut (the seeded draw chose among them).
     pub tied_at_cut: Vec<u64>,
+    /// The compared runs, indexed like `runs`.
+    #[serde(default)]
+    pub members: Vec<CompareMember>,
+    /// The study's findings over these runs, grouped by architecture and seed.
+    #[serde(default)]
+    pub summary: Option<CompareSummary>,
+    /// Present when the query named a `pair`.
+    #[serde(default)]
+    pub pair: Option<PairView>,
+}
+
+/// One compared run, with what its own analysis says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareMember {
+    pub id: i64,
+    pub dataset: String,
+    pub arch: String,
+    pub seed: u64,
+    /// Mean R^2 of the run's decay fits (definition A).
+    pub mean_r2: Option<f64>,
+    /// Fitted and excluded decay traces.
+    pub fitted: u64,
+    pub excluded: u64,
+    /// Spearman(warmup loss, tau) of the run.
+    pub warmup_spearman: Option<f64>,
+}
+
+/// DESIGN.md's findings over the compared runs: pairs of different architectures against
+/// pairs of one architecture with different seeds, and chance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompareSummary {
+    /// Mean Jaccard of the top-q sets over pairs of runs with different architectures.
+    pub cross_arch_jaccard: Option<f64>,
+    pub cross_arch_pairs: u64,
+    /// Mean Jaccard and Spearman over pairs with the same architecture and different seeds.
+    pub cross_seed_jaccard: Option<f64>,
+    pub cross_seed_spearman: Option<f64>,
+    pub cross_seed_pairs: u64,
+    pub chance: f64,
+    pub per_arch: Vec<ArchSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArchSummary {
+    pub arch: String,
+    pub runs: u64,
+    /// Mean over the architecture's runs of each run's mean R^2.
+    pub mean_r2: Option<f64>,
+    /// Mean Spearman over its cross-seed pairs, and its Spearman-Brown projection to the
+    /// average of all its runs.
+    pub cross_seed_spearman: Option<f64>,
+    pub reliability: Option<f64>,
+    /// Mean over its runs of Spearman(warmup loss, tau).
+    pub warmup_spearman: Option<f64>,
+}
+
+/// Two runs of a comparison side by side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairView {
+    pub a: i64,
+    pub b: i64,
+    /// Run a's score (x) against run b's (y), binned.
+    pub scatter: Grid,
+    /// The top-q sets: in a only, in b only, in both.
+    pub only_a: SampleSet,
+    pub only_b: SampleSet,
+    pub both: SampleSet,
+}
+
+/// How many samples a set holds, and the first few (for thumbnails).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleSet {
+    pub count: u64,
+    pub examples: Vec<SampleRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRef {
+    pub sample_key: String,
+    pub dataset_index: u32,
+    pub label: u32,
+}
+
+/// Points counted in a grid of cells: how a scatter of 10^5 points is sent and drawn.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Grid {
+    pub x_min: f64,
+    pub x_max: f64,
+    pub y_min: f64,
+    pub y_max: f64,
+    pub x_bins: u32,
+    pub y_bins: u32,
+    /// Points per cell, `counts[y * x_bins + x]`, row 0 at `y_min`.
+    pub counts: Vec<u64>,
+    /// Per cell, the mean of a third value (the data map: correctness); `None` where empty.
+    #[serde(default)]
+    pub means: Option<Vec<Option<f64>>>,
+    pub points: u64,
+    /// Points left out for lacking a coordinate.
+    pub missing: u64,
+}
+
+/// `GET /api/v1/runs/{id}/datamap`: the data map of Swayamdipta et al. (2020), variability
+/// (x) against confidence (y), each cell coloured by its samples' mean correctness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataMap {
+    pub run_id: i64,
+    pub grid: Grid,
 }
 
 /// One sample's records across a run's epochs.

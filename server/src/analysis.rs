@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::pack::{unpack_f32, unpack_u32};
 use protocol::{
-    ClassAccuracy, ClassForgetting, ClassReport, CompareQuery, Comparison, CorrelationView, DecayCounts, Failure, JaccardPoint, RunAnalysis, SampleHistory,
-    SampleStats, Trajectory,
+    ArchSummary, ClassAccuracy, ClassForgetting, ClassReport, CompareMember, CompareQuery, CompareSummary, Comparison, CorrelationView, DataMap, DecayCounts,
+    Failure, Grid, JaccardPoint, PairView, RunAnalysis, SampleHistory, SampleRef, SampleSet, SampleStats, Trajectory,
 };
 use sqlx::{Row, SqlitePool};
 
@@ -82,6 +82,43 @@ pub async fn samples(run_id: i64, stats: Vec<SampleStats>, format: Format) -> Re
         match format {
             Format::Parquet => export::write_samples_parquet(&mut out, run_id, &stats),
             Format::Csv => export::write_samples_csv(&mut out, run_id, &stats),
+        }
+        .map_err(internal)?;
+        Ok(out)
+    })
+    .await
+    .map_err(internal)?
+}
+
+/// The per-sample statistics of compared runs in one file, restricted to the samples every
+/// run holds (content keys), in the first run's order; runs over different sample sets are
+/// refused unless `intersect`.
+pub async fn comparison_samples(runs: Vec<(i64, Vec<SampleStats>)>, intersect: bool, format: Format) -> Result<Vec<u8>, Failure> {
+    let keys: Vec<std::collections::HashSet<&str>> = runs.iter().map(|(_, s)| s.iter().map(|s| s.sample_key.as_str()).collect()).collect();
+    let shared: std::collections::HashSet<&str> = keys[0].iter().copied().filter(|k| keys.iter().all(|set| set.contains(k))).collect();
+    if !intersect && keys.iter().any(|set| set.len() != shared.len()) {
+        let sizes: Vec<String> = runs.iter().map(|(id, s)| format!("#{id}: {}", s.len())).collect();
+        return Err(Failure::conflict(format!(
+            "the runs hold different samples ({}; {} shared); add intersect=true to export the shared ones",
+            sizes.join(", "),
+            shared.len()
+        )));
+    }
+    let order: HashMap<&str, usize> = runs[0].1.iter().enumerate().map(|(i, s)| (s.sample_key.as_str(), i)).collect();
+    let kept: Vec<(i64, Vec<SampleStats>)> = runs
+        .iter()
+        .map(|(id, stats)| {
+            let mut rows: Vec<SampleStats> = stats.iter().filter(|s| shared.contains(s.sample_key.as_str())).cloned().collect();
+            rows.sort_by_key(|s| order[s.sample_key.as_str()]);
+            (*id, rows)
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        let parts: Vec<(i64, &[SampleStats])> = kept.iter().map(|(id, rows)| (*id, rows.as_slice())).collect();
+        let mut out = Vec::new();
+        match format {
+            Format::Parquet => export::write_runs_samples_parquet(&mut out, &parts),
+            Format::Csv => export::write_runs_samples_csv(&mut out, &parts),
         }
         .map_err(internal)?;
         Ok(out)
@@ -253,10 +290,11 @@ struct RunScores {
     columns: Option<(Vec<f64>, Vec<bool>, Vec<bool>)>,
     /// Mean forgetting per class, from `run_analysis`.
     class_forgetting: Vec<Option<f64>>,
+    member: CompareMember,
 }
 
 async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunScores, Failure> {
-    let row = sqlx::query("SELECT r.dataset, r.manifest_digest, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
+    let row = sqlx::query("SELECT r.dataset, r.arch, r.seed, r.manifest_digest, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
         .bind(run_id)
         .fetch_optional(pool)
         .await
@@ -280,16 +318,33 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
         (Some(values), Some(never), Some(events)) => Some((f64s(values), never.iter().map(|&n| n != 0).collect(), f64s(events).iter().map(|&e| e > 0.0).collect())),
         _ => None,
     };
-    let classes: Option<String> = sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
-    let class_forgetting = match classes {
-        Some(json) => serde_json::from_str::<ClassForgetting>(&json).map_err(internal)?.forgetting_mean,
-        None => Vec::new(),
+    let analysis: Option<(String, String)> =
+        sqlx::query_as("SELECT summary, classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let (summary, class_forgetting) = match analysis {
+        Some((summary, classes)) => (
+            Some(serde_json::from_str::<RunAnalysis>(&summary).map_err(internal)?),
+            serde_json::from_str::<ClassForgetting>(&classes).map_err(internal)?.forgetting_mean,
+        ),
+        None => (None, Vec::new()),
     };
-    Ok(RunScores { id: run_id, dataset: row.get("dataset"), digest: row.get("manifest_digest"), columns, class_forgetting })
+    let decay = summary.as_ref().map(|s| s.decay.clone()).unwrap_or_default();
+    let member = CompareMember {
+        id: run_id,
+        dataset: row.get("dataset"),
+        arch: row.get("arch"),
+        seed: row.get::<i64, _>("seed") as u64,
+        mean_r2: decay.mean_r2,
+        fitted: decay.fitted,
+        excluded: decay.never_learned + decay.too_few_points + decay.constant,
+        warmup_spearman: summary.and_then(|s| s.warmup_predictability).and_then(|c| c.r),
+    };
+    Ok(RunScores { id: run_id, dataset: member.dataset.clone(), digest: row.get("manifest_digest"), columns, class_forgetting, member })
 }
 
 /// Scores of the compared samples, aligned across runs: entry i of every vector is one sample.
 struct Aligned {
+    /// Each compared sample's position in the first run's sample order.
+    positions: Vec<usize>,
     scores: Vec<Vec<f64>>,
     never_learned: Vec<Vec<bool>>,
     forgotten: Vec<Vec<bool>>,
@@ -325,6 +380,7 @@ async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: &str, inters
     let tables = &tables;
     let rows = |r: usize| shared.iter().map(move |at| &tables[r][at[r]]);
     Ok(Aligned {
+        positions: shared.iter().map(|at| at[0]).collect(),
         scores: (0..runs.len()).map(|r| rows(r).map(|row| row.1.unwrap_or(f64::NAN)).collect()).collect(),
         never_learned: (0..runs.len()).map(|r| rows(r).map(|row| row.2).collect()).collect(),
         forgotten: (0..runs.len()).map(|r| rows(r).map(|row| row.3 > 0).collect()).collect(),
@@ -368,7 +424,7 @@ impl CompareCache {
     }
 }
 
-fn parse_ids(runs: &str) -> Result<Vec<i64>, Failure> {
+pub fn parse_ids(runs: &str) -> Result<Vec<i64>, Failure> {
     let ids: Vec<i64> = runs
         .split(',')
         .map(|s| s.trim().parse::<i64>().map_err(|_| Failure::bad_request(format!("runs must be run ids separated by commas, got {runs:?}"))))
@@ -404,10 +460,21 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
             .filter(|qs| qs.len() <= 50)
             .ok_or_else(|| Failure::bad_request(format!("curve must be up to 50 fractions in (0, 1] separated by commas, got {list:?}")))?,
     };
+    let pair = match query.pair.as_deref().filter(|p| !p.trim().is_empty()) {
+        None => None,
+        Some(text) => {
+            let at = |id: i64| ids.iter().position(|&r| r == id);
+            let parsed: Option<(usize, usize)> = text.split_once(',').and_then(|(a, b)| Some((at(a.trim().parse().ok()?)?, at(b.trim().parse().ok()?)?)));
+            Some(parsed.filter(|(a, b)| a != b).ok_or_else(|| Failure::bad_request(format!("pair must be two different runs of `runs` as a,b, got {text:?}")))?)
+        }
+    };
     let mut runs = Vec::new();
     for &id in &ids {
         runs.push(run_scores(pool, id, &score).await?);
     }
+    let members: Vec<CompareMember> = runs.iter().map(|r| r.member.clone()).collect();
+    // The first run's samples, to name those of the pair's sets.
+    let first_manifest = if pair.is_some() { manifest(pool, ids[0]).await? } else { Vec::new() };
     let class_forgetting: Vec<Vec<Option<f64>>> = runs.iter().map(|r| r.class_forgetting.clone()).collect();
     // Runs are joined on content keys; different datasets or sample sets are refused unless
     // the caller asks for the intersection.
@@ -424,13 +491,14 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
     // Same samples in the same order (equal digests) and packed columns: no join needed.
     let same_samples = runs.iter().all(|r| r.digest.is_some() && r.digest == runs[0].digest && r.columns.is_some());
     let aligned = if same_samples {
-        let mut aligned = Aligned { scores: Vec::new(), never_learned: Vec::new(), forgotten: Vec::new() };
+        let mut aligned = Aligned { positions: Vec::new(), scores: Vec::new(), never_learned: Vec::new(), forgotten: Vec::new() };
         for run in &mut runs {
             let (scores, never, forgotten) = run.columns.take().expect("checked");
             aligned.scores.push(scores);
             aligned.never_learned.push(never);
             aligned.forgotten.push(forgotten);
         }
+        aligned.positions = (0..aligned.scores[0].len()).collect();
         aligned
     } else {
         join_on_keys(pool, &runs, &score, intersect).await?
@@ -472,10 +540,211 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
                 JaccardPoint { q, jaccard, chance: dynamics::chance_jaccard(q) }
             })
             .collect();
+        comparison.summary = Some(summarize(&members, &comparison));
+        comparison.members = members;
+        comparison.pair = pair.map(|(a, b)| {
+            let named = |i: usize| {
+                let entry = &first_manifest[aligned.positions[keep[i]]];
+                SampleRef { sample_key: entry.sample_key.clone(), dataset_index: entry.dataset_index, label: entry.label }
+            };
+            pair_view(ids[a], ids[b], &vectors[a], &vectors[b], q, named)
+        });
         Ok(comparison)
     })
     .await
     .map_err(internal)?
+}
+
+/// Samples named in each set of a pair's set algebra.
+const PAIR_EXAMPLES: usize = 24;
+
+/// Two runs' scores binned against each other, and their top-q sets split into a only, b
+/// only and both, each with its highest-scoring examples.
+fn pair_view(a: i64, b: i64, x: &[f64], y: &[f64], q: f64, named: impl Fn(usize) -> SampleRef) -> PairView {
+    let scatter = score_grid(x, y);
+    let in_a = dynamics::top_set(x, q, a as u64).members;
+    let in_b = dynamics::top_set(y, q, b as u64).members;
+    let (mut only_a, mut only_b, mut both) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    // Both lists are ascending: one merge splits them.
+    while i < in_a.len() || j < in_b.len() {
+        match (in_a.get(i), in_b.get(j)) {
+            (Some(&s), Some(&t)) if s == t => {
+                both.push(s);
+                i += 1;
+                j += 1;
+            }
+            (Some(&s), Some(&t)) if s < t => {
+                only_a.push(s);
+                i += 1;
+            }
+            (Some(&s), None) => {
+                only_a.push(s);
+                i += 1;
+            }
+            (_, Some(&t)) => {
+                only_b.push(t);
+                j += 1;
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+    let set = |mut members: Vec<usize>, score: &dyn Fn(usize) -> f64| {
+        let count = members.len() as u64;
+        members.sort_by(|&s, &t| score(t).total_cmp(&score(s)).then(s.cmp(&t)));
+        SampleSet { count, examples: members.into_iter().take(PAIR_EXAMPLES).map(&named).collect() }
+    };
+    PairView {
+        a,
+        b,
+        scatter,
+        only_a: set(only_a, &|s| x[s]),
+        only_b: set(only_b, &|s| y[s]),
+        both: set(both, &|s| x[s] + y[s]),
+    }
+}
+
+/// Bins of a scatter: one per value when both scores are whole numbers over a short range
+/// (forgetting events), else 40 equal bins per axis over the values' range.
+fn score_grid(x: &[f64], y: &[f64]) -> Grid {
+    let axis = |v: &[f64]| {
+        let (lo, hi) = v.iter().filter(|x| x.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        if !lo.is_finite() {
+            return (0.0, 1.0, 1);
+        }
+        if v.iter().all(|x| x.fract() == 0.0) && hi - lo <= 60.0 {
+            (lo - 0.5, hi + 0.5, (hi - lo) as u32 + 1)
+        } else if hi > lo {
+            (lo, hi, 40)
+        } else {
+            (lo - 0.5, hi + 0.5, 1)
+        }
+    };
+    grid(x.iter().zip(y).map(|(&x, &y)| (x, y, None)), axis(x), axis(y))
+}
+
+/// Counts points `(x, y, value)` into cells over `(min, max, bins)` per axis (a point on the
+/// top edge goes into the last cell); with values, the mean value per cell too. Points with
+/// a coordinate that is not finite or outside the range are counted as missing.
+pub fn grid(points: impl Iterator<Item = (f64, f64, Option<f64>)>, x_axis: (f64, f64, u32), y_axis: (f64, f64, u32)) -> Grid {
+    let ((x_min, x_max, x_bins), (y_min, y_max, y_bins)) = (x_axis, y_axis);
+    let cells = (x_bins * y_bins) as usize;
+    let mut counts = vec![0u64; cells];
+    let mut sums = vec![0f64; cells];
+    let mut valued = vec![0u64; cells];
+    let (mut points_in, mut missing) = (0u64, 0u64);
+    let bin = |v: f64, min: f64, max: f64, bins: u32| -> Option<usize> {
+        if !(v.is_finite() && v >= min && v <= max) {
+            return None;
+        }
+        Some((((v - min) / (max - min) * f64::from(bins)) as usize).min(bins as usize - 1))
+    };
+    for (x, y, value) in points {
+        match (bin(x, x_min, x_max, x_bins), bin(y, y_min, y_max, y_bins)) {
+            (Some(i), Some(j)) => {
+                let cell = j * x_bins as usize + i;
+                counts[cell] += 1;
+                points_in += 1;
+                if let Some(v) = value.filter(|v| v.is_finite()) {
+                    sums[cell] += v;
+                    valued[cell] += 1;
+                }
+            }
+            _ => missing += 1,
+        }
+    }
+    let any_values = valued.iter().any(|&n| n > 0);
+    Grid {
+        x_min,
+        x_max,
+        y_min,
+        y_max,
+        x_bins,
+        y_bins,
+        counts,
+        means: any_values.then(|| sums.iter().zip(&valued).map(|(&s, &n)| (n > 0).then(|| s / n as f64)).collect()),
+        points: points_in,
+        missing,
+    }
+}
+
+/// Cells per axis of the data map.
+const DATA_MAP_BINS: u32 = 40;
+
+/// `GET /runs/{id}/datamap`: variability (x, over [0, 0.5], the largest standard deviation
+/// of a probability) against confidence (y, over [0, 1]), cells coloured by mean correctness.
+pub async fn data_map(pool: &SqlitePool, run_id: i64) -> Result<DataMap, Failure> {
+    let stored: HashMap<String, Vec<u8>> =
+        sqlx::query_as("SELECT name, data FROM run_columns WHERE run_id = ? AND name IN ('variability', 'confidence', 'correctness')")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .collect();
+    let column = |name: &str| -> Result<Option<Vec<f64>>, Failure> {
+        let Some(data) = stored.get(name) else { return Ok(None) };
+        let raw = codec::decode(data).map_err(|e| internal(format!("run #{run_id} column {name}: {e}")))?;
+        Ok(Some(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()))
+    };
+    let points: Vec<(f64, f64, Option<f64>)> = match (column("variability")?, column("confidence")?, column("correctness")?) {
+        (Some(v), Some(c), Some(k)) => v.into_iter().zip(c).zip(k).map(|((v, c), k)| (v, c, Some(k))).collect(),
+        // Runs finished before run_columns existed.
+        _ => {
+            let rows: Vec<(Option<f64>, Option<f64>, Option<f64>)> =
+                sqlx::query_as("SELECT variability, confidence, correctness FROM sample_stats WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?;
+            if rows.is_empty() {
+                let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+                return Err(match status {
+                    None => Failure::not_found(format!("no run #{run_id}")),
+                    Some(status) => Failure::conflict(format!("run #{run_id} is {status}; the data map is drawn when a run has succeeded")),
+                });
+            }
+            rows.into_iter().map(|(v, c, k)| (v.unwrap_or(f64::NAN), c.unwrap_or(f64::NAN), k)).collect()
+        }
+    };
+    let grid = grid(points.into_iter(), (0.0, 0.5, DATA_MAP_BINS), (0.0, 1.0, DATA_MAP_BINS));
+    Ok(DataMap { run_id, grid })
+}
+
+/// The findings of DESIGN.md over compared runs: different architectures against one
+/// architecture's seeds, and per architecture its fits and warmup predictability.
+fn summarize(members: &[CompareMember], comparison: &Comparison) -> CompareSummary {
+    let k = members.len();
+    let mean = |values: &[f64]| (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
+    let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).collect();
+    let cross_arch: Vec<(usize, usize)> = pairs.iter().copied().filter(|&(i, j)| members[i].arch != members[j].arch).collect();
+    let cross_seed: Vec<(usize, usize)> =
+        pairs.iter().copied().filter(|&(i, j)| members[i].arch == members[j].arch && members[i].seed != members[j].seed).collect();
+    let values = |set: &[(usize, usize)], matrix: &[Vec<Option<f64>>]| set.iter().filter_map(|&(i, j)| matrix[i][j]).collect::<Vec<f64>>();
+    let mut archs: Vec<&str> = members.iter().map(|m| m.arch.as_str()).collect();
+    archs.sort();
+    archs.dedup();
+    let per_arch = archs
+        .into_iter()
+        .map(|arch| {
+            let of_arch: Vec<&CompareMember> = members.iter().filter(|m| m.arch == arch).collect();
+            let seeds: Vec<(usize, usize)> = cross_seed.iter().copied().filter(|&(i, _)| members[i].arch == arch).collect();
+            let spearman = mean(&values(&seeds, &comparison.spearman));
+            ArchSummary {
+                arch: arch.to_owned(),
+                runs: of_arch.len() as u64,
+                mean_r2: mean(&of_arch.iter().filter_map(|m| m.mean_r2).collect::<Vec<_>>()),
+                cross_seed_spearman: spearman,
+                reliability: spearman.filter(|_| of_arch.len() > 1).map(|r| dynamics::spearman_brown(r, of_arch.len() as f64)),
+                warmup_spearman: mean(&of_arch.iter().filter_map(|m| m.warmup_spearman).collect::<Vec<_>>()),
+            }
+        })
+        .collect();
+    CompareSummary {
+        cross_arch_jaccard: mean(&values(&cross_arch, &comparison.jaccard)),
+        cross_arch_pairs: cross_arch.len() as u64,
+        cross_seed_jaccard: mean(&values(&cross_seed, &comparison.jaccard)),
+        cross_seed_spearman: mean(&values(&cross_seed, &comparison.spearman)),
+        cross_seed_pairs: cross_seed.len() as u64,
+        chance: comparison.chance,
+        per_arch,
+    }
 }
 
 /// Spearman between every two runs' per-class forgetting, over the classes with a value in
@@ -527,6 +796,9 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         set_sizes: sets.iter().map(|s| s.size as u64).collect(),
         zero_scores: sets.iter().map(|s| s.zero_scores as u64).collect(),
         tied_at_cut: sets.iter().map(|s| s.tied_at_cut as u64).collect(),
+        members: Vec::new(),
+        summary: None,
+        pair: None,
     };
     let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i..k).map(move |j| (i, j))).collect();
     let pair = |&(i, j): &(usize, usize)| {

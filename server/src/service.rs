@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use protocol::{
     DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
-    RunSummary, SamplePage, SampleQuery, SampleStats,
+    RunList, RunSummary, SamplePage, SampleQuery, SampleStats,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
@@ -27,6 +27,7 @@ const RUN_SORTS: &[(&str, &str)] = &[
     ("dataset", "r.dataset"),
     ("arch", "r.arch"),
     ("seed", "r.seed"),
+    ("epochs", "r.epochs"),
     ("status", "j.status"),
     ("owner", "r.owner"),
     ("priority", "j.priority"),
@@ -53,6 +54,12 @@ const SAMPLE_SORTS: &[&str] = &[
 const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
     j.progress, j.started_at, j.finished_at, j.priority";
 
+/// `YYYY-MM-DD`.
+fn is_day(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 10 && b[4] == b'-' && b[7] == b'-' && b.iter().enumerate().all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
 /// Parses `name` or `-name` against a whitelist; returns the SQL column and direction.
 fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>, default: &'a str) -> Result<String, Failure> {
     let Some(sort) = sort.filter(|s| !s.is_empty()) else { return Ok(default.to_owned()) };
@@ -67,6 +74,16 @@ fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>
 }
 
 impl Service {
+    /// `GET /compare`, through the cache.
+    pub async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure> {
+        self.compare_cache.compare(&self.pool, query).await
+    }
+
+    /// One sample's trajectory in a run and in the other runs over its dataset.
+    pub async fn sample_history(&self, run_id: i64, key: &str) -> Result<protocol::SampleHistory, Failure> {
+        crate::analysis::sample_history(&self.pool, run_id, key, sample_stats_of).await
+    }
+
     pub async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure> {
         self.registry.list().await
     }
@@ -79,7 +96,7 @@ impl Service {
         };
         let spec = ExperimentSpec::parse(&request, &datasets);
         let queueing = request.queueing();
-        let (mut spec, (priority, owner)) = match (spec, queueing) {
+        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing) {
             (Ok(spec), Ok(queueing)) => (spec, queueing),
             (spec, queueing) => {
                 let mut errors = spec.err().unwrap_or_default();
@@ -109,6 +126,9 @@ impl Service {
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
+        for tag in &tags {
+            sqlx::query("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)").bind(run_id).bind(tag).execute(&mut *tx).await.map_err(internal)?;
+        }
         let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status, priority) VALUES (?, 'queued', ?) RETURNING id")
             .bind(run_id)
             .bind(priority)
@@ -121,33 +141,56 @@ impl Service {
         Ok(Launched { id: run_id, job_id, status: RunStatus::Queued })
     }
 
-    pub async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure> {
+    /// One page of the runs table, with the number of runs matching the filters.
+    pub async fn runs(&self, mut query: RunQuery) -> Result<RunList, Failure> {
+        // An empty filter (a form's "any") is no filter.
+        for filter in [&mut query.status, &mut query.dataset, &mut query.arch, &mut query.owner, &mut query.tag, &mut query.created_from, &mut query.created_to, &mut query.sort] {
+            if filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
+                *filter = None;
+            }
+        }
         if let Some(status) = query.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
             return Err(Failure::bad_request(format!("unknown status {status:?}; use queued, running, succeeded, failed or cancelled")));
         }
+        for (name, day) in [("created_from", &query.created_from), ("created_to", &query.created_to)] {
+            if let Some(day) = day.as_deref().filter(|d| !is_day(d)) {
+                return Err(Failure::bad_request(format!("{name} must be a day as YYYY-MM-DD, got {day:?}")));
+            }
+        }
         let order = sort_clause(query.sort.as_deref(), |name| RUN_SORTS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c), "r.id DESC")?;
         let limit = query.limit.unwrap_or(100).min(1000);
+        let offset = query.offset.unwrap_or(0);
+        // ?1 status, ?2 dataset, ?3 arch, ?4 owner, ?5 tag, ?6 from, ?7 to (inclusive day).
+        let filters = "WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
+                 AND (?4 IS NULL OR r.owner = ?4)
+                 AND (?5 IS NULL OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?5))
+                 AND (?6 IS NULL OR r.created_at >= ?6) AND (?7 IS NULL OR r.created_at < date(?7, '+1 day'))";
+        let bind = |sql| {
+            sqlx::query(sql)
+                .bind(&query.status)
+                .bind(&query.dataset)
+                .bind(&query.arch)
+                .bind(&query.owner)
+                .bind(&query.tag)
+                .bind(&query.created_from)
+                .bind(&query.created_to)
+        };
+        let count_sql = format!("SELECT COUNT(*) FROM runs r JOIN jobs j ON j.run_id = r.id {filters}");
+        let total: i64 = bind(&count_sql).fetch_one(&self.pool).await.map_err(internal)?.get(0);
         let sql = format!(
             "SELECT {RUN_COLUMNS},
-                (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy
-             FROM runs r JOIN jobs j ON j.run_id = r.id
-             WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
-                 AND (?6 IS NULL OR r.owner = ?6)
-             ORDER BY {order}, r.id DESC LIMIT ?4 OFFSET ?5"
+                (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy,
+                (SELECT group_concat(tag, ',') FROM run_tags t WHERE t.run_id = r.id) AS tags
+             FROM runs r JOIN jobs j ON j.run_id = r.id {filters}
+             ORDER BY {order}, r.id DESC LIMIT ?8 OFFSET ?9"
         );
-        let rows = sqlx::query(&sql)
-            .bind(&query.status)
-            .bind(&query.dataset)
-            .bind(&query.arch)
-            .bind(limit)
-            .bind(query.offset.unwrap_or(0))
-            .bind(&query.owner)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(internal)?;
-        rows.iter()
+        let rows = bind(&sql).bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(internal)?;
+        let runs = rows
+            .iter()
             .map(|row| {
                 let status = status_of(row)?;
+                let mut tags: Vec<String> = row.get::<Option<String>, _>("tags").map(|t| t.split(',').map(str::to_owned).collect()).unwrap_or_default();
+                tags.sort();
                 Ok(RunSummary {
                     id: row.get("id"),
                     dataset: row.get("dataset"),
@@ -162,9 +205,11 @@ impl Service {
                     final_val_accuracy: row.get("final_val_accuracy"),
                     owner: row.get("owner"),
                     priority: row.get("priority"),
+                    tags,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, Failure>>()?;
+        Ok(RunList { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), runs })
     }
 
     pub async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
@@ -351,8 +396,17 @@ impl app::backend::Backend for Site {
     async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
         self.service.launch(request).await
     }
-    async fn runs(&self, query: RunQuery) -> Result<Vec<RunSummary>, Failure> {
+    async fn runs(&self, query: RunQuery) -> Result<RunList, Failure> {
         self.service.runs(query).await
+    }
+    async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure> {
+        crate::analysis::data_map(&self.service.pool, run_id).await
+    }
+    async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure> {
+        self.service.compare(query).await
+    }
+    async fn sample_history(&self, run_id: i64, key: String) -> Result<protocol::SampleHistory, Failure> {
+        self.service.sample_history(run_id, &key).await
     }
     async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
         self.service.run(id).await

@@ -12,6 +12,7 @@ use leptos::prelude::{provide_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
@@ -64,6 +65,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .nest("/api/v1", api_router())
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
+        // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
+        // default predicate leaves text/event-stream, images and small bodies alone).
+        .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
         .layer(TraceLayer::new_for_http())

@@ -84,6 +84,10 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
         page["samples"].as_array().unwrap().iter().map(|s| (s["sample_key"].as_str().unwrap().to_owned(), (s["forgetting_events"].as_f64().unwrap(), s["never_learned"].as_bool().unwrap()))).collect()
     };
     let (sa, sb) = (scores(a), scores(b));
+    let samples_of = |id: i64| -> Vec<Value> {
+        let page: Value = get(&format!("/runs/{id}/samples?limit=1000")).json().unwrap();
+        page["samples"].as_array().unwrap().clone()
+    };
     // Never-learned samples rank above every forgotten one (Toneva et al.).
     let ranked = |s: &std::collections::BTreeMap<String, (f64, bool)>| -> Vec<f64> {
         let top = s.values().map(|v| v.0).fold(0.0, f64::max) + 1.0;
@@ -116,6 +120,68 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let bad = get(&format!("/compare?runs={a},{b}&curve=0.1,2"));
     assert_eq!(bad.status(), 400);
     assert!(bad.text().unwrap().contains("curve must be"));
+
+    // A pair: the set algebra of the two top-q sets adds up to their sizes and their Jaccard,
+    // the scatter holds every compared sample, and the examples are named by content key.
+    let paired: Value = get(&format!("/compare?runs={a},{b}&q=0.1&pair={b},{a}")).json().unwrap();
+    let pair = &paired["pair"];
+    assert_eq!((pair["a"].as_i64(), pair["b"].as_i64()), (Some(b), Some(a)));
+    let size = |set: &str| pair[set]["count"].as_u64().unwrap();
+    assert_eq!(size("both") + size("only_a"), 20);
+    assert_eq!(size("both") + size("only_b"), 20);
+    let jaccard = size("both") as f64 / (size("both") + size("only_a") + size("only_b")) as f64;
+    assert!((jaccard - paired["jaccard"][0][1].as_f64().unwrap()).abs() < 1e-15, "{jaccard} vs {}", paired["jaccard"]);
+    assert_eq!(pair["scatter"]["points"], 200);
+    assert_eq!(pair["scatter"]["counts"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).sum::<u64>(), 200);
+    for example in pair["only_a"]["examples"].as_array().unwrap() {
+        let key = example["sample_key"].as_str().unwrap();
+        assert!(sb.contains_key(key), "examples are samples of the runs");
+    }
+    let refused = get(&format!("/compare?runs={a},{b}&pair={a},{a}"));
+    assert_eq!(refused.status(), 400);
+    assert!(refused.text().unwrap().contains("pair must be two different runs"));
+    // Two runs of one architecture with different seeds: one cross-seed pair, none across
+    // architectures; the summary repeats the matrices' values.
+    let summary = &paired["summary"];
+    assert_eq!((summary["cross_seed_pairs"].as_u64(), summary["cross_arch_pairs"].as_u64()), (Some(1), Some(0)));
+    assert_eq!(summary["cross_seed_jaccard"], paired["jaccard"][0][1]);
+    assert_eq!(summary["cross_seed_spearman"], paired["spearman"][0][1]);
+    assert_eq!(summary["per_arch"][0]["arch"], "small_cnn");
+    assert_eq!(paired["members"][1]["seed"], 2);
+
+    // The comparison's per-sample statistics in one file: every run's rows, by run.
+    let csv = get(&format!("/compare/samples.csv?runs={a},{b}")).text().unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 200);
+    assert_eq!(csv.lines().filter(|l| l.ends_with(&format!(",{b}"))).count(), 200);
+    let (rows, names) = parquet_rows(get(&format!("/compare/samples.parquet?runs={a},{b}")).bytes().unwrap().to_vec());
+    assert_eq!(rows, 400);
+    assert_eq!(names.last().map(String::as_str), Some("run"));
+    let refused = get(&format!("/compare/samples.csv?runs={a},{other}"));
+    assert_eq!(refused.status(), 409);
+    assert!(refused.text().unwrap().contains("add intersect=true"));
+    assert_eq!(get(&format!("/compare/samples.csv?runs={a},{other}&intersect=true")).text().unwrap().lines().count(), 1, "no shared samples");
+
+    // The data map: the cells count the samples the API lists, cell by cell, and colour
+    // them by mean correctness.
+    let map: Value = get(&format!("/runs/{a}/datamap")).json().unwrap();
+    let grid = &map["grid"];
+    let (bins, counts) = (grid["x_bins"].as_u64().unwrap() as usize, grid["counts"].as_array().unwrap());
+    let mut expected = vec![0u64; counts.len()];
+    let mut sums = vec![0f64; counts.len()];
+    for s in samples_of(a) {
+        let (v, c, k) = (s["variability"].as_f64().unwrap(), s["confidence"].as_f64().unwrap(), s["correctness"].as_f64().unwrap());
+        let cell = |x: f64, max: f64| ((x / max * bins as f64) as usize).min(bins - 1);
+        expected[cell(c, 1.0) * bins + cell(v, 0.5)] += 1;
+        sums[cell(c, 1.0) * bins + cell(v, 0.5)] += k;
+    }
+    assert_eq!(counts.iter().map(|c| c.as_u64().unwrap()).collect::<Vec<_>>(), expected);
+    for (cell, mean) in grid["means"].as_array().unwrap().iter().enumerate() {
+        match mean.as_f64() {
+            Some(m) => assert!((m - sums[cell] / expected[cell] as f64).abs() < 1e-12),
+            None => assert_eq!(expected[cell], 0),
+        }
+    }
+    assert_eq!(get("/runs/999/datamap").status(), 404);
 
     // The run's analysis: every sample's decay fit counted once; per-class forgetting and the
     // forgotten-into matrix agree with the per-sample statistics.

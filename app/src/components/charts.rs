@@ -2,6 +2,21 @@
 
 use leptos::prelude::*;
 
+use super::export::SvgButton;
+
+/// A chart's title as a file name: `Loss per epoch` -> `loss-per-epoch.svg`.
+pub fn file_name(title: &str) -> String {
+    let mut name = String::new();
+    for c in title.chars() {
+        if c.is_ascii_alphanumeric() {
+            name.push(c.to_ascii_lowercase());
+        } else if !name.ends_with('-') && !name.is_empty() {
+            name.push('-');
+        }
+    }
+    format!("{}.svg", name.trim_end_matches('-'))
+}
+
 const WIDTH: f64 = 560.0;
 const HEIGHT: f64 = 280.0;
 const LEFT: f64 = 60.0;
@@ -106,6 +121,9 @@ pub fn LineChart(
     /// Force the y range (e.g. [0, 1] for accuracies).
     #[prop(default = None)]
     y_range: Option<(f64, f64)>,
+    /// Ticks at whole numbers only on the x axis (epochs); false for fractions.
+    #[prop(default = true)]
+    whole_x: bool,
 ) -> impl IntoView {
     let all: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
     let (x_min, x_max) = all.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &(x, _)| (lo.min(x), hi.max(x)));
@@ -116,7 +134,7 @@ pub fn LineChart(
     let empty = all.is_empty();
     let (x_min, x_max) = if empty { (0.0, 1.0) } else if x_max > x_min { (x_min, x_max) } else { (x_min - 0.5, x_max + 0.5) };
     let scale = Scale { x0: x_min, x1: x_max, y0: y_min, y1: y_max };
-    let x_ticks: Vec<f64> = nice_ticks(x_min, x_max, 6).into_iter().filter(|t| t.fract() == 0.0).collect();
+    let x_ticks: Vec<f64> = nice_ticks(x_min, x_max, 6).into_iter().filter(|t| !whole_x || t.fract() == 0.0).collect();
     let y_ticks = nice_ticks(y_min, y_max, 5);
     let band = warmup_until.filter(|&w| !empty && w >= x_min).map(|w| {
         let x = scale.x(x_min);
@@ -162,7 +180,7 @@ pub fn LineChart(
         .collect_view();
     view! {
         <figure class="chart">
-            <figcaption>{title.clone()}</figcaption>
+            <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
             <svg class="line-chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg">
                 {band}
                 {axes(scale, x_ticks, y_ticks, x_label, y_label)}
@@ -172,6 +190,7 @@ pub fn LineChart(
             </svg>
         </figure>
     }
+    .into_any()
 }
 
 /// Bars of `counts[k]` at integer `k` (e.g. how many samples were forgotten k times), or,
@@ -207,13 +226,224 @@ pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u6
         .collect_view();
     view! {
         <figure class="chart">
-            <figcaption>{title.clone()}</figcaption>
+            <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
             <svg class="histogram" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg">
                 {axes(scale, x_ticks, y_ticks, x_label, y_label)}
                 {bars}
             </svg>
         </figure>
     }
+    .into_any()
+}
+
+/// Viridis (perceptually uniform, readable with the common colour-vision deficiencies) at
+/// `t` in [0, 1], as `#rrggbb`.
+pub fn viridis(t: f64) -> String {
+    const STOPS: [(u8, u8, u8); 9] = [
+        (68, 1, 84),
+        (71, 44, 122),
+        (59, 81, 139),
+        (44, 113, 142),
+        (33, 144, 141),
+        (39, 173, 129),
+        (92, 200, 99),
+        (170, 220, 50),
+        (253, 231, 37),
+    ];
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let at = t * (STOPS.len() - 1) as f64;
+    let (i, f) = ((at.floor() as usize).min(STOPS.len() - 2), at - at.floor().min((STOPS.len() - 2) as f64));
+    let mix = |a: u8, b: u8| (f64::from(a) + (f64::from(b) - f64::from(a)) * f).round() as u8;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    format!("#{:02x}{:02x}{:02x}", mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
+}
+
+/// Text that stays readable on a viridis cell.
+fn ink_on(t: f64) -> &'static str {
+    if t > 0.55 { "#1d2330" } else { "#ffffff" }
+}
+
+/// A colour bar for a viridis scale over `[lo, hi]`, at the chart's right.
+fn colour_bar(x: f64, lo: f64, hi: f64, label: String) -> impl IntoView {
+    let steps = 20;
+    let height = HEIGHT - TOP - BOTTOM;
+    let cells = (0..steps)
+        .map(|k| {
+            let t = (k as f64 + 0.5) / steps as f64;
+            let y = TOP + height * (1.0 - (k + 1) as f64 / steps as f64);
+            view! { <rect x=x y=y width=12.0 height={height / steps as f64 + 0.5} fill=viridis(t) /> }
+        })
+        .collect_view();
+    view! {
+        {cells}
+        <text class="tick" x={x + 16.0} y={TOP + 8.0}>{tick_label((hi * 1000.0).round() / 1000.0)}</text>
+        <text class="tick" x={x + 16.0} y={TOP + height}>{tick_label((lo * 1000.0).round() / 1000.0)}</text>
+        <text class="axis-label" x={x + 6.0} y={TOP - 8.0} text-anchor="middle">{label}</text>
+    }
+}
+
+/// A matrix of values as coloured cells with row and column labels (Jaccard or Spearman
+/// between runs, a confusion matrix), each cell titled with its exact value.
+#[component]
+pub fn Heatmap(
+    title: String,
+    row_labels: Vec<String>,
+    column_labels: Vec<String>,
+    /// `values[row][column]`; `None` is drawn blank.
+    values: Vec<Vec<Option<f64>>>,
+    /// The colour scale's range.
+    range: (f64, f64),
+    /// Decimals of the numbers written in the cells (none when the cells are small).
+    #[prop(default = 2)]
+    digits: usize,
+    /// Axis names, e.g. ("true class", "predicted class").
+    #[prop(default = (String::new(), String::new()))]
+    axes: (String, String),
+) -> impl IntoView {
+    let rows = values.len().max(1);
+    let columns = values.first().map_or(1, Vec::len).max(1);
+    let left = 10.0 + row_labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) as f64 * 6.5;
+    let top = 24.0;
+    let cell = ((WIDTH - left - 70.0) / columns as f64).min(56.0);
+    let height = top + cell * rows as f64 + 34.0;
+    let width = left + cell * columns as f64 + 70.0;
+    let write_numbers = cell >= 30.0;
+    let (lo, hi) = range;
+    let scale = |v: f64| if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+    let cells = values
+        .iter()
+        .enumerate()
+        .flat_map(|(r, row)| row.iter().enumerate().map(move |(c, v)| (r, c, *v)))
+        .map(|(r, c, v)| {
+            let (x, y) = (left + c as f64 * cell, top + r as f64 * cell);
+            let tip = format!(
+                "{} × {}: {}",
+                row_labels.get(r).cloned().unwrap_or_default(),
+                column_labels.get(c).cloned().unwrap_or_default(),
+                v.map_or("–".to_owned(), |v| format!("{v:.4}"))
+            );
+            let fill = v.map_or("#f2f4f7".to_owned(), |v| viridis(scale(v)));
+            let ink = v.map_or("#667085", |v| ink_on(scale(v)));
+            view! {
+                <g class="cell" data-row=r data-column=c data-value=v.map(|v| v.to_string()).unwrap_or_default()>
+                    <rect x=x y=y width={cell - 1.0} height={cell - 1.0} fill=fill><title>{tip}</title></rect>
+                    {(write_numbers && v.is_some()).then(|| view! {
+                        <text class="cell-value" x={x + cell / 2.0} y={y + cell / 2.0 + 4.0} text-anchor="middle" fill=ink>
+                            {v.map(|v| format!("{v:.digits$}")).unwrap_or_default()}
+                        </text>
+                    })}
+                </g>
+            }
+        })
+        .collect_view();
+    let row_text = row_labels
+        .iter()
+        .enumerate()
+        .map(|(r, l)| view! { <text class="tick" x={left - 6.0} y={top + (r as f64 + 0.5) * cell + 4.0} text-anchor="end">{l.clone()}</text> })
+        .collect_view();
+    let column_text = column_labels
+        .iter()
+        .enumerate()
+        .map(|(c, l)| view! { <text class="tick" x={left + (c as f64 + 0.5) * cell} y={top - 6.0} text-anchor="middle">{l.clone()}</text> })
+        .collect_view();
+    let bar_x = left + cell * columns as f64 + 14.0;
+    let steps = 10;
+    let bar = (0..steps)
+        .map(|k| {
+            let h = cell * rows as f64 / steps as f64;
+            let y = top + h * (steps - 1 - k) as f64;
+            view! { <rect x=bar_x y=y width=10.0 height={h + 0.5} fill=viridis((k as f64 + 0.5) / steps as f64) /> }
+        })
+        .collect_view();
+    view! {
+        <figure class="chart heatmap">
+            <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
+            <svg class="heatmap" viewBox=format!("0 0 {width} {height}") style=format!("max-width: {:.0}px", width * 1.25) role="img" aria-label=title xmlns="http://www.w3.org/2000/svg">
+                {column_text}
+                {row_text}
+                {cells}
+                {bar}
+                <text class="tick" x={bar_x + 14.0} y={top + 8.0}>{tick_label(hi)}</text>
+                <text class="tick" x={bar_x + 14.0} y={top + cell * rows as f64}>{tick_label(lo)}</text>
+                <text class="axis-label" x={left + cell * columns as f64 / 2.0} y={height - 8.0} text-anchor="middle">{axes.1.clone()}</text>
+                <text class="axis-label" x=10.0 y={top + cell * rows as f64 / 2.0} text-anchor="middle"
+                    transform=format!("rotate(-90 10 {})", top + cell * rows as f64 / 2.0)>{axes.0.clone()}</text>
+            </svg>
+        </figure>
+    }
+    .into_any()
+}
+
+/// A scatter of up to 10^5 points drawn as a grid of counted cells (constant size in the
+/// page and constant drawing time, however many points): each non-empty cell coloured by
+/// its mean value when the grid has one (the data map's correctness), else by log count.
+#[component]
+pub fn GridChart(title: String, x_label: String, y_label: String, grid: protocol::Grid, #[prop(default = String::new())] colour_label: String) -> impl IntoView {
+    let right = RIGHT + 60.0;
+    let scale = Scale { x0: grid.x_min, x1: grid.x_max, y0: grid.y_min, y1: grid.y_max };
+    // The plot is narrower than other charts by the colour bar.
+    let sx = |x: f64| LEFT + (scale.x(x) - LEFT) * (WIDTH - LEFT - right) / (WIDTH - LEFT - RIGHT);
+    let (cw, ch) = ((grid.x_max - grid.x_min) / f64::from(grid.x_bins.max(1)), (grid.y_max - grid.y_min) / f64::from(grid.y_bins.max(1)));
+    let max_count = grid.counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let by_mean = grid.means.is_some();
+    let cells = grid
+        .counts
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .map(|(cell, &n)| {
+            let (i, j) = (cell % grid.x_bins as usize, cell / grid.x_bins as usize);
+            let (x0, y0) = (grid.x_min + i as f64 * cw, grid.y_min + j as f64 * ch);
+            let mean = grid.means.as_ref().and_then(|m| m[cell]);
+            let t = if by_mean { mean.unwrap_or(0.0) } else { (n as f64).ln_1p() / max_count.ln_1p() };
+            let (x, y) = (sx(x0), scale.y(y0 + ch));
+            let tip = format!(
+                "{n} samples, {} in [{}, {}), {} in [{}, {}){}",
+                x_label,
+                tick_label((x0 * 1000.0).round() / 1000.0),
+                tick_label(((x0 + cw) * 1000.0).round() / 1000.0),
+                y_label,
+                tick_label((y0 * 1000.0).round() / 1000.0),
+                tick_label(((y0 + ch) * 1000.0).round() / 1000.0),
+                mean.map(|m| format!(", mean {colour_label} {m:.3}")).unwrap_or_default()
+            );
+            view! {
+                <rect class="grid-cell" x=x y=y width={(sx(x0 + cw) - x).max(1.0)} height={(scale.y(y0) - y).max(1.0)} fill=viridis(t) data-count=n>
+                    <title>{tip}</title>
+                </rect>
+            }
+        })
+        .collect_view();
+    let x_ticks = nice_ticks(grid.x_min, grid.x_max, 6);
+    let y_ticks = nice_ticks(grid.y_min, grid.y_max, 5);
+    let x_marks = x_ticks
+        .into_iter()
+        .map(|t| view! { <text class="tick" x=sx(t) y={HEIGHT - BOTTOM + 18.0} text-anchor="middle">{tick_label((t * 1000.0).round() / 1000.0)}</text> })
+        .collect_view();
+    let y_marks = y_ticks
+        .into_iter()
+        .map(|t| view! { <text class="tick" x={LEFT - 6.0} y={scale.y(t) + 4.0} text-anchor="end">{tick_label((t * 1000.0).round() / 1000.0)}</text> })
+        .collect_view();
+    let bar = if by_mean { colour_bar(WIDTH - right + 14.0, 0.0, 1.0, colour_label.clone()) } else { colour_bar(WIDTH - right + 14.0, 1.0, max_count, "count".into()) };
+    view! {
+        <figure class="chart">
+            <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
+            <svg class="grid-chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg"
+                data-points=grid.points data-missing=grid.missing>
+                <rect class="plot-area" x=LEFT y=TOP width={WIDTH - LEFT - right} height={HEIGHT - TOP - BOTTOM} />
+                {cells}
+                {x_marks}
+                {y_marks}
+                <line class="axis" x1=LEFT x2={WIDTH - right} y1={HEIGHT - BOTTOM} y2={HEIGHT - BOTTOM} />
+                <line class="axis" x1=LEFT x2=LEFT y1=TOP y2={HEIGHT - BOTTOM} />
+                <text class="axis-label" x={(LEFT + WIDTH - right) / 2.0} y={HEIGHT - 8.0} text-anchor="middle">{x_label.clone()}</text>
+                <text class="axis-label" x=14.0 y={(TOP + HEIGHT - BOTTOM) / 2.0} text-anchor="middle"
+                    transform=format!("rotate(-90 14 {})", (TOP + HEIGHT - BOTTOM) / 2.0)>{y_label.clone()}</text>
+                {bar}
+            </svg>
+        </figure>
+    }
+    .into_any()
 }
 
 #[cfg(test)]
@@ -226,6 +456,20 @@ mod tests {
         assert_eq!(nice_ticks(1.0, 10.0, 5), vec![2.0, 4.0, 6.0, 8.0, 10.0]);
         assert_eq!(nice_ticks(3.0, 3.0, 5), vec![3.0]);
         assert!(nice_ticks(f64::NAN, 1.0, 5).is_empty());
+    }
+
+    #[test]
+    fn file_names_come_from_titles() {
+        assert_eq!(file_name("Loss per epoch"), "loss-per-epoch.svg");
+        assert_eq!(file_name("R² of the retention-decay fits (definition A)"), "r-of-the-retention-decay-fits-definition-a.svg");
+    }
+
+    #[test]
+    fn viridis_runs_from_purple_to_yellow() {
+        assert_eq!(viridis(0.0), "#440154");
+        assert_eq!(viridis(1.0), "#fde725");
+        assert_eq!(viridis(f64::NAN), "#440154");
+        assert_eq!(viridis(0.5), "#21908d");
     }
 
     #[test]

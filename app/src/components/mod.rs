@@ -1,6 +1,7 @@
 //! Building blocks shared by the pages.
 
 pub mod charts;
+pub mod export;
 pub mod live;
 pub mod progress;
 
@@ -30,5 +31,45 @@ pub fn duration(seconds: f64) -> String {
         0..60 => format!("{s} s"),
         60..3600 => format!("{} min {:02} s", s / 60, s % 60),
         _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// `?a=1&b=x%20y` from the pairs whose value is not empty ("" when none is).
+pub fn query_string(pairs: &[(&str, String)]) -> String {
+    let encode = |text: &str| {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b',' | b':' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let parts: Vec<String> = pairs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+}
+
+/// A page of a long list: where it starts, and links to the pages before and after.
+#[component]
+pub fn Pager(total: u64, offset: u64, limit: u64, href: impl Fn(u64) -> String + 'static) -> impl IntoView {
+    let last = offset.saturating_add(limit).min(total);
+    let previous = (offset > 0).then(|| href(offset.saturating_sub(limit)));
+    let next = (last < total).then(|| href(last));
+    view! {
+        <nav class="pager" aria-label="pages">
+            <span class="muted">{if total == 0 { "none".to_owned() } else { format!("{}–{} of {}", offset + 1, last, total) }}</span>
+            {previous.map(|h| view! { <a class="button small" href=h rel="prev">"← Previous"</a> })}
+            {next.map(|h| view! { <a class="button small" href=h rel="next">"Next →"</a> })}
+        </nav>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_skip_empty_values_and_encode_the_rest() {
+        assert_eq!(query_string(&[("a", "1".into()), ("b", String::new()), ("c", "x y&z".into())]), "?a=1&c=x%20y%26z");
+        assert_eq!(query_string(&[("a", String::new())]), "");
     }
 }

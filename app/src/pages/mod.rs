@@ -1,9 +1,11 @@
 //! One module per page, named after its URL.
 
+pub mod compare;
 pub mod jobs;
 pub mod launch;
 pub mod run;
 pub mod runs;
+pub mod samples;
 
 use leptos::prelude::*;
 

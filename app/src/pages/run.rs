@@ -6,11 +6,11 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
 use protocol::{Phase, Progress, RunDetail, RunStatus, SampleQuery};
 
-use crate::components::charts::{Histogram, LineChart, Series};
+use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::{number, percent, StatusBadge};
-use crate::functions::{get_run, get_run_classes, get_run_log, list_samples};
+use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
 const LOG_TAIL: u32 = 40;
@@ -107,6 +107,11 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 <dl class="config">
                     {config.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
                 </dl>
+                {(status == RunStatus::Succeeded).then(|| view! {
+                    <p class="exports">"Export: "
+                        {["records.parquet", "records.csv", "samples.parquet", "samples.csv"].map(|f| view! { <a href=format!("/api/v1/runs/{id}/{f}") download="">{f}</a>" " })}
+                    </p>
+                })}
                 {last.map(|e| view! {
                     <p class="summary">
                         {format!("Epoch {}: train accuracy {}, validation accuracy {}, {} samples recorded.",
@@ -133,8 +138,16 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 }}
             </section>
         </div>
-        {detail.analysis.clone().map(|analysis| view! { <DecayCard analysis /> })}
-        {(status == RunStatus::Succeeded).then(|| view! { <ClassTable run_id=id /> })}
+        {(status == RunStatus::Succeeded).then(|| view! {
+            <div class="run-grid">
+                <DataMapCard run_id=id />
+                {detail.val_confusion.clone().map(|matrix| view! { <ConfusionCard matrix class_names=detail.class_names.clone() /> })}
+            </div>
+        }.into_any())}
+        <div class="run-grid">
+            {detail.analysis.clone().map(|analysis| view! { <DecayCard analysis /> })}
+            {(status == RunStatus::Succeeded).then(|| view! { <ClassTable run_id=id /> })}
+        </div>
         {(status == RunStatus::Succeeded).then(|| view! { <MostForgotten run_id=id dataset=spec.dataset.clone() class_names=detail.class_names.clone() /> })}
         <JobLogTail run_id=id reloads=detail.epochs.len() />
         <p class="muted">{format!("Per-epoch metrics of {} epochs; phases: ", detail.epochs.len())}
@@ -142,6 +155,52 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 detail.epochs.iter().filter(|e| e.phase == Phase::Warmup).count(),
                 detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
         </p>
+    }
+}
+
+/// Variability against confidence of every training sample, binned, coloured by correctness.
+#[component]
+fn DataMapCard(run_id: i64) -> impl IntoView {
+    let map = Resource::new(move || run_id, get_data_map);
+    view! {
+        <section class="card data-map">
+            <Suspense fallback=|| view! { <p class="loading">"Loading the data map…"</p> }>
+                {move || Suspend::new(async move {
+                    match map.await {
+                        Err(error) => super::load_error("the data map", error),
+                        Ok(map) => {
+                            let points = map.grid.points;
+                            view! {
+                                <GridChart title="Data map (Swayamdipta et al. 2020)".into() x_label="variability".into() y_label="confidence".into()
+                                    grid=map.grid colour_label="correctness".into() />
+                                <p class="muted small">{format!("{points} samples in 40 × 40 cells. Top left: easy to learn; bottom left: hard to learn; right: ambiguous.")}</p>
+                            }.into_any()
+                        }
+                    }
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// The last validation confusion matrix, each row as shares of the true class.
+#[component]
+fn ConfusionCard(matrix: Vec<Vec<u32>>, class_names: Vec<String>) -> impl IntoView {
+    let shares: Vec<Vec<Option<f64>>> = matrix
+        .iter()
+        .map(|row| {
+            let total: u64 = row.iter().map(|&n| u64::from(n)).sum();
+            row.iter().map(|&n| (total > 0).then(|| f64::from(n) / total as f64)).collect()
+        })
+        .collect();
+    let names: Vec<String> = (0..matrix.len()).map(|c| class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"))).collect();
+    let short: Vec<String> = (0..matrix.len()).map(|c| c.to_string()).collect();
+    let rows: Vec<String> = names.iter().enumerate().map(|(c, n)| format!("{n} ({c})")).collect();
+    view! {
+        <section class="card confusion">
+            <Heatmap title="Validation confusion (share of each true class), last epoch".into() row_labels=rows column_labels=short
+                values=shares range=(0.0, 1.0) digits=2 axes=("true class".into(), "predicted class".into()) />
+        </section>
     }
 }
 
@@ -246,7 +305,8 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
     );
     view! {
         <section class="card most-forgotten">
-            <h2>{format!("The {MOST_FORGOTTEN} most forgotten training samples")}</h2>
+            <h2>{format!("The {MOST_FORGOTTEN} most forgotten training samples")} " "
+                <a class="small-link" href=format!("/runs/{run_id}/samples")>"Browse every sample →"</a></h2>
             <Suspense fallback=|| view! { <p class="loading">"Loading samples…"</p> }>
                 {move || {
                     let dataset = dataset.clone();
@@ -260,8 +320,8 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
                                         let label = class_names.get(s.label as usize).cloned().unwrap_or_else(|| format!("class {}", s.label));
                                         view! {
                                             <li class="thumb" data-sample-key=s.sample_key.clone()>
-                                                <img src=format!("/api/v1/datasets/{}/train/{}.png", dataset, s.dataset_index)
-                                                    alt=format!("training sample {} ({label})", s.dataset_index) width="84" height="84" loading="lazy" />
+                                                <a href=format!("/runs/{run_id}/samples/{}", s.sample_key)><img src=format!("/api/v1/datasets/{}/train/{}.png", dataset, s.dataset_index)
+                                                    alt=format!("training sample {} ({label})", s.dataset_index) width="84" height="84" loading="lazy" /></a>
                                                 <span class="thumb-count" title="forgetting events">{format!("{} ×", s.forgetting_events)}</span>
                                                 <span class="thumb-label">{label}</span>
                                                 <span class="thumb-meta muted">{format!("conf. {}", number(s.confidence, 2))}</span>

@@ -61,8 +61,16 @@ pub async fn launch_run(State(state): State<AppState>, JsonBody(request): JsonBo
     Ok((StatusCode::CREATED, Json(state.service.launch(request).await?)))
 }
 
-pub async fn list_runs(State(state): State<AppState>, QueryParams(query): QueryParams<RunQuery>) -> ApiResult<Json<Vec<RunSummary>>> {
-    Ok(Json(state.service.runs(query).await?))
+/// The runs as a list (the API's contract); how many match the filters in all is in the
+/// `X-Total-Count` header.
+pub async fn list_runs(State(state): State<AppState>, QueryParams(query): QueryParams<RunQuery>) -> ApiResult<impl IntoResponse> {
+    let list = state.service.runs(query).await?;
+    Ok(([("x-total-count", list.total.to_string())], Json::<Vec<RunSummary>>(list.runs)))
+}
+
+/// `GET /runs/{id}/datamap`: the data map, binned.
+pub async fn data_map(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::DataMap>> {
+    Ok(Json(analysis::data_map(&state.service.pool, parse_id("run", &id)?).await?))
 }
 
 pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
@@ -108,15 +116,38 @@ pub async fn run_export(State(state): State<AppState>, Path((id, file)): Path<(S
     Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body))
 }
 
+/// `GET /compare/samples.parquet?runs=1,2` (or `.csv`): the compared runs' per-sample
+/// statistics in one file, one row per run and shared sample (the `run` column tells them
+/// apart), in the first run's sample order.
+pub async fn compare_export(State(state): State<AppState>, Path(file): Path<String>, QueryParams(query): QueryParams<CompareQuery>) -> ApiResult<impl IntoResponse> {
+    let format = match file.as_str() {
+        "samples.parquet" => analysis::Format::Parquet,
+        "samples.csv" => analysis::Format::Csv,
+        _ => return Err(Failure::not_found(format!("no export {file:?}; use samples.parquet or samples.csv")).into()),
+    };
+    let ids = analysis::parse_ids(&query.runs)?;
+    let mut runs = Vec::new();
+    for id in ids {
+        let status = state.service.run(id).await?.status;
+        if status != RunStatus::Succeeded {
+            return Err(Failure::conflict(format!("run #{id} is {}; only finished runs (succeeded) have statistics to export", status.as_str())).into());
+        }
+        runs.push((id, state.service.all_samples(id).await?));
+    }
+    let body = analysis::comparison_samples(runs, query.intersect.unwrap_or(false), format).await?;
+    let disposition = format!("attachment; filename=\"compare-{}-{file}\"", query.runs.replace(',', "-"));
+    Ok(([(header::CONTENT_TYPE, format.content_type().to_owned()), (header::CONTENT_DISPOSITION, disposition)], body))
+}
+
 /// One sample's trajectory in a run and in the other runs over its dataset.
 pub async fn sample_history(State(state): State<AppState>, Path((id, key)): Path<(String, String)>) -> ApiResult<Json<SampleHistory>> {
     let run_id = parse_id("run", &id)?;
-    Ok(Json(analysis::sample_history(&state.service.pool, run_id, &key, crate::service::sample_stats_of).await?))
+    Ok(Json(state.service.sample_history(run_id, &key).await?))
 }
 
 /// `GET /compare?runs=1,2&q=0.1&score=forgetting_events`.
 pub async fn compare(State(state): State<AppState>, QueryParams(query): QueryParams<CompareQuery>) -> ApiResult<Json<Comparison>> {
-    Ok(Json(state.service.compare_cache.compare(&state.service.pool, query).await?))
+    Ok(Json(state.service.compare(query).await?))
 }
 
 #[derive(Serialize)]

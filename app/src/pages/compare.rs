@@ -1,0 +1,225 @@
+//! `/compare?runs=1,2,3`: how much finished runs agree on which samples they forget, in the
+//! form of the study's findings (DESIGN.md): Jaccard of the top-q forgotten sets against
+//! chance, rank correlations, a pair of runs side by side, and class-level forgetting.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+use protocol::{CompareQuery, Comparison, SampleSet};
+
+use crate::components::charts::{GridChart, Heatmap, LineChart, Series};
+use crate::components::{number, query_string};
+use crate::functions::compare_runs;
+
+/// The q values of the Jaccard-vs-q curve.
+const CURVE: &str = "0.01,0.02,0.05,0.1,0.2,0.3,0.5,0.7";
+
+/// Scores a comparison can rank by: (API name, label).
+const SCORES: [(&str, &str); 8] = [
+    ("forgetting_events", "forgetting events"),
+    ("learning_events", "learning events"),
+    ("variability", "variability"),
+    ("confidence", "confidence"),
+    ("correctness", "correctness"),
+    ("warmup_loss", "loss after warmup"),
+    ("tau", "decay constant tau"),
+    ("r2", "R² of the decay fit"),
+];
+
+/// The run ids of the URL: `runs=1,2` or, from the runs table's form, `run=1&run=2`.
+fn run_ids(runs: Option<String>, run: Option<Vec<String>>) -> String {
+    let mut ids: Vec<String> = runs.unwrap_or_default().split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
+    ids.extend(run.unwrap_or_default().into_iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+    ids.dedup();
+    ids.join(",")
+}
+
+#[component]
+pub fn ComparePage() -> impl IntoView {
+    let url = use_query_map();
+    let param = move |name: &str| url.read().get(name).unwrap_or_default();
+    let runs = Memo::new(move |_| run_ids(url.read().get("runs"), url.read().get_all("run")));
+    let query = Memo::new(move |_| CompareQuery {
+        runs: runs.get(),
+        q: param("q").parse().ok(),
+        score: Some(param("score")).filter(|s| !s.is_empty()),
+        never_learned: Some(param("never_learned")).filter(|s| !s.is_empty()),
+        intersect: (param("intersect") == "true").then_some(true),
+        curve: Some(CURVE.to_owned()),
+        // Without a choice, the first two runs are the pair.
+        pair: Some(param("pair")).filter(|s| !s.is_empty()).or_else(|| {
+            let ids: Vec<String> = runs.get().split(',').take(2).map(str::to_owned).collect();
+            (ids.len() == 2).then(|| ids.join(","))
+        }),
+    });
+    let comparison = Resource::new(
+        move || query.get(),
+        |query| async move {
+            if query.runs.split(',').filter(|s| !s.is_empty()).count() < 2 {
+                return Ok(None);
+            }
+            compare_runs(query).await.map(Some)
+        },
+    );
+    view! {
+        <Title text="Compare runs" />
+        <h1>"Compare runs"</h1>
+        <form class="filters compare-controls" method="get" action="/compare" aria-label="comparison settings">
+            <label>"Runs" <input name="runs" size="16" placeholder="e.g. 3,4,7" value=move || runs.get() /></label>
+            <label>"Top fraction q" <input name="q" type="number" min="0.001" max="1" step="any" size="5" value=move || { let q = param("q"); if q.is_empty() { "0.1".to_owned() } else { q } } /></label>
+            <label>"Score"
+                <select name="score">
+                    {SCORES.iter().map(|&(name, label)| view! { <option value=name selected=move || param("score") == name>{label}</option> }).collect_view()}
+                </select>
+            </label>
+            <label>"Never learned"
+                <select name="never_learned">
+                    <option value="max" selected=move || param("never_learned") != "exclude">"ranked most forgotten"</option>
+                    <option value="exclude" selected=move || param("never_learned") == "exclude">"left out"</option>
+                </select>
+            </label>
+            <label>"Pair (a,b)" <input name="pair" size="8" placeholder="first two" value=move || param("pair") /></label>
+            <label class="check"><input type="checkbox" name="intersect" value="true" checked=move || param("intersect") == "true" />" shared samples only"</label>
+            <button class="button" type="submit">"Compare"</button>
+        </form>
+        <Transition fallback=|| view! { <p class="loading">"Comparing…"</p> }>
+            {move || Suspend::new(async move {
+                match comparison.await {
+                    Err(error) => view! { <p class="error" role="alert">{format!("Could not compare: {error}")}</p> }.into_any(),
+                    Ok(None) => view! {
+                        <p class="empty">"Choose two or more finished runs: tick them in the " <a href="/">"runs table"</a>
+                            " and press “Compare selected runs”, or type their numbers above."</p>
+                    }.into_any(),
+                    Ok(Some(comparison)) => view! { <ComparisonView comparison /> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn ComparisonView(comparison: Comparison) -> impl IntoView {
+    let labels: Vec<String> = comparison
+        .members
+        .iter()
+        .map(|m| format!("#{} {} s{}", m.id, m.arch, m.seed))
+        .collect();
+    let short: Vec<String> = comparison.members.iter().map(|m| format!("#{}", m.id)).collect();
+    let dataset = comparison.members.first().map(|m| m.dataset.clone()).unwrap_or_default();
+    let q = comparison.q;
+    let score = comparison.score.clone();
+    let curve = vec![
+        Series { name: "mean Jaccard".into(), class: "series-0", points: comparison.jaccard_curve.iter().filter_map(|p| Some((p.q, p.jaccard?))).collect() },
+        Series { name: "chance q/(2-q)".into(), class: "series-1", points: comparison.jaccard_curve.iter().map(|p| (p.q, p.chance)).collect() },
+    ];
+    let runs = comparison.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
+    let api = format!(
+        "/api/v1/compare{}",
+        query_string(&[("runs", comparison.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")), ("q", q.to_string()), ("score", score.clone())])
+    );
+    let classes = comparison.class_forgetting.iter().map(Vec::len).max().unwrap_or(0);
+    view! {
+        <p class="lede">{format!("{} runs over {} shared samples, ranked by {score}; top-q sets of q = {q}: chance Jaccard {:.4}. ", comparison.runs.len(), comparison.samples, comparison.chance)}
+            "Export: " <a href=api>"JSON"</a> " "
+            <a href=format!("/api/v1/compare/samples.csv?runs={runs}") download="">"samples.csv"</a> " "
+            <a href=format!("/api/v1/compare/samples.parquet?runs={runs}") download="">"samples.parquet"</a></p>
+        {comparison.summary.clone().map(|s| view! {
+            <section class="card findings">
+                <h2>"Findings"</h2>
+                <ul class="finding-list">
+                    <li data-finding="cross-arch">{format!("Across architectures: mean Jaccard {} over {} pairs (chance {:.4}).",
+                        number(s.cross_arch_jaccard, 4), s.cross_arch_pairs, s.chance)}</li>
+                    <li data-finding="cross-seed">{format!("Across seeds of one architecture: mean Jaccard {}, mean Spearman {} over {} pairs.",
+                        number(s.cross_seed_jaccard, 4), number(s.cross_seed_spearman, 4), s.cross_seed_pairs)}</li>
+                    <li>{format!("Spearman-Brown reliability of the mean score over all {} runs: {}.", comparison.runs.len(), number(comparison.reliability, 4))}</li>
+                </ul>
+                <table class="data per-arch">
+                    <thead><tr><th>"Architecture"</th><th class="num">"Runs"</th><th class="num">"Mean R² of decay fits"</th>
+                        <th class="num">"Cross-seed Spearman"</th><th class="num">"Spearman-Brown"</th><th class="num">"Spearman(warmup loss, τ)"</th></tr></thead>
+                    <tbody>{s.per_arch.into_iter().map(|a| view! {
+                        <tr data-arch=a.arch.clone()>
+                            <td>{a.arch.clone()}</td><td class="num">{a.runs}</td><td class="num">{number(a.mean_r2, 3)}</td>
+                            <td class="num">{number(a.cross_seed_spearman, 3)}</td><td class="num">{number(a.reliability, 3)}</td><td class="num">{number(a.warmup_spearman, 3)}</td>
+                        </tr>
+                    }).collect_view()}</tbody>
+                </table>
+            </section>
+        }.into_any())}
+        <div class="run-grid">
+            <section class="card">
+                <Heatmap title=format!("Jaccard of the top-{q} sets (chance {:.3})", comparison.chance) row_labels=labels.clone() column_labels=short.clone()
+                    values=comparison.jaccard.clone() range=(0.0, 1.0) digits=3 />
+            </section>
+            <section class="card">
+                <Heatmap title="Spearman rank correlation".into() row_labels=labels.clone() column_labels=short.clone()
+                    values=comparison.spearman.clone() range=(-1.0, 1.0) digits=3 />
+            </section>
+            <section class="card">
+                <LineChart title="Mean pairwise Jaccard against q".into() x_label="q (fraction in each top set)".into() y_label="Jaccard".into()
+                    series=curve y_range=Some((0.0, 1.0)) whole_x=false />
+            </section>
+            {(classes > 0).then(|| view! {
+                <section class="card">
+                    <h2>"Mean forgetting events per class"</h2>
+                    <table class="data class-forgetting">
+                        <thead><tr><th>"Class"</th>{short.iter().map(|s| view! { <th class="num">{s.clone()}</th> }).collect_view()}</tr></thead>
+                        <tbody>{(0..classes).map(|c| view! {
+                            <tr><td>{c}</td>{comparison.class_forgetting.iter().map(|run| view! { <td class="num">{number(run.get(c).copied().flatten(), 2)}</td> }).collect_view()}</tr>
+                        }).collect_view()}</tbody>
+                    </table>
+                </section>
+            }.into_any())}
+        </div>
+        {comparison.pair.clone().map(|pair| {
+            let name = |id: i64| labels[comparison.runs.iter().position(|&r| r == id).unwrap_or(0)].clone();
+            let (a, b) = (name(pair.a), name(pair.b));
+            view! {
+                <section class="card pair">
+                    <h2>{format!("{a} against {b}")}</h2>
+                    <div class="run-grid">
+                        <GridChart title=format!("{score}: {a} (x) against {b} (y)") x_label=a.clone() y_label=b.clone() grid=pair.scatter.clone() />
+                        <div class="set-algebra">
+                            <SetThumbs title=format!("In both top-{q} sets") set=pair.both.clone() dataset=dataset.clone() run=pair.a />
+                            <SetThumbs title=format!("Only in {a}") set=pair.only_a.clone() dataset=dataset.clone() run=pair.a />
+                            <SetThumbs title=format!("Only in {b}") set=pair.only_b.clone() dataset=dataset.clone() run=pair.b />
+                        </div>
+                    </div>
+                </section>
+            }
+            .into_any()
+        })}
+    }
+    .into_any()
+}
+
+/// One part of a pair's set algebra: its size and its highest-scoring samples.
+#[component]
+fn SetThumbs(title: String, set: SampleSet, dataset: String, run: i64) -> impl IntoView {
+    view! {
+        <div class="sample-set">
+            <h3>{title} " " <span class="count" data-count=set.count>{set.count}</span></h3>
+            <ul class="thumbs small">
+                {set.examples.into_iter().map(|s| view! {
+                    <li class="thumb" data-sample-key=s.sample_key.clone()>
+                        <a href=format!("/runs/{run}/samples/{}", s.sample_key)>
+                            <img src=format!("/api/v1/datasets/{dataset}/train/{}.png", s.dataset_index) alt=format!("training sample {}", s.dataset_index) width="56" height="56" loading="lazy" />
+                        </a>
+                    </li>
+                }).collect_view()}
+            </ul>
+        </div>
+    }
+    .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_come_from_either_form() {
+        assert_eq!(run_ids(Some("3, 4".into()), None), "3,4");
+        assert_eq!(run_ids(None, Some(vec!["5".into(), "6".into()])), "5,6");
+        assert_eq!(run_ids(None, None), "");
+    }
+}

@@ -1,0 +1,323 @@
+//! `/runs/{id}/samples`: every training sample of a run as thumbnails, sorted and filtered by
+//! any per-sample statistic (the filters live in the URL); and `/runs/{id}/samples/{key}`:
+//! one sample's history in this run, overlaid with every other run over its dataset.
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_params_map, use_query_map};
+use protocol::{SampleQuery, SampleStats, Trajectory};
+
+use crate::components::charts::{LineChart, Series};
+use crate::components::{number, query_string, Pager};
+use crate::functions::{get_run, get_sample_history, list_samples};
+
+/// Samples per page of the browser.
+const PAGE: u32 = 60;
+
+/// Sortable statistics: (API name, label).
+const SORTS: [(&str, &str); 10] = [
+    ("forgetting_events", "forgetting events"),
+    ("learning_events", "learning events"),
+    ("first_learned_epoch", "first learned epoch"),
+    ("confidence", "confidence"),
+    ("variability", "variability"),
+    ("correctness", "correctness"),
+    ("tau", "decay constant tau"),
+    ("r2", "R² of the decay fit"),
+    ("warmup_loss", "loss after warmup"),
+    ("dataset_index", "dataset index"),
+];
+
+/// Range filters: (statistic, label, whole numbers?).
+const RANGES: [(&str, &str, bool); 6] = [
+    ("forgetting_events", "Forgetting events", true),
+    ("first_learned_epoch", "First learned epoch", true),
+    ("confidence", "Confidence", false),
+    ("variability", "Variability", false),
+    ("tau", "tau", false),
+    ("r2", "R²", false),
+];
+
+/// Every URL parameter of the browser.
+fn parameter_names() -> Vec<String> {
+    let mut names: Vec<String> = ["sort", "label", "never_learned", "unforgettable"].map(String::from).to_vec();
+    for (stat, _, _) in RANGES {
+        names.push(format!("min_{stat}"));
+        names.push(format!("max_{stat}"));
+    }
+    names
+}
+
+/// The query the URL asks for, or a message naming the parameter that is not a number.
+fn sample_query(get: impl Fn(&str) -> String) -> Result<SampleQuery, String> {
+    fn parse<T: std::str::FromStr>(name: &str, text: String) -> Result<Option<T>, String> {
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| format!("{} must be a number, got {text:?}", name.replace('_', " ")))
+    }
+    let flag = |name: &str| match get(name).as_str() {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    };
+    Ok(SampleQuery {
+        sort: Some(get("sort")).filter(|s| !s.is_empty()),
+        label: parse("label", get("label"))?,
+        limit: Some(PAGE),
+        offset: parse("offset", get("offset"))?,
+        never_learned: flag("never_learned"),
+        unforgettable: flag("unforgettable"),
+        min_forgetting_events: parse("min_forgetting_events", get("min_forgetting_events"))?,
+        max_forgetting_events: parse("max_forgetting_events", get("max_forgetting_events"))?,
+        min_first_learned_epoch: parse("min_first_learned_epoch", get("min_first_learned_epoch"))?,
+        max_first_learned_epoch: parse("max_first_learned_epoch", get("max_first_learned_epoch"))?,
+        min_confidence: parse("min_confidence", get("min_confidence"))?,
+        max_confidence: parse("max_confidence", get("max_confidence"))?,
+        min_variability: parse("min_variability", get("min_variability"))?,
+        max_variability: parse("max_variability", get("max_variability"))?,
+        min_tau: parse("min_tau", get("min_tau"))?,
+        max_tau: parse("max_tau", get("max_tau"))?,
+        min_r2: parse("min_r2", get("min_r2"))?,
+        max_r2: parse("max_r2", get("max_r2"))?,
+    })
+}
+
+#[component]
+pub fn SampleBrowser() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
+    let url = use_query_map();
+    let param = move |name: &str| url.read().get(name).unwrap_or_default();
+    let query = Memo::new(move |_| sample_query(param));
+    let run = Resource::new(move || id.get(), get_run);
+    let samples = Resource::new(
+        move || (id.get(), query.get()),
+        |(id, query)| async move {
+            match query {
+                Ok(query) => list_samples(id, query).await.map_err(|e| e.to_string()),
+                Err(message) => Err(message),
+            }
+        },
+    );
+    let page_link = move |offset: u64| {
+        let mut pairs: Vec<(String, String)> = parameter_names().into_iter().map(|k| { let v = param(&k); (k, v) }).collect();
+        pairs.push(("offset".into(), if offset == 0 { String::new() } else { offset.to_string() }));
+        let pairs: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        format!("/runs/{}/samples{}", id.get_untracked(), query_string(&pairs))
+    };
+    view! {
+        <Title text=move || format!("Samples of run #{}", id.get()) />
+        <div class="page-head">
+            <h1>{move || format!("Samples of run #{}", id.get())}</h1>
+            <a href=move || format!("/runs/{}", id.get())>"← back to the run"</a>
+        </div>
+        <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
+            {move || Suspend::new(async move {
+                match run.await {
+                    Err(error) => super::load_error("this run", error),
+                    Ok(detail) => {
+                        let class_names = detail.class_names.clone();
+                        let dataset = detail.spec.dataset.clone();
+                        view! {
+                            <form class="filters sample-filters" method="get" action=format!("/runs/{}/samples", detail.id) aria-label="filter samples">
+                                <label>"Sort by"
+                                    <select name="sort">
+                                        {SORTS.iter().flat_map(|&(name, label)| [(format!("-{name}"), format!("{label}, highest first")), (name.to_owned(), format!("{label}, lowest first"))])
+                                            .map(|(value, label)| { let chosen = value.clone();
+                                                let selected = move || param("sort") == chosen || (param("sort").is_empty() && chosen == "-forgetting_events");
+                                                view! { <option value=value selected=selected>{label}</option> } }).collect_view()}
+                                    </select>
+                                </label>
+                                <label>"Class"
+                                    <select name="label">
+                                        <option value="">"any"</option>
+                                        {class_names.iter().enumerate().map(|(c, n)| view! { <option value=c.to_string() selected=move || param("label") == c.to_string()>{n.clone()}</option> }).collect_view()}
+                                    </select>
+                                </label>
+                                {[("never_learned", "Never learned"), ("unforgettable", "Unforgettable")].map(|(name, label)| view! {
+                                    <label>{label}
+                                        <select name=name>
+                                            <option value="">"any"</option>
+                                            <option value="true" selected=move || param(name) == "true">"yes"</option>
+                                            <option value="false" selected=move || param(name) == "false">"no"</option>
+                                        </select>
+                                    </label>
+                                })}
+                                {RANGES.iter().map(|&(stat, label, whole)| {
+                                    let step = if whole { "1" } else { "any" };
+                                    view! {
+                                        <fieldset class="range">
+                                            <legend>{label}</legend>
+                                            <input type="number" step=step name=format!("min_{stat}") placeholder="min" aria-label=format!("{label} at least") value=move || param(&format!("min_{stat}")) />
+                                            <input type="number" step=step name=format!("max_{stat}") placeholder="max" aria-label=format!("{label} at most") value=move || param(&format!("max_{stat}")) />
+                                        </fieldset>
+                                    }
+                                }).collect_view()}
+                                <button class="button" type="submit">"Apply"</button>
+                                <a class="small-link" href=format!("/runs/{}/samples", detail.id)>"clear"</a>
+                            </form>
+                            <Transition fallback=|| view! { <p class="loading">"Loading samples…"</p> }>
+                                {
+                                    let class_names = class_names.clone();
+                                    let dataset = dataset.clone();
+                                    move || {
+                                        let class_names = class_names.clone();
+                                        let dataset = dataset.clone();
+                                        Suspend::new(async move {
+                                            match samples.await {
+                                                Err(message) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
+                                                Ok(page) if page.samples.is_empty() => view! {
+                                                    <p class="empty">"No sample matches these filters. Widen a range or " <a href=format!("/runs/{}/samples", id.get_untracked())>"clear them"</a> "."</p>
+                                                }.into_any(),
+                                                Ok(page) => view! {
+                                                    <Pager total=page.total offset=page.offset limit=page.limit href=page_link />
+                                                    <ul class="thumbs sample-grid" data-total=page.total>
+                                                        {page.samples.into_iter().map(|s| view! { <SampleThumb run_id=id.get_untracked() sample=s dataset=dataset.clone() class_names=class_names.clone() /> }).collect_view()}
+                                                    </ul>
+                                                }.into_any(),
+                                            }
+                                        })
+                                    }
+                                }
+                            </Transition>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// One sample of the browser: its image, label and statistics; a link to its history.
+#[component]
+fn SampleThumb(run_id: i64, sample: SampleStats, dataset: String, class_names: Vec<String>) -> impl IntoView {
+    let label = class_names.get(sample.label as usize).cloned().unwrap_or_else(|| format!("class {}", sample.label));
+    let learned = if sample.never_learned { "never learned".to_owned() } else { sample.first_learned_epoch.map_or("–".into(), |e| format!("learned at {e}")) };
+    view! {
+        <li class="thumb" data-sample-key=sample.sample_key.clone() data-forgetting=sample.forgetting_events>
+            <a href=format!("/runs/{run_id}/samples/{}", sample.sample_key)>
+                <img src=format!("/api/v1/datasets/{dataset}/train/{}.png", sample.dataset_index)
+                    alt=format!("training sample {} ({label})", sample.dataset_index) width="84" height="84" loading="lazy" />
+            </a>
+            <span class="thumb-count" title="forgetting events">{format!("{} ×", sample.forgetting_events)}</span>
+            <span class="thumb-label">{label}</span>
+            <span class="thumb-meta muted">{learned}</span>
+            <span class="thumb-meta muted">{format!("conf. {} · τ {}", number(sample.confidence, 2), number(sample.tau, 1))}</span>
+        </li>
+    }
+}
+
+/// One line per run of a sample's history chart (this run first, at most 8).
+fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Vec<Series> {
+    const CLASSES: [&str; 8] = ["series-0", "series-1", "series-2", "series-3", "series-4", "series-5", "series-6", "series-7"];
+    runs.iter()
+        .take(CLASSES.len())
+        .enumerate()
+        .map(|(i, t)| Series {
+            name: format!("#{} {} s{}", t.run_id, t.arch, t.seed),
+            class: CLASSES[i],
+            points: pick(t).into_iter().enumerate().map(|(e, y)| ((e + 1) as f64, y)).collect(),
+        })
+        .collect()
+}
+
+#[component]
+pub fn SampleDetail() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
+    let key = Memo::new(move |_| params.read().get("key").unwrap_or_default());
+    let run = Resource::new(move || id.get(), get_run);
+    let history = Resource::new(move || (id.get(), key.get()), |(id, key)| get_sample_history(id, key));
+    view! {
+        <Title text=move || format!("Sample of run #{}", id.get()) />
+        <Transition fallback=|| view! { <p class="loading">"Loading the sample…"</p> }>
+            {move || Suspend::new(async move {
+                match (run.await, history.await) {
+                    (Err(error), _) => super::load_error("this run", error),
+                    (_, Err(error)) => super::load_error("this sample", error),
+                    (Ok(detail), Ok(history)) => {
+                        let this = &history.this_run;
+                        let s = &this.stats;
+                        let label = detail.class_names.get(s.label as usize).cloned().unwrap_or_else(|| format!("class {}", s.label));
+                        let mut runs: Vec<&Trajectory> = vec![this];
+                        runs.extend(history.other_runs.iter());
+                        let warmup_until = (detail.spec.warmup_epochs > 0).then_some(f64::from(detail.spec.warmup_epochs) + 0.5);
+                        let p_true = history_series(&runs, |t| t.p_true.iter().map(|&p| f64::from(p)).collect());
+                        let loss = history_series(&runs, |t| t.loss.iter().map(|&l| f64::from(l)).collect());
+                        let names = detail.class_names.clone();
+                        view! {
+                            <div class="page-head">
+                                <h1>{format!("Training sample {} of run #{}", s.dataset_index, detail.id)}</h1>
+                                <a href=format!("/runs/{}/samples", detail.id)>"← all samples"</a>
+                            </div>
+                            <div class="sample-head card">
+                                <img class="sample-image" src=format!("/api/v1/datasets/{}/train/{}.png", detail.spec.dataset, s.dataset_index)
+                                    alt=format!("training sample {} ({label})", s.dataset_index) width="168" height="168" />
+                                <dl class="config">
+                                    <dt>"Class"</dt><dd>{label.clone()}</dd>
+                                    <dt>"Content key"</dt><dd class="mono">{history.sample_key.clone()}</dd>
+                                    <dt>"Forgetting events"</dt><dd data-stat="forgetting_events">{s.forgetting_events}</dd>
+                                    <dt>"Learning events"</dt><dd>{s.learning_events}</dd>
+                                    <dt>"First learned"</dt><dd>{if s.never_learned { "never".to_owned() } else { s.first_learned_epoch.map_or("–".into(), |e| format!("epoch {e}")) }}</dd>
+                                    <dt>"Confidence / variability"</dt><dd>{format!("{} / {}", number(s.confidence, 3), number(s.variability, 3))}</dd>
+                                    <dt>"Decay tau (R²)"</dt><dd>{format!("{} ({})", number(s.tau, 2), number(s.r2, 3))}</dd>
+                                    <dt>"Loss after warmup"</dt><dd>{number(s.warmup_loss, 3)}</dd>
+                                </dl>
+                            </div>
+                            <div class="run-grid">
+                                <section class="card">
+                                    <LineChart title="Probability of the true class per epoch".into() x_label="epoch".into() y_label="p(true class)".into()
+                                        series=p_true warmup_until y_range=Some((0.0, 1.0)) />
+                                </section>
+                                <section class="card">
+                                    <LineChart title="Loss per epoch".into() x_label="epoch".into() y_label="cross-entropy".into() series=loss warmup_until />
+                                </section>
+                            </div>
+                            <section class="card">
+                                <h2>"Correct at each epoch, in every run over this dataset"</h2>
+                                <table class="data history-table">
+                                    <thead><tr><th>"Run"</th><th>"Architecture"</th><th class="num">"Seed"</th><th class="num">"Forgetting events"</th><th>"Epochs (■ correct, □ wrong: predicted class)"</th></tr></thead>
+                                    <tbody>{runs.iter().map(|t| view! {
+                                        <tr data-run=t.run_id>
+                                            <td><a href=format!("/runs/{}/samples/{}", t.run_id, history.sample_key)>{format!("#{}", t.run_id)}</a></td>
+                                            <td>{t.arch.clone()}</td>
+                                            <td class="num">{t.seed}</td>
+                                            <td class="num">{t.stats.forgetting_events}</td>
+                                            <td class="strip">{t.correct.iter().zip(&t.predicted).enumerate().map(|(e, (&c, &p))| {
+                                                let predicted = names.get(p as usize).cloned().unwrap_or_else(|| p.to_string());
+                                                view! { <span class=if c == 1 { "tick-correct" } else { "tick-wrong" }
+                                                    title=format!("epoch {}: {}", e + 1, if c == 1 { "correct".to_owned() } else { format!("predicted {predicted}") })>
+                                                    {if c == 1 { "■" } else { "□" }}</span> }
+                                            }).collect_view()}</td>
+                                        </tr>
+                                    }).collect_view()}</tbody>
+                                </table>
+                                {(history.other_runs.is_empty()).then(|| view! { <p class="muted">"No other finished run over this dataset holds this sample yet."</p> })}
+                            </section>
+                        }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_becomes_a_sample_query_or_a_message() {
+        let url = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
+        let query = sample_query(url(&[("sort", "-tau"), ("label", "3"), ("never_learned", "false"), ("min_confidence", "0.5"), ("offset", "60")])).unwrap();
+        assert_eq!(query.sort.as_deref(), Some("-tau"));
+        assert_eq!(query.label, Some(3));
+        assert_eq!(query.never_learned, Some(false));
+        assert_eq!(query.min_confidence, Some(0.5));
+        assert_eq!(query.offset, Some(60));
+        assert_eq!(query.unforgettable, None);
+        assert_eq!(sample_query(url(&[("min_tau", "abc")])).unwrap_err(), "min tau must be a number, got \"abc\"");
+    }
+}

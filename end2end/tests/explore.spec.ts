@@ -1,0 +1,132 @@
+import { expect, test, APIRequestContext } from "@playwright/test";
+import { hydrated } from "./helpers";
+
+// Two small runs over the same Fashion-MNIST subset (different seeds), shared by the tests.
+const tag = `explore-${Date.now()}`;
+let runs: number[] = [];
+
+async function waitForSuccess(request: APIRequestContext, id: number) {
+  await expect
+    .poll(async () => (await (await request.get(`/api/v1/runs/${id}`)).json()).status, { timeout: 200_000, intervals: [1000] })
+    .toBe("succeeded");
+}
+
+test.beforeAll(async ({ request }) => {
+  test.setTimeout(400_000);
+  for (const seed of [11, 12]) {
+    const response = await request.post("/api/v1/runs", {
+      data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 4, warmup_epochs: 1, train_subset: 600, val_subset: 200, batch_size: 32, lr: 0.05, seed, device: "cpu", tags: [tag], owner: "e2e" },
+    });
+    expect(response.status()).toBe(201);
+    runs.push((await response.json()).id);
+  }
+  for (const id of runs) await waitForSuccess(request, id);
+});
+
+test("the runs table filters by tag, sorts by a column and sends the ticked runs to the compare page", async ({ page, request }) => {
+  await page.goto("/");
+  await hydrated(page);
+  await page.fill("input[name=tag]", tag);
+  await page.click("form.filters button[type=submit]");
+  await page.waitForURL(new RegExp(`tag=${tag}`));
+  const rows = page.locator("table.runs-table tbody tr");
+  await expect(rows).toHaveCount(2);
+  const listed = await (await request.get(`/api/v1/runs?tag=${tag}`)).json();
+  expect(await rows.evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute("data-run"))))).toEqual(listed.map((r: any) => r.id));
+
+  // Sorting by seed, ascending: the lower seed first, the header marked.
+  await page.click("th >> text=Seed");
+  await page.waitForURL(/sort=seed/);
+  await expect(page.locator("th[aria-sort=ascending]")).toContainText("Seed");
+  await expect(rows.first()).toHaveAttribute("data-run", String(runs[0]));
+  await expect(page.locator("input[name=tag]")).toHaveValue(tag);
+
+  for (const id of runs) await page.check(`input[name=run][value="${id}"]`);
+  await page.click("text=Compare selected runs");
+  await page.waitForURL(/\/compare\?/);
+  await expect(page.locator("h1")).toHaveText("Compare runs");
+  const comparison = await (await request.get(`/api/v1/compare?runs=${runs.join(",")}&q=0.1&pair=${runs.join(",")}`)).json();
+  // The Jaccard heatmap's off-diagonal cell is the API's value; the set algebra's counts too.
+  const cell = page.locator(`figure.heatmap >> nth=0 >> g.cell[data-row="0"][data-column="1"]`);
+  expect(Number(await cell.getAttribute("data-value"))).toBeCloseTo(comparison.jaccard[0][1], 12);
+  const counts = await page.locator(".sample-set .count").evaluateAll((spans) => spans.map((s) => Number(s.getAttribute("data-count"))));
+  expect(counts).toEqual([comparison.pair.both.count, comparison.pair.only_a.count, comparison.pair.only_b.count]);
+  await expect(page.locator("[data-finding=cross-seed]")).toContainText("over 1 pairs");
+  await expect(page.locator("svg.grid-chart")).toHaveCount(1);
+  // A different q from the form: the sets shrink with it.
+  await page.fill("input[name=q]", "0.05");
+  await page.click("form.compare-controls button[type=submit]");
+  await page.waitForURL(/q=0.05/);
+  await expect(page.locator(".lede")).toContainText("q = 0.05");
+});
+
+test("the run page draws the data map and the confusion heatmap from the API's numbers", async ({ page, request }) => {
+  const id = runs[0];
+  await page.goto(`/runs/${id}`);
+  await hydrated(page);
+  const map = await (await request.get(`/api/v1/runs/${id}/datamap`)).json();
+  const svg = page.locator(".data-map svg.grid-chart");
+  await expect(svg).toHaveAttribute("data-points", String(map.grid.points));
+  expect(map.grid.points + map.grid.missing).toBe(600);
+  const drawn = await svg.locator("rect.grid-cell").evaluateAll((rects) => rects.reduce((n, r) => n + Number(r.getAttribute("data-count")), 0));
+  expect(drawn).toBe(map.grid.points);
+  // Ten classes: a 10 x 10 heatmap whose rows are shares summing to 1.
+  const detail = await (await request.get(`/api/v1/runs/${id}`)).json();
+  const cells = page.locator(".confusion g.cell");
+  await expect(cells).toHaveCount(100);
+  const first = detail.val_confusion[0];
+  const total = first.reduce((a: number, b: number) => a + b, 0);
+  expect(Number(await cells.first().getAttribute("data-value"))).toBeCloseTo(first[0] / total, 12);
+});
+
+test("the sample browser filters on the server, and a sample shows its history in both runs", async ({ page, request }) => {
+  const [id, other] = runs;
+  await page.goto(`/runs/${id}/samples`);
+  await hydrated(page);
+  await page.selectOption("select[name=never_learned]", "false");
+  await page.fill("input[name=min_forgetting_events]", "1");
+  await page.selectOption("select[name=sort]", "-confidence");
+  await page.click("form.sample-filters button[type=submit]");
+  await page.waitForURL(/min_forgetting_events=1/);
+  const api = await (await request.get(`/api/v1/runs/${id}/samples?never_learned=false&min_forgetting_events=1&sort=-confidence&limit=60`)).json();
+  const grid = page.locator("ul.sample-grid");
+  if (api.total === 0) {
+    await expect(page.locator(".empty")).toContainText("No sample matches");
+    return;
+  }
+  await expect(grid).toHaveAttribute("data-total", String(api.total));
+  const keys = await grid.locator(".thumb").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-sample-key")));
+  expect(keys).toEqual(api.samples.map((s: any) => s.sample_key));
+  const image = grid.locator(".thumb img").first();
+  await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(28);
+
+  await grid.locator(".thumb a").first().click();
+  await page.waitForURL(new RegExp(`/runs/${id}/samples/${keys[0]}`));
+  await expect(page.locator("dd[data-stat=forgetting_events]")).toHaveText(String(api.samples[0].forgetting_events));
+  const history = page.locator("table.history-table tbody tr");
+  await expect(history).toHaveCount(2);
+  await expect(history.nth(1)).toHaveAttribute("data-run", String(other));
+  const trajectory = await (await request.get(`/api/v1/runs/${id}/samples/${keys[0]}`)).json();
+  const marks = await history.first().locator(".strip span").allTextContents();
+  expect(marks).toEqual(trajectory.this_run.correct.map((c: number) => (c === 1 ? "■" : "□")));
+  await expect(page.locator("svg.line-chart")).toHaveCount(2);
+});
+
+test("a bad filter says which parameter to fix", async ({ page }) => {
+  await page.goto(`/runs/${runs[0]}/samples?min_tau=abc`);
+  await expect(page.locator("p.error")).toContainText("min tau must be a number");
+});
+
+test("a chart saves as a standalone SVG file with its colours inlined", async ({ page }) => {
+  await page.goto(`/runs/${runs[0]}`);
+  await hydrated(page);
+  const figure = page.locator("figure.chart", { hasText: "Accuracy per epoch" });
+  const [download] = await Promise.all([page.waitForEvent("download"), figure.locator("button.svg-button").click()]);
+  expect(download.suggestedFilename()).toBe("accuracy-per-epoch.svg");
+  const path = await download.path();
+  const text = require("fs").readFileSync(path, "utf8");
+  expect(text.startsWith("<?xml")).toBe(true);
+  expect(text).toContain('xmlns="http://www.w3.org/2000/svg"');
+  // The lines carry their colour in the file itself, not in the page's stylesheet.
+  expect(text).toMatch(/<polyline[^>]*style="[^"]*stroke:\s*rgb\(/);
+});

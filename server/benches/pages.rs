@@ -1,0 +1,133 @@
+//! Page speed and weight (issue #6): on a database holding a 100,000-sample x 100-epoch run
+//! and 1,000 small finished runs (and 9,000 queued ones, for a 10,000-run table), the
+//! server's time per page (p95 over repeated loads; goal <= 100 ms) and the bytes a browser
+//! fetches before images: the page and the CSS, JS and wasm it loads, gzip-compressed as the
+//! server sends them (goal <= 500 kB).
+//!
+//! `cargo bench -p server --bench pages` (FORGETLAB_BENCH_SAMPLES, _EPOCHS, _SMALL_RUNS,
+//! _QUEUED_RUNS, _LOADS; FORGETLAB_BENCH_DATA as in the storage bench, default `shaped`).
+//! The pages are served by the real `forgetlab` binary over loopback, with the browser bundle
+//! found in target/site (build it with `cargo leptos build --frontend-only [--release]`).
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protocol::{DatasetOptions, RunRequest};
+use server::progress::Hub;
+use server::queue::Queue;
+use server::registry::Registry;
+use server::service::Service;
+use support::{fake_run, key, median, p95, setting, Data};
+
+#[tokio::main]
+async fn main() {
+    let data = Data::from_env_or("shaped");
+    let samples = setting("FORGETLAB_BENCH_SAMPLES", 100_000);
+    let epochs = setting("FORGETLAB_BENCH_EPOCHS", 100) as u32;
+    let small_runs = setting("FORGETLAB_BENCH_SMALL_RUNS", 1_000);
+    let queued_runs = setting("FORGETLAB_BENCH_QUEUED_RUNS", 9_000);
+    let loads = setting("FORGETLAB_BENCH_LOADS", 40);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
+    let site = root.join("target/site");
+    assert!(site.join("pkg/forgetlab.wasm").is_file(), "no browser bundle in {}: run `cargo leptos build --frontend-only` first", site.display());
+
+    // The database, written through the server's own code paths.
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    {
+        let pool = server::db::connect(&dir.path().join("forgetlab.db")).await.unwrap();
+        let registry = Arc::new(Registry::new(pool.clone(), vec![dir.path().to_owned()]));
+        let spec = format!("classes=10,train_per_class={},val_per_class=1,size=28,channels=1,seed=1", samples / 10);
+        registry.register("bench", datasets::Format::Synthetic, Path::new(&spec), DatasetOptions::default()).await.expect("register");
+        let hub = Hub::default();
+        let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default() };
+        let queue = Queue::new(pool.clone(), hub, registry, "bench", 3600);
+        let big = fake_run(&service, &queue, &data, samples, epochs, 1, "big").await.0;
+        let second = fake_run(&service, &queue, &data, samples, 2, 2, "big").await.0;
+        for r in 0..small_runs {
+            fake_run(&service, &queue, &Data::Shaped, 500, 5, 100 + r as u64, "small").await;
+        }
+        for r in 0..queued_runs {
+            let request = RunRequest { dataset: Some("bench".into()), arch: Some(if r % 2 == 0 { "resnet18" } else { "small_cnn" }.into()), epochs: Some(10.into()), seed: Some(r.into()), tags: Some("queued".into()), ..Default::default() };
+            service.launch(request).await.expect("launch");
+        }
+        assert_eq!((big, second), (1, 2));
+        pool.close().await;
+    }
+    println!(
+        "database: one {samples} x {epochs} run, one {samples} x 2 run, {small_runs} finished runs of 500 x 5, {queued_runs} queued runs ({:.0} s to write)",
+        started.elapsed().as_secs_f64()
+    );
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forgetlab"))
+        .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
+        .env("FORGETLAB_DATA_DIR", dir.path())
+        .env("FORGETLAB_WORKERS", "0")
+        .env("FORGETLAB_SITE_ROOT", &site)
+        .env("RUST_LOG", "warn")
+        .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("server.err")).unwrap())
+        .spawn()
+        .expect("start the server");
+    // No automatic decompression: the body's length is what crossed the wire.
+    let client = reqwest::Client::builder().build().unwrap();
+    let started = Instant::now();
+    while client.get(format!("{base}/api/v1/health")).send().await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(60), "the server did not answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let fetch = |path: String| {
+        let client = client.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let started = Instant::now();
+            let response = client.get(&url).header("accept-encoding", "gzip").send().await.expect("GET");
+            let status = response.status();
+            let bytes = response.bytes().await.expect("body").len();
+            assert!(status.is_success(), "{url}: {status}");
+            (started.elapsed().as_secs_f64() * 1e3, bytes)
+        }
+    };
+    let mut assets = 0;
+    for asset in ["/pkg/forgetlab.css", "/pkg/forgetlab.js", "/pkg/forgetlab.wasm"] {
+        let (_, bytes) = fetch(asset.to_owned()).await;
+        println!("asset {asset}: {:.1} kB sent", bytes as f64 / 1e3);
+        assets += bytes;
+    }
+    let sample = key(4242 % samples);
+    let small: Vec<String> = (3..9).map(|id| id.to_string()).collect();
+    let pages = [
+        ("runs table, newest of 10,000".to_owned(), "/".to_owned()),
+        ("runs table, tag and sort".to_owned(), "/?tag=small&sort=-seed".to_owned()),
+        ("runs table, filtered page 11".to_owned(), "/?arch=resnet18&status=queued&offset=500".to_owned()),
+        ("jobs".to_owned(), "/jobs".to_owned()),
+        (format!("big run ({samples} x {epochs})"), "/runs/1".to_owned()),
+        ("big run's samples".to_owned(), "/runs/1/samples".to_owned()),
+        ("big run's samples, filtered by tau and events".to_owned(), "/runs/1/samples?min_forgetting_events=2&sort=-tau".to_owned()),
+        ("one sample's history (2 runs)".to_owned(), format!("/runs/1/samples/{sample}")),
+        ("small run".to_owned(), "/runs/3".to_owned()),
+        (format!("compare the two {samples}-sample runs, with a pair"), "/compare?runs=1,2".to_owned()),
+        ("compare 6 small runs".to_owned(), format!("/compare?runs={}", small.join(","))),
+    ];
+    println!("{:<58} {:>9} {:>9} {:>10} {:>12}", "page", "median ms", "p95 ms", "page kB", "+assets kB");
+    let mut worst = (0.0f64, 0usize);
+    for (name, path) in pages {
+        // The first load fills the compare cache and SQLite's page cache; the p95 is over the rest.
+        let (_, bytes) = fetch(path.clone()).await;
+        let mut times = Vec::new();
+        for _ in 0..loads {
+            times.push(fetch(path.clone()).await.0);
+        }
+        let total = bytes + assets;
+        worst = (worst.0.max(p95(times.clone())), worst.1.max(total));
+        println!("{name:<58} {:>9.1} {:>9.1} {:>10.1} {:>12.1}", median(times.clone()), p95(times), bytes as f64 / 1e3, total as f64 / 1e3);
+    }
+    println!("worst page p95 {:.1} ms (goal <= 100 ms); heaviest page with its assets {:.0} kB (goal <= 500 kB)", worst.0, worst.1 as f64 / 1e3);
+    let _ = child.kill();
+    let _ = child.wait();
+}

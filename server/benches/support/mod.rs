@@ -1,0 +1,159 @@
+//! What the storage and page benchmarks share: settings, percentiles, and fake runs whose
+//! records are uploaded and finished through the queue, as a worker would. Each bench uses a
+//! part of it.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::time::Instant;
+
+use protocol::worker::{EpochColumns, EpochUpload, Finish, ManifestEntry, Outcome, SampleManifest};
+use protocol::{EpochMetrics, Phase, RunRequest};
+use server::queue::Queue;
+use server::service::Service;
+
+pub fn setting(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn p95(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[(v.len() * 95 / 100).min(v.len() - 1)]
+}
+
+/// splitmix64, for reproducible fake records.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// The big run's records, `[epoch]` columns.
+pub enum Data {
+    Random,
+    Shaped,
+    Real(Vec<EpochColumns>),
+}
+
+impl Data {
+    pub fn from_env() -> Self {
+        Self::from_env_or("random")
+    }
+
+    /// FORGETLAB_BENCH_DATA, or `default` when it is not set.
+    pub fn from_env_or(default: &str) -> Self {
+        match std::env::var("FORGETLAB_BENCH_DATA").as_deref().unwrap_or(default) {
+            "random" => Data::Random,
+            "shaped" => Data::Shaped,
+            dir => Data::Real(read_real(Path::new(dir))),
+        }
+    }
+
+    pub fn epoch(&self, rng: &mut Rng, samples: usize, epoch: u32, epochs: u32) -> EpochColumns {
+        if let Data::Real(columns) = self {
+            return columns[epoch as usize - 1].clone();
+        }
+        let mut columns = EpochColumns::zeroed(samples);
+        for i in 0..samples {
+            let p = match self {
+                Data::Shaped => {
+                    let difficulty = (i * 7919 % samples) as f32 / samples as f32;
+                    (f32::from(epoch as u16) / epochs as f32 / (difficulty + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit()
+                }
+                _ => rng.unit(),
+            };
+            columns.p_true[i] = p;
+            columns.loss[i] = -p.max(1e-6).ln();
+            columns.correct[i] = u8::from(p > 0.5);
+            columns.margin[i] = p - 0.5;
+            columns.predicted[i] = if p > 0.5 { (i % 10) as u16 } else { ((i + 1) % 10) as u16 };
+            columns.el2n[i] = 1.0 - p;
+        }
+        columns
+    }
+}
+
+/// Every `records/epoch-*.parquet` of a `forgetlab-worker train` folder, in epoch order.
+pub fn read_real(dir: &Path) -> Vec<EpochColumns> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("records")).expect("a records folder").map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let reader = SerializedFileReader::new(std::fs::File::open(file).unwrap()).unwrap();
+            let mut columns = EpochColumns::zeroed(0);
+            for row in reader.get_row_iter(None).unwrap() {
+                let row = row.unwrap();
+                columns.correct.push(u8::from(row.get_bool(6).unwrap()));
+                columns.loss.push(row.get_float(7).unwrap());
+                columns.p_true.push(row.get_float(8).unwrap());
+                columns.margin.push(row.get_float(9).unwrap());
+                columns.predicted.push(row.get_int(10).unwrap() as u16);
+                columns.el2n.push(row.get_float(11).unwrap());
+            }
+            columns
+        })
+        .collect()
+}
+
+pub fn key(i: usize) -> String {
+    format!("{:032x}", i as u128 * 0x9E37_79B9_7F4A_7C15)
+}
+
+/// Trains nothing: uploads `epochs` epochs of records for a new run, as a worker would, and
+/// ends it. Returns (run id, upload times in ms, end-of-run time in ms, and the time of the
+/// per-sample statistics alone: reading the stored epochs and summarising every sample).
+pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: usize, epochs: u32, seed: u64, tags: &str) -> (i64, Vec<f64>, f64, f64) {
+    let request = RunRequest {
+        dataset: Some("bench".into()),
+        arch: Some("small_cnn".into()),
+        epochs: Some(epochs.into()),
+        seed: Some(seed.into()),
+        tags: Some(tags.into()),
+        ..Default::default()
+    };
+    let launched = service.launch(request).await.expect("launch");
+    let lease = queue.lease("bench").await.expect("lease").expect("a job");
+    let manifest = SampleManifest {
+        samples: (0..samples).map(|i| ManifestEntry { dataset_index: i as u32, sample_key: key(i), label: (i % 10) as u32 }).collect(),
+    };
+    queue.put_manifest(lease.job_id, &lease.job_token, &manifest).await.expect("manifest");
+    let mut rng = Rng(seed);
+    let mut uploads = Vec::new();
+    for epoch in 1..=epochs {
+        let columns = data.epoch(&mut rng, samples, epoch, epochs);
+        let metrics = EpochMetrics { epoch, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
+        let upload = EpochUpload { metrics, columns, val_confusion: None, eval_loss: None };
+        let started = Instant::now();
+        queue.put_epoch(lease.job_id, &lease.job_token, epoch, &upload).await.expect("epoch");
+        uploads.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let started = Instant::now();
+    let records = server::records::read(&service.pool, launched.id).await.expect("records");
+    let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
+    let summaries = dynamics::summarize_samples(&columns, 0, None);
+    assert_eq!(summaries.len(), samples);
+    let statistics = started.elapsed().as_secs_f64() * 1e3;
+    drop(summaries);
+    drop(columns);
+    drop(records);
+    let started = Instant::now();
+    queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
+    (launched.id, uploads, started.elapsed().as_secs_f64() * 1e3, statistics)
+}

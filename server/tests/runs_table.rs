@@ -1,0 +1,83 @@
+//! The runs table over a real database: filters, sorts, pages and their totals, through the
+//! JSON API and the server-rendered page.
+
+mod common;
+
+use common::{launch, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+#[test]
+fn runs_filter_sort_and_page_on_the_server() {
+    // No workers: the runs stay queued, which is all a table needs.
+    let server = TestServer::start(0);
+    let client = Client::new();
+    let spec = "classes=3,train_per_class=10,val_per_class=4,size=8,channels=1,seed=1";
+    let response = client.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap();
+    assert_eq!(response.status(), 201);
+    for i in 0..120u32 {
+        let arch = if i % 3 == 0 { "resnet18" } else { "small_cnn" };
+        let tags = if i % 2 == 0 { json!(["even", "sweep-1"]) } else { json!("odd, sweep-1") };
+        let owner = if i < 30 { "ana" } else { "ben" };
+        launch(&server, json!({"dataset": "shapes", "arch": arch, "epochs": 1 + i % 7, "seed": 1000 - i, "tags": tags, "owner": owner}));
+    }
+    let list = |query: &str| -> (u64, Vec<Value>) {
+        let response = client.get(server.api(&format!("/runs?{query}"))).send().unwrap();
+        assert_eq!(response.status(), 200, "{query}");
+        let total = response.headers()["x-total-count"].to_str().unwrap().parse().unwrap();
+        (total, response.json::<Vec<Value>>().unwrap())
+    };
+
+    // Pages: the total counts every match, the page holds `limit` of them.
+    let (total, page) = list("limit=50");
+    assert_eq!((total, page.len()), (120, 50));
+    assert_eq!(page[0]["id"], 120, "newest first");
+    let (_, last) = list("limit=50&offset=100");
+    assert_eq!(last.len(), 20);
+    assert_eq!(last[19]["id"], 1);
+
+    // Filters, alone and together.
+    let (even, rows) = list("tag=even&limit=1000");
+    assert_eq!(even, 60);
+    assert!(rows.iter().all(|r| r["tags"] == json!(["even", "sweep-1"])));
+    let (odd, rows) = list("tag=odd&limit=1000");
+    assert_eq!(odd, 60);
+    assert_eq!(rows[0]["tags"], json!(["odd", "sweep-1"]), "a comma-separated string is split and sorted");
+    let expected = (0..120).filter(|i| i % 2 == 0 && i % 3 == 0).count() as u64;
+    assert_eq!(list("tag=even&arch=resnet18").0, expected);
+    assert_eq!(list("owner=ana&tag=odd").0, 15);
+    assert_eq!(list("status=queued").0, 120);
+    assert_eq!(list("status=succeeded").0, 0);
+    assert_eq!(list("tag=").0, 120, "an empty filter is no filter");
+
+    // Dates: every run was created today (UTC).
+    let today = list("limit=1").1[0]["created_at"].as_str().unwrap()[..10].to_owned();
+    assert_eq!(list(&format!("created_from={today}&created_to={today}")).0, 120);
+    assert_eq!(list("created_to=2000-01-01").0, 0);
+    let bad = client.get(server.api("/runs?created_from=yesterday")).send().unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(bad.text().unwrap().contains("created_from must be a day as YYYY-MM-DD"));
+
+    // Sorts, both ways, ties broken by newest first.
+    let seeds: Vec<u64> = list("sort=seed&limit=1000").1.iter().map(|r| r["seed"].as_u64().unwrap()).collect();
+    assert!(seeds.windows(2).all(|w| w[0] <= w[1]));
+    let epochs: Vec<u64> = list("sort=-epochs&limit=1000").1.iter().map(|r| r["epochs"].as_u64().unwrap()).collect();
+    assert!(epochs.windows(2).all(|w| w[0] >= w[1]));
+    assert_eq!(epochs[0], 7);
+    let bad = client.get(server.api("/runs?sort=luck")).send().unwrap();
+    assert_eq!(bad.status(), 400);
+
+    // Bad tags are refused with the field named, and nothing is queued.
+    let refused = client.post(server.api("/runs")).json(&json!({"dataset": "shapes", "arch": "small_cnn", "epochs": 1, "tags": ["ok", "not ok"]})).send().unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().unwrap();
+    assert!(body["errors"]["tags"].as_str().unwrap().contains("\"not ok\""), "{body}");
+    assert_eq!(list("").0, 120);
+
+    // The page renders the same page of the same filter, with links to the next one.
+    let html = client.get(format!("{}/?tag=even&sort=seed&offset=50", server.url)).send().unwrap().text().unwrap();
+    assert!(html.contains("51–60 of 60"), "the pager shows the range");
+    assert_eq!(html.matches("<tr data-run=").count(), 10);
+    assert!(html.contains("href=\"/?tag=even&amp;sort=seed\""), "links keep the filters");
+    assert!(html.contains("rel=\"prev\""));
+}
