@@ -99,7 +99,7 @@ impl Queue {
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
         self.note(job_id, format!("leased by worker {worker} (attempt {attempt})")).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
-        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
+        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values: None }))
     }
 
     async fn spec(&self, run_id: i64) -> Result<ExperimentSpec, Failure> {

@@ -202,7 +202,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         };
         let val_confusion = validation.map(|v| v.confusion);
         // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
-        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss })?;
+        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss, shown: None })?;
         if let Some(checkpoints) = &checkpoints {
             checkpoints.save(spec, epoch, &vs, &optimizer)?;
         }
@@ -516,6 +516,7 @@ mod tests {
             weights: None,
             device: Device::Cpu,
             hyper: Hyper::default(),
+            sampling: Default::default(),
         }
     }
 
