@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use datasets::Split;
 use protocol::worker::{ClassMeans, EpochColumns, EpochUpload, Heartbeat, SampleManifest, SourceValues};
 use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -471,6 +470,7 @@ impl Beats {
 mod tests {
     use super::*;
     use crate::test_support::exclusive;
+    use rand::seq::SliceRandom;
     use protocol::{Arch, Device, Hyper, Optimizer};
 
     /// Collects everything the loop reports.
