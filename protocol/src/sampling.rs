@@ -126,6 +126,15 @@ impl Sampling {
         }
     }
 
+    /// Reads one schedule as a run request's `sampling` holds it (a kind, or an object), e.g.
+    /// an arm of a study; messages are keyed `sampling` and `sampling.<key>`. Checks that
+    /// involve the rest of a run spec (measurement, warmup) come with `ExperimentSpec::parse`.
+    pub fn parse(value: &Value) -> Result<Sampling, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let sampling = parse_sampling(&mut Fields { errors: &mut errors }, &Some(value.clone()));
+        if errors.is_empty() { Ok(sampling) } else { Err(errors) }
+    }
+
     /// Whether some fine-tuning epochs leave samples out.
     pub fn shows_subset(&self) -> bool {
         self.budget < 1.0
@@ -342,6 +351,14 @@ mod tests {
         assert_eq!(at(1.0).shown_count(7), 7);
         assert_eq!(Sampling::default().shown_count(7), 7);
         assert_eq!(at(0.5).shown_count(0), 0);
+    }
+
+    #[test]
+    fn an_arm_parses_on_its_own() {
+        let arm = Sampling::parse(&json!({"kind": "rbf", "budget": 0.4})).unwrap();
+        assert_eq!(arm, Sampling { budget: 0.4, plan: Plan::Rbf { nu: DEFAULT_NU } });
+        assert_eq!(arm.to_string(), "rbf at budget 0.4");
+        assert!(Sampling::parse(&json!({"kind": "leitner", "decks": 0})).unwrap_err().get("sampling.decks").is_some());
     }
 
     #[test]
