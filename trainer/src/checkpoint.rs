@@ -22,7 +22,7 @@ struct Pointer {
     spec: ExperimentSpec,
     /// The training schedule's state after `epoch` (`schedule::State`); absent in
     /// checkpoints written before schedules existed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     schedule: Option<serde_json::Value>,
 }
 
@@ -39,9 +39,9 @@ impl Checkpoints {
         self.dir.join("checkpoint.json")
     }
 
-    /// Saves the state at the end of `epoch` (model, optimizer, the schedule's `schedule`
-    /// state) and removes the one before.
-    pub fn save(&self, spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim, schedule: serde_json::Value) -> Result<()> {
+    /// Saves the state at the end of `epoch` (model, optimizer, the training schedule's
+    /// `schedule` state when it has one) and removes the one before.
+    pub fn save(&self, spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim, schedule: Option<serde_json::Value>) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let previous = self.pointer().map(|p| p.file);
         let file = format!("epoch-{epoch}.safetensors");
@@ -49,7 +49,7 @@ impl Checkpoints {
         named.extend(optim.state().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
         let named: Vec<(String, Tensor)> = named.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
         Tensor::write_safetensors(&named, self.dir.join(&file)).context("writing the checkpoint")?;
-        let pointer = Pointer { epoch, file: file.clone(), spec: spec.clone(), schedule: Some(schedule) };
+        let pointer = Pointer { epoch, file: file.clone(), spec: spec.clone(), schedule };
         let temporary = self.dir.join("checkpoint.json.tmp");
         std::fs::write(&temporary, serde_json::to_vec_pretty(&pointer)?)?;
         std::fs::rename(&temporary, self.pointer_path())?;

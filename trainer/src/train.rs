@@ -231,7 +231,9 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
         reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss, shown })?;
         if let Some(checkpoints) = &checkpoints {
-            checkpoints.save(spec, epoch, &vs, &optimizer, serde_json::to_value(&scheduler.state)?)?;
+            // `full` has nothing to remember: its checkpoints stay as they were.
+            let schedule = (spec.sampling != protocol::Sampling::default()).then(|| serde_json::to_value(&scheduler.state)).transpose()?;
+            checkpoints.save(spec, epoch, &vs, &optimizer, schedule)?;
         }
     }
     let means = class_means(&model, &train, classes)?;
