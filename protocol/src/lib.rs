@@ -2,6 +2,7 @@
 //!
 //! - [`spec`]: what a user asks to train, and the one place its validity is decided;
 //! - [`views`]: what the JSON API and the pages show (runs, jobs, datasets, samples);
+//! - [`sampling`]: training schedules, which samples each epoch shows;
 //! - [`worker`]: the messages between the server and a training worker;
 //! - [`pack`]: the little-endian array packing of per-epoch records.
 //!
@@ -9,9 +10,11 @@
 //! dependency: serde and nothing else of note.
 
 pub mod pack;
+pub mod sampling;
 pub mod spec;
 pub mod views;
 pub mod worker;
 
 pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule};
+pub use sampling::{Keep, Plan, SampleScore, Sampling};
 pub use views::*;

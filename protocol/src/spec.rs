@@ -10,6 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::sampling::{check_against_spec, parse_sampling, Sampling};
 use crate::views::DatasetInfo;
 
 /// Limits that keep a typo from queueing a job that would run for a year.
@@ -51,6 +52,9 @@ pub struct RunRequest {
     pub drop_path: Option<Value>,
     pub augment: Option<Value>,
     pub mixed_precision: Option<Value>,
+    /// The training schedule (`crate::sampling`): a kind (`"random"`) or an object
+    /// (`{"kind": "leitner", "budget": 0.5, "decks": 5}`); absent means `full`.
+    pub sampling: Option<Value>,
     /// Queue order, not part of the experiment: higher runs first (-100..=100, default 0).
     pub priority: Option<Value>,
     /// Who launched the run (letters, digits, `.`, `_`, `@`, `-`; at most 64).
@@ -160,6 +164,10 @@ pub struct ExperimentSpec {
     /// Absent in specs stored before they existed; those read as the defaults.
     #[serde(flatten, default)]
     pub hyper: Hyper,
+    /// Which samples each fine-tuning epoch shows, at what budget. Absent in specs stored
+    /// before schedules existed; those read as `full`.
+    #[serde(default)]
+    pub sampling: Sampling,
 }
 
 /// Optimizer settings, learning-rate schedule and regularisation of a run.
@@ -237,6 +245,7 @@ macro_rules! choice_enum {
         }
     };
 }
+pub(crate) use choice_enum;
 
 choice_enum!(
     /// Model architecture.
@@ -341,7 +350,18 @@ impl ExperimentSpec {
         let lr = field.positive("lr", &request.lr, MAX_LR).unwrap_or(0.01);
         let optimizer = field.choice("optimizer", &request.optimizer, Optimizer::parse, Optimizer::names).unwrap_or(Optimizer::Sgd);
         let seed = field.whole("seed", &request.seed, 0, i64::MAX as u64).unwrap_or(0);
-        let measure = field.choice("measure", &request.measure, Measure::parse, Measure::names).unwrap_or(Measure::InBatch);
+        let sampling = parse_sampling(&mut field, &request.sampling);
+        // A schedule that leaves samples out of an epoch cannot record them from the training
+        // pass: it measures every sample in a full pass, and says so if asked otherwise.
+        let measure_default = if sampling.shows_subset() { Measure::FullPass } else { Measure::InBatch };
+        let measure = field.choice("measure", &request.measure, Measure::parse, Measure::names).unwrap_or(measure_default);
+        if sampling.shows_subset() && measure == Measure::InBatch {
+            field.errors.add(
+                "measure",
+                format!("in_batch records only the samples an epoch shows; {sampling} leaves some out, so use full_pass (the default for it)"),
+            );
+        }
+        check_against_spec(&sampling, warmup_epochs, field.errors);
         let device = field.choice("device", &request.device, Device::parse, Device::names).unwrap_or(Device::Auto);
         let hyper = parse_hyper(&mut field, request, optimizer, arch);
 
@@ -403,6 +423,7 @@ impl ExperimentSpec {
                 weights,
                 device,
                 hyper,
+                sampling,
             }),
             _ => Err(errors),
         }
@@ -445,16 +466,16 @@ fn is_blank(value: &Value) -> bool {
 
 /// Field readers that record a message for a present-but-invalid value and return `None`.
 /// A missing or blank value is `None` without a message: the caller decides on a default.
-struct Fields<'a> {
-    errors: &'a mut FieldErrors,
+pub(crate) struct Fields<'a> {
+    pub(crate) errors: &'a mut FieldErrors,
 }
 
 impl Fields<'_> {
-    fn present<'v>(value: &'v Option<Value>) -> Option<&'v Value> {
+    pub(crate) fn present<'v>(value: &'v Option<Value>) -> Option<&'v Value> {
         value.as_ref().filter(|v| !is_blank(v))
     }
 
-    fn text(&mut self, name: &str, value: &Option<Value>) -> Option<String> {
+    pub(crate) fn text(&mut self, name: &str, value: &Option<Value>) -> Option<String> {
         match Self::present(value)? {
             Value::String(s) => Some(s.trim().to_owned()),
             other => {
@@ -464,7 +485,7 @@ impl Fields<'_> {
         }
     }
 
-    fn choice<T>(&mut self, name: &str, value: &Option<Value>, parse: fn(&str) -> Option<T>, names: fn() -> String) -> Option<T> {
+    pub(crate) fn choice<T>(&mut self, name: &str, value: &Option<Value>, parse: fn(&str) -> Option<T>, names: fn() -> String) -> Option<T> {
         let text = self.text(name, value)?;
         let parsed = parse(&text);
         if parsed.is_none() {
@@ -473,7 +494,7 @@ impl Fields<'_> {
         parsed
     }
 
-    fn whole(&mut self, name: &str, value: &Option<Value>, min: u64, max: u64) -> Option<u64> {
+    pub(crate) fn whole(&mut self, name: &str, value: &Option<Value>, min: u64, max: u64) -> Option<u64> {
         let value = Self::present(value)?;
         let parsed = match value {
             Value::Number(n) => n.as_u64(),
@@ -490,7 +511,7 @@ impl Fields<'_> {
     }
 
     /// A number in `min..=max`.
-    fn fraction(&mut self, name: &str, value: &Option<Value>, min: f64, max: f64) -> Option<f64> {
+    pub(crate) fn fraction(&mut self, name: &str, value: &Option<Value>, min: f64, max: f64) -> Option<f64> {
         let value = Self::present(value)?;
         match number(value) {
             Some(x) if x.is_finite() && (min..=max).contains(&x) => Some(x),
@@ -502,7 +523,7 @@ impl Fields<'_> {
     }
 
     /// `true`/`false`, or what an HTML checkbox sends (`on`); `1`/`0` also read as such.
-    fn flag(&mut self, name: &str, value: &Option<Value>) -> Option<bool> {
+    pub(crate) fn flag(&mut self, name: &str, value: &Option<Value>) -> Option<bool> {
         let value = Self::present(value)?;
         let parsed = match value {
             Value::Bool(b) => Some(*b),
@@ -520,7 +541,7 @@ impl Fields<'_> {
         parsed
     }
 
-    fn positive(&mut self, name: &str, value: &Option<Value>, max: f64) -> Option<f64> {
+    pub(crate) fn positive(&mut self, name: &str, value: &Option<Value>, max: f64) -> Option<f64> {
         let value = Self::present(value)?;
         match number(value) {
             Some(x) if x.is_finite() && x > 0.0 && x <= max => Some(x),

@@ -10,8 +10,11 @@
 //! - `PUT /jobs/{job}/epochs/{epoch}` [`EpochUpload`] (replaces, never duplicates);
 //! - `POST /jobs/{job}/finish` [`Finish`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::sampling::SampleScore;
 use crate::spec::ExperimentSpec;
 use crate::views::{DatasetInfo, EpochMetrics};
 
@@ -33,6 +36,20 @@ pub struct Lease {
     pub dataset: DatasetInfo,
     /// Heartbeat at least this often or lose the lease.
     pub lease_seconds: u64,
+    /// The earlier run's per-sample values that the spec's schedule needs
+    /// (`spec.sampling.source()`), resolved by the server when it leases the job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_values: Option<SourceValues>,
+}
+
+/// One per-sample statistic of an earlier run, keyed by sample key (runs are joined on keys,
+/// never on positions). `None` where the run has no value (e.g. tau of a trace that was not
+/// fitted).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceValues {
+    pub run_id: i64,
+    pub score: SampleScore,
+    pub values: BTreeMap<String, Option<f64>>,
 }
 
 /// What a worker reports while it trains; also the live part of [`crate::Progress`].
@@ -90,6 +107,11 @@ pub struct EpochUpload {
     /// order. Sent for the last head-warmup epoch: "the loss after head warmup" of DESIGN.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<Vec<f32>>,
+    /// The samples this epoch trained on, one bit per sample in manifest order
+    /// ([`crate::pack::pack_bits`]). Sent for the fine-tuning epochs of every schedule but
+    /// `full`; absent means every sample was shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<Vec<u8>>,
 }
 
 /// The class means of the training set's penultimate-layer embeddings at the end of a run.

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use protocol::pack::{pack_f32, pack_u16, pack_u32};
-use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LogLines, Outcome, SampleManifest};
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LogLines, Outcome, SampleManifest, SourceValues};
 use protocol::{ExperimentSpec, Failure, JobLog, LogLine, Phase, Progress, RunStatus};
 use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
@@ -58,6 +58,21 @@ fn same_digest(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Checks an epoch's shown samples against the run: one bit per sample, a fine-tuning epoch of
+/// a schedule that shows subsets, exactly the schedule's budget of samples. Returns the count.
+fn check_shown(spec: &ExperimentSpec, epoch: u32, bits: &[u8], samples: usize) -> Result<usize, String> {
+    let shown = protocol::pack::unpack_bits(bits, samples).map_err(|e| format!("shown: {e}"))?;
+    let count = shown.iter().filter(|&&b| b).count();
+    if epoch <= spec.warmup_epochs || spec.sampling == protocol::Sampling::default() {
+        return Err(format!("epoch {epoch} shows every sample under {}; send no shown set", spec.sampling));
+    }
+    let budget = spec.sampling.shown_count(samples);
+    if count != budget {
+        return Err(format!("shown has {count} samples; the schedule {} shows {budget} of {samples}", spec.sampling));
+    }
+    Ok(count)
+}
+
 impl Queue {
     pub fn new(pool: SqlitePool, hub: Hub, registry: Arc<Registry>, worker_token: &str, lease_seconds: u64) -> Self {
         Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds }
@@ -96,10 +111,32 @@ impl Queue {
                 return Err(failure);
             }
         };
+        let source_values = match self.source_values(&spec).await {
+            Ok(values) => values,
+            Err(failure) => {
+                self.mark_finished(job_id, run_id, RunStatus::Failed, Some(format!("cannot start: {}", failure.body.message))).await?;
+                return Err(failure);
+            }
+        };
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
         self.note(job_id, format!("leased by worker {worker} (attempt {attempt})")).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
-        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds }))
+        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values }))
+    }
+
+    /// The per-sample values of the source run that the spec's schedule needs, by sample key.
+    async fn source_values(&self, spec: &ExperimentSpec) -> Result<Option<SourceValues>, Failure> {
+        let Some((source_run, score)) = spec.sampling.source() else { return Ok(None) };
+        // `score` names a sample_stats column from a fixed list (`SampleScore`).
+        let rows: Vec<(String, Option<f64>)> = sqlx::query_as(&format!("SELECT sample_key, CAST({} AS REAL) FROM sample_stats WHERE run_id = ?", score.as_str()))
+            .bind(source_run)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
+        if rows.is_empty() {
+            return Err(Failure::conflict(format!("the schedule's source run #{source_run} has no per-sample statistics (deleted, or not succeeded)")));
+        }
+        Ok(Some(SourceValues { run_id: source_run, score, values: rows.into_iter().collect() }))
     }
 
     async fn spec(&self, run_id: i64) -> Result<ExperimentSpec, Failure> {
@@ -290,6 +327,10 @@ impl Queue {
         if let Some(eval_loss) = upload.eval_loss.as_ref().filter(|l| l.len() != samples as usize) {
             return Err(Failure::bad_request(format!("eval_loss has {} values; the run has {samples} samples", eval_loss.len())));
         }
+        let shown_count = match &upload.shown {
+            Some(bits) => Some(check_shown(&job.spec, epoch, bits, samples as usize).map_err(Failure::bad_request)?),
+            None => None,
+        };
         let m = &upload.metrics;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         sqlx::query(
@@ -333,6 +374,18 @@ impl Queue {
         .execute(&mut *tx)
         .await
         .map_err(internal)?;
+        // A retried upload replaces the epoch's shown samples too (or removes them).
+        sqlx::query("DELETE FROM epoch_shown WHERE run_id = ? AND epoch = ?").bind(job.run_id).bind(epoch).execute(&mut *tx).await.map_err(internal)?;
+        if let (Some(bits), Some(count)) = (&upload.shown, shown_count) {
+            sqlx::query("INSERT INTO epoch_shown (run_id, epoch, shown_count, shown) VALUES (?, ?, ?, ?)")
+                .bind(job.run_id)
+                .bind(epoch)
+                .bind(count as i64)
+                .bind(bits)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
+        }
         tx.commit().await.map_err(internal)?;
         self.renew(job_id).await
     }

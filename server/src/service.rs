@@ -115,6 +115,13 @@ impl Service {
             })?;
             spec.weights = Some(resolved.display().to_string());
         }
+        if let Some((source_run, score)) = spec.sampling.source() {
+            if let Err(message) = self.check_source_run(source_run, &spec.dataset).await? {
+                let mut errors = protocol::FieldErrors::default();
+                errors.add("sampling.source_run", format!("{message}; the {} schedule needs its {score}", spec.sampling.plan.kind()));
+                return Err(not_queued(errors));
+            }
+        }
         let mut tx = self.pool.begin().await.map_err(internal)?;
         let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs, owner) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(serde_json::to_string(&spec).map_err(internal)?)
@@ -139,6 +146,59 @@ impl Service {
         tracing::info!(run = run_id, job = job_id, dataset = %spec.dataset, arch = %spec.arch, "run queued");
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Queued, spec.total_epochs(), None));
         Ok(Launched { id: run_id, job_id, status: RunStatus::Queued })
+    }
+
+    /// Whether run `source_run` can drive a schedule over `dataset`: it exists, succeeded (so
+    /// its per-sample statistics are stored) and trained on the same dataset. `Ok(Err(_))`
+    /// says what is wrong.
+    async fn check_source_run(&self, source_run: i64, dataset: &str) -> Result<Result<(), String>, Failure> {
+        let row: Option<(String, String)> = sqlx::query_as("SELECT r.dataset, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
+            .bind(source_run)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?;
+        Ok(match row {
+            None => Err(format!("there is no run #{source_run}")),
+            Some((_, status)) if status != "succeeded" => Err(format!("run #{source_run} is {status}, not succeeded")),
+            Some((other, _)) if other != dataset => Err(format!("run #{source_run} trained on {other}, not {dataset}")),
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// The run's schedule and the samples each of its stored epochs trained on.
+    pub async fn shown(&self, id: i64) -> Result<protocol::sampling::ShownSamples, Failure> {
+        let spec: String = sqlx::query_scalar("SELECT spec FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Failure::not_found(format!("no run #{id}")))?;
+        let spec: ExperimentSpec = serde_json::from_str(&spec).map_err(internal)?;
+        let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
+        let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT m.epoch, s.shown_count, s.shown FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch
+             WHERE m.run_id = ? ORDER BY m.epoch",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        let epochs = rows
+            .into_iter()
+            .map(|(epoch, count, bits)| {
+                let samples = match &bits {
+                    Some(bits) => protocol::pack::unpack_bits(bits, sample_count as usize).map_err(internal)?,
+                    None => Vec::new(),
+                };
+                Ok(protocol::sampling::ShownEpoch {
+                    epoch: epoch as u32,
+                    count: count.unwrap_or(sample_count) as u64,
+                    every: bits.is_none(),
+                    samples: samples.iter().enumerate().filter(|(_, shown)| **shown).map(|(i, _)| i as u32).collect(),
+                })
+            })
+            .collect::<Result<Vec<_>, Failure>>()?;
+        Ok(protocol::sampling::ShownSamples { run_id: id, sampling: spec.sampling, sample_count: sample_count as u64, epochs })
     }
 
     /// One page of the runs table, with the number of runs matching the filters.

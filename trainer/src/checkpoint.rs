@@ -20,6 +20,10 @@ struct Pointer {
     epoch: u32,
     file: String,
     spec: ExperimentSpec,
+    /// The training schedule's state after `epoch` (`schedule::State`); absent in
+    /// checkpoints written before schedules existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    schedule: Option<serde_json::Value>,
 }
 
 pub struct Checkpoints {
@@ -35,8 +39,9 @@ impl Checkpoints {
         self.dir.join("checkpoint.json")
     }
 
-    /// Saves the state at the end of `epoch` and removes the one before.
-    pub fn save(&self, spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim) -> Result<()> {
+    /// Saves the state at the end of `epoch` (model, optimizer, the training schedule's
+    /// `schedule` state when it has one) and removes the one before.
+    pub fn save(&self, spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim, schedule: Option<serde_json::Value>) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let previous = self.pointer().map(|p| p.file);
         let file = format!("epoch-{epoch}.safetensors");
@@ -44,7 +49,7 @@ impl Checkpoints {
         named.extend(optim.state().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
         let named: Vec<(String, Tensor)> = named.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
         Tensor::write_safetensors(&named, self.dir.join(&file)).context("writing the checkpoint")?;
-        let pointer = Pointer { epoch, file: file.clone(), spec: spec.clone() };
+        let pointer = Pointer { epoch, file: file.clone(), spec: spec.clone(), schedule };
         let temporary = self.dir.join("checkpoint.json.tmp");
         std::fs::write(&temporary, serde_json::to_vec_pretty(&pointer)?)?;
         std::fs::rename(&temporary, self.pointer_path())?;
@@ -62,6 +67,11 @@ impl Checkpoints {
     /// The last completed epoch of this spec's checkpoint, if there is one.
     pub fn latest(&self, spec: &ExperimentSpec) -> Option<u32> {
         self.pointer().filter(|p| p.spec == *spec).map(|p| p.epoch)
+    }
+
+    /// The schedule state saved with the latest checkpoint of `spec`.
+    pub fn schedule(&self, spec: &ExperimentSpec) -> Option<serde_json::Value> {
+        self.pointer().filter(|p| p.spec == *spec).and_then(|p| p.schedule)
     }
 
     /// Restores the model and optimizer from the latest checkpoint of `spec`. Returns the

@@ -7,6 +7,7 @@
 //! - [`weights`]: pretrained `.safetensors` weights in torchvision/timm names;
 //! - [`checkpoint`]: a checkpoint per epoch, and resuming from it;
 //! - [`predict`]: logits of imported weights on `.npy` inputs, to check an import;
+//! - [`schedule`]: training schedules, which samples each epoch shows (no tch);
 //! - [`train`]: the loop (head warmup, fine-tuning, both measurement modes);
 //! - [`local`]: `forgetlab-worker train`, a run into a folder without a server;
 //! - [`client`]: the worker side of the HTTP protocol in `protocol::worker`.
@@ -22,6 +23,7 @@ pub mod models;
 pub mod optim;
 pub mod predict;
 pub mod recorder;
+pub mod schedule;
 pub mod train;
 pub mod weights;
 

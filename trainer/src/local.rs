@@ -110,9 +110,15 @@ impl Reporter for Folder {
             "loss": upload.columns.loss,
             "eval_loss": upload.eval_loss,
             "val_confusion": upload.val_confusion,
+            "shown": upload.shown.as_deref().map(|bits| shown_indices(bits, self.samples.len())),
         });
         write_atomically(&self.epoch_path(m.epoch, "json"), |file| Ok(serde_json::to_writer(std::io::BufWriter::new(file), &rest)?))
     }
+}
+
+/// The positions of the set bits of `bits`: the samples an epoch showed.
+fn shown_indices(bits: &[u8], samples: usize) -> Vec<u32> {
+    (0..samples).filter(|&i| bits.get(i / 8).is_some_and(|b| b >> (i % 8) & 1 == 1)).map(|i| i as u32).collect()
 }
 
 /// Trains the run of `config`, writing into `out`. Returns the number of epochs recorded.
@@ -123,7 +129,7 @@ pub fn run(config: &Path, out: &Path) -> Result<u32> {
     let cache = std::env::var_os("FORGETLAB_DATA_DIR").map_or_else(|| out.join("cache"), |dir| PathBuf::from(dir).join("cache"));
     let places = Places { checkpoints: Some(out.join("checkpoints")), cache: Some(cache) };
     let mut folder = Folder { out: out.to_owned(), samples: Vec::new() };
-    match train(&spec, &dataset, &mut folder, &places)? {
+    match train(&spec, &dataset, &mut folder, &places, None)? {
         Ending::Completed(_) => {}
         Ending::Cancelled => anyhow::bail!("the run was cancelled"),
     }

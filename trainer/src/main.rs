@@ -146,7 +146,7 @@ fn main() -> Result<()> {
         let mut job = client.job(&lease);
         let checkpoints = checkpoint::run_dir(&args.data_dir, lease.run_id);
         let places = Places { checkpoints: Some(checkpoints.clone()), cache: Some(args.data_dir.join("cache")) };
-        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places)));
+        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places, lease.source_values.as_ref())));
         let finish = match result {
             Ok(Ok(Ending::Completed(class_means))) => {
                 checkpoint::Checkpoints::new(&checkpoints).clear();

@@ -5,9 +5,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use datasets::Split;
-use protocol::worker::{ClassMeans, EpochColumns, EpochUpload, Heartbeat, SampleManifest};
+use protocol::worker::{ClassMeans, EpochColumns, EpochUpload, Heartbeat, SampleManifest, SourceValues};
 use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -17,6 +16,7 @@ use crate::data::{load_split, DeviceSplit};
 use crate::models::{self, Model, Shape};
 use crate::optim::{self, Optim};
 use crate::recorder::{measure, EpochArrays};
+use crate::schedule::{shown_bits, Scheduler};
 use crate::weights;
 
 /// Where the loop reports: the HTTP client in the worker, a recorder in tests.
@@ -61,7 +61,9 @@ pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
     (z ^ (z >> 31)) >> 1
 }
 
-pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Reporter, places: &Places) -> Result<Ending> {
+/// Trains `spec` on `dataset`. `source` holds the earlier run's per-sample values when the
+/// spec's schedule needs them (`spec.sampling.source()`); the server sends them with the lease.
+pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Reporter, places: &Places, source: Option<&SourceValues>) -> Result<Ending> {
     let device = crate::torch_device(spec.device)?;
     tch::manual_seed(spec.seed as i64);
     let mut beat = Beats::new(spec);
@@ -72,6 +74,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let train = load_split(dataset, Split::Train, spec.train_subset, spec.image_size, device, cache)?;
     let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device, cache)?;
     reporter.manifest(&SampleManifest { samples: train.manifest.clone() })?;
+    let mut scheduler = Scheduler::new(&spec.sampling, train.len(), spec.seed, spec.warmup_epochs, spec.epochs, source_in_manifest_order(&train, source))?;
 
     let vs = nn::VarStore::new(device);
     let shape = Shape {
@@ -93,6 +96,12 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     };
     if let Some(epoch) = resumed {
         tracing::info!(epoch, "resuming after the checkpoint of epoch {epoch}");
+        if let Some(state) = checkpoints.as_ref().and_then(|c| c.schedule(spec)) {
+            scheduler.restore(serde_json::from_value(state).context("the checkpoint's schedule state")?)?;
+        }
+    }
+    if spec.sampling != protocol::Sampling::default() {
+        tracing::info!(schedule = %spec.sampling, shown = spec.sampling.shown_count(train.len()), samples = train.len(), "training schedule");
     }
     let first_epoch = resumed.map_or(1, |e| e + 1);
     beat.first_epoch = first_epoch;
@@ -102,8 +111,10 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     let n = train.len();
     let classes = i64::from(dataset.num_classes);
     let batch = i64::from(spec.batch_size);
-    let steps = n.div_ceil(spec.batch_size as usize) as u32;
-    let finetune_steps = u64::from(spec.epochs) * u64::from(steps);
+    // The learning-rate schedule counts the steps of fine-tuning epochs, which show the
+    // schedule's budget of samples (every sample under `full`).
+    let finetune_steps_per_epoch = spec.sampling.shown_count(n).div_ceil(spec.batch_size as usize) as u64;
+    let finetune_steps = u64::from(spec.epochs) * finetune_steps_per_epoch;
     for epoch in first_epoch..=spec.total_epochs() {
         let started = Instant::now();
         let phase = if epoch <= spec.warmup_epochs { Phase::Warmup } else { Phase::Finetune };
@@ -112,8 +123,15 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         tch::manual_seed(seed as i64);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
-        let mut order: Vec<i64> = (0..n as i64).collect();
-        order.shuffle(&mut rng);
+        let shown = scheduler.order(epoch, &mut rng)?;
+        let shown_count = shown.len();
+        let steps = shown_count.div_ceil(batch as usize) as u32;
+        // Spec validation makes subset schedules measure in a full pass.
+        anyhow::ensure!(
+            spec.measure == Measure::FullPass || shown_count == n,
+            "epoch {epoch} shows {shown_count} of {n} samples, so in_batch measurement would leave some unrecorded; use measure full_pass"
+        );
+        let order: Vec<i64> = shown.iter().map(|&i| i as i64).collect();
         let order_on_device = Tensor::from_slice(&order).to_device(device);
         // in_batch records fill this buffer during the epoch; full_pass measures after it.
         let mut arrays = (spec.measure == Measure::InBatch).then(|| EpochArrays::new(n, device));
@@ -123,8 +141,8 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let mut lr = spec.lr;
         for (step, positions) in order.chunks(batch as usize).enumerate() {
             let finetune_step = (phase == Phase::Finetune)
-                .then(|| u64::from(epoch - spec.warmup_epochs - 1) * u64::from(steps) + step as u64);
-            lr = optim::learning_rate(spec.lr, &spec.hyper, finetune_step, finetune_steps, u64::from(steps));
+                .then(|| u64::from(epoch - spec.warmup_epochs - 1) * finetune_steps_per_epoch + step as u64);
+            lr = optim::learning_rate(spec.lr, &spec.hyper, finetune_step, finetune_steps, finetune_steps_per_epoch);
             let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
             let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
             let targets = train.labels.index_select(0, &index);
@@ -143,7 +161,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             sums += tch::no_grad(|| Tensor::stack(&[measures.loss.sum(Kind::Double), measures.correct.sum(Kind::Double)], 0));
             if beat.due(step + 1 == steps as usize) {
                 let [loss_sum, correct_sum] = read_sums(&sums)?;
-                let seen = ((step + 1) * batch as usize).min(n) as f64;
+                let seen = ((step + 1) * batch as usize).min(shown_count) as f64;
                 let heartbeat = Heartbeat {
                     phase: phase.as_str().to_owned(),
                     epoch,
@@ -153,7 +171,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
                     accuracy: Some(correct_sum / seen),
                     ..Default::default()
                 };
-                if beat.beat(reporter, heartbeat, n)? {
+                if beat.beat(reporter, heartbeat, shown_count)? {
                     return Ok(Ending::Cancelled);
                 }
             }
@@ -169,7 +187,8 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         }
         .map_err(|e| anyhow::anyhow!("epoch {epoch}: {e}"))?;
         let [loss_sum, correct_sum] = read_sums(&sums)?;
-        let train_loss = loss_sum / n as f64;
+        // Over the samples the epoch trained on.
+        let train_loss = loss_sum / shown_count as f64;
         anyhow::ensure!(
             train_loss.is_finite(),
             "training diverged at epoch {epoch}: the mean training loss is {train_loss}; try a lower learning rate"
@@ -194,22 +213,44 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             epoch,
             phase,
             train_loss,
-            train_accuracy: correct_sum / n as f64,
+            train_accuracy: correct_sum / shown_count as f64,
             val_loss: validation.as_ref().map(|v| v.loss),
             val_accuracy: validation.as_ref().map(|v| v.accuracy),
             lr,
             seconds: started.elapsed().as_secs_f64(),
         };
+        if let Some(loss) = &eval_loss {
+            scheduler.observe_warmup_loss(loss);
+        }
+        // The model's strength for RbF: validation accuracy, or the records' when there is no
+        // validation set.
+        let strength = metrics.val_accuracy.unwrap_or_else(|| columns.correct.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64);
+        scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength);
+        let shown = (!scheduler.shows_every_sample(epoch)).then(|| shown_bits(n, &shown));
         let val_confusion = validation.map(|v| v.confusion);
         // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
-        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss })?;
+        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss, shown })?;
         if let Some(checkpoints) = &checkpoints {
-            checkpoints.save(spec, epoch, &vs, &optimizer)?;
+            // `full` has nothing to remember: its checkpoints stay as they were.
+            let schedule = (spec.sampling != protocol::Sampling::default()).then(|| serde_json::to_value(&scheduler.state)).transpose()?;
+            checkpoints.save(spec, epoch, &vs, &optimizer, schedule)?;
         }
     }
     let means = class_means(&model, &train, classes)?;
-    beat.send(reporter, "done", spec.total_epochs(), steps, steps, n)?;
+    beat.send(reporter, "done", spec.total_epochs(), 1, 1, n)?;
     Ok(Ending::Completed(means))
+}
+
+/// The source run's values in manifest order, joined on sample keys; a sample the source run
+/// does not hold gets no value (the schedule says what that means).
+fn source_in_manifest_order(split: &DeviceSplit, source: Option<&SourceValues>) -> Option<Vec<Option<f64>>> {
+    let source = source?;
+    let values: Vec<Option<f64>> = split.manifest.iter().map(|s| source.values.get(&s.sample_key).copied().flatten()).collect();
+    let absent = split.manifest.iter().filter(|s| !source.values.contains_key(&s.sample_key)).count();
+    if absent > 0 {
+        tracing::warn!(absent, samples = split.len(), run = source.run_id, "{absent} samples are not in source run #{}; they have no {}", source.run_id, source.score);
+    }
+    Some(values)
 }
 
 /// A validation pass: mean loss, accuracy, and the confusion matrix (row = true class,
@@ -431,6 +472,7 @@ impl Beats {
 mod tests {
     use super::*;
     use crate::test_support::exclusive;
+    use rand::seq::SliceRandom;
     use protocol::{Arch, Device, Hyper, Optimizer};
 
     /// Collects everything the loop reports.
@@ -516,6 +558,7 @@ mod tests {
             weights: None,
             device: Device::Cpu,
             hyper: Hyper::default(),
+            sampling: Default::default(),
         }
     }
 
@@ -525,7 +568,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 16);
         let mut first = Recorded::default();
-        let Ending::Completed(means) = train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default()).unwrap() else {
+        let Ending::Completed(means) = train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default(), None).unwrap() else {
             panic!("the run did not complete");
         };
         assert_eq!((means.dim, means.counts.iter().sum::<u32>(), means.means.len()), (128, 48, 2 * 128));
@@ -549,7 +592,7 @@ mod tests {
         assert_eq!(first.heartbeats.last().unwrap().phase, "done");
         // The same seed gives the same records, bit for bit.
         let mut second = Recorded::default();
-        train(&spec(Measure::InBatch, 1), &dataset, &mut second, &Places::default()).unwrap();
+        train(&spec(Measure::InBatch, 1), &dataset, &mut second, &Places::default(), None).unwrap();
         assert_eq!(first.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>(), second.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>());
     }
 
@@ -560,7 +603,7 @@ mod tests {
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded::default();
         let spec = ExperimentSpec { epochs: 6, batch_size: 8, ..spec(Measure::FullPass, 0) };
-        train(&spec, &dataset, &mut recorded, &Places::default()).unwrap();
+        train(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
         assert_eq!(recorded.epochs.len(), 6);
         assert!(recorded.heartbeats.iter().any(|h| h.phase == "measuring"));
         // The two-class task is easy: the last full pass gets most samples right.
@@ -575,7 +618,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded { cancel_after: Some(2), ..Default::default() };
-        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded, &Places::default()).unwrap(), Ending::Cancelled);
+        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded, &Places::default(), None).unwrap(), Ending::Cancelled);
         assert!(recorded.epochs.is_empty());
     }
 
@@ -623,18 +666,18 @@ mod tests {
             ..spec(Measure::InBatch, 1)
         };
         let mut whole = Recorded::default();
-        train(&spec, &dataset, &mut whole, &Places::default()).unwrap();
+        train(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
         assert_eq!(whole.epochs.len(), 4);
 
         let places = Places { checkpoints: Some(dir.path().join("checkpoints")), cache: Some(dir.path().join("cache")) };
         let mut crashed = Recorded { fail_at_epoch: Some(3), ..Default::default() };
-        let error = train(&spec, &dataset, &mut crashed, &places).unwrap_err();
+        let error = train(&spec, &dataset, &mut crashed, &places, None).unwrap_err();
         assert!(error.to_string().contains("the worker died"));
         assert_eq!(crashed.epochs.len(), 2);
         assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&spec), Some(2));
 
         let mut resumed = Recorded::default();
-        train(&spec, &dataset, &mut resumed, &places).unwrap();
+        train(&spec, &dataset, &mut resumed, &places, None).unwrap();
         let epochs: Vec<u32> = resumed.epochs.iter().map(|e| e.metrics.epoch).collect();
         assert_eq!(epochs, vec![3, 4], "resumes after the last checkpoint");
         let joined: Vec<&EpochUpload> = crashed.epochs.iter().chain(&resumed.epochs).collect();
@@ -645,6 +688,53 @@ mod tests {
         // Another spec does not pick up this run's checkpoint.
         let other = ExperimentSpec { seed: 4, ..spec.clone() };
         assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&other), None);
+    }
+
+    /// A subset schedule: every sample is still measured every epoch (full pass), each
+    /// fine-tuning epoch uploads exactly the budget's samples as shown, the head warmup shows
+    /// all; and a run resumed from a checkpoint (the schedule's state with it) shows and
+    /// records what an uninterrupted one does.
+    #[test]
+    fn a_subset_schedule_records_every_sample_and_resumes_with_its_state() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 8);
+        let spec = ExperimentSpec {
+            epochs: 3,
+            sampling: protocol::Sampling { budget: 0.25, plan: protocol::Plan::Rbf { nu: 0.9 } },
+            ..spec(Measure::FullPass, 1)
+        };
+        let mut whole = Recorded::default();
+        train(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
+        assert_eq!(whole.epochs.len(), 4);
+        for upload in &whole.epochs {
+            upload.columns.check_lengths(48).unwrap();
+            let shown = upload.shown.as_ref().map(|bits| protocol::pack::unpack_bits(bits, 48).unwrap());
+            match upload.metrics.phase {
+                Phase::Warmup => assert_eq!(shown, None, "the head warmup shows every sample"),
+                Phase::Finetune => assert_eq!(shown.unwrap().iter().filter(|&&b| b).count(), 12, "round(0.25 * 48)"),
+            }
+        }
+        let places = Places { checkpoints: Some(dir.path().join("checkpoints")), cache: None };
+        let mut crashed = Recorded { fail_at_epoch: Some(4), ..Default::default() };
+        assert!(train(&spec, &dataset, &mut crashed, &places, None).is_err());
+        let mut resumed = Recorded::default();
+        train(&spec, &dataset, &mut resumed, &places, None).unwrap();
+        assert_eq!(resumed.epochs.iter().map(|e| e.metrics.epoch).collect::<Vec<_>>(), vec![4]);
+        let joined: Vec<&EpochUpload> = crashed.epochs.iter().chain(&resumed.epochs).collect();
+        for (a, b) in whole.epochs.iter().zip(joined) {
+            assert_eq!((&a.columns, &a.shown), (&b.columns, &b.shown), "epoch {} differs", a.metrics.epoch);
+        }
+        // A schedule that needs a source run refuses to start without its values.
+        let pruned = ExperimentSpec {
+            sampling: protocol::Sampling {
+                budget: 0.5,
+                plan: protocol::Plan::Prune { source_run: 9, score: protocol::SampleScore::ForgettingEvents, keep: protocol::Keep::Top },
+            },
+            ..spec.clone()
+        };
+        let error = train(&pruned, &dataset, &mut Recorded::default(), &Places::default(), None).unwrap_err();
+        assert!(error.to_string().contains("needs per-sample values of run #9"), "{error}");
     }
 
     /// in_batch records equal the measures computed sample by sample, in f64, from a forward
@@ -664,7 +754,7 @@ mod tests {
             ..spec(Measure::InBatch, 0)
         };
         let mut recorded = Recorded::default();
-        train(&spec, &dataset, &mut recorded, &Places::default()).unwrap();
+        train(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
         let columns = &recorded.epochs[0].columns;
 
         tch::manual_seed(spec.seed as i64);

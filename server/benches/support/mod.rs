@@ -139,7 +139,7 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
     for epoch in 1..=epochs {
         let columns = data.epoch(&mut rng, samples, epoch, epochs);
         let metrics = EpochMetrics { epoch, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
-        let upload = EpochUpload { metrics, columns, val_confusion: None, eval_loss: None };
+        let upload = EpochUpload { metrics, columns, val_confusion: None, eval_loss: None, shown: None };
         let started = Instant::now();
         queue.put_epoch(lease.job_id, &lease.job_token, epoch, &upload).await.expect("epoch");
         uploads.push(started.elapsed().as_secs_f64() * 1e3);

@@ -87,6 +87,11 @@ pub async fn run_log(State(state): State<AppState>, Path(id): Path<String>, Quer
     Ok(Json(state.queue.log_tail(parse_id("run", &id)?, query.tail.unwrap_or(200)).await?))
 }
 
+/// `GET /runs/{id}/shown`: the run's training schedule and the samples each epoch showed.
+pub async fn run_shown(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::sampling::ShownSamples>> {
+    Ok(Json(state.service.shown(parse_id("run", &id)?).await?))
+}
+
 pub async fn run_classes(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::ClassReport>> {
     Ok(Json(state.service.classes(parse_id("run", &id)?).await?))
 }

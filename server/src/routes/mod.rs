@@ -84,6 +84,7 @@ pub fn api_router() -> Router<AppState> {
         .route("/runs/{id}/classes", get(api::run_classes))
         .route("/runs/{id}/log", get(api::run_log))
         .route("/runs/{id}/datamap", get(api::data_map))
+        .route("/runs/{id}/shown", get(api::run_shown))
         .route("/runs/{id}/samples/{key}", get(api::sample_history))
         .route("/runs/{id}/{file}", get(api::run_export))
         .route("/compare", get(api::compare))

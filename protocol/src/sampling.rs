@@ -1,0 +1,385 @@
+//! Training schedules (DESIGN.md, "Training schedules (study arms)"): which training samples
+//! each fine-tuning epoch shows, at a per-epoch sample budget that the arms of a study share.
+//!
+//! A schedule is the run spec's `sampling` field, e.g.
+//! `{"kind": "leitner", "budget": 0.5, "decks": 5}`; absent, it is `full` (every sample every
+//! epoch, the behaviour before schedules existed). The worker draws the samples
+//! (`trainer::schedule`), measures every sample every epoch all the same, and uploads the set
+//! it showed with each epoch ([`crate::worker::EpochUpload::shown`]); the server stores it with
+//! the run. Head-warmup epochs show every sample under every schedule: the warmup is the
+//! common start of all arms, and the curricula need its loss.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::spec::{choice_enum, FieldErrors, Fields};
+
+/// A run's training schedule: what it shows per fine-tuning epoch, and how many.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sampling {
+    /// Fraction of the training samples shown in each fine-tuning epoch, in (0, 1]; the count
+    /// is [`Sampling::shown_count`]. Arms of a study share it, so they see equally many samples.
+    pub budget: f64,
+    #[serde(flatten)]
+    pub plan: Plan,
+}
+
+/// The schedules. Every one shows exactly [`Sampling::shown_count`] samples per fine-tuning
+/// epoch; ties are broken by a draw seeded by the run's seed and the epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Plan {
+    /// Every sample every epoch, shuffled (budget 1).
+    Full,
+    /// A uniform draw without replacement each epoch.
+    Random,
+    /// Curriculum by the loss after head warmup (Bengio et al. 2009; linear pacing as Hacohen
+    /// & Weinshall 2019): fine-tuning epoch f of F draws its samples uniformly from the
+    /// `m + (n - m)(f - 1)/(F - 1)` easiest and shows them easiest first.
+    EasyToHard,
+    /// The same from the hardest end: the pool grows from the hardest samples, shown hardest first.
+    HardToEasy,
+    /// Static spaced repetition by the decay constants tau of an earlier run: each epoch shows
+    /// the samples whose predicted retention `exp(-age / tau)` is lowest, where `age` is the
+    /// number of epochs since the sample was last shown.
+    SpacedRepetition { source_run: i64 },
+    /// Leitner queues (Leitner 1972; as Amiri et al. 2017): every sample starts in deck 0;
+    /// deck k is due every 2^k fine-tuning epochs; a shown sample moves up a deck when it is
+    /// correct at the end of the epoch and down one when it is wrong (as Amiri et al.; the
+    /// classic card box sends it back to the first).
+    Leitner { decks: u32 },
+    /// Repeat before Forgetting (Amiri, Miller & Savova 2017), Gaussian kernel: a shown
+    /// sample's recall is predicted as `exp(-tau x^2)`, `x = loss * delay / strength`, and it
+    /// is next due after the longest delay at which that stays at or above `nu`.
+    Rbf { nu: f64 },
+    /// Data pruning by a per-sample score of an earlier run: the same `m` samples with the
+    /// highest (`top`) or lowest (`bottom`) score every epoch.
+    Prune { source_run: i64, score: SampleScore, keep: Keep },
+}
+
+choice_enum!(
+    /// A per-sample statistic of a finished run (`sample_stats`), as a schedule's input.
+    SampleScore {
+        ForgettingEvents => "forgetting_events",
+        LearningEvents => "learning_events",
+        FirstLearnedEpoch => "first_learned_epoch",
+        Confidence => "confidence",
+        Variability => "variability",
+        Correctness => "correctness",
+        Tau => "tau",
+        R2 => "r2",
+        WarmupLoss => "warmup_loss",
+    }
+);
+choice_enum!(
+    /// Which end of a score pruning keeps.
+    Keep { Top => "top", Bottom => "bottom" }
+);
+
+/// Schedule names, as `kind` takes them.
+pub const KINDS: &[&str] = &["full", "random", "easy_to_hard", "hard_to_easy", "spaced_repetition", "leitner", "rbf", "prune"];
+/// Leitner decks when the request names none.
+pub const DEFAULT_DECKS: u32 = 5;
+pub const MAX_DECKS: u64 = 16;
+/// RbF's recall threshold when the request names none.
+pub const DEFAULT_NU: f64 = 0.9;
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { budget: 1.0, plan: Plan::Full }
+    }
+}
+
+impl Plan {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Plan::Full => "full",
+            Plan::Random => "random",
+            Plan::EasyToHard => "easy_to_hard",
+            Plan::HardToEasy => "hard_to_easy",
+            Plan::SpacedRepetition { .. } => "spaced_repetition",
+            Plan::Leitner { .. } => "leitner",
+            Plan::Rbf { .. } => "rbf",
+            Plan::Prune { .. } => "prune",
+        }
+    }
+}
+
+impl fmt::Display for Sampling {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.plan {
+            Plan::Full => f.write_str("full"),
+            plan => write!(f, "{} at budget {}", plan.kind(), self.budget),
+        }
+    }
+}
+
+impl Sampling {
+    /// Samples shown per fine-tuning epoch out of `n`: `round(budget * n)`, at least 1 (all
+    /// `n` for `full`). The same for every arm over the same samples at the same budget.
+    pub fn shown_count(&self, n: usize) -> usize {
+        match self.plan {
+            Plan::Full => n,
+            _ => ((self.budget * n as f64).round() as usize).clamp(n.min(1), n),
+        }
+    }
+
+    /// Reads one schedule as a run request's `sampling` holds it (a kind, or an object), e.g.
+    /// an arm of a study; messages are keyed `sampling` and `sampling.<key>`. Checks that
+    /// involve the rest of a run spec (measurement, warmup) come with `ExperimentSpec::parse`.
+    pub fn parse(value: &Value) -> Result<Sampling, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let sampling = parse_sampling(&mut Fields { errors: &mut errors }, &Some(value.clone()));
+        if errors.is_empty() { Ok(sampling) } else { Err(errors) }
+    }
+
+    /// Whether some fine-tuning epochs leave samples out.
+    pub fn shows_subset(&self) -> bool {
+        self.budget < 1.0
+    }
+
+    /// The earlier run whose per-sample values the schedule needs, with the value it needs.
+    pub fn source(&self) -> Option<(i64, SampleScore)> {
+        match self.plan {
+            Plan::SpacedRepetition { source_run } => Some((source_run, SampleScore::Tau)),
+            Plan::Prune { source_run, score, .. } => Some((source_run, score)),
+            _ => None,
+        }
+    }
+
+    /// Whether the schedule orders samples by the loss after head warmup.
+    pub fn needs_warmup_loss(&self) -> bool {
+        matches!(self.plan, Plan::EasyToHard | Plan::HardToEasy)
+    }
+}
+
+/// Keys each kind takes besides `kind` and `budget`.
+fn keys_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "spaced_repetition" => &["source_run"],
+        "leitner" => &["decks"],
+        "rbf" => &["nu"],
+        "prune" => &["source_run", "score", "keep"],
+        _ => &[],
+    }
+}
+
+/// Reads the request's `sampling`: absent or blank means `full`; a string names a kind with
+/// its defaults; an object holds `kind`, `budget` and the kind's own keys. Messages go under
+/// `sampling` or `sampling.<key>`.
+pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> Sampling {
+    let object = match value {
+        None | Some(Value::Null) => return Sampling::default(),
+        Some(Value::String(kind)) if kind.trim().is_empty() => return Sampling::default(),
+        Some(Value::String(kind)) => {
+            let mut object = serde_json::Map::new();
+            object.insert("kind".into(), Value::String(kind.clone()));
+            object
+        }
+        Some(Value::Object(object)) => object.clone(),
+        Some(other) => {
+            field.errors.add("sampling", format!("must be a schedule name or an object with a kind (one of {}), got {other}", KINDS.join(", ")));
+            return Sampling::default();
+        }
+    };
+    let kind = match object.get("kind") {
+        Some(Value::String(kind)) if KINDS.contains(&kind.trim()) => kind.trim().to_owned(),
+        Some(Value::String(kind)) => {
+            field.errors.add("sampling", format!("unknown schedule {kind:?}; choose one of {}", KINDS.join(", ")));
+            return Sampling::default();
+        }
+        _ => {
+            field.errors.add("sampling", format!("needs a kind: one of {}", KINDS.join(", ")));
+            return Sampling::default();
+        }
+    };
+    let own = keys_of(&kind);
+    for key in object.keys().filter(|k| !matches!(k.as_str(), "kind" | "budget") && !own.contains(&k.as_str())) {
+        let takes = if own.is_empty() { "only kind and budget".to_owned() } else { format!("kind, budget, {}", own.join(", ")) };
+        field.errors.add(&format!("sampling.{key}"), format!("{kind} takes {takes}; remove {key}"));
+    }
+    let get = |key: &str| object.get(key).cloned();
+    let budget = field.positive("sampling.budget", &get("budget"), 1.0).unwrap_or(1.0);
+    let source_run = |field: &mut Fields<'_>| {
+        let run = field.whole("sampling.source_run", &get("source_run"), 1, i64::MAX as u64);
+        if Fields::present(&get("source_run")).is_none() {
+            field.errors.add("sampling.source_run", format!("{kind} needs source_run: the id of an earlier succeeded run over the same dataset"));
+        }
+        run.unwrap_or(0) as i64
+    };
+    let plan = match kind.as_str() {
+        "full" => {
+            if budget != 1.0 {
+                field.errors.add("sampling.budget", format!("full shows every sample every epoch (budget 1), got {budget}; choose random for a subset"));
+            }
+            Plan::Full
+        }
+        "random" => Plan::Random,
+        "easy_to_hard" => Plan::EasyToHard,
+        "hard_to_easy" => Plan::HardToEasy,
+        "spaced_repetition" => Plan::SpacedRepetition { source_run: source_run(field) },
+        "leitner" => Plan::Leitner { decks: field.whole("sampling.decks", &get("decks"), 1, MAX_DECKS).map_or(DEFAULT_DECKS, |d| d as u32) },
+        "rbf" => {
+            let nu = field.positive("sampling.nu", &get("nu"), 1.0).unwrap_or(DEFAULT_NU);
+            if nu >= 1.0 {
+                field.errors.add("sampling.nu", format!("the recall threshold nu must be above 0 and below 1, got {nu}"));
+            }
+            Plan::Rbf { nu }
+        }
+        _ => {
+            let source_run = source_run(field);
+            let score = field.choice("sampling.score", &get("score"), SampleScore::parse, SampleScore::names);
+            if Fields::present(&get("score")).is_none() {
+                field.errors.add("sampling.score", format!("prune needs a score: one of {}", SampleScore::names()));
+            }
+            let keep = field.choice("sampling.keep", &get("keep"), Keep::parse, Keep::names).unwrap_or(Keep::Top);
+            Plan::Prune { source_run, score: score.unwrap_or(SampleScore::ForgettingEvents), keep }
+        }
+    };
+    Sampling { budget, plan }
+}
+
+/// Field errors of a schedule that depend on other fields of the spec.
+pub(crate) fn check_against_spec(sampling: &Sampling, warmup_epochs: u64, errors: &mut FieldErrors) {
+    if sampling.needs_warmup_loss() && warmup_epochs == 0 {
+        errors.add(
+            "sampling",
+            format!("{} orders samples by their loss after the head warmup; set warmup_epochs to 1 or more", sampling.plan.kind()),
+        );
+    }
+}
+
+/// `GET /api/v1/runs/{id}/shown`: the run's schedule and the samples each epoch showed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShownSamples {
+    pub run_id: i64,
+    pub sampling: Sampling,
+    /// Training samples of the run (0 before the worker sent its manifest).
+    pub sample_count: u64,
+    /// Every stored epoch, ascending.
+    pub epochs: Vec<ShownEpoch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShownEpoch {
+    pub epoch: u32,
+    /// How many samples the epoch trained on.
+    pub count: u64,
+    /// Every sample was shown (head warmup, `full`); `samples` is then empty.
+    pub every: bool,
+    /// Sample indices (manifest positions) shown, ascending, when not `every`.
+    pub samples: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{ExperimentSpec, Measure, RunRequest};
+    use crate::views::DatasetInfo;
+    use serde_json::json;
+
+    fn fashion() -> Vec<DatasetInfo> {
+        vec![DatasetInfo {
+            name: "fashion-mnist".into(),
+            format: "idx".into(),
+            path: "/usr/share/datasets/fashion-mnist".into(),
+            num_classes: 10,
+            class_names: vec![],
+            train_size: 60_000,
+            val_size: 10_000,
+            image_height: 28,
+            image_width: 28,
+            channels: 1,
+            options: Default::default(),
+        }]
+    }
+
+    fn parse(sampling: Value, extra: Value) -> Result<ExperimentSpec, FieldErrors> {
+        let mut request = json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4, "warmup_epochs": 1, "sampling": sampling});
+        request.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let request: RunRequest = serde_json::from_value(request).unwrap();
+        ExperimentSpec::parse(&request, &fashion())
+    }
+
+    #[test]
+    fn absent_sampling_is_full_and_old_specs_read_as_full() {
+        let spec = parse(Value::Null, json!({})).unwrap();
+        assert_eq!(spec.sampling, Sampling::default());
+        assert_eq!(spec.measure, Measure::InBatch);
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        stored.as_object_mut().unwrap().remove("sampling");
+        let reread: ExperimentSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(reread, spec);
+    }
+
+    #[test]
+    fn every_kind_parses_with_its_parameters_and_round_trips() {
+        let cases = [
+            (json!("random"), Plan::Random),
+            (json!({"kind": "easy_to_hard", "budget": 0.5}), Plan::EasyToHard),
+            (json!({"kind": "hard_to_easy", "budget": "0.5"}), Plan::HardToEasy),
+            (json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": 7}), Plan::SpacedRepetition { source_run: 7 }),
+            (json!({"kind": "leitner", "budget": 0.5}), Plan::Leitner { decks: DEFAULT_DECKS }),
+            (json!({"kind": "rbf", "budget": 0.5, "nu": 0.8}), Plan::Rbf { nu: 0.8 }),
+            (
+                json!({"kind": "prune", "budget": 0.5, "source_run": "3", "score": "forgetting_events", "keep": "bottom"}),
+                Plan::Prune { source_run: 3, score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
+            ),
+        ];
+        for (request, plan) in cases {
+            let spec = parse(request.clone(), json!({})).unwrap_or_else(|e| panic!("{request}: {e}"));
+            assert_eq!(spec.sampling.plan, plan);
+            // A subset schedule measures in a full pass unless told otherwise.
+            let expected = if spec.sampling.shows_subset() { Measure::FullPass } else { Measure::InBatch };
+            assert_eq!(spec.measure, expected, "{request}");
+            let stored: ExperimentSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
+            assert_eq!(stored, spec);
+        }
+        let leitner = parse(json!({"kind": "leitner", "budget": 0.25, "decks": 3}), json!({})).unwrap().sampling;
+        assert_eq!(serde_json::to_value(&leitner).unwrap(), json!({"budget": 0.25, "kind": "leitner", "decks": 3}));
+    }
+
+    #[test]
+    fn shown_count_rounds_the_budget_and_keeps_at_least_one() {
+        let at = |budget: f64| Sampling { budget, plan: Plan::Random };
+        assert_eq!(at(0.5).shown_count(48), 24);
+        assert_eq!(at(0.3).shown_count(10), 3);
+        assert_eq!(at(0.25).shown_count(10), 3, "2.5 rounds up");
+        assert_eq!(at(0.001).shown_count(10), 1);
+        assert_eq!(at(1.0).shown_count(7), 7);
+        assert_eq!(Sampling::default().shown_count(7), 7);
+        assert_eq!(at(0.5).shown_count(0), 0);
+    }
+
+    #[test]
+    fn an_arm_parses_on_its_own() {
+        let arm = Sampling::parse(&json!({"kind": "rbf", "budget": 0.4})).unwrap();
+        assert_eq!(arm, Sampling { budget: 0.4, plan: Plan::Rbf { nu: DEFAULT_NU } });
+        assert_eq!(arm.to_string(), "rbf at budget 0.4");
+        assert!(Sampling::parse(&json!({"kind": "leitner", "decks": 0})).unwrap_err().get("sampling.decks").is_some());
+    }
+
+    #[test]
+    fn mistakes_are_named_per_key() {
+        let errors = parse(json!({"kind": "prune", "budget": 0, "keep": "middle", "decks": 2}), json!({})).unwrap_err();
+        assert_eq!(errors.get("sampling.budget"), Some("must be a number greater than 0 and at most 1, got 0"));
+        assert!(errors.get("sampling.source_run").unwrap().contains("prune needs source_run"), "{errors}");
+        assert!(errors.get("sampling.score").unwrap().contains("forgetting_events"), "{errors}");
+        assert!(errors.get("sampling.keep").unwrap().contains("top, bottom"), "{errors}");
+        assert_eq!(errors.get("sampling.decks"), Some("prune takes kind, budget, source_run, score, keep; remove decks"));
+
+        let errors = parse(json!("leitnr"), json!({})).unwrap_err();
+        assert!(errors.get("sampling").unwrap().starts_with("unknown schedule \"leitnr\"; choose one of full, random"), "{errors}");
+        let errors = parse(json!({"kind": "full", "budget": 0.5}), json!({})).unwrap_err();
+        assert!(errors.get("sampling.budget").unwrap().contains("choose random for a subset"));
+        let errors = parse(json!({"kind": "rbf", "budget": 0.5, "nu": 1}), json!({})).unwrap_err();
+        assert!(errors.get("sampling.nu").unwrap().contains("below 1"));
+        let errors = parse(json!({"kind": "random", "budget": 0.5}), json!({"measure": "in_batch"})).unwrap_err();
+        assert!(errors.get("measure").unwrap().contains("use full_pass"), "{errors}");
+        let errors = parse(json!("easy_to_hard"), json!({"warmup_epochs": 0})).unwrap_err();
+        assert!(errors.get("sampling").unwrap().contains("set warmup_epochs to 1 or more"), "{errors}");
+        assert!(matches!(parse(json!(5), json!({})), Err(e) if e.get("sampling").is_some()));
+    }
+}

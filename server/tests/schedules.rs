@@ -1,0 +1,114 @@
+//! Training schedules end to end: a real server and worker train a run, then runs pruned by
+//! its forgetting scores and scheduled by Leitner queues; every sample is recorded every epoch,
+//! the samples each epoch showed are stored with the run, and a schedule whose source run
+//! cannot drive it is refused at launch with a message for `sampling.source_run`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{launch, wait_for_run, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+fn register(client: &Client, server: &TestServer, name: &str, spec: &str) {
+    let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": "synthetic", "path": spec})).send().unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+fn get(client: &Client, server: &TestServer, path: &str) -> Value {
+    let response = client.get(server.api(path)).send().unwrap();
+    assert!(response.status().is_success(), "GET {path}: {}", response.status());
+    response.json().unwrap()
+}
+
+/// Shown sample indices of each fine-tuning epoch, after checking the warmup epoch showed all.
+fn shown_sets(shown: &Value, samples: u64, budget: usize) -> Vec<BTreeSet<u64>> {
+    let epochs = shown["epochs"].as_array().unwrap();
+    assert_eq!(epochs.len(), 3, "{shown}");
+    assert_eq!((epochs[0]["every"].as_bool(), epochs[0]["count"].as_u64()), (Some(true), Some(samples)), "the head warmup shows every sample");
+    epochs[1..]
+        .iter()
+        .map(|epoch| {
+            assert_eq!(epoch["every"], false);
+            assert_eq!(epoch["count"].as_u64(), Some(budget as u64));
+            let set: BTreeSet<u64> = epoch["samples"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect();
+            assert_eq!(set.len(), budget, "epoch {}", epoch["epoch"]);
+            assert!(set.iter().all(|&i| i < samples));
+            set
+        })
+        .collect()
+}
+
+#[test]
+fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
+    let server = TestServer::start(1);
+    let client = Client::new();
+    register(&client, &server, "synthetic-3", "classes=3,train_per_class=40,val_per_class=10,size=16,channels=1,seed=5");
+    register(&client, &server, "other", "classes=2,train_per_class=10,val_per_class=2,size=16,channels=1,seed=6");
+    let base = json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu"});
+    let with = |sampling: Value| {
+        let mut spec = base.clone();
+        spec["sampling"] = sampling;
+        spec
+    };
+    let source = launch(&server, base.clone());
+    let other = launch(&server, json!({"dataset": "other", "arch": "small_cnn", "epochs": 1, "device": "cpu"}));
+
+    // Refused at launch while the source run is not finished, and for an unknown run.
+    let prune = |run: i64| with(json!({"kind": "prune", "budget": 0.25, "source_run": run, "score": "forgetting_events", "keep": "top"}));
+    for (run, expected) in [(source, format!("run #{source} is ")), (999, "there is no run #999".to_owned())] {
+        let response = client.post(server.api("/runs")).json(&prune(run)).send().unwrap();
+        assert_eq!(response.status(), 422);
+        let body: Value = response.json().unwrap();
+        let message = body["errors"]["sampling.source_run"].as_str().unwrap_or_default();
+        assert!(message.contains(&expected) && message.contains("forgetting_events"), "{body}");
+    }
+    for id in [source, other] {
+        assert_eq!(wait_for_run(&server, id, Duration::from_secs(300))["status"], "succeeded");
+    }
+    let response = client.post(server.api("/runs")).json(&prune(other)).send().unwrap();
+    assert_eq!(response.status(), 422);
+    assert!(response.text().unwrap().contains(&format!("run #{other} trained on other, not synthetic-3")));
+
+    let pruned = launch(&server, prune(source));
+    let leitner = launch(&server, with(json!({"kind": "leitner", "budget": 0.25, "decks": 3})));
+    let source_shown = get(&client, &server, &format!("/runs/{source}/shown"));
+    assert!(source_shown["epochs"].as_array().unwrap().iter().all(|e| e["every"] == true && e["count"] == 120), "{source_shown}");
+    assert_eq!(source_shown["sampling"], json!({"budget": 1.0, "kind": "full"}));
+
+    // round(0.25 * 120) = 30 samples per fine-tuning epoch.
+    let mut sets = Vec::new();
+    for id in [pruned, leitner] {
+        let run = wait_for_run(&server, id, Duration::from_secs(300));
+        assert_eq!(run["status"], "succeeded", "{run}");
+        assert_eq!(run["spec"]["measure"], "full_pass", "a subset schedule measures in a full pass");
+        assert_eq!(run["sample_count"], 120);
+        let shown = get(&client, &server, &format!("/runs/{id}/shown"));
+        assert_eq!(shown["sampling"], run["spec"]["sampling"]);
+        sets.push(shown_sets(&shown, 120, 30));
+        // Every sample measured every epoch, and summarised.
+        let records = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();
+            server::records::read(&pool, id).await.unwrap()
+        });
+        assert_eq!(records.epochs, vec![1, 2, 3]);
+        assert!(records.columns.iter().all(|c| c.correct.len() == 120 && c.loss.iter().all(|l| l.is_finite())));
+        assert_eq!(get(&client, &server, &format!("/runs/{id}/samples?limit=1"))["total"], 120);
+    }
+
+    // Pruning keeps the same 30 samples each epoch: the highest forgetting scores of the
+    // source run (same dataset and subset, so the same sample order).
+    let pruned_sets = &sets[0];
+    assert_eq!(pruned_sets[0], pruned_sets[1]);
+    let stats = get(&client, &server, &format!("/runs/{source}/samples?limit=1000&sort=sample_index"));
+    let score: Vec<u64> = stats["samples"].as_array().unwrap().iter().map(|s| s["forgetting_events"].as_u64().unwrap()).collect();
+    let lowest_kept = pruned_sets[0].iter().map(|&i| score[i as usize]).min().unwrap();
+    let highest_left = (0..120u64).filter(|i| !pruned_sets[0].contains(i)).map(|i| score[i as usize]).max().unwrap();
+    assert!(lowest_kept >= highest_left, "kept scores down to {lowest_kept}, left one of {highest_left}");
+
+    // Leitner, fine-tuning epoch 2: decks 0 and 1 are both due; the samples right at their
+    // review moved to deck 1 and wait behind deck 0 (the 90 not shown yet, and any wrong).
+    assert_ne!(sets[1][0], sets[1][1], "Leitner moves on to samples not yet reviewed");
+}

@@ -1,0 +1,574 @@
+//! Training schedules (`protocol::sampling`): which samples each epoch trains on, and in what
+//! order. Pure: no tch, seeded and deterministic, so every schedule is tested here in
+//! milliseconds and a resumed run draws what an uninterrupted one would.
+//!
+//! Every fine-tuning epoch shows exactly `m = sampling.shown_count(n)` of the `n` training
+//! samples (the budget matched across the arms of a study). Head-warmup epochs, and every epoch
+//! of `full`, show all `n`, shuffled exactly as before schedules existed. Randomness comes from
+//! the epoch's generator (`train::epoch_seed`), and ties between samples are broken by it.
+//! What adapts to training (Leitner decks, RbF due epochs, last-shown epochs, the warmup loss)
+//! is [`State`], saved with each checkpoint.
+
+use protocol::sampling::{Keep, Plan, Sampling};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{RngCore, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// What a schedule has learnt about the samples so far; a checkpoint keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    /// The fine-tuning epoch in which each sample was last shown; 0 before its first.
+    pub last_shown: Vec<u32>,
+    /// Leitner: each sample's deck (0 = reviewed every epoch).
+    pub decks: Vec<u8>,
+    /// RbF: the fine-tuning epoch from which each sample is due again.
+    pub due: Vec<u32>,
+    /// Curricula: each sample's loss after the head warmup (from the eval pass at its end).
+    pub warmup_loss: Option<Vec<f32>>,
+    /// RbF: the kernel constant fitted at the end of the last fine-tuning epoch.
+    pub rbf_tau: Option<f64>,
+}
+
+/// A schedule over one run's `n` samples.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    sampling: Sampling,
+    n: usize,
+    warmup_epochs: u32,
+    finetune_epochs: u32,
+    /// Spaced repetition: each sample's decay constant (missing ones filled, see [`Scheduler::new`]).
+    tau: Vec<f64>,
+    /// Pruning: the samples kept, ascending.
+    kept: Vec<usize>,
+    pub state: State,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ScheduleError {
+    #[error("the {kind} schedule needs per-sample values of run #{run} for every sample; none were given (a server sends them with the lease; a local run cannot fetch them)")]
+    MissingSource { kind: &'static str, run: i64 },
+    #[error("{got} source values for {n} samples")]
+    SourceLength { got: usize, n: usize },
+    #[error("the {kind} schedule needs the loss after head warmup, which was not measured (warmup_epochs is 0, or the checkpoint predates it)")]
+    MissingWarmupLoss { kind: &'static str },
+    #[error("a checkpointed schedule state for {got} samples does not fit this run's {n}")]
+    StateLength { got: usize, n: usize },
+}
+
+/// Lowest and highest kernel constants [`fit_rbf_tau`] considers.
+const TAU_RANGE: (f64, f64) = (1e-4, 1e4);
+
+impl Scheduler {
+    /// A schedule for `n` samples. `source` holds the earlier run's value for each sample in
+    /// manifest order when the schedule has a source run (spaced repetition: tau; pruning: the
+    /// score); `seed` is the run's seed (pruning breaks ties at its cut with it).
+    ///
+    /// Spaced repetition gives samples without a tau (never learned, too few points, or a
+    /// trace that never decays) the median of the known ones: a neutral review rate, visible
+    /// here rather than guessed per case.
+    pub fn new(sampling: &Sampling, n: usize, seed: u64, warmup_epochs: u32, finetune_epochs: u32, source: Option<Vec<Option<f64>>>) -> Result<Self, ScheduleError> {
+        let source = match (sampling.source(), source) {
+            (Some(_), Some(values)) if values.len() != n => return Err(ScheduleError::SourceLength { got: values.len(), n }),
+            (Some((run, _)), None) => return Err(ScheduleError::MissingSource { kind: sampling.plan.kind(), run }),
+            (_, source) => source,
+        };
+        let mut tau = Vec::new();
+        let mut kept = Vec::new();
+        match (&sampling.plan, source) {
+            (Plan::SpacedRepetition { .. }, Some(values)) => {
+                let mut known: Vec<f64> = values.iter().flatten().copied().filter(|t| t.is_finite() && *t > 0.0).collect();
+                known.sort_by(f64::total_cmp);
+                let median = if known.is_empty() { 1.0 } else { (known[(known.len() - 1) / 2] + known[known.len() / 2]) / 2.0 };
+                tau = values.iter().map(|v| v.filter(|t| t.is_finite() && *t > 0.0).unwrap_or(median)).collect();
+            }
+            (Plan::Prune { keep, .. }, Some(values)) => {
+                // Missing scores come last whichever end is kept.
+                let key = |i: usize| match values[i].filter(|v| v.is_finite()) {
+                    Some(v) if *keep == Keep::Top => -v,
+                    Some(v) => v,
+                    None => f64::INFINITY,
+                };
+                let mut rng = StdRng::seed_from_u64(crate::train::epoch_seed(seed, 0));
+                kept = lowest(n, sampling.shown_count(n), &mut rng, key);
+                kept.sort_unstable();
+            }
+            _ => {}
+        }
+        let state = State { last_shown: vec![0; n], decks: vec![0; n], due: vec![1; n], warmup_loss: None, rbf_tau: None };
+        Ok(Scheduler { sampling: sampling.clone(), n, warmup_epochs, finetune_epochs, tau, kept, state })
+    }
+
+    /// Puts back the state a checkpoint saved.
+    pub fn restore(&mut self, state: State) -> Result<(), ScheduleError> {
+        if state.last_shown.len() != self.n {
+            return Err(ScheduleError::StateLength { got: state.last_shown.len(), n: self.n });
+        }
+        self.state = state;
+        Ok(())
+    }
+
+    /// The fine-tuning epoch (1-based) of run epoch `epoch`, or `None` during the head warmup.
+    fn finetune_epoch(&self, epoch: u32) -> Option<u32> {
+        epoch.checked_sub(self.warmup_epochs).filter(|&f| f > 0)
+    }
+
+    /// Whether epoch `epoch` shows every sample (head warmup, or `full`).
+    pub fn shows_every_sample(&self, epoch: u32) -> bool {
+        self.sampling.plan == Plan::Full || self.finetune_epoch(epoch).is_none()
+    }
+
+    /// The samples (manifest positions) epoch `epoch` trains on, in the order they are
+    /// batched. `rng` is the epoch's generator, seeded by `train::epoch_seed`.
+    pub fn order(&self, epoch: u32, rng: &mut StdRng) -> Result<Vec<usize>, ScheduleError> {
+        let n = self.n;
+        let Some(f) = self.finetune_epoch(epoch).filter(|_| self.sampling.plan != Plan::Full) else {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.shuffle(rng);
+            return Ok(order);
+        };
+        let m = self.sampling.shown_count(n);
+        let state = &self.state;
+        let mut chosen = match &self.sampling.plan {
+            Plan::Full => unreachable!("handled above"),
+            Plan::Random => rand::seq::index::sample(rng, n, m).into_vec(),
+            Plan::EasyToHard | Plan::HardToEasy => return self.curriculum(f, m, rng),
+            // Lowest predicted retention exp(-age / tau) first, i.e. the largest age / tau
+            // (compared as such: the exponential underflows to ties).
+            Plan::SpacedRepetition { .. } => lowest(n, m, rng, |i| -f64::from(f - state.last_shown[i]) / self.tau[i]),
+            // Due decks first, lower decks before higher ones.
+            Plan::Leitner { .. } => lowest(n, m, rng, |i| {
+                let deck = state.decks[i];
+                let due = leitner_due(deck, f);
+                f64::from(deck) + if due { 0.0 } else { 1000.0 }
+            }),
+            // Most overdue first; when fewer are due than the budget, those due soonest.
+            Plan::Rbf { .. } => lowest(n, m, rng, |i| f64::from(state.due[i])),
+            Plan::Prune { .. } => self.kept.clone(),
+        };
+        chosen.shuffle(rng);
+        Ok(chosen)
+    }
+
+    /// Easy-to-hard (or hard-to-easy) at fine-tuning epoch `f`: `m` samples drawn uniformly
+    /// from the pool of the `P_f = m + floor((n - m)(f - 1)/(F - 1))` easiest (hardest), shown
+    /// easiest (hardest) first. Ranks by the loss after head warmup; ties by position.
+    fn curriculum(&self, f: u32, m: usize, rng: &mut StdRng) -> Result<Vec<usize>, ScheduleError> {
+        let kind = self.sampling.plan.kind();
+        let loss = self.state.warmup_loss.as_ref().ok_or(ScheduleError::MissingWarmupLoss { kind })?;
+        let mut ranked: Vec<usize> = (0..self.n).collect();
+        // NaN losses count as the hardest.
+        let key = |i: usize| if loss[i].is_nan() { f32::INFINITY } else { loss[i] };
+        ranked.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+        if self.sampling.plan == Plan::HardToEasy {
+            ranked.reverse();
+        }
+        let epochs = self.finetune_epochs.max(1);
+        let grown = if epochs == 1 { 0 } else { (self.n - m) * (f.min(epochs) - 1) as usize / (epochs - 1) as usize };
+        let pool = m + grown;
+        let mut picks = rand::seq::index::sample(rng, pool, m).into_vec();
+        picks.sort_unstable();
+        Ok(picks.into_iter().map(|rank| ranked[rank]).collect())
+    }
+
+    /// Learns from the end of epoch `epoch`: `shown` are the samples it trained on, `correct`
+    /// and `loss` every sample's records (manifest order), `strength` the model's accuracy
+    /// (validation when the run has a validation set, else the training records').
+    pub fn observe(&mut self, epoch: u32, shown: &[usize], correct: &[u8], loss: &[f32], strength: f64) {
+        let Some(f) = self.finetune_epoch(epoch) else { return };
+        match self.sampling.plan {
+            Plan::Leitner { decks } => {
+                let top = decks.saturating_sub(1).min(u32::from(u8::MAX)) as u8;
+                for &i in shown {
+                    let deck = &mut self.state.decks[i];
+                    *deck = if correct[i] == 1 { (*deck + 1).min(top) } else { deck.saturating_sub(1) };
+                }
+            }
+            Plan::Rbf { nu } => {
+                // Fit the kernel to this epoch's reviews: delay since the previous review
+                // (or since fine-tuning began), loss, and whether each was recalled.
+                let xs: Vec<f64> = shown.iter().map(|&i| rbf_x(f64::from(loss[i]), f64::from(f - self.state.last_shown[i]), strength)).collect();
+                let recalled: Vec<f64> = shown.iter().map(|&i| f64::from(correct[i])).collect();
+                let tau = fit_rbf_tau(&xs, &recalled).or(self.state.rbf_tau).unwrap_or(1.0);
+                self.state.rbf_tau = Some(tau);
+                let longest = self.finetune_epochs.max(1);
+                for &i in shown {
+                    self.state.due[i] = f + rbf_delay(f64::from(loss[i]), strength, tau, nu, longest);
+                }
+            }
+            _ => {}
+        }
+        for &i in shown {
+            self.state.last_shown[i] = f;
+        }
+    }
+
+    /// The loss of every sample after the head warmup, which the curricula rank by.
+    pub fn observe_warmup_loss(&mut self, loss: &[f32]) {
+        self.state.warmup_loss = Some(loss.to_vec());
+    }
+}
+
+/// Whether Leitner deck `deck` is reviewed in fine-tuning epoch `f`: every `2^deck` epochs,
+/// i.e. when `f` is a multiple of `2^deck` (deck 0 every epoch, deck 1 every second, ...).
+pub fn leitner_due(deck: u8, f: u32) -> bool {
+    f % (1u32 << deck.min(31)) == 0
+}
+
+/// RbF's kernel argument `x = d t / s` (Amiri et al. 2017): an instance's loss `d` (its
+/// difficulty), the delay `t` since its last review in epochs, the network's strength `s`.
+pub fn rbf_x(loss: f64, delay: f64, strength: f64) -> f64 {
+    loss * delay / strength.max(f64::MIN_POSITIVE)
+}
+
+/// RbF's predicted recall with the Gaussian kernel: `exp(-tau x^2)`.
+pub fn rbf_recall(x: f64, tau: f64) -> f64 {
+    (-tau * x * x).exp()
+}
+
+/// The longest delay in whole epochs, between 1 and `longest`, at which the predicted recall
+/// `exp(-tau (d t / s)^2)` of a sample with loss `d` stays at or above `nu` (Amiri et al.
+/// 2017, RbF): `t = floor(s sqrt(ln(1/nu) / tau) / d)`. A sample predicted to fall below
+/// `nu` sooner still waits one epoch; a sample with loss 0 waits `longest`.
+pub fn rbf_delay(loss: f64, strength: f64, tau: f64, nu: f64, longest: u32) -> u32 {
+    if strength <= 0.0 {
+        return 1;
+    }
+    let reach = strength * ((1.0 / nu).ln() / tau).sqrt() / loss;
+    if reach.is_nan() {
+        return 1;
+    }
+    (reach.floor().min(f64::from(longest)) as u32).clamp(1, longest.max(1))
+}
+
+/// The Gaussian kernel's constant for these reviews: the `tau` in [`TAU_RANGE`] minimising
+/// `sum_i (exp(-tau x_i^2) - recalled_i)^2` (least squares, as Amiri et al. fit their kernels
+/// to the observed recall), found on a grid of 81 log-spaced values refined by golden-section
+/// search between the best one's neighbours. `None` without reviews.
+pub fn fit_rbf_tau(xs: &[f64], recalled: &[f64]) -> Option<f64> {
+    if xs.is_empty() {
+        return None;
+    }
+    let loss = |log_tau: f64| {
+        let tau = log_tau.exp();
+        xs.iter().zip(recalled).map(|(&x, &r)| (rbf_recall(x, tau) - r).powi(2)).sum::<f64>()
+    };
+    let (low, high) = (TAU_RANGE.0.ln(), TAU_RANGE.1.ln());
+    let grid: Vec<f64> = (0..=80).map(|k| low + (high - low) * f64::from(k) / 80.0).collect();
+    let best = (0..grid.len()).min_by(|&a, &b| loss(grid[a]).total_cmp(&loss(grid[b]))).unwrap_or(0);
+    let (mut a, mut b) = (grid[best.saturating_sub(1)], grid[(best + 1).min(grid.len() - 1)]);
+    let golden = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..60 {
+        let (c, d) = (b - golden * (b - a), a + golden * (b - a));
+        if loss(c) <= loss(d) {
+            b = d;
+        } else {
+            a = c;
+        }
+    }
+    let refined = (a + b) / 2.0;
+    let log_tau = if loss(refined) <= loss(grid[best]) { refined } else { grid[best] };
+    Some(log_tau.exp())
+}
+
+/// The `m` of `n` samples with the lowest `key`, ties broken by a draw from `rng`.
+fn lowest(n: usize, m: usize, rng: &mut StdRng, key: impl Fn(usize) -> f64) -> Vec<usize> {
+    let mut keyed: Vec<(f64, u64, usize)> = (0..n).map(|i| (key(i), rng.next_u64(), i)).collect();
+    keyed.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().take(m).map(|(_, _, i)| i).collect()
+}
+
+/// One bit per sample, set for the samples shown (`protocol::pack::pack_bits`).
+pub fn shown_bits(n: usize, shown: &[usize]) -> Vec<u8> {
+    let mut mask = vec![false; n];
+    for &i in shown {
+        mask[i] = true;
+    }
+    protocol::pack::pack_bits(&mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::sampling::SampleScore;
+    use std::collections::BTreeSet;
+
+    fn rng(epoch: u32) -> StdRng {
+        StdRng::seed_from_u64(crate::train::epoch_seed(11, epoch))
+    }
+
+    fn sampling(budget: f64, plan: Plan) -> Sampling {
+        Sampling { budget, plan }
+    }
+
+    /// Every schedule, each with what it needs, over `n` samples after one warmup epoch.
+    fn every_schedule(n: usize, budget: f64, finetune_epochs: u32) -> Vec<Scheduler> {
+        let values: Vec<Option<f64>> = (0..n).map(|i| if i % 7 == 3 { None } else { Some(1.0 + (i * 37 % n) as f64 / 10.0) }).collect();
+        let plans = [
+            Plan::Random,
+            Plan::EasyToHard,
+            Plan::HardToEasy,
+            Plan::SpacedRepetition { source_run: 1 },
+            Plan::Leitner { decks: 4 },
+            Plan::Rbf { nu: 0.9 },
+            Plan::Prune { source_run: 1, score: SampleScore::ForgettingEvents, keep: Keep::Top },
+            Plan::Prune { source_run: 1, score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
+        ];
+        plans
+            .into_iter()
+            .map(|plan| {
+                let sampling = sampling(budget, plan);
+                let source = sampling.source().map(|_| values.clone());
+                let mut scheduler = Scheduler::new(&sampling, n, 11, 1, finetune_epochs, source).unwrap();
+                scheduler.observe_warmup_loss(&(0..n).map(|i| (i * 53 % n) as f32 / 7.0).collect::<Vec<_>>());
+                scheduler
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_schedule_shows_exactly_the_budget_each_fine_tuning_epoch() {
+        let (n, epochs) = (103, 9);
+        // round(0.37 * 103) = round(38.11) = 38 samples per fine-tuning epoch.
+        for mut scheduler in every_schedule(n, 0.37, epochs) {
+            let kind = scheduler.sampling.plan.kind();
+            for epoch in 1..=epochs + 1 {
+                let order = scheduler.order(epoch, &mut rng(epoch)).unwrap();
+                let distinct: BTreeSet<usize> = order.iter().copied().collect();
+                let expected = if epoch == 1 { n } else { 38 };
+                assert_eq!((order.len(), distinct.len()), (expected, expected), "{kind}, epoch {epoch}");
+                assert!(order.iter().all(|&i| i < n));
+                // Some right, some wrong, losses spread, as a real epoch would have.
+                let correct: Vec<u8> = (0..n).map(|i| u8::from((i + epoch as usize) % 3 != 0)).collect();
+                let loss: Vec<f32> = (0..n).map(|i| 0.05 + (i % 11) as f32 / 5.0).collect();
+                scheduler.observe(epoch, &order, &correct, &loss, 0.7);
+            }
+        }
+    }
+
+    #[test]
+    fn schedules_are_reproducible_from_the_seed() {
+        for (a, b) in every_schedule(40, 0.5, 3).into_iter().zip(every_schedule(40, 0.5, 3)) {
+            for epoch in 1..=4 {
+                assert_eq!(a.order(epoch, &mut rng(epoch)).unwrap(), b.order(epoch, &mut rng(epoch)).unwrap());
+            }
+        }
+        let random = Scheduler::new(&sampling(0.5, Plan::Random), 40, 11, 0, 3, None).unwrap();
+        assert_ne!(random.order(1, &mut rng(1)).unwrap(), random.order(2, &mut rng(2)).unwrap(), "epochs draw afresh");
+    }
+
+    #[test]
+    fn full_and_head_warmup_shuffle_every_sample_as_before_schedules() {
+        let mut before: Vec<i64> = (0..30).collect();
+        before.shuffle(&mut rng(1));
+        let before: Vec<usize> = before.into_iter().map(|i| i as usize).collect();
+        let full = Scheduler::new(&Sampling::default(), 30, 11, 0, 3, None).unwrap();
+        assert_eq!(full.order(1, &mut rng(1)).unwrap(), before);
+        let leitner = Scheduler::new(&sampling(0.5, Plan::Leitner { decks: 3 }), 30, 11, 2, 3, None).unwrap();
+        assert_eq!(leitner.order(1, &mut rng(1)).unwrap(), before, "head warmup shows everything");
+        assert!(leitner.shows_every_sample(2) && !leitner.shows_every_sample(3));
+    }
+
+    #[test]
+    fn random_shows_samples_about_equally_often() {
+        let (n, epochs) = (50, 400);
+        let scheduler = Scheduler::new(&sampling(0.2, Plan::Random), n, 11, 0, epochs, None).unwrap();
+        let mut shown = vec![0u32; n];
+        for epoch in 1..=epochs {
+            for i in scheduler.order(epoch, &mut rng(epoch)).unwrap() {
+                shown[i] += 1;
+            }
+        }
+        // Each sample: Binomial(400, 0.2), mean 80, sd 8; 5 sd either side.
+        assert!(shown.iter().all(|&c| (40..=120).contains(&c)), "{shown:?}");
+    }
+
+    #[test]
+    fn curricula_grow_their_pool_from_one_end_and_present_it_in_order() {
+        let n = 20;
+        // Warmup losses: sample i has loss (i * 7) % 20, a permutation of 0..20.
+        let loss: Vec<f32> = (0..n).map(|i| ((i * 7) % n) as f32).collect();
+        let rank_of = |i: usize| loss[i] as usize;
+        for plan in [Plan::EasyToHard, Plan::HardToEasy] {
+            let easy_first = plan == Plan::EasyToHard;
+            let mut scheduler = Scheduler::new(&sampling(0.25, plan), n, 11, 1, 5, None).unwrap();
+            assert_eq!(scheduler.order(2, &mut rng(2)), Err(ScheduleError::MissingWarmupLoss { kind: scheduler.sampling.plan.kind() }));
+            scheduler.observe_warmup_loss(&loss);
+            for f in 1..=5u32 {
+                let order = scheduler.order(f + 1, &mut rng(f + 1)).unwrap();
+                // m = 5; pool P_f = 5 + 15 (f - 1) / 4 -> 5, 8, 12, 16, 20.
+                let pool = [5, 8, 12, 16, 20][f as usize - 1];
+                let ranks: Vec<usize> = order.iter().map(|&i| if easy_first { rank_of(i) } else { n - 1 - rank_of(i) }).collect();
+                assert_eq!(ranks.len(), 5);
+                assert!(ranks.iter().all(|&r| r < pool), "epoch {f}: ranks {ranks:?} outside the pool of {pool}");
+                assert!(ranks.windows(2).all(|w| w[0] < w[1]), "epoch {f}: shown in order: {ranks:?}");
+                if f == 1 {
+                    assert_eq!(ranks, vec![0, 1, 2, 3, 4], "the first epoch shows the {} five", if easy_first { "easiest" } else { "hardest" });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn spaced_repetition_reviews_short_decay_constants_more_often() {
+        // tau: samples 0-1 forget fast (1), 2-5 slowly (8), 6 has none (gets the median, 8).
+        let tau = vec![Some(1.0), Some(1.0), Some(8.0), Some(8.0), Some(8.0), Some(8.0), None];
+        let sampling = sampling(2.0 / 7.0, Plan::SpacedRepetition { source_run: 4 });
+        assert_eq!(Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(), ScheduleError::MissingSource { kind: "spaced_repetition", run: 4 });
+        let mut scheduler = Scheduler::new(&sampling, 7, 11, 0, 8, Some(tau)).unwrap();
+        assert_eq!(scheduler.tau[6], 8.0);
+        let mut shown = [0u32; 7];
+        for f in 1..=8 {
+            let order = scheduler.order(f, &mut rng(f)).unwrap();
+            if f == 1 {
+                // Every age is 1: retention exp(-1/tau) is lowest for tau = 1.
+                assert_eq!(order.iter().copied().collect::<BTreeSet<_>>(), BTreeSet::from([0, 1]));
+            }
+            for &i in &order {
+                shown[i] += 1;
+            }
+            scheduler.observe(f, &order, &[1; 7], &[0.1; 7], 0.9);
+        }
+        // Epoch f: 0 and 1 have age 1 (retention exp(-1) = 0.37), the others age f
+        // (exp(-f/8), above 0.37 until f = 8, where all seven tie and a draw decides).
+        assert!(shown[0] >= 7 && shown[1] >= 7, "{shown:?}");
+        assert!(shown[2..].iter().all(|&c| c <= 1), "{shown:?}");
+        assert_eq!(shown.iter().sum::<u32>(), 16);
+    }
+
+    #[test]
+    fn leitner_decks_are_reviewed_every_two_to_the_k_epochs() {
+        for deck in 0..4u8 {
+            let due: Vec<u32> = (1..=16).filter(|&f| leitner_due(deck, f)).collect();
+            let period = 1u32 << deck;
+            assert_eq!(due, (1..=16 / period).map(|k| k * period).collect::<Vec<_>>(), "deck {deck}");
+        }
+        // Decks of 8 samples; 4 shown per epoch.
+        let mut scheduler = Scheduler::new(&sampling(0.5, Plan::Leitner { decks: 4 }), 8, 11, 0, 8, None).unwrap();
+        scheduler.state.decks = vec![2, 2, 1, 1, 0, 0, 3, 1];
+        // Epoch 1: only deck 0 is due (4, 5); the other two places go to the lowest deck not
+        // due (deck 1: two of 2, 3, 7).
+        let first: BTreeSet<usize> = scheduler.order(1, &mut rng(1)).unwrap().into_iter().collect();
+        assert!(first.is_superset(&BTreeSet::from([4, 5])) && first.iter().filter(|i| [2, 3, 7].contains(i)).count() == 2, "{first:?}");
+        // Epoch 4: decks 0, 1 and 2 are due (7 samples), deck 3 is not; lower decks first:
+        // 4 and 5, then two of 2, 3 and 7.
+        let fourth: BTreeSet<usize> = scheduler.order(4, &mut rng(4)).unwrap().into_iter().collect();
+        assert!(fourth.is_superset(&BTreeSet::from([4, 5])) && fourth.iter().filter(|i| [2, 3, 7].contains(i)).count() == 2, "{fourth:?}");
+        // Decks 2 (samples 0, 1, 6, 7) and 3 (the rest): in epoch 8 both are due and deck 2
+        // comes first; in epoch 4 only deck 2 is due.
+        scheduler.state.decks = vec![2, 2, 3, 3, 3, 3, 2, 2];
+        for f in [4, 8] {
+            let shown: BTreeSet<usize> = scheduler.order(f, &mut rng(f)).unwrap().into_iter().collect();
+            assert_eq!(shown, BTreeSet::from([0, 1, 6, 7]), "epoch {f}");
+        }
+    }
+
+    #[test]
+    fn leitner_promotes_on_correct_and_demotes_on_error() {
+        // Three decks (0, 1, 2), every sample shown every epoch (budget 1).
+        let mut scheduler = Scheduler::new(&sampling(1.0, Plan::Leitner { decks: 3 }), 4, 11, 0, 4, None).unwrap();
+        let all = [0, 1, 2, 3];
+        // Rows are epochs, columns samples: 0 always right; 1 right, right, wrong; 2 always
+        // wrong; 3 right, wrong, right.
+        let correct = [[1, 1, 0, 1], [1, 1, 0, 0], [1, 0, 0, 1]];
+        let expected = [[1, 1, 0, 1], [2, 2, 0, 0], [2, 1, 0, 1]];
+        for (f, (correct, decks)) in correct.iter().zip(expected).enumerate() {
+            scheduler.observe(f as u32 + 1, &all, correct, &[0.5; 4], 0.5);
+            assert_eq!(scheduler.state.decks, decks, "after epoch {}", f + 1);
+        }
+        // A sample not shown keeps its deck whatever its record says.
+        scheduler.observe(4, &[0], &[0, 0, 0, 0], &[0.5; 4], 0.5);
+        assert_eq!(scheduler.state.decks, [1, 1, 0, 1]);
+        assert_eq!(scheduler.state.last_shown, [4, 3, 3, 3]);
+    }
+
+    #[test]
+    fn rbf_delays_match_a_worked_example() {
+        // Gaussian kernel: recall exp(-tau x^2), x = d t / s; the longest delay with recall
+        // >= nu is t = floor(s sqrt(ln(1/nu) / tau) / d).
+        //
+        // nu = 0.5, tau = ln 2: sqrt(ln 2 / ln 2) = 1, so t = floor(s / d). With s = 0.8:
+        //   d = 0.3:  0.8 / 0.3  = 2.67 -> 2
+        //   d = 0.15: 0.8 / 0.15 = 5.33 -> 5
+        //   d = 0.05: 0.8 / 0.05 = 16   -> 10 (capped at the 10 fine-tuning epochs)
+        //   d = 2.0:  0.8 / 2.0  = 0.4  -> 1 (a sample always waits at least one epoch)
+        //   d = 0:    no forgetting predicted -> 10
+        let ln2 = std::f64::consts::LN_2;
+        for (d, t) in [(0.3, 2), (0.15, 5), (0.05, 10), (2.0, 1), (0.0, 10)] {
+            assert_eq!(rbf_delay(d, 0.8, ln2, 0.5, 10), t, "d = {d}");
+        }
+        // nu = 0.9, tau = 0.1: sqrt(ln(1/0.9) / 0.1) = sqrt(1.0536) = 1.02645. With s = 0.9:
+        //   d = 0.3: 0.9 * 1.02645 / 0.3 = 3.079 -> 3; recall at t = 3: x = 0.3 * 3 / 0.9 = 1,
+        //     exp(-0.1) = 0.905 >= 0.9; at t = 4: x = 4/3, exp(-0.1 * 16/9) = 0.837 < 0.9.
+        //   d = 0.1: 0.9 * 1.02645 / 0.1 = 9.238 -> 9.
+        assert_eq!(rbf_delay(0.3, 0.9, 0.1, 0.9, 20), 3);
+        assert!((rbf_recall(rbf_x(0.3, 3.0, 0.9), 0.1) - 0.904_837).abs() < 1e-6);
+        assert!((rbf_recall(rbf_x(0.3, 4.0, 0.9), 0.1) - 0.837_129).abs() < 1e-6);
+        assert_eq!(rbf_delay(0.1, 0.9, 0.1, 0.9, 20), 9);
+    }
+
+    #[test]
+    fn rbf_fits_its_kernel_and_reviews_the_most_overdue_first() {
+        // Recall exactly as the kernel predicts with tau = 0.37: the fit finds it.
+        let xs = [0.2, 0.5, 1.0, 1.5, 2.0, 3.0];
+        let recalled: Vec<f64> = xs.iter().map(|&x| rbf_recall(x, 0.37)).collect();
+        let tau = fit_rbf_tau(&xs, &recalled).unwrap();
+        assert!((tau - 0.37).abs() < 1e-6, "{tau}");
+        assert_eq!(fit_rbf_tau(&[], &[]), None);
+
+        // Six samples, three shown per epoch. All start due at epoch 1.
+        let mut scheduler = Scheduler::new(&sampling(0.5, Plan::Rbf { nu: 0.5 }), 6, 11, 0, 10, None).unwrap();
+        let first = scheduler.order(1, &mut rng(1)).unwrap();
+        assert_eq!(first.len(), 3);
+        let loss = [0.05f32, 2.0, 0.3, 0.05, 2.0, 0.3];
+        scheduler.observe(1, &first, &[1, 0, 1, 1, 0, 1], &loss, 0.8);
+        let tau = scheduler.state.rbf_tau.unwrap();
+        for i in 0..6 {
+            if first.contains(&i) {
+                assert_eq!(scheduler.state.due[i], 1 + rbf_delay(f64::from(loss[i]), 0.8, tau, 0.5, 10), "sample {i}");
+                assert_eq!(scheduler.state.last_shown[i], 1);
+            } else {
+                assert_eq!(scheduler.state.due[i], 1, "not reviewed: still due");
+            }
+        }
+        // Epoch 2: the three never shown are the most overdue (due 1), shown next.
+        let second: BTreeSet<usize> = scheduler.order(2, &mut rng(2)).unwrap().into_iter().collect();
+        assert_eq!(second, (0..6).filter(|i| !first.contains(i)).collect());
+    }
+
+    #[test]
+    fn pruning_keeps_the_top_or_bottom_fraction_every_epoch() {
+        // Scores of 10 samples; sample 8 has none. Budget 0.3 keeps 3.
+        let scores = vec![Some(4.0), Some(9.0), Some(1.0), Some(7.0), Some(0.0), Some(8.0), Some(2.0), Some(3.0), None, Some(5.0)];
+        let prune = |keep| sampling(0.3, Plan::Prune { source_run: 2, score: SampleScore::ForgettingEvents, keep });
+        let top = Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(scores.clone())).unwrap();
+        let bottom = Scheduler::new(&prune(Keep::Bottom), 10, 11, 0, 4, Some(scores.clone())).unwrap();
+        for f in 1..=4 {
+            let kept: BTreeSet<usize> = top.order(f, &mut rng(f)).unwrap().into_iter().collect();
+            assert_eq!(kept, BTreeSet::from([1, 3, 5]), "scores 9, 7, 8");
+            let kept: BTreeSet<usize> = bottom.order(f, &mut rng(f)).unwrap().into_iter().collect();
+            assert_eq!(kept, BTreeSet::from([2, 4, 6]), "scores 1, 0, 2");
+        }
+        // Ties at the cut: a seeded draw, the same in every epoch and every rerun.
+        let tied = vec![Some(1.0); 10];
+        let a = Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(tied.clone())).unwrap();
+        let b = Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(tied)).unwrap();
+        assert_eq!(a.kept, b.kept);
+        assert_eq!(a.kept.len(), 3);
+        // Missing scores are kept only when nothing else is left.
+        let mostly_missing = vec![None, Some(1.0), None, None, Some(2.0), None, None, None, None, None];
+        let c = Scheduler::new(&prune(Keep::Bottom), 10, 11, 0, 4, Some(mostly_missing)).unwrap();
+        assert!(c.kept.contains(&1) && c.kept.contains(&4));
+        assert_eq!(Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(vec![None; 9])).unwrap_err(), ScheduleError::SourceLength { got: 9, n: 10 });
+    }
+
+    #[test]
+    fn shown_bits_mark_the_shown_samples() {
+        assert_eq!(shown_bits(10, &[9, 0, 3]), vec![0b0000_1001, 0b0000_0010]);
+        let state = State { last_shown: vec![1, 2], decks: vec![0, 1], due: vec![3, 4], warmup_loss: Some(vec![0.5, 1.5]), rbf_tau: Some(0.2) };
+        let back: State = serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+        assert_eq!(back, state);
+        let mut scheduler = Scheduler::new(&Sampling::default(), 3, 0, 0, 1, None).unwrap();
+        assert_eq!(scheduler.restore(state), Err(ScheduleError::StateLength { got: 2, n: 3 }));
+    }
+}
