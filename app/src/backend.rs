@@ -10,6 +10,11 @@ pub trait Backend: Send + Sync + 'static {
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure>;
     async fn launch(&self, request: RunRequest) -> Result<Launched, Failure>;
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure>;
+    async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure>;
+    async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure>;
+    async fn launch_study(&self, request: protocol::study::StudyRequest) -> Result<protocol::study::StudyLaunched, Failure>;
+    /// Cancels the study's unfinished runs; how many.
+    async fn cancel_study(&self, id: i64) -> Result<u64, Failure>;
     /// The run's data map, binned.
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure>;
     async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure>;

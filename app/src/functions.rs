@@ -25,6 +25,64 @@ pub async fn list_runs(query: RunQuery) -> Result<protocol::RunList, ServerFnErr
 }
 
 #[server(prefix = "/sf")]
+pub async fn list_studies() -> Result<Vec<protocol::study::StudySummary>, ServerFnError> {
+    backend()?.studies().await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn get_study(id: i64) -> Result<protocol::study::StudyDetail, ServerFnError> {
+    backend()?.study(id).await.map_err(failed)
+}
+
+#[server(prefix = "/sf")]
+pub async fn cancel_study(id: i64) -> Result<u64, ServerFnError> {
+    backend()?.cancel_study(id).await.map_err(failed)
+}
+
+/// The study form: lists as comma-separated text; empty fields take the preset's values.
+#[allow(clippy::too_many_arguments)]
+#[server(prefix = "/sf")]
+pub async fn launch_study(
+    preset: String,
+    name: String,
+    dataset: String,
+    archs: String,
+    seeds: String,
+    arms: String,
+    budget: String,
+    train_subset: String,
+    val_subset: String,
+    image_size: String,
+    warmup_epochs: String,
+    epochs: String,
+    batch_size: String,
+    lr: String,
+    device: String,
+) -> Result<LaunchOutcome, ServerFnError> {
+    use serde_json::{json, Map, Value};
+    let text = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
+    let mut base = Map::new();
+    for (key, value) in [("dataset", &dataset), ("train_subset", &train_subset), ("val_subset", &val_subset), ("image_size", &image_size),
+        ("warmup_epochs", &warmup_epochs), ("epochs", &epochs), ("batch_size", &batch_size), ("lr", &lr), ("device", &device)] {
+        if let Some(v) = text(value) {
+            base.insert(key.into(), v);
+        }
+    }
+    // Every arm but `full` trains on `budget` of the samples each epoch.
+    let budget = text(&budget).unwrap_or(json!("1"));
+    let arms: Option<Value> = text(&arms).map(|list| {
+        Value::Array(list.as_str().unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty())
+            .map(|kind| if kind == "full" { json!("full") } else { json!({"kind": kind, "budget": budget.clone()}) }).collect())
+    });
+    let request = protocol::study::StudyRequest { preset: text(&preset), name: text(&name), base: Some(Value::Object(base)), archs: text(&archs), seeds: text(&seeds), arms };
+    match backend()?.launch_study(request).await {
+        Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
+        Err(failure) if failure.status < 500 => Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors }),
+        Err(failure) => Err(failed(failure)),
+    }
+}
+
+#[server(prefix = "/sf")]
 pub async fn get_data_map(run_id: i64) -> Result<protocol::DataMap, ServerFnError> {
     backend()?.data_map(run_id).await.map_err(failed)
 }

@@ -20,6 +20,7 @@ use leptos_router::{path, SsrMode};
 
 use pages::compare::ComparePage;
 use pages::samples::{SampleBrowser, SampleDetail};
+use pages::studies::{StudiesPage, StudyPage};
 use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
 
 /// The HTML document around the app, rendered on the server.
@@ -53,6 +54,7 @@ pub fn App() -> impl IntoView {
                     <A href="/">"Runs"</A>
                     <A href="/launch">"Launch"</A>
                     <A href="/jobs">"Jobs"</A>
+                    <A href="/studies">"Studies"</A>
                     <A href="/compare">"Compare"</A>
                 </nav>
             </header>
@@ -66,6 +68,8 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/runs/:id/samples") view=SampleBrowser ssr=SsrMode::Async />
                     <Route path=path!("/runs/:id/samples/:key") view=SampleDetail ssr=SsrMode::Async />
                     <Route path=path!("/compare") view=ComparePage ssr=SsrMode::Async />
+                    <Route path=path!("/studies") view=StudiesPage ssr=SsrMode::Async />
+                    <Route path=path!("/studies/:id") view=StudyPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

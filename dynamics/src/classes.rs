@@ -64,6 +64,32 @@ pub fn upper_triangle(matrix: &[Vec<f64>]) -> Vec<f64> {
     (0..matrix.len()).flat_map(|i| (i + 1..matrix.len()).map(move |j| matrix[i][j])).collect()
 }
 
+/// Accuracy of a `[true][predicted]` confusion matrix: the diagonal's share.
+pub fn accuracy(confusion: &[Vec<u32>]) -> Option<f64> {
+    let total: u64 = confusion.iter().flatten().map(|&n| u64::from(n)).sum();
+    let right: u64 = confusion.iter().enumerate().map(|(c, row)| u64::from(row.get(c).copied().unwrap_or(0))).sum();
+    (total > 0).then(|| right as f64 / total as f64)
+}
+
+/// Macro-averaged F1 of a `[true][predicted]` confusion matrix, as scikit-learn's
+/// `f1_score(average="macro", zero_division=0)`: the mean over the classes that occur (as a
+/// true or a predicted label) of `2 P R / (P + R)`, 0 where the class was never predicted
+/// right.
+pub fn macro_f1(confusion: &[Vec<u32>]) -> Option<f64> {
+    let k = confusion.len();
+    let column = |c: usize| confusion.iter().map(|row| u64::from(row.get(c).copied().unwrap_or(0))).sum::<u64>();
+    let scores: Vec<f64> = (0..k)
+        .filter_map(|c| {
+            let (tp, actual, predicted) = (u64::from(confusion[c].get(c).copied().unwrap_or(0)), confusion[c].iter().map(|&n| u64::from(n)).sum::<u64>(), column(c));
+            if actual == 0 && predicted == 0 {
+                return None;
+            }
+            Some(if tp == 0 { 0.0 } else { 2.0 * tp as f64 / (actual + predicted) as f64 })
+        })
+        .collect();
+    (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +114,16 @@ mod tests {
         assert!((e[0][1] - 1.0 / 2f64.sqrt()).abs() < 1e-12);
         assert_eq!(e[2][0], 0.0);
         assert_eq!(upper_triangle(&e), vec![e[0][1], e[0][2], e[1][2]]);
+    }
+
+    #[test]
+    fn macro_f1_matches_scikit_learn() {
+        // y_true = [0,0,0,1,1,2], y_pred = [0,0,1,1,2,2]: f1_score(average="macro") = 0.7111...
+        let confusion = vec![vec![2, 1, 0], vec![0, 1, 1], vec![0, 0, 1]];
+        assert!((macro_f1(&confusion).unwrap() - (0.8 + 0.5 + 2.0 / 3.0) / 3.0).abs() < 1e-15);
+        assert!((accuracy(&confusion).unwrap() - 4.0 / 6.0).abs() < 1e-15);
+        // A class never predicted scores 0; one that never occurs is left out.
+        assert_eq!(macro_f1(&[vec![1, 0, 0], vec![1, 0, 0], vec![0, 0, 0]]), Some((2.0 / 3.0 + 0.0) / 2.0));
+        assert_eq!(macro_f1(&[]), None);
     }
 }

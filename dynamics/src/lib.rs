@@ -19,5 +19,5 @@ pub use cartography::Cartography;
 pub use events::{ForgettingEvents, NeverLearnedPolicy};
 pub use decay::{fit_lag_retention, fit_p_true, Decay, DecayFit, DecaySummary, Exclusion};
 pub use overlap::{chance_jaccard, jaccard, jaccard_curve, top_set, TopSet};
-pub use stats::{average_ranks, kendall_tau_b, pearson, spearman, spearman_brown, Correlation};
+pub use stats::{average_ranks, kendall_tau_b, mean_interval, pearson, spearman, spearman_brown, Correlation, MeanInterval};
 pub use summary::{summarize_samples, SampleSummary, TraceColumns};

@@ -197,6 +197,32 @@ pub fn spearman_brown(r: f64, k: f64) -> f64 {
     k * r / (1.0 + (k - 1.0) * r)
 }
 
+/// A mean with its two-sided confidence interval from Student's t (as
+/// `scipy.stats.t.interval(level, n - 1, mean, sem)`): `mean +- t_{(1+level)/2, n-1} s / sqrt(n)`
+/// with `s` the sample standard deviation. The study report's interval over seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MeanInterval {
+    pub mean: f64,
+    /// Half the interval's width; NaN with a single value.
+    pub half_width: f64,
+    pub n: usize,
+}
+
+/// `None` for no values; a single value has a mean and no interval (NaN half-width).
+pub fn mean_interval(values: &[f64], level: f64) -> Option<MeanInterval> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    if n == 1 {
+        return Some(MeanInterval { mean, half_width: f64::NAN, n });
+    }
+    let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64).ok()?.inverse_cdf((1.0 + level) / 2.0);
+    Some(MeanInterval { mean, half_width: t * (variance / n as f64).sqrt(), n })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +261,16 @@ mod tests {
         assert!((c.r - 1.0).abs() < 1e-12 && c.p_value.unwrap() < 1e-12, "{c:?}");
         assert!(spearman(&x, &[5.0, 5.0, 5.0, 5.0]).p_value.is_none(), "a constant input has no correlation");
         assert_eq!(spearman_brown(0.5, 3.0), 0.75);
+    }
+
+    #[test]
+    fn mean_intervals_use_students_t() {
+        // scipy.stats.t.interval(0.95, 2, loc=2, scale=stats.sem([1, 2, 3])) = (-0.48413771175033, 4.48413771175033)
+        let m = mean_interval(&[1.0, 2.0, 3.0], 0.95).unwrap();
+        assert_eq!(m.mean, 2.0);
+        assert!((m.half_width - 2.484_137_711_750_33).abs() < 1e-9, "{m:?}");
+        assert!(mean_interval(&[4.0], 0.95).unwrap().half_width.is_nan());
+        assert!(mean_interval(&[], 0.95).is_none());
     }
 
     proptest! {

@@ -12,6 +12,7 @@
 pub mod pack;
 pub mod sampling;
 pub mod spec;
+pub mod study;
 pub mod views;
 pub mod worker;
 

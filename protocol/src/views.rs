@@ -387,6 +387,8 @@ pub struct RunQuery {
     pub owner: Option<String>,
     /// Runs carrying this tag.
     pub tag: Option<String>,
+    /// Runs of this study.
+    pub study: Option<i64>,
     /// Runs created on or after this day, `YYYY-MM-DD` (UTC).
     pub created_from: Option<String>,
     /// Runs created on or before this day, `YYYY-MM-DD` (UTC).

@@ -15,4 +15,5 @@ pub mod records;
 pub mod registry;
 pub mod routes;
 pub mod service;
+pub mod studies;
 pub mod startup;

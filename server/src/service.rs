@@ -89,6 +89,11 @@ impl Service {
     }
 
     pub async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
+        self.launch_in_study(request, None).await
+    }
+
+    /// Launches a run, as one of a study's grid (study id, arm) when given.
+    pub async fn launch_in_study(&self, request: RunRequest, study: Option<(i64, usize)>) -> Result<Launched, Failure> {
         let datasets = self.registry.list().await?;
         let not_queued = |errors: protocol::FieldErrors| {
             let count = errors.0.len();
@@ -123,13 +128,15 @@ impl Service {
             }
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs, owner) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")
+        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs, owner, study_id, study_arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
             .bind(serde_json::to_string(&spec).map_err(internal)?)
             .bind(&spec.dataset)
             .bind(spec.arch.as_str())
             .bind(spec.seed as i64)
             .bind(spec.total_epochs())
             .bind(&owner)
+            .bind(study.map(|s| s.0))
+            .bind(study.map(|s| s.1 as i64))
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
@@ -220,11 +227,12 @@ impl Service {
         let order = sort_clause(query.sort.as_deref(), |name| RUN_SORTS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c), "r.id DESC")?;
         let limit = query.limit.unwrap_or(100).min(1000);
         let offset = query.offset.unwrap_or(0);
-        // ?1 status, ?2 dataset, ?3 arch, ?4 owner, ?5 tag, ?6 from, ?7 to (inclusive day).
+        // ?1 status, ?2 dataset, ?3 arch, ?4 owner, ?5 tag, ?6 from, ?7 to (inclusive day), ?10 study.
         let filters = "WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
                  AND (?4 IS NULL OR r.owner = ?4)
                  AND (?5 IS NULL OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?5))
-                 AND (?6 IS NULL OR r.created_at >= ?6) AND (?7 IS NULL OR r.created_at < date(?7, '+1 day'))";
+                 AND (?6 IS NULL OR r.created_at >= ?6) AND (?7 IS NULL OR r.created_at < date(?7, '+1 day'))
+                 AND (?10 IS NULL OR r.study_id = ?10)";
         let bind = |sql| {
             sqlx::query(sql)
                 .bind(&query.status)
@@ -236,7 +244,7 @@ impl Service {
                 .bind(&query.created_to)
         };
         let count_sql = format!("SELECT COUNT(*) FROM runs r JOIN jobs j ON j.run_id = r.id {filters}");
-        let total: i64 = bind(&count_sql).fetch_one(&self.pool).await.map_err(internal)?.get(0);
+        let total: i64 = bind(&count_sql).bind(limit).bind(offset).bind(query.study).fetch_one(&self.pool).await.map_err(internal)?.get(0);
         let sql = format!(
             "SELECT {RUN_COLUMNS},
                 (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy,
@@ -244,7 +252,7 @@ impl Service {
              FROM runs r JOIN jobs j ON j.run_id = r.id {filters}
              ORDER BY {order}, r.id DESC LIMIT ?8 OFFSET ?9"
         );
-        let rows = bind(&sql).bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(internal)?;
+        let rows = bind(&sql).bind(limit).bind(offset).bind(query.study).fetch_all(&self.pool).await.map_err(internal)?;
         let runs = rows
             .iter()
             .map(|row| {
@@ -458,6 +466,22 @@ impl app::backend::Backend for Site {
     }
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure> {
         self.service.runs(query).await
+    }
+    async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure> {
+        self.service.studies().await
+    }
+    async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure> {
+        self.service.study(id).await
+    }
+    async fn launch_study(&self, request: protocol::study::StudyRequest) -> Result<protocol::study::StudyLaunched, Failure> {
+        self.service.launch_study(request).await
+    }
+    async fn cancel_study(&self, id: i64) -> Result<u64, Failure> {
+        let runs = self.service.study_active_runs(id).await?;
+        for run in &runs {
+            self.queue.cancel(*run).await?;
+        }
+        Ok(runs.len() as u64)
     }
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure> {
         crate::analysis::data_map(&self.service.pool, run_id).await

@@ -6,6 +6,7 @@ pub mod launch;
 pub mod run;
 pub mod runs;
 pub mod samples;
+pub mod studies;
 
 use leptos::prelude::*;
 

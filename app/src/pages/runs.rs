@@ -14,7 +14,7 @@ use crate::functions::{list_datasets, list_runs};
 const PAGE: u32 = 50;
 
 /// The URL parameters the table keeps: its filters, then its sort.
-const FILTERS: [&str; 7] = ["dataset", "arch", "status", "owner", "tag", "created_from", "created_to"];
+const FILTERS: [&str; 8] = ["dataset", "arch", "status", "owner", "tag", "study", "created_from", "created_to"];
 
 #[component]
 pub fn RunsPage() -> impl IntoView {
@@ -26,6 +26,7 @@ pub fn RunsPage() -> impl IntoView {
         status: Some(param("status")),
         owner: Some(param("owner")),
         tag: Some(param("tag")),
+        study: param("study").parse().ok(),
         created_from: Some(param("created_from")),
         created_to: Some(param("created_to")),
         sort: Some(param("sort")),

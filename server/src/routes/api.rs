@@ -68,6 +68,40 @@ pub async fn list_runs(State(state): State<AppState>, QueryParams(query): QueryP
     Ok(([("x-total-count", list.total.to_string())], Json::<Vec<RunSummary>>(list.runs)))
 }
 
+pub async fn list_studies(State(state): State<AppState>) -> ApiResult<Json<Vec<protocol::study::StudySummary>>> {
+    Ok(Json(state.service.studies().await?))
+}
+
+/// `POST /studies`: the grid expanded, every run checked, then all queued (201).
+pub async fn launch_study(State(state): State<AppState>, JsonBody(request): JsonBody<protocol::study::StudyRequest>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(state.service.launch_study(request).await?)))
+}
+
+pub async fn get_study(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::study::StudyDetail>> {
+    Ok(Json(state.service.study(parse_id("study", &id)?).await?))
+}
+
+/// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.
+pub async fn cancel_study(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id("study", &id)?;
+    let runs = state.service.study_active_runs(id).await?;
+    for run in &runs {
+        state.queue.cancel(*run).await?;
+    }
+    Ok(Json(serde_json::json!({ "id": id, "cancelled": runs })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoreSeeds {
+    seeds: Vec<u64>,
+}
+
+/// `POST /studies/{id}/seeds` `{"seeds": [4]}`: every architecture and arm for the new seeds.
+pub async fn extend_study(State(state): State<AppState>, Path(id): Path<String>, JsonBody(body): JsonBody<MoreSeeds>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(state.service.extend_study(parse_id("study", &id)?, body.seeds).await?)))
+}
+
 /// `GET /runs/{id}/datamap`: the data map, binned.
 pub async fn data_map(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::DataMap>> {
     Ok(Json(analysis::data_map(&state.service.pool, parse_id("run", &id)?).await?))

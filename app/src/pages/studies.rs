@@ -1,0 +1,275 @@
+//! `/studies`: every study and the form that launches one (from a preset or field by field);
+//! `/studies/{id}`: a study's grid of runs filling live, and its report: the findings in the
+//! form of DESIGN.md's study, beside the paper's numbers, and the training-schedule arms.
+
+use std::collections::HashSet;
+
+use leptos::prelude::*;
+use leptos_meta::Title;
+use leptos_router::hooks::{use_navigate, use_params_map};
+use protocol::study::{presets, Interval, StudyDetail};
+use protocol::{LaunchOutcome, Progress, RunStatus};
+
+use crate::components::live::subscribe;
+use crate::components::{number, percent, StatusBadge};
+use crate::functions::{get_study, list_datasets, list_studies, CancelStudy, LaunchStudy};
+
+/// `0.8123 ± 0.0412 (n = 3)`, as a percentage when `as_percent`.
+fn interval_text(interval: Option<Interval>, as_percent: bool) -> String {
+    let Some(i) = interval else { return "–".into() };
+    let show = |v: f64| if as_percent { percent(v) } else { format!("{v:.4}") };
+    match i.half_width {
+        Some(h) => format!("{} ± {} (n = {})", show(i.mean), if as_percent { format!("{:.1} pts", h * 100.0) } else { format!("{h:.4}") }, i.n),
+        None => format!("{} (n = {})", show(i.mean), i.n),
+    }
+}
+
+#[component]
+pub fn StudiesPage() -> impl IntoView {
+    let studies = Resource::new(|| (), |_| list_studies());
+    let datasets = Resource::new(|| (), |_| list_datasets());
+    let launch = ServerAction::<LaunchStudy>::new();
+    let outcome = launch.value();
+    let navigate = use_navigate();
+    Effect::new(move |_| {
+        if let Some(Ok(LaunchOutcome { run_id: Some(id), .. })) = outcome.get() {
+            navigate(&format!("/studies/{id}"), Default::default());
+        }
+    });
+    // A field's message: its own, or its entries' (`arms[1]` under `arms`).
+    let error = move |field: &'static str| {
+        move || {
+            outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.0.iter().find(|(k, _)| k.as_str() == field || k.starts_with(&format!("{field}["))).map(|(_, m)| m.clone()))
+        }
+    };
+    view! {
+        <Title text="Studies" />
+        <h1>"Studies"</h1>
+        <p class="lede">"A study is a grid of runs — architectures × seeds × training schedules on one dataset — launched together and reported as one."</p>
+        <Suspense fallback=|| view! { <p class="loading">"Loading studies…"</p> }>
+            {move || Suspend::new(async move {
+                match studies.await {
+                    Err(error) => super::load_error("the studies", error),
+                    Ok(list) if list.is_empty() => view! { <p class="empty">"No study yet: launch one below."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="data studies-table">
+                            <thead><tr><th>"Study"</th><th>"Name"</th><th class="num">"Runs"</th><th class="num">"Succeeded"</th><th class="num">"Queued or running"</th><th class="num">"Failed or cancelled"</th><th>"Created"</th></tr></thead>
+                            <tbody>{list.into_iter().map(|s| view! {
+                                <tr data-study=s.id>
+                                    <td><a href=format!("/studies/{}", s.id)>{format!("#{}", s.id)}</a></td><td>{s.name}</td>
+                                    <td class="num">{s.runs}</td><td class="num">{s.succeeded}</td><td class="num">{s.active}</td><td class="num">{s.failed}</td>
+                                    <td class="muted">{s.created_at}</td>
+                                </tr>
+                            }).collect_view()}</tbody>
+                        </table>
+                    }.into_any(),
+                }
+            })}
+        </Suspense>
+        <h2 class="section">"Launch a study"</h2>
+        <ActionForm action=launch attr:class="launch-form study-form">
+            <fieldset>
+                <legend>"Grid"</legend>
+                <label class="field"><span class="field-label">"Preset"</span>
+                    <select name="preset">
+                        <option value="">"none: fill every field"</option>
+                        {presets().into_iter().map(|(name, about, _)| view! { <option value=name title=about>{name}</option> }).collect_view()}
+                    </select>
+                    <span class="hint">"Fields left empty take the preset's values."</span>
+                </label>
+                <StudyField label="Name" name="name" hint="empty: the preset's name" error=error("name") />
+                <label class="field"><span class="field-label">"Dataset"</span>
+                    <select name="dataset">
+                        <option value="">"the preset's"</option>
+                        <Suspense>{move || Suspend::new(async move {
+                            datasets.await.unwrap_or_default().into_iter().map(|d| view! { <option value=d.name.clone()>{d.name.clone()}</option> }).collect_view()
+                        })}</Suspense>
+                    </select>
+                    <span class="field-error" data-field="base.dataset">{error("base.dataset")}</span>
+                </label>
+                <StudyField label="Architectures" name="archs" hint="comma-separated: resnet18, deit_small, small_cnn" error=error("archs") />
+                <StudyField label="Seeds" name="seeds" hint="comma-separated, e.g. 1,2,3" error=error("seeds") />
+                <StudyField label="Arms" name="arms" value="full" hint="schedules, comma-separated: full, random, easy_to_hard, hard_to_easy, leitner, rbf" error=error("arms") />
+                <StudyField label="Budget" name="budget" value="0.5" hint="share of the training set each epoch, for every arm but full" error=error("budget") />
+            </fieldset>
+            <fieldset>
+                <legend>"Shared settings"</legend>
+                <StudyField label="Training subset" name="train_subset" hint="samples" error=error("base.train_subset") />
+                <StudyField label="Validation subset" name="val_subset" error=error("base.val_subset") />
+                <StudyField label="Image size" name="image_size" error=error("base.image_size") />
+                <StudyField label="Head-warmup epochs" name="warmup_epochs" error=error("base.warmup_epochs") />
+                <StudyField label="Epochs" name="epochs" hint="fine-tuning" error=error("base.epochs") />
+                <StudyField label="Batch size" name="batch_size" error=error("base.batch_size") />
+                <StudyField label="Learning rate" name="lr" error=error("base.lr") />
+                <StudyField label="Device" name="device" hint="auto, cpu or cuda" error=error("base.device") />
+            </fieldset>
+            <div class="form-actions">
+                <button type="submit" class="button primary" disabled=move || launch.pending().get()>
+                    {move || if launch.pending().get() { "Launching…" } else { "Launch the study" }}
+                </button>
+                {move || outcome.get().map(|result| match result {
+                    Ok(LaunchOutcome { run_id: Some(id), .. }) => view! { <p class="notice" role="status">{format!("Study #{id} queued.")}</p> }.into_any(),
+                    Ok(LaunchOutcome { message, errors, .. }) => view! {
+                        <div class="error" role="alert">
+                            <p>{message.unwrap_or_else(|| "The study was not queued.".into())}</p>
+                            <ul>{errors.0.into_iter().map(|(field, message)| view! { <li><code>{field}</code>": "{message}</li> }).collect_view()}</ul>
+                        </div>
+                    }.into_any(),
+                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                })}
+            </div>
+        </ActionForm>
+    }
+}
+
+#[component]
+fn StudyField(
+    label: &'static str,
+    name: &'static str,
+    #[prop(optional)] value: &'static str,
+    #[prop(optional)] hint: &'static str,
+    error: impl Fn() -> Option<String> + Send + Sync + 'static,
+) -> impl IntoView {
+    view! {
+        <label class="field">
+            <span class="field-label">{label}</span>
+            <input type="text" name=name value=value autocomplete="off" />
+            <span class="hint">{hint}</span>
+            <span class="field-error" data-field=name>{error}</span>
+        </label>
+    }
+}
+
+#[component]
+pub fn StudyPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
+    let reloads = RwSignal::new(0u32);
+    let study = Resource::new(move || (id.get(), reloads.get()), |(id, _)| get_study(id));
+    let cancel = ServerAction::<CancelStudy>::new();
+    Effect::new(move |_| {
+        if cancel.value().get().is_some() {
+            reloads.update(|n| *n += 1);
+        }
+    });
+    // A run of this study changing status redraws the grid and the report.
+    subscribe("/api/v1/events", move |progress: Progress| {
+        let known = study.get_untracked().and_then(|s| s.ok()).and_then(|s| s.runs.iter().find(|r| r.run.id == progress.run_id).map(|r| r.run.status));
+        if known.is_some_and(|status| status != progress.status) {
+            reloads.update(|n| *n += 1);
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the study…"</p> }>
+            {move || Suspend::new(async move {
+                match study.await {
+                    Err(error) => super::load_error("this study", error),
+                    Ok(detail) => view! { <StudyView detail cancel /> }.into_any(),
+                }
+            })}
+        </Transition>
+    }
+}
+
+#[component]
+fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl IntoView {
+    let total = detail.runs.len();
+    let succeeded = detail.runs.iter().filter(|r| r.run.status == RunStatus::Succeeded).count();
+    let active = detail.runs.iter().filter(|r| !r.run.status.is_finished()).count();
+    let archs: Vec<String> = detail.archs.iter().cloned().collect::<HashSet<_>>().into_iter().collect::<Vec<_>>();
+    let mut archs = archs;
+    archs.sort_by_key(|a| detail.archs.iter().position(|b| b == a));
+    let id = detail.id;
+    view! {
+        <Title text=format!("Study #{id}") />
+        <div class="page-head">
+            <h1>{format!("Study #{id}: {}", detail.name)}</h1>
+            <span class="muted">{format!("{} · created {}", detail.dataset, detail.created_at)}</span>
+        </div>
+        <p class="lede study-progress" data-succeeded=succeeded data-total=total>
+            {format!("{succeeded} of {total} runs succeeded, {active} queued or running. ")}
+            <a href=format!("/?tag=study-{id}")>"These runs in the runs table"</a>
+        </p>
+        {(active > 0).then(|| view! {
+            <ActionForm action=cancel attr:class="inline-form">
+                <input type="hidden" name="id" value=id />
+                <button class="button small" type="submit">"Cancel the study's unfinished runs"</button>
+            </ActionForm>
+        })}
+        {detail.arms.iter().enumerate().map(|(arm, arm_name)| view! {
+            <section class="card study-grid">
+                <h2>{format!("Arm {}: {arm_name}", arm + 1)}</h2>
+                <table class="data grid-table">
+                    <thead><tr><th>"Architecture"</th>{detail.seeds.iter().map(|s| view! { <th>{format!("seed {s}")}</th> }).collect_view()}</tr></thead>
+                    <tbody>{archs.iter().map(|arch| view! {
+                        <tr>
+                            <td>{arch.clone()}</td>
+                            {detail.seeds.iter().map(|&seed| {
+                                let run = detail.runs.iter().find(|r| r.arm == arm && &r.arch == arch && r.seed == seed);
+                                match run {
+                                    Some(r) => view! { <td class="grid-cell" data-run=r.run.id data-status=r.run.status.as_str()>
+                                        <a href=format!("/runs/{}", r.run.id)>{format!("#{}", r.run.id)}</a>" "<StatusBadge status=r.run.status />
+                                    </td> }.into_any(),
+                                    None => view! { <td class="muted">"–"</td> }.into_any(),
+                                }
+                            }).collect_view()}
+                        </tr>
+                    }).collect_view()}</tbody>
+                </table>
+            </section>
+        }).collect_view()}
+        <Report detail=detail.clone() />
+    }
+    .into_any()
+}
+
+#[component]
+fn Report(detail: StudyDetail) -> impl IntoView {
+    let report = detail.report;
+    let published = report.published.clone();
+    let paper = move |i: usize| published.get(i).map(|p| p.paper.clone()).unwrap_or_default();
+    let compare_link = report.comparison.as_ref().map(|c| format!("/compare?runs={}", c.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")));
+    view! {
+        <section class="card findings study-report">
+            <h2>"Findings (first arm, top 10 % by forgetting events)"</h2>
+            {match report.comparison.clone() {
+                None => view! { <p class="empty">{report.comparison_note.clone().unwrap_or_default()}</p> }.into_any(),
+                Some(c) => {
+                    let s = c.summary.clone().unwrap_or_else(|| protocol::CompareSummary { cross_arch_jaccard: None, cross_arch_pairs: 0, cross_seed_jaccard: None, cross_seed_spearman: None, cross_seed_pairs: 0, chance: c.chance, per_arch: vec![] });
+                    let r2 = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.mean_r2, 3))).collect::<Vec<_>>().join(", ");
+                    let spearman = s.per_arch.iter().map(|a| format!("{} {} (Spearman-Brown {})", a.arch, number(a.cross_seed_spearman, 3), number(a.reliability, 3))).collect::<Vec<_>>().join(", ");
+                    let warmup = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.warmup_spearman, 3))).collect::<Vec<_>>().join(", ");
+                    view! {
+                        <table class="data findings-table">
+                            <thead><tr><th>"Finding"</th><th>"This study"</th><th>"The paper"</th></tr></thead>
+                            <tbody>
+                                <tr data-finding="cross-arch"><td>"Cross-architecture Jaccard of the top-10 % forgotten sets"</td>
+                                    <td>{format!("{} over {} pairs; within an architecture across seeds {} ({} pairs); chance {:.3}",
+                                        number(s.cross_arch_jaccard, 3), s.cross_arch_pairs, number(s.cross_seed_jaccard, 3), s.cross_seed_pairs, s.chance)}</td><td>{paper(0)}</td></tr>
+                                <tr data-finding="r2"><td>"Mean R² of the retention-decay fits"</td><td>{r2}</td><td>{paper(1)}</td></tr>
+                                <tr data-finding="cross-seed"><td>"Cross-seed Spearman of per-sample forgetting"</td><td>{spearman}</td><td>{paper(2)}</td></tr>
+                                <tr data-finding="warmup"><td>"Spearman(loss after head warmup, τ)"</td><td>{warmup}</td><td>{paper(3)}</td></tr>
+                            </tbody>
+                        </table>
+                    }.into_any()
+                }
+            }}
+            {compare_link.map(|href| view! { <p><a href=href>"Open the full comparison (heatmaps, pairs, classes) →"</a></p> })}
+        </section>
+        <section class="card study-arms">
+            <h2>"Arms: final validation accuracy and macro-F1 over seeds (95 % t intervals)"</h2>
+            <table class="data arms-table">
+                <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th></tr></thead>
+                <tbody>{report.arms.into_iter().map(|a| view! {
+                    <tr data-arm=a.arm.clone() data-arch=a.arch.clone() data-accuracy=a.accuracy.map(|i| i.mean.to_string()).unwrap_or_default()>
+                        <td>{a.arm.clone()}</td><td>{a.arch.clone()}</td>
+                        <td class="num">{a.samples_per_epoch.map(|n| n.to_string()).unwrap_or("–".into())}</td>
+                        <td>{interval_text(a.accuracy, true)}</td><td>{interval_text(a.macro_f1, false)}</td><td>{interval_text(a.accuracy_vs_random, true)}</td>
+                    </tr>
+                }).collect_view()}</tbody>
+            </table>
+            <p class="muted small">{format!("The paper on schedules: {}.", report.published.get(4).map(|p| p.paper.clone()).unwrap_or_default())}</p>
+        </section>
+    }
+    .into_any()
+}

@@ -1,0 +1,110 @@
+//! Studies on a real server with a real worker: a grid launched as one, followed, extended,
+//! cancelled, and its report's numbers recomputed from the runs and the comparison.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_for_run, TestServer};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+#[test]
+fn a_study_launches_its_grid_and_reports_over_it() {
+    let server = TestServer::start(1);
+    let client = Client::new();
+    let spec = "classes=4,train_per_class=30,val_per_class=10,size=12,channels=1,seed=5";
+    let response = client.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap();
+    assert_eq!(response.status(), 201);
+    let post = |path: &str, body: Value| client.post(server.api(path)).json(&body).send().unwrap();
+    let get = |path: &str| -> Value { client.get(server.api(path)).send().unwrap().json().unwrap() };
+
+    // Mistakes are named per field, and nothing is stored.
+    let refused = post("/studies", json!({"archs": ["small_cnn", "vgg"], "seeds": [1], "base": {"dataset": "shapes", "epochs": 0}}));
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().unwrap();
+    assert!(body["errors"]["archs"].as_str().unwrap().contains("vgg") || body["errors"]["archs"].as_str().unwrap().contains("arch"), "{body}");
+    assert!(body["errors"]["base.epochs"].is_string(), "{body}");
+    assert_eq!(get("/studies"), json!([]));
+
+    // 2 architectures x 2 seeds x 2 arms (every sample; a random half each epoch).
+    let request = json!({
+        "name": "tiny grid",
+        "archs": ["small_cnn", "resnet18"],
+        "seeds": "1, 2",
+        "arms": ["full", {"kind": "random", "budget": 0.5}],
+        "base": {"dataset": "shapes", "warmup_epochs": 1, "epochs": 3, "batch_size": 16, "lr": 0.05, "device": "cpu", "owner": "ana"}
+    });
+    let launched = post("/studies", request);
+    assert_eq!(launched.status(), 201, "{:?}", launched.text());
+    let launched: Value = launched.json().unwrap();
+    let id = launched["id"].as_i64().unwrap();
+    let runs: Vec<i64> = launched["runs"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    assert_eq!(runs.len(), 8);
+    for &run in &runs {
+        let detail = wait_for_run(&server, run, Duration::from_secs(300));
+        assert_eq!(detail["status"], "succeeded", "{detail}");
+    }
+    let first: Value = get(&format!("/runs/{}", runs[0]));
+    assert_eq!((first["spec"]["arch"].as_str(), first["spec"]["seed"].as_u64()), (Some("small_cnn"), Some(1)));
+    let last: Value = get(&format!("/runs/{}", runs[7]));
+    assert_eq!((last["spec"]["arch"].as_str(), last["spec"]["seed"].as_u64()), (Some("resnet18"), Some(2)));
+    assert_eq!(last["spec"]["sampling"]["kind"], "random");
+    let tagged = client.get(server.api(&format!("/runs?tag=study-{id}&owner=ana"))).send().unwrap();
+    assert_eq!(tagged.headers()["x-total-count"], "8");
+
+    let study = get(&format!("/studies/{id}"));
+    assert_eq!(study["name"], "tiny grid");
+    assert_eq!(study["arms"], json!(["full", "random at budget 0.5"]));
+    assert_eq!(study["runs"].as_array().unwrap().len(), 8);
+    let report = &study["report"];
+
+    // The findings are the first arm's comparison: 4 cross-architecture pairs, 2 cross-seed.
+    let comparison = &report["comparison"];
+    let compared: Vec<i64> = comparison["runs"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    assert_eq!(compared, runs[..4].to_vec());
+    let summary = &comparison["summary"];
+    assert_eq!((summary["cross_arch_pairs"].as_u64(), summary["cross_seed_pairs"].as_u64()), (Some(4), Some(2)));
+    let direct = get(&format!("/compare?runs={}&q=0.1", compared.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")));
+    let jaccard = |i: usize, j: usize| direct["jaccard"][i][j].as_f64().unwrap();
+    let cross_arch = (jaccard(0, 2) + jaccard(0, 3) + jaccard(1, 2) + jaccard(1, 3)) / 4.0;
+    assert!((summary["cross_arch_jaccard"].as_f64().unwrap() - cross_arch).abs() < 1e-12);
+
+    // Each arm's accuracy over seeds and its paired difference against the random arm,
+    // recomputed from the runs.
+    let final_accuracy = |run: i64| -> f64 { get(&format!("/runs/{run}"))["epochs"].as_array().unwrap().last().unwrap()["val_accuracy"].as_f64().unwrap() };
+    let accuracies: Vec<f64> = runs.iter().map(|&r| final_accuracy(r)).collect();
+    let arms = report["arms"].as_array().unwrap();
+    assert_eq!(arms.len(), 4, "arm x architecture");
+    let full_cnn = &arms[0];
+    assert_eq!((full_cnn["arm"].as_str(), full_cnn["arch"].as_str()), (Some("full"), Some("small_cnn")));
+    assert!((full_cnn["accuracy"]["mean"].as_f64().unwrap() - (accuracies[0] + accuracies[1]) / 2.0).abs() < 1e-12);
+    let difference = ((accuracies[0] - accuracies[4]) + (accuracies[1] - accuracies[5])) / 2.0;
+    assert!((full_cnn["accuracy_vs_random"]["mean"].as_f64().unwrap() - difference).abs() < 1e-12);
+    let spread = ((accuracies[0] - accuracies[4]) - (accuracies[1] - accuracies[5])).abs() / 2.0;
+    // t(0.975, 1) = 12.706...: the interval of two paired differences.
+    // s = |d1 - d2| / sqrt(2), sem = s / sqrt(2) = spread: half width = t * spread.
+    assert!((full_cnn["accuracy_vs_random"]["half_width"].as_f64().unwrap() - 12.706_204_736 * spread).abs() < 1e-6);
+    assert_eq!(arms[2]["samples_per_epoch"], 60, "the random arm trains on half of 120 samples");
+    assert_eq!(arms[2]["accuracy_vs_random"], Value::Null, "the random arm against itself");
+    let f1 = dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(first["val_confusion"].clone()).unwrap()).unwrap();
+    assert_eq!(full_cnn["seeds"][0], json!([1, accuracies[0], f1]));
+    assert_eq!(report["published"].as_array().unwrap().len(), 5);
+
+    // Extending adds every architecture and arm for the new seed; a seed it has is refused.
+    let more = post(&format!("/studies/{id}/seeds"), json!({"seeds": [3]}));
+    assert_eq!(more.status(), 201);
+    let added: Vec<i64> = more.json::<Value>().unwrap()["runs"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    assert_eq!(added.len(), 4);
+    let again = post(&format!("/studies/{id}/seeds"), json!({"seeds": [2]}));
+    assert_eq!(again.status(), 400);
+    assert!(again.text().unwrap().contains("does not have yet"));
+    // Cancelling stops what has not finished, and nothing else.
+    let cancelled: Value = post(&format!("/studies/{id}/cancel"), json!({})).json().unwrap();
+    let stopped: Vec<i64> = cancelled["cancelled"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    assert!(stopped.iter().all(|r| added.contains(r)), "{stopped:?} vs {added:?}");
+    let listed = get("/studies");
+    assert_eq!(listed[0]["runs"], 12);
+    assert_eq!(listed[0]["succeeded"].as_u64().unwrap() + listed[0]["failed"].as_u64().unwrap() + listed[0]["active"].as_u64().unwrap(), 12);
+    assert_eq!(client.get(server.api("/studies/999")).send().unwrap().status(), 404);
+}
