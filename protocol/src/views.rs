@@ -181,6 +181,9 @@ pub struct RunSummary {
     /// Queue order: higher runs first.
     #[serde(default)]
     pub priority: i64,
+    /// The Slurm job of the latest submission (Slurm executor only).
+    #[serde(default)]
+    pub slurm_job_id: Option<i64>,
 }
 
 /// A run with its spec and per-epoch metrics.

@@ -51,7 +51,7 @@ const SAMPLE_SORTS: &[&str] = &[
 ];
 
 const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
-    j.progress, j.started_at, j.finished_at, j.priority";
+    j.progress, j.started_at, j.finished_at, j.priority, j.slurm_job_id";
 
 /// Parses `name` or `-name` against a whitelist; returns the SQL column and direction.
 fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>, default: &'a str) -> Result<String, Failure> {
@@ -162,6 +162,7 @@ impl Service {
                     final_val_accuracy: row.get("final_val_accuracy"),
                     owner: row.get("owner"),
                     priority: row.get("priority"),
+                    slurm_job_id: row.get("slurm_job_id"),
                 })
             })
             .collect()
