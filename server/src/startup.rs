@@ -86,7 +86,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
     match slurm {
-        None => LocalExecutor { worker_bin, server_url, worker_token, slots: config.workers, device: config.device, data_dir }.start(shutdown_rx),
+        None => {
+            let released = queue.release_slurm_holds().await?;
+            if released > 0 {
+                tracing::warn!("{released} job(s) submitted to Slurm by an earlier start are no longer followed (FORGETLAB_EXECUTOR=local); local workers may lease them");
+            }
+            LocalExecutor { worker_bin, server_url, worker_token, slots: config.workers, device: config.device, data_dir }.start(shutdown_rx)
+        }
         Some(slurm) => {
             if config.workers > 0 && std::env::var_os("FORGETLAB_WORKERS").is_some() {
                 tracing::info!("FORGETLAB_EXECUTOR=slurm: no local workers start (FORGETLAB_WORKERS is for the local executor)");

@@ -350,9 +350,10 @@ impl SlurmExecutor {
                     if *state != job.slurm_state {
                         self.queue.slurm_state(job, state).await?;
                     }
-                    let unwanted = matches!(job.status, RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled) || job.cancel_requested;
-                    if unwanted && self.scancelled.insert(job.slurm_job_id) {
-                        self.scancel(job).await?;
+                    if let Some(why) = unwanted(job) {
+                        if self.scancelled.insert(job.slurm_job_id) {
+                            self.scancel(job, why).await?;
+                        }
                     }
                 }
                 None => {
@@ -366,8 +367,7 @@ impl SlurmExecutor {
         Ok(())
     }
 
-    async fn scancel(&self, job: &SlurmJob) -> anyhow::Result<()> {
-        let why = if job.cancel_requested && job.status == RunStatus::Running { "the run was cancelled" } else { "the job has ended" };
+    async fn scancel(&self, job: &SlurmJob, why: &str) -> anyhow::Result<()> {
         let ran = run("scancel", &[job.slurm_job_id.to_string()], None).await.context("running scancel")?;
         let line = if ran.success {
             format!("scancel {} sent: {why}", job.slurm_job_id)
@@ -377,6 +377,18 @@ impl SlurmExecutor {
         tracing::info!(job = job.job_id, "{line}");
         self.queue.executor_note(job.job_id, line).await?;
         Ok(())
+    }
+}
+
+/// Why a Slurm job that is still listed should go, if it should: its run ended or was
+/// cancelled, or its worker lost the lease (the job was re-queued meanwhile and waits for this
+/// Slurm job to end before it is submitted again).
+fn unwanted(job: &SlurmJob) -> Option<&'static str> {
+    match job.status {
+        RunStatus::Succeeded | RunStatus::Failed | RunStatus::Cancelled => Some("the job has ended"),
+        RunStatus::Running if job.cancel_requested => Some("the run was cancelled"),
+        RunStatus::Queued if job.leased => Some("its worker lost the lease; the job was re-queued"),
+        _ => None,
     }
 }
 

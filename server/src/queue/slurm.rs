@@ -27,6 +27,8 @@ pub struct SlurmJob {
     pub slurm_state: String,
     pub status: RunStatus,
     pub cancel_requested: bool,
+    /// The submission's worker leased the job (it may since have lost the lease).
+    pub leased: bool,
 }
 
 impl Queue {
@@ -175,7 +177,10 @@ impl Queue {
 
     /// Jobs whose Slurm job is pending or running as far as the queue knows.
     pub async fn slurm_jobs(&self) -> Result<Vec<SlurmJob>, Failure> {
-        let rows = sqlx::query("SELECT id, run_id, slurm_job_id, slurm_state, status, cancel_requested FROM jobs WHERE slurm_job_id IS NOT NULL AND slurm_ended_at IS NULL")
+        let rows = sqlx::query(
+            "SELECT id, run_id, slurm_job_id, slurm_state, status, cancel_requested, attempts > COALESCE(slurm_submit_attempts, attempts) AS leased
+             FROM jobs WHERE slurm_job_id IS NOT NULL AND slurm_ended_at IS NULL",
+        )
             .fetch_all(&self.pool)
             .await
             .map_err(internal)?;
@@ -189,6 +194,7 @@ impl Queue {
                     slurm_state: row.get::<Option<String>, _>("slurm_state").unwrap_or_default(),
                     status: RunStatus::parse(&status).ok_or_else(|| internal(format!("unknown status {status}")))?,
                     cancel_requested: row.get::<i64, _>("cancel_requested") != 0,
+                    leased: row.get::<i64, _>("leased") != 0,
                 })
             })
             .collect()
@@ -202,6 +208,19 @@ impl Queue {
              WHERE slurm_state = ? AND slurm_job_id IS NULL AND slurm_ended_at IS NULL"
         ))
         .bind(SUBMITTING)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(done.rows_affected())
+    }
+
+    /// With the local executor nothing follows Slurm: submissions a previous start left
+    /// active stop holding their jobs (their tokens void), so local workers can lease them.
+    pub async fn release_slurm_holds(&self) -> Result<u64, Failure> {
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET slurm_state = 'UNFOLLOWED', slurm_ended_at = {NOW}, slurm_token_hash = NULL, slurm_token_expires_at = NULL
+             WHERE slurm_state IS NOT NULL AND slurm_ended_at IS NULL"
+        ))
         .execute(&self.pool)
         .await
         .map_err(internal)?;
