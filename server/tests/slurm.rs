@@ -215,10 +215,16 @@ fn rand_bytes(n: usize) -> Vec<u8> {
     bytes
 }
 
+/// One cluster at a time: clusters started side by side race for the free ports they pick
+/// (and the machine has two cores).
+static ONE_CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Slurm's answer to "why not run": skip with the reason, or fail when Slurm is required.
-fn cluster_or_skip() -> Option<SlurmCluster> {
+/// The cluster comes with the lock that keeps other cluster tests waiting.
+fn cluster_or_skip() -> Option<(std::sync::MutexGuard<'static, ()>, SlurmCluster)> {
+    let turn = ONE_CLUSTER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     match SlurmCluster::start() {
-        Ok(cluster) => Some(cluster),
+        Ok(cluster) => Some((turn, cluster)),
         Err(reason) if std::env::var("FORGETLAB_REQUIRE_SLURM").is_ok_and(|v| v == "1") => {
             panic!("Slurm cannot start here, and FORGETLAB_REQUIRE_SLURM=1: {reason}")
         }
@@ -234,14 +240,21 @@ fn spec(seed: u64, epochs: u32) -> Value {
            "val_subset": 200, "batch_size": 50, "lr": 0.02, "seed": seed, "schedule": "cosine", "device": "cpu"})
 }
 
+/// GET a JSON route, with the reason when it is not JSON.
+fn get_json(url: &str) -> Value {
+    let response = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = response.status();
+    let text = response.text().unwrap_or_else(|e| panic!("GET {url}: {status}, body unreadable: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {status}, not JSON ({e}): {text}"))
+}
+
 fn run_summary(server: &TestServer, run_id: i64) -> Value {
-    let runs: Value = reqwest::blocking::get(server.api("/runs?limit=100")).unwrap().json().unwrap();
+    let runs = get_json(&server.api("/runs?limit=100"));
     runs.as_array().unwrap().iter().find(|r| r["id"] == run_id).cloned().unwrap_or_else(|| panic!("run {run_id} not listed: {runs}"))
 }
 
 fn epochs_stored(server: &TestServer, run_id: i64) -> usize {
-    let run: Value = reqwest::blocking::get(server.api(&format!("/runs/{run_id}"))).unwrap().json().unwrap();
-    run["epochs"].as_array().map_or(0, Vec::len)
+    get_json(&server.api(&format!("/runs/{run_id}")))["epochs"].as_array().map_or(0, Vec::len)
 }
 
 /// The Slurm settings of the tests' servers.
@@ -264,7 +277,7 @@ fn start_server(settings: &[(&'static str, String)]) -> TestServer {
 fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outside() {
     require_fashion_mnist();
     assert!(worker_bin().is_file(), "no worker binary at {}: run `cargo build -p trainer` first", worker_bin().display());
-    let Some(cluster) = cluster_or_skip() else { return };
+    let Some((_turn, cluster)) = cluster_or_skip() else { return };
     let started = Instant::now();
     let slurm = start_server(&slurm_settings(&cluster.conf));
     // Run 1 is scancelled after its first epoch; run 2 runs through.
@@ -356,7 +369,7 @@ fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outsi
 #[test]
 fn sbatch_refusing_a_job_fails_it_with_slurms_words() {
     require_fashion_mnist();
-    let Some(cluster) = cluster_or_skip() else { return };
+    let Some((_turn, cluster)) = cluster_or_skip() else { return };
     let mut settings = slurm_settings(&cluster.conf);
     settings.push(("FORGETLAB_SLURM_PARTITION", "no-such-partition".into()));
     let server = start_server(&settings);
