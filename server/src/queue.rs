@@ -18,7 +18,7 @@ use crate::progress::Hub;
 use crate::registry::Registry;
 
 mod slurm;
-pub use slurm::{SlurmJob, SUBMITTING};
+pub use slurm::SlurmJob;
 
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
 /// A job whose Slurm submission is pending or running belongs to the worker that submission
