@@ -188,11 +188,15 @@ PartitionName=debug Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 
 impl Drop for SlurmCluster {
     fn drop(&mut self) {
-        // Jobs first (their slurmstepd would outlive slurmd), then the daemons.
-        if let Ok(listed) = self.command("squeue").args(["-h", "-o", "%i"]).output() {
-            for id in String::from_utf8_lossy(&listed.stdout).split_whitespace() {
-                let _ = self.command("scancel").arg(id).status();
-            }
+        // Jobs first (a slurmstepd that cannot report its job's end to slurmctld waits for
+        // ever), then the daemons.
+        let listed = || self.command("squeue").args(["-h", "-o", "%i"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+        for id in listed().split_whitespace() {
+            let _ = self.command("scancel").arg(id).status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !listed().is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
         }
         for (_, child) in self.daemons.iter_mut().rev() {
             let _ = Command::new("kill").arg(child.id().to_string()).status();
@@ -204,6 +208,16 @@ impl Drop for SlurmCluster {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+        // Any slurmstepd of this cluster still there (they ignore SIGTERM), known by the
+        // SLURM_CONF they inherited from slurmd.
+        let ours = format!("SLURM_CONF={}", self.conf.display());
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if cmdline.starts_with(b"slurmstepd") && environ.split(|&b| b == 0).any(|var| var == ours.as_bytes()) {
+                let _ = Command::new("kill").args(["-9", &entry.file_name().to_string_lossy()]).status();
+            }
         }
     }
 }
