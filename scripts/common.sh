@@ -42,7 +42,10 @@ provided_elsewhere() {
 }
 
 ensure_debian_packages() {
-    local wanted=(dataset-fashion-mnist chromium build-essential python3 python3-pip nodejs npm unzip curl ca-certificates)
+    # slurmctld, slurmd, slurm-client and munge: the Slurm executor's test starts a one-node
+    # cluster of its own (server/tests/slurm.rs); nothing is configured system-wide.
+    local wanted=(dataset-fashion-mnist chromium build-essential python3 python3-pip nodejs npm unzip curl ca-certificates
+        slurmctld slurmd slurm-client munge)
     local missing=()
     for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

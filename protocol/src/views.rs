@@ -186,6 +186,9 @@ pub struct RunSummary {
     /// Labels given at launch, sorted.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The Slurm job of the latest submission (Slurm executor only).
+    #[serde(default)]
+    pub slurm_job_id: Option<i64>,
 }
 
 /// A page of the runs table: the runs and how many match the filters in all.

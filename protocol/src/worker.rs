@@ -4,7 +4,9 @@
 //! the end.
 //!
 //! Routes, all under `/api/v1/worker`:
-//! - `POST /lease` (worker token) -> 200 [`Lease`] or 204 when the queue is empty;
+//! - `POST /lease` (worker token) -> 200 [`Lease`] or 204 when the queue is empty; with a
+//!   `job_id`, that job only (the worker token, or the token of a Slurm submission for it),
+//!   409 when it is not queued;
 //! - `POST /jobs/{job}/heartbeat` [`Heartbeat`] -> [`HeartbeatReply`];
 //! - `PUT /jobs/{job}/samples` [`SampleManifest`];
 //! - `PUT /jobs/{job}/epochs/{epoch}` [`EpochUpload`] (replaces, never duplicates);
@@ -24,6 +26,9 @@ pub const TOKEN_HEADER: &str = "authorization";
 pub struct LeaseRequest {
     /// A name for logs and the jobs page, e.g. `host/cpu0`.
     pub worker: String,
+    /// Lease this job only: a worker started by a batch scheduler for one job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

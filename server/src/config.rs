@@ -48,6 +48,62 @@ pub struct Config {
     /// `cargo leptos build` puts it.
     #[arg(long, env = "FORGETLAB_SITE_ROOT")]
     pub site_root: Option<PathBuf>,
+
+    /// Where queued jobs run: `local` (worker processes on this machine, FORGETLAB_WORKERS of
+    /// them) or `slurm` (one `sbatch` job per queued job; the FORGETLAB_SLURM_* settings).
+    #[arg(long, env = "FORGETLAB_EXECUTOR", value_enum, default_value_t = ExecutorKind::Local)]
+    pub executor: ExecutorKind,
+
+    /// Slurm partition to submit to (`sbatch --partition`); default: the cluster's default.
+    #[arg(long, env = "FORGETLAB_SLURM_PARTITION")]
+    pub slurm_partition: Option<String>,
+
+    /// Slurm account to charge (`sbatch --account`).
+    #[arg(long, env = "FORGETLAB_SLURM_ACCOUNT")]
+    pub slurm_account: Option<String>,
+
+    /// GPUs per job (`sbatch --gres=gpu:N`); 0 asks for none.
+    #[arg(long, env = "FORGETLAB_SLURM_GPUS", default_value_t = 0)]
+    pub slurm_gpus: u32,
+
+    /// Time limit per job in Slurm's format (`MM`, `HH:MM:SS`, `D-HH:MM`, ...). A job that
+    /// reaches it is re-queued and resumes from its last checkpoint.
+    #[arg(long, env = "FORGETLAB_SLURM_TIME")]
+    pub slurm_time: Option<String>,
+
+    /// Extra `#SBATCH` options for the batch script, separated by ';' (e.g.
+    /// `--qos=normal;--constraint=a100`).
+    #[arg(long, env = "FORGETLAB_SLURM_EXTRA", value_delimiter = ';', allow_hyphen_values = true)]
+    pub slurm_extra: Vec<String>,
+
+    /// The worker binary as the cluster's nodes see it (an absolute path); default: the
+    /// local worker binary.
+    #[arg(long, env = "FORGETLAB_SLURM_WORKER_BIN")]
+    pub slurm_worker_bin: Option<PathBuf>,
+
+    /// This server's URL as the cluster's nodes reach it; default: the address it serves on.
+    #[arg(long, env = "FORGETLAB_SLURM_SERVER_URL")]
+    pub slurm_server_url: Option<String>,
+
+    /// Folder for the workers' checkpoints, dataset cache and Slurm output, on a filesystem
+    /// every node sees (an absolute path); default: FORGETLAB_DATA_DIR.
+    #[arg(long, env = "FORGETLAB_SLURM_DATA_DIR")]
+    pub slurm_data_dir: Option<PathBuf>,
+
+    /// Seconds between looks at the queue and at `squeue`.
+    #[arg(long, env = "FORGETLAB_SLURM_POLL_SECONDS", default_value_t = 10)]
+    pub slurm_poll_seconds: u64,
+
+    /// Hours a submission's lease token stays valid: a batch job pending longer is submitted
+    /// again (its worker's lease is refused).
+    #[arg(long, env = "FORGETLAB_SLURM_TOKEN_HOURS", default_value_t = 72)]
+    pub slurm_token_hours: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExecutorKind {
+    Local,
+    Slurm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

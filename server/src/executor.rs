@@ -1,5 +1,6 @@
 //! The local executor: one `forgetlab-worker` process per device slot, restarted when it
-//! dies. Workers talk to this server over HTTP like any remote worker would.
+//! dies. Workers talk to this server over HTTP like any remote worker would. The other
+//! executor, [`slurm`], submits each queued job to a Slurm cluster instead.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,6 +9,8 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::DeviceSetting;
+
+pub mod slurm;
 
 pub struct LocalExecutor {
     pub worker_bin: PathBuf,

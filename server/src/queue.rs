@@ -17,7 +17,13 @@ use crate::records;
 use crate::progress::Hub;
 use crate::registry::Registry;
 
+mod slurm;
+pub use slurm::SlurmJob;
+
 const NOW: &str = "strftime('%Y-%m-%dT%H:%M:%SZ', 'now')";
+/// A job whose Slurm submission is pending or running belongs to the worker that submission
+/// starts; no other worker may lease it (see `slurm.rs`).
+const NOT_HELD_FOR_SLURM: &str = "(slurm_state IS NULL OR slurm_ended_at IS NOT NULL)";
 /// Longest failure message kept; libtorch errors can carry pages of backtrace.
 const MAX_ERROR_CHARS: usize = 4000;
 /// Log lines kept per job, and the longest line kept.
@@ -86,13 +92,14 @@ impl Queue {
         }
     }
 
-    /// Takes the next queued job (highest priority, then oldest), or `None`.
+    /// Takes the next queued job (highest priority, then oldest), or `None`. Jobs submitted
+    /// to Slurm wait for the worker their batch job starts.
     pub async fn lease(&self, worker: &str) -> Result<Option<Lease>, Failure> {
         let token = new_token();
         let row = sqlx::query(&format!(
             "UPDATE jobs SET status = 'running', attempts = attempts + 1, worker = ?1, token_hash = ?2, lease_expires_at = ?3,
                  cancel_requested = 0, error = NULL, progress = NULL, started_at = COALESCE(started_at, {NOW}), updated_at = {NOW}
-             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' ORDER BY priority DESC, id LIMIT 1)
+             WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND {NOT_HELD_FOR_SLURM} ORDER BY priority DESC, id LIMIT 1)
              RETURNING id, run_id, attempts"
         ))
         .bind(worker)
@@ -102,7 +109,12 @@ impl Queue {
         .await
         .map_err(internal)?;
         let Some(row) = row else { return Ok(None) };
-        let (job_id, run_id, attempt): (i64, i64, i64) = (row.get("id"), row.get("run_id"), row.get("attempts"));
+        self.leased_to(worker, token, row.get("id"), row.get("run_id"), row.get("attempts")).await.map(Some)
+    }
+
+    /// The rest of a lease once the job is marked running: the spec and dataset the worker
+    /// needs, a note in the job's log, and a progress event.
+    async fn leased_to(&self, worker: &str, token: String, job_id: i64, run_id: i64, attempt: i64) -> Result<Lease, Failure> {
         let spec = self.spec(run_id).await?;
         let dataset = match self.registry.get(&spec.dataset).await {
             Ok(dataset) => dataset,
@@ -121,7 +133,7 @@ impl Queue {
         tracing::info!(job = job_id, run = run_id, worker, "job leased");
         self.note(job_id, format!("leased by worker {worker} (attempt {attempt})")).await?;
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Running, spec.total_epochs(), None));
-        Ok(Some(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values }))
+        Ok(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values })
     }
 
     /// The per-sample values of the source run that the spec's schedule needs, by sample key.

@@ -52,7 +52,7 @@ const SAMPLE_SORTS: &[&str] = &[
 ];
 
 const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
-    j.progress, j.started_at, j.finished_at, j.priority";
+    j.progress, j.started_at, j.finished_at, j.priority, j.slurm_job_id";
 
 /// `YYYY-MM-DD`.
 fn is_day(text: &str) -> bool {
@@ -274,6 +274,7 @@ impl Service {
                     owner: row.get("owner"),
                     priority: row.get("priority"),
                     tags,
+                    slurm_job_id: row.get("slurm_job_id"),
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;

@@ -17,7 +17,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
+use crate::config::{Config, ExecutorKind};
+use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::executor::LocalExecutor;
 use crate::progress::Hub;
 use crate::queue::{new_token, Queue};
@@ -43,6 +44,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let server_url = format!("http://{host}:{}", addr.port());
+    let data_dir = std::path::absolute(&config.data_dir).context("resolving the data directory")?;
+    let worker_bin = config.worker_bin();
+    // Checked before serving: a bad setting stops the start with its name.
+    let slurm = match config.executor {
+        ExecutorKind::Slurm => {
+            let cluster_worker_bin = std::path::absolute(&worker_bin).context("resolving the worker binary's path")?;
+            let settings = SlurmSettings::from_config(&config, &server_url, cluster_worker_bin, data_dir.clone());
+            Some(settings.map_err(|message| anyhow::anyhow!("bad Slurm setting: {message}"))?)
+        }
+        ExecutorKind::Local => None,
+    };
     let site_root = config.site_root();
     if !site_root.join("pkg").is_dir() {
         tracing::warn!("no browser bundle in {}: pages will not hydrate (run `cargo leptos build --frontend-only`)", site_root.display());
@@ -74,17 +88,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_state(state);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    spawn_lease_reaper(queue, shutdown_rx.clone());
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    LocalExecutor {
-        worker_bin: config.worker_bin(),
-        server_url: format!("http://{host}:{}", addr.port()),
-        worker_token,
-        slots: config.workers,
-        device: config.device,
-        data_dir: std::path::absolute(&config.data_dir).context("resolving the data directory")?,
+    spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
+    match slurm {
+        None => {
+            let released = queue.release_slurm_holds().await?;
+            if released > 0 {
+                tracing::warn!("{released} job(s) submitted to Slurm by an earlier start are no longer followed (FORGETLAB_EXECUTOR=local); local workers may lease them");
+            }
+            LocalExecutor { worker_bin, server_url, worker_token, slots: config.workers, device: config.device, data_dir }.start(shutdown_rx)
+        }
+        Some(slurm) => {
+            if config.workers > 0 && std::env::var_os("FORGETLAB_WORKERS").is_some() {
+                tracing::info!("FORGETLAB_EXECUTOR=slurm: no local workers start (FORGETLAB_WORKERS is for the local executor)");
+            }
+            if addr.ip().is_loopback() && config.slurm_server_url.is_none() {
+                tracing::warn!("serving on {addr}: only Slurm jobs on this machine can reach it; set FORGETLAB_ADDR or FORGETLAB_SLURM_SERVER_URL for a cluster");
+            }
+            SlurmExecutor::new(slurm, queue).start(shutdown_rx);
+        }
     }
-    .start(shutdown_rx);
 
     println!("forgetlab is serving http://{addr}");
     tracing::info!("listening on http://{addr}");

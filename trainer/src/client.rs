@@ -68,7 +68,14 @@ impl Client {
 
     /// Asks for a job, once (the caller polls). `None` when the queue is empty.
     pub fn lease(&self, worker_token: &str, worker: &str) -> Result<Option<Lease>> {
-        self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned() }, 1)
+        self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned(), job_id: None }, 1)
+    }
+
+    /// Asks for one given job (a batch job started for it), retrying while the server cannot
+    /// be reached. A [`Refused`] 409 means the job is no longer queued.
+    pub fn lease_job(&self, token: &str, worker: &str, job_id: i64) -> Result<Lease> {
+        let request = LeaseRequest { worker: worker.to_owned(), job_id: Some(job_id) };
+        self.call("POST", "/lease", token, &request)?.ok_or_else(|| anyhow!("the server answered the lease of job #{job_id} without a lease"))
     }
 
     /// Speaks for a leased job, and keeps its lease alive from a background thread while the

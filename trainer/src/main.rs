@@ -1,13 +1,14 @@
 //! `forgetlab-worker`: leases training jobs from a forgetlab server and runs them, one at a
-//! time, until stopped. Started by the server for each local device slot, or by hand (or by
-//! Slurm) on another machine with the server's URL and a worker token.
+//! time, until stopped. Started by the server for each local device slot, or by hand on
+//! another machine with the server's URL and a worker token, or by a Slurm batch job for one
+//! job (`--job ID` with that submission's token).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
-use protocol::worker::{Finish, Outcome};
+use protocol::worker::{Finish, Lease, Outcome};
 use trainer::client::{Client, Refused};
 use trainer::checkpoint;
 use trainer::train::{train, Ending, Places};
@@ -70,6 +71,10 @@ struct Args {
     /// Run at most one job, then exit (for batch schedulers).
     #[arg(long)]
     once: bool,
+    /// Run this job only, then exit: a worker that a batch scheduler started for one job
+    /// (forgetlab's Slurm executor), whose token may be valid for that job alone.
+    #[arg(long, env = "FORGETLAB_JOB_ID")]
+    job: Option<i64>,
     /// Exit when the process that started this one dies (set by the server for its local
     /// workers, so none is left training for a server that is gone).
     #[arg(long, env = "FORGETLAB_EXIT_WITH_PARENT")]
@@ -125,6 +130,19 @@ fn main() -> Result<()> {
     let name = args.name.clone().unwrap_or_else(|| format!("pid{}", std::process::id()));
     let client = Client::new(&args.server);
     tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), "worker started");
+    if let Some(job_id) = args.job {
+        let lease = match client.lease_job(&worker_token, &name, job_id) {
+            Ok(lease) => lease,
+            Err(error) if error.downcast_ref::<Refused>().is_some_and(|r| r.status == 409) => {
+                // Cancelled, or taken by another worker, while this one waited to start.
+                tracing::warn!("nothing to do: {error}");
+                return Ok(());
+            }
+            Err(error) => return Err(error.context(format!("leasing job #{job_id} from {}", args.server))),
+        };
+        run_job(&client, &lease, &args.data_dir);
+        return Ok(());
+    }
     loop {
         let lease = match client.lease(&worker_token, &name) {
             Ok(lease) => lease,
@@ -142,27 +160,32 @@ fn main() -> Result<()> {
             std::thread::sleep(Duration::from_secs_f64(args.poll_seconds));
             continue;
         };
-        tracing::info!(job = lease.job_id, run = lease.run_id, arch = %lease.spec.arch, "leased");
-        let mut job = client.job(&lease);
-        let checkpoints = checkpoint::run_dir(&args.data_dir, lease.run_id);
-        let places = Places { checkpoints: Some(checkpoints.clone()), cache: Some(args.data_dir.join("cache")) };
-        let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places, lease.source_values.as_ref())));
-        let finish = match result {
-            Ok(Ok(Ending::Completed(class_means))) => {
-                checkpoint::Checkpoints::new(&checkpoints).clear();
-                Finish { outcome: Outcome::Succeeded, message: None, class_means: Some(class_means) }
-            }
-            Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None, class_means: None },
-            Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")), class_means: None },
-            Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)), class_means: None },
-        };
-        tracing::info!(job = lease.job_id, outcome = ?finish.outcome, message = ?finish.message, "finished");
-        if let Err(error) = job.finish(&finish) {
-            tracing::error!(job = lease.job_id, "could not report the end: {error:#}");
-        }
+        run_job(&client, &lease, &args.data_dir);
         if args.once {
             return Ok(());
         }
+    }
+}
+
+/// Trains a leased job (resuming from its checkpoint under `data_dir`) and reports its end.
+fn run_job(client: &Client, lease: &Lease, data_dir: &std::path::Path) {
+    tracing::info!(job = lease.job_id, run = lease.run_id, arch = %lease.spec.arch, "leased");
+    let mut job = client.job(lease);
+    let checkpoints = checkpoint::run_dir(data_dir, lease.run_id);
+    let places = Places { checkpoints: Some(checkpoints.clone()), cache: Some(data_dir.join("cache")) };
+    let result = catch_unwind(AssertUnwindSafe(|| train(&lease.spec, &lease.dataset, &mut job, &places, lease.source_values.as_ref())));
+    let finish = match result {
+        Ok(Ok(Ending::Completed(class_means))) => {
+            checkpoint::Checkpoints::new(&checkpoints).clear();
+            Finish { outcome: Outcome::Succeeded, message: None, class_means: Some(class_means) }
+        }
+        Ok(Ok(Ending::Cancelled)) => Finish { outcome: Outcome::Cancelled, message: None, class_means: None },
+        Ok(Err(error)) => Finish { outcome: Outcome::Failed, message: Some(format!("{error:#}")), class_means: None },
+        Err(panic) => Finish { outcome: Outcome::Failed, message: Some(panic_message(&panic)), class_means: None },
+    };
+    tracing::info!(job = lease.job_id, outcome = ?finish.outcome, message = ?finish.message, "finished");
+    if let Err(error) = job.finish(&finish) {
+        tracing::error!(job = lease.job_id, "could not report the end: {error:#}");
     }
 }
 

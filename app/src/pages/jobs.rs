@@ -78,6 +78,8 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
             <td>{run.arch.clone()}</td>
             <td class="muted">{format!("seed {}", run.seed)}</td>
             <td class="muted">{run.owner.clone().unwrap_or_default()}{(run.priority != 0).then(|| format!(" · priority {}", run.priority))}</td>
+            // The Slurm job of the latest submission, for `squeue`/`sacct` on the cluster.
+            <td class="muted slurm-job">{run.slurm_job_id.map(|slurm| format!("Slurm job {slurm}"))}</td>
             <td><StatusBadge status /></td>
             <td class="progress-cell">
                 <ProgressBar fraction />

@@ -19,6 +19,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
 }
 
 pub async fn lease(State(state): State<AppState>, headers: HeaderMap, JsonBody(request): JsonBody<LeaseRequest>) -> ApiResult<Response> {
+    if let Some(job_id) = request.job_id {
+        // One job: a worker started by Slurm for it, with its submission's token.
+        return Ok(Json(state.queue.lease_job(job_id, bearer(&headers)?, &request.worker).await?).into_response());
+    }
     state.queue.check_worker_token(bearer(&headers)?)?;
     Ok(match state.queue.lease(&request.worker).await? {
         Some(lease) => Json(lease).into_response(),

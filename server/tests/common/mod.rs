@@ -147,3 +147,15 @@ pub fn launch(server: &TestServer, spec: serde_json::Value) -> i64 {
     assert_eq!(response.status(), 201, "launch refused: {}", response.text().unwrap_or_default());
     response.json::<serde_json::Value>().unwrap()["id"].as_i64().expect("run id")
 }
+
+/// A run's stored per-sample records, read straight from the server's database.
+pub async fn records(database: &Path, run_id: i64) -> server::records::RunRecords {
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", database.display())).await.expect("open the database read-only");
+    server::records::read(&pool, run_id).await.expect("the run's records")
+}
+
+/// The lines of a run's job log (`GET /runs/{id}/log`), oldest first.
+pub fn log_lines(server: &TestServer, run_id: i64) -> Vec<String> {
+    let log: serde_json::Value = reqwest::blocking::get(server.api(&format!("/runs/{run_id}/log?tail=2000"))).expect("GET log").json().expect("log JSON");
+    log["lines"].as_array().map(|lines| lines.iter().map(|l| l["line"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
+}
