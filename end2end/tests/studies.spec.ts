@@ -1,0 +1,45 @@
+import { expect, test } from "@playwright/test";
+import { hydrated } from "./helpers";
+
+test("a study launched from its preset fills its grid live and reports its findings", async ({ page, request }) => {
+  test.setTimeout(900_000);
+  await page.goto("/studies");
+  await hydrated(page);
+  // The small preset (ResNet-18 and DeiT-Small, 3 seeds, head warmup then fine-tuning),
+  // made smaller still for a shared 2-core machine.
+  await page.selectOption("select[name=preset]", "architecture-dependent-forgetting-small");
+  await page.fill("input[name=name]", `e2e study ${Date.now()}`);
+  await page.fill("input[name=train_subset]", "256");
+  await page.fill("input[name=val_subset]", "64");
+  await page.fill("input[name=epochs]", "2");
+  await page.fill("input[name=device]", "cpu");
+  await page.click("text=Launch the study");
+  await page.waitForURL(/\/studies\/\d+$/);
+  const id = Number(new URL(page.url()).pathname.split("/").pop());
+  await hydrated(page);
+  const cells = page.locator("td.grid-cell");
+  await expect(cells).toHaveCount(6);
+  // The grid fills from the event stream, without a reload.
+  await page.evaluate(() => ((window as any).__noReload = true));
+  await expect(page.locator("td.grid-cell[data-status=succeeded]")).toHaveCount(6, { timeout: 840_000 });
+  expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
+  await expect(page.locator(".study-progress")).toHaveAttribute("data-succeeded", "6");
+
+  // The report on the page is the API's: the findings and each architecture's accuracy.
+  const study = await (await request.get(`/api/v1/studies/${id}`)).json();
+  expect(study.archs).toEqual(["resnet18", "deit_small"]);
+  const summary = study.report.comparison.summary;
+  await expect(page.locator("tr[data-finding=cross-arch]")).toContainText(`over ${summary.cross_arch_pairs} pairs`);
+  expect(summary.cross_arch_pairs).toBe(9);
+  expect(summary.cross_seed_pairs).toBe(6);
+  await expect(page.locator("tr[data-finding=cross-arch]")).toContainText("0.34 (OCT)");
+  const rows = page.locator("table.arms-table tbody tr");
+  await expect(rows).toHaveCount(2);
+  for (const arm of study.report.arms) {
+    const row = page.locator(`table.arms-table tr[data-arch="${arm.arch}"]`);
+    expect(Number(await row.getAttribute("data-accuracy"))).toBeCloseTo(arm.accuracy.mean, 12);
+  }
+  await page.click("text=Open the full comparison");
+  await page.waitForURL(/\/compare\?runs=/);
+  await expect(page.locator("figure.heatmap")).toHaveCount(2);
+});
