@@ -103,10 +103,14 @@ test("the sample browser filters on the server, and a sample shows its history i
   await grid.locator(".thumb a").first().click();
   await page.waitForURL(new RegExp(`/runs/${id}/samples/${keys[0]}`));
   await expect(page.locator("dd[data-stat=forgetting_events]")).toHaveText(String(api.samples[0].forgetting_events));
-  const history = page.locator("table.history-table tbody tr");
-  await expect(history).toHaveCount(2);
-  await expect(history.nth(1)).toHaveAttribute("data-run", String(other));
+  // This run first, then every other finished run over the dataset that holds the sample
+  // (the other seed's run among them; earlier tests' runs may hold it too).
   const trajectory = await (await request.get(`/api/v1/runs/${id}/samples/${keys[0]}`)).json();
+  const history = page.locator("table.history-table tbody tr");
+  await expect(history).toHaveCount(1 + trajectory.other_runs.length);
+  await expect(history.first()).toHaveAttribute("data-run", String(id));
+  expect(trajectory.other_runs.map((r: any) => r.run_id)).toContain(other);
+  await expect(page.locator(`table.history-table tr[data-run="${other}"]`)).toHaveCount(1);
   const marks = await history.first().locator(".strip span").allTextContents();
   expect(marks).toEqual(trajectory.this_run.correct.map((c: number) => (c === 1 ? "■" : "□")));
   await expect(page.locator("svg.line-chart")).toHaveCount(2);

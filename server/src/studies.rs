@@ -35,8 +35,9 @@ impl Service {
         };
         let plan = request.plan().map_err(refused)?;
         let datasets = self.registry.list().await?;
+        // Every run checked; a field's first message is kept (runs share most fields).
+        let mut errors = FieldErrors::default();
         for run in &plan.runs {
-            let mut errors = FieldErrors::default();
             if let Err(found) = ExperimentSpec::parse(&run.request, &datasets) {
                 for (field, message) in found.0 {
                     errors.add(&study_field(&field, run), format!("{} seed {}: {message}", run.arch, run.seed));
@@ -47,9 +48,9 @@ impl Service {
                     errors.add(&format!("base.{field}"), message);
                 }
             }
-            if !errors.is_empty() {
-                return Err(refused(errors));
-            }
+        }
+        if !errors.is_empty() {
+            return Err(refused(errors));
         }
         let dataset = plan.runs.first().and_then(|r| r.request.dataset.as_ref()).and_then(Value::as_str).unwrap_or_default().to_owned();
         let stored = json!({"archs": plan.archs, "seeds": plan.seeds, "arms": plan.arms, "base": plan.base});
