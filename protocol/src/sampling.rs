@@ -276,25 +276,9 @@ pub struct ShownEpoch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::tests::fashion;
     use crate::spec::{ExperimentSpec, Measure, RunRequest};
-    use crate::views::DatasetInfo;
     use serde_json::json;
-
-    fn fashion() -> Vec<DatasetInfo> {
-        vec![DatasetInfo {
-            name: "fashion-mnist".into(),
-            format: "idx".into(),
-            path: "/usr/share/datasets/fashion-mnist".into(),
-            num_classes: 10,
-            class_names: vec![],
-            train_size: 60_000,
-            val_size: 10_000,
-            image_height: 28,
-            image_width: 28,
-            channels: 1,
-            options: Default::default(),
-        }]
-    }
 
     fn parse(sampling: Value, extra: Value) -> Result<ExperimentSpec, FieldErrors> {
         let mut request = json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4, "warmup_epochs": 1, "sampling": sampling});

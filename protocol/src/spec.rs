@@ -571,11 +571,12 @@ fn shown(value: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
-    fn fashion() -> Vec<DatasetInfo> {
+    /// Fashion-MNIST as registered, for the parsers' tests.
+    pub(crate) fn fashion() -> Vec<DatasetInfo> {
         vec![DatasetInfo {
             name: "fashion-mnist".into(),
             format: "idx".into(),

@@ -133,11 +133,7 @@ impl StudyRequest {
                 Vec::new()
             }
             Some(value) => {
-                let items = match value {
-                    Value::Array(items) => items,
-                    Value::String(text) => text.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| json!(s)).collect(),
-                    other => vec![other],
-                };
+                let items = list_items(value);
                 let mut archs = Vec::new();
                 for item in items {
                     match &item {
@@ -162,11 +158,7 @@ impl StudyRequest {
                 Vec::new()
             }
             Some(value) => {
-                let items: Vec<Value> = match value {
-                    Value::Array(items) => items,
-                    Value::String(text) => text.split(',').map(|s| s.trim()).filter(|s| !s.is_empty()).map(|s| json!(s)).collect(),
-                    other => vec![other],
-                };
+                let items = list_items(value);
                 let parsed: Option<Vec<u64>> = items.iter().map(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok()))).collect();
                 match parsed {
                     Some(mut seeds) if !seeds.is_empty() => {
@@ -209,6 +201,16 @@ impl StudyRequest {
         }
         let runs = expand(&base, &archs, &seeds, &arms);
         Ok(StudyPlan { name, archs, seeds, arms, base, runs })
+    }
+}
+
+/// A list field's entries: a JSON list as it is, one string split at commas, anything else
+/// as the only entry.
+fn list_items(value: Value) -> Vec<Value> {
+    match value {
+        Value::Array(items) => items,
+        Value::String(text) => text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| json!(s)).collect(),
+        other => vec![other],
     }
 }
 

@@ -280,6 +280,29 @@ pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str
     ]
 }
 
+/// Some of a run's packed per-sample columns (`run_columns`), decoded, by name; a column the
+/// run does not have is absent.
+async fn run_columns(pool: &SqlitePool, run_id: i64, names: &[&str]) -> Result<HashMap<String, Vec<u8>>, Failure> {
+    let placeholders = vec!["?"; names.len()].join(", ");
+    let sql = format!("SELECT name, data FROM run_columns WHERE run_id = ? AND name IN ({placeholders})");
+    let mut query = sqlx::query_as::<_, (String, Vec<u8>)>(&sql).bind(run_id);
+    for name in names {
+        query = query.bind(*name);
+    }
+    let rows = query.fetch_all(pool).await.map_err(internal)?;
+    rows.into_iter()
+        .map(|(name, data)| {
+            let raw = codec::decode(&data).map_err(|e| internal(format!("run #{run_id} column {name}: {e}")))?;
+            Ok((name, raw))
+        })
+        .collect()
+}
+
+/// A column of little-endian f64 values.
+fn f64s(raw: &[u8]) -> Vec<f64> {
+    raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
 /// One run of a comparison: its scores per sample.
 struct RunScores {
     id: i64,
@@ -304,18 +327,9 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
     if status != "succeeded" {
         return Err(Failure::conflict(format!("run #{run_id} is {status}; only finished runs (succeeded) have statistics to compare")));
     }
-    let stored: HashMap<String, Vec<u8>> = sqlx::query_as("SELECT name, data FROM run_columns WHERE run_id = ? AND name IN (?, 'never_learned', 'forgetting_events')")
-        .bind(run_id)
-        .bind(score)
-        .fetch_all(pool)
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .collect();
-    let decode = |name: &str| stored.get(name).map(|data| codec::decode(data).map_err(|e| internal(format!("run #{run_id} column {name}: {e}")))).transpose();
-    let f64s = |raw: Vec<u8>| raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect::<Vec<f64>>();
-    let columns = match (decode(score)?, decode("never_learned")?, decode("forgetting_events")?) {
-        (Some(values), Some(never), Some(events)) => Some((f64s(values), never.iter().map(|&n| n != 0).collect(), f64s(events).iter().map(|&e| e > 0.0).collect())),
+    let mut stored = run_columns(pool, run_id, &[score, "never_learned", "forgetting_events"]).await?;
+    let columns = match (stored.remove(score), stored.remove("never_learned"), stored.remove("forgetting_events")) {
+        (Some(values), Some(never), Some(events)) => Some((f64s(&values), never.iter().map(|&n| n != 0).collect(), f64s(&events).iter().map(|&e| e > 0.0).collect())),
         _ => None,
     };
     let analysis: Option<(String, String)> =
@@ -674,21 +688,9 @@ const DATA_MAP_BINS: u32 = 40;
 /// `GET /runs/{id}/datamap`: variability (x, over [0, 0.5], the largest standard deviation
 /// of a probability) against confidence (y, over [0, 1]), cells coloured by mean correctness.
 pub async fn data_map(pool: &SqlitePool, run_id: i64) -> Result<DataMap, Failure> {
-    let stored: HashMap<String, Vec<u8>> =
-        sqlx::query_as("SELECT name, data FROM run_columns WHERE run_id = ? AND name IN ('variability', 'confidence', 'correctness')")
-            .bind(run_id)
-            .fetch_all(pool)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .collect();
-    let column = |name: &str| -> Result<Option<Vec<f64>>, Failure> {
-        let Some(data) = stored.get(name) else { return Ok(None) };
-        let raw = codec::decode(data).map_err(|e| internal(format!("run #{run_id} column {name}: {e}")))?;
-        Ok(Some(raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()))
-    };
-    let points: Vec<(f64, f64, Option<f64>)> = match (column("variability")?, column("confidence")?, column("correctness")?) {
-        (Some(v), Some(c), Some(k)) => v.into_iter().zip(c).zip(k).map(|((v, c), k)| (v, c, Some(k))).collect(),
+    let mut stored = run_columns(pool, run_id, &["variability", "confidence", "correctness"]).await?;
+    let points: Vec<(f64, f64, Option<f64>)> = match (stored.remove("variability"), stored.remove("confidence"), stored.remove("correctness")) {
+        (Some(v), Some(c), Some(k)) => f64s(&v).into_iter().zip(f64s(&c)).zip(f64s(&k)).map(|((v, c), k)| (v, c, Some(k))).collect(),
         // Runs finished before run_columns existed.
         _ => {
             let rows: Vec<(Option<f64>, Option<f64>, Option<f64>)> =

@@ -227,12 +227,12 @@ impl Service {
         let order = sort_clause(query.sort.as_deref(), |name| RUN_SORTS.iter().find(|(n, _)| *n == name).map(|(_, c)| *c), "r.id DESC")?;
         let limit = query.limit.unwrap_or(100).min(1000);
         let offset = query.offset.unwrap_or(0);
-        // ?1 status, ?2 dataset, ?3 arch, ?4 owner, ?5 tag, ?6 from, ?7 to (inclusive day), ?10 study.
+        // ?1 status, ?2 dataset, ?3 arch, ?4 owner, ?5 tag, ?6 from, ?7 to (inclusive day), ?8 study.
         let filters = "WHERE (?1 IS NULL OR j.status = ?1) AND (?2 IS NULL OR r.dataset = ?2) AND (?3 IS NULL OR r.arch = ?3)
                  AND (?4 IS NULL OR r.owner = ?4)
                  AND (?5 IS NULL OR EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?5))
                  AND (?6 IS NULL OR r.created_at >= ?6) AND (?7 IS NULL OR r.created_at < date(?7, '+1 day'))
-                 AND (?10 IS NULL OR r.study_id = ?10)";
+                 AND (?8 IS NULL OR r.study_id = ?8)";
         let bind = |sql| {
             sqlx::query(sql)
                 .bind(&query.status)
@@ -242,17 +242,18 @@ impl Service {
                 .bind(&query.tag)
                 .bind(&query.created_from)
                 .bind(&query.created_to)
+                .bind(query.study)
         };
         let count_sql = format!("SELECT COUNT(*) FROM runs r JOIN jobs j ON j.run_id = r.id {filters}");
-        let total: i64 = bind(&count_sql).bind(limit).bind(offset).bind(query.study).fetch_one(&self.pool).await.map_err(internal)?.get(0);
+        let total: i64 = bind(&count_sql).fetch_one(&self.pool).await.map_err(internal)?.get(0);
         let sql = format!(
             "SELECT {RUN_COLUMNS},
                 (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy,
                 (SELECT group_concat(tag, ',') FROM run_tags t WHERE t.run_id = r.id) AS tags
              FROM runs r JOIN jobs j ON j.run_id = r.id {filters}
-             ORDER BY {order}, r.id DESC LIMIT ?8 OFFSET ?9"
+             ORDER BY {order}, r.id DESC LIMIT ?9 OFFSET ?10"
         );
-        let rows = bind(&sql).bind(limit).bind(offset).bind(query.study).fetch_all(&self.pool).await.map_err(internal)?;
+        let rows = bind(&sql).bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(internal)?;
         let runs = rows
             .iter()
             .map(|row| {
@@ -478,11 +479,7 @@ impl app::backend::Backend for Site {
         self.service.launch_study(request).await
     }
     async fn cancel_study(&self, id: i64) -> Result<u64, Failure> {
-        let runs = self.service.study_active_runs(id).await?;
-        for run in &runs {
-            self.queue.cancel(*run).await?;
-        }
-        Ok(runs.len() as u64)
+        Ok(crate::studies::cancel_study(&self.service, &self.queue, id).await?.len() as u64)
     }
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure> {
         crate::analysis::data_map(&self.service.pool, run_id).await

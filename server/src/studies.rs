@@ -22,6 +22,15 @@ fn study_field(field: &str, run: &study::PlannedRun) -> String {
     }
 }
 
+/// Cancels every run of study `id` that has not finished; their ids.
+pub async fn cancel_study(service: &Service, queue: &crate::queue::Queue, id: i64) -> Result<Vec<i64>, Failure> {
+    let runs = service.study_active_runs(id).await?;
+    for run in &runs {
+        queue.cancel(*run).await?;
+    }
+    Ok(runs)
+}
+
 fn interval(values: &[f64]) -> Option<Interval> {
     dynamics::mean_interval(values, 0.95).map(|m| Interval { mean: m.mean, half_width: m.half_width.is_finite().then_some(m.half_width), n: m.n as u64 })
 }
@@ -144,7 +153,7 @@ impl Service {
     }
 
     /// The run ids of a study that have not finished.
-    pub async fn study_active_runs(&self, id: i64) -> Result<Vec<i64>, Failure> {
+    async fn study_active_runs(&self, id: i64) -> Result<Vec<i64>, Failure> {
         self.study_plan(id).await?;
         sqlx::query_scalar("SELECT r.id FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.study_id = ? AND j.status IN ('queued', 'running') ORDER BY r.id")
             .bind(id)

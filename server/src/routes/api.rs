@@ -84,10 +84,7 @@ pub async fn get_study(State(state): State<AppState>, Path(id): Path<String>) ->
 /// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.
 pub async fn cancel_study(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("study", &id)?;
-    let runs = state.service.study_active_runs(id).await?;
-    for run in &runs {
-        state.queue.cancel(*run).await?;
-    }
+    let runs = crate::studies::cancel_study(&state.service, &state.queue, id).await?;
     Ok(Json(serde_json::json!({ "id": id, "cancelled": runs })))
 }
 
