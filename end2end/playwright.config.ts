@@ -6,6 +6,8 @@ const baseURL = process.env.FORGETLAB_URL ?? "http://127.0.0.1:3000";
 
 export default defineConfig({
   testDir: "./tests",
+  // Signs the administrator in (browser state) and makes its API token, once.
+  globalSetup: "./global-setup.ts",
   timeout: 240_000,
   expect: { timeout: 15_000 },
   fullyParallel: false,
@@ -14,6 +16,8 @@ export default defineConfig({
   reporter: [["list"]],
   use: {
     baseURL,
+    // Pages run signed in as the administrator, with the session cookie of the real form.
+    storageState: "./.auth/admin.json",
     trace: "retain-on-failure",
     screenshot: "only-on-failure",
     launchOptions: {

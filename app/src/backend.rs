@@ -3,18 +3,20 @@
 
 use std::sync::Arc;
 
+use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo};
 use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunList, RunRequest, RunStatus, SamplePage, SampleQuery};
 
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure>;
-    async fn launch(&self, request: RunRequest) -> Result<Launched, Failure>;
+    /// Launches a run as `who`.
+    async fn launch(&self, request: RunRequest, who: &Identity) -> Result<Launched, Failure>;
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure>;
     async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure>;
     async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure>;
-    async fn launch_study(&self, request: protocol::study::StudyRequest) -> Result<protocol::study::StudyLaunched, Failure>;
-    /// Cancels the study's unfinished runs; how many.
-    async fn cancel_study(&self, id: i64) -> Result<u64, Failure>;
+    async fn launch_study(&self, request: protocol::study::StudyRequest, who: &Identity) -> Result<protocol::study::StudyLaunched, Failure>;
+    /// Cancels the study's unfinished runs (`who` must own it); how many.
+    async fn cancel_study(&self, id: i64, who: &Identity) -> Result<u64, Failure>;
     /// The run's data map, binned.
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure>;
     async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure>;
@@ -23,13 +25,23 @@ pub trait Backend: Send + Sync + 'static {
     async fn run(&self, id: i64) -> Result<RunDetail, Failure>;
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure>;
     /// Cancels a queued run, or asks a running one to stop (within a heartbeat).
-    async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure>;
+    async fn cancel(&self, run_id: i64, who: &Identity) -> Result<RunStatus, Failure>;
     /// Queues a failed or cancelled run again; it resumes after its last checkpoint.
-    async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure>;
+    async fn retry(&self, run_id: i64, who: &Identity) -> Result<RunStatus, Failure>;
     /// The class-level view of a succeeded run.
     async fn classes(&self, run_id: i64) -> Result<protocol::ClassReport, Failure>;
     /// The newest `tail` lines of the run's job log.
     async fn log(&self, run_id: i64, tail: u32) -> Result<protocol::JobLog, Failure>;
+    /// A personal API token for `who`, its secret shown this once.
+    async fn create_token(&self, who: &Identity, name: String) -> Result<NewToken, Failure>;
+    async fn tokens(&self, who: &Identity) -> Result<Vec<TokenInfo>, Failure>;
+    async fn revoke_token(&self, who: &Identity, id: i64) -> Result<(), Failure>;
+    async fn change_password(&self, who: &Identity, old: String, new: String) -> Result<(), Failure>;
+    /// Ends every session of `who`; how many.
+    async fn sign_out_everywhere(&self, who: &Identity) -> Result<u64, Failure>;
+    async fn accounts(&self) -> Result<Vec<Account>, Failure>;
+    async fn create_account(&self, name: String, password: String, role: Role) -> Result<Account, Failure>;
+    async fn update_account(&self, name: String, role: Option<Role>, disabled: Option<bool>) -> Result<Account, Failure>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

@@ -1,7 +1,15 @@
 //! Server functions: how pages read and change data. Each one calls the server's
 //! [`crate::backend::Backend`], the service behind the JSON API too.
+//!
+//! Reads are `GET`s. Every change is a `POST` with a `csrf` argument: the form's hidden
+//! [`crate::components::CsrfField`], which the server's middleware checks against the
+//! session before the function runs (so it also survives hydrated forms, which send only the
+//! function's arguments). Account functions live under `/sf/account` (open to every role),
+//! administration under `/sf/admin` (administrators only).
 
 use leptos::prelude::*;
+use leptos::server_fn::codec::GetUrl;
+use protocol::auth::{Account, NewToken, TokenInfo};
 use protocol::{DatasetInfo, LaunchOutcome, RunDetail, RunQuery, RunStatus, SamplePage, SampleQuery};
 
 #[cfg(feature = "ssr")]
@@ -9,34 +17,41 @@ fn backend() -> Result<crate::backend::SharedBackend, ServerFnError> {
     use_context::<crate::backend::SharedBackend>().ok_or_else(|| ServerFnError::new("the server did not provide its backend"))
 }
 
+/// The signed-in account (the server's middleware put it into the request).
+#[cfg(feature = "ssr")]
+fn caller() -> Result<protocol::auth::Identity, ServerFnError> {
+    use_context::<protocol::auth::Identity>().ok_or_else(|| ServerFnError::new("sign in first"))
+}
+
 #[cfg(feature = "ssr")]
 fn failed(failure: protocol::Failure) -> ServerFnError {
     ServerFnError::new(failure.body.message)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn list_datasets() -> Result<Vec<DatasetInfo>, ServerFnError> {
     backend()?.datasets().await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn list_runs(query: RunQuery) -> Result<protocol::RunList, ServerFnError> {
     backend()?.runs(query).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn list_studies() -> Result<Vec<protocol::study::StudySummary>, ServerFnError> {
     backend()?.studies().await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_study(id: i64) -> Result<protocol::study::StudyDetail, ServerFnError> {
     backend()?.study(id).await.map_err(failed)
 }
 
 #[server(prefix = "/sf")]
-pub async fn cancel_study(id: i64) -> Result<u64, ServerFnError> {
-    backend()?.cancel_study(id).await.map_err(failed)
+pub async fn cancel_study(id: i64, csrf: String) -> Result<u64, ServerFnError> {
+    let _ = csrf;
+    backend()?.cancel_study(id, &caller()?).await.map_err(failed)
 }
 
 /// The study form: lists as comma-separated text; empty fields take the preset's values.
@@ -58,8 +73,10 @@ pub async fn launch_study(
     batch_size: String,
     lr: String,
     device: String,
+    csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::{json, Map, Value};
+    let _ = csrf;
     let text = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
     let mut base = Map::new();
     for (key, value) in [("dataset", &dataset), ("train_subset", &train_subset), ("val_subset", &val_subset), ("image_size", &image_size),
@@ -75,56 +92,58 @@ pub async fn launch_study(
             .map(|kind| if kind == "full" { json!("full") } else { json!({"kind": kind, "budget": budget.clone()}) }).collect())
     });
     let request = protocol::study::StudyRequest { preset: text(&preset), name: text(&name), base: Some(Value::Object(base)), archs: text(&archs), seeds: text(&seeds), arms };
-    match backend()?.launch_study(request).await {
+    match backend()?.launch_study(request, &caller()?).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
         Err(failure) if failure.status < 500 => Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors }),
         Err(failure) => Err(failed(failure)),
     }
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_data_map(run_id: i64) -> Result<protocol::DataMap, ServerFnError> {
     backend()?.data_map(run_id).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn compare_runs(query: protocol::CompareQuery) -> Result<protocol::Comparison, ServerFnError> {
     backend()?.compare(query).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_sample_history(run_id: i64, key: String) -> Result<protocol::SampleHistory, ServerFnError> {
     backend()?.sample_history(run_id, key).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_run(id: i64) -> Result<RunDetail, ServerFnError> {
     backend()?.run(id).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn list_samples(run_id: i64, query: SampleQuery) -> Result<SamplePage, ServerFnError> {
     backend()?.samples(run_id, query).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_run_classes(run_id: i64) -> Result<protocol::ClassReport, ServerFnError> {
     backend()?.classes(run_id).await.map_err(failed)
 }
 
-#[server(prefix = "/sf")]
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn get_run_log(run_id: i64, tail: u32) -> Result<protocol::JobLog, ServerFnError> {
     backend()?.log(run_id, tail).await.map_err(failed)
 }
 
 #[server(prefix = "/sf")]
-pub async fn cancel_run(run_id: i64) -> Result<RunStatus, ServerFnError> {
-    backend()?.cancel(run_id).await.map_err(failed)
+pub async fn cancel_run(run_id: i64, csrf: String) -> Result<RunStatus, ServerFnError> {
+    let _ = csrf;
+    backend()?.cancel(run_id, &caller()?).await.map_err(failed)
 }
 
 #[server(prefix = "/sf")]
-pub async fn retry_run(run_id: i64) -> Result<RunStatus, ServerFnError> {
-    backend()?.retry(run_id).await.map_err(failed)
+pub async fn retry_run(run_id: i64, csrf: String) -> Result<RunStatus, ServerFnError> {
+    let _ = csrf;
+    backend()?.retry(run_id, &caller()?).await.map_err(failed)
 }
 
 /// The launch form. Every field arrives as the text the user typed; the spec parser decides
@@ -149,8 +168,10 @@ pub async fn launch_run(
     schedule: String,
     lr_warmup_epochs: String,
     augment: String,
+    csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::Value;
+    let _ = csrf;
     let text = |s: String| Some(Value::String(s));
     let request = protocol::RunRequest {
         dataset: text(dataset),
@@ -172,11 +193,101 @@ pub async fn launch_run(
         augment: text(augment),
         ..Default::default()
     };
-    match backend()?.launch(request).await {
+    match backend()?.launch(request, &caller()?).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
         Err(failure) if failure.status < 500 => {
             Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors })
         }
         Err(failure) => Err(failed(failure)),
     }
+}
+
+/// What an account form's action tells the page: done (with a message), or why not.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FormOutcome {
+    pub ok: bool,
+    pub message: String,
+}
+
+#[cfg(feature = "ssr")]
+fn outcome(result: Result<String, protocol::Failure>) -> Result<FormOutcome, ServerFnError> {
+    match result {
+        Ok(message) => Ok(FormOutcome { ok: true, message }),
+        Err(failure) if failure.status < 500 => {
+            let fields: String = failure.body.errors.0.iter().map(|(field, message)| format!("; {field}: {message}")).collect();
+            Ok(FormOutcome { ok: false, message: format!("{}{fields}", failure.body.message) })
+        }
+        Err(failure) => Err(failed(failure)),
+    }
+}
+
+#[server(prefix = "/sf/account", input = GetUrl)]
+pub async fn my_tokens() -> Result<Vec<TokenInfo>, ServerFnError> {
+    backend()?.tokens(&caller()?).await.map_err(failed)
+}
+
+/// A new personal API token; the page shows its secret once.
+#[server(prefix = "/sf/account")]
+pub async fn create_token(name: String, csrf: String) -> Result<Result<NewToken, String>, ServerFnError> {
+    let _ = csrf;
+    match backend()?.create_token(&caller()?, name).await {
+        Ok(token) => Ok(Ok(token)),
+        Err(failure) if failure.status < 500 => Ok(Err(failure.body.errors.0.into_values().next().unwrap_or(failure.body.message))),
+        Err(failure) => Err(failed(failure)),
+    }
+}
+
+#[server(prefix = "/sf/account")]
+pub async fn revoke_token(id: i64, csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    outcome(backend()?.revoke_token(&caller()?, id).await.map(|()| format!("token #{id} revoked")))
+}
+
+#[server(prefix = "/sf/account")]
+pub async fn change_password(old_password: String, new_password: String, confirm: String, csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    if new_password != confirm {
+        return Ok(FormOutcome { ok: false, message: "the two new passwords differ".into() });
+    }
+    outcome(backend()?.change_password(&caller()?, old_password, new_password).await.map(|()| "password changed".into()))
+}
+
+#[server(prefix = "/sf/account")]
+pub async fn sign_out_everywhere(csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    outcome(backend()?.sign_out_everywhere(&caller()?).await.map(|n| format!("{n} session(s) ended; sign in again")))
+}
+
+#[server(prefix = "/sf/admin", input = GetUrl)]
+pub async fn list_accounts() -> Result<Vec<Account>, ServerFnError> {
+    backend()?.accounts().await.map_err(failed)
+}
+
+#[server(prefix = "/sf/admin")]
+pub async fn create_account(name: String, password: String, role: String, csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    let role = match protocol::auth::Role::parse(&role) {
+        Ok(role) => role,
+        Err(message) => return Ok(FormOutcome { ok: false, message }),
+    };
+    let name = name.trim().to_owned();
+    outcome(backend()?.create_account(name.clone(), password, role).await.map(|a| format!("account {} created ({})", a.name, a.role.as_str())))
+}
+
+/// Changes an account's role (`role` non-empty) or enables/disables it (`disabled` "true"/"false").
+#[server(prefix = "/sf/admin")]
+pub async fn update_account(name: String, role: String, disabled: String, csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    let role = match role.trim() {
+        "" => None,
+        text => match protocol::auth::Role::parse(text) {
+            Ok(role) => Some(role),
+            Err(message) => return Ok(FormOutcome { ok: false, message }),
+        },
+    };
+    let disabled = match disabled.trim() {
+        "" => None,
+        text => Some(text == "true"),
+    };
+    outcome(backend()?.update_account(name, role, disabled).await.map(|a| format!("{}: {}{}", a.name, a.role.as_str(), if a.disabled { ", disabled" } else { "" })))
 }

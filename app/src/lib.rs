@@ -18,19 +18,56 @@ use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::components::{Route, Router, Routes, A};
 use leptos_router::{path, SsrMode};
 
+use components::{CsrfField, Me};
+use pages::account::{AccountPage, LoginPage, SetupPage, UsersPage};
 use pages::compare::ComparePage;
 use pages::samples::{SampleBrowser, SampleDetail};
 use pages::studies::{StudiesPage, StudyPage};
 use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
 
+/// The Content-Security-Policy of a page: scripts only from this site or inline with this
+/// response's nonce (Leptos's hydration and resource scripts carry it), wasm allowed, nothing
+/// framed, forms only to this site.
+pub fn csp(nonce: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
+/// The signed-in account: on the server from the request, in the browser from the page.
+fn signed_in() -> Option<protocol::auth::Identity> {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<protocol::auth::Identity>()
+    }
+    #[cfg(all(feature = "hydrate", not(feature = "ssr")))]
+    {
+        let meta = document().query_selector("meta[name='forgetlab-account']").ok().flatten()?;
+        serde_json::from_str(&meta.get_attribute("content")?).ok()
+    }
+    #[cfg(not(any(feature = "ssr", feature = "hydrate")))]
+    {
+        None
+    }
+}
+
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    #[cfg(feature = "ssr")]
+    if let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>()) {
+        if let Ok(value) = http::HeaderValue::from_str(&csp(&nonce)) {
+            response.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
+    let account = signed_in().and_then(|who| serde_json::to_string(&who).ok());
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
+                {account.map(|json| view! { <meta name="forgetlab-account" content=json /> })}
                 <HydrationScripts options />
                 <MetaTags />
             </head>
@@ -44,19 +81,33 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 #[component]
 pub fn App() -> impl IntoView {
     provide_meta_context();
+    let me = signed_in();
+    provide_context(Me(me.clone()));
+    let can_launch = me.as_ref().is_some_and(|who| who.role.can_launch());
+    let is_admin = me.as_ref().is_some_and(|who| who.is_admin());
     view! {
         <Stylesheet id="leptos" href="/pkg/forgetlab.css" />
         <Title formatter=|page: String| if page.is_empty() { "forgetlab".to_owned() } else { format!("{page} · forgetlab") } />
         <Router>
             <header class="topbar">
                 <A href="/" attr:class="brand">"forgetlab"</A>
-                <nav>
-                    <A href="/">"Runs"</A>
-                    <A href="/launch">"Launch"</A>
-                    <A href="/jobs">"Jobs"</A>
-                    <A href="/studies">"Studies"</A>
-                    <A href="/compare">"Compare"</A>
-                </nav>
+                {me.map(|who| view! {
+                    <nav>
+                        <A href="/">"Runs"</A>
+                        {can_launch.then(|| view! { <A href="/launch">"Launch"</A> })}
+                        <A href="/jobs">"Jobs"</A>
+                        <A href="/studies">"Studies"</A>
+                        <A href="/compare">"Compare"</A>
+                        {is_admin.then(|| view! { <A href="/admin/users">"Users"</A> })}
+                    </nav>
+                    <div class="account-menu">
+                        <a href="/account" class="whoami" data-role=who.role.as_str()>{who.name.clone()} " · " {who.role.as_str()}</a>
+                        <form method="post" action="/logout" class="inline-form">
+                            <CsrfField />
+                            <button type="submit" class="button small">"Sign out"</button>
+                        </form>
+                    </div>
+                })}
             </header>
             <main>
                 // Async: every page is sent whole, so it reads without JavaScript.
@@ -70,6 +121,10 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/compare") view=ComparePage ssr=SsrMode::Async />
                     <Route path=path!("/studies") view=StudiesPage ssr=SsrMode::Async />
                     <Route path=path!("/studies/:id") view=StudyPage ssr=SsrMode::Async />
+                    <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async />
+                    <Route path=path!("/setup") view=SetupPage ssr=SsrMode::Async />
+                    <Route path=path!("/account") view=AccountPage ssr=SsrMode::Async />
+                    <Route path=path!("/admin/users") view=UsersPage ssr=SsrMode::Async />
                 </Routes>
             </main>
         </Router>

@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { hydrated } from "./helpers";
+import { ADMIN_STATE, expect, hydrated, test } from "./helpers";
 
 test("a running job is cancelled from the jobs page, retried, and resumes to the end", async ({ page, request }) => {
   // Long enough to be caught running: ResNet-18, 2048 images at 32 px, 6 epochs.
@@ -38,7 +37,7 @@ test("a running job is cancelled from the jobs page, retried, and resumes to the
 });
 
 test("the cancel form works without JavaScript", async ({ browser, request }) => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  const context = await browser.newContext({ javaScriptEnabled: false, storageState: ADMIN_STATE });
   const page = await context.newPage();
   // Queued behind nothing long: cancel it while queued or running, whichever the form sees.
   const launched = await request.post("/api/v1/runs", {

@@ -1,5 +1,5 @@
-import { expect, test, APIRequestContext } from "@playwright/test";
-import { hydrated } from "./helpers";
+import { APIRequestContext } from "@playwright/test";
+import { expect, hydrated, test } from "./helpers";
 
 // Two small runs over the same Fashion-MNIST subset (different seeds), shared by the tests.
 const tag = `explore-${Date.now()}`;

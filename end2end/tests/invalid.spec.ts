@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { hydrated } from "./helpers";
+import { ADMIN_STATE, expect, hydrated, test } from "./helpers";
 
 test("the form refuses invalid values with a message per field, keeps what was typed, and queues nothing", async ({ page, request }) => {
   const before = (await (await request.get("/api/v1/runs")).json()).length;
@@ -41,7 +40,7 @@ test("the API refuses invalid specs and malformed JSON with JSON errors", async 
 });
 
 test("pages render on the server and read without JavaScript", async ({ browser }) => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  const context = await browser.newContext({ javaScriptEnabled: false, storageState: ADMIN_STATE });
   const page = await context.newPage();
   await page.goto("/jobs");
   await expect(page.locator("h1")).toHaveText("Jobs");

@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { hydrated } from "./helpers";
+import { expect, hydrated, test } from "./helpers";
 
 test("a run launched from the form trains live and its page shows curves, histogram and the 20 most forgotten samples", async ({ page, request }) => {
   await page.goto("/launch");

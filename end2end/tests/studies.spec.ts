@@ -1,5 +1,4 @@
-import { expect, test } from "@playwright/test";
-import { hydrated } from "./helpers";
+import { expect, hydrated, test } from "./helpers";
 
 test("a study launched from its preset fills its grid live and reports its findings", async ({ page, request }) => {
   test.setTimeout(900_000);

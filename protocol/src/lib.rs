@@ -9,6 +9,7 @@
 //! Compiled into the server, the worker and the browser bundle, so it carries no heavy
 //! dependency: serde and nothing else of note.
 
+pub mod auth;
 pub mod pack;
 pub mod sampling;
 pub mod spec;

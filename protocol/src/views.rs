@@ -225,6 +225,9 @@ pub struct RunDetail {
     /// Run-level analysis, computed when the run succeeded.
     #[serde(default)]
     pub analysis: Option<RunAnalysis>,
+    /// The account that launched the run (none for runs from before accounts).
+    #[serde(default)]
+    pub owner: Option<String>,
 }
 
 /// A correlation coefficient with its two-sided p-value (scipy's definitions) and the number
@@ -364,6 +367,12 @@ impl Failure {
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(401, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, message)
+    }
+    pub fn too_many(message: impl Into<String>) -> Self {
+        Self::new(429, message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(404, message)

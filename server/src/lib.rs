@@ -4,7 +4,9 @@
 //! Not here: training (the `trainer` crate's worker, a separate process that may crash without
 //! taking the site down) and the analysis itself (`dynamics`).
 
+pub mod admin;
 pub mod analysis;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod db;

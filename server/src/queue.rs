@@ -46,7 +46,7 @@ struct LeasedJob {
     spec: ExperimentSpec,
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -60,7 +60,7 @@ pub fn new_token() -> String {
 }
 
 /// Compares two hex digests without an early exit, so timing tells nothing.
-fn same_digest(a: &str, b: &str) -> bool {
+pub(crate) fn same_digest(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -609,6 +609,18 @@ impl Queue {
     }
 
     /// Puts a failed or cancelled run back in the queue.
+    /// Cancels a run for `who`, who must own it (or be an administrator).
+    pub async fn cancel_as(&self, run_id: i64, who: &protocol::auth::Identity) -> Result<RunStatus, Failure> {
+        crate::auth::check_may_change(&self.pool, who, crate::auth::Owned::Run(run_id)).await?;
+        self.cancel(run_id).await
+    }
+
+    /// Retries a run for `who`, who must own it (or be an administrator).
+    pub async fn retry_as(&self, run_id: i64, who: &protocol::auth::Identity) -> Result<RunStatus, Failure> {
+        crate::auth::check_may_change(&self.pool, who, crate::auth::Owned::Run(run_id)).await?;
+        self.retry(run_id).await
+    }
+
     pub async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure> {
         let (job_id, status) = self.job_of(run_id).await?;
         if !matches!(status, RunStatus::Failed | RunStatus::Cancelled) {

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use protocol::auth::Identity;
 use protocol::{
     DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
     RunList, RunSummary, SamplePage, SampleQuery, SampleStats,
@@ -88,12 +89,15 @@ impl Service {
         self.registry.list().await
     }
 
-    pub async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
-        self.launch_in_study(request, None).await
+    pub async fn launch(&self, request: RunRequest, who: &Identity) -> Result<Launched, Failure> {
+        self.launch_in_study(request, None, who).await
     }
 
-    /// Launches a run, as one of a study's grid (study id, arm) when given.
-    pub async fn launch_in_study(&self, request: RunRequest, study: Option<(i64, usize)>) -> Result<Launched, Failure> {
+    /// Launches a run as `who`, as one of a study's grid (study id, arm) when given.
+    pub async fn launch_in_study(&self, request: RunRequest, study: Option<(i64, usize)>, who: &Identity) -> Result<Launched, Failure> {
+        if !who.role.can_launch() {
+            return Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch; ask an administrator for the member role", who.name)));
+        }
         let datasets = self.registry.list().await?;
         let not_queued = |errors: protocol::FieldErrors| {
             let count = errors.0.len();
@@ -101,7 +105,7 @@ impl Service {
         };
         let spec = ExperimentSpec::parse(&request, &datasets);
         let queueing = request.queueing();
-        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing) {
+        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing.and_then(|q| owned_by(q, who))) {
             (Ok(spec), Ok(queueing)) => (spec, queueing),
             (spec, queueing) => {
                 let mut errors = spec.err().unwrap_or_default();
@@ -337,6 +341,7 @@ impl Service {
             class_names,
             val_confusion,
             analysis,
+            owner: row.get("owner"),
         })
     }
 
@@ -452,10 +457,29 @@ pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
     }
 }
 
-/// What the pages' server functions call: the service, and the queue for cancel and retry.
+/// A run is launched by the signed-in account: `owner`, when given, must name it, unless an
+/// administrator launches for someone else.
+fn owned_by(mut queueing: protocol::Queueing, who: &Identity) -> Result<protocol::Queueing, protocol::FieldErrors> {
+    match &queueing.owner {
+        Some(owner) if owner != &who.name && !who.is_admin() => {
+            let mut errors = protocol::FieldErrors::default();
+            errors.add("owner", format!("runs are launched as the signed-in account ({}); leave owner out (only administrators may name another)", who.name));
+            Err(errors)
+        }
+        Some(_) => Ok(queueing),
+        None => {
+            queueing.owner = Some(who.name.clone());
+            Ok(queueing)
+        }
+    }
+}
+
+/// What the pages' server functions call: the service, the queue for cancel and retry, and
+/// the accounts.
 pub struct Site {
     pub service: Arc<Service>,
     pub queue: Arc<crate::queue::Queue>,
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 #[async_trait::async_trait]
@@ -463,8 +487,8 @@ impl app::backend::Backend for Site {
     async fn datasets(&self) -> Result<Vec<DatasetInfo>, Failure> {
         self.service.datasets().await
     }
-    async fn launch(&self, request: RunRequest) -> Result<Launched, Failure> {
-        self.service.launch(request).await
+    async fn launch(&self, request: RunRequest, who: &Identity) -> Result<Launched, Failure> {
+        self.service.launch(request, who).await
     }
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure> {
         self.service.runs(query).await
@@ -475,11 +499,11 @@ impl app::backend::Backend for Site {
     async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure> {
         self.service.study(id).await
     }
-    async fn launch_study(&self, request: protocol::study::StudyRequest) -> Result<protocol::study::StudyLaunched, Failure> {
-        self.service.launch_study(request).await
+    async fn launch_study(&self, request: protocol::study::StudyRequest, who: &Identity) -> Result<protocol::study::StudyLaunched, Failure> {
+        self.service.launch_study(request, who).await
     }
-    async fn cancel_study(&self, id: i64) -> Result<u64, Failure> {
-        Ok(crate::studies::cancel_study(&self.service, &self.queue, id).await?.len() as u64)
+    async fn cancel_study(&self, id: i64, who: &Identity) -> Result<u64, Failure> {
+        Ok(crate::studies::cancel_study(&self.service, &self.queue, id, who).await?.len() as u64)
     }
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure> {
         crate::analysis::data_map(&self.service.pool, run_id).await
@@ -496,16 +520,40 @@ impl app::backend::Backend for Site {
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
         self.service.samples(run_id, query).await
     }
-    async fn cancel(&self, run_id: i64) -> Result<RunStatus, Failure> {
-        self.queue.cancel(run_id).await
+    async fn cancel(&self, run_id: i64, who: &Identity) -> Result<RunStatus, Failure> {
+        self.queue.cancel_as(run_id, who).await
     }
-    async fn retry(&self, run_id: i64) -> Result<RunStatus, Failure> {
-        self.queue.retry(run_id).await
+    async fn retry(&self, run_id: i64, who: &Identity) -> Result<RunStatus, Failure> {
+        self.queue.retry_as(run_id, who).await
     }
     async fn classes(&self, run_id: i64) -> Result<protocol::ClassReport, Failure> {
         self.service.classes(run_id).await
     }
     async fn log(&self, run_id: i64, tail: u32) -> Result<protocol::JobLog, Failure> {
         self.queue.log_tail(run_id, tail).await
+    }
+    async fn create_token(&self, who: &Identity, name: String) -> Result<protocol::auth::NewToken, Failure> {
+        self.auth.create_token(who, &name).await
+    }
+    async fn tokens(&self, who: &Identity) -> Result<Vec<protocol::auth::TokenInfo>, Failure> {
+        self.auth.tokens(who).await
+    }
+    async fn revoke_token(&self, who: &Identity, id: i64) -> Result<(), Failure> {
+        self.auth.revoke_token(who, id).await
+    }
+    async fn change_password(&self, who: &Identity, old: String, new: String) -> Result<(), Failure> {
+        self.auth.change_password(who, &old, &new).await
+    }
+    async fn sign_out_everywhere(&self, who: &Identity) -> Result<u64, Failure> {
+        self.auth.close_all_sessions(who).await
+    }
+    async fn accounts(&self) -> Result<Vec<protocol::auth::Account>, Failure> {
+        self.auth.accounts().await
+    }
+    async fn create_account(&self, name: String, password: String, role: protocol::auth::Role) -> Result<protocol::auth::Account, Failure> {
+        self.auth.create_user(&name, &password, role).await
+    }
+    async fn update_account(&self, name: String, role: Option<protocol::auth::Role>, disabled: Option<bool>) -> Result<protocol::auth::Account, Failure> {
+        self.auth.update_user(&name, role, disabled).await
     }
 }

@@ -8,7 +8,7 @@ use app::backend::SharedBackend;
 use app::{shell, App};
 use axum::http::{header, HeaderValue};
 use axum::Router;
-use leptos::prelude::{provide_context, LeptosOptions};
+use leptos::prelude::{provide_context, use_context, LeptosOptions};
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,6 +17,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::auth::http::{authenticate, login, logout, setup};
+use crate::auth::Auth;
 use crate::config::{Config, ExecutorKind};
 use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::executor::LocalExecutor;
@@ -67,23 +69,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone() };
+    let auth = Arc::new(Auth::new(pool.clone()));
+    bootstrap_accounts(&auth, &server_url).await?;
+    let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone(), auth: auth.clone() };
 
-    let backend: SharedBackend = Arc::new(crate::service::Site { service, queue: queue.clone() });
+    let backend: SharedBackend = Arc::new(crate::service::Site { service, queue: queue.clone(), auth: auth.clone() });
     let routes = generate_route_list(App);
+    // Pages and server functions see the signed-in account as context.
+    let page_context = move || {
+        provide_context(backend.clone());
+        if let Some(who) = use_context::<axum::http::request::Parts>().and_then(|parts| parts.extensions.get::<protocol::auth::Identity>().cloned()) {
+            provide_context(who);
+        }
+    };
     let app = Router::new()
-        .leptos_routes_with_context(&state, routes, move || provide_context(backend.clone()), {
+        .leptos_routes_with_context(&state, routes, page_context, {
             let options = leptos_options.clone();
             move || shell(options.clone())
         })
+        .route("/login", axum::routing::post(login))
+        .route("/logout", axum::routing::post(logout))
+        .route("/setup", axum::routing::post(setup))
         .nest("/api/v1", api_router())
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .layer(axum::middleware::from_fn_with_state(auth.clone(), authenticate))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
         // default predicate leaves text/event-stream, images and small bodies alone).
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        // Pages set their own policy with the nonce of their inline scripts (`app::csp`);
+        // everything else (JSON, files) gets the strictest.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")))
         .layer(TraceLayer::new_for_http())
         .with_state(state);
 
@@ -110,13 +129,40 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     println!("forgetlab is serving http://{addr}");
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, app)
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
             tracing::info!("shutting down");
             let _ = shutdown_tx.send(true);
         })
         .await?;
+    Ok(())
+}
+
+/// With no account yet: the administrator from `FORGETLAB_ADMIN_USER` and
+/// `FORGETLAB_ADMIN_PASSWORD`, or a one-time setup URL printed for a person to open.
+async fn bootstrap_accounts(auth: &Auth, server_url: &str) -> anyhow::Result<()> {
+    let failed = |f: protocol::Failure| anyhow::anyhow!("{}{}", f.body.message, f.body.errors.0.iter().map(|(k, v)| format!("; {k}: {v}")).collect::<String>());
+    if auth.has_accounts().await.map_err(failed)? {
+        return Ok(());
+    }
+    let name = std::env::var("FORGETLAB_ADMIN_USER").ok().filter(|v| !v.is_empty());
+    let password = std::env::var("FORGETLAB_ADMIN_PASSWORD").ok().filter(|v| !v.is_empty());
+    match (name, password) {
+        (Some(name), Some(password)) => {
+            auth.create_user(&name, &password, protocol::auth::Role::Admin).await.map_err(|f| failed(f).context("FORGETLAB_ADMIN_USER/FORGETLAB_ADMIN_PASSWORD"))?;
+            println!("forgetlab: created the administrator account {name:?} (FORGETLAB_ADMIN_USER)");
+        }
+        (None, None) => {
+            let token = auth.new_setup_token();
+            println!(
+                "forgetlab: no accounts yet. Open {server_url}/setup?token={token} within {} minutes to choose the first administrator's name and password \
+                 (or set FORGETLAB_ADMIN_USER and FORGETLAB_ADMIN_PASSWORD, or run `forgetlab admin create NAME`).",
+                crate::auth::SETUP_MINUTES
+            );
+        }
+        _ => anyhow::bail!("set both FORGETLAB_ADMIN_USER and FORGETLAB_ADMIN_PASSWORD, or neither"),
+    }
     Ok(())
 }
 

@@ -9,7 +9,9 @@ use protocol::{CompareQuery, ExperimentSpec, Failure, FieldErrors, RunQuery, Run
 use serde_json::{json, Map, Value};
 use sqlx::Row;
 
+use crate::auth::{check_may_change, Owned};
 use crate::db::internal;
+use protocol::auth::Identity;
 use crate::service::Service;
 
 /// The fields of a study's runs that come from its lists, not from `base`.
@@ -23,7 +25,8 @@ fn study_field(field: &str, run: &study::PlannedRun) -> String {
 }
 
 /// Cancels every run of study `id` that has not finished; their ids.
-pub async fn cancel_study(service: &Service, queue: &crate::queue::Queue, id: i64) -> Result<Vec<i64>, Failure> {
+pub async fn cancel_study(service: &Service, queue: &crate::queue::Queue, id: i64, who: &Identity) -> Result<Vec<i64>, Failure> {
+    check_may_change(&service.pool, who, Owned::Study(id)).await?;
     let runs = service.study_active_runs(id).await?;
     for run in &runs {
         queue.cancel(*run).await?;
@@ -37,7 +40,10 @@ fn interval(values: &[f64]) -> Option<Interval> {
 
 impl Service {
     /// `POST /studies`: checks every run of the grid as `POST /runs` would, then queues them all.
-    pub async fn launch_study(&self, request: StudyRequest) -> Result<StudyLaunched, Failure> {
+    pub async fn launch_study(&self, request: StudyRequest, who: &Identity) -> Result<StudyLaunched, Failure> {
+        if !who.role.can_launch() {
+            return Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch; ask an administrator for the member role", who.name)));
+        }
         let refused = |errors: FieldErrors| {
             let count = errors.0.len();
             Failure::invalid(format!("the study was not queued: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors)
@@ -63,19 +69,20 @@ impl Service {
         }
         let dataset = plan.runs.first().and_then(|r| r.request.dataset.as_ref()).and_then(Value::as_str).unwrap_or_default().to_owned();
         let stored = json!({"archs": plan.archs, "seeds": plan.seeds, "arms": plan.arms, "base": plan.base});
-        let id: i64 = sqlx::query_scalar("INSERT INTO studies (name, dataset, plan) VALUES (?, ?, ?) RETURNING id")
+        let id: i64 = sqlx::query_scalar("INSERT INTO studies (name, dataset, plan, owner) VALUES (?, ?, ?, ?) RETURNING id")
             .bind(&plan.name)
             .bind(&dataset)
             .bind(stored.to_string())
+            .bind(&who.name)
             .fetch_one(&self.pool)
             .await
             .map_err(internal)?;
-        let runs = self.queue_study_runs(id, &plan.runs).await?;
+        let runs = self.queue_study_runs(id, &plan.runs, who).await?;
         tracing::info!(study = id, runs = runs.len(), "study queued");
         Ok(StudyLaunched { id, runs })
     }
 
-    async fn queue_study_runs(&self, id: i64, runs: &[study::PlannedRun]) -> Result<Vec<i64>, Failure> {
+    async fn queue_study_runs(&self, id: i64, runs: &[study::PlannedRun], who: &Identity) -> Result<Vec<i64>, Failure> {
         let mut ids = Vec::new();
         for run in runs {
             let mut request = run.request.clone();
@@ -83,14 +90,15 @@ impl Service {
             let mut tags = request.tags.as_ref().map(protocol::spec::parse_tags).transpose().unwrap_or_default().unwrap_or_default();
             tags.push(format!("study-{id}"));
             request.tags = Some(json!(tags));
-            let launched = self.launch_in_study(request, Some((id, run.arm))).await?;
+            let launched = self.launch_in_study(request, Some((id, run.arm)), who).await?;
             ids.push(launched.id);
         }
         Ok(ids)
     }
 
     /// `POST /studies/{id}/seeds`: adds every architecture and arm for seeds not in the study yet.
-    pub async fn extend_study(&self, id: i64, seeds: Vec<u64>) -> Result<StudyLaunched, Failure> {
+    pub async fn extend_study(&self, id: i64, seeds: Vec<u64>, who: &Identity) -> Result<StudyLaunched, Failure> {
+        check_may_change(&self.pool, who, Owned::Study(id)).await?;
         let (plan, _) = self.study_plan(id).await?;
         let new: Vec<u64> = seeds.into_iter().filter(|s| !plan.seeds.contains(s)).collect();
         if new.is_empty() {
@@ -102,7 +110,7 @@ impl Service {
         all.extend(&new);
         stored["seeds"] = json!(all);
         sqlx::query("UPDATE studies SET plan = ? WHERE id = ?").bind(stored.to_string()).bind(id).execute(&self.pool).await.map_err(internal)?;
-        let ids = self.queue_study_runs(id, &runs).await?;
+        let ids = self.queue_study_runs(id, &runs, who).await?;
         Ok(StudyLaunched { id, runs: ids })
     }
 

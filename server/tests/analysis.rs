@@ -22,7 +22,7 @@ fn parquet_rows(bytes: Vec<u8>) -> (i64, Vec<String>) {
 #[test]
 fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let server = TestServer::start(1);
-    let client = Client::new();
+    let client = server.client();
     for (name, seed) in [("shapes", 1), ("other-shapes", 2)] {
         let spec = format!("classes=4,train_per_class=50,val_per_class=10,size=12,channels=1,seed={seed}");
         let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": "synthetic", "path": spec})).send().unwrap();

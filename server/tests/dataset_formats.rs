@@ -34,7 +34,7 @@ fn register(client: &Client, server: &TestServer, body: Value) -> reqwest::block
 #[test]
 fn synthetic_and_image_folder_datasets_register_and_train() {
     let server = TestServer::start(1);
-    let client = Client::new();
+    let client = server.client();
 
     let spec = "classes=3,train_per_class=40,val_per_class=10,size=16,channels=1,seed=5";
     let response = register(&client, &server, json!({"name": "synthetic-3", "format": "synthetic", "path": spec}));
@@ -95,7 +95,7 @@ fn synthetic_and_image_folder_datasets_register_and_train() {
 #[test]
 fn an_unreadable_image_is_named_or_skipped_as_the_dataset_says() {
     let server = TestServer::start(1);
-    let client = Client::new();
+    let client = server.client();
     let root = server.data_dir.path().join("datasets/with-a-bad-file");
     for label in 0..2 {
         for i in 0..6 {

@@ -156,14 +156,14 @@ fn real_jobs_store_statistics_that_match_the_stored_epochs() {
         runtime.block_on(check_stored_statistics(&server.database(), id, epochs, samples, warmup));
     }
     // The API's sample list agrees with the database and is sorted as asked.
-    let page: Value = reqwest::blocking::get(server.api(&format!("/runs/{small}/samples?sort=-forgetting_events&limit=20"))).unwrap().json().unwrap();
+    let page: Value = server.client().get(server.api(&format!("/runs/{small}/samples?sort=-forgetting_events&limit=20"))).send().unwrap().json().unwrap();
     assert_eq!(page["total"], 256);
     let events: Vec<u64> = page["samples"].as_array().unwrap().iter().map(|s| s["forgetting_events"].as_u64().unwrap()).collect();
     assert_eq!(events.len(), 20);
     assert!(events.windows(2).all(|w| w[0] >= w[1]), "sorted by forgetting events: {events:?}");
     // A thumbnail of a listed sample is a PNG.
     let index = page["samples"][0]["dataset_index"].as_u64().unwrap();
-    let png = reqwest::blocking::get(server.api(&format!("/datasets/fashion-mnist/train/{index}.png"))).unwrap();
+    let png = server.client().get(server.api(&format!("/datasets/fashion-mnist/train/{index}.png"))).send().unwrap();
     assert_eq!(png.headers()["content-type"], "image/png");
     assert_eq!(&png.bytes().unwrap()[..8], b"\x89PNG\r\n\x1a\n");
 }
@@ -191,7 +191,7 @@ fn a_failing_job_is_marked_failed_with_its_message_and_the_next_job_runs() {
 
     // The log tails: the server's notes and the worker's own lines, in order.
     let log = |id: i64| -> Vec<(String, String)> {
-        let log: Value = reqwest::blocking::get(server.api(&format!("/runs/{id}/log?tail=500"))).unwrap().json().unwrap();
+        let log: Value = server.client().get(server.api(&format!("/runs/{id}/log?tail=500"))).send().unwrap().json().unwrap();
         log["lines"].as_array().unwrap().iter().map(|l| (l["source"].as_str().unwrap().to_owned(), l["line"].as_str().unwrap().to_owned())).collect()
     };
     let lines = log(broken);
@@ -201,7 +201,7 @@ fn a_failing_job_is_marked_failed_with_its_message_and_the_next_job_runs() {
     let lines = log(fine);
     assert!(lines.iter().any(|(source, line)| source == "worker" && line.contains("epoch 1 (finetune): loss")), "{lines:?}");
     assert_eq!(lines.last().map(|l| l.1.as_str()), Some("succeeded"));
-    let tail: Value = reqwest::blocking::get(server.api(&format!("/runs/{fine}/log?tail=1"))).unwrap().json().unwrap();
+    let tail: Value = server.client().get(server.api(&format!("/runs/{fine}/log?tail=1"))).send().unwrap().json().unwrap();
     assert_eq!(tail["lines"].as_array().unwrap().len(), 1);
-    assert_eq!(reqwest::blocking::get(server.api("/runs/999/log")).unwrap().status(), 404);
+    assert_eq!(server.client().get(server.api("/runs/999/log")).send().unwrap().status(), 404);
 }

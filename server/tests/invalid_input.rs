@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn invalid_run_specs_are_refused_field_by_field_and_nothing_is_queued() {
     require_fashion_mnist();
     let server = TestServer::start(0);
-    let client = Client::new();
+    let client = server.client();
     let cases = [
         (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 0}), "epochs", "must be a whole number from 1 to 1000, got 0"),
         (json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "lr": -0.1}), "lr", "greater than 0"),

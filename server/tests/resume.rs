@@ -17,7 +17,7 @@ async fn records(database: &std::path::Path, run_id: i64) -> server::records::Ru
 }
 
 fn epochs_stored(server: &TestServer, run_id: i64) -> usize {
-    let run: Value = reqwest::blocking::get(server.api(&format!("/runs/{run_id}"))).unwrap().json().unwrap();
+    let run: Value = server.client().get(server.api(&format!("/runs/{run_id}"))).send().unwrap().json().unwrap();
     run["epochs"].as_array().map_or(0, Vec::len)
 }
 

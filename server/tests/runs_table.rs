@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 fn runs_filter_sort_and_page_on_the_server() {
     // No workers: the runs stay queued, which is all a table needs.
     let server = TestServer::start(0);
-    let client = Client::new();
+    let client = server.client();
     let spec = "classes=3,train_per_class=10,val_per_class=4,size=8,channels=1,seed=1";
     let response = client.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap();
     assert_eq!(response.status(), 201);

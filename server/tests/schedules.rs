@@ -44,7 +44,7 @@ fn shown_sets(shown: &Value, samples: u64, budget: usize) -> Vec<BTreeSet<u64>> 
 #[test]
 fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
     let server = TestServer::start(1);
-    let client = Client::new();
+    let client = server.client();
     register(&client, &server, "synthetic-3", "classes=3,train_per_class=40,val_per_class=10,size=16,channels=1,seed=5");
     register(&client, &server, "other", "classes=2,train_per_class=10,val_per_class=2,size=16,channels=1,seed=6");
     let base = json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 2, "warmup_epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu"});

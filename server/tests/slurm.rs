@@ -255,20 +255,20 @@ fn spec(seed: u64, epochs: u32) -> Value {
 }
 
 /// GET a JSON route, with the reason when it is not JSON.
-fn get_json(url: &str) -> Value {
-    let response = reqwest::blocking::get(url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+fn get_json(server: &TestServer, url: &str) -> Value {
+    let response = server.client().get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status();
     let text = response.text().unwrap_or_else(|e| panic!("GET {url}: {status}, body unreadable: {e}"));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {status}, not JSON ({e}): {text}"))
 }
 
 fn run_summary(server: &TestServer, run_id: i64) -> Value {
-    let runs = get_json(&server.api("/runs?limit=100"));
+    let runs = get_json(server, &server.api("/runs?limit=100"));
     runs.as_array().unwrap().iter().find(|r| r["id"] == run_id).cloned().unwrap_or_else(|| panic!("run {run_id} not listed: {runs}"))
 }
 
 fn epochs_stored(server: &TestServer, run_id: i64) -> usize {
-    get_json(&server.api(&format!("/runs/{run_id}")))["epochs"].as_array().map_or(0, Vec::len)
+    get_json(server, &server.api(&format!("/runs/{run_id}")))["epochs"].as_array().map_or(0, Vec::len)
 }
 
 /// The Slurm settings of the tests' servers.
@@ -335,7 +335,7 @@ fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outsi
     let first_attempt = uploaded_by.iter().take_while(|&&a| a == 1).count();
     assert!(first_attempt >= 1 && uploaded_by[first_attempt..].iter().all(|&a| a == 2), "resumed, not restarted: epochs by attempt {uploaded_by:?}");
     // The jobs page shows the Slurm job.
-    let page = reqwest::blocking::get(format!("{}/jobs", slurm.url)).unwrap().text().unwrap();
+    let page = slurm.client().get(format!("{}/jobs", slurm.url)).send().unwrap().text().unwrap();
     assert!(page.contains(&format!("Slurm job {second_slurm_job}")), "the jobs page names the Slurm job");
 
     // Cancelling a running run through forgetlab scancels its Slurm job.
@@ -346,7 +346,7 @@ fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outsi
         std::thread::sleep(Duration::from_millis(100));
     }
     let doomed_slurm_job = run_summary(&slurm, doomed)["slurm_job_id"].as_i64().unwrap();
-    let cancel = reqwest::blocking::Client::new().post(slurm.api(&format!("/runs/{doomed}/cancel"))).send().unwrap();
+    let cancel = slurm.client().post(slurm.api(&format!("/runs/{doomed}/cancel"))).send().unwrap();
     assert!(cancel.status().is_success(), "{:?}", cancel.text());
     assert_eq!(wait_for_run(&slurm, doomed, Duration::from_secs(60))["status"], "cancelled");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -412,7 +412,7 @@ fn a_missing_sbatch_is_named_and_the_job_waits_and_single_job_leases_check_their
         ("PATH", empty.path().display().to_string()),
     ];
     let server = start_server(&settings);
-    let client = reqwest::blocking::Client::new();
+    let client = server.client();
     let tiny = json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4});
     let launched: Value = client.post(server.api("/runs")).json(&tiny).send().unwrap().json().unwrap();
     let (run_id, job) = (launched["id"].as_i64().unwrap(), launched["job_id"].as_i64().unwrap());

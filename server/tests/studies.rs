@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 #[test]
 fn a_study_launches_its_grid_and_reports_over_it() {
     let server = TestServer::start(1);
-    let client = Client::new();
+    let client = server.client();
     let spec = "classes=4,train_per_class=30,val_per_class=10,size=12,channels=1,seed=5";
     let response = client.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap();
     assert_eq!(response.status(), 201);

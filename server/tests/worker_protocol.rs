@@ -21,7 +21,7 @@ fn upload(epoch: u32, n: usize, fill: f32) -> Value {
 fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     require_fashion_mnist();
     let server = TestServer::start(0);
-    let client = Client::new();
+    let client = server.client();
     let launched: Value = client
         .post(server.api("/runs"))
         .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 2, "train_subset": 4}))
@@ -106,7 +106,7 @@ fn lease(client: &Client, server: &TestServer) -> Value {
 fn cancel_and_retry_through_the_api() {
     require_fashion_mnist();
     let server = TestServer::start(0);
-    let client = Client::new();
+    let client = server.client();
     let run_id = launch_tiny(&client, &server);
     let post = |action: &str| client.post(server.api(&format!("/runs/{run_id}/{action}"))).send().unwrap();
 
@@ -139,7 +139,7 @@ fn cancel_and_retry_through_the_api() {
 fn a_job_whose_worker_goes_silent_is_queued_again() {
     require_fashion_mnist();
     let server = TestServer::start_with(0, &[("FORGETLAB_LEASE_SECONDS", "1")]);
-    let client = Client::new();
+    let client = server.client();
     let run_id = launch_tiny(&client, &server);
     let first = lease(&client, &server);
     assert_eq!(status(&client, &server, run_id), "running");
@@ -162,7 +162,7 @@ fn a_job_whose_worker_goes_silent_is_queued_again() {
 fn jobs_are_leased_by_priority_then_in_order_and_listed_by_owner() {
     require_fashion_mnist();
     let server = TestServer::start(0);
-    let client = Client::new();
+    let client = server.client();
     let spec = |priority: i64, owner: &str| json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 64, "device": "cpu", "priority": priority, "owner": owner});
     let ids: Vec<i64> = [(0, "ada"), (5, "bob"), (5, "ada"), (-3, "cy")].iter().map(|(p, o)| launch(&server, spec(*p, o))).collect();
     let order: Vec<i64> = (0..4).map(|_| lease(&client, &server)["run_id"].as_i64().unwrap()).collect();

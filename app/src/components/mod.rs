@@ -6,7 +6,27 @@ pub mod live;
 pub mod progress;
 
 use leptos::prelude::*;
+use protocol::auth::Identity;
 use protocol::RunStatus;
+
+/// The signed-in account, provided by [`crate::App`]: the same on the server, which
+/// authenticated the request, and in the browser, which reads it from the page's
+/// `<meta name="forgetlab-account">`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Me(pub Option<Identity>);
+
+/// The signed-in account, if any.
+pub fn me() -> Option<Identity> {
+    use_context::<Me>().and_then(|me| me.0)
+}
+
+/// The hidden `csrf` field every form that changes something carries (the server refuses a
+/// change from a session without it).
+#[component]
+pub fn CsrfField() -> impl IntoView {
+    let token = me().and_then(|who| who.csrf).unwrap_or_default();
+    view! { <input type="hidden" name="csrf" value=token /> }
+}
 
 /// A run's status as a coloured label.
 #[component]

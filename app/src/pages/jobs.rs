@@ -8,7 +8,7 @@ use protocol::{Progress, RunQuery, RunStatus, RunSummary};
 
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
-use crate::components::StatusBadge;
+use crate::components::{me, CsrfField, StatusBadge};
 use crate::functions::{list_runs, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 5] = [
@@ -45,7 +45,7 @@ pub fn JobsPage() -> impl IntoView {
                 match runs.await {
                     Err(error) => super::load_error("the jobs", error),
                     Ok(list) if list.is_empty() => view! {
-                        <p class="empty">"Nothing queued. " <a href="/launch">"Launch a run"</a> "."</p>
+                        <p class="empty">"Nothing queued. Runs launched from the Launch page (or POST /api/v1/runs) appear here."</p>
                     }.into_any(),
                     Ok(list) => GROUPS.iter().map(|&(status, heading)| {
                         let rows: Vec<RunSummary> = list.iter().filter(|r| r.status == status).cloned().collect();
@@ -86,7 +86,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
                 <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
                 {run.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
             </td>
-            <td class="actions"><JobActions id status /></td>
+            <td class="actions"><JobActions id status owner=run.owner.clone() /></td>
         </tr>
     }
 }
@@ -94,7 +94,9 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
 /// Cancel (queued or running) or retry (failed or cancelled). Plain forms: they work without
 /// JavaScript too (the server function answers with a redirect back).
 #[component]
-fn JobActions(id: i64, status: RunStatus) -> impl IntoView {
+fn JobActions(id: i64, status: RunStatus, owner: Option<String>) -> impl IntoView {
+    // Members act on their own runs, administrators on any (the server checks it too).
+    let mine = me().is_some_and(|who| who.may_change(owner.as_deref()));
     let cancel = ServerAction::<CancelRun>::new();
     let retry = ServerAction::<RetryRun>::new();
     let outcome = move || {
@@ -106,14 +108,16 @@ fn JobActions(id: i64, status: RunStatus) -> impl IntoView {
         })
     };
     view! {
-        {matches!(status, RunStatus::Queued | RunStatus::Running).then(|| view! {
+        {(mine && matches!(status, RunStatus::Queued | RunStatus::Running)).then(|| view! {
             <ActionForm action=cancel attr:class="inline-form">
+                <CsrfField />
                 <input type="hidden" name="run_id" value=id />
                 <button type="submit" class="button small" aria-label=format!("Cancel run #{id}")>"Cancel"</button>
             </ActionForm>
         })}
-        {matches!(status, RunStatus::Failed | RunStatus::Cancelled).then(|| view! {
+        {(mine && matches!(status, RunStatus::Failed | RunStatus::Cancelled)).then(|| view! {
             <ActionForm action=retry attr:class="inline-form">
+                <CsrfField />
                 <input type="hidden" name="run_id" value=id />
                 <button type="submit" class="button small" aria-label=format!("Retry run #{id}")>"Retry"</button>
             </ActionForm>

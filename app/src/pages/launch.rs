@@ -78,11 +78,20 @@ pub fn LaunchPage() -> impl IntoView {
         .map(|a| (a.as_str().to_owned(), a.as_str().replace('_', " + "), true))
         .collect::<Vec<_>>();
 
+    if !crate::components::me().is_some_and(|who| who.role.can_launch()) {
+        return view! {
+            <Title text="Launch" />
+            <h1>"Launch a run"</h1>
+            <p class="empty">"Viewers browse runs but cannot launch them; ask an administrator for the member role."</p>
+        }
+        .into_any();
+    }
     view! {
         <Title text="Launch" />
         <h1>"Launch a run"</h1>
         <p class="lede">"Fine-tune one model and record every training sample's correctness, loss and confidence at every epoch."</p>
         <ActionForm action=launch attr:class="launch-form">
+            <crate::components::CsrfField />
             <fieldset>
                 <legend>"Data and model"</legend>
                 <Transition fallback=|| view! { <p class="loading">"Loading datasets…"</p> }>
@@ -136,4 +145,5 @@ pub fn LaunchPage() -> impl IntoView {
             </div>
         </ActionForm>
     }
+    .into_any()
 }

@@ -1,5 +1,6 @@
 //! One module per page, named after its URL.
 
+pub mod account;
 pub mod compare;
 pub mod jobs;
 pub mod launch;

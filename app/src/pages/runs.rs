@@ -62,7 +62,7 @@ pub fn RunsPage() -> impl IntoView {
         <Title text="Runs" />
         <div class="page-head">
             <h1>"Runs"</h1>
-            <a class="button" href="/launch">"Launch a run"</a>
+            {crate::components::me().is_some_and(|who| who.role.can_launch()).then(|| view! { <a class="button" href="/launch">"Launch a run"</a> })}
         </div>
         <form class="filters" method="get" action="/" aria-label="filter runs">
             <label>"Dataset"
@@ -101,7 +101,7 @@ pub fn RunsPage() -> impl IntoView {
                 match runs.await {
                     Err(error) => super::load_error("the runs", error),
                     Ok(list) if list.total == 0 && FILTERS.iter().all(|f| param(f).is_empty()) => view! {
-                        <p class="empty">"No runs yet. " <a href="/launch">"Launch the first one"</a> "."</p>
+                        <p class="empty">"No runs yet."</p>
                     }.into_any(),
                     Ok(list) if list.runs.is_empty() => view! {
                         <p class="empty">"No run matches these filters. " <a href="/">"Show every run"</a> "."</p>

@@ -12,6 +12,7 @@ use protocol::{LaunchOutcome, Progress, RunStatus};
 
 use crate::components::live::subscribe;
 use crate::components::{number, percent, StatusBadge};
+use crate::components::CsrfField;
 use crate::functions::{get_study, list_datasets, list_studies, CancelStudy, LaunchStudy};
 
 /// `0.8123 ± 0.0412 (n = 3)`, as a percentage when `as_percent`.
@@ -30,6 +31,7 @@ pub fn StudiesPage() -> impl IntoView {
     let datasets = Resource::new(|| (), |_| list_datasets());
     let launch = ServerAction::<LaunchStudy>::new();
     let outcome = launch.value();
+    let can_launch = crate::components::me().is_some_and(|who| who.role.can_launch());
     let navigate = use_navigate();
     Effect::new(move |_| {
         if let Some(Ok(LaunchOutcome { run_id: Some(id), .. })) = outcome.get() {
@@ -67,7 +69,9 @@ pub fn StudiesPage() -> impl IntoView {
             })}
         </Suspense>
         <h2 class="section">"Launch a study"</h2>
-        <ActionForm action=launch attr:class="launch-form study-form">
+        {(!can_launch).then(|| view! { <p class="empty">"Viewers browse studies but cannot launch them; ask an administrator for the member role."</p> })}
+        <ActionForm action=launch attr:class="launch-form study-form" attr:hidden=!can_launch>
+            <CsrfField />
             <fieldset>
                 <legend>"Grid"</legend>
                 <label class="field"><span class="field-label">"Preset"</span>
@@ -190,8 +194,9 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
             {format!("{succeeded} of {total} runs succeeded, {active} queued or running. ")}
             <a href=format!("/?tag=study-{id}")>"These runs in the runs table"</a>
         </p>
-        {(active > 0).then(|| view! {
+        {(active > 0 && crate::components::me().is_some_and(|who| who.role.can_launch())).then(|| view! {
             <ActionForm action=cancel attr:class="inline-form">
+                <CsrfField />
                 <input type="hidden" name="id" value=id />
                 <button class="button small" type="submit">"Cancel the study's unfinished runs"</button>
             </ActionForm>

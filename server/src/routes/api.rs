@@ -11,6 +11,8 @@ use protocol::{CompareQuery, Comparison, DatasetInfo, SampleHistory, Failure, La
 use crate::analysis;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::http::Caller;
+
 use super::{parse_id, ApiResult, AppState, JsonBody, QueryParams, Refusal};
 
 pub async fn health() -> Json<serde_json::Value> {
@@ -36,7 +38,7 @@ fn idx() -> String {
     "idx".into()
 }
 
-pub async fn register_dataset(State(state): State<AppState>, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
+pub async fn register_dataset(State(state): State<AppState>, Caller(_who): Caller, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
     let format = datasets::Format::parse(&body.format).map_err(|e| Failure::bad_request(e.to_string()))?;
     let info = state.service.registry.register(&body.name, format, &body.path, body.options).await?;
     Ok((StatusCode::CREATED, Json(info)))
@@ -57,8 +59,8 @@ pub async fn dataset_image(State(state): State<AppState>, Path((name, split, fil
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "public, max-age=3600")], png))
 }
 
-pub async fn launch_run(State(state): State<AppState>, JsonBody(request): JsonBody<RunRequest>) -> ApiResult<(StatusCode, Json<Launched>)> {
-    Ok((StatusCode::CREATED, Json(state.service.launch(request).await?)))
+pub async fn launch_run(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<RunRequest>) -> ApiResult<(StatusCode, Json<Launched>)> {
+    Ok((StatusCode::CREATED, Json(state.service.launch(request, &who).await?)))
 }
 
 /// The runs as a list (the API's contract); how many match the filters in all is in the
@@ -73,8 +75,8 @@ pub async fn list_studies(State(state): State<AppState>) -> ApiResult<Json<Vec<p
 }
 
 /// `POST /studies`: the grid expanded, every run checked, then all queued (201).
-pub async fn launch_study(State(state): State<AppState>, JsonBody(request): JsonBody<protocol::study::StudyRequest>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, Json(state.service.launch_study(request).await?)))
+pub async fn launch_study(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<protocol::study::StudyRequest>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(state.service.launch_study(request, &who).await?)))
 }
 
 pub async fn get_study(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<protocol::study::StudyDetail>> {
@@ -82,9 +84,9 @@ pub async fn get_study(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 /// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.
-pub async fn cancel_study(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn cancel_study(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("study", &id)?;
-    let runs = crate::studies::cancel_study(&state.service, &state.queue, id).await?;
+    let runs = crate::studies::cancel_study(&state.service, &state.queue, id, &who).await?;
     Ok(Json(serde_json::json!({ "id": id, "cancelled": runs })))
 }
 
@@ -95,8 +97,8 @@ pub struct MoreSeeds {
 }
 
 /// `POST /studies/{id}/seeds` `{"seeds": [4]}`: every architecture and arm for the new seeds.
-pub async fn extend_study(State(state): State<AppState>, Path(id): Path<String>, JsonBody(body): JsonBody<MoreSeeds>) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, Json(state.service.extend_study(parse_id("study", &id)?, body.seeds).await?)))
+pub async fn extend_study(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>, JsonBody(body): JsonBody<MoreSeeds>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(state.service.extend_study(parse_id("study", &id)?, body.seeds, &who).await?)))
 }
 
 /// `GET /runs/{id}/datamap`: the data map, binned.
@@ -192,12 +194,12 @@ pub struct StatusAnswer {
     status: RunStatus,
 }
 
-pub async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
+pub async fn cancel_run(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
     let id = parse_id("run", &id)?;
-    Ok(Json(StatusAnswer { id, status: state.queue.cancel(id).await? }))
+    Ok(Json(StatusAnswer { id, status: state.queue.cancel_as(id, &who).await? }))
 }
 
-pub async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
+pub async fn retry_run(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult<Json<StatusAnswer>> {
     let id = parse_id("run", &id)?;
-    Ok(Json(StatusAnswer { id, status: state.queue.retry(id).await? }))
+    Ok(Json(StatusAnswer { id, status: state.queue.retry_as(id, &who).await? }))
 }

@@ -12,11 +12,13 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRef, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use protocol::{ApiError, Failure};
 
+use crate::auth::http as auth;
+use crate::auth::Auth;
 use crate::queue::Queue;
 use crate::service::Service;
 
@@ -25,6 +27,7 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub service: Arc<Service>,
     pub queue: Arc<Queue>,
+    pub auth: Arc<Auth>,
 }
 
 /// A [`Failure`] as an HTTP answer.
@@ -76,6 +79,12 @@ pub fn parse_id(what: &str, text: &str) -> Result<i64, Refusal> {
 pub fn api_router() -> Router<AppState> {
     Router::new()
         .route("/health", get(api::health))
+        .route("/me", get(auth::me))
+        .route("/me/sessions/revoke", post(auth::sign_out_everywhere))
+        .route("/tokens", get(auth::list_tokens).post(auth::create_token))
+        .route("/tokens/{id}", delete(auth::revoke_token))
+        .route("/users", get(auth::list_users).post(auth::create_user))
+        .route("/users/{name}", patch(auth::update_user))
         .route("/datasets", get(api::list_datasets).post(api::register_dataset))
         .route("/datasets/{name}/{split}/{file}", get(api::dataset_image))
         .route("/runs", get(api::list_runs).post(api::launch_run))

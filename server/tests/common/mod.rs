@@ -8,10 +8,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const WORKER_TOKEN: &str = "test-worker-token";
+/// The administrator every test server creates at its first start (`FORGETLAB_ADMIN_USER`).
+pub const ADMIN_USER: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
 pub const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 pub struct TestServer {
     pub url: String,
+    /// The administrator's API token: [`TestServer::client`] sends it.
+    pub token: String,
     pub data_dir: tempfile::TempDir,
     child: Child,
     port: u16,
@@ -27,11 +32,20 @@ fn spawn_server(data_dir: &Path, port: u16, workers: u32, settings: &[(String, S
         .env("FORGETLAB_WORKER_BIN", worker_bin())
         .env("FORGETLAB_WORKER_TOKEN", WORKER_TOKEN)
         .env("FORGETLAB_DEVICE", "cpu")
+        .env("FORGETLAB_ADMIN_USER", ADMIN_USER)
+        .env("FORGETLAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
         .env("RUST_LOG", "info,tower_http=warn")
         .envs(settings.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .spawn()
         .expect("starting the forgetlab binary")
+}
+
+/// An HTTP client that sends `Authorization: Bearer <token>` with every request.
+pub fn client_with(token: &str) -> reqwest::blocking::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("a header value"));
+    reqwest::blocking::Client::builder().default_headers(headers).build().expect("an HTTP client")
 }
 
 fn free_port() -> u16 {
@@ -68,9 +82,35 @@ impl TestServer {
         let port = free_port();
         let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let child = spawn_server(data_dir.path(), port, workers, &settings);
-        let server = Self { url: format!("http://127.0.0.1:{port}"), data_dir, child, port, workers, settings };
+        let mut server = Self { url: format!("http://127.0.0.1:{port}"), token: String::new(), data_dir, child, port, workers, settings };
         server.wait_until_up();
+        server.token = server.new_token(ADMIN_USER, ADMIN_PASSWORD);
         server
+    }
+
+    /// A new API token for an account, made with its name and password (HTTP Basic).
+    pub fn new_token(&self, name: &str, password: &str) -> String {
+        let response = reqwest::blocking::Client::new()
+            .post(self.api("/tokens"))
+            .basic_auth(name, Some(password))
+            .json(&serde_json::json!({"name": "tests"}))
+            .send()
+            .expect("POST /tokens");
+        assert_eq!(response.status(), 201, "token refused: {}", response.text().unwrap_or_default());
+        response.json::<serde_json::Value>().expect("token JSON")["token"].as_str().expect("a token").to_owned()
+    }
+
+    /// An HTTP client signed in as the administrator (its API token).
+    pub fn client(&self) -> reqwest::blocking::Client {
+        client_with(&self.token)
+    }
+
+    /// Creates an account (as the administrator) and returns a client signed in as it.
+    pub fn account(&self, name: &str, role: &str) -> reqwest::blocking::Client {
+        let password = format!("{name}-password-123");
+        let response = self.client().post(self.api("/users")).json(&serde_json::json!({"name": name, "password": password, "role": role})).send().expect("POST /users");
+        assert_eq!(response.status(), 201, "account refused: {}", response.text().unwrap_or_default());
+        client_with(&self.new_token(name, &password))
     }
 
     /// Kills the server with SIGKILL (its workers follow it) and starts it again on the same
@@ -128,7 +168,7 @@ impl Drop for TestServer {
 
 /// Polls a run until it ends; returns its detail JSON.
 pub fn wait_for_run(server: &TestServer, id: i64, timeout: Duration) -> serde_json::Value {
-    let client = reqwest::blocking::Client::new();
+    let client = server.client();
     let deadline = Instant::now() + timeout;
     loop {
         let run: serde_json::Value = client.get(server.api(&format!("/runs/{id}"))).send().expect("GET run").json().expect("run JSON");
@@ -143,7 +183,7 @@ pub fn wait_for_run(server: &TestServer, id: i64, timeout: Duration) -> serde_js
 
 /// Launches a run through the API; returns its id.
 pub fn launch(server: &TestServer, spec: serde_json::Value) -> i64 {
-    let response = reqwest::blocking::Client::new().post(server.api("/runs")).json(&spec).send().expect("POST /runs");
+    let response = server.client().post(server.api("/runs")).json(&spec).send().expect("POST /runs");
     assert_eq!(response.status(), 201, "launch refused: {}", response.text().unwrap_or_default());
     response.json::<serde_json::Value>().unwrap()["id"].as_i64().expect("run id")
 }
@@ -156,6 +196,6 @@ pub async fn records(database: &Path, run_id: i64) -> server::records::RunRecord
 
 /// The lines of a run's job log (`GET /runs/{id}/log`), oldest first.
 pub fn log_lines(server: &TestServer, run_id: i64) -> Vec<String> {
-    let log: serde_json::Value = reqwest::blocking::get(server.api(&format!("/runs/{run_id}/log?tail=2000"))).expect("GET log").json().expect("log JSON");
+    let log: serde_json::Value = server.client().get(server.api(&format!("/runs/{run_id}/log?tail=2000"))).send().expect("GET log").json().expect("log JSON");
     log["lines"].as_array().map(|lines| lines.iter().map(|l| l["line"].as_str().unwrap_or_default().to_owned()).collect()).unwrap_or_default()
 }

@@ -1,0 +1,81 @@
+import { expect, hydrated, test } from "./helpers";
+
+// These tests start signed out: they sign in themselves.
+test.use({ storageState: { cookies: [], origins: [] } });
+
+const password = "e2e password 42";
+
+test("a member signs in, launches a run from the form, and signs out", async ({ page, request }) => {
+  const made = await request.post("/api/v1/users", { data: { name: "mia", password, role: "member" } });
+  expect(made.status()).toBe(201);
+
+  await page.goto("/jobs");
+  await expect(page).toHaveURL(/\/login\?next=%2Fjobs$/);
+  await page.fill("input[name=name]", "mia");
+  await page.fill("input[name=password]", "not her password");
+  await page.click("button[type=submit]");
+  await expect(page.getByRole("alert")).toContainText("wrong user name or password");
+  await page.fill("input[name=name]", "mia");
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(/\/jobs$/);
+  await hydrated(page);
+  await expect(page.locator(".whoami")).toHaveText("mia · member");
+
+  await page.getByRole("link", { name: "Launch", exact: true }).click();
+  await expect(page.locator("h1")).toHaveText("Launch a run");
+  await hydrated(page);
+  await page.fill("input[name=epochs]", "1");
+  await page.fill("input[name=train_subset]", "64");
+  await page.fill("input[name=val_subset]", "32");
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(/\/jobs\?launched=\d+/);
+  const runId = Number(new URL(page.url()).searchParams.get("launched"));
+  const run = await (await request.get(`/api/v1/runs/${runId}`)).json();
+  expect(run.owner).toBe("mia");
+  // Her own run has a cancel button.
+  await expect(page.getByRole("button", { name: `Cancel run #${runId}` })).toHaveCount(1);
+  await page.getByRole("button", { name: `Cancel run #${runId}` }).click();
+  await expect.poll(async () => (await (await request.get(`/api/v1/runs/${runId}`)).json()).status).toBe("cancelled");
+
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await expect(page).toHaveURL(/\/login$/);
+  await page.goto("/jobs");
+  await expect(page).toHaveURL(/\/login\?next=/);
+});
+
+test("a viewer sees no launch controls and a direct POST is refused", async ({ page, request }) => {
+  expect((await request.post("/api/v1/users", { data: { name: "val", password, role: "viewer" } })).status()).toBe(201);
+  const theirs = await request.post("/api/v1/runs", { data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 1, train_subset: 16, device: "cpu" } });
+  const runId: number = (await theirs.json()).id;
+
+  await page.goto("/login");
+  await page.fill("input[name=name]", "val");
+  await page.fill("input[name=password]", password);
+  await page.click("button[type=submit]");
+  await expect(page).toHaveURL(/\/$/);
+  await hydrated(page);
+  await expect(page.locator(".whoami")).toHaveText("val · viewer");
+  await expect(page.getByRole("link", { name: "Launch", exact: true })).toHaveCount(0);
+  await expect(page.getByRole("link", { name: "Launch a run" })).toHaveCount(0);
+  await page.goto("/jobs");
+  await expect(page.locator(`tr[data-run="${runId}"]`)).toHaveCount(1);
+  await expect(page.getByRole("button", { name: `Cancel run #${runId}` })).toHaveCount(0);
+  await page.goto("/launch");
+  await expect(page.locator(".empty")).toContainText("Viewers browse runs but cannot launch");
+
+  // Straight to the API with the viewer's session and its CSRF token: refused by role.
+  const account = JSON.parse((await page.locator("meta[name=forgetlab-account]").getAttribute("content"))!);
+  const direct = await page.request.post("/api/v1/runs", {
+    headers: { "X-CSRF-Token": account.csrf },
+    data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 1 },
+  });
+  expect(direct.status()).toBe(403);
+  expect((await direct.json()).message).toContain("viewer");
+  const cancel = await page.request.post(`/api/v1/runs/${runId}/cancel`, { headers: { "X-CSRF-Token": account.csrf } });
+  expect(cancel.status()).toBe(403);
+  // Without the CSRF token the session cannot change anything at all.
+  const forged = await page.request.post("/api/v1/tokens", { data: { name: "x" } });
+  expect(forged.status()).toBe(403);
+  expect((await request.post(`/api/v1/runs/${runId}/cancel`)).status()).toBe(200);
+});

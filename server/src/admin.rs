@@ -1,0 +1,79 @@
+//! `forgetlab admin ...`: accounts managed from the shell, for scripts and for a lab that
+//! prefers not to open the setup URL.
+
+use std::io::BufRead;
+use std::path::Path;
+
+use anyhow::Context;
+use clap::Subcommand;
+use protocol::auth::Role;
+
+use crate::auth::Auth;
+
+#[derive(Subcommand)]
+pub enum Action {
+    /// Creates an account. The password comes from FORGETLAB_ADMIN_PASSWORD, or the first line
+    /// of standard input.
+    Create {
+        /// The account's name.
+        name: String,
+        /// admin, member or viewer.
+        #[arg(long, default_value = "admin", value_parser = |s: &str| Role::parse(s))]
+        role: Role,
+    },
+    /// Lists the accounts.
+    List,
+    /// Changes an account's role.
+    Role {
+        name: String,
+        #[arg(value_parser = |s: &str| Role::parse(s))]
+        role: Role,
+    },
+    /// Disables an account and ends its sessions (its tokens stop working).
+    Disable { name: String },
+    /// Enables a disabled account.
+    Enable { name: String },
+}
+
+fn failed(f: protocol::Failure) -> anyhow::Error {
+    anyhow::anyhow!("{}{}", f.body.message, f.body.errors.0.iter().map(|(k, v)| format!("; {k}: {v}")).collect::<String>())
+}
+
+pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let pool = crate::db::connect(&data_dir.join("forgetlab.db")).await?;
+    let auth = Auth::new(pool);
+    match action {
+        Action::Create { name, role } => {
+            let password = match std::env::var("FORGETLAB_ADMIN_PASSWORD") {
+                Ok(p) if !p.is_empty() => p,
+                _ => {
+                    eprintln!("password for {name} (one line on standard input; or set FORGETLAB_ADMIN_PASSWORD):");
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line).context("reading the password")?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+            };
+            let account = auth.create_user(&name, &password, role).await.map_err(failed)?;
+            println!("created {} ({})", account.name, account.role.as_str());
+        }
+        Action::List => {
+            for a in auth.accounts().await.map_err(failed)? {
+                println!("{}\t{}\t{}\t{}", a.name, a.role.as_str(), if a.disabled { "disabled" } else { "enabled" }, a.created_at);
+            }
+        }
+        Action::Role { name, role } => {
+            let a = auth.update_user(&name, Some(role), None).await.map_err(failed)?;
+            println!("{} is now {}", a.name, a.role.as_str());
+        }
+        Action::Disable { name } => {
+            auth.update_user(&name, None, Some(true)).await.map_err(failed)?;
+            println!("{name} disabled");
+        }
+        Action::Enable { name } => {
+            auth.update_user(&name, None, Some(false)).await.map_err(failed)?;
+            println!("{name} enabled");
+        }
+    }
+    Ok(())
+}
