@@ -4,23 +4,26 @@ import { expect, hydrated, test } from "./helpers";
 test.use({ storageState: { cookies: [], origins: [] } });
 
 const password = "e2e password 42";
+// Names new to the server, so the suite can run again against the same one.
+const unique = (name: string) => `${name}-${Date.now().toString(36)}`;
 
 test("a member signs in, launches a run from the form, and signs out", async ({ page, request }) => {
-  const made = await request.post("/api/v1/users", { data: { name: "mia", password, role: "member" } });
+  const mia = unique("mia");
+  const made = await request.post("/api/v1/users", { data: { name: mia, password, role: "member" } });
   expect(made.status()).toBe(201);
 
   await page.goto("/jobs");
   await expect(page).toHaveURL(/\/login\?next=%2Fjobs$/);
-  await page.fill("input[name=name]", "mia");
+  await page.fill("input[name=name]", mia);
   await page.fill("input[name=password]", "not her password");
   await page.click("button[type=submit]");
   await expect(page.getByRole("alert")).toContainText("wrong user name or password");
-  await page.fill("input[name=name]", "mia");
+  await page.fill("input[name=name]", mia);
   await page.fill("input[name=password]", password);
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(/\/jobs$/);
   await hydrated(page);
-  await expect(page.locator(".whoami")).toHaveText("mia · member");
+  await expect(page.locator(".whoami")).toHaveText(`${mia} · member`);
 
   await page.getByRole("link", { name: "Launch", exact: true }).click();
   await expect(page.locator("h1")).toHaveText("Launch a run");
@@ -28,11 +31,11 @@ test("a member signs in, launches a run from the form, and signs out", async ({ 
   await page.fill("input[name=epochs]", "1");
   await page.fill("input[name=train_subset]", "64");
   await page.fill("input[name=val_subset]", "32");
-  await page.click("button[type=submit]");
+  await page.click("main button[type=submit]");
   await expect(page).toHaveURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
   const run = await (await request.get(`/api/v1/runs/${runId}`)).json();
-  expect(run.owner).toBe("mia");
+  expect(run.owner).toBe(mia);
   // Her own run has a cancel button.
   await expect(page.getByRole("button", { name: `Cancel run #${runId}` })).toHaveCount(1);
   await page.getByRole("button", { name: `Cancel run #${runId}` }).click();
@@ -45,17 +48,18 @@ test("a member signs in, launches a run from the form, and signs out", async ({ 
 });
 
 test("a viewer sees no launch controls and a direct POST is refused", async ({ page, request }) => {
-  expect((await request.post("/api/v1/users", { data: { name: "val", password, role: "viewer" } })).status()).toBe(201);
+  const val = unique("val");
+  expect((await request.post("/api/v1/users", { data: { name: val, password, role: "viewer" } })).status()).toBe(201);
   const theirs = await request.post("/api/v1/runs", { data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 1, train_subset: 16, device: "cpu" } });
   const runId: number = (await theirs.json()).id;
 
   await page.goto("/login");
-  await page.fill("input[name=name]", "val");
+  await page.fill("input[name=name]", val);
   await page.fill("input[name=password]", password);
   await page.click("button[type=submit]");
   await expect(page).toHaveURL(/\/$/);
   await hydrated(page);
-  await expect(page.locator(".whoami")).toHaveText("val · viewer");
+  await expect(page.locator(".whoami")).toHaveText(`${val} · viewer`);
   await expect(page.getByRole("link", { name: "Launch", exact: true })).toHaveCount(0);
   await expect(page.getByRole("link", { name: "Launch a run" })).toHaveCount(0);
   await page.goto("/jobs");

@@ -9,7 +9,7 @@ test("the form refuses invalid values with a message per field, keeps what was t
   await page.fill("input[name=train_subset]", "999999");
   await page.fill("input[name=batch_size]", "many");
   await page.fill("input[name=weights]", "../../etc/passwd");
-  await page.click("button[type=submit]");
+  await page.click("main button[type=submit]");
 
   await expect(page.locator(".field-error[data-field=epochs]")).toContainText("from 1 to 1000, got 0");
   await expect(page.locator(".field-error[data-field=lr]")).toContainText("greater than 0");

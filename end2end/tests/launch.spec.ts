@@ -17,7 +17,7 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.selectOption("select[name=measure]", "in_batch");
   await page.selectOption("select[name=schedule]", "cosine");
   await page.fill("input[name=lr_warmup_epochs]", "1");
-  await page.click("button[type=submit]");
+  await page.click("main button[type=submit]");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));

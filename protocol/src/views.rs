@@ -359,7 +359,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(status: u16, message: impl Into<String>) -> Self {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
         Self { status, body: ApiError { message: message.into(), errors: FieldErrors::default() } }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {

@@ -40,6 +40,10 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_WORKER_TOKEN", hide_env_values = true)]
     pub worker_token: Option<String>,
 
+    /// Largest weights file `PUT /api/v1/weights/{file}` takes, in MB.
+    #[arg(long, env = "FORGETLAB_MAX_UPLOAD_MB", default_value_t = 2048)]
+    pub max_upload_mb: u64,
+
     /// A job whose worker has not sent a heartbeat for this long is re-queued.
     #[arg(long, env = "FORGETLAB_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,

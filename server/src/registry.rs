@@ -40,15 +40,18 @@ impl Registry {
         }
     }
 
-    /// Confines `path` to the data roots: resolved (symlinks followed), it must lie under one.
+    /// Confines `path` to the data roots: resolved (symlinks followed, `..` applied), it must
+    /// lie under one. A path that does not exist gets the same answer as one outside the
+    /// roots, so the answer tells nothing about files elsewhere.
     pub fn confine(&self, path: &Path) -> Result<PathBuf, Failure> {
-        let resolved = path.canonicalize().map_err(|e| Failure::bad_request(format!("cannot open {}: {e}", path.display())))?;
-        let inside = self.roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root));
-        if inside {
-            Ok(resolved)
-        } else {
-            let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
-            Err(Failure::bad_request(format!("{} is outside the data roots ({})", path.display(), roots.join(", "))))
+        let resolved = path.canonicalize().ok();
+        let inside = resolved.as_ref().is_some_and(|resolved| self.roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root)));
+        match resolved {
+            Some(resolved) if inside => Ok(resolved),
+            _ => {
+                let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
+                Err(Failure::bad_request(format!("{} is outside the data roots ({}) or does not exist", path.display(), roots.join(", "))))
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -28,8 +29,8 @@ use crate::registry::Registry;
 use crate::routes::{api_router, AppState};
 use crate::service::Service;
 
-/// Largest request body: an epoch of 10^5 samples is about 6 MB of JSON.
-const BODY_LIMIT: usize = 256 * 1024 * 1024;
+/// The largest body a page takes (forms, server functions).
+const PAGE_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(config.data_dir.join("datasets"))
@@ -71,7 +72,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .build();
     let auth = Arc::new(Auth::new(pool.clone()));
     bootstrap_accounts(&auth, &server_url).await?;
-    let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone(), auth: auth.clone() };
+    let settings = Arc::new(crate::routes::Settings { data_dir: data_dir.clone(), max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024) });
+    let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone(), auth: auth.clone(), settings };
 
     let backend: SharedBackend = Arc::new(crate::service::Site { service, queue: queue.clone(), auth: auth.clone() });
     let routes = generate_route_list(App);
@@ -90,10 +92,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/login", axum::routing::post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/setup", axum::routing::post(setup))
-        .nest("/api/v1", api_router())
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        // Pages, forms and server functions; the API's routes set their own limits.
+        .layer(RequestBodyLimitLayer::new(PAGE_BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, crate::routes::REQUEST_TIMEOUT))
+        .nest("/api/v1", api_router())
         .layer(axum::middleware::from_fn_with_state(auth.clone(), authenticate))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
         // default predicate leaves text/event-stream, images and small bodies alone).
         .layer(CompressionLayer::new())

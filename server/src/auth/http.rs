@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
@@ -22,7 +22,7 @@ use protocol::Failure;
 use serde::Deserialize;
 
 use super::{Auth, SESSION_DAYS};
-use crate::routes::{ApiResult, AppState, JsonBody, Refusal};
+use crate::routes::{ApiResult, AppState, JsonBody, PathParams as Path, Refusal};
 
 pub const SESSION_COOKIE: &str = "forgetlab_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";

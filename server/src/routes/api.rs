@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path parameters whose refusals are JSON, like every API answer.
+use super::PathParams as Path;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;

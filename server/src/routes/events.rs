@@ -3,7 +3,9 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path parameters whose refusals are JSON, like every API answer.
+use super::PathParams as Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::stream::{self, Stream, StreamExt};
 use protocol::Progress;

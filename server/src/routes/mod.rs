@@ -4,15 +4,17 @@
 
 mod api;
 mod events;
+mod weights;
 mod worker;
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
+use tower_http::timeout::TimeoutLayer;
 use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use protocol::{ApiError, Failure};
@@ -28,6 +30,16 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub queue: Arc<Queue>,
     pub auth: Arc<Auth>,
+    pub settings: Arc<Settings>,
+}
+
+/// The settings routes need beyond the services.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `FORGETLAB_DATA_DIR`: uploaded weights go to its `datasets/weights/`.
+    pub data_dir: std::path::PathBuf,
+    /// `FORGETLAB_MAX_UPLOAD_MB`, in bytes.
+    pub max_upload_bytes: u64,
 }
 
 /// A [`Failure`] as an HTTP answer.
@@ -59,6 +71,17 @@ impl From<QueryRejection> for Refusal {
     }
 }
 
+impl From<PathRejection> for Refusal {
+    fn from(rejection: PathRejection) -> Self {
+        Self(Failure::bad_request(format!("the path was refused: {}", rejection.body_text())))
+    }
+}
+
+/// `axum::extract::Path`, with refusals in the API's JSON error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(Refusal))]
+pub struct PathParams<T>(pub T);
+
 /// `axum::Json`, with refusals in the API's JSON error shape.
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(Refusal))]
@@ -76,7 +99,32 @@ pub fn parse_id(what: &str, text: &str) -> Result<i64, Refusal> {
     text.parse().map_err(|_| Refusal(Failure::bad_request(format!("{what} id must be a whole number, got {text:?}"))))
 }
 
+/// The largest body the public API takes (a launch, a study, a token request). Workers'
+/// uploads have their own, larger limit.
+pub const API_BODY_LIMIT: usize = 1024 * 1024;
+/// Largest worker upload: an epoch of 10^5 samples is about 6 MB of JSON.
+pub const WORKER_BODY_LIMIT: usize = 256 * 1024 * 1024;
+
+fn method_not_allowed() -> Refusal {
+    Refusal(Failure { status: 405, body: ApiError { message: "this route does not take that method; see DESIGN.md for the routes".into(), errors: Default::default() } })
+}
+
+/// A public API request whose answer takes longer is answered 408 (event streams are not
+/// affected: their answer starts at once). Workers' and weights' uploads have no time limit.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn api_router() -> Router<AppState> {
+    public_api()
+        .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
+        .merge(worker_api().layer(DefaultBodyLimit::max(WORKER_BODY_LIMIT)))
+        // Streamed to disk with its own bound (FORGETLAB_MAX_UPLOAD_MB).
+        .route("/weights/{file}", put(weights::upload))
+        .method_not_allowed_fallback(|| async { method_not_allowed() })
+        .fallback(|| async { Refusal(Failure::not_found("no such API route; see DESIGN.md for the routes")) })
+}
+
+fn public_api() -> Router<AppState> {
     Router::new()
         .route("/health", get(api::health))
         .route("/me", get(auth::me))
@@ -102,15 +150,19 @@ pub fn api_router() -> Router<AppState> {
         .route("/studies/{id}/seeds", post(api::extend_study))
         .route("/compare", get(api::compare))
         .route("/compare/{file}", get(api::compare_export))
+        .route("/weights", get(weights::list))
         .route("/runs/{id}/cancel", post(api::cancel_run))
         .route("/runs/{id}/retry", post(api::retry_run))
         .route("/runs/{id}/events", get(events::run_events))
         .route("/events", get(events::all_events))
+}
+
+fn worker_api() -> Router<AppState> {
+    Router::new()
         .route("/worker/lease", post(worker::lease))
         .route("/worker/jobs/{job}/heartbeat", post(worker::heartbeat))
         .route("/worker/jobs/{job}/samples", put(worker::manifest))
         .route("/worker/jobs/{job}/log", post(worker::log))
         .route("/worker/jobs/{job}/epochs/{epoch}", put(worker::epoch))
         .route("/worker/jobs/{job}/finish", post(worker::finish))
-        .fallback(|| async { Refusal(Failure::not_found("no such API route; see DESIGN.md for the routes")) })
 }

@@ -1,6 +1,8 @@
 //! The server side of the worker protocol; see `protocol::worker` for the conversation.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
+// Path parameters whose refusals are JSON, like every API answer.
+use super::PathParams as Path;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
