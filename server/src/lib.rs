@@ -5,6 +5,7 @@
 //! taking the site down) and the analysis itself (`dynamics`).
 
 pub mod analysis;
+pub mod assets;
 pub mod codec;
 pub mod config;
 pub mod db;

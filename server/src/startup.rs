@@ -77,6 +77,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             move || shell(options.clone())
         })
         .nest("/api/v1", api_router())
+        .nest_service("/pkg", crate::assets::router(site_root.join("pkg")))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
         // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
