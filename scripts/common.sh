@@ -44,9 +44,8 @@ provided_elsewhere() {
 ensure_debian_packages() {
     # slurmctld, slurmd, slurm-client and munge: the Slurm executor's test starts a one-node
     # cluster of its own (server/tests/slurm.rs); nothing is configured system-wide.
-    # binaryen: wasm-opt, which cargo-leptos runs on the release browser bundle.
     local wanted=(dataset-fashion-mnist chromium build-essential python3 python3-pip nodejs npm unzip curl ca-certificates
-        slurmctld slurmd slurm-client munge binaryen)
+        slurmctld slurmd slurm-client munge)
     local missing=()
     for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -135,12 +134,9 @@ ensure_all() {
 }
 
 # One package at a time: two cores, and never the ssr and hydrate features in one build.
-# The release bundle (profile wasm-release, then wasm-opt): 1.7 MB instead of 6 MB, what every
-# page loads (bench/RESULTS.md). About 2.5 minutes from scratch on 2 cores, 30 s when nothing
-# changed (wasm-bindgen and wasm-opt run again). The server writes its brotli and gzip copies.
 build_frontend() {
-    step "Building the browser bundle (cargo leptos --release: wasm32 + wasm-opt + CSS -> target/site)"
-    cargo leptos build --frontend-only --release || die "the wasm/CSS build failed (see the compiler output above)"
+    step "Building the browser bundle (cargo leptos: wasm32 + CSS -> target/site)"
+    cargo leptos build --frontend-only || die "the wasm/CSS build failed (see the compiler output above)"
 }
 
 build_worker() {
