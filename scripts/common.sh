@@ -134,9 +134,18 @@ ensure_all() {
 }
 
 # One package at a time: two cores, and never the ssr and hydrate features in one build.
+# The release bundle (profile wasm-release, then wasm-opt): 1.7 MB instead of 7 MB, what every
+# page loads (bench/RESULTS.md). wasm-opt is binaryen 132 from npm (end2end/package.json, on
+# PATH above): Debian's binaryen 108 breaks wasm-bindgen's externref table and nothing
+# hydrates. About 5 minutes from scratch on 2 cores, 1-3 when nothing changed (wasm-bindgen
+# and the JavaScript wasm-opt run again). The server writes its brotli and gzip copies.
 build_frontend() {
-    step "Building the browser bundle (cargo leptos: wasm32 + CSS -> target/site)"
-    cargo leptos build --frontend-only || die "the wasm/CSS build failed (see the compiler output above)"
+    step "Building the browser bundle (cargo leptos --release: wasm32 + wasm-opt + CSS -> target/site)"
+    case "$(command -v wasm-opt)" in
+        "$ROOT/end2end/node_modules/.bin/wasm-opt") ;;
+        *) die "wasm-opt should be binaryen 132 from end2end/node_modules (npm ci in end2end/), found: $(command -v wasm-opt || echo none)" ;;
+    esac
+    cargo leptos build --frontend-only --release || die "the wasm/CSS build failed (see the compiler output above)"
 }
 
 build_worker() {

@@ -8,6 +8,8 @@
 //! `cargo bench -p server --bench load` (FORGETLAB_WORKER_BIN names the worker, default
 //! target/debug/forgetlab-worker; FORGETLAB_LOAD_SECONDS, _JOBS, _WORKERS).
 
+mod support;
+
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +48,8 @@ async fn main() {
         .env("FORGETLAB_WORKER_BIN", &worker_bin)
         .env("FORGETLAB_DEVICE", "cpu")
         .env("FORGETLAB_SITE_ROOT", root.join("target/site"))
+        .env("FORGETLAB_ADMIN_USER", support::ADMIN.0)
+        .env("FORGETLAB_ADMIN_PASSWORD", support::ADMIN.1)
         .env("RUST_LOG", "warn")
         .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
         .stderr(std::fs::File::create(dir.path().join("server.err")).unwrap())
@@ -57,6 +61,8 @@ async fn main() {
         assert!(started.elapsed() < Duration::from_secs(60), "the server did not answer");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Pages and the API need an account: an administrator's API token.
+    let client = support::signed_in(&base, reqwest::Client::builder().pool_max_idle_per_host(100)).await;
     println!("server up; {workers} workers, {jobs} jobs, 50 event clients, 20 page clients, {seconds} s");
 
     let mut ids = Vec::new();

@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod analysis;
+pub mod assets;
 pub mod auth;
 pub mod codec;
 pub mod config;

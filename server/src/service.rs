@@ -19,6 +19,8 @@ pub struct Service {
     pub registry: Arc<Registry>,
     pub hub: Hub,
     pub compare_cache: crate::analysis::CompareCache,
+    /// The run page's data map and forgetting histogram of finished runs.
+    pub run_cache: crate::analysis::RunCache,
 }
 
 /// Columns the runs table may be sorted by, as the API names them.
@@ -303,17 +305,7 @@ impl Service {
             .iter()
             .map(epoch_metrics_of)
             .collect::<Result<Vec<_>, _>>()?;
-        let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
-        let histogram: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ? GROUP BY forgetting_events ORDER BY forgetting_events")
-                .bind(id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(internal)?;
-        let mut forgetting_histogram = vec![0u64; histogram.last().map_or(0, |(k, _)| *k as usize + 1)];
-        for (events, count) in histogram {
-            forgetting_histogram[events as usize] = count as u64;
-        }
+        let (sample_count, forgetting_histogram) = self.run_cache.forgetting_histogram(&self.pool, id).await?;
         let class_names = self.registry.get(&spec.dataset).await.map(|d| d.class_names).unwrap_or_default();
         let confusion: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch DESC LIMIT 1",
@@ -336,7 +328,7 @@ impl Service {
             error: row.get("error"),
             progress: progress_of(&row, status),
             epochs,
-            sample_count: sample_count as u64,
+            sample_count,
             forgetting_histogram,
             class_names,
             val_confusion,
@@ -506,7 +498,7 @@ impl app::backend::Backend for Site {
         Ok(crate::studies::cancel_study(&self.service, &self.queue, id, who).await?.len() as u64)
     }
     async fn data_map(&self, run_id: i64) -> Result<protocol::DataMap, Failure> {
-        crate::analysis::data_map(&self.service.pool, run_id).await
+        self.service.run_cache.data_map(&self.service.pool, run_id).await
     }
     async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure> {
         self.service.compare(query).await

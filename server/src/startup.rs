@@ -42,7 +42,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new(pool.clone(), config.all_data_roots()));
     registry.register_default().await;
     let worker_token = config.worker_token.clone().unwrap_or_else(new_token);
-    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default() });
+    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default() });
     let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds));
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -92,6 +92,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/login", axum::routing::post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/setup", axum::routing::post(setup))
+        .nest_service("/pkg", crate::assets::router(site_root.join("pkg")))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Pages, forms and server functions; the API's routes set their own limits.
         .layer(RequestBodyLimitLayer::new(PAGE_BODY_LIMIT))

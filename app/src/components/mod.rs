@@ -4,6 +4,7 @@ pub mod charts;
 pub mod export;
 pub mod live;
 pub mod progress;
+pub mod resource;
 
 use leptos::prelude::*;
 use protocol::auth::Identity;

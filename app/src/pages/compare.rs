@@ -52,7 +52,7 @@ pub fn ComparePage() -> impl IntoView {
             (ids.len() == 2).then(|| ids.join(","))
         }),
     });
-    let comparison = Resource::new(
+    let comparison = crate::components::resource::resource(
         move || query.get(),
         |query| async move {
             if query.runs.split(',').filter(|s| !s.is_empty()).count() < 2 {

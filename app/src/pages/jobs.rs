@@ -24,7 +24,7 @@ pub fn JobsPage() -> impl IntoView {
     // Progress events by run id; they override what the page was rendered with.
     let live = RwSignal::new(HashMap::<i64, Progress>::new());
     let reloads = RwSignal::new(0u32);
-    let runs = Resource::new(move || reloads.get(), |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) });
+    let runs = crate::components::resource::resource(move || reloads.get(), |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) });
 
     subscribe("/api/v1/events", move |progress: Progress| {
         let known = runs.get_untracked().and_then(|r| r.ok()).and_then(|list| list.into_iter().find(|r| r.id == progress.run_id));

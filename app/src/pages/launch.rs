@@ -52,7 +52,7 @@ fn Choice(
 pub fn LaunchPage() -> impl IntoView {
     let launch = ServerAction::<LaunchRun>::new();
     let outcome = launch.value();
-    let datasets = Resource::new(|| (), |_| list_datasets());
+    let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     let error = move |field: &'static str| {
         Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
     };

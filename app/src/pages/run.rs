@@ -23,7 +23,7 @@ pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
     let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
     let reloads = RwSignal::new(0u32);
-    let run = Resource::new(move || (id.get(), reloads.get()), |(id, _)| get_run(id));
+    let run = crate::components::resource::resource(move || (id.get(), reloads.get()), |(id, _)| get_run(id));
     let live = RwSignal::new(None::<Progress>);
 
     // Follow a run's progress while it can still change; a finished run needs no stream.
@@ -161,7 +161,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
 /// Variability against confidence of every training sample, binned, coloured by correctness.
 #[component]
 fn DataMapCard(run_id: i64) -> impl IntoView {
-    let map = Resource::new(move || run_id, get_data_map);
+    let map = crate::components::resource::resource(move || run_id, get_data_map);
     view! {
         <section class="card data-map">
             <Suspense fallback=|| view! { <p class="loading">"Loading the data map…"</p> }>
@@ -235,7 +235,7 @@ fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
 /// Per-class forgetting and the last epoch's validation accuracy.
 #[component]
 fn ClassTable(run_id: i64) -> impl IntoView {
-    let report = Resource::new(move || run_id, get_run_classes);
+    let report = crate::components::resource::resource(move || run_id, get_run_classes);
     view! {
         <section class="card class-table">
             <h2>"Classes"</h2>
@@ -275,7 +275,7 @@ fn ClassTable(run_id: i64) -> impl IntoView {
 /// re-queued, cancelled, finished), with the full log at `/api/v1/runs/{id}/log`.
 #[component]
 fn JobLogTail(run_id: i64, reloads: usize) -> impl IntoView {
-    let log = Resource::new(move || (run_id, reloads), |(run_id, _)| get_run_log(run_id, LOG_TAIL));
+    let log = crate::components::resource::resource(move || (run_id, reloads), |(run_id, _)| get_run_log(run_id, LOG_TAIL));
     view! {
         <section class="card job-log">
             <h2>"Job log " <a class="muted small-link" href=format!("/api/v1/runs/{run_id}/log?tail=2000")>"(full log)"</a></h2>
@@ -299,7 +299,7 @@ fn JobLogTail(run_id: i64, reloads: usize) -> impl IntoView {
 /// The samples with the most forgetting events, as thumbnails with their counts and labels.
 #[component]
 fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl IntoView {
-    let samples = Resource::new(
+    let samples = crate::components::resource::resource(
         move || run_id,
         |run_id| list_samples(run_id, SampleQuery { sort: Some("-forgetting_events".into()), limit: Some(MOST_FORGOTTEN), ..Default::default() }),
     );

@@ -33,8 +33,8 @@ pub fn RunsPage() -> impl IntoView {
         limit: Some(PAGE),
         offset: param("offset").parse().ok(),
     });
-    let runs = Resource::new(move || query.get(), list_runs);
-    let datasets = Resource::new(|| (), |_| list_datasets());
+    let runs = crate::components::resource::resource(move || query.get(), list_runs);
+    let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     // The current filters and sort with some replaced: for sort and page links.
     let link = move |changes: &[(&str, String)]| {
         let mut pairs: Vec<(&str, String)> = FILTERS.iter().chain(&["sort"]).map(|&k| (k, param(k))).collect();

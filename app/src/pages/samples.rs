@@ -91,8 +91,8 @@ pub fn SampleBrowser() -> impl IntoView {
     let url = use_query_map();
     let param = move |name: &str| url.read().get(name).unwrap_or_default();
     let query = Memo::new(move |_| sample_query(param));
-    let run = Resource::new(move || id.get(), get_run);
-    let samples = Resource::new(
+    let run = crate::components::resource::resource(move || id.get(), get_run);
+    let samples = crate::components::resource::resource(
         move || (id.get(), query.get()),
         |(id, query)| async move {
             match query {
@@ -228,8 +228,8 @@ pub fn SampleDetail() -> impl IntoView {
     let params = use_params_map();
     let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
     let key = Memo::new(move |_| params.read().get("key").unwrap_or_default());
-    let run = Resource::new(move || id.get(), get_run);
-    let history = Resource::new(move || (id.get(), key.get()), |(id, key)| get_sample_history(id, key));
+    let run = crate::components::resource::resource(move || id.get(), get_run);
+    let history = crate::components::resource::resource(move || (id.get(), key.get()), |(id, key)| get_sample_history(id, key));
     view! {
         <Title text=move || format!("Sample of run #{}", id.get()) />
         <Transition fallback=|| view! { <p class="loading">"Loading the sample…"</p> }>

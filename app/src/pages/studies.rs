@@ -27,8 +27,8 @@ fn interval_text(interval: Option<Interval>, as_percent: bool) -> String {
 
 #[component]
 pub fn StudiesPage() -> impl IntoView {
-    let studies = Resource::new(|| (), |_| list_studies());
-    let datasets = Resource::new(|| (), |_| list_datasets());
+    let studies = crate::components::resource::resource(|| (), |_| list_studies());
+    let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     let launch = ServerAction::<LaunchStudy>::new();
     let outcome = launch.value();
     let can_launch = crate::components::me().is_some_and(|who| who.role.can_launch());
@@ -149,7 +149,7 @@ pub fn StudyPage() -> impl IntoView {
     let params = use_params_map();
     let id = Memo::new(move |_| params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0));
     let reloads = RwSignal::new(0u32);
-    let study = Resource::new(move || (id.get(), reloads.get()), |(id, _)| get_study(id));
+    let study = crate::components::resource::resource(move || (id.get(), reloads.get()), |(id, _)| get_study(id));
     let cancel = ServerAction::<CancelStudy>::new();
     Effect::new(move |_| {
         if cancel.value().get().is_some() {

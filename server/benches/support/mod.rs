@@ -11,6 +11,33 @@ use protocol::{EpochMetrics, Phase, RunRequest};
 use server::queue::Queue;
 use server::service::Service;
 
+/// The account benches launch as when they call the service directly.
+pub fn bench_admin() -> protocol::auth::Identity {
+    protocol::auth::Identity { user_id: 0, name: "bench".into(), role: protocol::auth::Role::Admin, csrf: None }
+}
+
+/// The administrator a benchmarked server creates at its first start
+/// (`FORGETLAB_ADMIN_USER`/`_PASSWORD`), for [`signed_in`].
+pub const ADMIN: (&str, &str) = ("bench-admin", "bench-admin-password");
+
+/// An HTTP client signed in to the server at `base` with a new API token of [`ADMIN`];
+/// `client` gives its other settings.
+pub async fn signed_in(base: &str, client: reqwest::ClientBuilder) -> reqwest::Client {
+    let made: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/api/v1/tokens"))
+        .basic_auth(ADMIN.0, Some(ADMIN.1))
+        .json(&serde_json::json!({"name": "bench"}))
+        .send()
+        .await
+        .expect("POST /api/v1/tokens")
+        .json()
+        .await
+        .expect("a token");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {}", made["token"].as_str().expect("a token")).parse().unwrap());
+    client.default_headers(headers).build().unwrap()
+}
+
 pub fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -128,7 +155,7 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
         tags: Some(tags.into()),
         ..Default::default()
     };
-    let launched = service.launch(request).await.expect("launch");
+    let launched = service.launch(request, &bench_admin()).await.expect("launch");
     let lease = queue.lease("bench").await.expect("lease").expect("a job");
     let manifest = SampleManifest {
         samples: (0..samples).map(|i| ManifestEntry { dataset_index: i as u32, sample_key: key(i), label: (i % 10) as u32 }).collect(),
