@@ -114,7 +114,8 @@ pub fn router(pkg_dir: PathBuf) -> Router {
 
 async fn serve(State(assets): State<Arc<Assets>>, mut request: Request) -> Response {
     let name = request.uri().path().trim_start_matches('/').to_owned();
-    if compressible(&name) {
+    let vary = compressible(&name);
+    if vary {
         let fresh = fresh_companions(&assets.dir.join(&name));
         if fresh.stale_or_missing() {
             write_companions(&assets, name);
@@ -132,10 +133,15 @@ async fn serve(State(assets): State<Arc<Assets>>, mut request: Request) -> Respo
         let offered = if offered.is_empty() { HeaderValue::from_static("identity") } else { HeaderValue::from_str(&offered).unwrap_or(HeaderValue::from_static("identity")) };
         request.headers_mut().insert(header::ACCEPT_ENCODING, offered);
     }
-    match assets.serve.clone().oneshot(request).await {
+    let mut response = match assets.serve.clone().oneshot(request).await {
         Ok(response) => response.map(Body::new),
         Err(infallible) => match infallible {},
+    };
+    // The answer depends on Accept-Encoding: caches must keep one copy per encoding.
+    if vary && !response.headers().contains_key(header::VARY) {
+        response.headers_mut().insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     }
+    response
 }
 
 /// A bundle file's own name: no folders, no hidden files, one of the compressed types.

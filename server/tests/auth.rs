@@ -280,6 +280,10 @@ fn pages_carry_security_headers_and_show_each_role_its_controls() {
     let json = server.client().get(server.api("/runs")).send().unwrap();
     assert_eq!(json.headers()[CONTENT_SECURITY_POLICY], "default-src 'none'; frame-ancestors 'none'");
     assert!(html.contains("href=\"/launch\"") && html.contains("href=\"/admin/users\""));
+    // The browser bundle is public (the sign-in page needs it), per encoding for caches.
+    let css = Client::new().get(format!("{}/pkg/forgetlab.css", server.url)).header("accept-encoding", "br").send().unwrap();
+    assert_eq!(css.status(), 200);
+    assert!(css.headers()["vary"].to_str().unwrap().to_ascii_lowercase().contains("accept-encoding"), "{:?}", css.headers());
 
     let viewer = sign_in(&server, "vic", "vic-password-123");
     let (_, _, html) = page(&server, &viewer, "/");
