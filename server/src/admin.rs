@@ -35,7 +35,8 @@ pub enum Action {
     Enable { name: String },
 }
 
-fn failed(f: protocol::Failure) -> anyhow::Error {
+/// A refusal as an error for the command line: the message, then each field's.
+pub(crate) fn failed(f: protocol::Failure) -> anyhow::Error {
     anyhow::anyhow!("{}{}", f.body.message, f.body.errors.0.iter().map(|(k, v)| format!("; {k}: {v}")).collect::<String>())
 }
 

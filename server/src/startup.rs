@@ -147,7 +147,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// With no account yet: the administrator from `FORGETLAB_ADMIN_USER` and
 /// `FORGETLAB_ADMIN_PASSWORD`, or a one-time setup URL printed for a person to open.
 async fn bootstrap_accounts(auth: &Auth, server_url: &str) -> anyhow::Result<()> {
-    let failed = |f: protocol::Failure| anyhow::anyhow!("{}{}", f.body.message, f.body.errors.0.iter().map(|(k, v)| format!("; {k}: {v}")).collect::<String>());
+    use crate::admin::failed;
     if auth.has_accounts().await.map_err(failed)? {
         return Ok(());
     }
