@@ -97,9 +97,7 @@ impl Service {
 
     /// Launches a run as `who`, as one of a study's grid (study id, arm) when given.
     pub async fn launch_in_study(&self, request: RunRequest, study: Option<(i64, usize)>, who: &Identity) -> Result<Launched, Failure> {
-        if !who.role.can_launch() {
-            return Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch; ask an administrator for the member role", who.name)));
-        }
+        crate::auth::check_may_launch(who)?;
         let datasets = self.registry.list().await?;
         let not_queued = |errors: protocol::FieldErrors| {
             let count = errors.0.len();

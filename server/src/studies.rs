@@ -41,9 +41,7 @@ fn interval(values: &[f64]) -> Option<Interval> {
 impl Service {
     /// `POST /studies`: checks every run of the grid as `POST /runs` would, then queues them all.
     pub async fn launch_study(&self, request: StudyRequest, who: &Identity) -> Result<StudyLaunched, Failure> {
-        if !who.role.can_launch() {
-            return Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch; ask an administrator for the member role", who.name)));
-        }
+        crate::auth::check_may_launch(who)?;
         let refused = |errors: FieldErrors| {
             let count = errors.0.len();
             Failure::invalid(format!("the study was not queued: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors)

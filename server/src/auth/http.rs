@@ -198,7 +198,7 @@ fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
 }
 
 async fn signed_in(auth: &Auth, who: &Identity, headers: &HeaderMap, next: &str) -> Result<Response, Failure> {
-    let (cookie, _csrf) = auth.open_session(who).await?;
+    let cookie = auth.open_session(who).await?;
     let mut response = Redirect::to(next).into_response();
     response.headers_mut().insert(header::SET_COOKIE, session_cookie(&cookie, SESSION_DAYS * 86_400, secure(headers)));
     Ok(response)

@@ -139,7 +139,7 @@ impl Auth {
             errors.add("new_password", message);
             Failure::invalid("the password was not changed", errors)
         })?;
-        if self.check_password(&who.name, old).await?.is_none() {
+        if self.verify(&who.name, old).await?.is_none() {
             return Err(Failure::forbidden("the current password is wrong"));
         }
         let new = new.to_owned();
@@ -149,7 +149,7 @@ impl Auth {
     }
 
     /// The enabled account with this name and password, or `None`.
-    async fn check_password(&self, name: &str, password: &str) -> Result<Option<Identity>, Failure> {
+    async fn verify(&self, name: &str, password: &str) -> Result<Option<Identity>, Failure> {
         let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ? AND disabled = 0").bind(name).fetch_optional(&self.pool).await.map_err(internal)?;
         let phc = row.as_ref().map(|r| r.get::<String, _>("password_hash")).unwrap_or_else(|| decoy_hash().to_owned());
         let password = password.to_owned();
@@ -180,7 +180,7 @@ impl Auth {
                 }
             }
         }
-        match self.check_password(name, password).await? {
+        match self.verify(name, password).await? {
             Some(who) => Ok(who),
             None => {
                 let mut failures = self.failures.lock().expect("failures lock");
@@ -192,8 +192,9 @@ impl Auth {
         }
     }
 
-    /// A new session for the account: (cookie value, CSRF token).
-    pub async fn open_session(&self, who: &Identity) -> Result<(String, String), Failure> {
+    /// A new session for the account: the cookie's value. (Its CSRF token reaches pages
+    /// through [`Auth::session`].)
+    pub async fn open_session(&self, who: &Identity) -> Result<String, Failure> {
         let (id, csrf) = (new_token(), new_token());
         sqlx::query(&format!("INSERT INTO sessions (id_hash, user_id, csrf, expires_at) VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+{SESSION_DAYS} days'))"))
             .bind(hash_token(&id))
@@ -202,7 +203,7 @@ impl Auth {
             .execute(&self.pool)
             .await
             .map_err(internal)?;
-        Ok((id, csrf))
+        Ok(id)
     }
 
     /// The account behind a session cookie, if the session is live and the account enabled.
@@ -319,13 +320,21 @@ impl Auth {
         }
         self.create_user(name, password, Role::Admin).await?;
         *self.setup.lock().expect("setup lock") = None;
-        self.check_password(name, password).await?.ok_or_else(|| Failure::internal("the new account could not sign in"))
+        self.verify(name, password).await?.ok_or_else(|| Failure::internal("the new account could not sign in"))
     }
 }
 
 fn account(row: &sqlx::sqlite::SqliteRow) -> Account {
     let role: String = row.get("role");
     Account { name: row.get("name"), role: Role::parse(&role).unwrap_or(Role::Viewer), disabled: row.get::<i64, _>("disabled") != 0, created_at: row.get("created_at") }
+}
+
+/// Refuses viewers what only members and administrators may do: launch runs and studies.
+pub fn check_may_launch(who: &Identity) -> Result<(), Failure> {
+    if who.role.can_launch() {
+        return Ok(());
+    }
+    Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch; ask an administrator for the member role", who.name)))
 }
 
 /// What an account may cancel, retry or extend: a run or a study.

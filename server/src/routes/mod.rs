@@ -106,7 +106,7 @@ pub const API_BODY_LIMIT: usize = 1024 * 1024;
 pub const WORKER_BODY_LIMIT: usize = 256 * 1024 * 1024;
 
 fn method_not_allowed() -> Refusal {
-    Refusal(Failure { status: 405, body: ApiError { message: "this route does not take that method; see DESIGN.md for the routes".into(), errors: Default::default() } })
+    Refusal(Failure::new(405, "this route does not take that method; see DESIGN.md for the routes"))
 }
 
 /// A public API request whose answer takes longer is answered 408 (event streams are not
