@@ -65,6 +65,7 @@ pub async fn launch_study(
     seeds: String,
     arms: String,
     budget: String,
+    source_run: String,
     train_subset: String,
     val_subset: String,
     image_size: String,
@@ -75,7 +76,7 @@ pub async fn launch_study(
     device: String,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
-    use serde_json::{json, Map, Value};
+    use serde_json::{Map, Value};
     let _ = csrf;
     let text = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
     let mut base = Map::new();
@@ -85,11 +86,12 @@ pub async fn launch_study(
             base.insert(key.into(), v);
         }
     }
-    // Every arm but `full` trains on `budget` of the samples each epoch.
-    let budget = text(&budget).unwrap_or(json!("1"));
+    // Every arm but `full` trains on `budget` of the samples each epoch; spaced repetition
+    // and pruning read the earlier run `source_run`.
     let arms: Option<Value> = text(&arms).map(|list| {
-        Value::Array(list.as_str().unwrap_or_default().split(',').map(str::trim).filter(|k| !k.is_empty())
-            .map(|kind| if kind == "full" { json!("full") } else { json!({"kind": kind, "budget": budget.clone()}) }).collect())
+        Value::Array(list.as_str().unwrap_or_default().split(',').filter_map(|kind| {
+            protocol::sampling::from_form(kind, &[("budget", &budget), ("source_run", &source_run)])
+        }).collect())
     });
     let request = protocol::study::StudyRequest { preset: text(&preset), name: text(&name), base: Some(Value::Object(base)), archs: text(&archs), seeds: text(&seeds), arms };
     match backend()?.launch_study(request, &caller()?).await {
@@ -168,10 +170,21 @@ pub async fn launch_run(
     schedule: String,
     lr_warmup_epochs: String,
     augment: String,
+    sampling: String,
+    sampling_budget: String,
+    source_run: String,
+    score: String,
+    keep: String,
+    decks: String,
+    nu: String,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::Value;
     let _ = csrf;
+    let sampling = protocol::sampling::from_form(
+        &sampling,
+        &[("budget", &sampling_budget), ("source_run", &source_run), ("score", &score), ("keep", &keep), ("decks", &decks), ("nu", &nu)],
+    );
     let text = |s: String| Some(Value::String(s));
     let request = protocol::RunRequest {
         dataset: text(dataset),
@@ -191,6 +204,7 @@ pub async fn launch_run(
         schedule: text(schedule),
         lr_warmup_epochs: text(lr_warmup_epochs),
         augment: text(augment),
+        sampling,
         ..Default::default()
     };
     match backend()?.launch(request, &caller()?).await {

@@ -38,6 +38,21 @@ test("a study launched from its preset fills its grid live and reports its findi
     const row = page.locator(`table.arms-table tr[data-arch="${arm.arch}"]`);
     expect(Number(await row.getAttribute("data-accuracy"))).toBeCloseTo(arm.accuracy.mean, 12);
   }
+  // Findings with their intervals over seeds, the arms' curves, and the report as a file.
+  const cross = study.report.findings.find((f: any) => f.key === "cross_arch_jaccard");
+  const crossRow = page.locator("table.intervals-table tr[data-key=cross_arch_jaccard]");
+  expect(Number(await crossRow.getAttribute("data-mean"))).toBeCloseTo(cross.value.mean, 12);
+  await expect(crossRow).toContainText(`(n = ${cross.value.n})`);
+  expect(cross.value.n).toBe(3);
+  await expect(page.locator(".study-curves figure.chart")).toHaveCount(2 * 4);
+  await expect(page.locator(".study-curves polygon.band").first()).toBeAttached();
+  const download = page.waitForEvent("download");
+  await page.click("a.report-download");
+  const file = await download;
+  expect(file.suggestedFilename()).toBe(`study-${id}-report.html`);
+  const html = require("fs").readFileSync(await file.path(), "utf8");
+  expect(html).toContain("Findings with 95 % intervals");
+  expect(html).not.toContain("<script");
   await page.click("text=Open the full comparison");
   await page.waitForURL(/\/compare\?runs=/);
   await expect(page.locator("figure.heatmap")).toHaveCount(2);

@@ -1,8 +1,9 @@
 //! Files a researcher opens in pandas, polars, R or a spreadsheet:
 //!
 //! - records: one row per (epoch, sample) with DESIGN.md's columns `run, epoch, phase,
-//!   sample_key, sample_index, label, correct, loss, p_true, margin, predicted, el2n`;
-//!   Parquet (one row group per epoch, Snappy) or CSV;
+//!   sample_key, sample_index, label, correct, loss, p_true, margin, predicted, el2n`, then
+//!   `shown` (whether the epoch's schedule trained on the sample); Parquet (one row group per
+//!   epoch, Snappy) or CSV;
 //! - per-sample statistics: one row per sample with the fields of `protocol::SampleStats`.
 //!
 //! Writers take any `Write`, so the same code serves files on disk and HTTP responses.
@@ -26,9 +27,9 @@ pub enum ExportError {
     Length { epoch: u32, columns: usize, samples: usize },
 }
 
-/// The record columns, in file order (DESIGN.md, "Public JSON API").
-pub const RECORD_COLUMNS: [&str; 12] =
-    ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n"];
+/// The record columns, in file order (DESIGN.md, "Public JSON API"), and `shown`.
+pub const RECORD_COLUMNS: [&str; 13] =
+    ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n", "shown"];
 
 /// One epoch of one run: its phase, the run's samples in recording order, and the records.
 #[derive(Debug, Clone, Copy)]
@@ -38,15 +39,24 @@ pub struct EpochRecords<'a> {
     pub phase: &'a str,
     pub samples: &'a [ManifestEntry],
     pub columns: &'a EpochColumns,
+    /// The samples the epoch trained on (a schedule's subset), one flag per sample; `None`
+    /// when it trained on every sample (head warmup, the `full` schedule).
+    pub shown: Option<&'a [bool]>,
 }
 
 impl EpochRecords<'_> {
     fn check(&self) -> Result<(), ExportError> {
-        let lengths = [self.columns.correct.len(), self.columns.loss.len(), self.columns.p_true.len(), self.columns.margin.len(), self.columns.predicted.len(), self.columns.el2n.len()];
+        let c = self.columns;
+        let lengths = [c.correct.len(), c.loss.len(), c.p_true.len(), c.margin.len(), c.predicted.len(), c.el2n.len(), self.shown.map_or(self.samples.len(), <[bool]>::len)];
         match lengths.iter().find(|&&len| len != self.samples.len()) {
             Some(&columns) => Err(ExportError::Length { epoch: self.epoch, columns, samples: self.samples.len() }),
             None => Ok(()),
         }
+    }
+
+    /// Whether sample `i` was trained on in this epoch.
+    fn shown(&self, i: usize) -> bool {
+        self.shown.is_none_or(|shown| shown[i])
     }
 }
 
@@ -59,8 +69,9 @@ pub fn write_records_csv<'a>(mut out: impl Write, epochs: impl IntoIterator<Item
         for (i, sample) in e.samples.iter().enumerate() {
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{}",
-                e.run, e.epoch, e.phase, sample.sample_key, i, sample.label, c.correct[i], c.loss[i], c.p_true[i], c.margin[i], c.predicted[i], c.el2n[i]
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                e.run, e.epoch, e.phase, sample.sample_key, i, sample.label, c.correct[i], c.loss[i], c.p_true[i], c.margin[i], c.predicted[i], c.el2n[i],
+                u8::from(e.shown(i))
             )?;
         }
     }
@@ -182,13 +193,22 @@ pub(crate) mod tests {
     fn records_csv_has_one_row_per_sample_and_epoch() {
         let (samples, columns) = example();
         let mut out = Vec::new();
-        let epochs = [1, 2].map(|epoch| EpochRecords { run: 4, epoch, phase: if epoch == 1 { "warmup" } else { "finetune" }, samples: &samples, columns: &columns });
+        let shown = [false, true];
+        let epochs = [1, 2].map(|epoch| EpochRecords {
+            run: 4,
+            epoch,
+            phase: if epoch == 1 { "warmup" } else { "finetune" },
+            samples: &samples,
+            columns: &columns,
+            shown: (epoch == 2).then_some(&shown[..]),
+        });
         write_records_csv(&mut out, epochs).unwrap();
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "run,epoch,phase,sample_key,sample_index,label,correct,loss,p_true,margin,predicted,el2n");
-        assert_eq!(lines[1], "4,1,warmup,aa,0,1,1,0.25,0.75,2,1,0.5");
-        assert_eq!(lines[4], "4,2,finetune,bb,1,0,0,1.5,0.125,-1,1,1.25");
+        assert_eq!(lines[0], "run,epoch,phase,sample_key,sample_index,label,correct,loss,p_true,margin,predicted,el2n,shown");
+        assert_eq!(lines[1], "4,1,warmup,aa,0,1,1,0.25,0.75,2,1,0.5,1");
+        assert_eq!(lines[3], "4,2,finetune,aa,0,1,1,0.25,0.75,2,1,0.5,0", "left out by the epoch's schedule");
+        assert_eq!(lines[4], "4,2,finetune,bb,1,0,0,1.5,0.125,-1,1,1.25,1");
         assert_eq!(lines.len(), 5);
     }
 
@@ -196,7 +216,7 @@ pub(crate) mod tests {
     fn mismatched_lengths_are_refused() {
         let (samples, mut columns) = example();
         columns.el2n.pop();
-        let error = write_records_csv(Vec::new(), [EpochRecords { run: 1, epoch: 3, phase: "finetune", samples: &samples, columns: &columns }]).unwrap_err();
+        let error = write_records_csv(Vec::new(), [EpochRecords { run: 1, epoch: 3, phase: "finetune", samples: &samples, columns: &columns, shown: None }]).unwrap_err();
         assert_eq!(error.to_string(), "epoch 3 has 1 records for 2 samples");
     }
 }

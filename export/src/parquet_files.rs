@@ -26,6 +26,7 @@ const RECORDS_SCHEMA: &str = "message records {
     REQUIRED FLOAT margin;
     REQUIRED INT32 predicted;
     REQUIRED FLOAT el2n;
+    REQUIRED BOOLEAN shown;
 }";
 
 const SAMPLES_SCHEMA: &str = "message samples {
@@ -92,7 +93,8 @@ pub fn write_records_parquet<'a, W: Write + Send>(out: W, epochs: impl IntoItera
                 8 => required::<FloatType>(&mut column, &c.p_true)?,
                 9 => required::<FloatType>(&mut column, &c.margin)?,
                 10 => required::<Int32Type>(&mut column, &c.predicted.iter().map(|&v| i32::from(v)).collect::<Vec<_>>())?,
-                _ => required::<FloatType>(&mut column, &c.el2n)?,
+                11 => required::<FloatType>(&mut column, &c.el2n)?,
+                _ => required::<BoolType>(&mut column, &(0..n).map(|i| e.shown(i)).collect::<Vec<_>>())?,
             }
             column.close()?;
             index += 1;
@@ -163,7 +165,8 @@ mod tests {
         let (samples, columns) = example();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.parquet");
-        let epochs = [1, 2].map(|epoch| EpochRecords { run: 4, epoch, phase: "finetune", samples: &samples, columns: &columns });
+        let shown = [true, false];
+        let epochs = [1, 2].map(|epoch| EpochRecords { run: 4, epoch, phase: "finetune", samples: &samples, columns: &columns, shown: (epoch == 2).then_some(&shown[..]) });
         write_records_parquet(std::fs::File::create(&path).unwrap(), epochs).unwrap();
 
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
@@ -178,6 +181,8 @@ mod tests {
         assert_eq!(fields[6], &Field::Bool(false));
         assert_eq!(fields[7], &Field::Float(1.5));
         assert_eq!(fields[11], &Field::Float(1.25));
+        assert_eq!(fields[12], &Field::Bool(false), "epoch 2 left sample bb out");
+        assert_eq!(rows[0].get_column_iter().nth(12).unwrap().1, &Field::Bool(true), "no shown set: every sample trained on");
     }
 
     #[test]

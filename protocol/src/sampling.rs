@@ -155,8 +155,29 @@ impl Sampling {
     }
 }
 
+/// A schedule from a form's fields: `kind` and, by name, the texts typed for `budget` and the
+/// kinds' own keys; blank fields and keys this kind does not take are left out (the parser
+/// then applies the defaults and names what is missing). `None` for a blank kind.
+pub fn from_form(kind: &str, fields: &[(&str, &str)]) -> Option<Value> {
+    let kind = kind.trim();
+    if kind.is_empty() {
+        return None;
+    }
+    if kind == "full" {
+        return Some(Value::String(kind.into()));
+    }
+    let mut object = serde_json::Map::new();
+    object.insert("kind".into(), Value::String(kind.into()));
+    for &(key, text) in fields {
+        if (key == "budget" || keys_of(kind).contains(&key)) && !text.trim().is_empty() {
+            object.insert(key.into(), Value::String(text.trim().into()));
+        }
+    }
+    Some(Value::Object(object))
+}
+
 /// Keys each kind takes besides `kind` and `budget`.
-fn keys_of(kind: &str) -> &'static [&'static str] {
+pub fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "spaced_repetition" => &["source_run"],
         "leitner" => &["decks"],
@@ -276,6 +297,18 @@ pub struct ShownEpoch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_form_schedule_keeps_what_its_kind_takes() {
+        let fields = [("budget", " 0.5 "), ("source_run", "12"), ("decks", ""), ("nu", "0.8")];
+        let spaced = from_form("spaced_repetition", &fields).unwrap();
+        assert_eq!(spaced, serde_json::json!({"kind": "spaced_repetition", "budget": "0.5", "source_run": "12"}));
+        assert_eq!(Sampling::parse(&spaced).unwrap(), Sampling { budget: 0.5, plan: Plan::SpacedRepetition { source_run: 12 } });
+        assert_eq!(from_form("full", &fields), Some(Value::String("full".into())), "full shows everything: no budget");
+        assert_eq!(from_form(" ", &fields), None);
+        let errors = Sampling::parse(&from_form("prune", &[("budget", "0.3")]).unwrap()).unwrap_err();
+        assert!(errors.get("sampling.source_run").is_some() && errors.get("sampling.score").is_some(), "{errors:?}");
+    }
     use crate::spec::tests::fashion;
     use crate::spec::{ExperimentSpec, Measure, RunRequest};
     use serde_json::json;

@@ -293,6 +293,52 @@ pub struct StudyReport {
     pub arms: Vec<ArmReport>,
     /// The published values of DESIGN.md's study, to read beside the findings.
     pub published: Vec<Published>,
+    /// The findings over the first arm's runs, each with a 95 % Student-t interval (over
+    /// seeds, or over pairs of runs where the finding is a pairwise one).
+    #[serde(default)]
+    pub findings: Vec<Finding>,
+    /// Per arm and architecture: validation accuracy and macro-F1 at every epoch, over seeds,
+    /// against epochs and against training samples seen.
+    #[serde(default)]
+    pub curves: Vec<ArmCurve>,
+}
+
+/// One finding of DESIGN.md's study measured on this study's runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Stable name: `cross_arch_jaccard`, `cross_seed_jaccard`, `mean_r2`,
+    /// `cross_seed_spearman`, `warmup_spearman`, `class_consistency_cross_seed`,
+    /// `class_consistency_cross_arch`, `forgetting_follows_similarity`.
+    pub key: String,
+    /// The architecture it is about; `None` for findings across architectures.
+    pub arch: Option<String>,
+    pub value: Option<Interval>,
+    /// What one of the `n` values is (`a seed: the mean over pairs of architectures trained
+    /// with that seed`, `a pair of seeds`, `a run`).
+    pub over: String,
+    /// Anything to read beside the value: chance, exclusions, Spearman-Brown.
+    pub note: Option<String>,
+    /// Index into `StudyReport::published` of the paper's number for it.
+    pub published: Option<usize>,
+}
+
+/// An arm's learning curve for one architecture, over its succeeded seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmCurve {
+    pub arm: String,
+    pub arch: String,
+    pub points: Vec<CurvePoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    pub epoch: u32,
+    pub phase: crate::views::Phase,
+    /// Training samples shown up to the end of this epoch (head warmup included), the mean
+    /// over seeds (they agree at a matched budget).
+    pub samples_seen: f64,
+    pub accuracy: Option<Interval>,
+    pub macro_f1: Option<Interval>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -331,6 +377,7 @@ pub fn published() -> Vec<Published> {
         ("Cross-seed Spearman of per-sample forgetting", "~0.01 (Toneva et al. 2019: Pearson 0.89 on CIFAR-10 from scratch)"),
         ("Spearman(loss after head warmup, tau)", "0.30 to 0.50"),
         ("Static spaced repetition by tau against random sampling", "no improvement"),
+        ("Class-level forgetting", "consistent across runs; visually similar classes are forgotten most (into each other)"),
     ]
     .into_iter()
     .map(|(finding, paper)| Published { finding: finding.into(), paper: paper.into() })

@@ -26,9 +26,13 @@ async fn manifest(pool: &SqlitePool, run_id: i64) -> Result<Vec<ManifestEntry>, 
 }
 
 /// Every stored epoch of a run: (epoch, phase, records).
-async fn epochs(pool: &SqlitePool, run_id: i64) -> Result<Vec<(u32, String, EpochColumns)>, Failure> {
+/// Each recorded epoch of a run: its phase, its records, and the samples its schedule
+/// trained on (`None`: every sample).
+async fn epochs(pool: &SqlitePool, run_id: i64, samples: usize) -> Result<Vec<(u32, String, EpochColumns, Option<Vec<bool>>)>, Failure> {
     let phases: HashMap<i64, String> =
         sqlx::query_as("SELECT epoch, phase FROM epoch_metrics WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?.into_iter().collect();
+    let shown: HashMap<i64, Vec<u8>> =
+        sqlx::query_as("SELECT epoch, shown FROM epoch_shown WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?.into_iter().collect();
     let records = records::read(pool, run_id).await?;
     records
         .epochs
@@ -36,7 +40,8 @@ async fn epochs(pool: &SqlitePool, run_id: i64) -> Result<Vec<(u32, String, Epoc
         .zip(records.columns)
         .map(|(epoch, columns)| {
             let phase = phases.get(&i64::from(epoch)).cloned().ok_or_else(|| internal(format!("run #{run_id} has records but no metrics for epoch {epoch}")))?;
-            Ok((epoch, phase, columns))
+            let shown = shown.get(&i64::from(epoch)).map(|bits| protocol::pack::unpack_bits(bits, samples)).transpose().map_err(internal)?;
+            Ok((epoch, phase, columns, shown))
         })
         .collect()
 }
@@ -60,9 +65,11 @@ impl Format {
 /// `records.parquet` / `records.csv`: every stored epoch of a run, DESIGN.md's columns.
 pub async fn records(pool: &SqlitePool, run_id: i64, format: Format) -> Result<Vec<u8>, Failure> {
     let samples = manifest(pool, run_id).await?;
-    let epochs = epochs(pool, run_id).await?;
+    let epochs = epochs(pool, run_id, samples.len()).await?;
     tokio::task::spawn_blocking(move || {
-        let records = epochs.iter().map(|(epoch, phase, columns)| export::EpochRecords { run: run_id, epoch: *epoch, phase, samples: &samples, columns });
+        let records = epochs
+            .iter()
+            .map(|(epoch, phase, columns, shown)| export::EpochRecords { run: run_id, epoch: *epoch, phase, samples: &samples, columns, shown: shown.as_deref() });
         let mut out = Vec::new();
         match format {
             Format::Parquet => export::write_records_parquet(&mut out, records),

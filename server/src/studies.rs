@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use protocol::study::{self, ArmReport, Interval, StudyDetail, StudyLaunched, StudyPlan, StudyReport, StudyRequest, StudyRun, StudySummary};
-use protocol::{CompareQuery, ExperimentSpec, Failure, FieldErrors, RunQuery, RunStatus, Sampling};
+use protocol::study::{self, ArmCurve, ArmReport, CurvePoint, Finding, Interval, StudyDetail, StudyLaunched, StudyPlan, StudyReport, StudyRequest, StudyRun, StudySummary};
+use protocol::{CompareQuery, Comparison, ExperimentSpec, Failure, FieldErrors, Phase, RunQuery, RunStatus, Sampling};
 use serde_json::{json, Map, Value};
 use sqlx::Row;
 
@@ -194,14 +194,32 @@ impl Service {
                 Err(failure) => (None, Some(failure.body.message)),
             }
         };
-        // Final validation accuracy and macro-F1 of each finished run.
+        // Final validation accuracy and macro-F1 of each finished run, and its curve.
         let mut outcome: HashMap<i64, (Option<f64>, Option<f64>, u64)> = HashMap::new();
+        let mut epochs_of: HashMap<i64, Vec<EpochOutcome>> = HashMap::new();
         for run in &done {
             let detail = self.run(run.run.id).await?;
             let accuracy = detail.epochs.last().and_then(|e| e.val_accuracy);
             let f1 = detail.val_confusion.as_deref().and_then(dynamics::classes::macro_f1);
             outcome.insert(run.run.id, (accuracy, f1, detail.spec.sampling.shown_count(detail.sample_count as usize) as u64));
+            epochs_of.insert(run.run.id, self.epoch_outcomes(run.run.id, detail.sample_count).await?);
         }
+        let mut curves = Vec::new();
+        for (arm, name) in arm_names.iter().enumerate() {
+            for (arch, _) in &plan.archs {
+                let seeds: Vec<&[EpochOutcome]> = done.iter().filter(|r| r.arm == arm && &r.arch == arch).map(|r| epochs_of[&r.run.id].as_slice()).collect();
+                if !seeds.is_empty() {
+                    curves.push(ArmCurve { arm: name.clone(), arch: arch.clone(), points: curve(&seeds) });
+                }
+            }
+        }
+        let mut follows = HashMap::new();
+        if let Some(c) = &comparison {
+            for &run in &c.runs {
+                follows.insert(run, self.classes(run).await?.forgetting_follows_confusion.and_then(|v| v.r));
+            }
+        }
+        let findings = comparison.as_ref().map(|c| findings(c, &follows)).unwrap_or_default();
         let random_arm = plan.arms.iter().position(|a| Sampling::parse(a).is_ok_and(|s| s.plan.kind() == "random"));
         let accuracy_of = |arm: usize, arch: &str, seed: u64| {
             done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).and_then(|o| o.0)
@@ -226,6 +244,176 @@ impl Service {
                 });
             }
         }
-        Ok(StudyReport { comparison, comparison_note, arms, published: study::published() })
+        Ok(StudyReport { comparison, comparison_note, arms, published: study::published(), findings, curves })
     }
+
+    /// Each recorded epoch of a run: phase, validation accuracy, macro-F1 of its validation
+    /// confusion matrix, and the training samples it showed.
+    async fn epoch_outcomes(&self, run_id: i64, samples: u64) -> Result<Vec<EpochOutcome>, Failure> {
+        let rows = sqlx::query(
+            "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion, s.shown_count FROM epoch_metrics m
+             LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ? ORDER BY m.epoch",
+        )
+        .bind(run_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
+        rows.iter()
+            .map(|row| {
+                let confusion: Option<Vec<u8>> = row.get("val_confusion");
+                let matrix = confusion.map(|bytes| crate::analysis::confusion_matrix(&bytes)).transpose().map_err(internal)?;
+                Ok(EpochOutcome {
+                    epoch: row.get::<i64, _>("epoch") as u32,
+                    phase: Phase::parse(row.get("phase")).ok_or_else(|| internal("unknown phase in epoch_metrics"))?,
+                    accuracy: row.get("val_accuracy"),
+                    macro_f1: matrix.as_deref().and_then(dynamics::classes::macro_f1),
+                    shown: row.get::<Option<i64>, _>("shown_count").map_or(samples, |n| n as u64),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What one epoch of one run scored.
+#[derive(Debug, Clone)]
+struct EpochOutcome {
+    epoch: u32,
+    phase: Phase,
+    accuracy: Option<f64>,
+    macro_f1: Option<f64>,
+    shown: u64,
+}
+
+/// An arm's curve from its seeds' epochs: at each epoch, the interval over the seeds that
+/// recorded it, and the mean of their cumulative samples shown.
+fn curve(seeds: &[&[EpochOutcome]]) -> Vec<CurvePoint> {
+    let cumulative: Vec<Vec<u64>> = seeds.iter().map(|epochs| epochs.iter().scan(0u64, |seen, e| { *seen += e.shown; Some(*seen) }).collect()).collect();
+    let last = seeds.iter().flat_map(|epochs| epochs.iter().map(|e| e.epoch)).max();
+    let mut points = Vec::new();
+    for epoch in 0..=last.unwrap_or(0) {
+        let at: Vec<(&EpochOutcome, u64)> = seeds.iter().zip(&cumulative).filter_map(|(epochs, seen)| epochs.iter().position(|e| e.epoch == epoch).map(|i| (&epochs[i], seen[i]))).collect();
+        let Some((first, _)) = at.first() else { continue };
+        points.push(CurvePoint {
+            epoch,
+            phase: first.phase,
+            samples_seen: at.iter().map(|(_, seen)| *seen as f64).sum::<f64>() / at.len() as f64,
+            accuracy: interval(&at.iter().filter_map(|(e, _)| e.accuracy).collect::<Vec<_>>()),
+            macro_f1: interval(&at.iter().filter_map(|(e, _)| e.macro_f1).collect::<Vec<_>>()),
+        });
+    }
+    points
+}
+
+/// DESIGN.md's findings over a comparison of the first arm's runs, each with its interval:
+/// over seeds where each run gives one value, over pairs of runs where the finding is about
+/// pairs (pairs share runs, so those intervals are narrower than independent ones would be).
+/// `follows` is each run's Spearman(forgotten-into counts, confusion similarity).
+fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding> {
+    let members = &c.members;
+    let mut archs: Vec<&str> = Vec::new();
+    for m in members {
+        if !archs.contains(&m.arch.as_str()) {
+            archs.push(&m.arch);
+        }
+    }
+    let pairs = |same_arch: Option<&str>| -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        for i in 0..members.len() {
+            for j in i + 1..members.len() {
+                let keep = match same_arch {
+                    Some(arch) => members[i].arch == arch && members[j].arch == arch && members[i].seed != members[j].seed,
+                    None => members[i].arch != members[j].arch,
+                };
+                if keep {
+                    out.push((i, j));
+                }
+            }
+        }
+        out
+    };
+    let values = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Vec<f64> { pairs.iter().filter_map(|&(i, j)| matrix.get(i)?.get(j).copied().flatten()).collect() };
+    let chance = format!("chance q/(2 − q) = {:.3} at q = {}", c.chance, c.q);
+    let finding = |key: &str, arch: Option<&str>, values: &[f64], over: &str, note: Option<String>, published: Option<usize>| Finding {
+        key: key.into(),
+        arch: arch.map(str::to_owned),
+        value: interval(values),
+        over: over.into(),
+        note,
+        published,
+    };
+    let mut out = Vec::new();
+    // Cross-architecture Jaccard, one value per seed: the mean over that seed's pairs of
+    // architectures (the paper's pairing), so the interval is over independent seeds.
+    let cross = pairs(None);
+    let mut seeds: Vec<u64> = members.iter().map(|m| m.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let per_seed: Vec<f64> = seeds
+        .iter()
+        .filter_map(|&seed| {
+            let same_seed: Vec<(usize, usize)> = cross.iter().copied().filter(|&(i, j)| members[i].seed == seed && members[j].seed == seed).collect();
+            let v = values(&c.jaccard, &same_seed);
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        })
+        .collect();
+    let all_cross = values(&c.jaccard, &cross);
+    let mean_all = (!all_cross.is_empty()).then(|| all_cross.iter().sum::<f64>() / all_cross.len() as f64);
+    out.push(finding(
+        "cross_arch_jaccard",
+        None,
+        &per_seed,
+        "a seed: the mean Jaccard over pairs of architectures trained with that seed",
+        Some(format!("{chance}; over all {} cross-architecture pairs {}", all_cross.len(), mean_all.map_or("–".into(), |m| format!("{m:.3}")))),
+        Some(0),
+    ));
+    for &arch in &archs {
+        let within = pairs(Some(arch));
+        let mine: Vec<&protocol::CompareMember> = members.iter().filter(|m| m.arch == arch).collect();
+        let summary = c.summary.as_ref().and_then(|s| s.per_arch.iter().find(|a| a.arch == arch));
+        out.push(finding("cross_seed_jaccard", Some(arch), &values(&c.jaccard, &within), "a pair of seeds", Some(chance.clone()), Some(0)));
+        let (fitted, excluded) = mine.iter().fold((0, 0), |(f, e), m| (f + m.fitted, e + m.excluded));
+        out.push(finding(
+            "mean_r2",
+            Some(arch),
+            &mine.iter().filter_map(|m| m.mean_r2).collect::<Vec<_>>(),
+            "a run (seed): the mean R² of its exponential decay fits",
+            Some(format!("{fitted} traces fitted, {excluded} excluded")),
+            Some(1),
+        ));
+        out.push(finding(
+            "cross_seed_spearman",
+            Some(arch),
+            &values(&c.spearman, &within),
+            "a pair of seeds",
+            Some(format!("Spearman-Brown projection to the mean of its {} runs: {}", mine.len(), summary.and_then(|s| s.reliability).map_or("–".into(), |r| format!("{r:.3}")))),
+            Some(2),
+        ));
+        out.push(finding("warmup_spearman", Some(arch), &mine.iter().filter_map(|m| m.warmup_spearman).collect::<Vec<_>>(), "a run (seed)", None, Some(3)));
+        out.push(finding(
+            "forgetting_follows_similarity",
+            Some(arch),
+            &mine.iter().filter_map(|m| follows.get(&m.id).copied().flatten()).collect::<Vec<_>>(),
+            "a run (seed): Spearman, over class pairs, between forgotten-into counts and confusion similarity",
+            None,
+            Some(5),
+        ));
+    }
+    let within: Vec<(usize, usize)> = archs.iter().flat_map(|&a| pairs(Some(a))).collect();
+    out.push(finding(
+        "class_consistency_cross_seed",
+        None,
+        &values(&c.class_consistency, &within),
+        "a pair of seeds of one architecture: Spearman of their per-class mean forgetting",
+        None,
+        Some(5),
+    ));
+    out.push(finding(
+        "class_consistency_cross_arch",
+        None,
+        &values(&c.class_consistency, &cross),
+        "a pair of runs of different architectures: Spearman of their per-class mean forgetting",
+        None,
+        Some(5),
+    ));
+    out
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use common::{launch, wait_for_run, TestServer};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 fn parquet_rows(bytes: Vec<u8>) -> (i64, Vec<String>) {
@@ -43,7 +42,7 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert!(response.headers()["content-disposition"].to_str().unwrap().contains(&format!("run-{a}-records.parquet")));
     let (rows, names) = parquet_rows(response.bytes().unwrap().to_vec());
     assert_eq!(rows, 1000);
-    assert_eq!(names, ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n"]);
+    assert_eq!(names, ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n", "shown"]);
     let csv = get(&format!("/runs/{a}/records.csv")).text().unwrap();
     assert_eq!(csv.lines().count(), 1001);
     let (rows, names) = parquet_rows(get(&format!("/runs/{a}/samples.parquet")).bytes().unwrap().to_vec());

@@ -4,7 +4,6 @@
 mod common;
 
 use common::{require_fashion_mnist, TestServer};
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 #[test]

@@ -4,7 +4,6 @@
 mod common;
 
 use common::{launch, TestServer};
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 #[test]

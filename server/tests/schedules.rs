@@ -88,6 +88,20 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
         let shown = get(&client, &server, &format!("/runs/{id}/shown"));
         assert_eq!(shown["sampling"], run["spec"]["sampling"]);
         sets.push(shown_sets(&shown, 120, 30));
+        // records.csv says the same in its `shown` column: every sample in the warmup epoch,
+        // the schedule's 30 afterwards.
+        let csv = client.get(server.api(&format!("/runs/{id}/records.csv"))).send().unwrap().text().unwrap();
+        let mut lines = csv.lines();
+        assert!(lines.next().unwrap().ends_with(",el2n,shown"));
+        let mut from_csv = vec![BTreeSet::new(); 3];
+        for line in lines {
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields[12] == "1" {
+                from_csv[fields[1].parse::<usize>().unwrap() - 1].insert(fields[4].parse::<u64>().unwrap());
+            }
+        }
+        assert_eq!(from_csv[0].len(), 120, "the head warmup trains on every sample");
+        assert_eq!(&from_csv[1..], &sets.last().unwrap()[..]);
         // Every sample measured every epoch, and summarised.
         let records = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
             let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();

@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_for_run, TestServer};
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 #[test]
@@ -89,7 +88,76 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     assert_eq!(arms[2]["accuracy_vs_random"], Value::Null, "the random arm against itself");
     let f1 = dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(first["val_confusion"].clone()).unwrap()).unwrap();
     assert_eq!(full_cnn["seeds"][0], json!([1, accuracies[0], f1]));
-    assert_eq!(report["published"].as_array().unwrap().len(), 5);
+    assert_eq!(report["published"].as_array().unwrap().len(), 6);
+
+    // The findings with intervals, recomputed from the comparison and the runs' class views.
+    // Runs: 0 small_cnn seed 1, 1 small_cnn seed 2, 2 resnet18 seed 1, 3 resnet18 seed 2.
+    let findings = report["findings"].as_array().unwrap();
+    let finding = |key: &str, arch: Option<&str>| -> &Value {
+        findings.iter().find(|f| f["key"] == key && f["arch"].as_str() == arch).unwrap_or_else(|| panic!("no finding {key} {arch:?} in {findings:?}"))
+    };
+    // t(0.975, 1) times the standard error of two values is 12.706 |a - b| / 2.
+    let check_two = |found: &Value, a: f64, b: f64| {
+        assert_eq!(found["n"], 2, "{found}");
+        assert!((found["mean"].as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-12, "{found} vs {a}, {b}");
+        assert!((found["half_width"].as_f64().unwrap() - 12.706_204_736 * (a - b).abs() / 2.0).abs() < 1e-6, "{found}");
+    };
+    // Cross-architecture Jaccard: one value per seed (the pair of architectures with that seed).
+    check_two(&finding("cross_arch_jaccard", None)["value"], jaccard(0, 2), jaccard(1, 3));
+    let members = direct["members"].as_array().unwrap();
+    let r2 = |i: usize| members[i]["mean_r2"].as_f64().unwrap();
+    check_two(&finding("mean_r2", Some("small_cnn"))["value"], r2(0), r2(1));
+    check_two(&finding("mean_r2", Some("resnet18"))["value"], r2(2), r2(3));
+    let one = |found: &Value, expected: f64| {
+        assert_eq!(found["n"], 1, "{found}");
+        assert!((found["mean"].as_f64().unwrap() - expected).abs() < 1e-12, "{found} vs {expected}");
+        assert_eq!(found["half_width"], Value::Null, "one value has no interval");
+    };
+    one(&finding("cross_seed_jaccard", Some("resnet18"))["value"], jaccard(2, 3));
+    one(&finding("cross_seed_spearman", Some("small_cnn"))["value"], direct["spearman"][0][1].as_f64().unwrap());
+    let consistency = |i: usize, j: usize| direct["class_consistency"][i][j].as_f64().unwrap();
+    check_two(&finding("class_consistency_cross_seed", None)["value"], consistency(0, 1), consistency(2, 3));
+    let follows = |run: i64| get(&format!("/runs/{run}/classes"))["forgetting_follows_confusion"]["r"].as_f64();
+    if let (Some(a), Some(b)) = (follows(runs[0]), follows(runs[1])) {
+        check_two(&finding("forgetting_follows_similarity", Some("small_cnn"))["value"], a, b);
+    }
+    assert_eq!(finding("cross_arch_jaccard", None)["published"], 0);
+
+    // Learning curves per arm: each epoch's mean over seeds, against epochs and samples seen
+    // (1 warmup epoch over all 120 samples, then 120 or 60 per epoch).
+    let curves = report["curves"].as_array().unwrap();
+    assert_eq!(curves.len(), 4, "arm x architecture");
+    let full_cnn_curve = &curves[0]["points"];
+    assert_eq!((curves[0]["arm"].as_str(), curves[0]["arch"].as_str()), (Some("full"), Some("small_cnn")));
+    assert_eq!(full_cnn_curve.as_array().unwrap().len(), 4);
+    assert_eq!(full_cnn_curve[0]["phase"], "warmup");
+    let last = &full_cnn_curve[3];
+    assert_eq!(last["samples_seen"], 480.0);
+    assert!((last["accuracy"]["mean"].as_f64().unwrap() - (accuracies[0] + accuracies[1]) / 2.0).abs() < 1e-12);
+    let f1_of = |run: i64| dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(get(&format!("/runs/{run}"))["val_confusion"].clone()).unwrap()).unwrap();
+    assert!((last["macro_f1"]["mean"].as_f64().unwrap() - (f1_of(runs[0]) + f1_of(runs[1])) / 2.0).abs() < 1e-12);
+    let random_cnn_curve = &curves[2]["points"];
+    assert_eq!(curves[2]["arm"], "random at budget 0.5");
+    let seen: Vec<f64> = random_cnn_curve.as_array().unwrap().iter().map(|p| p["samples_seen"].as_f64().unwrap()).collect();
+    assert_eq!(seen, vec![120.0, 180.0, 240.0, 300.0]);
+
+    // The report as one HTML file: inline stylesheet and figures, no script, nothing fetched.
+    let file = client.get(server.api(&format!("/studies/{id}/report.html"))).send().unwrap();
+    assert_eq!(file.status(), 200);
+    assert!(file.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(file.headers()["content-disposition"].to_str().unwrap().contains(&format!("study-{id}-report.html")));
+    assert!(file.headers()["content-security-policy"].to_str().unwrap().contains("style-src 'unsafe-inline'"));
+    let html = file.text().unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>") && html.contains("<style>") && html.contains("tiny grid"));
+    for absent in ["<script", " src=", "<link", "@import"] {
+        assert!(!html.contains(absent), "the report file must not fetch anything: found {absent}");
+    }
+    assert_eq!(html.matches("<svg").count(), 4 * 2, "four curves per architecture");
+    assert!(html.contains(&format!("<base href=\"{}/\">", server.url)), "links lead back to the site");
+    let cross = &finding("cross_arch_jaccard", None)["value"];
+    let shown = format!("{:.4} ± {:.4} (n = 2)", cross["mean"].as_f64().unwrap(), cross["half_width"].as_f64().unwrap());
+    assert!(html.contains(&shown), "the file shows the API's interval {shown}");
+    assert_eq!(client.get(server.api("/studies/999/report.html")).send().unwrap().status(), 404);
 
     // Extending adds every architecture and arm for the new seed; a seed it has is refused.
     let more = post(&format!("/studies/{id}/seeds"), json!({"seeds": [3]}));

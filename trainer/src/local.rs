@@ -100,7 +100,8 @@ impl Reporter for Folder {
 
     fn epoch(&mut self, upload: &EpochUpload) -> Result<()> {
         let m = &upload.metrics;
-        let records = export::EpochRecords { run: 0, epoch: m.epoch, phase: m.phase.as_str(), samples: &self.samples, columns: &upload.columns };
+        let shown = upload.shown.as_deref().map(|bits| protocol::pack::unpack_bits(bits, self.samples.len())).transpose().map_err(anyhow::Error::msg)?;
+        let records = export::EpochRecords { run: 0, epoch: m.epoch, phase: m.phase.as_str(), samples: &self.samples, columns: &upload.columns, shown: shown.as_deref() };
         write_atomically(&self.epoch_path(m.epoch, "parquet"), |file| Ok(export::write_records_parquet(file, [records])?))?;
         // Everything but the records, for epochs.csv and the per-sample statistics.
         let rest = serde_json::json!({

@@ -48,6 +48,8 @@ fn Choice(
     }
 }
 
+const SCORE_HINT: &str = "prune: forgetting_events, learning_events, first_learned_epoch, confidence, variability, correctness, tau, r2 or warmup_loss";
+
 #[component]
 pub fn LaunchPage() -> impl IntoView {
     let launch = ServerAction::<LaunchRun>::new();
@@ -72,6 +74,7 @@ pub fn LaunchPage() -> impl IntoView {
     ];
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
     let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
+    let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
     // The default (flip) first, so the form sends it unless changed.
     let augments = [Augment::Flip, Augment::CropFlip, Augment::None]
         .iter()
@@ -123,6 +126,16 @@ pub fn LaunchPage() -> impl IntoView {
                 <Field label="Learning-rate warmup epochs" name="lr_warmup_epochs" value="0" hint="linear, at the start of fine-tuning" error=error("lr_warmup_epochs") />
                 <Choice label="Augmentation" name="augment" options=augments error=error("augment") />
                 <Field label="Seed" name="seed" value="0" error=error("seed") />
+            </fieldset>
+            <fieldset>
+                <legend>"Training schedule"</legend>
+                <Choice label="Schedule" name="sampling" options=kinds error=error("sampling") />
+                <Field label="Budget" name="sampling_budget" hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
+                <Field label="Source run" name="source_run" hint="spaced_repetition and prune: an earlier succeeded run over the same samples" error=error("sampling.source_run") />
+                <Field label="Score" name="score" hint=SCORE_HINT error=error("sampling.score") />
+                <Field label="Keep" name="keep" hint="prune: top or bottom of the score" error=error("sampling.keep") />
+                <Field label="Decks" name="decks" hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
+                <Field label="Recall threshold ν" name="nu" hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
             </fieldset>
             <fieldset>
                 <legend>"Recording"</legend>

@@ -7,9 +7,10 @@ use std::collections::HashSet;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
-use protocol::study::{presets, Interval, StudyDetail};
+use protocol::study::{presets, ArmCurve, Finding, Interval, StudyDetail};
 use protocol::{LaunchOutcome, Progress, RunStatus};
 
+use crate::components::charts::{Band, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::{number, percent, StatusBadge};
 use crate::components::CsrfField;
@@ -93,8 +94,9 @@ pub fn StudiesPage() -> impl IntoView {
                 </label>
                 <StudyField label="Architectures" name="archs" hint="comma-separated: resnet18, deit_small, small_cnn" error=error("archs") />
                 <StudyField label="Seeds" name="seeds" hint="comma-separated, e.g. 1,2,3" error=error("seeds") />
-                <StudyField label="Arms" name="arms" value="full" hint="schedules, comma-separated: full, random, easy_to_hard, hard_to_easy, leitner, rbf" error=error("arms") />
+                <StudyField label="Arms" name="arms" value="full" hint="schedules, comma-separated: full, random, easy_to_hard, hard_to_easy, spaced_repetition, leitner, rbf" error=error("arms") />
                 <StudyField label="Budget" name="budget" value="0.5" hint="share of the training set each epoch, for every arm but full" error=error("budget") />
+                <StudyField label="Source run" name="source_run" hint="spaced_repetition and prune arms: the earlier run whose τ or scores they read" error=error("source_run") />
             </fieldset>
             <fieldset>
                 <legend>"Shared settings"</legend>
@@ -180,9 +182,6 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
     let total = detail.runs.len();
     let succeeded = detail.runs.iter().filter(|r| r.run.status == RunStatus::Succeeded).count();
     let active = detail.runs.iter().filter(|r| !r.run.status.is_finished()).count();
-    let archs: Vec<String> = detail.archs.iter().cloned().collect::<HashSet<_>>().into_iter().collect::<Vec<_>>();
-    let mut archs = archs;
-    archs.sort_by_key(|a| detail.archs.iter().position(|b| b == a));
     let id = detail.id;
     view! {
         <Title text=format!("Study #{id}") />
@@ -192,7 +191,8 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
         </div>
         <p class="lede study-progress" data-succeeded=succeeded data-total=total>
             {format!("{succeeded} of {total} runs succeeded, {active} queued or running. ")}
-            <a href=format!("/?tag=study-{id}")>"These runs in the runs table"</a>
+            <a href=format!("/?tag=study-{id}")>"These runs in the runs table"</a>" · "
+            <a class="report-download" href=format!("/api/v1/studies/{id}/report.html") download=format!("study-{id}-report.html")>"Download the report (one HTML file with its figures)"</a>
         </p>
         {(active > 0 && crate::components::me().is_some_and(|who| who.role.can_launch())).then(|| view! {
             <ActionForm action=cancel attr:class="inline-form">
@@ -201,6 +201,24 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
                 <button class="button small" type="submit">"Cancel the study's unfinished runs"</button>
             </ActionForm>
         })}
+        <StudyGrid detail=detail.clone() />
+        <Report detail=detail.clone() />
+    }
+    .into_any()
+}
+
+/// The study's architectures, each once, in the order of the plan.
+fn distinct_archs(detail: &StudyDetail) -> Vec<String> {
+    let mut archs: Vec<String> = detail.archs.iter().cloned().collect::<HashSet<_>>().into_iter().collect();
+    archs.sort_by_key(|a| detail.archs.iter().position(|b| b == a));
+    archs
+}
+
+/// One table per arm: architectures by seeds, each cell a run and its status.
+#[component]
+fn StudyGrid(detail: StudyDetail) -> impl IntoView {
+    let archs = distinct_archs(&detail);
+    view! {
         {detail.arms.iter().enumerate().map(|(arm, arm_name)| view! {
             <section class="card study-grid">
                 <h2>{format!("Arm {}: {arm_name}", arm + 1)}</h2>
@@ -223,13 +241,92 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
                 </table>
             </section>
         }).collect_view()}
-        <Report detail=detail.clone() />
     }
     .into_any()
 }
 
+/// A finding's name as the report shows it.
+fn finding_label(key: &str) -> &'static str {
+    match key {
+        "cross_arch_jaccard" => "Cross-architecture Jaccard of the top-q forgotten sets",
+        "cross_seed_jaccard" => "Cross-seed Jaccard of the top-q forgotten sets",
+        "mean_r2" => "Mean R² of the retention-decay fits",
+        "cross_seed_spearman" => "Cross-seed Spearman of per-sample forgetting",
+        "warmup_spearman" => "Spearman(loss after head warmup, τ)",
+        "forgetting_follows_similarity" => "Forgetting follows class similarity",
+        "class_consistency_cross_seed" => "Class-level forgetting consistent across seeds",
+        "class_consistency_cross_arch" => "Class-level forgetting consistent across architectures",
+        _ => "Finding",
+    }
+}
+
+#[component]
+fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Published>) -> impl IntoView {
+    view! {
+        <table class="data intervals-table">
+            <thead><tr><th>"Finding"</th><th>"Architecture"</th><th>"Mean ± 95 % t interval"</th><th>"One value is"</th><th>"Beside it"</th><th>"The paper"</th></tr></thead>
+            <tbody>{findings.into_iter().map(|f| {
+                let paper = f.published.and_then(|i| published.get(i)).map(|p| p.paper.clone()).unwrap_or_default();
+                view! {
+                    <tr data-key=f.key.clone() data-arch=f.arch.clone().unwrap_or_default()
+                        data-mean=f.value.map(|i| i.mean.to_string()).unwrap_or_default() data-n=f.value.map(|i| i.n.to_string()).unwrap_or_default()>
+                        <td>{finding_label(&f.key)}</td><td>{f.arch.clone().unwrap_or_else(|| "all".into())}</td>
+                        <td class="num">{interval_text(f.value, false)}</td><td class="muted small">{f.over.clone()}</td>
+                        <td class="muted small">{f.note.clone().unwrap_or_default()}</td><td class="small">{paper}</td>
+                    </tr>
+                }
+            }).collect_view()}</tbody>
+        </table>
+    }
+    .into_any()
+}
+
+/// Per architecture, the arms' validation accuracy and macro-F1 over seeds (mean line and 95 %
+/// band), against epochs and against training samples seen.
+#[component]
+fn ArmCurves(curves: Vec<ArmCurve>, archs: Vec<String>) -> impl IntoView {
+    const CLASSES: [&str; 4] = ["series-0", "series-1", "series-2", "series-3"];
+    let warmup_until = |c: &ArmCurve| c.points.iter().filter(|p| p.phase == protocol::Phase::Warmup).map(|p| p.epoch as f64).fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
+    archs
+        .into_iter()
+        .map(|arch| {
+            let mine: Vec<&ArmCurve> = curves.iter().filter(|c| c.arch == arch).collect();
+            let warmup = mine.first().and_then(|c| warmup_until(c));
+            let chart = |metric: &'static str, by_samples: bool| {
+                let value = move |p: &protocol::study::CurvePoint| if metric == "accuracy" { p.accuracy } else { p.macro_f1 };
+                let x = move |p: &protocol::study::CurvePoint| if by_samples { p.samples_seen } else { p.epoch as f64 };
+                let series = mine.iter().enumerate().map(|(i, c)| Series {
+                    name: c.arm.clone(),
+                    class: CLASSES[i % CLASSES.len()],
+                    points: c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect(),
+                }).collect::<Vec<_>>();
+                let bands = mine.iter().enumerate().map(|(i, c)| Band {
+                    class: CLASSES[i % CLASSES.len()],
+                    points: c.points.iter().filter_map(|p| { let v = value(p)?; let h = v.half_width?; Some((x(p), v.mean - h, v.mean + h)) }).collect(),
+                }).collect::<Vec<_>>();
+                let name = if metric == "accuracy" { "Validation accuracy" } else { "Validation macro-F1" };
+                let (x_label, title) = if by_samples {
+                    ("training samples seen", format!("{name} against samples seen, {arch}"))
+                } else {
+                    ("epoch", format!("{name} per epoch, {arch}"))
+                };
+                let warmup_until = if by_samples { None } else { warmup };
+                let whole_x = !by_samples;
+                view! { <LineChart title x_label=x_label.to_string() y_label=name.to_string() series bands warmup_until y_range=Some((0.0, 1.0)) whole_x /> }
+            };
+            view! {
+                <div class="charts arm-curves" data-arch=arch.clone()>
+                    {chart("accuracy", false)}{chart("accuracy", true)}{chart("macro_f1", false)}{chart("macro_f1", true)}
+                </div>
+            }
+        })
+        .collect_view()
+        .into_any()
+}
+
 #[component]
 fn Report(detail: StudyDetail) -> impl IntoView {
+    let archs = distinct_archs(&detail);
     let report = detail.report;
     let published = report.published.clone();
     let paper = move |i: usize| published.get(i).map(|p| p.paper.clone()).unwrap_or_default();
@@ -259,7 +356,15 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                     }.into_any()
                 }
             }}
-            {compare_link.map(|href| view! { <p><a href=href>"Open the full comparison (heatmaps, pairs, classes) →"</a></p> })}
+            {compare_link.map(|href| view! { <p class="no-print"><a href=href>"Open the full comparison (heatmaps, pairs, classes) →"</a></p> })}
+        </section>
+        <section class="card study-intervals">
+            <h2>"Findings with 95 % intervals"</h2>
+            {if report.findings.is_empty() {
+                view! { <p class="empty">{report.comparison_note.clone().unwrap_or_else(|| "No findings yet.".into())}</p> }.into_any()
+            } else {
+                view! { <FindingsTable findings=report.findings.clone() published=report.published.clone() /> }.into_any()
+            }}
         </section>
         <section class="card study-arms">
             <h2>"Arms: final validation accuracy and macro-F1 over seeds (95 % t intervals)"</h2>
@@ -275,6 +380,48 @@ fn Report(detail: StudyDetail) -> impl IntoView {
             </table>
             <p class="muted small">{format!("The paper on schedules: {}.", report.published.get(4).map(|p| p.paper.clone()).unwrap_or_default())}</p>
         </section>
+        <section class="card study-curves">
+            <h2>"Arms over training: validation accuracy and macro-F1 (mean over seeds, 95 % band)"</h2>
+            {if report.curves.is_empty() {
+                view! { <p class="empty">"The curves appear when a run of the study has succeeded."</p> }.into_any()
+            } else {
+                view! { <ArmCurves curves=report.curves.clone() archs /> }.into_any()
+            }}
+        </section>
     }
     .into_any()
+}
+
+/// What the report file adds to the site's stylesheet: no controls, and print-friendly.
+#[cfg(feature = "ssr")]
+const DOCUMENT_CSS: &str = "main.report-document { max-width: 1180px; margin: 0 auto; padding: 24px; }
+.svg-button, .no-print { display: none; }
+@media print { .card { break-inside: avoid; box-shadow: none; } main.report-document { padding: 0; } }";
+
+/// The study's report as one self-contained HTML file: the site's stylesheet inlined, every
+/// figure as inline SVG, no script. `site` (the server's address, e.g. `https://lab.example`)
+/// becomes the file's base URL, so its links to runs lead back to the site; `generated` is
+/// when it was made.
+#[cfg(feature = "ssr")]
+pub fn report_document(detail: StudyDetail, site: &str, generated: &str) -> String {
+    use leptos::tachys::view::RenderHtml;
+    let escape = |text: &str| text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let title = format!("Study #{}: {}", detail.id, detail.name);
+    let about = format!("{} · created {} · report generated {generated} from {site}", detail.dataset, detail.created_at);
+    let body = Owner::new().with(|| {
+        view! {
+            <h1>{title.clone()}</h1>
+            <p class="muted">{about}</p>
+            <StudyGrid detail=detail.clone() />
+            <Report detail />
+        }
+        .to_html()
+    });
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <base href=\"{}/\"><title>{}</title><style>{}\n{DOCUMENT_CSS}</style></head>\n<body><main class=\"report-document\">{body}</main></body></html>\n",
+        escape(site.trim_end_matches('/')),
+        escape(&title),
+        include_str!("../../../style/main.css"),
+    )
 }

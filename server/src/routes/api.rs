@@ -85,6 +85,21 @@ pub async fn get_study(State(state): State<AppState>, Path(id): Path<String>) ->
     Ok(Json(state.service.study(parse_id("study", &id)?).await?))
 }
 
+/// `GET /studies/{id}/report.html`: the report as one self-contained HTML file (stylesheet
+/// inlined, figures as inline SVG, no script), to keep or send; its links lead back here.
+pub async fn study_report_file(State(state): State<AppState>, headers: axum::http::HeaderMap, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+    let id = parse_id("study", &id)?;
+    let detail = state.service.study(id).await?;
+    let scheme = if headers.get("x-forwarded-proto").is_some_and(|p| p == "https") { "https" } else { "http" };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let generated: String = sqlx::query_scalar("SELECT strftime('%Y-%m-%d %H:%M UTC', 'now')").fetch_one(&state.service.pool).await.map_err(crate::db::internal)?;
+    let html = app::pages::studies::report_document(detail, &format!("{scheme}://{host}"), &generated);
+    let disposition = format!("attachment; filename=\"study-{id}-report.html\"");
+    // The file's own policy: its inline stylesheet, nothing fetched, no script.
+    let policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'self'; frame-ancestors 'none'";
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_SECURITY_POLICY, policy.to_owned())], html))
+}
+
 /// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.
 pub async fn cancel_study(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id("study", &id)?;

@@ -146,6 +146,7 @@ fn public_api() -> Router<AppState> {
         .route("/runs/{id}/{file}", get(api::run_export))
         .route("/studies", get(api::list_studies).post(api::launch_study))
         .route("/studies/{id}", get(api::get_study))
+        .route("/studies/{id}/report.html", get(api::study_report_file))
         .route("/studies/{id}/cancel", post(api::cancel_study))
         .route("/studies/{id}/seeds", post(api::extend_study))
         .route("/compare", get(api::compare))
