@@ -28,6 +28,19 @@ test("the form refuses invalid values with a message per field, keeps what was t
   expect(after).toBe(before);
 });
 
+test("the form's training schedule is checked field by field", async ({ page, request }) => {
+  const before = (await (await request.get("/api/v1/runs")).json()).length;
+  await page.goto("/launch");
+  await hydrated(page);
+  await page.selectOption("select[name=sampling]", "spaced_repetition");
+  await page.fill("input[name=sampling_budget]", "1.5");
+  await page.click("main button[type=submit]");
+  await expect(page.locator(".field-error[data-field=source_run]")).toContainText("spaced_repetition needs source_run");
+  await expect(page.locator(".field-error[data-field=sampling_budget]")).toContainText("1.5");
+  await expect(page.locator("select[name=sampling]")).toHaveValue("spaced_repetition");
+  expect((await (await request.get("/api/v1/runs")).json()).length).toBe(before);
+});
+
 test("the API refuses invalid specs and malformed JSON with JSON errors", async ({ request }) => {
   const bad = await request.post("/api/v1/runs", { data: { dataset: "fashion-mnist", arch: "small_cnn", epochs: 0, lr: -1 } });
   expect(bad.status()).toBe(422);
