@@ -17,6 +17,8 @@
 //! SSE: the best of a coarse grid over [0, 100], then the zero of the SSE's derivative in the
 //! grid cells around it, to full precision.
 
+use std::rc::Rc;
+
 /// Fewer points than this and a trace is not fitted.
 pub const MIN_POINTS: usize = 3;
 
@@ -168,10 +170,10 @@ struct Curves<'a> {
     points: &'a [(usize, f64)],
     shape: Shape,
     with_floor: bool,
-    /// x(k) for every lag 0..=max.
-    x: Vec<f64>,
+    /// x(k) for every lag 0..=max (at least; shared by the thread's fits).
+    x: Rc<[f64]>,
     /// Smallest prime factor of n = 1 + k (power law only), 0 for n < 2.
-    factor: Vec<usize>,
+    factor: Rc<[usize]>,
     table: Vec<f64>,
     /// Where lag 0 sits in `table`: 0 for the exponential, 1 for the power law (indexed by n).
     offset: usize,
@@ -180,19 +182,7 @@ struct Curves<'a> {
 impl<'a> Curves<'a> {
     fn new(points: &'a [(usize, f64)], shape: Shape, with_floor: bool) -> Self {
         let max = points.iter().map(|p| p.0).max().unwrap_or(0);
-        let x = (0..=max).map(|k| if shape == Shape::Exponential { k as f64 } else { (1.0 + k as f64).ln() }).collect();
-        let mut factor = vec![0usize; max + 2];
-        if shape == Shape::Power {
-            for n in 2..factor.len() {
-                if factor[n] == 0 {
-                    for multiple in (n..factor.len()).step_by(n) {
-                        if factor[multiple] == 0 {
-                            factor[multiple] = n;
-                        }
-                    }
-                }
-            }
-        }
+        let (x, factor) = if shape == Shape::Power { power_lags(max) } else { exponential_lags(max) };
         Self { points, shape, with_floor, x, factor, table: vec![0.0; max + 2], offset: usize::from(shape == Shape::Power) }
     }
 
@@ -212,7 +202,7 @@ impl<'a> Curves<'a> {
                 self.table[1] = 1.0;
                 for n in 2..self.table.len() {
                     let p = self.factor[n];
-                    self.table[n] = if p == n { (-rate * (n as f64).ln()).exp() } else { self.table[p] * self.table[n / p] };
+                    self.table[n] = if p == n { (-rate * self.x[n - 1]).exp() } else { self.table[p] * self.table[n / p] };
                 }
             }
         }
@@ -226,10 +216,16 @@ impl<'a> Curves<'a> {
     /// For the filled rate: the floor (0 without one, else its least-squares value) and the
     /// SSE of `c + (1 - c) exp(-rate x)`.
     fn profile(&self) -> (f64, f64) {
+        self.profile_in(&self.table)
+    }
+
+    /// [`Curves::profile`] over a table filled elsewhere (a grid rate's, from [`GRID_TABLES`]).
+    fn profile_in(&self, table: &[f64]) -> (f64, f64) {
+        let e = |k: usize| table[k + self.offset];
         let a = if self.with_floor {
             let (mut num, mut den) = (0.0, 0.0);
             for &(k, y) in self.points {
-                let e = self.e(k);
+                let e = e(k);
                 num += (y - e) * (1.0 - e);
                 den += (1.0 - e) * (1.0 - e);
             }
@@ -237,8 +233,67 @@ impl<'a> Curves<'a> {
         } else {
             0.0
         };
-        let sse = self.points.iter().map(|&(k, y)| (y - a - (1.0 - a) * self.e(k)).powi(2)).sum();
+        let sse = self.points.iter().map(|&(k, y)| (y - a - (1.0 - a) * e(k)).powi(2)).sum();
         (a, sse)
+    }
+
+    /// The SSE at every rate of the grid. The grid's tables do not depend on the trace (a
+    /// longer table only adds entries at its end), so each thread fills them once per shape
+    /// and grid size and every trace reads them: no `exp` per trace on the grid.
+    fn grid_sse(&mut self, grid: &[f64], grid_points: usize) -> Vec<f64> {
+        let need = self.table.len();
+        let offset = self.offset;
+        let key = (self.shape == Shape::Power, grid_points);
+        let cached = GRID_TABLES.with(|cache| cache.borrow().get(&key).filter(|t| t.stride >= need).cloned());
+        let tables = match cached {
+            Some(found) => found,
+            None => {
+                let mut rows = Vec::with_capacity(grid.len() * need);
+                let mut squares = Vec::with_capacity(grid.len() * need);
+                for &rate in grid {
+                    self.fill(rate);
+                    rows.extend_from_slice(&self.table);
+                    // squares[j] = sum of e(k)^2 for k = 1..=j.
+                    let mut sum = 0.0;
+                    squares.push(0.0);
+                    for &e in &self.table[offset + 1..] {
+                        sum += e * e;
+                        squares.push(sum);
+                    }
+                    squares.resize(rows.len(), sum);
+                }
+                let built = GridTables { stride: need, rows: rows.into(), squares: squares.into() };
+                GRID_TABLES.with(|cache| cache.borrow_mut().insert(key, built.clone()));
+                built
+            }
+        };
+        let stride = tables.stride;
+        let row = |g: usize| &tables.rows[g * stride..(g + 1) * stride];
+        // Definition A's lags are 1..=m (a lag is dropped only when no epoch that early was
+        // correct, so only the longest ones go): SSE = sum y^2 - 2 sum y e + sum e^2, with the
+        // last sum read from the table of squares and the middle one a contiguous dot product.
+        let contiguous = self.points.iter().enumerate().all(|(i, p)| p.0 == i + 1);
+        if self.with_floor || !contiguous {
+            return (0..grid.len()).map(|g| self.profile_in(row(g)).1).collect();
+        }
+        let m = self.points.len();
+        let ys: Vec<f64> = self.points.iter().map(|p| p.1).collect();
+        let sum_y2: f64 = ys.iter().map(|y| y * y).sum();
+        (0..grid.len())
+            .map(|g| {
+                let e = &row(g)[offset + 1..offset + 1 + m];
+                let mut lanes = [0.0f64; 4];
+                let (ys4, es4) = (ys.chunks_exact(4), e.chunks_exact(4));
+                let tail: f64 = ys4.remainder().iter().zip(es4.remainder()).map(|(y, e)| y * e).sum();
+                for (y, e) in ys4.zip(es4) {
+                    for lane in 0..4 {
+                        lanes[lane] += y[lane] * e[lane];
+                    }
+                }
+                let dot = lanes[0] + lanes[1] + lanes[2] + lanes[3] + tail;
+                (sum_y2 - 2.0 * dot + tables.squares[g * stride + m]).max(0.0)
+            })
+            .collect()
     }
 
     fn sse(&mut self, rate: f64) -> f64 {
@@ -261,15 +316,58 @@ impl<'a> Curves<'a> {
                 .sum::<f64>()
     }
 
+    /// Without a floor: the slope and its derivative, `2 sum (y - e) x e` and
+    /// `2 sum x^2 e (2 e - y)`, in one pass.
+    fn slope_and_curvature(&mut self, rate: f64) -> (f64, f64) {
+        self.fill(rate);
+        let (mut g, mut dg) = (0.0, 0.0);
+        for &(k, y) in self.points {
+            let (e, x) = (self.e(k), self.x[k]);
+            g += (y - e) * x * e;
+            dg += x * x * e * (2.0 * e - y);
+        }
+        (2.0 * g, 2.0 * dg)
+    }
+
+    /// The slope's zero in `[lo, hi]` (slope negative at `lo`, positive at `hi`) without a
+    /// floor: Newton's method from the secant point, each step kept inside the shrinking
+    /// bracket (a step that would leave it, or a curvature that is not positive, bisects).
+    fn newton(&mut self, mut lo: f64, slope_lo: f64, mut hi: f64, slope_hi: f64) -> f64 {
+        let mut rate = (lo * slope_hi - hi * slope_lo) / (slope_hi - slope_lo);
+        if !(rate > lo && rate < hi) {
+            rate = 0.5 * (lo + hi);
+        }
+        for _ in 0..200 {
+            let (g, dg) = self.slope_and_curvature(rate);
+            if g == 0.0 {
+                break;
+            }
+            if g < 0.0 {
+                lo = rate;
+            } else {
+                hi = rate;
+            }
+            let mut next = rate - g / dg;
+            if !(dg > 0.0 && next > lo && next < hi) {
+                next = 0.5 * (lo + hi);
+            }
+            let done = (next - rate).abs() <= 1e-12 * next || hi - lo <= 1e-15 * hi;
+            rate = next;
+            if done {
+                break;
+            }
+        }
+        rate
+    }
+
     /// The rate in [0, MAX_RATE] with the smallest SSE: `(rate, floor, sse)`. Every local
     /// minimum of a coarse grid (noisy traces can have more than one) is refined between its
     /// neighbours: the slope's zero in whichever half of that cell changes sign, by the
     /// Illinois variant of regula falsi (superlinear, never leaves the bracket). The lowest
     /// refined SSE wins.
     fn best_rate(mut self, grid_points: usize) -> (f64, f64, f64) {
-        let grid: Vec<f64> =
-            std::iter::once(0.0).chain((0..=grid_points).map(|i| MAX_RATE * 10f64.powf(-8.0 + 8.0 * i as f64 / grid_points as f64))).collect();
-        let sse: Vec<f64> = grid.iter().map(|&r| self.sse(r)).collect();
+        let grid = grid_rates(grid_points);
+        let sse = self.grid_sse(&grid, grid_points);
         let last = grid.len() - 1;
         // A plateau (equal neighbours) counts once, at its first point.
         let minima: Vec<usize> = (0..grid.len()).filter(|&i| (i == 0 || sse[i] < sse[i - 1]) && (i == last || sse[i] <= sse[i + 1])).collect();
@@ -313,6 +411,9 @@ impl<'a> Curves<'a> {
         if !(slope_lo < 0.0 && slope_hi > 0.0) {
             return mid;
         }
+        if !self.with_floor {
+            return self.newton(lo, slope_lo, hi, slope_hi);
+        }
         let mut rate = mid;
         let mut previous = f64::NAN;
         let mut kept = 0i8;
@@ -346,6 +447,71 @@ impl<'a> Curves<'a> {
 }
 
 const MAX_RATE: f64 = 100.0;
+
+/// The coarse grid of `grid_points`: 0, then `grid_points + 1` log-spaced rates from
+/// 1e-8 MAX_RATE to MAX_RATE.
+fn grid_rates(grid_points: usize) -> Rc<[f64]> {
+    GRID_RATES.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(grid_points)
+            .or_insert_with(|| std::iter::once(0.0).chain((0..=grid_points).map(|i| MAX_RATE * 10f64.powf(-8.0 + 8.0 * i as f64 / grid_points as f64))).collect())
+            .clone()
+    })
+}
+
+/// x(k) = k for lags 0..=max, and no factors.
+fn exponential_lags(max: usize) -> (Rc<[f64]>, Rc<[usize]>) {
+    LAGS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.0.len() <= max {
+            cache.0 = (0..=max.max(127)).map(|k| k as f64).collect();
+        }
+        (cache.0.clone(), Rc::from([]))
+    })
+}
+
+/// x(k) = ln(1 + k) for lags 0..=max, and the smallest prime factor of every n <= max + 1.
+fn power_lags(max: usize) -> (Rc<[f64]>, Rc<[usize]>) {
+    LAGS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.1.len() <= max {
+            let top = max.max(127);
+            let mut factor = vec![0usize; top + 2];
+            for n in 2..factor.len() {
+                if factor[n] == 0 {
+                    for multiple in (n..factor.len()).step_by(n) {
+                        if factor[multiple] == 0 {
+                            factor[multiple] = n;
+                        }
+                    }
+                }
+            }
+            cache.1 = (0..=top).map(|k| (1.0 + k as f64).ln()).collect();
+            cache.2 = factor.into();
+        }
+        (cache.1.clone(), cache.2.clone())
+    })
+}
+
+thread_local! {
+    static GRID_RATES: std::cell::RefCell<std::collections::HashMap<usize, Rc<[f64]>>> = Default::default();
+    /// Lag tables shared by a thread's fits, grown to the longest trace: x(k) = k, x(k) =
+    /// ln(1 + k), and smallest prime factors.
+    static LAGS: std::cell::RefCell<(Rc<[f64]>, Rc<[f64]>, Rc<[usize]>)> = std::cell::RefCell::new((Rc::from([]), Rc::from([]), Rc::from([])));
+    /// Per (power law?, grid points): the grid's tables.
+    static GRID_TABLES: std::cell::RefCell<std::collections::HashMap<(bool, usize), GridTables>> = Default::default();
+}
+
+/// `exp(-rate x(k))` for every grid rate and lag, filled by the same code as a single rate's
+/// table (so a fit reads exactly the values it would have computed), in rows of `stride`;
+/// and per row the running sums of their squares from lag 1.
+#[derive(Clone)]
+struct GridTables {
+    stride: usize,
+    rows: Rc<[f64]>,
+    squares: Rc<[f64]>,
+}
 
 /// Rates of the coarse grid: 0, then 33 log-spaced rates from 1e-8 MAX_RATE to MAX_RATE
 /// (neighbours a factor 1.78 apart; 17 rates miss minima). A test checks that it finds the minimum a 257-point grid

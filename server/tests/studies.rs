@@ -123,6 +123,32 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     }
     assert_eq!(finding("cross_arch_jaccard", None)["published"], 0);
 
+    // The same findings recomputed from the exported records with `dynamics` (checked against
+    // scipy in its own tests): each sample's correctness over every epoch, joined on the
+    // sample key; forgetting events with never-learned samples above every other (Toneva et
+    // al., the default policy); the mean R² of the decay fits (definition A).
+    let traces = |run: i64| -> std::collections::BTreeMap<String, Vec<bool>> {
+        let csv = client.get(server.api(&format!("/runs/{run}/records.csv"))).send().unwrap().text().unwrap();
+        let mut by_key: std::collections::BTreeMap<String, Vec<(u32, bool)>> = Default::default();
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            by_key.entry(f[3].to_owned()).or_default().push((f[1].parse().unwrap(), f[6] == "1"));
+        }
+        by_key.into_iter().map(|(key, mut epochs)| { epochs.sort_unstable(); (key, epochs.into_iter().map(|e| e.1).collect()) }).collect()
+    };
+    let scores = |traces: &std::collections::BTreeMap<String, Vec<bool>>| -> Vec<f64> {
+        traces.values().map(|t| { let e = dynamics::ForgettingEvents::from_trace(t); if e.never_learned() { 1e9 } else { f64::from(e.forgetting_events) } }).collect()
+    };
+    let mean_r2 = |traces: &std::collections::BTreeMap<String, Vec<bool>>| {
+        let r2: Vec<f64> = traces.values().filter_map(|t| dynamics::fit_lag_retention(t).fitted().map(|f| f.exponential.r2)).collect();
+        r2.iter().sum::<f64>() / r2.len() as f64
+    };
+    let (t0, t1) = (traces(runs[0]), traces(runs[1]));
+    assert_eq!(t0.len(), 120);
+    assert!(t0.keys().eq(t1.keys()), "two seeds over the same samples");
+    one(&finding("cross_seed_spearman", Some("small_cnn"))["value"], dynamics::spearman(&scores(&t0), &scores(&t1)).r);
+    check_two(&finding("mean_r2", Some("small_cnn"))["value"], mean_r2(&t0), mean_r2(&t1));
+
     // Learning curves per arm: each epoch's mean over seeds, against epochs and samples seen
     // (1 warmup epoch over all 120 samples, then 120 or 60 per epoch).
     let curves = report["curves"].as_array().unwrap();
