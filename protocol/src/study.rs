@@ -353,6 +353,9 @@ pub struct ArmReport {
     pub macro_f1: Option<Interval>,
     /// This arm's accuracy minus the `random` arm's, paired by seed; `None` without a random arm.
     pub accuracy_vs_random: Option<Interval>,
+    /// The same for macro-F1.
+    #[serde(default)]
+    pub macro_f1_vs_random: Option<Interval>,
 }
 
 /// A mean over seeds with its 95 % Student-t interval (`half_width` NaN -> null with one seed).

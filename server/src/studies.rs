@@ -221,17 +221,19 @@ impl Service {
         }
         let findings = comparison.as_ref().map(|c| findings(c, &follows)).unwrap_or_default();
         let random_arm = plan.arms.iter().position(|a| Sampling::parse(a).is_ok_and(|s| s.plan.kind() == "random"));
-        let accuracy_of = |arm: usize, arch: &str, seed: u64| {
-            done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).and_then(|o| o.0)
-        };
+        // (accuracy, macro-F1) of the run of this arm, architecture and seed.
+        let outcome_of = |arm: usize, arch: &str, seed: u64| done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).map(|o| (o.0, o.1));
         let mut arms = Vec::new();
         for (arm, name) in arm_names.iter().enumerate() {
             for (arch, _) in &plan.archs {
                 let mine: Vec<&&StudyRun> = done.iter().filter(|r| r.arm == arm && &r.arch == arch).collect();
                 let seeds: Vec<(u64, Option<f64>, Option<f64>)> = mine.iter().map(|r| (r.seed, outcome[&r.run.id].0, outcome[&r.run.id].1)).collect();
-                let paired: Vec<f64> = match random_arm.filter(|&r| r != arm) {
-                    Some(random) => seeds.iter().filter_map(|&(seed, acc, _)| Some(acc? - accuracy_of(random, arch, seed)?)).collect(),
-                    None => Vec::new(),
+                // This arm minus the random arm, seed by seed, for the metric `pick` chooses.
+                let paired = |pick: fn((Option<f64>, Option<f64>)) -> Option<f64>| -> Vec<f64> {
+                    match random_arm.filter(|&r| r != arm) {
+                        Some(random) => seeds.iter().filter_map(|&(seed, acc, f1)| Some(pick((acc, f1))? - pick(outcome_of(random, arch, seed)?)?)).collect(),
+                        None => Vec::new(),
+                    }
                 };
                 arms.push(ArmReport {
                     arm: name.clone(),
@@ -239,7 +241,8 @@ impl Service {
                     samples_per_epoch: mine.first().map(|r| outcome[&r.run.id].2),
                     accuracy: interval(&seeds.iter().filter_map(|s| s.1).collect::<Vec<_>>()),
                     macro_f1: interval(&seeds.iter().filter_map(|s| s.2).collect::<Vec<_>>()),
-                    accuracy_vs_random: interval(&paired),
+                    accuracy_vs_random: interval(&paired(|o| o.0)),
+                    macro_f1_vs_random: interval(&paired(|o| o.1)),
                     seeds,
                 });
             }

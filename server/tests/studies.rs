@@ -84,6 +84,8 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     // t(0.975, 1) = 12.706...: the interval of two paired differences.
     // s = |d1 - d2| / sqrt(2), sem = s / sqrt(2) = spread: half width = t * spread.
     assert!((full_cnn["accuracy_vs_random"]["half_width"].as_f64().unwrap() - 12.706_204_736 * spread).abs() < 1e-6);
+    let f1_difference = |i: usize, j: usize| full_cnn["seeds"][i][2].as_f64().unwrap() - arms[2]["seeds"][j][2].as_f64().unwrap();
+    assert!((full_cnn["macro_f1_vs_random"]["mean"].as_f64().unwrap() - (f1_difference(0, 0) + f1_difference(1, 1)) / 2.0).abs() < 1e-12);
     assert_eq!(arms[2]["samples_per_epoch"], 60, "the random arm trains on half of 120 samples");
     assert_eq!(arms[2]["accuracy_vs_random"], Value::Null, "the random arm against itself");
     let f1 = dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(first["val_confusion"].clone()).unwrap()).unwrap();

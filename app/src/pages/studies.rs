@@ -369,12 +369,12 @@ fn Report(detail: StudyDetail) -> impl IntoView {
         <section class="card study-arms">
             <h2>"Arms: final validation accuracy and macro-F1 over seeds (95 % t intervals)"</h2>
             <table class="data arms-table">
-                <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th></tr></thead>
+                <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th><th>"Macro-F1 − random"</th></tr></thead>
                 <tbody>{report.arms.into_iter().map(|a| view! {
                     <tr data-arm=a.arm.clone() data-arch=a.arch.clone() data-accuracy=a.accuracy.map(|i| i.mean.to_string()).unwrap_or_default()>
                         <td>{a.arm.clone()}</td><td>{a.arch.clone()}</td>
                         <td class="num">{a.samples_per_epoch.map(|n| n.to_string()).unwrap_or("–".into())}</td>
-                        <td>{interval_text(a.accuracy, true)}</td><td>{interval_text(a.macro_f1, false)}</td><td>{interval_text(a.accuracy_vs_random, true)}</td>
+                        <td>{interval_text(a.accuracy, true)}</td><td>{interval_text(a.macro_f1, false)}</td><td>{interval_text(a.accuracy_vs_random, true)}</td><td>{interval_text(a.macro_f1_vs_random, false)}</td>
                     </tr>
                 }).collect_view()}</tbody>
             </table>
