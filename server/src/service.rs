@@ -34,6 +34,9 @@ const RUN_SORTS: &[(&str, &str)] = &[
     ("status", "j.status"),
     ("owner", "r.owner"),
     ("priority", "j.priority"),
+    // The last epoch's validation accuracy and the tags, as the list query selects them.
+    ("val_accuracy", "final_val_accuracy"),
+    ("tags", "tags"),
 ];
 
 /// Per-sample statistics the sample lists may be sorted by.

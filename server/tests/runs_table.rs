@@ -65,6 +65,27 @@ fn runs_filter_sort_and_page_on_the_server() {
     assert_eq!(epochs[0], 7);
     let bad = client.get(server.api("/runs?sort=luck")).send().unwrap();
     assert_eq!(bad.status(), 400);
+    // By the last epoch's validation accuracy (runs 1 to 10 get epochs here; the rest have
+    // none and come last when sorting down), and by tags.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.database().display())).await.unwrap();
+        for run in 1..=10i64 {
+            for (epoch, accuracy) in [(1, 0.1), (2, f64::from((run * 37 % 10) as i32) / 10.0)] {
+                sqlx::query("INSERT INTO epoch_metrics (run_id, epoch, phase, train_loss, train_accuracy, val_loss, val_accuracy, lr, seconds) VALUES (?, ?, 'finetune', 1, 0.5, 1, ?, 0.1, 1)")
+                    .bind(run).bind(epoch).bind(accuracy).execute(&pool).await.unwrap();
+            }
+        }
+    });
+    let best: Vec<Option<f64>> = list("sort=-val_accuracy&limit=12").1.iter().map(|r| r["final_val_accuracy"].as_f64()).collect();
+    let mut expected: Vec<f64> = (1..=10).map(|run: i64| f64::from((run * 37 % 10) as i32) / 10.0).collect();
+    expected.sort_by(|a, b| b.total_cmp(a));
+    assert_eq!(best[..10].iter().map(|a| a.unwrap()).collect::<Vec<_>>(), expected, "the last epoch's accuracy, best first");
+    assert_eq!(best[10..], [None, None]);
+    let tagged: Vec<Value> = list("sort=tags&limit=1000").1.iter().map(|r| r["tags"].clone()).collect();
+    assert_eq!((tagged[0].clone(), tagged[119].clone()), (json!(["even", "sweep-1"]), json!(["odd", "sweep-1"])));
+    let html = client.get(format!("{}/?sort=-val_accuracy", server.url)).send().unwrap().text().unwrap();
+    assert!(html.contains("href=\"/?sort=val_accuracy\""), "the column's header sorts it the other way");
 
     // Bad tags are refused with the field named, and nothing is queued.
     let refused = client.post(server.api("/runs")).json(&json!({"dataset": "shapes", "arch": "small_cnn", "epochs": 1, "tags": ["ok", "not ok"]})).send().unwrap();

@@ -119,7 +119,7 @@ pub fn RunsPage() -> impl IntoView {
                                     <th><span class="visually-hidden">"Select"</span></th>
                                     {header("id", "Run", false)}{header("dataset", "Dataset", false)}{header("arch", "Architecture", false)}
                                     {header("seed", "Seed", true)}{header("epochs", "Epochs", true)}{header("status", "Status", false)}
-                                    <th class="num">"Val. accuracy"</th>{header("owner", "Owner", false)}<th>"Tags"</th>{header("created_at", "Created", false)}
+                                    {header("val_accuracy", "Val. accuracy", true)}{header("owner", "Owner", false)}{header("tags", "Tags", false)}{header("created_at", "Created", false)}
                                 </tr></thead>
                                 <tbody>
                                     {list.runs.into_iter().map(|run| view! {
