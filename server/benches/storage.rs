@@ -44,7 +44,12 @@ async fn main() {
     registry.register("bench", datasets::Format::Synthetic, Path::new(&spec), DatasetOptions::default()).await.expect("register");
     let hub = Hub::default();
     let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default() };
-    let queue = Queue::new(pool.clone(), hub, registry, "bench", 3600);
+    // FORGETLAB_RECORD_PRECISION as the server reads it (exact, half, bfloat).
+    let precision = std::env::var("FORGETLAB_RECORD_PRECISION").map_or(Default::default(), |v| {
+        <server::records::RecordPrecision as clap::ValueEnum>::from_str(&v, true).expect("FORGETLAB_RECORD_PRECISION: exact, half or bfloat")
+    });
+    println!("margin and EL2N sealed at {precision:?} precision");
+    let queue = Queue::new(pool.clone(), hub, registry, "bench", 3600).with_record_precision(precision);
 
     let kind = match &data {
         Data::Random => "random records".to_owned(),

@@ -44,6 +44,12 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_MAX_UPLOAD_MB", default_value_t = 2048)]
     pub max_upload_mb: u64,
 
+    /// How a finished run's records keep margin and EL2N: `exact` (bit for bit), `half` (11
+    /// significant bits) or `bfloat` (8): smaller databases; every other column, and every
+    /// statistic, stays exact (records::RecordPrecision).
+    #[arg(long, env = "FORGETLAB_RECORD_PRECISION", value_enum, default_value_t = crate::records::RecordPrecision::Exact)]
+    pub record_precision: crate::records::RecordPrecision,
+
     /// A job whose worker has not sent a heartbeat for this long is re-queued.
     #[arg(long, env = "FORGETLAB_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,

@@ -36,6 +36,7 @@ pub struct Queue {
     registry: Arc<Registry>,
     worker_token_hash: String,
     lease_seconds: u64,
+    record_precision: records::RecordPrecision,
 }
 
 /// A running job, as its token proves.
@@ -81,7 +82,13 @@ fn check_shown(spec: &ExperimentSpec, epoch: u32, bits: &[u8], samples: usize) -
 
 impl Queue {
     pub fn new(pool: SqlitePool, hub: Hub, registry: Arc<Registry>, worker_token: &str, lease_seconds: u64) -> Self {
-        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds }
+        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds, record_precision: Default::default() }
+    }
+
+    /// How sealed records keep margin and EL2N (exact unless asked).
+    pub fn with_record_precision(mut self, precision: records::RecordPrecision) -> Self {
+        self.record_precision = precision;
+        self
     }
 
     pub fn check_worker_token(&self, token: &str) -> Result<(), Failure> {
@@ -495,6 +502,7 @@ impl Queue {
         if let Some(label) = labels.iter().find(|&&l| l as usize >= classes) {
             return Err(internal(format!("a sample labelled {label} in a dataset of {classes} classes")));
         }
+        let precision = self.record_precision;
         let (records, summaries, blocks, analysis, summarized, sealed) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
@@ -504,7 +512,7 @@ impl Queue {
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
             let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup > 0);
             let summarized = started.elapsed();
-            let blocks = records::seal(&records);
+            let blocks = records::seal(&records, precision);
             (records, summaries, blocks, analysis, summarized, started.elapsed())
         })
         .await

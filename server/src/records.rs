@@ -18,6 +18,46 @@ use crate::db::internal;
 /// Samples per sealed block: a trajectory decodes this many samples' records per run.
 pub const BLOCK: usize = 64;
 
+/// How sealed blocks keep margin and EL2N (`FORGETLAB_RECORD_PRECISION`). Correctness,
+/// predictions, loss and p_true, from which every statistic of DESIGN.md is computed, are
+/// always kept bit for bit; so are margin and EL2N while a run trains, and the per-sample
+/// statistics are computed before sealing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RecordPrecision {
+    /// Bit for bit as the worker sent them.
+    #[default]
+    Exact,
+    /// Rounded to 11 significant bits (float16's precision, float32's range): relative
+    /// error at most 2^-11.
+    Half,
+    /// Rounded to 8 significant bits (bfloat16's precision): relative error at most 2^-8.
+    Bfloat,
+}
+
+impl RecordPrecision {
+    /// Significant bits kept of a float32 (24: all).
+    pub fn significant_bits(self) -> u32 {
+        match self {
+            RecordPrecision::Exact => 24,
+            RecordPrecision::Half => 11,
+            RecordPrecision::Bfloat => 8,
+        }
+    }
+}
+
+/// `x` rounded to the nearest float32 with `bits` significant bits, ties away from zero
+/// (subnormals, below 2^-126, lose the same low bits: an absolute error of at most
+/// 2^-126 x 2^-bits); NaN, infinities and zeros unchanged. The dropped mantissa bits become zeros, which the
+/// byte planes and zstd then store almost for free.
+pub fn round_significant(x: f32, bits: u32) -> f32 {
+    if bits >= 24 || !x.is_finite() {
+        return x;
+    }
+    let dropped = 24 - bits;
+    let rounded = (x.to_bits() + (1 << (dropped - 1))) & !((1u32 << dropped) - 1);
+    f32::from_bits(rounded)
+}
+
 /// A run's records in epoch order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RunRecords {
@@ -87,9 +127,10 @@ pub struct SealedBlock {
     eval_loss: Option<Vec<u8>>,
 }
 
-/// Encodes a run's records into blocks (CPU work: call it off the async runtime). Uses the
-/// machine's cores.
-pub fn seal(records: &RunRecords) -> Vec<SealedBlock> {
+/// Encodes a run's records into blocks (CPU work: call it off the async runtime), margin and
+/// EL2N at `precision`. Uses the machine's cores.
+pub fn seal(records: &RunRecords, precision: RecordPrecision) -> Vec<SealedBlock> {
+    let bits = precision.significant_bits();
     let samples = records.columns.first().map_or(0, |c| c.correct.len());
     let epochs = records.columns.len();
     let starts: Vec<usize> = (0..samples).step_by(BLOCK).collect();
@@ -107,6 +148,7 @@ pub fn seal(records: &RunRecords) -> Vec<SealedBlock> {
             codec::encode(&raw, width)
         };
         let f32_at = |f: fn(&EpochColumns) -> &Vec<f32>| move |e: &EpochColumns, s: usize| f(e)[s].to_le_bytes();
+        let rounded_at = |f: fn(&EpochColumns) -> &Vec<f32>| move |e: &EpochColumns, s: usize| round_significant(f(e)[s], bits).to_le_bytes();
         let columns = vec![
             gather(1, &|e, s| [e.correct[s], 0, 0, 0]),
             gather(4, &|e, s| codec::p_true_residual(e.p_true[s], e.loss[s]).to_le_bytes()),
@@ -115,8 +157,8 @@ pub fn seal(records: &RunRecords) -> Vec<SealedBlock> {
                 let [a, b] = e.predicted[s].to_le_bytes();
                 [a, b, 0, 0]
             }),
-            gather(4, &f32_at(|e| &e.margin)),
-            gather(4, &f32_at(|e| &e.el2n)),
+            gather(4, &rounded_at(|e| &e.margin)),
+            gather(4, &rounded_at(|e| &e.el2n)),
         ];
         let eval_loss = records.eval_loss.as_ref().map(|(_, loss)| codec::encode(&pack_f32(&loss[first..end]), 4));
         SealedBlock { first_sample: first, samples: end - first, columns, eval_loss }
@@ -277,7 +319,7 @@ mod tests {
             .unwrap();
         sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 5)").execute(&pool).await.unwrap();
         let original = records(150, 5); // three blocks, the last one short
-        let blocks = seal(&original);
+        let blocks = seal(&original, RecordPrecision::Exact);
         assert_eq!(blocks.len(), 3);
         let mut tx = pool.begin().await.unwrap();
         store_sealed(&mut tx, 1, &original, &blocks).await.unwrap();
@@ -295,6 +337,43 @@ mod tests {
             assert_eq!(trace.predicted, original.columns.iter().map(|c| c.predicted[sample]).collect::<Vec<_>>());
             let expected: Vec<u32> = original.columns.iter().map(|c| c.p_true[sample].to_bits()).collect();
             assert_eq!(trace.p_true.iter().map(|p| p.to_bits()).collect::<Vec<_>>(), expected, "sample {sample}");
+        }
+
+        // At half precision everything but margin and EL2N is still exact, and those two are
+        // within 2^-11 of the sent values, relatively.
+        let blocks = seal(&original, RecordPrecision::Half);
+        let mut tx = pool.begin().await.unwrap();
+        store_sealed(&mut tx, 1, &original, &blocks).await.unwrap();
+        tx.commit().await.unwrap();
+        let half = read(&pool, 1).await.unwrap();
+        for (a, b) in half.columns.iter().zip(&original.columns) {
+            assert_eq!((&a.correct, &a.predicted), (&b.correct, &b.predicted));
+            let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(same(&a.loss, &b.loss) && same(&a.p_true, &b.p_true));
+            for (x, y) in a.margin.iter().chain(&a.el2n).zip(b.margin.iter().chain(&b.el2n)) {
+                let close = if y.abs() < f32::MIN_POSITIVE { (x - y).abs() <= f32::MIN_POSITIVE * 2f32.powi(-10) } else { ((x - y) / y).abs() <= 2f32.powi(-11) };
+                assert!(x.to_bits() == y.to_bits() || close || (x.is_infinite() && y.is_finite()), "{x} from {y}");
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_keeps_the_asked_significant_bits() {
+        assert_eq!(round_significant(1.0, 11), 1.0);
+        assert_eq!(round_significant(1.0 + 2f32.powi(-12), 11), 1.0, "below half a unit: down");
+        assert_eq!(round_significant(1.0 + 2f32.powi(-11), 11), 1.0 + 2f32.powi(-10), "half a unit: away from zero");
+        assert_eq!(round_significant(-3.1415927, 8), -3.140625);
+        assert_eq!(round_significant(f32::from_bits(0x3fff_ffff), 11), 2.0, "the carry moves into the exponent");
+        for x in [f32::NAN, f32::INFINITY, -0.0, 0.0] {
+            assert_eq!(round_significant(x, 8).to_bits(), x.to_bits());
+        }
+        assert_eq!(round_significant(0.1, 24), 0.1);
+        let mut x = 1e-30f32;
+        while x < 1e30 {
+            let r = round_significant(x, 11);
+            assert!(((r - x) / x).abs() <= 2f32.powi(-11), "{x} -> {r}");
+            assert_eq!(r.to_bits() & 0x1fff, 0, "the 13 dropped bits are zero");
+            x *= 1.37;
         }
     }
 }

@@ -43,7 +43,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.register_default().await;
     let worker_token = config.worker_token.clone().unwrap_or_else(new_token);
     let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default() });
-    let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds));
+    let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds).with_record_precision(config.record_precision));
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let addr = listener.local_addr()?;
