@@ -47,8 +47,8 @@ impl RecordPrecision {
 
 /// `x` rounded to the nearest float32 with `bits` significant bits, ties away from zero
 /// (subnormals, below 2^-126, lose the same low bits: an absolute error of at most
-/// 2^-126 x 2^-bits); NaN, infinities and zeros unchanged. The dropped mantissa bits become zeros, which the
-/// byte planes and zstd then store almost for free.
+/// 2^-126 x 2^-bits); NaN, infinities and zeros unchanged. The dropped mantissa bits become
+/// zeros, which the byte planes and zstd then store almost for free.
 pub fn round_significant(x: f32, bits: u32) -> f32 {
     if bits >= 24 || !x.is_finite() {
         return x;

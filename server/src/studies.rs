@@ -198,11 +198,13 @@ impl Service {
         let mut outcome: HashMap<i64, (Option<f64>, Option<f64>, u64)> = HashMap::new();
         let mut epochs_of: HashMap<i64, Vec<EpochOutcome>> = HashMap::new();
         for run in &done {
-            let detail = self.run(run.run.id).await?;
-            let accuracy = detail.epochs.last().and_then(|e| e.val_accuracy);
-            let f1 = detail.val_confusion.as_deref().and_then(dynamics::classes::macro_f1);
-            outcome.insert(run.run.id, (accuracy, f1, detail.spec.sampling.shown_count(detail.sample_count as usize) as u64));
-            epochs_of.insert(run.run.id, self.epoch_outcomes(run.run.id, detail.sample_count).await?);
+            let epochs = self.epoch_outcomes(run.run.id).await?;
+            let accuracy = epochs.last().and_then(|e| e.accuracy);
+            // The last confusion matrix recorded; a fine-tuning epoch shows the schedule's budget.
+            let f1 = epochs.iter().rev().find(|e| e.has_confusion).and_then(|e| e.macro_f1);
+            let shown = epochs.iter().find(|e| e.phase == Phase::Finetune).map_or(0, |e| e.shown);
+            outcome.insert(run.run.id, (accuracy, f1, shown));
+            epochs_of.insert(run.run.id, epochs);
         }
         let mut curves = Vec::new();
         for (arm, name) in arm_names.iter().enumerate() {
@@ -251,11 +253,13 @@ impl Service {
     }
 
     /// Each recorded epoch of a run: phase, validation accuracy, macro-F1 of its validation
-    /// confusion matrix, and the training samples it showed.
-    async fn epoch_outcomes(&self, run_id: i64, samples: u64) -> Result<Vec<EpochOutcome>, Failure> {
+    /// confusion matrix, and the training samples it showed (an epoch without a shown set
+    /// showed every sample of the run).
+    async fn epoch_outcomes(&self, run_id: i64) -> Result<Vec<EpochOutcome>, Failure> {
         let rows = sqlx::query(
-            "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion, s.shown_count FROM epoch_metrics m
-             LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ? ORDER BY m.epoch",
+            "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion,
+                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples r WHERE r.run_id = m.run_id)) AS shown
+             FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ? ORDER BY m.epoch",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -269,8 +273,9 @@ impl Service {
                     epoch: row.get::<i64, _>("epoch") as u32,
                     phase: Phase::parse(row.get("phase")).ok_or_else(|| internal("unknown phase in epoch_metrics"))?,
                     accuracy: row.get("val_accuracy"),
+                    has_confusion: matrix.is_some(),
                     macro_f1: matrix.as_deref().and_then(dynamics::classes::macro_f1),
-                    shown: row.get::<Option<i64>, _>("shown_count").map_or(samples, |n| n as u64),
+                    shown: row.get::<i64, _>("shown") as u64,
                 })
             })
             .collect()
@@ -283,6 +288,7 @@ struct EpochOutcome {
     epoch: u32,
     phase: Phase,
     accuracy: Option<f64>,
+    has_confusion: bool,
     macro_f1: Option<f64>,
     shown: u64,
 }
