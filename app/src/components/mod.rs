@@ -2,6 +2,7 @@
 
 pub mod charts;
 pub mod export;
+pub mod form;
 pub mod live;
 pub mod progress;
 pub mod resource;

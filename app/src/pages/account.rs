@@ -9,6 +9,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use protocol::auth::{Role, MIN_PASSWORD};
 
+use crate::components::form::ActionForm;
 use crate::components::{me, CsrfField};
 use crate::functions::{list_accounts, my_tokens, ChangePassword, CreateAccount, CreateToken, FormOutcome, RevokeToken, SignOutEverywhere, UpdateAccount};
 

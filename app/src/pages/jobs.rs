@@ -8,6 +8,7 @@ use protocol::{Progress, RunQuery, RunStatus, RunSummary};
 
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
+use crate::components::form::ActionForm;
 use crate::components::{me, CsrfField, StatusBadge};
 use crate::functions::{list_runs, CancelRun, RetryRun};
 

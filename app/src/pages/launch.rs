@@ -5,6 +5,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
 use protocol::{Arch, Augment, Device, LaunchOutcome, Measure, Optimizer, Schedule};
 
+use crate::components::form::ActionForm;
 use crate::functions::{list_datasets, LaunchRun};
 
 /// A labelled text input with its hint and, after a refused submission, its error.

@@ -13,6 +13,7 @@ use protocol::{LaunchOutcome, Progress, RunStatus};
 use crate::components::charts::{Band, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::{number, percent, StatusBadge};
+use crate::components::form::ActionForm;
 use crate::components::CsrfField;
 use crate::functions::{get_study, list_datasets, list_studies, CancelStudy, LaunchStudy};
 
