@@ -177,6 +177,11 @@ mod tests {
             assert_eq!(train.len(), 3);
             assert_eq!((train.height, train.width), (2, 2));
             assert_eq!(train.image(1), Some(&[4u8, 5, 6, 7][..]));
+            // Past the end, however far (schemathesis's thumbnail index 580607356270228603
+            // overflowed `index * size` and panicked).
+            assert_eq!(train.image(3), None);
+            assert_eq!(train.image(580_607_356_270_228_603), None);
+            assert_eq!(train.image(usize::MAX), None);
             assert_eq!(train.labels, vec![2, 0, 1]);
             let summary = inspect_idx_dir(dir.path()).unwrap();
             assert_eq!(summary, IdxSummary { train_size: 3, val_size: 1, height: 2, width: 2, num_classes: 5 });

@@ -91,10 +91,12 @@ impl ImageSet {
     pub fn image_bytes(&self) -> usize {
         self.height * self.width * self.channels
     }
-    /// The pixels of sample `index`, or `None` past the end.
+    /// The pixels of sample `index`, or `None` past the end (any index: a thumbnail URL's
+    /// index comes from the request, and `index * size` must not overflow).
     pub fn image(&self, index: usize) -> Option<&[u8]> {
         let size = self.image_bytes();
-        self.pixels.get(index * size..(index + 1) * size)
+        let start = index.checked_mul(size)?;
+        self.pixels.get(start..start.checked_add(size)?)
     }
     /// Content keys of every sample, in order (a copy of [`ImageSet::keys`]).
     pub fn sample_keys(&self) -> Vec<String> {

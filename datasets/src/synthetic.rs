@@ -18,6 +18,8 @@ const BRIGHT: i32 = 200;
 const DARK: i32 = 40;
 const NOISE: u64 = 48;
 const MAX_SIZE: u32 = 4096;
+/// The most bytes one split's images may take: a split is generated whole, in memory.
+const MAX_SPLIT_BYTES: u64 = 1 << 32;
 
 /// What fixes a synthetic dataset. Its text form, which [`SyntheticSpec::parse`] reads and
 /// `Display` writes, is the `path` of a [`crate::Source`] of format `synthetic`:
@@ -82,6 +84,15 @@ impl SyntheticSpec {
         }
         if self.channels != 1 && self.channels != 3 {
             return Err(invalid(format!("channels must be 1 or 3, got {}", self.channels)));
+        }
+        let image = u128::from(self.size) * u128::from(self.size) * u128::from(self.channels);
+        let largest = self.train_per_class.max(self.val_per_class);
+        let bytes = u128::from(self.classes) * u128::from(largest) * image;
+        if bytes > u128::from(MAX_SPLIT_BYTES) {
+            return Err(invalid(format!(
+                "a split of {} x {largest} images of {}x{}x{} would take {bytes} bytes; at most {MAX_SPLIT_BYTES}: fewer images per class or a smaller size",
+                self.classes, self.size, self.size, self.channels
+            )));
         }
         Ok(())
     }
@@ -188,5 +199,9 @@ mod tests {
         let err = SyntheticSpec::parse("classes=2,size=8").unwrap_err();
         assert!(err.to_string().contains("train_per_class is missing"), "{err}");
         assert!(generate(&spec(), Split::Test).is_err());
+        // Found by reading, after schemathesis: a split this large would be allocated whole.
+        let err = SyntheticSpec::parse("classes=4096,train_per_class=4294967295,val_per_class=1,size=4096,channels=3,seed=0").unwrap_err();
+        assert!(err.to_string().contains("at most 4294967296: fewer images per class or a smaller size"), "{err}");
+        assert!(SyntheticSpec::parse("classes=10,train_per_class=1000,val_per_class=100,size=64,channels=3,seed=0").is_ok());
     }
 }

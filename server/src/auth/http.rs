@@ -32,9 +32,10 @@ pub const CSRF_FIELD: &str = "csrf";
 const FORM_LIMIT: usize = 1024 * 1024;
 
 /// Routes anyone may reach: the sign-in and setup pages, the browser bundle, the health check,
-/// and the worker protocol (which checks its own worker tokens).
+/// the API's OpenAPI document (it reveals no data), and the worker protocol (which checks its
+/// own worker tokens).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/login" | "/setup" | "/favicon.ico" | "/api/v1/health")
+    matches!(path, "/login" | "/setup" | "/favicon.ico" | "/api/v1/health" | "/api/v1/openapi.json")
         || path.starts_with("/pkg/")
         || path.starts_with("/api/v1/worker/")
 }
@@ -346,7 +347,7 @@ mod tests {
 
     #[test]
     fn route_classes() {
-        assert!(is_public("/pkg/forgetlab.wasm") && is_public("/api/v1/worker/lease") && is_public("/login"));
+        assert!(is_public("/pkg/forgetlab.wasm") && is_public("/api/v1/worker/lease") && is_public("/login") && is_public("/api/v1/openapi.json"));
         assert!(!is_public("/api/v1/runs") && !is_public("/") && !is_public("/sf/list_runs"));
         assert!(admin_only("/api/v1/users/ada") && admin_only("/admin/users") && !admin_only("/administrivia"));
         assert!(own_account("/api/v1/tokens/3") && !own_account("/api/v1/runs"));

@@ -21,6 +21,17 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// The OpenAPI 3.1 document of this API, `server/openapi.json`: every route of
+/// [`super::api_router`] with its parameters, bodies and answers (`tests/openapi.rs` fails when
+/// the router and the document disagree). Public, like `/health` (see `auth::http::is_public`):
+/// it describes the routes and reveals no data, and a client reads it before it has a token.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 pub async fn list_datasets(State(state): State<AppState>) -> ApiResult<Json<Vec<DatasetInfo>>> {
     Ok(Json(state.service.datasets().await?))
 }
