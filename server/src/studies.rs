@@ -254,12 +254,13 @@ impl Service {
 
     /// Each recorded epoch of a run: phase, validation accuracy, macro-F1 of its validation
     /// confusion matrix, and the training samples it showed (an epoch without a shown set
-    /// showed every sample of the run).
+    /// showed every sample of the run; the count is not correlated with the row, so SQLite
+    /// counts the run's samples once, not once per epoch).
     async fn epoch_outcomes(&self, run_id: i64) -> Result<Vec<EpochOutcome>, Failure> {
         let rows = sqlx::query(
             "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion,
-                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples r WHERE r.run_id = m.run_id)) AS shown
-             FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ? ORDER BY m.epoch",
+                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1)) AS shown
+             FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ?1 ORDER BY m.epoch",
         )
         .bind(run_id)
         .fetch_all(&self.pool)
