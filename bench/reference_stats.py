@@ -3,6 +3,7 @@ seeded inputs. Writes dynamics/tests/fixtures/reference.json (inputs and expecte
 `cargo test -p dynamics --test reference` checks the Rust results against it.
 
     python bench/reference_stats.py     # needs numpy and scipy (pip install numpy scipy)
+    python bench/reference_stats.py --scores-only   # only reference_scores.json (issue 17)
 """
 import json
 import math
@@ -189,5 +190,72 @@ def main():
     print(f"wrote {os.path.normpath(path)}")
 
 
+def jackknife_over_seeds(values):
+    """Delete-one-seed jackknife of the mean of pair values tagged with their runs' seeds."""
+    seeds = sorted({s for _, tags in values for s in tags})
+    g = len(seeds)
+    thetas = np.array([np.mean([v for v, tags in values if seed not in tags]) for seed in seeds])
+    se = math.sqrt((g - 1) / g * float(np.sum((thetas - thetas.mean()) ** 2)))
+    return {"mean": float(np.mean([v for v, _ in values])), "half_width": float(stats.t.ppf(0.975, g - 1) * se), "n": g}
+
+
+def warmup_predictability(traces, loss, warmup):
+    """Spearman(loss, 1/tau) and (loss, tau), tau fitted on the epochs after `warmup`; every
+    sample with a defined rate: fitted traces, and unforgettable ones at rate 0."""
+    xs, rates = [], []
+    for trace, l in zip(traces, loss):
+        window = trace[warmup:]
+        ev = events(window)
+        if ev["first_learned"] is None:
+            continue
+        points = lag_retention(window)
+        ys = [y for _, y in points]
+        if len(points) >= 3 and max(ys) != min(ys):
+            rate = decay(points, False)["exponential"]["rate"]
+            rate = 0.0 if rate < 1e-9 else rate
+        elif ev["unforgettable"]:
+            rate = 0.0
+        else:
+            continue
+        xs.append(float(l))
+        rates.append(rate)
+    rates = np.asarray(rates)
+    with np.errstate(divide="ignore"):
+        taus = np.where(rates > 0, 1.0 / np.where(rates > 0, rates, 1.0), np.inf)
+    by_rate, by_tau = stats.spearmanr(xs, rates), stats.spearmanr(xs, taus)
+    return {"rate": [float(by_rate.statistic), float(by_rate.pvalue)], "tau": [float(by_tau.statistic), float(by_tau.pvalue)], "n": len(xs)}
+
+
+def scores_reference():
+    """The issue-17 statistics: the jackknife over seeds and warm-up predictability. Their own
+    seed and file, so the older reference values above stay exactly as committed."""
+    r = np.random.default_rng(20261203)
+    runs = [(arch, seed) for arch in range(2) for seed in range(1, 5)]
+    pairs = [(i, j) for i in range(len(runs)) for j in range(i + 1, len(runs))]
+    within = [(float(r.normal(0.3, 0.1)), [runs[i][1], runs[j][1]]) for i, j in pairs if runs[i][0] == runs[j][0]]
+    across = [(float(r.normal(0.1, 0.05)), [runs[i][1], runs[j][1]]) for i, j in pairs if runs[i][0] != runs[j][0]]
+    samples, t_len, warmup = 80, 20, 3
+    difficulty = r.random(samples)
+    traces = [[bool(r.random() < min(0.97, (t + 1) / (t_len * d + 1))) for t in range(t_len)] for d in difficulty]
+    traces[0] = [False] * t_len
+    traces[1] = [False] * warmup + [True] * (t_len - warmup)
+    loss = (difficulty * 2 + r.random(samples)).tolist()
+    out = {
+        "inputs": {"within": within, "across": across, "traces": traces, "loss": loss, "warmup": warmup},
+        "expected": {
+            "jackknife_within": jackknife_over_seeds(within),
+            "jackknife_across": jackknife_over_seeds(across),
+            "warmup": warmup_predictability(traces, loss, warmup),
+        },
+    }
+    path = os.path.join(os.path.dirname(__file__), "..", "dynamics", "tests", "fixtures", "reference_scores.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {os.path.normpath(path)}")
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+    if sys.argv[1:] != ["--scores-only"]:
+        main()
+    scores_reference()

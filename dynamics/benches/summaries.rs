@@ -1,4 +1,5 @@
-//! End-of-run per-sample statistics (events, cartography, decay fit A) for 100,000 samples x
+//! End-of-run per-sample statistics (events, cartography, decay fit A; with a warm-up, also the
+//! fine-tuning refit for warm-up predictability) for 100,000 samples x
 //! 100 epochs, issue #4's goal <= 1 s. Two kinds of traces: uniform random correctness (every
 //! trace distinct: the worst case for the fits) and traces shaped like training (each sample
 //! learned at a difficulty-dependent epoch, then forgotten now and then).
@@ -69,5 +70,19 @@ fn main() {
         }
         times.sort_by(f64::total_cmp);
         println!("{name}: median {:.3} s of 3 ({fitted} fitted)", times[1]);
+        // A run with a head warm-up (1 epoch) also refits the fine-tuning epochs alone for
+        // warm-up predictability (`dynamics::warmup`): the whole end-of-run statistics.
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let summaries = summarize_samples(&columns, 1, None);
+            let fine_tuning: Vec<dynamics::SampleValues> = summarize_samples(&columns[1..], 0, None).iter().map(dynamics::SampleValues::of).collect();
+            let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
+            let w = dynamics::warmup::predictability(&fine_tuning, &loss);
+            times.push(started.elapsed().as_secs_f64());
+            fitted = w.rate.n;
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{name}, with a warm-up epoch and warm-up predictability: median {:.3} s of 3 ({fitted} samples with a decay rate)", times[1]);
     }
 }

@@ -75,6 +75,21 @@ pub enum NeverLearnedPolicy {
     Exclude,
 }
 
+impl NeverLearnedPolicy {
+    pub const ALL: &'static [NeverLearnedPolicy] = &[NeverLearnedPolicy::Max, NeverLearnedPolicy::Exclude];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NeverLearnedPolicy::Max => "max",
+            NeverLearnedPolicy::Exclude => "exclude",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.as_str() == text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -223,10 +223,66 @@ pub fn mean_interval(values: &[f64], level: f64) -> Option<MeanInterval> {
     Some(MeanInterval { mean, half_width: t * (variance / n as f64).sqrt(), n })
 }
 
+/// The mean of values that each belong to a pair of runs, with a 95 %-style interval that
+/// respects that pairs share runs: the delete-one-group jackknife over seeds (Efron & Tibshirani
+/// 1993, ch. 11). `values[i] = (v, [seed_a, seed_b])` is one pair's value and the seeds of
+/// its two runs. With `G` the distinct seeds and `theta_(-g)` the mean over the pairs that
+/// involve neither run of seed `g`,
+/// `se = sqrt((G - 1) / G * sum_g (theta_(-g) - mean_g theta_(-g))^2)` and the interval is
+/// `mean +- t_{(1+level)/2, G-1} se`, `n = G`. Pairs of seeds are not independent (with 3
+/// seeds, each run is in 2 of the 3 pairs), so Student's t over the pairs is too narrow.
+///
+/// `None` without values; NaN half-width when fewer than 3 seeds leave a pair out (a
+/// leave-one-out mean is undefined).
+pub fn jackknife_over_seeds(values: &[(f64, [u64; 2])], level: f64) -> Option<MeanInterval> {
+    if values.is_empty() {
+        return None;
+    }
+    let mean = values.iter().map(|v| v.0).sum::<f64>() / values.len() as f64;
+    let mut seeds: Vec<u64> = values.iter().flat_map(|v| v.1).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let g = seeds.len();
+    let left_out: Option<Vec<f64>> = seeds
+        .iter()
+        .map(|&seed| {
+            let rest: Vec<f64> = values.iter().filter(|v| !v.1.contains(&seed)).map(|v| v.0).collect();
+            (!rest.is_empty()).then(|| rest.iter().sum::<f64>() / rest.len() as f64)
+        })
+        .collect();
+    let half_width = match left_out {
+        Some(thetas) if g >= 3 => {
+            let centre = thetas.iter().sum::<f64>() / g as f64;
+            let se = ((g - 1) as f64 / g as f64 * thetas.iter().map(|t| (t - centre).powi(2)).sum::<f64>()).sqrt();
+            let t = StudentsT::new(0.0, 1.0, (g - 1) as f64).ok()?.inverse_cdf((1.0 + level) / 2.0);
+            t * se
+        }
+        _ => f64::NAN,
+    };
+    Some(MeanInterval { mean, half_width, n: g })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn jackknife_over_seeds_by_hand() {
+        // Three seeds, one pair each: leaving seed 1 out leaves pair (2, 3) and so on.
+        let values = [(0.2, [1, 2]), (0.4, [1, 3]), (0.9, [2, 3])];
+        let j = jackknife_over_seeds(&values, 0.95).unwrap();
+        assert!((j.mean - 0.5).abs() < 1e-15);
+        assert_eq!(j.n, 3);
+        // theta_(-1) = 0.9, theta_(-2) = 0.4, theta_(-3) = 0.2; centre 0.5;
+        // se = sqrt(2/3 * (0.16 + 0.01 + 0.09)) = sqrt(0.17333...); t_{0.975, 2} = 4.302652729911275.
+        let expected = 4.302652729911275 * (2.0f64 / 3.0 * 0.26).sqrt();
+        assert!((j.half_width - expected).abs() < 1e-9, "{} vs {expected}", j.half_width);
+        // Wider than Student's t over the three pairs treated as independent.
+        assert!(j.half_width > mean_interval(&[0.2, 0.4, 0.9], 0.95).unwrap().half_width);
+        assert!(jackknife_over_seeds(&[(0.3, [1, 2])], 0.95).unwrap().half_width.is_nan());
+        assert_eq!(jackknife_over_seeds(&[], 0.95), None);
+    }
 
     /// Kendall's tau-b by its definition, over all pairs.
     fn kendall_by_pairs(x: &[f64], y: &[f64]) -> f64 {

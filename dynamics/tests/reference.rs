@@ -134,3 +134,37 @@ fn class_level_matches_numpy() {
     }
     check("similarity agreement", dynamics::spearman(&upper_triangle(&conf), &upper_triangle(&emb)), &r["expected"]["similarity_spearman"]);
 }
+
+/// Issue 17's statistics against `bench/reference_stats.py --scores-only`
+/// (`tests/fixtures/reference_scores.json`): the jackknife over seeds of pair-based findings,
+/// and warm-up predictability with the decay fitted after the warm-up.
+#[test]
+fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
+    let r: Value = serde_json::from_str(include_str!("fixtures/reference_scores.json")).expect("the reference file");
+    for name in ["within", "across"] {
+        let values: Vec<(f64, [u64; 2])> = r["inputs"][name]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| (v[0].as_f64().unwrap(), [v[1][0].as_u64().unwrap(), v[1][1].as_u64().unwrap()]))
+            .collect();
+        let ours = dynamics::jackknife_over_seeds(&values, 0.95).unwrap();
+        let theirs = &r["expected"][format!("jackknife_{name}")];
+        close(&format!("{name} mean"), ours.mean, theirs["mean"].as_f64().unwrap(), 1e-12);
+        close(&format!("{name} half width"), ours.half_width, theirs["half_width"].as_f64().unwrap(), 1e-9);
+        assert_eq!(ours.n as u64, theirs["n"].as_u64().unwrap());
+    }
+    let traces: Vec<Vec<bool>> = r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect()).collect();
+    let warmup = r["inputs"]["warmup"].as_u64().unwrap() as usize;
+    let loss: Vec<Option<f64>> = floats(&r["inputs"]["loss"]).into_iter().map(Some).collect();
+    let epochs = traces[0].len();
+    let correct: Vec<Vec<u8>> = (warmup..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
+    let filler = vec![0.5f32; traces.len()];
+    let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
+    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    let ours = dynamics::warmup::predictability(&values, &loss);
+    let theirs = &r["expected"]["warmup"];
+    assert_eq!(ours.rate.n as u64, theirs["n"].as_u64().unwrap(), "samples with a defined decay rate");
+    check("warm-up loss against the decay rate", ours.rate, &theirs["rate"]);
+    check("warm-up loss against tau", ours.tau, &theirs["tau"]);
+}

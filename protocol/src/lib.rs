@@ -7,7 +7,7 @@
 //! - [`pack`]: the little-endian array packing of per-epoch records.
 //!
 //! Compiled into the server, the worker and the browser bundle, so it carries no heavy
-//! dependency: serde and nothing else of note.
+//! dependency: serde, and `dynamics` (pure Rust) for the one list of per-sample scores.
 
 pub mod auth;
 pub mod pack;
@@ -19,4 +19,5 @@ pub mod worker;
 
 pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule};
 pub use sampling::{Keep, Plan, SampleScore, Sampling};
+pub use dynamics::Direction;
 pub use views::*;

@@ -59,20 +59,9 @@ pub enum Plan {
     Prune { source_run: i64, score: SampleScore, keep: Keep },
 }
 
-choice_enum!(
-    /// A per-sample statistic of a finished run (`sample_stats`), as a schedule's input.
-    SampleScore {
-        ForgettingEvents => "forgetting_events",
-        LearningEvents => "learning_events",
-        FirstLearnedEpoch => "first_learned_epoch",
-        Confidence => "confidence",
-        Variability => "variability",
-        Correctness => "correctness",
-        Tau => "tau",
-        R2 => "r2",
-        WarmupLoss => "warmup_loss",
-    }
-);
+/// A per-sample statistic of a finished run, as a schedule's input: `dynamics`' one list of
+/// scores, with each one's direction and meaning.
+pub use dynamics::Score as SampleScore;
 choice_enum!(
     /// Which end of a score pruning keeps.
     Keep { Top => "top", Bottom => "bottom" }
@@ -251,9 +240,9 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
         }
         _ => {
             let source_run = source_run(field);
-            let score = field.choice("sampling.score", &get("score"), SampleScore::parse, SampleScore::names);
+            let score = field.choice("sampling.score", &get("score"), SampleScore::parse, score_names);
             if Fields::present(&get("score")).is_none() {
-                field.errors.add("sampling.score", format!("prune needs a score: one of {}", SampleScore::names()));
+                field.errors.add("sampling.score", format!("prune needs a score: one of {}", score_names()));
             }
             let keep = field.choice("sampling.keep", &get("keep"), Keep::parse, Keep::names).unwrap_or(Keep::Top);
             Plan::Prune { source_run, score: score.unwrap_or(SampleScore::ForgettingEvents), keep }
@@ -399,4 +388,9 @@ mod tests {
         assert!(errors.get("sampling").unwrap().contains("set warmup_epochs to 1 or more"), "{errors}");
         assert!(matches!(parse(json!(5), json!({})), Err(e) if e.get("sampling").is_some()));
     }
+}
+
+/// The score names, as a message lists them.
+pub fn score_names() -> String {
+    SampleScore::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
 }

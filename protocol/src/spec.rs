@@ -55,6 +55,9 @@ pub struct RunRequest {
     /// The training schedule (`crate::sampling`): a kind (`"random"`) or an object
     /// (`{"kind": "leitner", "budget": 0.5, "decks": 5}`); absent means `full`.
     pub sampling: Option<Value>,
+    /// How never-learned samples enter every ranking of the run's statistics and every
+    /// schedule that reads them: `max` (default, Toneva et al.: the most forgotten) or `exclude`.
+    pub never_learned: Option<Value>,
     /// Queue order, not part of the experiment: higher runs first (-100..=100, default 0).
     pub priority: Option<Value>,
     /// Who launched the run (letters, digits, `.`, `_`, `@`, `-`; at most 64).
@@ -168,7 +171,14 @@ pub struct ExperimentSpec {
     /// before schedules existed; those read as `full`.
     #[serde(default)]
     pub sampling: Sampling,
+    /// How never-learned samples are ranked (`dynamics::scores`): by this run's schedule when
+    /// it reads a source run's statistics, and wherever this run's statistics are ranked.
+    /// Absent in specs stored before it existed; those read as `max`.
+    #[serde(default)]
+    pub never_learned: NeverLearnedPolicy,
 }
+
+pub use dynamics::NeverLearnedPolicy;
 
 /// Optimizer settings, learning-rate schedule and regularisation of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -402,6 +412,8 @@ impl ExperimentSpec {
             }
         }
 
+        let never_learned = field.choice("never_learned", &request.never_learned, NeverLearnedPolicy::parse, || "max, exclude".into()).unwrap_or_default();
+
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -424,6 +436,7 @@ impl ExperimentSpec {
                 device,
                 hyper,
                 sampling,
+                never_learned,
             }),
             _ => Err(errors),
         }

@@ -307,12 +307,17 @@ pub struct StudyReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Stable name: `cross_arch_jaccard`, `cross_seed_jaccard`, `mean_r2`,
-    /// `cross_seed_spearman`, `warmup_spearman`, `class_consistency_cross_seed`,
+    /// `cross_seed_spearman`, `warmup_spearman` (against tau), `warmup_spearman_rate`
+    /// (against 1/tau), `class_consistency_cross_seed`,
     /// `class_consistency_cross_arch`, `forgetting_follows_similarity`.
     pub key: String,
     /// The architecture it is about; `None` for findings across architectures.
     pub arch: Option<String>,
     pub value: Option<Interval>,
+    /// How the interval was computed: Student's t over independent values, or the jackknife
+    /// over seeds for values that are pairs of runs (pairs share runs).
+    #[serde(default)]
+    pub method: String,
     /// What one of the `n` values is (`a seed: the mean over pairs of architectures trained
     /// with that seed`, `a pair of seeds`, `a run`).
     pub over: String,
@@ -378,7 +383,10 @@ pub fn published() -> Vec<Published> {
         ("Cross-architecture Jaccard of the top-10 % forgotten sets", "0.34 (OCT), 0.15 (CUB); chance 0.053"),
         ("Mean R² of the exponential retention-decay fit", "DeiT-Small 0.74, ResNet-18 0.52"),
         ("Cross-seed Spearman of per-sample forgetting", "~0.01 (Toneva et al. 2019: Pearson 0.89 on CIFAR-10 from scratch)"),
-        ("Spearman(loss after head warmup, tau)", "0.30 to 0.50"),
+        (
+            "Spearman(loss after head warm-up, decay constant)",
+            "0.30 to 0.50, as \"loss after warm-up predicts the decay constant\"; the paper does not say whether its decay constant is tau or the rate 1/tau, so both are shown",
+        ),
         ("Static spaced repetition by tau against random sampling", "no improvement"),
         ("Class-level forgetting", "consistent across runs; visually similar classes are forgotten most (into each other)"),
     ]

@@ -259,9 +259,13 @@ pub struct DecayCounts {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunAnalysis {
     pub decay: DecayCounts,
-    /// Spearman(loss after head warmup, tau) over the samples that have both; `None` without
-    /// a head warmup.
+    /// Spearman(loss after head warmup, tau), tau fitted on the fine-tuning epochs only, over
+    /// every sample with a defined decay (unforgettable ones at tau = infinity; never-learned
+    /// ones have none), with n and p (`dynamics::warmup`); `None` without a head warmup.
     pub warmup_predictability: Option<CorrelationView>,
+    /// The same against the decay rate 1/tau: `r` is exactly `-warmup_predictability.r`.
+    #[serde(default)]
+    pub warmup_vs_rate: Option<CorrelationView>,
 }
 
 /// Per-class forgetting of a run, computed when it succeeded (indexed by label).
@@ -504,11 +508,11 @@ pub struct CompareQuery {
     pub runs: String,
     /// Fraction of samples in each top-q set; default 0.1.
     pub q: Option<f64>,
-    /// The per-sample score ranked: `forgetting_events` (default), `learning_events`,
-    /// `variability`, `warmup_loss`, `tau`, `r2`, `confidence`, `correctness`.
+    /// The per-sample score ranked: one of `dynamics::Score` (`forgetting_events` by
+    /// default, `tau`, `decay_rate`, `confidence`, ...). Top-q sets take its forgotten end.
     pub score: Option<String>,
-    /// Never-learned samples under `forgetting_events`: `max` (ranked above every other,
-    /// as Toneva et al.; default) or `exclude`.
+    /// Never-learned samples, under every score: `max` (at the forgotten end, above every
+    /// other, as Toneva et al.; default) or `exclude` (left out of the comparison).
     pub never_learned: Option<String>,
     /// Compare runs over different sample sets on the samples they share.
     pub intersect: Option<bool>,
@@ -560,6 +564,16 @@ pub struct Comparison {
     pub zero_scores: Vec<u64>,
     /// Samples tied at each run's cut (the seeded draw chose among them).
     pub tied_at_cut: Vec<u64>,
+    /// Which end of `score` is "more forgotten" (`higher` or `lower`): the end every top-q
+    /// set takes (`dynamics::Score::direction`).
+    #[serde(default)]
+    pub direction: String,
+    /// The score's meaning, with its reference, as the page shows it.
+    #[serde(default)]
+    pub score_meaning: String,
+    /// The never-learned policy the ranking applied: `max` or `exclude`.
+    #[serde(default)]
+    pub never_learned: String,
     /// The compared runs, indexed like `runs`.
     #[serde(default)]
     pub members: Vec<CompareMember>,
@@ -583,8 +597,11 @@ pub struct CompareMember {
     /// Fitted and excluded decay traces.
     pub fitted: u64,
     pub excluded: u64,
-    /// Spearman(warmup loss, tau) of the run.
+    /// Spearman(warmup loss, tau) of the run, over its fine-tuning epochs.
     pub warmup_spearman: Option<f64>,
+    /// Spearman(warmup loss, decay rate 1/tau) of the run, over its fine-tuning epochs.
+    #[serde(default)]
+    pub warmup_rate_spearman: Option<f64>,
 }
 
 /// DESIGN.md's findings over the compared runs: pairs of different architectures against

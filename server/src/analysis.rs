@@ -11,6 +11,8 @@ use protocol::{
 };
 use sqlx::{Row, SqlitePool};
 
+use dynamics::{NeverLearnedPolicy, Score};
+
 use crate::codec;
 use crate::db::internal;
 use crate::records::{self, RunRecords};
@@ -141,7 +143,7 @@ pub fn correlation_view(c: dynamics::Correlation) -> CorrelationView {
 /// A finished run's analysis as a whole, from its per-sample summaries and records (in
 /// sample order; `labels[i]` is sample i's): decay-fit counts and warmup predictability, and
 /// the per-class forgetting with its forgotten-into matrix.
-pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup: bool) -> (RunAnalysis, ClassForgetting) {
+pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup_epochs: usize) -> (RunAnalysis, ClassForgetting) {
     let decays: Vec<dynamics::Decay> = summaries.iter().map(|s| s.decay).collect();
     let counted = dynamics::decay::summarize_fits(&decays);
     let mut decay = DecayCounts {
@@ -160,13 +162,19 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
             r2 => decay.r2_histogram[((r2 * 20.0) as usize).min(19)] += 1,
         }
     }
-    let warmup_predictability = warmup.then(|| {
-        let (loss, tau): (Vec<f64>, Vec<f64>) = summaries
-            .iter()
-            .filter_map(|s| Some((f64::from(s.warmup_loss?), s.decay.fitted()?.tau?)))
-            .unzip();
-        correlation_view(dynamics::spearman(&loss, &tau))
-    });
+    // Warm-up predictability over the fine-tuning epochs only: the decay is refitted without
+    // the warm-up epochs that produced the loss (`dynamics::warmup`).
+    let (warmup_predictability, warmup_vs_rate) = match warmup_epochs {
+        0 => (None, None),
+        warmup => {
+            let columns: Vec<dynamics::TraceColumns> =
+                records.columns[warmup.min(records.columns.len())..].iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
+            let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+            let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
+            let w = dynamics::warmup::predictability(&fine_tuning, &loss);
+            (Some(correlation_view(w.tau)), Some(correlation_view(w.rate)))
+        }
+    };
     let learned: Vec<f64> = summaries.iter().map(|s| if s.events.never_learned() { f64::NAN } else { f64::from(s.events.forgetting_events) }).collect();
     let mut samples = vec![0u64; classes];
     let mut never_learned = vec![0u64; classes];
@@ -189,7 +197,7 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
         never_learned,
         forgotten_into: dynamics::classes::forgotten_into(labels, &correct, &predicted, classes),
     };
-    (RunAnalysis { decay, warmup_predictability }, classes_view)
+    (RunAnalysis { decay, warmup_predictability, warmup_vs_rate }, classes_view)
 }
 
 /// A stored confusion matrix (`epoch_metrics.val_confusion`: u32 LE, row-major, square) as
@@ -262,29 +270,111 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
     })
 }
 
-/// Scores the compare route may rank by, with the column they come from.
-pub const SCORES: &[&str] = &["forgetting_events", "learning_events", "variability", "warmup_loss", "tau", "r2", "confidence", "correctness"];
+/// A run's per-sample statistics as rankings read them, by sample key, in sample order.
+pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String, dynamics::SampleValues)>, Failure> {
+    let rows = sqlx::query(
+        "SELECT sample_key, forgetting_events, learning_events, first_learned_epoch, never_learned, unforgettable, confidence, variability,
+                correctness, tau, r2, warmup_loss FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(internal)?;
+    Ok(rows.iter().map(|row| (row.get("sample_key"), stored_values(row))).collect())
+}
 
-/// A run's per-sample statistics as packed columns (`run_columns`), in sample order: each of
-/// [`SCORES`] as f64 (NaN where the statistic has no value), and `never_learned` as 0/1.
-/// Written when a run succeeds, so a comparison reads a few BLOBs per run instead of 10^5 rows.
+/// One `sample_stats` row as `dynamics::SampleValues`.
+fn stored_values(row: &sqlx::sqlite::SqliteRow) -> dynamics::SampleValues {
+    dynamics::SampleValues {
+        forgetting_events: row.get::<i64, _>("forgetting_events") as u32,
+        learning_events: row.get::<i64, _>("learning_events") as u32,
+        first_learned_epoch: row.get::<Option<i64>, _>("first_learned_epoch").map(|e| e as u32),
+        never_learned: row.get("never_learned"),
+        unforgettable: row.get("unforgettable"),
+        confidence: row.get("confidence"),
+        variability: row.get("variability"),
+        correctness: row.get("correctness"),
+        tau: row.get("tau"),
+        r2: row.get("r2"),
+        warmup_loss: row.get("warmup_loss"),
+    }
+}
+
+/// A run's per-sample statistics as packed columns (`run_columns`), in sample order: every
+/// stored statistic of `dynamics::Score` as f64 (NaN where it has no value), and
+/// `never_learned` and `unforgettable` as 0/1. Written when a run succeeds, so a comparison
+/// reads a few BLOBs per run instead of 10^5 rows.
 pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str, Vec<u8>)> {
-    let column = |value: &dyn Fn(&dynamics::SampleSummary) -> Option<f64>| {
-        let raw: Vec<u8> = summaries.iter().flat_map(|s| value(s).unwrap_or(f64::NAN).to_le_bytes()).collect();
-        codec::encode(&raw, 8)
-    };
-    let fit = |s: &dynamics::SampleSummary| s.decay.fitted().copied();
-    vec![
-        ("forgetting_events", column(&|s| Some(f64::from(s.events.forgetting_events)))),
-        ("learning_events", column(&|s| Some(f64::from(s.events.learning_events)))),
-        ("variability", column(&|s| s.cartography.map(|c| c.variability))),
-        ("warmup_loss", column(&|s| s.warmup_loss.map(f64::from))),
-        ("tau", column(&|s| fit(s).and_then(|f| f.tau))),
-        ("r2", column(&|s| fit(s).map(|f| f.exponential.r2))),
-        ("confidence", column(&|s| s.cartography.map(|c| c.confidence))),
-        ("correctness", column(&|s| s.cartography.map(|c| c.correctness))),
-        ("never_learned", codec::encode(&summaries.iter().map(|s| u8::from(s.events.never_learned())).collect::<Vec<_>>(), 1)),
-    ]
+    let values: Vec<dynamics::SampleValues> = summaries.iter().map(dynamics::SampleValues::of).collect();
+    let mut columns: Vec<(&'static str, Vec<u8>)> = STORED_SCORES
+        .iter()
+        .map(|&score| {
+            let raw: Vec<u8> = values.iter().flat_map(|v| score.value(v).unwrap_or(f64::NAN).to_le_bytes()).collect();
+            (score.as_str(), codec::encode(&raw, 8))
+        })
+        .collect();
+    columns.push(("never_learned", codec::encode(&values.iter().map(|v| u8::from(v.never_learned)).collect::<Vec<_>>(), 1)));
+    columns.push(("unforgettable", codec::encode(&values.iter().map(|v| u8::from(v.unforgettable)).collect::<Vec<_>>(), 1)));
+    columns
+}
+
+/// The scores `sample_stats` (and `run_columns`) hold; the decay rate is derived from tau.
+const STORED_SCORES: &[Score] = &[
+    Score::ForgettingEvents,
+    Score::LearningEvents,
+    Score::FirstLearnedEpoch,
+    Score::Confidence,
+    Score::Variability,
+    Score::Correctness,
+    Score::Tau,
+    Score::R2,
+    Score::WarmupLoss,
+];
+
+/// The packed columns a ranking by `score` reads (`dynamics::Score::ranked_value`).
+fn columns_for(score: Score) -> Vec<&'static str> {
+    let mut names = vec!["never_learned", "unforgettable", "forgetting_events"];
+    match score {
+        Score::Tau | Score::DecayRate | Score::R2 => names.extend(["tau", "r2"]),
+        score if !names.contains(&score.as_str()) => names.push(score.as_str()),
+        _ => {}
+    }
+    names
+}
+
+/// Per-sample values rebuilt from packed columns: the fields `columns_for` names, the rest
+/// left at their defaults (a ranking by that score reads no other). `None` when a column is
+/// missing (a run finished before it was packed) or the lengths disagree.
+fn values_from_columns(stored: &HashMap<String, Vec<u8>>, score: Score) -> Option<Vec<dynamics::SampleValues>> {
+    let names = columns_for(score);
+    if !names.iter().all(|n| stored.contains_key(*n)) {
+        return None;
+    }
+    let flags = |name: &str| stored[name].iter().map(|&b| b != 0).collect::<Vec<bool>>();
+    let (never, kept) = (flags("never_learned"), flags("unforgettable"));
+    let floats: HashMap<&str, Vec<f64>> = names.iter().filter(|n| !matches!(**n, "never_learned" | "unforgettable")).map(|n| (*n, f64s(&stored[*n]))).collect();
+    let n = never.len();
+    if kept.len() != n || floats.values().any(|v| v.len() != n) {
+        return None;
+    }
+    let at = |name: &str, i: usize| floats.get(name).map(|v| v[i]).filter(|x| !x.is_nan());
+    Some(
+        (0..n)
+            .map(|i| dynamics::SampleValues {
+                forgetting_events: at("forgetting_events", i).unwrap_or(0.0) as u32,
+                learning_events: at("learning_events", i).unwrap_or(0.0) as u32,
+                first_learned_epoch: at("first_learned_epoch", i).map(|e| e as u32),
+                never_learned: never[i],
+                unforgettable: kept[i],
+                confidence: at("confidence", i),
+                variability: at("variability", i),
+                correctness: at("correctness", i),
+                tau: at("tau", i),
+                r2: at("r2", i),
+                warmup_loss: at("warmup_loss", i),
+            })
+            .collect(),
+    )
 }
 
 /// Some of a run's packed per-sample columns (`run_columns`), decoded, by name; a column the
@@ -310,20 +400,26 @@ fn f64s(raw: &[u8]) -> Vec<f64> {
     raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
 }
 
-/// One run of a comparison: its scores per sample.
+/// One run of a comparison: its ranked scores per sample.
 struct RunScores {
     id: i64,
     dataset: String,
     /// SHA-256 of the sample keys in order; equal digests: the same samples, same order.
     digest: Option<String>,
-    /// From `run_columns`, in sample order: (score, never learned, forgotten at least once).
-    columns: Option<(Vec<f64>, Vec<bool>, Vec<bool>)>,
+    /// From `run_columns`, in sample order: (ranked value or NaN, forgotten at least once).
+    columns: Option<(Vec<f64>, Vec<bool>)>,
     /// Mean forgetting per class, from `run_analysis`.
     class_forgetting: Vec<Option<f64>>,
     member: CompareMember,
 }
 
-async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunScores, Failure> {
+/// Each sample's ranked value of `score` under `policy` (NaN: left out), and whether it was
+/// forgotten at least once.
+fn ranked(values: &[dynamics::SampleValues], score: Score, policy: NeverLearnedPolicy) -> (Vec<f64>, Vec<bool>) {
+    values.iter().map(|v| (score.ranked_value(v, policy).unwrap_or(f64::NAN), v.forgetting_events > 0)).unzip()
+}
+
+async fn run_scores(pool: &SqlitePool, run_id: i64, score: Score, policy: NeverLearnedPolicy) -> Result<RunScores, Failure> {
     let row = sqlx::query("SELECT r.dataset, r.arch, r.seed, r.manifest_digest, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE r.id = ?")
         .bind(run_id)
         .fetch_optional(pool)
@@ -334,13 +430,8 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
     if status != "succeeded" {
         return Err(Failure::conflict(format!("run #{run_id} is {status}; only finished runs (succeeded) have statistics to compare")));
     }
-    let mut stored = run_columns(pool, run_id, &[score, "never_learned", "forgetting_events"]).await?;
-    // `score` may itself be forgetting_events (the default): read it before taking the events.
-    let values = stored.get(score).cloned();
-    let columns = match (values, stored.remove("never_learned"), stored.remove("forgetting_events")) {
-        (Some(values), Some(never), Some(events)) => Some((f64s(&values), never.iter().map(|&n| n != 0).collect(), f64s(&events).iter().map(|&e| e > 0.0).collect())),
-        _ => None,
-    };
+    let stored = run_columns(pool, run_id, &columns_for(score)).await?;
+    let columns = values_from_columns(&stored, score).map(|values| ranked(&values, score, policy));
     let analysis: Option<(String, String)> =
         sqlx::query_as("SELECT summary, classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
     let (summary, class_forgetting) = match analysis {
@@ -359,7 +450,8 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
         mean_r2: decay.mean_r2,
         fitted: decay.fitted,
         excluded: decay.never_learned + decay.too_few_points + decay.constant,
-        warmup_spearman: summary.and_then(|s| s.warmup_predictability).and_then(|c| c.r),
+        warmup_spearman: summary.as_ref().and_then(|s| s.warmup_predictability).and_then(|c| c.r),
+        warmup_rate_spearman: summary.and_then(|s| s.warmup_vs_rate).and_then(|c| c.r),
     };
     Ok(RunScores { id: run_id, dataset: member.dataset.clone(), digest: row.get("manifest_digest"), columns, class_forgetting, member })
 }
@@ -368,24 +460,17 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: &str) -> Result<RunSc
 struct Aligned {
     /// Each compared sample's position in the first run's sample order.
     positions: Vec<usize>,
+    /// Ranked values (NaN: left out).
     scores: Vec<Vec<f64>>,
-    never_learned: Vec<Vec<bool>>,
     forgotten: Vec<Vec<bool>>,
 }
 
 /// The slow path, for runs over different sample lists (or finished before `run_columns`):
 /// joins `sample_stats` rows on content keys, in the first run's sample order.
-async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: &str, intersect: bool) -> Result<Aligned, Failure> {
+async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: Score, policy: NeverLearnedPolicy, intersect: bool) -> Result<Aligned, Failure> {
     let mut tables = Vec::new();
     for run in runs {
-        // `score` is one of SCORES: safe to name as a column.
-        let rows: Vec<(String, Option<f64>, bool, i64)> =
-            sqlx::query_as(&format!("SELECT sample_key, CAST({score} AS REAL), never_learned, forgetting_events FROM sample_stats WHERE run_id = ? ORDER BY sample_index"))
-                .bind(run.id)
-                .fetch_all(pool)
-                .await
-                .map_err(internal)?;
-        tables.push(rows);
+        tables.push(sample_values(pool, run.id).await?);
     }
     let maps: Vec<HashMap<&str, usize>> = tables.iter().map(|rows| rows.iter().enumerate().map(|(i, r)| (r.0.as_str(), i)).collect()).collect();
     let shared: Vec<Vec<usize>> = tables[0]
@@ -400,14 +485,32 @@ async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: &str, inters
             shared.len()
         )));
     }
-    let tables = &tables;
-    let rows = |r: usize| shared.iter().map(move |at| &tables[r][at[r]]);
-    Ok(Aligned {
-        positions: shared.iter().map(|at| at[0]).collect(),
-        scores: (0..runs.len()).map(|r| rows(r).map(|row| row.1.unwrap_or(f64::NAN)).collect()).collect(),
-        never_learned: (0..runs.len()).map(|r| rows(r).map(|row| row.2).collect()).collect(),
-        forgotten: (0..runs.len()).map(|r| rows(r).map(|row| row.3 > 0).collect()).collect(),
-    })
+    let (scores, forgotten) = (0..runs.len())
+        .map(|r| {
+            let values: Vec<dynamics::SampleValues> = shared.iter().map(|at| tables[r][at[r]].1).collect();
+            ranked(&values, score, policy)
+        })
+        .unzip();
+    Ok(Aligned { positions: shared.iter().map(|at| at[0]).collect(), scores, forgotten })
+}
+
+/// Infinite ranked values (never-learned samples under `max`, tau of a sample never
+/// forgotten) replaced by finite ones just past the run's finite range, 1 beyond its largest
+/// (smallest): every rank, and so Spearman, Kendall and the top-q sets, stays the same, and
+/// Pearson is defined (as Toneva et al. count a never-learned sample with more forgetting
+/// events than any learned one).
+fn finite_ranks(values: &[f64]) -> Vec<f64> {
+    let finite = values.iter().copied().filter(|v| v.is_finite());
+    let (low, high) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (low, high) = if low > high { (0.0, 0.0) } else { (low, high) };
+    values
+        .iter()
+        .map(|&v| match v {
+            f64::INFINITY => high + 1.0,
+            f64::NEG_INFINITY => low - 1.0,
+            v => v,
+        })
+        .collect()
 }
 
 /// Comparisons already computed, by query, each with the state of its runs when computed: an
@@ -549,15 +652,10 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
     if !(q > 0.0 && q <= 1.0) {
         return Err(Failure::bad_request(format!("q must be a fraction above 0 and at most 1, got {q}")));
     }
-    let score = query.score.clone().unwrap_or_else(|| "forgetting_events".into());
-    if !SCORES.contains(&score.as_str()) {
-        return Err(Failure::bad_request(format!("unknown score {score:?}; choose one of {}", SCORES.join(", "))));
-    }
-    let exclude_never_learned = match query.never_learned.as_deref().unwrap_or("max") {
-        "max" => false,
-        "exclude" => true,
-        other => return Err(Failure::bad_request(format!("never_learned must be max or exclude, got {other:?}"))),
-    };
+    let name = query.score.as_deref().unwrap_or("forgetting_events");
+    let score = Score::parse(name).ok_or_else(|| Failure::bad_request(format!("unknown score {name:?}; choose one of {}", protocol::sampling::score_names())))?;
+    let text = query.never_learned.as_deref().unwrap_or("max");
+    let policy = NeverLearnedPolicy::parse(text).ok_or_else(|| Failure::bad_request(format!("never_learned must be max or exclude, got {text:?}")))?;
     let curve: Vec<f64> = match query.curve.as_deref().filter(|c| !c.trim().is_empty()) {
         None => Vec::new(),
         Some(list) => list
@@ -577,7 +675,7 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
     };
     let mut runs = Vec::new();
     for &id in &ids {
-        runs.push(run_scores(pool, id, &score).await?);
+        runs.push(run_scores(pool, id, score, policy).await?);
     }
     let members: Vec<CompareMember> = runs.iter().map(|r| r.member.clone()).collect();
     // The first run's samples, to name those of the pair's sets.
@@ -598,50 +696,40 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
     // Same samples in the same order (equal digests) and packed columns: no join needed.
     let same_samples = runs.iter().all(|r| r.digest.is_some() && r.digest == runs[0].digest && r.columns.is_some());
     let aligned = if same_samples {
-        let mut aligned = Aligned { positions: Vec::new(), scores: Vec::new(), never_learned: Vec::new(), forgotten: Vec::new() };
+        let mut aligned = Aligned { positions: Vec::new(), scores: Vec::new(), forgotten: Vec::new() };
         for run in &mut runs {
-            let (scores, never, forgotten) = run.columns.take().expect("checked");
+            let (scores, forgotten) = run.columns.take().expect("checked");
             aligned.scores.push(scores);
-            aligned.never_learned.push(never);
             aligned.forgotten.push(forgotten);
         }
         aligned.positions = (0..aligned.scores[0].len()).collect();
         aligned
     } else {
-        join_on_keys(pool, &runs, &score, intersect).await?
+        join_on_keys(pool, &runs, score, policy, intersect).await?
     };
     tokio::task::spawn_blocking(move || {
-        let forgetting = score == "forgetting_events";
         let k = aligned.scores.len();
-        // Samples without a value of the score (tau of an excluded fit) drop out of every
-        // run, as do never-learned ones when excluded.
-        let keep: Vec<usize> = (0..aligned.scores[0].len())
-            .filter(|&i| (0..k).all(|r| !aligned.scores[r][i].is_nan()))
-            .filter(|&i| !(exclude_never_learned && forgetting && (0..k).any(|r| aligned.never_learned[r][i])))
-            .collect();
+        // Samples without a ranked value in some run (never learned under `exclude`, a
+        // statistic undefined for the sample) drop out of every run.
+        let keep: Vec<usize> = (0..aligned.scores[0].len()).filter(|&i| (0..k).all(|r| !aligned.scores[r][i].is_nan())).collect();
         if keep.len() < 3 {
             return Err(Failure::conflict(format!("only {} samples are left to compare; nothing meaningful can be said", keep.len())));
         }
-        let vectors: Vec<Vec<f64>> = (0..k)
-            .map(|r| {
-                let values: Vec<f64> = keep.iter().map(|&i| aligned.scores[r][i]).collect();
-                if forgetting && !exclude_never_learned {
-                    // Toneva et al.: never-learned samples rank above every forgotten one.
-                    let top = values.iter().cloned().fold(0.0, f64::max) + 1.0;
-                    keep.iter().zip(values).map(|(&i, v)| if aligned.never_learned[r][i] { top } else { v }).collect()
-                } else {
-                    values
-                }
-            })
-            .collect();
+        // Values in the score's units (finite), and the keys the top-q sets take: higher is
+        // more forgotten, whichever the score's direction.
+        let vectors: Vec<Vec<f64>> = (0..k).map(|r| finite_ranks(&keep.iter().map(|&i| aligned.scores[r][i]).collect::<Vec<_>>())).collect();
+        let keys: Vec<Vec<f64>> = vectors.iter().map(|v| v.iter().map(|&x| score.forgotten_key(x)).collect()).collect();
         let forgotten: Vec<Vec<bool>> = aligned.forgotten.iter().map(|f| keep.iter().map(|&i| f[i]).collect()).collect();
-        let mut comparison = matrices(&ids, &vectors, &forgotten, q, score);
+        let mut comparison = matrices(&ids, &keys, &forgotten, q, score.as_str().to_owned());
+        comparison.direction = score.direction().as_str().to_owned();
+        comparison.score_meaning = score.meaning().to_owned();
+        comparison.never_learned = policy.as_str().to_owned();
         comparison.class_consistency = class_consistency(&class_forgetting);
         comparison.class_forgetting = class_forgetting;
         comparison.jaccard_curve = curve
             .iter()
             .map(|&q| {
-                let sets: Vec<Vec<usize>> = vectors.iter().zip(&ids).map(|(v, &id)| dynamics::top_set(v, q, id as u64).members).collect();
+                let sets: Vec<Vec<usize>> = keys.iter().zip(&ids).map(|(v, &id)| dynamics::top_set(v, q, id as u64).members).collect();
                 let values: Vec<f64> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| dynamics::jaccard(&sets[i], &sets[j])).collect();
                 let jaccard = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
                 JaccardPoint { q, jaccard, chance: dynamics::chance_jaccard(q) }
@@ -654,7 +742,7 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
                 let entry = &first_manifest[aligned.positions[keep[i]]];
                 SampleRef { sample_key: entry.sample_key.clone(), dataset_index: entry.dataset_index, label: entry.label }
             };
-            pair_view(ids[a], ids[b], &vectors[a], &vectors[b], q, named)
+            pair_view(ids[a], ids[b], (&vectors[a], &vectors[b]), (&keys[a], &keys[b]), q, named)
         });
         Ok(comparison)
     })
@@ -667,8 +755,10 @@ const PAIR_EXAMPLES: usize = 24;
 
 /// Two runs' scores binned against each other, and their top-q sets split into a only, b
 /// only and both, each with its highest-scoring examples.
-fn pair_view(a: i64, b: i64, x: &[f64], y: &[f64], q: f64, named: impl Fn(usize) -> SampleRef) -> PairView {
-    let scatter = score_grid(x, y);
+/// `values` are the two runs' scores (the scatter), `keys` the same turned so that higher is
+/// more forgotten (the sets, and the order of their examples).
+fn pair_view(a: i64, b: i64, (values_a, values_b): (&[f64], &[f64]), (x, y): (&[f64], &[f64]), q: f64, named: impl Fn(usize) -> SampleRef) -> PairView {
+    let scatter = score_grid(values_a, values_b);
     let in_a = dynamics::top_set(x, q, a as u64).members;
     let in_b = dynamics::top_set(y, q, b as u64).members;
     let (mut only_a, mut only_b, mut both) = (Vec::new(), Vec::new(), Vec::new());
@@ -891,6 +981,9 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         set_sizes: sets.iter().map(|s| s.size as u64).collect(),
         zero_scores: sets.iter().map(|s| s.zero_scores as u64).collect(),
         tied_at_cut: sets.iter().map(|s| s.tied_at_cut as u64).collect(),
+        direction: String::new(),
+        score_meaning: String::new(),
+        never_learned: String::new(),
         members: Vec::new(),
         summary: None,
         pair: None,
@@ -1024,11 +1117,61 @@ mod tests {
         for (name, data) in score_columns(&summaries) {
             sqlx::query("INSERT INTO run_columns (run_id, name, data) VALUES (1, ?, ?)").bind(name).bind(data).execute(&pool).await.unwrap();
         }
-        for score in SCORES {
-            let scores = run_scores(&pool, 1, score).await.unwrap();
-            let (_, never, forgotten) = scores.columns.unwrap_or_else(|| panic!("{score} was not read from the packed columns"));
-            assert_eq!(never, [false, false, false]);
+        for &score in Score::ALL {
+            let scores = run_scores(&pool, 1, score, NeverLearnedPolicy::Max).await.unwrap();
+            let (values, forgotten) = scores.columns.unwrap_or_else(|| panic!("{score} was not read from the packed columns"));
             assert_eq!(forgotten, [true, false, true], "{score}: samples 0 and 2 go from correct to wrong once");
+            let expected: Vec<f64> = summaries.iter().map(|s| score.ranked_value(&dynamics::SampleValues::of(s), NeverLearnedPolicy::Max).unwrap_or(f64::NAN)).collect();
+            assert_eq!(format!("{values:?}"), format!("{expected:?}"), "{score}: the packed columns rank as the summaries do");
         }
+    }
+
+    /// Audit finding (issue 17, item 1): a schedule's source values came straight from
+    /// `sample_stats`, so a never-learned sample reached the pruner with 0 forgetting events
+    /// and an unforgettable one with no tau. The rows now go through `dynamics`' ranking.
+    #[tokio::test]
+    async fn stored_statistics_rank_never_learned_and_unforgettable_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::db::connect(&dir.path().join("t.db")).await.unwrap();
+        sqlx::query("INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels) VALUES ('d', 'idx', '/', 2, '[]', 3, 1, 1, 1, 1)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 6)").execute(&pool).await.unwrap();
+        // Never learned; unforgettable (constant retention: no fit); forgotten twice, fitted.
+        sqlx::query(
+            "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events, first_learned_epoch,
+                 never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss) VALUES
+             (1, 0, 'never', 0, 0, 0, 0, NULL, 1, 0, 0.1, 0.05, 0.0, NULL, NULL, NULL),
+             (1, 1, 'kept', 1, 1, 0, 1, 1, 0, 1, 0.9, 0.05, 1.0, NULL, NULL, NULL),
+             (1, 2, 'flips', 2, 0, 2, 3, 1, 0, 0, 0.5, 0.3, 0.5, 2.5, 0.4, NULL)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let rows = sample_values(&pool, 1).await.unwrap();
+        assert_eq!(rows.iter().map(|r| r.0.as_str()).collect::<Vec<_>>(), ["never", "kept", "flips"]);
+        let ranked = |score: Score, policy| rows.iter().map(|(_, v)| score.ranked_value(v, policy)).collect::<Vec<_>>();
+        let inf = f64::INFINITY;
+        assert_eq!(ranked(Score::ForgettingEvents, NeverLearnedPolicy::Max), [Some(inf), Some(0.0), Some(2.0)]);
+        assert_eq!(ranked(Score::ForgettingEvents, NeverLearnedPolicy::Exclude), [None, Some(0.0), Some(2.0)]);
+        assert_eq!(ranked(Score::Tau, NeverLearnedPolicy::Max), [Some(-inf), Some(inf), Some(2.5)]);
+        assert_eq!(ranked(Score::DecayRate, NeverLearnedPolicy::Max), [Some(inf), Some(0.0), Some(0.4)]);
+    }
+
+    /// Audit finding (issue 17, item 4): the top-q "forgotten" set took the highest values
+    /// of every score; for tau, confidence, correctness and R^2 that is the least-forgotten
+    /// end. Keys now turn every score so that the top-q set is its forgotten end.
+    #[test]
+    fn top_sets_take_the_forgotten_end_of_every_score() {
+        // Confidence of 10 samples: 0.1 .. 1.0; the 20 % most forgotten are the two least confident.
+        let confidence: Vec<f64> = (1..=10).map(|i| f64::from(i) / 10.0).collect();
+        let keys: Vec<f64> = confidence.iter().map(|&c| Score::Confidence.forgotten_key(c)).collect();
+        assert_eq!(dynamics::top_set(&keys, 0.2, 1).members, vec![0, 1]);
+        // tau with an unforgettable sample (+inf) and a never-learned one (-inf under max).
+        let tau = finite_ranks(&[f64::INFINITY, 3.0, f64::NEG_INFINITY, 9.0, 1.0]);
+        assert_eq!(tau, vec![10.0, 3.0, 0.0, 9.0, 1.0]);
+        let keys: Vec<f64> = tau.iter().map(|&t| Score::Tau.forgotten_key(t)).collect();
+        assert_eq!(dynamics::top_set(&keys, 0.4, 1).members, vec![2, 4], "never learned, then the shortest tau");
     }
 }

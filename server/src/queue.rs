@@ -143,19 +143,17 @@ impl Queue {
         Ok(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values })
     }
 
-    /// The per-sample values of the source run that the spec's schedule needs, by sample key.
+    /// The per-sample values of the source run that the spec's schedule needs, by sample key:
+    /// each sample's ranked value of the score (`dynamics::Score::ranked_value`) under this
+    /// run's never-learned policy, so every schedule ranks exactly as the compare page does.
     async fn source_values(&self, spec: &ExperimentSpec) -> Result<Option<SourceValues>, Failure> {
         let Some((source_run, score)) = spec.sampling.source() else { return Ok(None) };
-        // `score` names a sample_stats column from a fixed list (`SampleScore`).
-        let rows: Vec<(String, Option<f64>)> = sqlx::query_as(&format!("SELECT sample_key, CAST({} AS REAL) FROM sample_stats WHERE run_id = ?", score.as_str()))
-            .bind(source_run)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(internal)?;
+        let rows = crate::analysis::sample_values(&self.pool, source_run).await?;
         if rows.is_empty() {
             return Err(Failure::conflict(format!("the schedule's source run #{source_run} has no per-sample statistics (deleted, or not succeeded)")));
         }
-        Ok(Some(SourceValues { run_id: source_run, score, values: rows.into_iter().collect() }))
+        let values = rows.into_iter().map(|(key, v)| (key, score.ranked_value(&v, spec.never_learned))).collect();
+        Ok(Some(SourceValues { run_id: source_run, score, values }))
     }
 
     async fn spec(&self, run_id: i64) -> Result<ExperimentSpec, Failure> {
@@ -510,7 +508,7 @@ impl Queue {
             let columns: Vec<dynamics::TraceColumns> =
                 records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
-            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup > 0);
+            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup);
             let summarized = started.elapsed();
             let blocks = records::seal(&records, precision);
             (records, summaries, blocks, analysis, summarized, started.elapsed())

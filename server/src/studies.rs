@@ -314,10 +314,15 @@ fn curve(seeds: &[&[EpochOutcome]]) -> Vec<CurvePoint> {
     points
 }
 
-/// DESIGN.md's findings over a comparison of the first arm's runs, each with its interval:
-/// over seeds where each run gives one value, over pairs of runs where the finding is about
-/// pairs (pairs share runs, so those intervals are narrower than independent ones would be).
-/// `follows` is each run's Spearman(forgotten-into counts, confusion similarity).
+/// How a finding's interval was computed, as the report names it.
+const STUDENT_T: &str = "Student's t over independent values (seeds or runs)";
+const JACKKNIFE: &str = "jackknife over seeds (leave one seed out; pairs share runs)";
+
+/// DESIGN.md's findings over a comparison of the first arm's runs, each with its interval
+/// and the interval's method: Student's t where each seed gives one value, the jackknife over
+/// seeds (`dynamics::jackknife_over_seeds`) where the values are pairs of runs, since pairs
+/// share runs. `follows` is each run's Spearman(forgotten-into counts, confusion similarity).
+/// `published` names the paper's number for the same statistic only.
 fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding> {
     let members = &c.members;
     let mut archs: Vec<&str> = Vec::new();
@@ -342,11 +347,17 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
         out
     };
     let values = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Vec<f64> { pairs.iter().filter_map(|&(i, j)| matrix.get(i)?.get(j).copied().flatten()).collect() };
+    // A pair-based finding: the pairs' values tagged with their runs' seeds, jackknifed.
+    let paired = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Option<Interval> {
+        let tagged: Vec<(f64, [u64; 2])> = pairs.iter().filter_map(|&(i, j)| Some((matrix.get(i)?.get(j).copied().flatten()?, [members[i].seed, members[j].seed]))).collect();
+        dynamics::jackknife_over_seeds(&tagged, 0.95).map(|m| Interval { mean: m.mean, half_width: m.half_width.is_finite().then_some(m.half_width), n: m.n as u64 })
+    };
     let chance = format!("chance q/(2 − q) = {:.3} at q = {}", c.chance, c.q);
-    let finding = |key: &str, arch: Option<&str>, values: &[f64], over: &str, note: Option<String>, published: Option<usize>| Finding {
+    let finding = |key: &str, arch: Option<&str>, value: Option<Interval>, method: &str, over: &str, note: Option<String>, published: Option<usize>| Finding {
         key: key.into(),
         arch: arch.map(str::to_owned),
-        value: interval(values),
+        value,
+        method: method.into(),
         over: over.into(),
         note,
         published,
@@ -371,21 +382,28 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
     out.push(finding(
         "cross_arch_jaccard",
         None,
-        &per_seed,
+        interval(&per_seed),
+        STUDENT_T,
         "a seed: the mean Jaccard over pairs of architectures trained with that seed",
-        Some(format!("{chance}; over all {} cross-architecture pairs {}", all_cross.len(), mean_all.map_or("–".into(), |m| format!("{m:.3}")))),
+        Some(format!(
+            "{chance}; a different statistic, the mean over all {} cross-architecture pairs of any seeds: {}",
+            all_cross.len(),
+            mean_all.map_or("–".into(), |m| format!("{m:.3}"))
+        )),
         Some(0),
     ));
     for &arch in &archs {
         let within = pairs(Some(arch));
         let mine: Vec<&protocol::CompareMember> = members.iter().filter(|m| m.arch == arch).collect();
         let summary = c.summary.as_ref().and_then(|s| s.per_arch.iter().find(|a| a.arch == arch));
-        out.push(finding("cross_seed_jaccard", Some(arch), &values(&c.jaccard, &within), "a pair of seeds", Some(chance.clone()), Some(0)));
+        // The paper reports no cross-seed Jaccard: no paper number beside it.
+        out.push(finding("cross_seed_jaccard", Some(arch), paired(&c.jaccard, &within), JACKKNIFE, "a pair of seeds", Some(chance.clone()), None));
         let (fitted, excluded) = mine.iter().fold((0, 0), |(f, e), m| (f + m.fitted, e + m.excluded));
         out.push(finding(
             "mean_r2",
             Some(arch),
-            &mine.iter().filter_map(|m| m.mean_r2).collect::<Vec<_>>(),
+            interval(&mine.iter().filter_map(|m| m.mean_r2).collect::<Vec<_>>()),
+            STUDENT_T,
             "a run (seed): the mean R² of its exponential decay fits",
             Some(format!("{fitted} traces fitted, {excluded} excluded")),
             Some(1),
@@ -393,26 +411,34 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
         out.push(finding(
             "cross_seed_spearman",
             Some(arch),
-            &values(&c.spearman, &within),
+            paired(&c.spearman, &within),
+            JACKKNIFE,
             "a pair of seeds",
             Some(format!("Spearman-Brown projection to the mean of its {} runs: {}", mine.len(), summary.and_then(|s| s.reliability).map_or("–".into(), |r| format!("{r:.3}")))),
             Some(2),
         ));
-        out.push(finding("warmup_spearman", Some(arch), &mine.iter().filter_map(|m| m.warmup_spearman).collect::<Vec<_>>(), "a run (seed)", None, Some(3)));
+        let of_runs = |value: fn(&protocol::CompareMember) -> Option<f64>| interval(&mine.iter().filter_map(|m| value(m)).collect::<Vec<_>>());
+        let fine_tuning = "a run (seed): Spearman over its samples with a defined decay, tau fitted on the fine-tuning epochs only";
+        out.push(finding("warmup_spearman_rate", Some(arch), of_runs(|m| m.warmup_rate_spearman), STUDENT_T, fine_tuning, Some("against the decay rate 1/τ".into()), Some(3)));
+        out.push(finding("warmup_spearman", Some(arch), of_runs(|m| m.warmup_spearman), STUDENT_T, fine_tuning, Some("against τ itself: exactly minus the rate's value".into()), Some(3)));
+        // Pairwise forgotten-into counts against confusion: our own statistic, not the
+        // paper's "similar classes are forgotten most" (per class), so no paper number.
         out.push(finding(
             "forgetting_follows_similarity",
             Some(arch),
-            &mine.iter().filter_map(|m| follows.get(&m.id).copied().flatten()).collect::<Vec<_>>(),
+            interval(&mine.iter().filter_map(|m| follows.get(&m.id).copied().flatten()).collect::<Vec<_>>()),
+            STUDENT_T,
             "a run (seed): Spearman, over class pairs, between forgotten-into counts and confusion similarity",
             None,
-            Some(5),
+            None,
         ));
     }
     let within: Vec<(usize, usize)> = archs.iter().flat_map(|&a| pairs(Some(a))).collect();
     out.push(finding(
         "class_consistency_cross_seed",
         None,
-        &values(&c.class_consistency, &within),
+        paired(&c.class_consistency, &within),
+        JACKKNIFE,
         "a pair of seeds of one architecture: Spearman of their per-class mean forgetting",
         None,
         Some(5),
@@ -420,7 +446,8 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
     out.push(finding(
         "class_consistency_cross_arch",
         None,
-        &values(&c.class_consistency, &cross),
+        paired(&c.class_consistency, &cross),
+        JACKKNIFE,
         "a pair of runs of different architectures: Spearman of their per-class mean forgetting",
         None,
         Some(5),

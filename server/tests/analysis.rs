@@ -194,17 +194,58 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let samples = page["samples"].as_array().unwrap();
     let with_tau = samples.iter().filter(|s| !s["tau"].is_null()).count();
     assert!(with_tau as u64 <= count(&decay["fitted"]));
-    let warmup = run["spec"]["warmup_epochs"].as_u64().unwrap();
-    let (loss, tau): (Vec<f64>, Vec<f64>) =
-        samples.iter().filter(|s| !s["tau"].is_null() && !s["warmup_loss"].is_null()).map(|s| (s["warmup_loss"].as_f64().unwrap(), s["tau"].as_f64().unwrap())).unzip();
-    match &run["analysis"]["warmup_predictability"] {
-        Value::Null => assert_eq!(warmup, 0),
-        predictability => {
-            assert_eq!(count(&predictability["n"]), loss.len() as u64);
-            let r = dynamics::spearman(&loss, &tau).r;
-            assert_eq!(predictability["r"].as_f64().is_some(), r.is_finite());
+    assert_eq!(run["spec"]["warmup_epochs"], 0);
+    assert_eq!(run["analysis"]["warmup_predictability"], Value::Null, "no head warm-up, no predictability");
+    // Issue 17, item 4: the top-q "forgotten" set of a lower-is-forgotten score (confidence)
+    // takes the lowest values; it used to take the highest, the least-forgotten end.
+    let by_confidence: Value = get(&format!("/compare?runs={a},{b}&q=0.1&score=confidence&pair={a},{b}")).json().unwrap();
+    assert_eq!(by_confidence["direction"], "lower");
+    assert!(by_confidence["score_meaning"].as_str().unwrap().contains("true class"));
+    let confidence_of: std::collections::HashMap<String, f64> =
+        samples.iter().map(|s| (s["sample_key"].as_str().unwrap().to_owned(), s["confidence"].as_f64().unwrap())).collect();
+    let mut ascending: Vec<f64> = confidence_of.values().copied().collect();
+    ascending.sort_by(f64::total_cmp);
+    let size = by_confidence["set_sizes"][0].as_u64().unwrap() as usize;
+    let pair = &by_confidence["pair"];
+    let members_of_a: Vec<f64> = ["only_a", "both"].iter().flat_map(|set| pair[set]["examples"].as_array().unwrap()).map(|e| confidence_of[e["sample_key"].as_str().unwrap()]).collect();
+    assert!(!members_of_a.is_empty());
+    assert!(members_of_a.iter().all(|&c| c <= ascending[size - 1]), "run {a}'s top set holds its {size} least confident samples: {members_of_a:?} vs {}", ascending[size - 1]);
+
+    // Issue 17, item 3: warm-up predictability against the decay rate and tau, the decay
+    // fitted on the fine-tuning epochs only, over every sample with a defined decay, with n
+    // and p; recomputed here from the run's exported records, to the last digit.
+    let warm = launch(&server, json!({"dataset": "shapes", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 3, "device": "cpu"}));
+    assert_eq!(wait_for_run(&server, warm, Duration::from_secs(300))["status"], "succeeded");
+    let warm_run: Value = get(&format!("/runs/{warm}")).json().unwrap();
+    let records = get(&format!("/runs/{warm}/records.csv")).text().unwrap();
+    let mut correct = vec![vec![0u8; 200]; 6];
+    for line in records.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (epoch, index): (usize, usize) = (f[1].parse().unwrap(), f[4].parse().unwrap());
+        if epoch > 1 {
+            correct[epoch - 2][index] = u8::from(f[6] == "1");
         }
     }
+    let filler = vec![0.5f32; 200];
+    let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
+    let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    let warm_samples: Value = get(&format!("/runs/{warm}/samples?limit=1000")).json().unwrap();
+    let mut loss = vec![None; 200];
+    for s in warm_samples["samples"].as_array().unwrap() {
+        loss[s["sample_index"].as_u64().unwrap() as usize] = s["warmup_loss"].as_f64();
+    }
+    let expected = dynamics::warmup::predictability(&fine_tuning, &loss);
+    let analysis = &warm_run["analysis"];
+    for (field, c) in [("warmup_vs_rate", expected.rate), ("warmup_predictability", expected.tau)] {
+        assert_eq!(analysis[field]["n"].as_u64().unwrap(), c.n as u64, "{field}: {}", analysis[field]);
+        assert_eq!(analysis[field]["r"].as_f64(), Some(c.r).filter(|r| r.is_finite()), "{field}");
+        assert_eq!(analysis[field]["p_value"].as_f64(), c.p_value, "{field}");
+    }
+    // Every fitted sample and every unforgettable one (rate 0) has a value: none is dropped
+    // for want of a finite tau, as the old Spearman(loss, tau) over fitted taus did.
+    let defined = fine_tuning.iter().filter(|v| v.r2.is_some() || v.unforgettable).count();
+    assert_eq!(expected.rate.n, defined);
+
     // Filters: each bound leaves exactly the samples the statistics satisfy.
     let total = |query: &str| count(&get(&format!("/runs/{a}/samples?limit=1&{query}")).json::<Value>().unwrap()["total"]);
     let matching = |f: &dyn Fn(&Value) -> bool| samples.iter().filter(|s| f(s)).count() as u64;

@@ -110,15 +110,24 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let r2 = |i: usize| members[i]["mean_r2"].as_f64().unwrap();
     check_two(&finding("mean_r2", Some("small_cnn"))["value"], r2(0), r2(1));
     check_two(&finding("mean_r2", Some("resnet18"))["value"], r2(2), r2(3));
-    let one = |found: &Value, expected: f64| {
-        assert_eq!(found["n"], 1, "{found}");
-        assert!((found["mean"].as_f64().unwrap() - expected).abs() < 1e-12, "{found} vs {expected}");
-        assert_eq!(found["half_width"], Value::Null, "one value has no interval");
+    // Pair-based findings: the jackknife over seeds (pairs share runs), n = the seeds; with
+    // two seeds no seed can be left out, so there is a mean and no interval.
+    let paired = |key: &str, arch: Option<&str>, expected: f64| {
+        let found = finding(key, arch);
+        assert!(found["method"].as_str().unwrap().contains("jackknife over seeds"), "{found}");
+        assert_eq!(found["value"]["n"], 2, "{found}");
+        assert!((found["value"]["mean"].as_f64().unwrap() - expected).abs() < 1e-12, "{found} vs {expected}");
+        assert_eq!(found["value"]["half_width"], Value::Null, "{found}");
     };
-    one(&finding("cross_seed_jaccard", Some("resnet18"))["value"], jaccard(2, 3));
-    one(&finding("cross_seed_spearman", Some("small_cnn"))["value"], direct["spearman"][0][1].as_f64().unwrap());
+    paired("cross_seed_jaccard", Some("resnet18"), jaccard(2, 3));
+    paired("cross_seed_spearman", Some("small_cnn"), direct["spearman"][0][1].as_f64().unwrap());
     let consistency = |i: usize, j: usize| direct["class_consistency"][i][j].as_f64().unwrap();
-    check_two(&finding("class_consistency_cross_seed", None)["value"], consistency(0, 1), consistency(2, 3));
+    paired("class_consistency_cross_seed", None, (consistency(0, 1) + consistency(2, 3)) / 2.0);
+    assert!(finding("mean_r2", Some("small_cnn"))["method"].as_str().unwrap().contains("Student's t"));
+    // The paper column shows the paper's number for the same statistic, or nothing.
+    assert_eq!(finding("cross_seed_jaccard", Some("small_cnn"))["published"], Value::Null, "the paper reports no cross-seed Jaccard");
+    assert_eq!(finding("forgetting_follows_similarity", Some("small_cnn"))["published"], Value::Null);
+    assert_eq!(finding("warmup_spearman_rate", Some("small_cnn"))["published"], 3);
     let follows = |run: i64| get(&format!("/runs/{run}/classes"))["forgetting_follows_confusion"]["r"].as_f64();
     if let (Some(a), Some(b)) = (follows(runs[0]), follows(runs[1])) {
         check_two(&finding("forgetting_follows_similarity", Some("small_cnn"))["value"], a, b);
@@ -148,7 +157,7 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let (t0, t1) = (traces(runs[0]), traces(runs[1]));
     assert_eq!(t0.len(), 120);
     assert!(t0.keys().eq(t1.keys()), "two seeds over the same samples");
-    one(&finding("cross_seed_spearman", Some("small_cnn"))["value"], dynamics::spearman(&scores(&t0), &scores(&t1)).r);
+    paired("cross_seed_spearman", Some("small_cnn"), dynamics::spearman(&scores(&t0), &scores(&t1)).r);
     check_two(&finding("mean_r2", Some("small_cnn"))["value"], mean_r2(&t0), mean_r2(&t1));
 
     // Learning curves per arm: each epoch's mean over seeds, against epochs and samples seen

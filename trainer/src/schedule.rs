@@ -64,9 +64,11 @@ impl Scheduler {
     /// manifest order when the schedule has a source run (spaced repetition: tau; pruning: the
     /// score); `seed` is the run's seed (pruning breaks ties at its cut with it).
     ///
-    /// Spaced repetition gives samples without a tau (never learned, too few points, or a
-    /// trace that never decays) the median of the known ones: a neutral review rate, visible
-    /// here rather than guessed per case.
+    /// The server sends `source` already ranked (`dynamics::Score::ranked_value` under this
+    /// run's never-learned policy): a sample never forgotten has tau = infinity (reviewed
+    /// last), a never-learned one (under `max`) tau = -infinity (reviewed first, every epoch
+    /// the budget allows), and `None` is a sample left out of the ranking (shown only when
+    /// the budget reaches past every ranked one). Nothing is imputed.
     pub fn new(sampling: &Sampling, n: usize, seed: u64, warmup_epochs: u32, finetune_epochs: u32, source: Option<Vec<Option<f64>>>) -> Result<Self, ScheduleError> {
         let source = match (sampling.source(), source) {
             (Some(_), Some(values)) if values.len() != n => return Err(ScheduleError::SourceLength { got: values.len(), n }),
@@ -77,17 +79,17 @@ impl Scheduler {
         let mut kept = Vec::new();
         match (&sampling.plan, source) {
             (Plan::SpacedRepetition { .. }, Some(values)) => {
-                let mut known: Vec<f64> = values.iter().flatten().copied().filter(|t| t.is_finite() && *t > 0.0).collect();
-                known.sort_by(f64::total_cmp);
-                let median = if known.is_empty() { 1.0 } else { (known[(known.len() - 1) / 2] + known[known.len() / 2]) / 2.0 };
-                tau = values.iter().map(|v| v.filter(|t| t.is_finite() && *t > 0.0).unwrap_or(median)).collect();
+                // NaN never comes from the server; read it as "no value" all the same.
+                tau = values.iter().map(|v| v.filter(|t| !t.is_nan()).unwrap_or(f64::NAN)).collect();
             }
             (Plan::Prune { keep, .. }, Some(values)) => {
-                // Missing scores come last whichever end is kept.
-                let key = |i: usize| match values[i].filter(|v| v.is_finite()) {
+                // Ranked values may be infinite (never-learned samples at the forgotten end of
+                // their score, tau of a sample never forgotten); missing ones come last
+                // whichever end is kept (NaN sorts after +infinity).
+                let key = |i: usize| match values[i].filter(|v| !v.is_nan()) {
                     Some(v) if *keep == Keep::Top => -v,
                     Some(v) => v,
-                    None => f64::INFINITY,
+                    None => f64::NAN,
                 };
                 let mut rng = StdRng::seed_from_u64(crate::train::epoch_seed(seed, 0));
                 kept = lowest(n, sampling.shown_count(n), &mut rng, key);
@@ -135,7 +137,7 @@ impl Scheduler {
             Plan::EasyToHard | Plan::HardToEasy => return self.curriculum(f, m, rng),
             // Lowest predicted retention exp(-age / tau) first, i.e. the largest age / tau
             // (compared as such: the exponential underflows to ties).
-            Plan::SpacedRepetition { .. } => lowest(n, m, rng, |i| -f64::from(f - state.last_shown[i]) / self.tau[i]),
+            Plan::SpacedRepetition { .. } => lowest(n, m, rng, |i| spaced_repetition_key(f - state.last_shown[i], self.tau[i])),
             // Due decks first, lower decks before higher ones.
             Plan::Leitner { .. } => lowest(n, m, rng, |i| {
                 let deck = state.decks[i];
@@ -206,6 +208,19 @@ impl Scheduler {
     /// The loss of every sample after the head warmup, which the curricula rank by.
     pub fn observe_warmup_loss(&mut self, loss: &[f32]) {
         self.state.warmup_loss = Some(loss.to_vec());
+    }
+}
+
+/// Static spaced repetition's order key (lowest first) for a sample last shown `age` epochs
+/// ago with decay constant `tau`: `-age / tau`, the exponent of its predicted retention
+/// `exp(-age / tau)`. `tau <= 0` (forgotten at once: never learned, under `max`) comes before
+/// every other sample, `tau = infinity` (never forgotten) after every finite one, and a
+/// sample without a value (NaN) after all of them.
+pub fn spaced_repetition_key(age: u32, tau: f64) -> f64 {
+    match tau {
+        t if t.is_nan() => f64::INFINITY,
+        t if t <= 0.0 => f64::NEG_INFINITY,
+        t => -f64::from(age.max(1)) / t,
     }
 }
 
@@ -411,12 +426,12 @@ mod tests {
 
     #[test]
     fn spaced_repetition_reviews_short_decay_constants_more_often() {
-        // tau: samples 0-1 forget fast (1), 2-5 slowly (8), 6 has none (gets the median, 8).
+        // tau: samples 0-1 forget fast (1), 2-5 slowly (8), 6 is left out of the ranking.
         let tau = vec![Some(1.0), Some(1.0), Some(8.0), Some(8.0), Some(8.0), Some(8.0), None];
         let sampling = sampling(2.0 / 7.0, Plan::SpacedRepetition { source_run: 4 });
         assert_eq!(Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(), ScheduleError::MissingSource { kind: "spaced_repetition", run: 4 });
         let mut scheduler = Scheduler::new(&sampling, 7, 11, 0, 8, Some(tau)).unwrap();
-        assert_eq!(scheduler.tau[6], 8.0);
+        assert!(scheduler.tau[6].is_nan(), "nothing is imputed");
         let mut shown = [0u32; 7];
         for f in 1..=8 {
             let order = scheduler.order(f, &mut rng(f)).unwrap();
@@ -432,8 +447,38 @@ mod tests {
         // Epoch f: 0 and 1 have age 1 (retention exp(-1) = 0.37), the others age f
         // (exp(-f/8), above 0.37 until f = 8, where all seven tie and a draw decides).
         assert!(shown[0] >= 7 && shown[1] >= 7, "{shown:?}");
-        assert!(shown[2..].iter().all(|&c| c <= 1), "{shown:?}");
+        assert!(shown[2..6].iter().all(|&c| c <= 1), "{shown:?}");
+        assert_eq!(shown[6], 0, "a sample without a value waits behind every ranked one");
         assert_eq!(shown.iter().sum::<u32>(), 16);
+    }
+
+    /// Audit finding (issue 17, item 2): every sample without a fitted tau used to get the
+    /// median tau, so never-forgotten samples were reviewed like average ones and
+    /// never-learned ones were not reviewed first. Here the source run's ranked taus: two
+    /// never learned (-inf, under `max`), two forgotten quickly (2), two slowly (6), four
+    /// never forgotten (+inf).
+    #[test]
+    fn spaced_repetition_reviews_never_learned_first_and_never_forgotten_last() {
+        let inf = f64::INFINITY;
+        let tau = vec![Some(-inf), Some(-inf), Some(2.0), Some(2.0), Some(6.0), Some(6.0), Some(inf), Some(inf), Some(inf), Some(inf)];
+        let sampling = sampling(0.4, Plan::SpacedRepetition { source_run: 4 });
+        let mut scheduler = Scheduler::new(&sampling, 10, 11, 0, 12, Some(tau)).unwrap();
+        let mut shown = [0u32; 10];
+        for f in 1..=12 {
+            let order = scheduler.order(f, &mut rng(f)).unwrap();
+            assert!(order.contains(&0) && order.contains(&1), "epoch {f}: never-learned samples are reviewed every epoch: {order:?}");
+            for &i in &order {
+                shown[i] += 1;
+            }
+            scheduler.observe(f, &order, &[1; 10], &[0.1; 10], 0.9);
+        }
+        // Two places a epoch go to the forgotten: tau 2 more often than tau 6, and the
+        // never-forgotten samples only once every finite tau is long overdue (never here).
+        assert!(shown[2] > shown[4] && shown[3] > shown[5], "{shown:?}");
+        assert!(shown[6..].iter().all(|&c| c == 0), "never-forgotten samples are reviewed last: {shown:?}");
+        assert_eq!(spaced_repetition_key(3, inf), -0.0);
+        assert!(spaced_repetition_key(3, 100.0) < spaced_repetition_key(50, inf));
+        assert!(spaced_repetition_key(1, -inf) < spaced_repetition_key(1000, 1e-9));
     }
 
     #[test]
@@ -560,6 +605,28 @@ mod tests {
         let c = Scheduler::new(&prune(Keep::Bottom), 10, 11, 0, 4, Some(mostly_missing)).unwrap();
         assert!(c.kept.contains(&1) && c.kept.contains(&4));
         assert_eq!(Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(vec![None; 9])).unwrap_err(), ScheduleError::SourceLength { got: 9, n: 10 });
+    }
+
+    /// Audit finding (issue 17, item 1): never-learned samples reached the pruner with 0
+    /// forgetting events, as if unforgettable, and unforgettable samples' tau (infinite)
+    /// counted as missing. The server now sends ranked values (`dynamics::Score::ranked_value`).
+    #[test]
+    fn pruning_ranks_never_learned_as_most_forgotten_and_unforgettable_tau_as_longest() {
+        let inf = f64::INFINITY;
+        // Forgetting events: samples 0 and 1 never learned (ranked +inf under max), 2-4
+        // forgotten 3, 2, 1 times, 5-9 unforgettable (0). Keeping the bottom 50 % (dropping
+        // the most forgotten, as a "keep the easy samples" arm) must drop the never-learned.
+        let events = vec![Some(inf), Some(inf), Some(3.0), Some(2.0), Some(1.0), Some(0.0), Some(0.0), Some(0.0), Some(0.0), Some(0.0)];
+        let prune = |score, keep| sampling(0.5, Plan::Prune { source_run: 2, score, keep });
+        let bottom = Scheduler::new(&prune(SampleScore::ForgettingEvents, Keep::Bottom), 10, 11, 0, 4, Some(events.clone())).unwrap();
+        assert_eq!(bottom.kept, vec![5, 6, 7, 8, 9]);
+        let top = Scheduler::new(&prune(SampleScore::ForgettingEvents, Keep::Top), 10, 11, 0, 4, Some(events)).unwrap();
+        assert_eq!(top.kept, vec![0, 1, 2, 3, 4], "Toneva et al. keep the most forgotten, never-learned first");
+        // tau: 0-4 unforgettable (+inf), 5-9 forgotten with tau 1..5. Keeping the top half of
+        // tau keeps the samples retained longest: the unforgettable ones.
+        let tau = vec![Some(inf), Some(inf), Some(inf), Some(inf), Some(inf), Some(1.0), Some(2.0), Some(3.0), Some(4.0), Some(5.0)];
+        let longest = Scheduler::new(&prune(SampleScore::Tau, Keep::Top), 10, 11, 0, 4, Some(tau)).unwrap();
+        assert_eq!(longest.kept, vec![0, 1, 2, 3, 4]);
     }
 
     #[test]

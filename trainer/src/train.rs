@@ -559,6 +559,7 @@ mod tests {
             device: Device::Cpu,
             hyper: Hyper::default(),
             sampling: Default::default(),
+            never_learned: Default::default(),
         }
     }
 

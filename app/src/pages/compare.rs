@@ -14,18 +14,6 @@ use crate::functions::compare_runs;
 /// The q values of the Jaccard-vs-q curve.
 const CURVE: &str = "0.01,0.02,0.05,0.1,0.2,0.3,0.5,0.7";
 
-/// Scores a comparison can rank by: (API name, label).
-const SCORES: [(&str, &str); 8] = [
-    ("forgetting_events", "forgetting events"),
-    ("learning_events", "learning events"),
-    ("variability", "variability"),
-    ("confidence", "confidence"),
-    ("correctness", "correctness"),
-    ("warmup_loss", "loss after warmup"),
-    ("tau", "decay constant tau"),
-    ("r2", "R² of the decay fit"),
-];
-
 /// The run ids of the URL: `runs=1,2` or, from the runs table's form, `run=1&run=2`.
 fn run_ids(runs: Option<String>, run: Option<Vec<String>>) -> String {
     let mut ids: Vec<String> = runs.unwrap_or_default().split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
@@ -69,7 +57,11 @@ pub fn ComparePage() -> impl IntoView {
             <label>"Top fraction q" <input name="q" type="number" min="0.001" max="1" step="any" size="5" value=move || { let q = param("q"); if q.is_empty() { "0.1".to_owned() } else { q } } /></label>
             <label>"Score"
                 <select name="score">
-                    {SCORES.iter().map(|&(name, label)| view! { <option value=name selected=move || param("score") == name>{label}</option> }).collect_view()}
+                    {protocol::SampleScore::ALL.iter().map(|&score| {
+                        let name = score.as_str();
+                        let direction = match score.direction() { protocol::Direction::Higher => "higher", protocol::Direction::Lower => "lower" };
+                        view! { <option value=name selected=move || param("score") == name>{format!("{} ({direction} is more forgotten)", score.label())}</option> }
+                    }).collect_view()}
                 </select>
             </label>
             <label>"Never learned"
@@ -119,7 +111,10 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
     );
     let classes = comparison.class_forgetting.iter().map(Vec::len).max().unwrap_or(0);
     view! {
-        <p class="lede">{format!("{} runs over {} shared samples, ranked by {score}; top-q sets of q = {q}: chance Jaccard {:.4}. ", comparison.runs.len(), comparison.samples, comparison.chance)}
+        <p class="lede" data-direction=comparison.direction.clone()>{format!(
+                "{} runs over {} shared samples, ranked by {score} ({}). Each top-q forgotten set (q = {q}) takes the {} values: {} is more forgotten; never-learned samples {}. Chance Jaccard {:.4}. ",
+                comparison.runs.len(), comparison.samples, comparison.score_meaning, comparison.direction, comparison.direction,
+                if comparison.never_learned == "exclude" { "are left out" } else { "rank as the most forgotten (Toneva et al.)" }, comparison.chance)}
             "Export: " <a href=api>"JSON"</a> " "
             <a href=format!("/api/v1/compare/samples.csv?runs={runs}") download="">"samples.csv"</a> " "
             <a href=format!("/api/v1/compare/samples.parquet?runs={runs}") download="">"samples.parquet"</a></p>

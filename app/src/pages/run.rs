@@ -85,6 +85,11 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Validation samples", spec.val_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Image size", format!("{0} × {0}", spec.image_size)),
         ("Measurement", spec.measure.to_string()),
+        ("Training schedule", spec.sampling.to_string()),
+        ("Never-learned samples in rankings", match spec.never_learned {
+            protocol::spec::NeverLearnedPolicy::Max => "the most forgotten (max, Toneva et al.)".to_owned(),
+            protocol::spec::NeverLearnedPolicy::Exclude => "left out (exclude)".to_owned(),
+        }),
         ("Device", spec.device.to_string()),
     ];
     let last = detail.epochs.last().cloned();
@@ -211,12 +216,17 @@ fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
     let excluded = d.never_learned + d.too_few_points + d.constant;
     let predictability = match analysis.warmup_predictability {
         None => "no head warmup, so no warmup-loss predictability".to_owned(),
-        Some(c) => format!(
-            "Spearman(warmup loss, tau) = {} (p = {}, n = {})",
-            c.r.map_or("undefined".into(), |r| format!("{r:.3}")),
-            c.p_value.map_or("–".into(), |p| format!("{p:.2e}")),
-            c.n
-        ),
+        Some(tau) => {
+            let text = |c: protocol::CorrelationView| {
+                format!("{} (p = {}, n = {})", c.r.map_or("undefined".into(), |r| format!("{r:.3}")), c.p_value.map_or("–".into(), |p| format!("{p:.2e}")), c.n)
+            };
+            format!(
+                "Loss after head warm-up against the decay fitted on the fine-tuning epochs only, over every sample with a defined decay: \
+                 Spearman(loss, rate 1/τ) = {}, Spearman(loss, τ) = {}",
+                analysis.warmup_vs_rate.map_or("–".into(), text),
+                text(tau)
+            )
+        }
     };
     view! {
         <section class="card decay-card">

@@ -253,7 +253,8 @@ fn finding_label(key: &str) -> &'static str {
         "cross_seed_jaccard" => "Cross-seed Jaccard of the top-q forgotten sets",
         "mean_r2" => "Mean R² of the retention-decay fits",
         "cross_seed_spearman" => "Cross-seed Spearman of per-sample forgetting",
-        "warmup_spearman" => "Spearman(loss after head warmup, τ)",
+        "warmup_spearman" => "Spearman(loss after head warm-up, τ)",
+        "warmup_spearman_rate" => "Spearman(loss after head warm-up, decay rate 1/τ)",
         "forgetting_follows_similarity" => "Forgetting follows class similarity",
         "class_consistency_cross_seed" => "Class-level forgetting consistent across seeds",
         "class_consistency_cross_arch" => "Class-level forgetting consistent across architectures",
@@ -265,14 +266,14 @@ fn finding_label(key: &str) -> &'static str {
 fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Published>) -> impl IntoView {
     view! {
         <table class="data intervals-table">
-            <thead><tr><th>"Finding"</th><th>"Architecture"</th><th>"Mean ± 95 % t interval"</th><th>"One value is"</th><th>"Beside it"</th><th>"The paper"</th></tr></thead>
+            <thead><tr><th>"Finding"</th><th>"Architecture"</th><th>"Mean ± 95 % interval"</th><th>"Interval"</th><th>"One value is"</th><th>"Beside it"</th><th>"The paper"</th></tr></thead>
             <tbody>{findings.into_iter().map(|f| {
                 let paper = f.published.and_then(|i| published.get(i)).map(|p| p.paper.clone()).unwrap_or_default();
                 view! {
                     <tr data-key=f.key.clone() data-arch=f.arch.clone().unwrap_or_default()
                         data-mean=f.value.map(|i| i.mean.to_string()).unwrap_or_default() data-n=f.value.map(|i| i.n.to_string()).unwrap_or_default()>
                         <td>{finding_label(&f.key)}</td><td>{f.arch.clone().unwrap_or_else(|| "all".into())}</td>
-                        <td class="num">{interval_text(f.value, false)}</td><td class="muted small">{f.over.clone()}</td>
+                        <td class="num">{interval_text(f.value, false)}</td><td class="muted small method">{f.method.clone()}</td><td class="muted small">{f.over.clone()}</td>
                         <td class="muted small">{f.note.clone().unwrap_or_default()}</td><td class="small">{paper}</td>
                     </tr>
                 }
