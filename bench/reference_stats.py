@@ -240,12 +240,22 @@ def scores_reference():
     traces[0] = [False] * t_len
     traces[1] = [False] * warmup + [True] * (t_len - warmup)
     loss = (difficulty * 2 + r.random(samples)).tolist()
+    # Class means of forgetting events, never-learned samples counted as forgotten at every
+    # epoch (Toneva et al.'s order_examples_by_forgetting.py) or left out.
+    labels = r.integers(0, 5, samples)
+    counts = [events(t) for t in traces]
+    per_sample_max = np.array([c["forgetting"] if c["first_learned"] is not None else t_len for c in counts], dtype=float)
+    learned = np.array([c["first_learned"] is not None for c in counts])
+    class_max = [float(per_sample_max[labels == c].mean()) if np.any(labels == c) else None for c in range(5)]
+    class_exclude = [float(per_sample_max[(labels == c) & learned].mean()) if np.any((labels == c) & learned) else None for c in range(5)]
     out = {
-        "inputs": {"within": within, "across": across, "traces": traces, "loss": loss, "warmup": warmup},
+        "inputs": {"within": within, "across": across, "traces": traces, "loss": loss, "warmup": warmup, "labels": labels.tolist()},
         "expected": {
             "jackknife_within": jackknife_over_seeds(within),
             "jackknife_across": jackknife_over_seeds(across),
             "warmup": warmup_predictability(traces, loss, warmup),
+            "class_forgetting_max": class_max,
+            "class_forgetting_exclude": class_exclude,
         },
     }
     path = os.path.join(os.path.dirname(__file__), "..", "dynamics", "tests", "fixtures", "reference_scores.json")

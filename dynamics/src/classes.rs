@@ -13,6 +13,26 @@ pub fn per_class_mean(labels: &[u32], scores: &[f64], classes: usize) -> Vec<Opt
     sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
 }
 
+/// Mean forgetting events per class under a never-learned policy (DESIGN.md, "Class level"):
+/// `max` counts a never-learned sample as forgotten at every one of the `epochs` epochs, as
+/// Toneva et al.'s `order_examples_by_forgetting.py` does, so a class that is never learned
+/// does not look unforgotten; `exclude` leaves never-learned samples out (`None` for a class
+/// with no sample left). A mean per sample: normalised by the class's size.
+pub fn class_forgetting(labels: &[u32], values: &[crate::SampleValues], epochs: u32, classes: usize, policy: crate::NeverLearnedPolicy) -> Vec<Option<f64>> {
+    let mut sums = vec![0.0; classes];
+    let mut counts = vec![0usize; classes];
+    for (&label, v) in labels.iter().zip(values) {
+        let score = match (v.never_learned, policy) {
+            (false, _) => f64::from(v.forgetting_events),
+            (true, crate::NeverLearnedPolicy::Max) => f64::from(epochs),
+            (true, crate::NeverLearnedPolicy::Exclude) => continue,
+        };
+        sums[label as usize] += score;
+        counts[label as usize] += 1;
+    }
+    sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
+}
+
 /// The forgotten-into matrix: `m[true][predicted]` counts, over every forgetting event
 /// (correct at t-1, wrong at t), the class predicted at t. `correct[t][i]` and
 /// `predicted[t][i]` are epoch t+1's records of sample i.

@@ -167,4 +167,19 @@ fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
     assert_eq!(ours.rate.n as u64, theirs["n"].as_u64().unwrap(), "samples with a defined decay rate");
     check("warm-up loss against the decay rate", ours.rate, &theirs["rate"]);
     check("warm-up loss against tau", ours.tau, &theirs["tau"]);
+
+    // Class means over all epochs, under both never-learned policies.
+    let all: Vec<Vec<u8>> = (0..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
+    let columns: Vec<dynamics::TraceColumns> = all.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
+    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    let labels: Vec<u32> = r["inputs"]["labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as u32).collect();
+    for (policy, name) in [(dynamics::NeverLearnedPolicy::Max, "class_forgetting_max"), (dynamics::NeverLearnedPolicy::Exclude, "class_forgetting_exclude")] {
+        let ours = dynamics::classes::class_forgetting(&labels, &values, epochs as u32, 5, policy);
+        for (c, theirs) in r["expected"][name].as_array().unwrap().iter().enumerate() {
+            match (ours[c], theirs.as_f64()) {
+                (Some(a), Some(b)) => close(&format!("{name} class {c}"), a, b, 1e-12),
+                (a, b) => assert_eq!(a, b, "{name} class {c}"),
+            }
+        }
+    }
 }

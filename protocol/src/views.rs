@@ -272,7 +272,9 @@ pub struct RunAnalysis {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClassForgetting {
     pub samples: Vec<u64>,
-    /// Mean forgetting events over the class's samples that were learned at some epoch.
+    /// Mean forgetting events per sample of the class under the run's never-learned policy
+    /// (`dynamics::classes::class_forgetting`): `max` counts a never-learned sample as
+    /// forgotten at every epoch (Toneva et al.), `exclude` leaves it out.
     pub forgetting_mean: Vec<Option<f64>>,
     pub never_learned: Vec<u64>,
     /// `[true][predicted]`: at each forgetting event, the class predicted instead.
@@ -546,6 +548,14 @@ pub struct Comparison {
     pub spearman_forgotten_p: Vec<Vec<Option<f64>>>,
     /// Samples forgotten at least once in both runs (the pairs of `spearman_forgotten`).
     pub forgotten_pairs: Vec<Vec<u64>>,
+    /// Spearman over the samples forgotten at least once in either run (the union), and its p.
+    #[serde(default)]
+    pub spearman_forgotten_either: Vec<Vec<Option<f64>>>,
+    #[serde(default)]
+    pub spearman_forgotten_either_p: Vec<Vec<Option<f64>>>,
+    /// Samples forgotten at least once in either run (the pairs of `spearman_forgotten_either`).
+    #[serde(default)]
+    pub forgotten_either: Vec<Vec<u64>>,
     /// Spearman-Brown reliability of the average score over these runs: the mean Spearman
     /// of distinct pairs, stepped up to k runs. `None` with an undefined correlation.
     pub reliability: Option<f64>,

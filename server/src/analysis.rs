@@ -143,7 +143,7 @@ pub fn correlation_view(c: dynamics::Correlation) -> CorrelationView {
 /// A finished run's analysis as a whole, from its per-sample summaries and records (in
 /// sample order; `labels[i]` is sample i's): decay-fit counts and warmup predictability, and
 /// the per-class forgetting with its forgotten-into matrix.
-pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup_epochs: usize) -> (RunAnalysis, ClassForgetting) {
+pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup_epochs: usize, policy: NeverLearnedPolicy) -> (RunAnalysis, ClassForgetting) {
     let decays: Vec<dynamics::Decay> = summaries.iter().map(|s| s.decay).collect();
     let counted = dynamics::decay::summarize_fits(&decays);
     let mut decay = DecayCounts {
@@ -175,25 +175,19 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
             (Some(correlation_view(w.tau)), Some(correlation_view(w.rate)))
         }
     };
-    let learned: Vec<f64> = summaries.iter().map(|s| if s.events.never_learned() { f64::NAN } else { f64::from(s.events.forgetting_events) }).collect();
     let mut samples = vec![0u64; classes];
     let mut never_learned = vec![0u64; classes];
-    let (mut sums, mut counts) = (vec![0.0; classes], vec![0u64; classes]);
-    for ((&label, summary), &events) in labels.iter().zip(summaries).zip(&learned) {
-        let c = label as usize;
-        samples[c] += 1;
-        if summary.events.never_learned() {
-            never_learned[c] += 1;
-        } else {
-            sums[c] += events;
-            counts[c] += 1;
-        }
+    for (&label, summary) in labels.iter().zip(summaries) {
+        samples[label as usize] += 1;
+        never_learned[label as usize] += u64::from(summary.events.never_learned());
     }
+    let values: Vec<dynamics::SampleValues> = summaries.iter().map(dynamics::SampleValues::of).collect();
+    let forgetting_mean = dynamics::classes::class_forgetting(labels, &values, records.columns.len() as u32, classes, policy);
     let correct: Vec<&[u8]> = records.columns.iter().map(|c| c.correct.as_slice()).collect();
     let predicted: Vec<&[u16]> = records.columns.iter().map(|c| c.predicted.as_slice()).collect();
     let classes_view = ClassForgetting {
         samples,
-        forgetting_mean: sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect(),
+        forgetting_mean,
         never_learned,
         forgotten_into: dynamics::classes::forgotten_into(labels, &correct, &predicted, classes),
     };
@@ -973,6 +967,9 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         pearson_p: vec![vec![None; k]; k],
         spearman_forgotten_p: vec![vec![None; k]; k],
         forgotten_pairs: vec![vec![0; k]; k],
+        spearman_forgotten_either: vec![vec![None; k]; k],
+        spearman_forgotten_either_p: vec![vec![None; k]; k],
+        forgotten_either: vec![vec![0; k]; k],
         reliability: None,
         class_forgetting: Vec::new(),
         class_consistency: Vec::new(),
@@ -991,7 +988,9 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
     let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i..k).map(move |j| (i, j))).collect();
     let pair = |&(i, j): &(usize, usize)| {
         let in_both: Vec<usize> = (0..vectors[i].len()).filter(|&s| forgotten[i][s] && forgotten[j][s]).collect();
+        let in_either: Vec<usize> = (0..vectors[i].len()).filter(|&s| forgotten[i][s] || forgotten[j][s]).collect();
         let subset = |v: &[f64]| in_both.iter().map(|&s| v[s]).collect::<Vec<f64>>();
+        let union = |v: &[f64]| in_either.iter().map(|&s| v[s]).collect::<Vec<f64>>();
         let correlations = if i == j {
             // A run against itself: r = 1 unless the scores are constant; no p-value.
             let own = |v: &[f64]| {
@@ -999,7 +998,7 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
                 dynamics::Correlation { r: if varies && v.len() >= 2 { 1.0 } else { f64::NAN }, p_value: None, n: v.len() }
             };
             let all = own(&vectors[i]);
-            [all, all, all, own(&subset(&vectors[i]))]
+            [all, all, all, own(&subset(&vectors[i])), own(&union(&vectors[i]))]
         } else {
             // Spearman is Pearson's r of the average ranks, ranked once per run.
             [
@@ -1007,9 +1006,10 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
                 dynamics::kendall_tau_b(&vectors[i], &vectors[j]),
                 dynamics::pearson(&vectors[i], &vectors[j]),
                 dynamics::spearman(&subset(&vectors[i]), &subset(&vectors[j])),
+                dynamics::spearman(&union(&vectors[i]), &union(&vectors[j])),
             ]
         };
-        ((i, j), dynamics::jaccard(&sets[i].members, &sets[j].members), correlations, in_both.len() as u64)
+        ((i, j), dynamics::jaccard(&sets[i].members, &sets[j].members), correlations, (in_both.len() as u64, in_either.len() as u64))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(pairs.len()).max(1);
     let results: Vec<_> = std::thread::scope(|scope| {
@@ -1018,8 +1018,8 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         handles.into_iter().flat_map(|h| h.join().expect("a comparison thread panicked")).collect()
     });
     let finite = |c: &dynamics::Correlation| c.r.is_finite().then_some(c.r);
-    for ((i, j), jaccard, correlations, in_both) in results {
-        let [spearman, kendall, pearson, spearman_forgotten] = &correlations;
+    for ((i, j), jaccard, correlations, (in_both, in_either)) in results {
+        let [spearman, kendall, pearson, spearman_forgotten, spearman_either] = &correlations;
         for (matrix, value) in [
             (&mut comparison.jaccard, jaccard),
             (&mut comparison.spearman, finite(spearman)),
@@ -1030,12 +1030,16 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
             (&mut comparison.kendall_p, kendall.p_value),
             (&mut comparison.pearson_p, pearson.p_value),
             (&mut comparison.spearman_forgotten_p, spearman_forgotten.p_value),
+            (&mut comparison.spearman_forgotten_either, finite(spearman_either)),
+            (&mut comparison.spearman_forgotten_either_p, spearman_either.p_value),
         ] {
             matrix[i][j] = value;
             matrix[j][i] = value;
         }
         comparison.forgotten_pairs[i][j] = in_both;
         comparison.forgotten_pairs[j][i] = in_both;
+        comparison.forgotten_either[i][j] = in_either;
+        comparison.forgotten_either[j][i] = in_either;
     }
     let off_diagonal: Vec<Option<f64>> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| comparison.spearman[i][j]).collect();
     comparison.reliability = off_diagonal

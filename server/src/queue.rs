@@ -501,6 +501,7 @@ impl Queue {
             return Err(internal(format!("a sample labelled {label} in a dataset of {classes} classes")));
         }
         let precision = self.record_precision;
+        let policy = spec.never_learned;
         let (records, summaries, blocks, analysis, summarized, sealed) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
@@ -508,7 +509,7 @@ impl Queue {
             let columns: Vec<dynamics::TraceColumns> =
                 records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
-            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup);
+            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup, policy);
             let summarized = started.elapsed();
             let blocks = records::seal(&records, precision);
             (records, summaries, blocks, analysis, summarized, started.elapsed())

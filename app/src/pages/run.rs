@@ -257,7 +257,7 @@ fn ClassTable(run_id: i64) -> impl IntoView {
                             let last = report.val_accuracy.last().map(|a| a.accuracy.clone()).unwrap_or_default();
                             view! {
                                 <table class="data">
-                                    <thead><tr><th>"Class"</th><th>"Samples"</th><th>"Never learned"</th><th>"Mean forgetting events"</th><th>"Validation accuracy"</th></tr></thead>
+                                    <thead><tr><th>"Class"</th><th>"Samples"</th><th>"Never learned"</th><th title="per sample of the class; never-learned samples as the run's policy says (max: forgotten at every epoch)">"Mean forgetting events per sample"</th><th>"Validation accuracy"</th></tr></thead>
                                     <tbody>{(0..report.forgetting.samples.len()).map(|c| {
                                         let name = report.class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
                                         let mean = report.forgetting.forgetting_mean[c];
