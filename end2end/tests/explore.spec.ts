@@ -58,6 +58,14 @@ test("the runs table filters by tag, sorts by a column and sends the ticked runs
   await page.click("form.compare-controls button[type=submit]");
   await page.waitForURL(/q=0.05/);
   await expect(page.locator(".lede")).toContainText("q = 0.05");
+  // Every score says which end is "more forgotten", and the sets take that end (issue 17).
+  await expect(page.locator(".lede")).toHaveAttribute("data-direction", "higher");
+  await page.selectOption("select[name=score]", "confidence");
+  await page.click("form.compare-controls button[type=submit]");
+  await page.waitForURL(/score=confidence/);
+  await expect(page.locator(".lede")).toHaveAttribute("data-direction", "lower");
+  await expect(page.locator(".lede")).toContainText("takes the lower values");
+  await expect(page.locator("select[name=score] option[value=tau]")).toHaveText("decay constant tau (lower is more forgotten)");
 });
 
 test("the run page draws the data map and the confusion heatmap from the API's numbers", async ({ page, request }) => {
