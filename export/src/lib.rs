@@ -143,29 +143,7 @@ pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSumm
         .iter()
         .zip(summaries)
         .enumerate()
-        .map(|(i, (sample, summary))| SampleStats {
-            sample_key: sample.sample_key.clone(),
-            sample_index: i as u32,
-            dataset_index: sample.dataset_index,
-            label: sample.label,
-            forgetting_events: summary.events.forgetting_events,
-            learning_events: summary.events.learning_events,
-            first_learned_epoch: summary.events.first_learned_epoch,
-            never_learned: summary.events.never_learned(),
-            unforgettable: summary.events.unforgettable,
-            confidence: summary.cartography.map(|c| c.confidence),
-            variability: summary.cartography.map(|c| c.variability),
-            correctness: summary.cartography.map(|c| c.correctness),
-            tau: match summary.decay {
-                dynamics::Decay::Fitted(fit) => fit.tau,
-                dynamics::Decay::Excluded(_) => None,
-            },
-            r2: match summary.decay {
-                dynamics::Decay::Fitted(fit) => Some(fit.exponential.r2),
-                dynamics::Decay::Excluded(_) => None,
-            },
-            warmup_loss: summary.warmup_loss.map(f64::from),
-        })
+        .map(|(i, (sample, summary))| SampleStats::from_values(sample.sample_key.clone(), i as u32, sample.dataset_index, sample.label, &dynamics::SampleValues::of(summary)))
         .collect()
 }
 

@@ -330,6 +330,46 @@ pub struct SampleStats {
     pub warmup_loss: Option<f64>,
 }
 
+impl SampleStats {
+    /// A sample's row from its place in the run and `dynamics`' statistics.
+    pub fn from_values(sample_key: String, sample_index: u32, dataset_index: u32, label: u32, v: &dynamics::SampleValues) -> Self {
+        SampleStats {
+            sample_key,
+            sample_index,
+            dataset_index,
+            label,
+            forgetting_events: v.forgetting_events,
+            learning_events: v.learning_events,
+            first_learned_epoch: v.first_learned_epoch,
+            never_learned: v.never_learned,
+            unforgettable: v.unforgettable,
+            confidence: v.confidence,
+            variability: v.variability,
+            correctness: v.correctness,
+            tau: v.tau,
+            r2: v.r2,
+            warmup_loss: v.warmup_loss,
+        }
+    }
+
+    /// The statistics as `dynamics`' rankings read them.
+    pub fn values(&self) -> dynamics::SampleValues {
+        dynamics::SampleValues {
+            forgetting_events: self.forgetting_events,
+            learning_events: self.learning_events,
+            first_learned_epoch: self.first_learned_epoch,
+            never_learned: self.never_learned,
+            unforgettable: self.unforgettable,
+            confidence: self.confidence,
+            variability: self.variability,
+            correctness: self.correctness,
+            tau: self.tau,
+            r2: self.r2,
+            warmup_loss: self.warmup_loss,
+        }
+    }
+}
+
 /// A page of per-sample statistics.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SamplePage {

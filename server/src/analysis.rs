@@ -267,32 +267,16 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
 /// A run's per-sample statistics as rankings read them, by sample key, in sample order.
 pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String, dynamics::SampleValues)>, Failure> {
     let rows = sqlx::query(
-        "SELECT sample_key, forgetting_events, learning_events, first_learned_epoch, never_learned, unforgettable, confidence, variability,
-                correctness, tau, r2, warmup_loss FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
+        "SELECT sample_key, sample_index, dataset_index, label, forgetting_events, learning_events, first_learned_epoch, never_learned, unforgettable,
+                confidence, variability, correctness, tau, r2, warmup_loss FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
     )
     .bind(run_id)
     .fetch_all(pool)
     .await
     .map_err(internal)?;
-    Ok(rows.iter().map(|row| (row.get("sample_key"), stored_values(row))).collect())
+    Ok(rows.iter().map(|row| (row.get("sample_key"), crate::service::sample_stats_of(row).values())).collect())
 }
 
-/// One `sample_stats` row as `dynamics::SampleValues`.
-fn stored_values(row: &sqlx::sqlite::SqliteRow) -> dynamics::SampleValues {
-    dynamics::SampleValues {
-        forgetting_events: row.get::<i64, _>("forgetting_events") as u32,
-        learning_events: row.get::<i64, _>("learning_events") as u32,
-        first_learned_epoch: row.get::<Option<i64>, _>("first_learned_epoch").map(|e| e as u32),
-        never_learned: row.get("never_learned"),
-        unforgettable: row.get("unforgettable"),
-        confidence: row.get("confidence"),
-        variability: row.get("variability"),
-        correctness: row.get("correctness"),
-        tau: row.get("tau"),
-        r2: row.get("r2"),
-        warmup_loss: row.get("warmup_loss"),
-    }
-}
 
 /// A run's per-sample statistics as packed columns (`run_columns`), in sample order: every
 /// stored statistic of `dynamics::Score` as f64 (NaN where it has no value), and
@@ -1101,17 +1085,23 @@ pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of:
 mod tests {
     use super::*;
 
-    /// Every score, the default (forgetting_events) included, is read from the run's packed
-    /// columns: the fast path of a comparison. A regression once sent the default score
-    /// through the join on sample keys, 20 times slower at 10^5 samples.
-    #[tokio::test]
-    async fn every_score_reads_the_packed_columns() {
+    /// A fresh database (in a folder kept while the guard lives) with one dataset `d`.
+    async fn database_with_a_dataset() -> (tempfile::TempDir, SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
         let pool = crate::db::connect(&dir.path().join("t.db")).await.unwrap();
         sqlx::query("INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels) VALUES ('d', 'idx', '/', 2, '[]', 3, 1, 1, 1, 1)")
             .execute(&pool)
             .await
             .unwrap();
+        (dir, pool)
+    }
+
+    /// Every score, the default (forgetting_events) included, is read from the run's packed
+    /// columns: the fast path of a comparison. A regression once sent the default score
+    /// through the join on sample keys, 20 times slower at 10^5 samples.
+    #[tokio::test]
+    async fn every_score_reads_the_packed_columns() {
+        let (_dir, pool) = database_with_a_dataset().await;
         sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs, manifest_digest) VALUES (1, '{}', 'd', 'small_cnn', 0, 3, 'abc')").execute(&pool).await.unwrap();
         sqlx::query("INSERT INTO jobs (run_id, status) VALUES (1, 'succeeded')").execute(&pool).await.unwrap();
         let epochs = [[1u8, 0, 1], [0, 1, 1], [1, 1, 0]];
@@ -1135,12 +1125,7 @@ mod tests {
     /// and an unforgettable one with no tau. The rows now go through `dynamics`' ranking.
     #[tokio::test]
     async fn stored_statistics_rank_never_learned_and_unforgettable_samples() {
-        let dir = tempfile::tempdir().unwrap();
-        let pool = crate::db::connect(&dir.path().join("t.db")).await.unwrap();
-        sqlx::query("INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels) VALUES ('d', 'idx', '/', 2, '[]', 3, 1, 1, 1, 1)")
-            .execute(&pool)
-            .await
-            .unwrap();
+        let (_dir, pool) = database_with_a_dataset().await;
         sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 6)").execute(&pool).await.unwrap();
         // Never learned; unforgettable (constant retention: no fit); forgotten twice, fitted.
         sqlx::query(
