@@ -36,43 +36,56 @@ def lag_retention(correct):
     return points
 
 
-def fit_curve(xs, ys, floor):
-    """Least squares by scipy's bounded scalar minimiser on the rate, the floor profiled out
-    by linear least squares (floor) or fixed at 0; polished by curve_fit."""
+def fit_curve(xs, ys, floor, weights=None, anchor=1.0):
+    """Weighted least squares of `a + (anchor - a) exp(-rate x)` by scipy's bounded scalar
+    minimiser on the rate, the floor a profiled out by linear least squares (floor) or fixed
+    at 0; polished by curve_fit (sigma = 1/sqrt(w)). R^2 about the weighted mean."""
     xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    w = np.ones_like(ys) if weights is None else np.asarray(weights, float)
 
     def model(x, rate, a):
-        return a + (1 - a) * np.exp(-rate * x)
+        return a + (anchor - a) * np.exp(-rate * x)
 
     def profiled(rate):
         e = np.exp(-rate * xs)
         if floor:
-            den = np.sum((1 - e) ** 2)
-            a = np.sum((ys - e) * (1 - e)) / den if den > 0 else 0.0
+            den = np.sum(w * (1 - e) ** 2)
+            a = np.sum(w * (ys - anchor * e) * (1 - e)) / den if den > 0 else 0.0
         else:
             a = 0.0
-        return a, float(np.sum((ys - model(xs, rate, a)) ** 2))
+        return a, float(np.sum(w * (ys - model(xs, rate, a)) ** 2))
 
     grid = np.concatenate([[0.0], 100.0 * 10 ** np.linspace(-8, 0, 241)])
     best = min(grid, key=lambda r: profiled(r)[1])
     res = optimize.minimize_scalar(lambda r: profiled(r)[1], bounds=(max(best / 3, 0.0), best * 3 + 1e-12), method="bounded", options={"xatol": 1e-14})
     rate = res.x if profiled(res.x)[1] <= profiled(best)[1] else best
+    sigma = None if weights is None else 1 / np.sqrt(w)
     if floor:
-        popt, _ = optimize.curve_fit(model, xs, ys, p0=[rate, profiled(rate)[0]], xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
+        popt, _ = optimize.curve_fit(model, xs, ys, p0=[rate, profiled(rate)[0]], sigma=sigma, xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
         rate = popt[0]
     else:
-        popt, _ = optimize.curve_fit(lambda x, r: model(x, r, 0.0), xs, ys, p0=[rate], xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
+        popt, _ = optimize.curve_fit(lambda x, r: model(x, r, 0.0), xs, ys, p0=[rate], sigma=sigma, xtol=1e-15, ftol=1e-15, gtol=1e-15, maxfev=100000)
         rate = popt[0]
     a, sse = profiled(rate)
-    ss_tot = float(np.sum((ys - ys.mean()) ** 2))
+    mean = np.sum(w * ys) / np.sum(w)
+    ss_tot = float(np.sum(w * (ys - mean) ** 2))
     n, p = len(xs), (2 if floor else 1)
     return {"rate": float(rate), "a": float(a) if floor else None, "sse": sse, "r2": 1 - sse / ss_tot, "aic": n * math.log(max(sse, 2.2250738585072014e-308) / n) + 2 * p}
 
 
-def decay(points, floor):
+def decay(points, floor, weights=None, anchor=1.0):
     ks = [k for k, _ in points]
     ys = [y for _, y in points]
-    return {"exponential": fit_curve(ks, ys, floor), "power": fit_curve(np.log1p(ks), ys, floor)}
+    return {"exponential": fit_curve(ks, ys, floor, weights, anchor), "power": fit_curve(np.log1p(ks), ys, floor, weights, anchor)}
+
+
+def lag_pair_weights(correct):
+    """Definition A weighted: each lag's number of pairs (epochs t correct with t + k in the
+    trace), scaled to sum to the number of lags."""
+    t = len(correct)
+    starts = [sum(1 for i in range(t - k) if correct[i]) for k in range(1, t)]
+    starts = [s for s in starts if s > 0]
+    return [s * len(starts) / sum(starts) for s in starts]
 
 
 def events(trace):
@@ -170,7 +183,10 @@ def main():
             "ranks": stats.rankdata(x_int).tolist(),
             "lag_retention": lag_retention(correct),
             "decay_a": decay(lag_retention(correct), False),
-            "decay_b": decay([(j, p_true[first + j]) for j in range(epochs - first)], True),
+            # Definition B: anchored at the observed p_true at first learning, lags j >= 1.
+            "decay_b": decay([(j, p_true[first + j]) for j in range(1, epochs - first)], True, anchor=p_true[first]),
+            "decay_a_floor": decay(lag_retention(correct), True),
+            "decay_a_weighted": decay(lag_retention(correct), False, weights=lag_pair_weights(correct)),
             "spearman_brown": [0.4 * 3 / (1 + 2 * 0.4)],
             "events": [events(tr) for tr in traces],
             "cartography": [cartography(p, tr) for p, tr in zip(p_traces, traces)],
@@ -248,14 +264,24 @@ def scores_reference():
     learned = np.array([c["first_learned"] is not None for c in counts])
     class_max = [float(per_sample_max[labels == c].mean()) if np.any(labels == c) else None for c in range(5)]
     class_exclude = [float(per_sample_max[(labels == c) & learned].mean()) if np.any((labels == c) & learned) else None for c in range(5)]
+    # "Similar classes are forgotten most", per class: Spearman between a class's mean
+    # forgetting and its greatest similarity to another class (a symmetric similarity with
+    # ones on the diagonal).
+    sim = r.random((5, 5))
+    sim = (sim + sim.T) / 2
+    np.fill_diagonal(sim, 1.0)
+    greatest = [float(max(sim[c][j] for j in range(5) if j != c)) for c in range(5)]
+    similar = stats.spearmanr(class_max, greatest)
     out = {
-        "inputs": {"within": within, "across": across, "traces": traces, "loss": loss, "warmup": warmup, "labels": labels.tolist()},
+        "inputs": {"within": within, "across": across, "traces": traces, "loss": loss, "warmup": warmup, "labels": labels.tolist(), "similarity": sim.tolist()},
         "expected": {
             "jackknife_within": jackknife_over_seeds(within),
             "jackknife_across": jackknife_over_seeds(across),
             "warmup": warmup_predictability(traces, loss, warmup),
             "class_forgetting_max": class_max,
             "class_forgetting_exclude": class_exclude,
+            "greatest_similarity": greatest,
+            "similar_classes_forgotten_most": [float(similar.statistic), float(similar.pvalue)],
         },
     }
     path = os.path.join(os.path.dirname(__file__), "..", "dynamics", "tests", "fixtures", "reference_scores.json")

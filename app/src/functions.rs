@@ -177,6 +177,9 @@ pub async fn launch_run(
     keep: String,
     decks: String,
     nu: String,
+    window: String,
+    retention: String,
+    never_learned: String,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::Value;
@@ -205,6 +208,9 @@ pub async fn launch_run(
         lr_warmup_epochs: text(lr_warmup_epochs),
         augment: text(augment),
         sampling,
+        window: text(window),
+        retention: text(retention),
+        never_learned: text(never_learned),
         ..Default::default()
     };
     match backend()?.launch(request, &caller()?).await {

@@ -19,6 +19,12 @@ pub fn per_class_mean(labels: &[u32], scores: &[f64], classes: usize) -> Vec<Opt
 /// does not look unforgotten; `exclude` leaves never-learned samples out (`None` for a class
 /// with no sample left). A mean per sample: normalised by the class's size.
 pub fn class_forgetting(labels: &[u32], values: &[crate::SampleValues], epochs: u32, classes: usize, policy: crate::NeverLearnedPolicy) -> Vec<Option<f64>> {
+    class_forgetting_sums(labels, values, epochs, classes, policy).into_iter().map(|(s, n)| (n > 0).then(|| s / n as f64)).collect()
+}
+
+/// [`class_forgetting`] before the division: per class, the total forgetting events under the
+/// policy and the number of samples counted.
+pub fn class_forgetting_sums(labels: &[u32], values: &[crate::SampleValues], epochs: u32, classes: usize, policy: crate::NeverLearnedPolicy) -> Vec<(f64, usize)> {
     let mut sums = vec![0.0; classes];
     let mut counts = vec![0usize; classes];
     for (&label, v) in labels.iter().zip(values) {
@@ -30,7 +36,7 @@ pub fn class_forgetting(labels: &[u32], values: &[crate::SampleValues], epochs: 
         sums[label as usize] += score;
         counts[label as usize] += 1;
     }
-    sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
+    sums.into_iter().zip(counts).collect()
 }
 
 /// The forgotten-into matrix: `m[true][predicted]` counts, over every forgetting event
@@ -77,6 +83,23 @@ pub fn embedding_similarity(means: &[f32], dim: usize) -> Vec<Vec<f64>> {
                 .collect()
         })
         .collect()
+}
+
+/// Per class c, its greatest similarity to another class, `max_{j != c} S[c][j]` (`None` with
+/// a single class).
+pub fn greatest_similarity(similarity: &[Vec<f64>]) -> Vec<Option<f64>> {
+    (0..similarity.len())
+        .map(|c| similarity[c].iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &s)| s).reduce(f64::max))
+        .collect()
+}
+
+/// "Visually similar classes are forgotten most" as a per-class statement (DESIGN.md, "Class
+/// level"): Spearman, over the classes with a value of both, between a class's mean forgetting
+/// (`forgetting[c]`, e.g. [`class_forgetting`]) and its greatest similarity to another class
+/// ([`greatest_similarity`] of a confusion or embedding similarity), with n = those classes.
+pub fn similar_classes_forgotten_most(forgetting: &[Option<f64>], similarity: &[Vec<f64>]) -> crate::Correlation {
+    let (x, y): (Vec<f64>, Vec<f64>) = forgetting.iter().zip(greatest_similarity(similarity)).filter_map(|(f, s)| Some(((*f)?, s?))).unzip();
+    crate::spearman(&x, &y)
 }
 
 /// The entries above the diagonal, row by row: what two similarity matrices are correlated on.

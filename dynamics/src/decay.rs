@@ -1,21 +1,30 @@
-//! Retention decay of one sample (DESIGN.md, "Retention decay").
+//! Retention decay of one sample (DESIGN.md, "Retention decay"). A run fits one of four
+//! definitions ([`Retention`]), chosen at launch and recorded with its statistics:
 //!
-//! - Definition A, lag retention: `R(k) = P(correct at t + k | correct at t)` over the epochs
-//!   t where the sample was correct, for every lag k with at least one such t; fitted by
-//!   least squares to `exp(-k / tau)`.
-//! - Definition B: the p_true trace from the first-learned epoch on, `y_j` at lag j = 0, 1, ...,
-//!   fitted to `a + (1 - a) exp(-j / tau)` (a free, unconstrained).
+//! - `a`, lag retention: `R(k) = P(correct at t + k | correct at t)` over the epochs t where
+//!   the sample was correct, for every lag k with at least one such t; fitted by least squares
+//!   to `exp(-k / tau)`.
+//! - `a_floor`: the same points fitted to `a + (1 - a) exp(-k / tau)` (a free). Under plain A
+//!   a trace that flips like a coin has `R(k) ~ 0.5` at every lag: no exponential to 0 fits
+//!   it (R^2 below 0) and tau tracks when the sample was lost; the floor absorbs the level.
+//! - `a_weighted`: definition A with each lag's point weighted by its number of pairs (the
+//!   epochs t it averages over), normalised so the weights sum to the number of points: short
+//!   lags, measured many times, count more than the last lag's single pair.
+//! - `b`: the p_true trace from the first epoch the sample was correct, `y_j` at lag
+//!   j = 0, 1, ..., fitted to `a + (y_0 - a) exp(-j / tau)` over j >= 1: anchored at the
+//!   observed value y_0 at first learning (not at 1), a free.
 //!
-//! Each is also fitted with a power law, `(1 + k)^-alpha` (A) or `a + (1 - a)(1 + j)^-alpha`
-//! (B), and the two are compared by AIC = `n ln(SSE / n) + 2 p` (p = 1 for A, 2 for B; SSE
-//! floored at the smallest positive f64), so that a good exponential fit is not an artefact of
-//! any decaying curve fitting. `R^2 = 1 - SSE / SS_tot`. Traces with fewer than
+//! Each is also fitted with a power law, `(1 + k)^-alpha` in place of `exp(-k / tau)`, and the
+//! two are compared by AIC = `n ln(SSE / n) + 2 p` (p = 1 without a floor, 2 with one; SSE
+//! floored at the smallest positive f64; weighted SSE for `a_weighted`), so that a good
+//! exponential fit is not an artefact of any decaying curve fitting. `R^2 = 1 - SSE / SS_tot`
+//! (both weighted for `a_weighted`, about the weighted mean). Traces with fewer than
 //! [`MIN_POINTS`] points or SS_tot = 0 are excluded, with the reason.
 //!
-//! Fitting: both models are `c + (1 - c) exp(-rate x)` with x = k (exponential) or
-//! x = ln(1 + k) (power), c = 0 (A) or profiled out in closed form (B). The rate minimises the
-//! SSE: the best of a coarse grid over [0, 100], then the zero of the SSE's derivative in the
-//! grid cells around it, to full precision.
+//! Fitting: every model is `c + (y0 - c) exp(-rate x)` with x = k (exponential) or
+//! x = ln(1 + k) (power), y0 = 1 except for `b`, c = 0 (no floor) or profiled out in closed
+//! form. The rate minimises the SSE: the best of a coarse grid over [0, 100], then the zero of
+//! the SSE's derivative in the grid cells around it, to full precision.
 
 use std::rc::Rc;
 
@@ -76,14 +85,84 @@ impl Decay {
     }
 }
 
+/// The retention definition a run's decay statistics fit (see the module's documentation).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Retention {
+    /// Lag retention, `exp(-k / tau)`.
+    #[default]
+    A,
+    /// Lag retention with a floor, `a + (1 - a) exp(-k / tau)`.
+    AFloor,
+    /// Lag retention, each lag weighted by its number of pairs.
+    AWeighted,
+    /// p_true from first learned, `a + (y_0 - a) exp(-j / tau)`.
+    B,
+}
+
+impl Retention {
+    pub const ALL: &'static [Retention] = &[Retention::A, Retention::AFloor, Retention::AWeighted, Retention::B];
+
+    /// The API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Retention::A => "a",
+            Retention::AFloor => "a_floor",
+            Retention::AWeighted => "a_weighted",
+            Retention::B => "b",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == text)
+    }
+
+    /// The definition as a page states it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Retention::A => "A: lag retention, exp(-k/tau)",
+            Retention::AFloor => "A with a floor: a + (1-a) exp(-k/tau)",
+            Retention::AWeighted => "A weighted by the pairs at each lag: exp(-k/tau)",
+            Retention::B => "B: p_true from first learned, a + (y0-a) exp(-j/tau)",
+        }
+    }
+
+    /// Whether the fit reads the p_true trace (else only the correctness trace).
+    pub fn reads_p_true(self) -> bool {
+        self == Retention::B
+    }
+
+    /// Fits one sample's trace (`correct[t-1]`, `p_true[t-1]` at epoch t).
+    pub fn fit(self, correct: &[bool], p_true: &[f32]) -> Decay {
+        match self {
+            Retention::A => fit_lag_retention(correct),
+            Retention::AFloor => fit_lag_retention_floor(correct),
+            Retention::AWeighted => fit_lag_retention_weighted(correct),
+            Retention::B => fit_p_true(correct, p_true),
+        }
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Definition A's points `(k, R(k))` for a correctness trace (`correct[t-1]` is epoch t).
 pub fn lag_retention(correct: &[bool]) -> Vec<(f64, f64)> {
     lag_points(correct).into_iter().map(|(k, y)| (k as f64, y)).collect()
 }
 
-/// [`lag_retention`] with integer lags. The counts come from bit sets: with `C` the trace's
-/// bits, `starts(k) = |C ∩ [0, T-k)|` and `kept(k) = |C ∩ (C >> k)|`, 64 epochs per word.
+/// [`lag_retention`] with integer lags.
 fn lag_points(correct: &[bool]) -> Vec<(usize, f64)> {
+    lag_counts(correct).into_iter().map(|(k, kept, starts)| (k, kept as f64 / starts as f64)).collect()
+}
+
+/// Per lag k with at least one start: `(k, kept(k), starts(k))`. The counts come from bit
+/// sets: with `C` the trace's bits, `starts(k) = |C ∩ [0, T-k)|` and `kept(k) = |C ∩ (C >> k)|`,
+/// 64 epochs per word.
+fn lag_counts(correct: &[bool]) -> Vec<(usize, usize, usize)> {
     let t = correct.len();
     let words = t.div_ceil(64);
     let mut bits = vec![0u64; words + 1];
@@ -110,7 +189,7 @@ fn lag_points(correct: &[bool]) -> Vec<(usize, f64)> {
                 let high = if bit_shift == 0 { 0 } else { bits[w + word_shift + 1] << (64 - bit_shift) };
                 kept += (bits[w] & (low | high)).count_ones() as usize;
             }
-            Some((k, kept as f64 / starts as f64))
+            Some((k, kept, starts))
         })
         .collect()
 }
@@ -120,31 +199,71 @@ pub fn fit_lag_retention(correct: &[bool]) -> Decay {
     if !correct.iter().any(|&c| c) {
         return Decay::Excluded(Exclusion::NeverLearned);
     }
-    fit(&lag_points(correct), false)
+    fit(Problem { points: &lag_points(correct), weights: None, anchor: 1.0, with_floor: false })
 }
 
-/// Definition B: `a + (1 - a) exp(-j / tau)` to the p_true trace from the first epoch the
-/// sample was correct.
+/// Definition A with a floor: `a + (1 - a) exp(-k / tau)` to the lag-retention points.
+pub fn fit_lag_retention_floor(correct: &[bool]) -> Decay {
+    if !correct.iter().any(|&c| c) {
+        return Decay::Excluded(Exclusion::NeverLearned);
+    }
+    fit(Problem { points: &lag_points(correct), weights: None, anchor: 1.0, with_floor: true })
+}
+
+/// Definition A weighted: `exp(-k / tau)` to the lag-retention points, the point at lag k
+/// weighted by `starts(k)`, the weights scaled to sum to the number of points.
+pub fn fit_lag_retention_weighted(correct: &[bool]) -> Decay {
+    if !correct.iter().any(|&c| c) {
+        return Decay::Excluded(Exclusion::NeverLearned);
+    }
+    let counts = lag_counts(correct);
+    let points: Vec<(usize, f64)> = counts.iter().map(|&(k, kept, starts)| (k, kept as f64 / starts as f64)).collect();
+    let total: usize = counts.iter().map(|c| c.2).sum();
+    let weights: Vec<f64> = counts.iter().map(|c| c.2 as f64 * counts.len() as f64 / total as f64).collect();
+    fit(Problem { points: &points, weights: Some(&weights), anchor: 1.0, with_floor: false })
+}
+
+/// Definition B: `a + (y_0 - a) exp(-j / tau)` to the p_true trace from the first epoch the
+/// sample was correct, `y_0` its p_true then; the points are the lags j >= 1 (the curve passes
+/// through y_0 at j = 0 by construction, so that point carries no information).
 pub fn fit_p_true(correct: &[bool], p_true: &[f32]) -> Decay {
     let Some(first) = correct.iter().position(|&c| c) else {
         return Decay::Excluded(Exclusion::NeverLearned);
     };
-    let points: Vec<(usize, f64)> = p_true[first..].iter().enumerate().map(|(j, &p)| (j, f64::from(p))).collect();
-    fit(&points, true)
+    let points: Vec<(usize, f64)> = p_true[first..].iter().enumerate().skip(1).map(|(j, &p)| (j, f64::from(p))).collect();
+    fit(Problem { points: &points, weights: None, anchor: f64::from(p_true[first]), with_floor: true })
 }
 
-fn fit(points: &[(usize, f64)], with_floor: bool) -> Decay {
+/// One least-squares problem: points `(lag, y)`, optional weights, the curve's value at lag 0
+/// (`anchor`), and whether it has a free floor.
+#[derive(Clone, Copy)]
+struct Problem<'a> {
+    points: &'a [(usize, f64)],
+    weights: Option<&'a [f64]>,
+    anchor: f64,
+    with_floor: bool,
+}
+
+impl Problem<'_> {
+    fn weight(&self, i: usize) -> f64 {
+        self.weights.map_or(1.0, |w| w[i])
+    }
+}
+
+fn fit(problem: Problem<'_>) -> Decay {
+    let Problem { points, with_floor, .. } = problem;
     if points.len() < MIN_POINTS {
         return Decay::Excluded(Exclusion::TooFewPoints);
     }
-    let mean = points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64;
-    let ss_tot: f64 = points.iter().map(|p| (p.1 - mean).powi(2)).sum();
+    let total_weight: f64 = (0..points.len()).map(|i| problem.weight(i)).sum();
+    let mean = points.iter().enumerate().map(|(i, p)| problem.weight(i) * p.1).sum::<f64>() / total_weight;
+    let ss_tot: f64 = points.iter().enumerate().map(|(i, p)| problem.weight(i) * (p.1 - mean).powi(2)).sum();
     if ss_tot == 0.0 {
         return Decay::Excluded(Exclusion::Constant);
     }
     let params = if with_floor { 2.0 } else { 1.0 };
     let curve = |shape: Shape| {
-        let (rate, a, sse) = Curves::new(points, shape, with_floor).best_rate(GRID_POINTS);
+        let (rate, a, sse) = Curves::new(problem, shape).best_rate(GRID_POINTS);
         let n = points.len() as f64;
         Curve { rate, a: with_floor.then_some(a), sse, r2: 1.0 - sse / ss_tot, aic: n * (sse.max(f64::MIN_POSITIVE) / n).ln() + 2.0 * params }
     };
@@ -168,6 +287,8 @@ enum Shape {
 /// point by a few units in the last place.
 struct Curves<'a> {
     points: &'a [(usize, f64)],
+    weights: Option<&'a [f64]>,
+    anchor: f64,
     shape: Shape,
     with_floor: bool,
     /// x(k) for every lag 0..=max (at least; shared by the thread's fits).
@@ -180,10 +301,16 @@ struct Curves<'a> {
 }
 
 impl<'a> Curves<'a> {
-    fn new(points: &'a [(usize, f64)], shape: Shape, with_floor: bool) -> Self {
+    fn new(problem: Problem<'a>, shape: Shape) -> Self {
+        let Problem { points, weights, anchor, with_floor } = problem;
         let max = points.iter().map(|p| p.0).max().unwrap_or(0);
         let (x, factor) = if shape == Shape::Power { power_lags(max) } else { exponential_lags(max) };
-        Self { points, shape, with_floor, x, factor, table: vec![0.0; max + 2], offset: usize::from(shape == Shape::Power) }
+        Self { points, weights, anchor, shape, with_floor, x, factor, table: vec![0.0; max + 2], offset: usize::from(shape == Shape::Power) }
+    }
+
+    /// Point i's weight (1 unweighted).
+    fn w(&self, i: usize) -> f64 {
+        self.weights.map_or(1.0, |w| w[i])
     }
 
     /// Fills the table for `rate`: `exp(-rate x(k))` sits at index `k + offset`.
@@ -214,7 +341,7 @@ impl<'a> Curves<'a> {
     }
 
     /// For the filled rate: the floor (0 without one, else its least-squares value) and the
-    /// SSE of `c + (1 - c) exp(-rate x)`.
+    /// SSE of `c + (y0 - c) exp(-rate x)`.
     fn profile(&self) -> (f64, f64) {
         self.profile_in(&self.table)
     }
@@ -222,18 +349,20 @@ impl<'a> Curves<'a> {
     /// [`Curves::profile`] over a table filled elsewhere (a grid rate's, from [`GRID_TABLES`]).
     fn profile_in(&self, table: &[f64]) -> (f64, f64) {
         let e = |k: usize| table[k + self.offset];
+        let y0 = self.anchor;
+        // With r = (y - y0 e) - c (1 - e), the floor is the weighted regression of y - y0 e on 1 - e.
         let a = if self.with_floor {
             let (mut num, mut den) = (0.0, 0.0);
-            for &(k, y) in self.points {
-                let e = e(k);
-                num += (y - e) * (1.0 - e);
-                den += (1.0 - e) * (1.0 - e);
+            for (i, &(k, y)) in self.points.iter().enumerate() {
+                let (e, w) = (e(k), self.w(i));
+                num += w * (y - y0 * e) * (1.0 - e);
+                den += w * (1.0 - e) * (1.0 - e);
             }
             if den > 0.0 { num / den } else { 0.0 }
         } else {
             0.0
         };
-        let sse = self.points.iter().map(|&(k, y)| (y - a - (1.0 - a) * e(k)).powi(2)).sum();
+        let sse = self.points.iter().enumerate().map(|(i, &(k, y))| self.w(i) * (y - a - (y0 - a) * e(k)).powi(2)).sum();
         (a, sse)
     }
 
@@ -273,7 +402,7 @@ impl<'a> Curves<'a> {
         // correct, so only the longest ones go): SSE = sum y^2 - 2 sum y e + sum e^2, with the
         // last sum read from the table of squares and the middle one a contiguous dot product.
         let contiguous = self.points.iter().enumerate().all(|(i, p)| p.0 == i + 1);
-        if self.with_floor || !contiguous {
+        if self.with_floor || !contiguous || self.weights.is_some() || self.anchor != 1.0 {
             return (0..grid.len()).map(|g| self.profile_in(row(g)).1).collect();
         }
         let m = self.points.len();
@@ -301,30 +430,33 @@ impl<'a> Curves<'a> {
         self.profile().1
     }
 
-    /// d SSE / d rate at the profiled floor (envelope theorem): `2 (1 - a) sum r x exp(-rate x)`.
+    /// d SSE / d rate at the profiled floor (envelope theorem):
+    /// `2 (y0 - a) sum w r x exp(-rate x)`.
     fn slope(&mut self, rate: f64) -> f64 {
         self.fill(rate);
         let (a, _) = self.profile();
-        2.0 * (1.0 - a)
+        let y0 = self.anchor;
+        2.0 * (y0 - a)
             * self
                 .points
                 .iter()
-                .map(|&(k, y)| {
+                .enumerate()
+                .map(|(i, &(k, y))| {
                     let e = self.e(k);
-                    (y - a - (1.0 - a) * e) * self.x[k] * e
+                    self.w(i) * (y - a - (y0 - a) * e) * self.x[k] * e
                 })
                 .sum::<f64>()
     }
 
-    /// Without a floor: the slope and its derivative, `2 sum (y - e) x e` and
-    /// `2 sum x^2 e (2 e - y)`, in one pass.
+    /// Without a floor (so y0 = 1): the slope and its derivative, `2 sum w (y - e) x e` and
+    /// `2 sum w x^2 e (2 e - y)`, in one pass.
     fn slope_and_curvature(&mut self, rate: f64) -> (f64, f64) {
         self.fill(rate);
         let (mut g, mut dg) = (0.0, 0.0);
-        for &(k, y) in self.points {
-            let (e, x) = (self.e(k), self.x[k]);
-            g += (y - e) * x * e;
-            dg += x * x * e * (2.0 * e - y);
+        for (i, &(k, y)) in self.points.iter().enumerate() {
+            let (e, x, w) = (self.e(k), self.x[k], self.w(i));
+            g += w * (y - e) * x * e;
+            dg += w * x * x * e * (2.0 * e - y);
         }
         (2.0 * g, 2.0 * dg)
     }
@@ -519,7 +651,8 @@ struct GridTables {
 const GRID_POINTS: usize = 32;
 
 /// Fits over a run, counted: how many were fitted, how many excluded for each reason, the
-/// mean R^2 of the exponential fits, and how often the exponential beat the power law.
+/// mean and median R^2 of the exponential fits (the median of an even count is the mean of
+/// the middle two), and how often the exponential beat the power law.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DecaySummary {
     pub fitted: usize,
@@ -527,17 +660,18 @@ pub struct DecaySummary {
     pub too_few_points: usize,
     pub constant: usize,
     pub mean_r2: Option<f64>,
+    pub median_r2: Option<f64>,
     pub exponential_preferred: usize,
 }
 
 pub fn summarize_fits(fits: &[Decay]) -> DecaySummary {
     let mut summary = DecaySummary::default();
-    let mut r2_sum = 0.0;
+    let mut r2s = Vec::new();
     for fit in fits {
         match fit {
             Decay::Fitted(f) => {
                 summary.fitted += 1;
-                r2_sum += f.exponential.r2;
+                r2s.push(f.exponential.r2);
                 summary.exponential_preferred += usize::from(f.exponential_preferred());
             }
             Decay::Excluded(Exclusion::NeverLearned) => summary.never_learned += 1,
@@ -545,7 +679,14 @@ pub fn summarize_fits(fits: &[Decay]) -> DecaySummary {
             Decay::Excluded(Exclusion::Constant) => summary.constant += 1,
         }
     }
-    summary.mean_r2 = (summary.fitted > 0).then(|| r2_sum / summary.fitted as f64);
+    summary.mean_r2 = (summary.fitted > 0).then(|| r2s.iter().sum::<f64>() / summary.fitted as f64);
+    r2s.sort_by(f64::total_cmp);
+    let middle = r2s.len() / 2;
+    summary.median_r2 = match r2s.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(r2s[middle]),
+        _ => Some((r2s[middle - 1] + r2s[middle]) / 2.0),
+    };
     summary
 }
 
@@ -568,11 +709,17 @@ mod tests {
         assert_eq!(fit_lag_retention(&[true; 6]), Decay::Excluded(Exclusion::Constant));
         let summary = summarize_fits(&[Decay::Excluded(Exclusion::Constant), fit_p_true(&[true; 5], &[0.9, 0.7, 0.6, 0.55, 0.52])]);
         assert_eq!((summary.fitted, summary.constant), (1, 1));
+        let fits = [[true, false, true, false, true, false], [true, true, false, true, true, false], [true, true, true, false, false, false], [true, true, true, true, true, false]].map(|t| fit_lag_retention(&t));
+        let mut r2: Vec<f64> = fits.iter().map(|f| f.fitted().unwrap().exponential.r2).collect();
+        r2.sort_by(f64::total_cmp);
+        let summary = summarize_fits(&fits);
+        assert_eq!(summary.median_r2, Some((r2[1] + r2[2]) / 2.0));
+        assert_eq!(summary.mean_r2, Some(r2.iter().sum::<f64>() / 4.0));
     }
 
     #[test]
     fn the_coarse_grid_finds_the_fine_grids_minimum() {
-        // Random and partly random traces of 20 to 120 epochs, both definitions, both shapes.
+        // Random and partly random traces of 20 to 120 epochs, every definition, both shapes.
         let mut state = 1u64;
         let mut unit = move || {
             state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -584,24 +731,68 @@ mod tests {
             let correct: Vec<bool> = (0..epochs).map(|_| unit() < bias).collect();
             let p_true: Vec<f64> = (0..epochs).map(|j| 0.3 + 0.7 * (-(j as f64) / (1.0 + 30.0 * bias)).exp() * (0.8 + 0.2 * unit())).collect();
             let a_points = lag_points(&correct);
-            let b_points: Vec<(usize, f64)> = p_true.iter().copied().enumerate().collect();
-            for (points, with_floor) in [(&a_points, false), (&b_points, true)] {
-                if points.len() < MIN_POINTS {
+            let weights: Vec<f64> = lag_counts(&correct).iter().map(|c| c.2 as f64 / 7.0).collect();
+            let b_points: Vec<(usize, f64)> = p_true.iter().copied().enumerate().skip(1).collect();
+            let problems = [
+                Problem { points: &a_points, weights: None, anchor: 1.0, with_floor: false },
+                Problem { points: &a_points, weights: None, anchor: 1.0, with_floor: true },
+                Problem { points: &a_points, weights: Some(&weights), anchor: 1.0, with_floor: false },
+                Problem { points: &b_points, weights: None, anchor: p_true[0], with_floor: true },
+            ];
+            for problem in problems {
+                if problem.points.len() < MIN_POINTS {
                     continue;
                 }
                 for shape in [Shape::Exponential, Shape::Power] {
-                    let coarse = Curves::new(points, shape, with_floor).best_rate(GRID_POINTS);
-                    let fine = Curves::new(points, shape, with_floor).best_rate(256);
+                    let coarse = Curves::new(problem, shape).best_rate(GRID_POINTS);
+                    let fine = Curves::new(problem, shape).best_rate(256);
                     assert!(coarse.2 <= fine.2 * (1.0 + 1e-9) + 1e-300, "trace {trace}: coarse SSE {} above fine {}", coarse.2, fine.2);
                     // On a plateau (every point decayed to the floor) the rate is not
                     // identified; elsewhere both grids must find the same one.
-                    let identified = Curves::new(points, shape, with_floor).sse(fine.0 * 1.01) > fine.2 * (1.0 + 1e-12);
+                    let identified = Curves::new(problem, shape).sse(fine.0 * 1.01) > fine.2 * (1.0 + 1e-12);
                     if identified {
                         assert!((coarse.0 - fine.0).abs() <= 1e-6 * fine.0.max(1e-12), "trace {trace}: rate {} vs {}", coarse.0, fine.0);
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn definition_b_is_anchored_at_the_observed_start() {
+        // p_true decays from 0.6 at first learning towards 0.2 with tau = 3: the old
+        // definition (anchored at 1) cannot fit it exactly, the anchored one does.
+        let correct = [false, true, true, true, true, true, true, true, true, true];
+        let p_true: Vec<f32> = (0..10).map(|t| if t == 0 { 0.1 } else { 0.2 + 0.4 * (-((t - 1) as f32) / 3.0).exp() }).collect();
+        let Decay::Fitted(fit) = fit_p_true(&correct, &p_true) else { panic!("excluded") };
+        assert!((fit.tau.unwrap() - 3.0).abs() < 1e-4, "tau {:?}", fit.tau);
+        assert!((fit.exponential.a.unwrap() - 0.2).abs() < 1e-5);
+        assert!(fit.exponential.r2 > 0.999_999);
+        assert_eq!(fit.points, 8, "lags 1..=8 after the anchor");
+    }
+
+    #[test]
+    fn the_floor_fits_a_coin_flip_level_that_plain_a_cannot() {
+        // Retention that drops to a level of 0.5 and stays: plain A has R^2 < 0 or near it
+        // (no exponential to 0 fits a plateau at 0.5); the floor finds a = 0.5.
+        let correct: Vec<bool> = (0..60).map(|t| t < 3 || t % 2 == 0).collect();
+        let (Decay::Fitted(plain), Decay::Fitted(floor)) = (fit_lag_retention(&correct), fit_lag_retention_floor(&correct)) else { panic!("excluded") };
+        assert!(plain.exponential.r2 < 0.1, "plain A R^2 {}", plain.exponential.r2);
+        assert!(floor.exponential.r2 > plain.exponential.r2);
+        assert!((floor.exponential.a.unwrap() - 0.5).abs() < 0.1, "floor {:?}", floor.exponential.a);
+    }
+
+    #[test]
+    fn weighting_by_pairs_leans_on_the_short_lags() {
+        // Equal weights reproduce the unweighted fit; pair weights change it.
+        let correct: Vec<bool> = (0..40).map(|t| (t * 7) % 5 != 0 && t != 30).collect();
+        let points = lag_points(&correct);
+        let ones = vec![1.0; points.len()];
+        let plain = fit(Problem { points: &points, weights: None, anchor: 1.0, with_floor: false });
+        let unit = fit(Problem { points: &points, weights: Some(&ones), anchor: 1.0, with_floor: false });
+        let (Decay::Fitted(plain), Decay::Fitted(unit), Decay::Fitted(weighted)) = (plain, unit, fit_lag_retention_weighted(&correct)) else { panic!("excluded") };
+        assert!((plain.exponential.rate - unit.exponential.rate).abs() <= 1e-9 * plain.exponential.rate);
+        assert!((plain.exponential.rate - weighted.exponential.rate).abs() > 1e-6 * plain.exponential.rate);
     }
 
     proptest! {
@@ -637,7 +828,7 @@ mod tests {
         #[test]
         fn lag_retention_fit_recovers_an_exact_exponential(tau in 0.5f64..30.0) {
             let points: Vec<(usize, f64)> = (1..30).map(|k| (k, (-(k as f64) / tau).exp())).collect();
-            let Decay::Fitted(fit) = fit(&points, false) else { panic!("fitted") };
+            let Decay::Fitted(fit) = fit(Problem { points: &points, weights: None, anchor: 1.0, with_floor: false }) else { panic!("fitted") };
             prop_assert!((fit.tau.unwrap() - tau).abs() / tau < 1e-9, "tau {} fitted {:?}", tau, fit.tau);
             prop_assert!(fit.exponential.aic < fit.power.aic, "an exponential is best described as one");
         }

@@ -65,7 +65,7 @@ impl ForgettingEvents {
 }
 
 /// How never-learned samples enter forgetting-score rankings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NeverLearnedPolicy {
     /// Rank them above all others, as Toneva et al. do.

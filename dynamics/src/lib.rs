@@ -13,13 +13,15 @@ pub mod decay;
 pub mod events;
 pub mod overlap;
 pub mod scores;
+pub mod settings;
 pub mod stats;
 pub mod summary;
 pub mod warmup;
 
 pub use cartography::Cartography;
 pub use events::{ForgettingEvents, NeverLearnedPolicy};
-pub use decay::{fit_lag_retention, fit_p_true, Decay, DecayFit, DecaySummary, Exclusion};
+pub use decay::{fit_lag_retention, fit_p_true, Decay, DecayFit, DecaySummary, Exclusion, Retention};
+pub use settings::{AnalysisSettings, Window};
 pub use scores::{Direction, SampleValues, Score};
 pub use overlap::{chance_jaccard, jaccard, jaccard_curve, top_set, TopSet};
 pub use stats::{average_ranks, jackknife_over_seeds, kendall_tau_b, mean_interval, pearson, spearman, spearman_brown, Correlation, MeanInterval};

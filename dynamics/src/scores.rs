@@ -44,7 +44,7 @@ impl Direction {
 macro_rules! scores {
     ($($variant:ident => $name:literal, $direction:ident, $label:literal, $meaning:literal;)+) => {
         /// A per-sample statistic of a finished run that rankings, comparisons, pruning and
-        /// schedules take (`sample_stats` holds each, except the derived decay rate).
+        /// schedules take (`sample_stats` holds each, except the derived decay rate and 1 − confidence).
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
         pub enum Score { $($variant),+ }
@@ -101,6 +101,12 @@ scores! {
         "1 - SS_res/SS_tot of the exponential retention fit; lower is less explained by a smooth decay";
     WarmupLoss => "warmup_loss", Higher, "loss after warm-up",
         "cross-entropy of the sample after the head warm-up; higher is harder";
+    OneMinusConfidence => "one_minus_confidence", Higher, "1 − mean p_true",
+        "one minus the mean probability of the true class over the epochs (1 − confidence, Swayamdipta et al. 2020); higher is less confidently learned";
+    MeanMargin => "mean_margin", Lower, "mean margin",
+        "mean over the epochs of the true-class logit minus the largest other logit (the area under the margin of Pleiss et al. 2020, per epoch); lower is more often misclassified";
+    El2n => "el2n", Higher, "EL2N",
+        "L2 norm of the softmax minus the one-hot label at the run's EL2N epoch, 10 % into the window unless chosen (Paul et al. 2021); higher is harder";
 }
 
 impl std::fmt::Display for Score {
@@ -125,6 +131,10 @@ pub struct SampleValues {
     /// R² of the exponential fit; `None` when the trace was excluded from fitting.
     pub r2: Option<f64>,
     pub warmup_loss: Option<f64>,
+    /// Mean margin over the window (`None` without recorded margins).
+    pub mean_margin: Option<f64>,
+    /// EL2N at the run's EL2N epoch.
+    pub el2n: Option<f64>,
 }
 
 impl SampleValues {
@@ -143,6 +153,8 @@ impl SampleValues {
             tau: fit.and_then(|f| f.tau),
             r2: fit.map(|f| f.exponential.r2),
             warmup_loss: summary.warmup_loss.map(f64::from),
+            mean_margin: summary.mean_margin,
+            el2n: summary.el2n,
         }
     }
 
@@ -173,6 +185,9 @@ impl Score {
             Score::DecayRate => s.r2.map(|_| s.tau.map_or(0.0, |tau| 1.0 / tau)),
             Score::R2 => s.r2,
             Score::WarmupLoss => s.warmup_loss,
+            Score::OneMinusConfidence => s.confidence.map(|c| 1.0 - c),
+            Score::MeanMargin => s.mean_margin,
+            Score::El2n => s.el2n,
         }
     }
 
@@ -202,6 +217,42 @@ impl Score {
         }
     }
 
+    /// One sample's ranked values in several runs (seeds) combined into one, as the
+    /// references combine seeds: event counts are summed (Toneva et al. 2019 sum forgetting
+    /// events over seeds), tau is the tau of the mean decay rate (`1 / mean(1 / tau)`: an
+    /// infinite tau is a rate of 0), and every other score is averaged (Paul et al. 2021
+    /// average EL2N over seeds). A sample without a value in one of the runs (left out by the
+    /// `exclude` policy) has none; `-inf` tau (never learned, under `max`) stays `-inf`.
+    pub fn over_seeds(self, values: &[Option<f64>]) -> Option<f64> {
+        let values: Vec<f64> = values.iter().copied().collect::<Option<_>>()?;
+        if values.is_empty() {
+            return None;
+        }
+        let n = values.len() as f64;
+        Some(match self {
+            Score::ForgettingEvents | Score::LearningEvents => values.iter().sum(),
+            Score::Tau if values.contains(&f64::NEG_INFINITY) => f64::NEG_INFINITY,
+            Score::Tau => 1.0 / (values.iter().map(|tau| 1.0 / tau).sum::<f64>() / n),
+            _ => values.iter().sum::<f64>() / n,
+        })
+    }
+
+    /// How [`Score::over_seeds`] combines this score's seeds, for a page.
+    pub fn seed_combination(self) -> &'static str {
+        match self {
+            Score::ForgettingEvents | Score::LearningEvents => "summed over seeds (Toneva et al. 2019)",
+            Score::Tau => "the tau of the mean decay rate over seeds",
+            Score::El2n => "averaged over seeds (Paul et al. 2021)",
+            _ => "averaged over seeds",
+        }
+    }
+
+    /// Whether the score is a stored per-sample column (`sample_stats`, `run_columns`): every
+    /// one but those derived from another (the decay rate from tau, 1 − confidence).
+    pub fn stored(self) -> bool {
+        !matches!(self, Score::DecayRate | Score::OneMinusConfidence)
+    }
+
     /// A ranked value turned so that higher is more forgotten: the key a top-q forgotten set
     /// takes its highest entries of.
     pub fn forgotten_key(self, ranked: f64) -> f64 {
@@ -219,10 +270,18 @@ mod tests {
 
     /// Summaries of hand-made traces, one sample each: `bits[t]` is correctness at epoch t+1.
     fn sample(bits: &str) -> SampleValues {
-        let epochs: Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> =
-            bits.chars().map(|c| (vec![u8::from(c == '1')], vec![if c == '1' { 0.9 } else { 0.1 }], vec![0.5])).collect();
-        let columns: Vec<TraceColumns> = epochs.iter().map(|(c, p, l)| TraceColumns { correct: c, p_true: p, loss: l }).collect();
-        SampleValues::of(&summarize_samples(&columns, 0, None)[0])
+        // p_true 0.9 when correct, 0.1 when wrong; margin +-2; EL2N 0.1 or 1.2.
+        let epochs: Vec<[Vec<f32>; 4]> = bits
+            .chars()
+            .map(|c| if c == '1' { [vec![0.9], vec![0.5], vec![2.0], vec![0.1]] } else { [vec![0.1], vec![0.5], vec![-2.0], vec![1.2]] })
+            .collect();
+        let correct: Vec<Vec<u8>> = bits.chars().map(|c| vec![u8::from(c == '1')]).collect();
+        let columns: Vec<TraceColumns> = epochs
+            .iter()
+            .zip(&correct)
+            .map(|([p, l, m, e], c)| TraceColumns { correct: c, p_true: p, loss: l, margin: Some(m), el2n: Some(e) })
+            .collect();
+        SampleValues::of(&summarize_samples(&columns, 0, None, crate::AnalysisSettings::default())[0])
     }
 
     #[test]
@@ -260,6 +319,38 @@ mod tests {
         // The old pruner saw a never-learned sample's 0 events, as if it were unforgettable.
         assert_eq!(Score::ForgettingEvents.value(&never), Some(0.0));
         assert_eq!(Score::ForgettingEvents.ranked_value(&never, NeverLearnedPolicy::Max), Some(f64::INFINITY));
+    }
+
+    #[test]
+    fn margin_el2n_and_one_minus_confidence_are_read_from_the_window() {
+        // 8 epochs, correct at 3 of them: mean margin (3 * 2 - 5 * 2) / 8; EL2N 10 % into the
+        // window is epoch 1 (wrong: 1.2); 1 - confidence = 1 - (3 * 0.9 + 5 * 0.1) / 8.
+        let s = sample("01010100");
+        assert_eq!(Score::MeanMargin.value(&s), Some(-0.5));
+        assert_eq!(Score::El2n.value(&s), Some(f64::from(1.2f32)));
+        let confidence = (3.0 * f64::from(0.9f32) + 5.0 * f64::from(0.1f32)) / 8.0;
+        assert!((Score::OneMinusConfidence.value(&s).unwrap() - (1.0 - confidence)).abs() < 1e-12);
+        assert_eq!(Score::MeanMargin.direction(), Direction::Lower);
+        assert_eq!(Score::El2n.direction(), Direction::Higher);
+        // The chosen EL2N epoch, and one past the run's end.
+        let settings = |el2n_epoch| crate::AnalysisSettings { el2n_epoch, ..crate::AnalysisSettings::default() };
+        assert_eq!(crate::summary::el2n_epoch(8, 0, settings(Some(2))), Some(2));
+        assert_eq!(crate::summary::el2n_epoch(8, 0, settings(Some(9))), None);
+        assert_eq!(crate::summary::el2n_epoch(100, 0, settings(None)), Some(11), "epoch 20 of 200 in Paul et al.: 10 % in");
+        assert_eq!(crate::summary::el2n_epoch(23, 3, settings(None)), Some(6), "10 % into the 20 fine-tuning epochs 4..=23");
+    }
+
+    #[test]
+    fn seeds_combine_as_the_references_do() {
+        let (inf, some) = (f64::INFINITY, |v: f64| Some(v));
+        assert_eq!(Score::ForgettingEvents.over_seeds(&[some(1.0), some(3.0), some(0.0)]), Some(4.0), "Toneva: the sum over seeds");
+        assert_eq!(Score::ForgettingEvents.over_seeds(&[some(1.0), some(inf)]), Some(inf), "never learned in one seed, under max");
+        assert_eq!(Score::El2n.over_seeds(&[some(0.5), some(1.0)]), Some(0.75), "Paul et al.: the mean over seeds");
+        assert_eq!(Score::Tau.over_seeds(&[some(2.0), some(inf)]), Some(4.0), "rates 0.5 and 0: mean rate 0.25");
+        assert_eq!(Score::Tau.over_seeds(&[some(inf), some(inf)]), Some(inf));
+        assert_eq!(Score::Tau.over_seeds(&[some(2.0), some(f64::NEG_INFINITY)]), Some(f64::NEG_INFINITY));
+        assert_eq!(Score::Confidence.over_seeds(&[some(0.5), None]), None, "left out in one seed: left out");
+        assert_eq!(Score::Confidence.over_seeds(&[]), None);
     }
 
     #[test]

@@ -50,8 +50,8 @@ mod tests {
         // at different speeds, one never learned (no value).
         let traces = ["11111111", "01111111", "11011011", "11010101", "10101010", "00000000"];
         let epochs: Vec<(Vec<u8>, Vec<f32>)> = (0..8).map(|t| (traces.iter().map(|tr| u8::from(tr.as_bytes()[t] == b'1')).collect(), vec![0.5; 6])).collect();
-        let columns: Vec<TraceColumns> = epochs.iter().map(|(c, p)| TraceColumns { correct: c, p_true: p, loss: p }).collect();
-        let values: Vec<SampleValues> = summarize_samples(&columns, 0, None).iter().map(SampleValues::of).collect();
+        let columns: Vec<TraceColumns> = epochs.iter().map(|(c, p)| TraceColumns::new(c, p, p)).collect();
+        let values: Vec<SampleValues> = summarize_samples(&columns, 0, None, crate::AnalysisSettings::default()).iter().map(SampleValues::of).collect();
         // Harder samples (forgotten faster) had a higher loss after warm-up.
         let loss = [Some(0.1), Some(0.2), Some(0.5), Some(0.9), Some(1.4), Some(3.0)];
         let w = predictability(&values, &loss);

@@ -64,6 +64,12 @@ fn decay_fits_match_scipy() {
     for ((k, y), expected) in ours.iter().zip(&points) {
         assert_eq!((*k, *y), (expected[0], expected[1]));
     }
+    for retention in dynamics::Retention::ALL {
+        let name = format!("decay_{retention}");
+        let Decay::Fitted(fit) = retention.fit(&correct, &p_true) else { panic!("{name} was excluded") };
+        check_curve(&format!("{name} exponential"), &fit.exponential, &r["expected"][&name]["exponential"]);
+        check_curve(&format!("{name} power"), &fit.power, &r["expected"][&name]["power"]);
+    }
     for (name, fit) in [("decay_a", fit_lag_retention(&correct)), ("decay_b", fit_p_true(&correct, &p_true))] {
         let Decay::Fitted(fit) = fit else { panic!("{name} was excluded") };
         check_curve(&format!("{name} exponential"), &fit.exponential, &r["expected"][name]["exponential"]);
@@ -160,8 +166,8 @@ fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
     let epochs = traces[0].len();
     let correct: Vec<Vec<u8>> = (warmup..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
     let filler = vec![0.5f32; traces.len()];
-    let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
-    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns::new(c, &filler, &filler)).collect();
+    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let ours = dynamics::warmup::predictability(&values, &loss);
     let theirs = &r["expected"]["warmup"];
     assert_eq!(ours.rate.n as u64, theirs["n"].as_u64().unwrap(), "samples with a defined decay rate");
@@ -170,8 +176,8 @@ fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
 
     // Class means over all epochs, under both never-learned policies.
     let all: Vec<Vec<u8>> = (0..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
-    let columns: Vec<dynamics::TraceColumns> = all.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
-    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    let columns: Vec<dynamics::TraceColumns> = all.iter().map(|c| dynamics::TraceColumns::new(c, &filler, &filler)).collect();
+    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let labels: Vec<u32> = r["inputs"]["labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as u32).collect();
     for (policy, name) in [(dynamics::NeverLearnedPolicy::Max, "class_forgetting_max"), (dynamics::NeverLearnedPolicy::Exclude, "class_forgetting_exclude")] {
         let ours = dynamics::classes::class_forgetting(&labels, &values, epochs as u32, 5, policy);
@@ -182,4 +188,18 @@ fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
             }
         }
     }
+}
+
+#[test]
+fn similar_classes_forgotten_most_matches_scipy() {
+    let r: Value = serde_json::from_str(include_str!("fixtures/reference_scores.json")).unwrap();
+    let similarity: Vec<Vec<f64>> = r["inputs"]["similarity"].as_array().unwrap().iter().map(floats).collect();
+    let greatest = dynamics::classes::greatest_similarity(&similarity);
+    for (c, theirs) in floats(&r["expected"]["greatest_similarity"]).into_iter().enumerate() {
+        assert_eq!(greatest[c], Some(theirs), "class {c}");
+    }
+    let forgetting: Vec<Option<f64>> = r["expected"]["class_forgetting_max"].as_array().unwrap().iter().map(Value::as_f64).collect();
+    let ours = dynamics::classes::similar_classes_forgotten_most(&forgetting, &similarity);
+    assert_eq!(ours.n, 5);
+    check("similar classes forgotten most", ours, &r["expected"]["similar_classes_forgotten_most"]);
 }

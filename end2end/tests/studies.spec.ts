@@ -10,7 +10,8 @@ test("a study launched from its preset fills its grid live and reports its findi
   await page.fill("input[name=name]", `e2e study ${Date.now()}`);
   await page.fill("input[name=train_subset]", "256");
   await page.fill("input[name=val_subset]", "64");
-  await page.fill("input[name=epochs]", "2");
+  // 4 fine-tuning epochs: the default window (fine-tuning) then holds the 3 lags a decay fit needs.
+  await page.fill("input[name=epochs]", "4");
   await page.fill("input[name=device]", "cpu");
   await page.click("text=Launch the study");
   await page.waitForURL(/\/studies\/\d+$/);
@@ -32,6 +33,15 @@ test("a study launched from its preset fills its grid live and reports its findi
   expect(summary.cross_arch_pairs).toBe(9);
   expect(summary.cross_seed_pairs).toBe(6);
   await expect(page.locator("tr[data-finding=cross-arch]")).toContainText("0.34 (OCT)");
+  // Per architecture: mean and median R², exclusions with their reasons, the AIC split.
+  const fixed = (x: number | null) => (x === null ? "–" : x.toFixed(3));
+  for (const a of summary.per_arch) {
+    const [never, few, constant] = a.excluded_by_reason;
+    expect(never + few + constant).toBe(a.excluded);
+    await expect(page.locator("tr[data-finding=r2]")).toContainText(
+      `${a.arch}: mean ${fixed(a.mean_r2)}, median ${fixed(a.median_r2)} over ${a.fitted} fits; excluded ${a.excluded} (${never} never learned, ${few} too few points, ${constant} constant); exponential beats the power law (AIC) in ${a.exponential_preferred} of ${a.fitted}`,
+    );
+  }
   const rows = page.locator("table.arms-table tbody tr");
   await expect(rows).toHaveCount(2);
   for (const arm of study.report.arms) {
@@ -56,4 +66,9 @@ test("a study launched from its preset fills its grid live and reports its findi
   await page.click("text=Open the full comparison");
   await page.waitForURL(/\/compare\?runs=/);
   await expect(page.locator("figure.heatmap")).toHaveCount(2);
+  // The two architectures compared on their seeds combined (forgetting events summed over seeds).
+  const combined = (await (await request.get(`/api/v1/compare?runs=${study.report.comparison.runs.join(",")}&q=0.1`)).json()).seeds_combined;
+  expect(combined.archs.sort()).toEqual(["deit_small", "resnet18"]);
+  await expect(page.locator(".seeds-combined tr[data-arch]")).toHaveCount(2);
+  await expect(page.locator(".seeds-combined")).toContainText("summed over seeds (Toneva et al. 2019)");
 });

@@ -79,7 +79,7 @@ pub fn write_records_csv<'a>(mut out: impl Write, epochs: impl IntoIterator<Item
 }
 
 /// The per-sample statistics columns, in file order.
-pub const SAMPLE_COLUMNS: [&str; 16] = [
+pub const SAMPLE_COLUMNS: [&str; 18] = [
     "sample_key",
     "sample_index",
     "dataset_index",
@@ -95,6 +95,8 @@ pub const SAMPLE_COLUMNS: [&str; 16] = [
     "tau",
     "r2",
     "warmup_loss",
+    "mean_margin",
+    "el2n",
     "run",
 ];
 
@@ -114,7 +116,7 @@ pub fn write_runs_samples_csv(mut out: impl Write, runs: &[(i64, &[SampleStats])
         for s in samples {
             writeln!(
                 out,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{run}",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{run}",
                 s.sample_key,
                 s.sample_index,
                 s.dataset_index,
@@ -130,6 +132,8 @@ pub fn write_runs_samples_csv(mut out: impl Write, runs: &[(i64, &[SampleStats])
                 opt(s.tau),
                 opt(s.r2),
                 opt(s.warmup_loss),
+                opt(s.mean_margin),
+                opt(s.el2n),
             )?;
         }
     }

@@ -45,6 +45,8 @@ const SAMPLES_SCHEMA: &str = "message samples {
     OPTIONAL DOUBLE tau;
     OPTIONAL DOUBLE r2;
     OPTIONAL DOUBLE warmup_loss;
+    OPTIONAL DOUBLE mean_margin;
+    OPTIONAL DOUBLE el2n;
     REQUIRED INT64 run;
 }";
 
@@ -143,6 +145,8 @@ fn write_samples_group<W: Write + Send>(file: &mut SerializedFileWriter<W>, run:
             12 => optional::<DoubleType>(&mut column, &doubles(|s| s.tau))?,
             13 => optional::<DoubleType>(&mut column, &doubles(|s| s.r2))?,
             14 => optional::<DoubleType>(&mut column, &doubles(|s| s.warmup_loss))?,
+            15 => optional::<DoubleType>(&mut column, &doubles(|s| s.mean_margin))?,
+            16 => optional::<DoubleType>(&mut column, &doubles(|s| s.el2n))?,
             _ => required::<Int64Type>(&mut column, &vec![run; samples.len()])?,
         }
         column.close()?;
@@ -204,6 +208,8 @@ mod tests {
                 tau: None,
                 r2: None,
                 warmup_loss: Some(1.0),
+                mean_margin: Some(-0.5),
+                el2n: Some(0.75),
             },
             SampleStats {
                 sample_key: "bb".into(),
@@ -221,6 +227,8 @@ mod tests {
                 tau: None,
                 r2: None,
                 warmup_loss: None,
+                mean_margin: None,
+                el2n: None,
             },
         ];
         let dir = tempfile::tempdir().unwrap();
@@ -232,7 +240,9 @@ mod tests {
         assert_eq!(row[6], (&"first_learned_epoch".to_owned(), &Field::Null));
         assert_eq!(row[7].1, &Field::Bool(true));
         assert_eq!(row[14].1, &Field::Null);
-        assert_eq!(row[15].1, &Field::Long(7));
+        assert_eq!(row[16], (&"el2n".to_owned(), &Field::Null));
+        assert_eq!(row[17].1, &Field::Long(7));
         assert_eq!(rows[0].get_column_iter().nth(14).unwrap().1, &Field::Double(1.0));
+        assert_eq!(rows[0].get_column_iter().nth(15).unwrap(), (&"mean_margin".to_owned(), &Field::Double(-0.5)));
     }
 }

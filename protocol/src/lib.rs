@@ -18,6 +18,6 @@ pub mod views;
 pub mod worker;
 
 pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule};
-pub use sampling::{Keep, Plan, SampleScore, Sampling};
+pub use sampling::{Keep, Plan, SampleScore, Sampling, SourceRuns};
 pub use dynamics::Direction;
 pub use views::*;

@@ -44,7 +44,7 @@ pub enum Plan {
     /// Static spaced repetition by the decay constants tau of an earlier run: each epoch shows
     /// the samples whose predicted retention `exp(-age / tau)` is lowest, where `age` is the
     /// number of epochs since the sample was last shown.
-    SpacedRepetition { source_run: i64 },
+    SpacedRepetition { source_run: SourceRuns },
     /// Leitner queues (Leitner 1972; as Amiri et al. 2017): every sample starts in deck 0;
     /// deck k is due every 2^k fine-tuning epochs; a shown sample moves up a deck when it is
     /// correct at the end of the epoch and down one when it is wrong (as Amiri et al.; the
@@ -54,9 +54,53 @@ pub enum Plan {
     /// sample's recall is predicted as `exp(-tau x^2)`, `x = loss * delay / strength`, and it
     /// is next due after the longest delay at which that stays at or above `nu`.
     Rbf { nu: f64 },
-    /// Data pruning by a per-sample score of an earlier run: the same `m` samples with the
-    /// highest (`top`) or lowest (`bottom`) score every epoch.
-    Prune { source_run: i64, score: SampleScore, keep: Keep },
+    /// Data pruning by a per-sample score of an earlier run (or of several seeds combined):
+    /// the same `m` samples with the highest (`top`) or lowest (`bottom`) score every epoch.
+    Prune { source_run: SourceRuns, score: SampleScore, keep: Keep },
+}
+
+/// The earlier run or runs a schedule reads. Several runs (seeds) combine per sample as the
+/// references do (`dynamics::Score::over_seeds`: Toneva et al.'s sum of forgetting events
+/// over seeds, Paul et al.'s EL2N averaged over seeds). In JSON one run is a number, as
+/// before, and several are an array (or, from a form, `"12, 13, 14"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRuns(pub Vec<i64>);
+
+impl SourceRuns {
+    pub fn one(run: i64) -> Self {
+        SourceRuns(vec![run])
+    }
+}
+
+impl fmt::Display for SourceRuns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs: Vec<String> = self.0.iter().map(|r| format!("#{r}")).collect();
+        f.write_str(&runs.join(", "))
+    }
+}
+
+impl Serialize for SourceRuns {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.as_slice() {
+            [one] => serializer.serialize_i64(*one),
+            many => many.serialize(serializer),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SourceRuns {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            One(i64),
+            Many(Vec<i64>),
+        }
+        Ok(match Stored::deserialize(deserializer)? {
+            Stored::One(run) => SourceRuns(vec![run]),
+            Stored::Many(runs) => SourceRuns(runs),
+        })
+    }
 }
 
 /// A per-sample statistic of a finished run, as a schedule's input: `dynamics`' one list of
@@ -100,7 +144,14 @@ impl fmt::Display for Sampling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.plan {
             Plan::Full => f.write_str("full"),
-            plan => write!(f, "{} at budget {}", plan.kind(), self.budget),
+            plan => {
+                write!(f, "{} at budget {}", plan.kind(), self.budget)?;
+                match plan {
+                    Plan::Prune { source_run, score, keep } => write!(f, ", keeping the {keep} {score} of {source_run}"),
+                    Plan::SpacedRepetition { source_run } => write!(f, ", by the tau of {source_run}"),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 }
@@ -129,11 +180,11 @@ impl Sampling {
         self.budget < 1.0
     }
 
-    /// The earlier run whose per-sample values the schedule needs, with the value it needs.
-    pub fn source(&self) -> Option<(i64, SampleScore)> {
-        match self.plan {
-            Plan::SpacedRepetition { source_run } => Some((source_run, SampleScore::Tau)),
-            Plan::Prune { source_run, score, .. } => Some((source_run, score)),
+    /// The earlier runs whose per-sample values the schedule needs, with the value it needs.
+    pub fn source(&self) -> Option<(&[i64], SampleScore)> {
+        match &self.plan {
+            Plan::SpacedRepetition { source_run } => Some((&source_run.0, SampleScore::Tau)),
+            Plan::Prune { source_run, score, .. } => Some((&source_run.0, *score)),
             _ => None,
         }
     }
@@ -213,11 +264,26 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
     let get = |key: &str| object.get(key).cloned();
     let budget = field.positive("sampling.budget", &get("budget"), 1.0).unwrap_or(1.0);
     let source_run = |field: &mut Fields<'_>| {
-        let run = field.whole("sampling.source_run", &get("source_run"), 1, i64::MAX as u64);
         if Fields::present(&get("source_run")).is_none() {
-            field.errors.add("sampling.source_run", format!("{kind} needs source_run: the id of an earlier succeeded run over the same dataset"));
+            field.errors.add("sampling.source_run", format!("{kind} needs source_run: the id of an earlier succeeded run over the same dataset (or several, one per seed)"));
+            return SourceRuns::one(0);
         }
-        run.unwrap_or(0) as i64
+        // One id, or several: an array, or ids separated by commas.
+        let items: Vec<Value> = match get("source_run") {
+            Some(Value::Array(items)) => items,
+            Some(Value::String(text)) => text.split(',').map(|t| Value::String(t.trim().to_owned())).collect(),
+            other => other.into_iter().collect(),
+        };
+        let runs: Vec<i64> = items.iter().filter_map(|item| field.whole("sampling.source_run", &Some(item.clone()), 1, i64::MAX as u64)).map(|r| r as i64).collect();
+        let mut distinct = runs.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if items.is_empty() {
+            field.errors.add("sampling.source_run", "names no run; give the id of an earlier succeeded run (or several, one per seed)".to_owned());
+        } else if distinct.len() < runs.len() {
+            field.errors.add("sampling.source_run", format!("names a run twice: {}", SourceRuns(runs.clone())));
+        }
+        SourceRuns(runs)
     };
     let plan = match kind.as_str() {
         "full" => {
@@ -288,11 +354,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn several_source_runs_combine_seeds_and_one_stays_a_number() {
+        for (given, runs) in [(json!([4, 5, 6]), vec![4, 5, 6]), (json!("4, 5,6"), vec![4, 5, 6]), (json!(4), vec![4])] {
+            let sampling = Sampling::parse(&json!({"kind": "prune", "budget": 0.5, "source_run": given, "score": "el2n"})).unwrap();
+            assert_eq!(sampling.source(), Some((runs.as_slice(), SampleScore::El2n)));
+            // Stored specs: one run is the number it always was; several are an array.
+            let stored = serde_json::to_value(&sampling).unwrap();
+            assert_eq!(stored["source_run"], if runs.len() == 1 { json!(4) } else { json!(runs) });
+            assert_eq!(serde_json::from_value::<Sampling>(stored).unwrap(), sampling);
+        }
+        let errors = Sampling::parse(&json!({"kind": "prune", "budget": 0.5, "source_run": [4, 4], "score": "tau"})).unwrap_err();
+        assert_eq!(errors.get("sampling.source_run"), Some("names a run twice: #4, #4"));
+        let errors = Sampling::parse(&json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": [4, "x"]})).unwrap_err();
+        assert!(errors.get("sampling.source_run").unwrap().contains("\"x\""), "{errors}");
+    }
+
+    #[test]
     fn a_form_schedule_keeps_what_its_kind_takes() {
         let fields = [("budget", " 0.5 "), ("source_run", "12"), ("decks", ""), ("nu", "0.8")];
         let spaced = from_form("spaced_repetition", &fields).unwrap();
         assert_eq!(spaced, serde_json::json!({"kind": "spaced_repetition", "budget": "0.5", "source_run": "12"}));
-        assert_eq!(Sampling::parse(&spaced).unwrap(), Sampling { budget: 0.5, plan: Plan::SpacedRepetition { source_run: 12 } });
+        assert_eq!(Sampling::parse(&spaced).unwrap(), Sampling { budget: 0.5, plan: Plan::SpacedRepetition { source_run: SourceRuns::one(12) } });
         assert_eq!(from_form("full", &fields), Some(Value::String("full".into())), "full shows everything: no budget");
         assert_eq!(from_form(" ", &fields), None);
         let errors = Sampling::parse(&from_form("prune", &[("budget", "0.3")]).unwrap()).unwrap_err();
@@ -326,12 +408,12 @@ mod tests {
             (json!("random"), Plan::Random),
             (json!({"kind": "easy_to_hard", "budget": 0.5}), Plan::EasyToHard),
             (json!({"kind": "hard_to_easy", "budget": "0.5"}), Plan::HardToEasy),
-            (json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": 7}), Plan::SpacedRepetition { source_run: 7 }),
+            (json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": 7}), Plan::SpacedRepetition { source_run: SourceRuns::one(7) }),
             (json!({"kind": "leitner", "budget": 0.5}), Plan::Leitner { decks: DEFAULT_DECKS }),
             (json!({"kind": "rbf", "budget": 0.5, "nu": 0.8}), Plan::Rbf { nu: 0.8 }),
             (
                 json!({"kind": "prune", "budget": 0.5, "source_run": "3", "score": "forgetting_events", "keep": "bottom"}),
-                Plan::Prune { source_run: 3, score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
+                Plan::Prune { source_run: SourceRuns::one(3), score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
             ),
         ];
         for (request, plan) in cases {
@@ -364,6 +446,8 @@ mod tests {
         let arm = Sampling::parse(&json!({"kind": "rbf", "budget": 0.4})).unwrap();
         assert_eq!(arm, Sampling { budget: 0.4, plan: Plan::Rbf { nu: DEFAULT_NU } });
         assert_eq!(arm.to_string(), "rbf at budget 0.4");
+        let seeds = Sampling::parse(&json!({"kind": "prune", "budget": 0.5, "source_run": [3, 4], "score": "el2n", "keep": "bottom"})).unwrap();
+        assert_eq!(seeds.to_string(), "prune at budget 0.5, keeping the bottom el2n of #3, #4");
         assert!(Sampling::parse(&json!({"kind": "leitner", "decks": 0})).unwrap_err().get("sampling.decks").is_some());
     }
 

@@ -58,6 +58,15 @@ pub struct RunRequest {
     /// How never-learned samples enter every ranking of the run's statistics and every
     /// schedule that reads them: `max` (default, Toneva et al.: the most forgotten) or `exclude`.
     pub never_learned: Option<Value>,
+    /// Which epochs the run's per-sample statistics cover (`dynamics::Window`): `fine_tuning`
+    /// (default: after the head warm-up) or `all`.
+    pub window: Option<Value>,
+    /// The retention-decay definition the run's tau, R² and AIC fit (`dynamics::Retention`):
+    /// `a` (default), `a_floor`, `a_weighted` or `b`.
+    pub retention: Option<Value>,
+    /// The epoch (1-based, warm-up included) whose EL2N is the run's `el2n` score; absent:
+    /// 10 % into the statistics' window (Paul et al. score epoch 20 of 200).
+    pub el2n_epoch: Option<Value>,
     /// Queue order, not part of the experiment: higher runs first (-100..=100, default 0).
     pub priority: Option<Value>,
     /// Who launched the run (letters, digits, `.`, `_`, `@`, `-`; at most 64).
@@ -176,9 +185,23 @@ pub struct ExperimentSpec {
     /// Absent in specs stored before it existed; those read as `max`.
     #[serde(default)]
     pub never_learned: NeverLearnedPolicy,
+    /// Which epochs the run's per-sample statistics cover. Absent in specs stored before it
+    /// existed, whose statistics covered every epoch: those read as `all`.
+    #[serde(default = "legacy_window")]
+    pub window: Window,
+    /// The retention definition of the run's decay statistics. Absent in older specs: `a`.
+    #[serde(default)]
+    pub retention: Retention,
+    /// The epoch whose EL2N is the run's `el2n` score (`None`: 10 % into the window).
+    #[serde(default)]
+    pub el2n_epoch: Option<u32>,
 }
 
-pub use dynamics::NeverLearnedPolicy;
+pub use dynamics::{AnalysisSettings, NeverLearnedPolicy, Retention, Window};
+
+fn legacy_window() -> Window {
+    AnalysisSettings::LEGACY.window
+}
 
 /// Optimizer settings, learning-rate schedule and regularisation of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -227,6 +250,11 @@ impl ExperimentSpec {
     /// Total recorded epochs: head warmup, then fine-tuning.
     pub fn total_epochs(&self) -> u32 {
         self.warmup_epochs + self.epochs
+    }
+
+    /// The analysis choices the run's statistics are computed and ranked under.
+    pub fn analysis(&self) -> AnalysisSettings {
+        AnalysisSettings { window: self.window, retention: self.retention, never_learned: self.never_learned, el2n_epoch: self.el2n_epoch }
     }
 }
 
@@ -413,6 +441,10 @@ impl ExperimentSpec {
         }
 
         let never_learned = field.choice("never_learned", &request.never_learned, NeverLearnedPolicy::parse, || "max, exclude".into()).unwrap_or_default();
+        let window = field.choice("window", &request.window, Window::parse, || "fine_tuning, all".into()).unwrap_or_default();
+        let retention = field.choice("retention", &request.retention, Retention::parse, || "a, a_floor, a_weighted, b".into()).unwrap_or_default();
+        let total = epochs.unwrap_or(1) + warmup_epochs;
+        let el2n_epoch = field.whole("el2n_epoch", &request.el2n_epoch, 1, total.max(1)).map(|e| e as u32);
 
         if !errors.is_empty() {
             return Err(errors);
@@ -437,6 +469,9 @@ impl ExperimentSpec {
                 hyper,
                 sampling,
                 never_learned,
+                window,
+                retention,
+                el2n_epoch,
             }),
             _ => Err(errors),
         }
@@ -618,6 +653,29 @@ pub(crate) mod tests {
         assert_eq!(spec.measure, Measure::InBatch);
         assert_eq!(spec.device, Device::Auto);
         assert_eq!(spec.train_subset, None);
+    }
+
+    #[test]
+    fn analysis_settings_default_to_fine_tuning_and_a_and_old_specs_read_as_computed() {
+        let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3})), &fashion()).unwrap();
+        assert_eq!(spec.analysis(), AnalysisSettings { window: Window::FineTuning, retention: Retention::A, never_learned: NeverLearnedPolicy::Max, el2n_epoch: None });
+        let chosen = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3, "window": "all", "retention": "b", "el2n_epoch": "2"})), &fashion()).unwrap();
+        assert_eq!((chosen.window, chosen.retention, chosen.el2n_epoch), (Window::All, Retention::B, Some(2)));
+        let errors = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3, "warmup_epochs": 1, "window": "warmup", "retention": "c", "el2n_epoch": 5})),
+            &fashion(),
+        )
+        .unwrap_err();
+        assert_eq!(errors.get("el2n_epoch"), Some("must be a whole number from 1 to 4, got 5"));
+        assert_eq!(errors.get("window"), Some("unknown value \"warmup\"; choose one of fine_tuning, all"));
+        assert_eq!(errors.get("retention"), Some("unknown value \"c\"; choose one of a, a_floor, a_weighted, b"));
+        // A spec stored before the settings existed: its statistics covered every epoch.
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        let object = stored.as_object_mut().unwrap();
+        object.remove("window");
+        object.remove("retention");
+        let old: ExperimentSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!((old.window, old.retention), (Window::All, Retention::A));
     }
 
     #[test]

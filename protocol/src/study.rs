@@ -20,10 +20,12 @@ pub fn presets() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "architecture-dependent-forgetting-small",
-            "The same shape in minutes on a CPU: Fashion-MNIST, 512 training images at 32 px, 1 warmup + 3 fine-tuning epochs",
+            // 4 fine-tuning epochs: the statistics' default window is the fine-tuning epochs,
+            // and a decay fit needs 3 lags (4 epochs) in it.
+            "The same shape in minutes on a CPU: Fashion-MNIST, 512 training images at 32 px, 1 warmup + 4 fine-tuning epochs",
             json!({"archs": ["resnet18", "deit_small"], "seeds": [1, 2, 3],
                    "base": {"dataset": "fashion-mnist", "train_subset": 512, "val_subset": 128, "image_size": 32, "warmup_epochs": 1,
-                            "epochs": 3, "batch_size": 32, "lr": 0.02, "measure": "in_batch"}}),
+                            "epochs": 4, "batch_size": 32, "lr": 0.02, "measure": "in_batch"}}),
         ),
     ]
 }
@@ -309,11 +311,20 @@ pub struct Finding {
     /// Stable name: `cross_arch_jaccard`, `cross_seed_jaccard`, `mean_r2`,
     /// `cross_seed_spearman`, `warmup_spearman` (against tau), `warmup_spearman_rate`
     /// (against 1/tau), `class_consistency_cross_seed`,
-    /// `class_consistency_cross_arch`, `forgetting_follows_similarity`.
+    /// `class_consistency_cross_arch`, `forgetting_follows_similarity` (pairs of classes),
+    /// `similar_classes_forgotten_most` (per class).
     pub key: String,
     /// The architecture it is about; `None` for findings across architectures.
     pub arch: Option<String>,
     pub value: Option<Interval>,
+    /// The epoch window of the statistics it is computed from (`fine_tuning`, `all`, or
+    /// both joined by `+` when its runs differ).
+    #[serde(default)]
+    pub window: String,
+    /// The retention definition it depends on (`a`, `a_floor`, `a_weighted`, `b`); empty for
+    /// findings that do not depend on one (forgetting events, class means).
+    #[serde(default)]
+    pub retention: String,
     /// How the interval was computed: Student's t over independent values, or the jackknife
     /// over seeds for values that are pairs of runs (pairs share runs).
     #[serde(default)]

@@ -239,7 +239,7 @@ pub struct CorrelationView {
     pub n: u64,
 }
 
-/// The decay fits of a run's samples (definition A, lag retention), counted.
+/// The decay fits of a run's samples under its retention definition, counted.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DecayCounts {
     pub fitted: u64,
@@ -248,6 +248,9 @@ pub struct DecayCounts {
     pub too_few_points: u64,
     pub constant: u64,
     pub mean_r2: Option<f64>,
+    /// Median R^2 of the exponential fits (absent in runs analysed before it existed).
+    #[serde(default)]
+    pub median_r2: Option<f64>,
     /// Fits where the exponential has a lower AIC than the power law `(1 + k)^-alpha`.
     pub exponential_preferred: u64,
     /// R^2 of the fitted samples in 20 bins of width 0.05 over [0, 1]; below 0 counted apart.
@@ -258,6 +261,17 @@ pub struct DecayCounts {
 /// What a finished run says as a whole (DESIGN.md: decay fits, warmup predictability).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunAnalysis {
+    /// The analysis choices these statistics were computed under (window, retention
+    /// definition, never-learned policy). Runs analysed before they were recorded read as
+    /// what they were computed with: every epoch, definition A, `max`.
+    #[serde(default = "legacy_settings")]
+    pub settings: dynamics::AnalysisSettings,
+    /// The first and last epoch the per-sample statistics cover (absent in older runs).
+    #[serde(default)]
+    pub window_epochs: Option<[u32; 2]>,
+    /// The epoch whose EL2N is the per-sample `el2n` score (absent in older runs).
+    #[serde(default)]
+    pub el2n_epoch: Option<u32>,
     pub decay: DecayCounts,
     /// Spearman(loss after head warmup, tau), tau fitted on the fine-tuning epochs only, over
     /// every sample with a defined decay (unforgettable ones at tau = infinity; never-learned
@@ -268,6 +282,10 @@ pub struct RunAnalysis {
     pub warmup_vs_rate: Option<CorrelationView>,
 }
 
+fn legacy_settings() -> dynamics::AnalysisSettings {
+    dynamics::AnalysisSettings::LEGACY
+}
+
 /// Per-class forgetting of a run, computed when it succeeded (indexed by label).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ClassForgetting {
@@ -276,6 +294,10 @@ pub struct ClassForgetting {
     /// (`dynamics::classes::class_forgetting`): `max` counts a never-learned sample as
     /// forgotten at every epoch (Toneva et al.), `exclude` leaves it out.
     pub forgetting_mean: Vec<Option<f64>>,
+    /// The class's total forgetting events under the same policy (before dividing by the
+    /// samples counted); empty for runs analysed before it existed.
+    #[serde(default)]
+    pub forgetting_total: Vec<f64>,
     pub never_learned: Vec<u64>,
     /// `[true][predicted]`: at each forgetting event, the class predicted instead.
     pub forgotten_into: Vec<Vec<u64>>,
@@ -301,6 +323,14 @@ pub struct ClassReport {
     /// Spearman between the forgotten-into counts (both directions summed) and the confusion
     /// similarity over the class pairs: does forgetting follow similarity?
     pub forgetting_follows_confusion: Option<CorrelationView>,
+    /// "Similar classes are forgotten most", per class (`dynamics::classes::
+    /// similar_classes_forgotten_most`): Spearman over classes between mean forgetting and the
+    /// class's greatest confusion similarity to another class, n = classes.
+    #[serde(default)]
+    pub similar_forgotten_confusion: Option<CorrelationView>,
+    /// The same against the greatest class-mean embedding similarity.
+    #[serde(default)]
+    pub similar_forgotten_embedding: Option<CorrelationView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -328,6 +358,12 @@ pub struct SampleStats {
     pub tau: Option<f64>,
     pub r2: Option<f64>,
     pub warmup_loss: Option<f64>,
+    /// Mean margin over the statistics' window (absent in runs analysed before it existed).
+    #[serde(default)]
+    pub mean_margin: Option<f64>,
+    /// EL2N at the run's EL2N epoch (`RunAnalysis.el2n_epoch`).
+    #[serde(default)]
+    pub el2n: Option<f64>,
 }
 
 impl SampleStats {
@@ -349,6 +385,8 @@ impl SampleStats {
             tau: v.tau,
             r2: v.r2,
             warmup_loss: v.warmup_loss,
+            mean_margin: v.mean_margin,
+            el2n: v.el2n,
         }
     }
 
@@ -366,6 +404,8 @@ impl SampleStats {
             tau: self.tau,
             r2: self.r2,
             warmup_loss: self.warmup_loss,
+            mean_margin: self.mean_margin,
+            el2n: self.el2n,
         }
     }
 }
@@ -633,6 +673,25 @@ pub struct Comparison {
     /// Present when the query named a `pair`.
     #[serde(default)]
     pub pair: Option<PairView>,
+    /// The runs of each architecture combined into one score per sample (Toneva et al.'s
+    /// forgetting events summed over seeds, Paul et al.'s EL2N averaged over seeds:
+    /// `dynamics::Score::over_seeds`), and the architectures compared on it; present with two
+    /// or more architectures.
+    #[serde(default)]
+    pub seeds_combined: Option<SeedsCombined>,
+}
+
+/// A comparison of architectures on their seed-combined scores, indexed like `archs`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedsCombined {
+    pub archs: Vec<String>,
+    /// The compared runs of each architecture.
+    pub runs: Vec<Vec<i64>>,
+    /// How the seeds were combined, in words.
+    pub combination: String,
+    pub jaccard: Vec<Vec<Option<f64>>>,
+    pub spearman: Vec<Vec<Option<f64>>>,
+    pub set_sizes: Vec<u64>,
 }
 
 /// One compared run, with what its own analysis says.
@@ -642,11 +701,22 @@ pub struct CompareMember {
     pub dataset: String,
     pub arch: String,
     pub seed: u64,
-    /// Mean R^2 of the run's decay fits (definition A).
+    /// Mean and median R^2 of the run's decay fits, under `settings.retention`.
     pub mean_r2: Option<f64>,
-    /// Fitted and excluded decay traces.
+    #[serde(default)]
+    pub median_r2: Option<f64>,
+    /// Fits where the exponential beat the power law by AIC.
+    #[serde(default)]
+    pub exponential_preferred: u64,
+    /// What the run's statistics were computed under.
+    #[serde(default = "legacy_settings")]
+    pub settings: dynamics::AnalysisSettings,
+    /// Fitted and excluded decay traces, and the excluded by reason: never learned, too few
+    /// points, constant.
     pub fitted: u64,
     pub excluded: u64,
+    #[serde(default)]
+    pub excluded_by_reason: [u64; 3],
     /// Spearman(warmup loss, tau) of the run, over its fine-tuning epochs.
     pub warmup_spearman: Option<f64>,
     /// Spearman(warmup loss, decay rate 1/tau) of the run, over its fine-tuning epochs.
@@ -673,8 +743,21 @@ pub struct CompareSummary {
 pub struct ArchSummary {
     pub arch: String,
     pub runs: u64,
-    /// Mean over the architecture's runs of each run's mean R^2.
+    /// Mean over the architecture's runs of each run's mean R^2, and of each run's median.
     pub mean_r2: Option<f64>,
+    #[serde(default)]
+    pub median_r2: Option<f64>,
+    /// Fitted and excluded traces over its runs, and fits where the exponential beat the
+    /// power law by AIC.
+    #[serde(default)]
+    pub fitted: u64,
+    #[serde(default)]
+    pub excluded: u64,
+    /// Excluded traces by reason over its runs: never learned, too few points, constant.
+    #[serde(default)]
+    pub excluded_by_reason: [u64; 3],
+    #[serde(default)]
+    pub exponential_preferred: u64,
     /// Mean Spearman over its cross-seed pairs, and its Spearman-Brown projection to the
     /// average of all its runs.
     pub cross_seed_spearman: Option<f64>,

@@ -52,7 +52,11 @@ pub struct Lease {
 /// fitted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceValues {
+    /// The first source run (the only one, unless several seeds were combined).
     pub run_id: i64,
+    /// Every source run, when the schedule combined several (`dynamics::Score::over_seeds`).
+    #[serde(default)]
+    pub runs: Vec<i64>,
     pub score: SampleScore,
     pub values: BTreeMap<String, Option<f64>>,
 }
@@ -148,6 +152,11 @@ pub struct EpochColumns {
 }
 
 impl EpochColumns {
+    /// The columns `dynamics` summarises, margin and EL2N included.
+    pub fn trace(&self) -> dynamics::TraceColumns<'_> {
+        dynamics::TraceColumns { correct: &self.correct, p_true: &self.p_true, loss: &self.loss, margin: Some(&self.margin), el2n: Some(&self.el2n) }
+    }
+
     /// Columns of `samples` zeros, to be filled in.
     pub fn zeroed(samples: usize) -> Self {
         Self {

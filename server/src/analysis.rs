@@ -140,10 +140,22 @@ pub fn correlation_view(c: dynamics::Correlation) -> CorrelationView {
     CorrelationView { r: c.r.is_finite().then_some(c.r), p_value: c.p_value, n: c.n as u64 }
 }
 
-/// A finished run's analysis as a whole, from its per-sample summaries and records (in
-/// sample order; `labels[i]` is sample i's): decay-fit counts and warmup predictability, and
-/// the per-class forgetting with its forgotten-into matrix.
-pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords, labels: &[u32], classes: usize, warmup_epochs: usize, policy: NeverLearnedPolicy) -> (RunAnalysis, ClassForgetting) {
+/// A finished run's analysis as a whole, from its per-sample summaries (computed under
+/// `settings`) and records (in sample order; `labels[i]` is sample i's): decay-fit counts and
+/// warmup predictability, and the per-class forgetting with its forgotten-into matrix over
+/// the same epoch window, with the settings recorded beside them.
+pub fn run_analysis(
+    summaries: &[dynamics::SampleSummary],
+    records: &RunRecords,
+    labels: &[u32],
+    classes: usize,
+    warmup_epochs: usize,
+    settings: dynamics::AnalysisSettings,
+) -> (RunAnalysis, ClassForgetting) {
+    let policy = settings.never_learned;
+    let first = settings.window.start(warmup_epochs).min(records.columns.len());
+    let window = &records.columns[first..];
+    let window_epochs = records.epochs.get(first).zip(records.epochs.last()).map(|(&a, &b)| [a, b]);
     let decays: Vec<dynamics::Decay> = summaries.iter().map(|s| s.decay).collect();
     let counted = dynamics::decay::summarize_fits(&decays);
     let mut decay = DecayCounts {
@@ -152,6 +164,7 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
         too_few_points: counted.too_few_points as u64,
         constant: counted.constant as u64,
         mean_r2: counted.mean_r2,
+        median_r2: counted.median_r2,
         exponential_preferred: counted.exponential_preferred as u64,
         r2_histogram: vec![0; 20],
         r2_below_zero: 0,
@@ -162,14 +175,20 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
             r2 => decay.r2_histogram[((r2 * 20.0) as usize).min(19)] += 1,
         }
     }
-    // Warm-up predictability over the fine-tuning epochs only: the decay is refitted without
-    // the warm-up epochs that produced the loss (`dynamics::warmup`).
+    // Warm-up predictability over the fine-tuning epochs only (`dynamics::warmup`): the
+    // summaries themselves under the fine-tuning window; under `all`, the decay is refitted
+    // (same definition) without the warm-up epochs that produced the loss.
     let (warmup_predictability, warmup_vs_rate) = match warmup_epochs {
         0 => (None, None),
         warmup => {
-            let columns: Vec<dynamics::TraceColumns> =
-                records.columns[warmup.min(records.columns.len())..].iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
-            let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+            let fine_tuning: Vec<dynamics::SampleValues> = if settings.window == dynamics::Window::FineTuning {
+                summaries.iter().map(dynamics::SampleValues::of).collect()
+            } else {
+                let columns: Vec<dynamics::TraceColumns> =
+                    records.columns[warmup.min(records.columns.len())..].iter().map(|c| dynamics::TraceColumns::new(&c.correct, &c.p_true, &c.loss)).collect();
+                let refit = dynamics::AnalysisSettings { window: dynamics::Window::All, ..settings };
+                dynamics::summarize_samples(&columns, 0, None, refit).iter().map(dynamics::SampleValues::of).collect()
+            };
             let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
             let w = dynamics::warmup::predictability(&fine_tuning, &loss);
             (Some(correlation_view(w.tau)), Some(correlation_view(w.rate)))
@@ -182,16 +201,20 @@ pub fn run_analysis(summaries: &[dynamics::SampleSummary], records: &RunRecords,
         never_learned[label as usize] += u64::from(summary.events.never_learned());
     }
     let values: Vec<dynamics::SampleValues> = summaries.iter().map(dynamics::SampleValues::of).collect();
-    let forgetting_mean = dynamics::classes::class_forgetting(labels, &values, records.columns.len() as u32, classes, policy);
-    let correct: Vec<&[u8]> = records.columns.iter().map(|c| c.correct.as_slice()).collect();
-    let predicted: Vec<&[u16]> = records.columns.iter().map(|c| c.predicted.as_slice()).collect();
+    let epochs = window.len() as u32;
+    let forgetting_mean = dynamics::classes::class_forgetting(labels, &values, epochs, classes, policy);
+    let forgetting_total = dynamics::classes::class_forgetting_sums(labels, &values, epochs, classes, policy).into_iter().map(|(total, _)| total).collect();
+    let correct: Vec<&[u8]> = window.iter().map(|c| c.correct.as_slice()).collect();
+    let predicted: Vec<&[u16]> = window.iter().map(|c| c.predicted.as_slice()).collect();
     let classes_view = ClassForgetting {
         samples,
         forgetting_mean,
+        forgetting_total,
         never_learned,
         forgotten_into: dynamics::classes::forgotten_into(labels, &correct, &predicted, classes),
     };
-    (RunAnalysis { decay, warmup_predictability, warmup_vs_rate }, classes_view)
+    let el2n_epoch = dynamics::summary::el2n_epoch(records.columns.len(), warmup_epochs, settings);
+    (RunAnalysis { settings, window_epochs, el2n_epoch, decay, warmup_predictability, warmup_vs_rate }, classes_view)
 }
 
 /// A stored confusion matrix (`epoch_metrics.val_confusion`: u32 LE, row-major, square) as
@@ -251,6 +274,10 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
         let symmetric: Vec<Vec<f64>> = (0..classes).map(|i| (0..classes).map(|j| (into[i][j] + into[j][i]) as f64).collect()).collect();
         correlation_view(dynamics::spearman(&dynamics::classes::upper_triangle(&symmetric), &dynamics::classes::upper_triangle(similarity)))
     });
+    let similar = |similarity: &Option<Vec<Vec<f64>>>| {
+        similarity.as_deref().map(|s| correlation_view(dynamics::classes::similar_classes_forgotten_most(&forgetting.forgetting_mean, s)))
+    };
+    let (similar_forgotten_confusion, similar_forgotten_embedding) = (similar(&confusion_similarity), similar(&embedding_similarity));
     Ok(ClassReport {
         run_id,
         class_names,
@@ -261,6 +288,8 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
         embedding_similarity,
         similarity_agreement,
         forgetting_follows_confusion,
+        similar_forgotten_confusion,
+        similar_forgotten_embedding,
     })
 }
 
@@ -268,7 +297,7 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
 pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String, dynamics::SampleValues)>, Failure> {
     let rows = sqlx::query(
         "SELECT sample_key, sample_index, dataset_index, label, forgetting_events, learning_events, first_learned_epoch, never_learned, unforgettable,
-                confidence, variability, correctness, tau, r2, warmup_loss FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
+                confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
     )
     .bind(run_id)
     .fetch_all(pool)
@@ -284,8 +313,9 @@ pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String
 /// reads a few BLOBs per run instead of 10^5 rows.
 pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str, Vec<u8>)> {
     let values: Vec<dynamics::SampleValues> = summaries.iter().map(dynamics::SampleValues::of).collect();
-    let mut columns: Vec<(&'static str, Vec<u8>)> = STORED_SCORES
+    let mut columns: Vec<(&'static str, Vec<u8>)> = Score::ALL
         .iter()
+        .filter(|s| s.stored())
         .map(|&score| {
             let raw: Vec<u8> = values.iter().flat_map(|v| score.value(v).unwrap_or(f64::NAN).to_le_bytes()).collect();
             (score.as_str(), codec::encode(&raw, 8))
@@ -296,24 +326,12 @@ pub fn score_columns(summaries: &[dynamics::SampleSummary]) -> Vec<(&'static str
     columns
 }
 
-/// The scores `sample_stats` (and `run_columns`) hold; the decay rate is derived from tau.
-const STORED_SCORES: &[Score] = &[
-    Score::ForgettingEvents,
-    Score::LearningEvents,
-    Score::FirstLearnedEpoch,
-    Score::Confidence,
-    Score::Variability,
-    Score::Correctness,
-    Score::Tau,
-    Score::R2,
-    Score::WarmupLoss,
-];
-
 /// The packed columns a ranking by `score` reads (`dynamics::Score::ranked_value`).
 fn columns_for(score: Score) -> Vec<&'static str> {
     let mut names = vec!["never_learned", "unforgettable", "forgetting_events"];
     match score {
         Score::Tau | Score::DecayRate | Score::R2 => names.extend(["tau", "r2"]),
+        Score::OneMinusConfidence => names.push("confidence"),
         score if !names.contains(&score.as_str()) => names.push(score.as_str()),
         _ => {}
     }
@@ -350,6 +368,8 @@ fn values_from_columns(stored: &HashMap<String, Vec<u8>>, score: Score) -> Optio
                 tau: at("tau", i),
                 r2: at("r2", i),
                 warmup_loss: at("warmup_loss", i),
+                mean_margin: at("mean_margin", i),
+                el2n: at("el2n", i),
             })
             .collect(),
     )
@@ -426,8 +446,12 @@ async fn run_scores(pool: &SqlitePool, run_id: i64, score: Score, policy: NeverL
         arch: row.get("arch"),
         seed: row.get::<i64, _>("seed") as u64,
         mean_r2: decay.mean_r2,
+        median_r2: decay.median_r2,
+        exponential_preferred: decay.exponential_preferred,
+        settings: summary.as_ref().map_or(dynamics::AnalysisSettings::LEGACY, |s| s.settings),
         fitted: decay.fitted,
         excluded: decay.never_learned + decay.too_few_points + decay.constant,
+        excluded_by_reason: [decay.never_learned, decay.too_few_points, decay.constant],
         warmup_spearman: summary.as_ref().and_then(|s| s.warmup_predictability).and_then(|c| c.r),
         warmup_rate_spearman: summary.and_then(|s| s.warmup_vs_rate).and_then(|c| c.r),
     };
@@ -713,6 +737,7 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
                 JaccardPoint { q, jaccard, chance: dynamics::chance_jaccard(q) }
             })
             .collect();
+        comparison.seeds_combined = seeds_combined(&members, &aligned.scores, &keep, score, q);
         comparison.summary = Some(summarize(&members, &comparison));
         comparison.members = members;
         comparison.pair = pair.map(|(a, b)| {
@@ -726,6 +751,53 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
     })
     .await
     .map_err(internal)?
+}
+
+/// The compared runs grouped by architecture, each group's ranked values combined per sample
+/// over its seeds (`dynamics::Score::over_seeds`), and the groups' top-q sets and Spearman
+/// between architectures. `scores[r][i]` is run r's ranked value of sample i, `keep` the
+/// samples every run has a value for. `None` with fewer than two architectures.
+fn seeds_combined(members: &[CompareMember], scores: &[Vec<f64>], keep: &[usize], score: Score, q: f64) -> Option<protocol::SeedsCombined> {
+    let mut archs: Vec<String> = Vec::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (r, member) in members.iter().enumerate() {
+        match archs.iter().position(|a| *a == member.arch) {
+            Some(g) => groups[g].push(r),
+            None => {
+                archs.push(member.arch.clone());
+                groups.push(vec![r]);
+            }
+        }
+    }
+    if archs.len() < 2 {
+        return None;
+    }
+    let keys: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|group| {
+            let combined: Vec<f64> = keep.iter().map(|&i| score.over_seeds(&group.iter().map(|&r| Some(scores[r][i])).collect::<Vec<_>>()).unwrap_or(f64::NAN)).collect();
+            finite_ranks(&combined).into_iter().map(|v| score.forgotten_key(v)).collect()
+        })
+        .collect();
+    let sets: Vec<dynamics::TopSet> = keys.iter().zip(&groups).map(|(k, group)| dynamics::top_set(k, q, members[group[0]].id as u64)).collect();
+    let g = archs.len();
+    let mut jaccard = vec![vec![None; g]; g];
+    let mut spearman = vec![vec![None; g]; g];
+    for a in 0..g {
+        for b in 0..g {
+            jaccard[a][b] = dynamics::jaccard(&sets[a].members, &sets[b].members);
+            let r = dynamics::spearman(&keys[a], &keys[b]).r;
+            spearman[a][b] = r.is_finite().then_some(r);
+        }
+    }
+    Some(protocol::SeedsCombined {
+        archs,
+        runs: groups.iter().map(|group| group.iter().map(|&r| members[r].id).collect()).collect(),
+        combination: score.seed_combination().to_owned(),
+        jaccard,
+        spearman,
+        set_sizes: sets.iter().map(|s| s.size as u64).collect(),
+    })
 }
 
 /// Samples named in each set of a pair's set algebra.
@@ -893,6 +965,11 @@ fn summarize(members: &[CompareMember], comparison: &Comparison) -> CompareSumma
                 arch: arch.to_owned(),
                 runs: of_arch.len() as u64,
                 mean_r2: mean(&of_arch.iter().filter_map(|m| m.mean_r2).collect::<Vec<_>>()),
+                median_r2: mean(&of_arch.iter().filter_map(|m| m.median_r2).collect::<Vec<_>>()),
+                fitted: of_arch.iter().map(|m| m.fitted).sum(),
+                excluded: of_arch.iter().map(|m| m.excluded).sum(),
+                excluded_by_reason: std::array::from_fn(|reason| of_arch.iter().map(|m| m.excluded_by_reason[reason]).sum()),
+                exponential_preferred: of_arch.iter().map(|m| m.exponential_preferred).sum(),
                 cross_seed_spearman: spearman,
                 reliability: spearman.filter(|_| of_arch.len() > 1).map(|r| dynamics::spearman_brown(r, of_arch.len() as f64)),
                 warmup_spearman: mean(&of_arch.iter().filter_map(|m| m.warmup_spearman).collect::<Vec<_>>()),
@@ -968,6 +1045,7 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         members: Vec::new(),
         summary: None,
         pair: None,
+        seeds_combined: None,
     };
     let pairs: Vec<(usize, usize)> = (0..k).flat_map(|i| (i..k).map(move |j| (i, j))).collect();
     let pair = |&(i, j): &(usize, usize)| {
@@ -1085,6 +1163,48 @@ pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of:
 mod tests {
     use super::*;
 
+    #[test]
+    fn seeds_combine_per_architecture_before_the_architectures_are_compared() {
+        let member = |id: i64, arch: &str, seed: u64| CompareMember {
+            id,
+            dataset: "d".into(),
+            arch: arch.into(),
+            seed,
+            mean_r2: None,
+            median_r2: None,
+            exponential_preferred: 0,
+            settings: dynamics::AnalysisSettings::default(),
+            fitted: 0,
+            excluded: 0,
+            excluded_by_reason: [0; 3],
+            warmup_spearman: None,
+            warmup_rate_spearman: None,
+        };
+        let members = [member(1, "resnet18", 1), member(2, "deit_small", 1), member(3, "resnet18", 2), member(4, "deit_small", 2)];
+        // Forgetting events of 10 samples. Each seed alone tops a different pair; summed over
+        // its two seeds (Toneva et al.), each architecture tops samples 0 and 1.
+        let events = |spikes: &[(usize, f64)]| {
+            let mut v = vec![0.0; 10];
+            for &(i, x) in spikes {
+                v[i] = x;
+            }
+            v
+        };
+        let scores = [events(&[(0, 5.0), (9, 1.0)]), events(&[(1, 3.0), (8, 1.0)]), events(&[(1, 4.0), (9, 1.0)]), events(&[(0, 6.0), (7, 1.0)])];
+        let keep: Vec<usize> = (0..10).collect();
+        let combined = seeds_combined(&members, &scores, &keep, Score::ForgettingEvents, 0.2).unwrap();
+        assert_eq!(combined.archs, ["resnet18", "deit_small"]);
+        assert_eq!(combined.runs, [vec![1, 3], vec![2, 4]]);
+        assert_eq!(combined.set_sizes, [2, 2]);
+        assert_eq!(combined.jaccard[0][1], Some(1.0), "both architectures' seed sums top samples 0 and 1");
+        assert!(combined.combination.contains("summed over seeds"));
+        // One run against another of the other architecture shares nothing at q = 0.2.
+        let one = dynamics::top_set(&scores[0], 0.2, 1).members;
+        let other = dynamics::top_set(&scores[1], 0.2, 2).members;
+        assert_eq!(dynamics::jaccard(&one, &other), Some(0.0));
+        assert!(seeds_combined(&members[..1], &scores[..1], &keep, Score::ForgettingEvents, 0.2).is_none(), "one architecture");
+    }
+
     /// A fresh database (in a folder kept while the guard lives) with one dataset `d`.
     async fn database_with_a_dataset() -> (tempfile::TempDir, SqlitePool) {
         let dir = tempfile::tempdir().unwrap();
@@ -1106,8 +1226,8 @@ mod tests {
         sqlx::query("INSERT INTO jobs (run_id, status) VALUES (1, 'succeeded')").execute(&pool).await.unwrap();
         let epochs = [[1u8, 0, 1], [0, 1, 1], [1, 1, 0]];
         let p_true = [0.5f32; 3];
-        let columns: Vec<dynamics::TraceColumns> = epochs.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &p_true, loss: &p_true }).collect();
-        let summaries = dynamics::summarize_samples(&columns, 0, None);
+        let columns: Vec<dynamics::TraceColumns> = epochs.iter().map(|c| dynamics::TraceColumns::new(c, &p_true, &p_true)).collect();
+        let summaries = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default());
         for (name, data) in score_columns(&summaries) {
             sqlx::query("INSERT INTO run_columns (run_id, name, data) VALUES (1, ?, ?)").bind(name).bind(data).execute(&pool).await.unwrap();
         }

@@ -143,17 +143,33 @@ impl Queue {
         Ok(Lease { job_id, run_id, job_token: token, spec, dataset, lease_seconds: self.lease_seconds, source_values })
     }
 
-    /// The per-sample values of the source run that the spec's schedule needs, by sample key:
+    /// The per-sample values of the source runs that the spec's schedule needs, by sample key:
     /// each sample's ranked value of the score (`dynamics::Score::ranked_value`) under this
-    /// run's never-learned policy, so every schedule ranks exactly as the compare page does.
+    /// run's never-learned policy, so every schedule ranks exactly as the compare page does;
+    /// with several source runs (seeds), combined per sample by `dynamics::Score::over_seeds`
+    /// over the samples every one of them has.
     async fn source_values(&self, spec: &ExperimentSpec) -> Result<Option<SourceValues>, Failure> {
-        let Some((source_run, score)) = spec.sampling.source() else { return Ok(None) };
-        let rows = crate::analysis::sample_values(&self.pool, source_run).await?;
-        if rows.is_empty() {
-            return Err(Failure::conflict(format!("the schedule's source run #{source_run} has no per-sample statistics (deleted, or not succeeded)")));
+        let Some((runs, score)) = spec.sampling.source() else { return Ok(None) };
+        let mut per_run: Vec<std::collections::HashMap<String, Option<f64>>> = Vec::with_capacity(runs.len());
+        for &source_run in runs {
+            let rows = crate::analysis::sample_values(&self.pool, source_run).await?;
+            if rows.is_empty() {
+                return Err(Failure::conflict(format!("the schedule's source run #{source_run} has no per-sample statistics (deleted, or not succeeded)")));
+            }
+            per_run.push(rows.into_iter().map(|(key, v)| (key, score.ranked_value(&v, spec.never_learned))).collect());
         }
-        let values = rows.into_iter().map(|(key, v)| (key, score.ranked_value(&v, spec.never_learned))).collect();
-        Ok(Some(SourceValues { run_id: source_run, score, values }))
+        let (first, rest) = per_run.split_first().expect("a schedule names at least one source run");
+        let values = first
+            .iter()
+            .filter_map(|(key, value)| {
+                let mut seeds = vec![*value];
+                for other in rest {
+                    seeds.push(*other.get(key)?);
+                }
+                Some((key.clone(), score.over_seeds(&seeds)))
+            })
+            .collect();
+        Ok(Some(SourceValues { run_id: runs[0], runs: runs.to_vec(), score, values }))
     }
 
     async fn spec(&self, run_id: i64) -> Result<ExperimentSpec, Failure> {
@@ -501,15 +517,15 @@ impl Queue {
             return Err(internal(format!("a sample labelled {label} in a dataset of {classes} classes")));
         }
         let precision = self.record_precision;
-        let policy = spec.never_learned;
+        let settings = spec.analysis();
         let (records, summaries, blocks, analysis, summarized, sealed) = tokio::task::spawn_blocking(move || {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
             let after_warmup = records.eval_loss.as_ref().filter(|(epoch, _)| *epoch as usize == warmup).map(|(_, loss)| loss.as_slice());
             let columns: Vec<dynamics::TraceColumns> =
-                records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
-            let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
-            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup, policy);
+                records.columns.iter().map(protocol::worker::EpochColumns::trace).collect();
+            let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup, settings);
+            let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup, settings);
             let summarized = started.elapsed();
             let blocks = records::seal(&records, precision);
             (records, summaries, blocks, analysis, summarized, started.elapsed())
@@ -525,7 +541,7 @@ impl Queue {
         for chunk in rows.chunks(1000) {
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events,
-                 first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss) ",
+                 first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n) ",
             );
             insert.push_values(chunk, |mut row, ((index, dataset_index, key, label), summary)| {
                 let events = &summary.events;
@@ -545,7 +561,9 @@ impl Queue {
                     .push_bind(summary.cartography.map(|c| c.correctness))
                     .push_bind(fit.and_then(|f| f.tau))
                     .push_bind(fit.map(|f| f.exponential.r2))
-                    .push_bind(summary.warmup_loss.map(f64::from));
+                    .push_bind(summary.warmup_loss.map(f64::from))
+                    .push_bind(summary.mean_margin)
+                    .push_bind(summary.el2n);
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
         }

@@ -39,23 +39,8 @@ const RUN_SORTS: &[(&str, &str)] = &[
     ("tags", "tags"),
 ];
 
-/// Per-sample statistics the sample lists may be sorted by.
-const SAMPLE_SORTS: &[&str] = &[
-    "sample_index",
-    "dataset_index",
-    "label",
-    "forgetting_events",
-    "learning_events",
-    "first_learned_epoch",
-    "never_learned",
-    "unforgettable",
-    "confidence",
-    "variability",
-    "correctness",
-    "tau",
-    "r2",
-    "warmup_loss",
-];
+/// What the sample lists may be sorted by besides the stored scores (`dynamics::Score::stored`).
+const SAMPLE_SORTS: &[&str] = &["sample_index", "dataset_index", "label", "never_learned", "unforgettable"];
 
 const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
     j.progress, j.started_at, j.finished_at, j.priority, j.slurm_job_id";
@@ -127,11 +112,13 @@ impl Service {
             })?;
             spec.weights = Some(resolved.display().to_string());
         }
-        if let Some((source_run, score)) = spec.sampling.source() {
-            if let Err(message) = self.check_source_run(source_run, &spec.dataset).await? {
-                let mut errors = protocol::FieldErrors::default();
-                errors.add("sampling.source_run", format!("{message}; the {} schedule needs its {score}", spec.sampling.plan.kind()));
-                return Err(not_queued(errors));
+        if let Some((source_runs, score)) = spec.sampling.source() {
+            for &source_run in source_runs {
+                if let Err(message) = self.check_source_run(source_run, &spec.dataset).await? {
+                    let mut errors = protocol::FieldErrors::default();
+                    errors.add("sampling.source_run", format!("{message}; the {} schedule needs its {score}", spec.sampling.plan.kind()));
+                    return Err(not_queued(errors));
+                }
             }
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
@@ -348,7 +335,8 @@ impl Service {
 
     pub async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
         self.run_exists(run_id).await?;
-        let order = sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied(), "forgetting_events DESC")?;
+        let stored = |name: &str| dynamics::Score::parse(name).filter(|s| s.stored()).map(dynamics::Score::as_str);
+        let order = sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied().or_else(|| stored(name)), "forgetting_events DESC")?;
         let limit = query.limit.unwrap_or(100).min(10_000);
         let offset = query.offset.unwrap_or(0);
         let bounds = query.bounds();
@@ -447,6 +435,8 @@ pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
         tau: row.get("tau"),
         r2: row.get("r2"),
         warmup_loss: row.get("warmup_loss"),
+        mean_margin: row.get("mean_margin"),
+        el2n: row.get("el2n"),
     }
 }
 

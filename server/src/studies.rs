@@ -218,7 +218,11 @@ impl Service {
         let mut follows = HashMap::new();
         if let Some(c) = &comparison {
             for &run in &c.runs {
-                follows.insert(run, self.classes(run).await?.forgetting_follows_confusion.and_then(|v| v.r));
+                let classes = self.classes(run).await?;
+                follows.insert(run, ClassSimilarity {
+                    pairwise: classes.forgetting_follows_confusion.and_then(|v| v.r),
+                    per_class: classes.similar_forgotten_confusion.and_then(|v| v.r),
+                });
             }
         }
         let findings = comparison.as_ref().map(|c| findings(c, &follows)).unwrap_or_default();
@@ -321,9 +325,17 @@ const JACKKNIFE: &str = "jackknife over seeds (leave one seed out; pairs share r
 /// DESIGN.md's findings over a comparison of the first arm's runs, each with its interval
 /// and the interval's method: Student's t where each seed gives one value, the jackknife over
 /// seeds (`dynamics::jackknife_over_seeds`) where the values are pairs of runs, since pairs
-/// share runs. `follows` is each run's Spearman(forgotten-into counts, confusion similarity).
+/// share runs. `follows` is each run's class-similarity Spearmans.
 /// `published` names the paper's number for the same statistic only.
-fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding> {
+/// One run's two class-similarity statistics (`ClassReport`): forgotten-into counts against
+/// confusion over class pairs, and mean forgetting against greatest confusion per class.
+#[derive(Clone, Copy)]
+struct ClassSimilarity {
+    pairwise: Option<f64>,
+    per_class: Option<f64>,
+}
+
+fn findings(c: &Comparison, follows: &HashMap<i64, ClassSimilarity>) -> Vec<Finding> {
     let members = &c.members;
     let mut archs: Vec<&str> = Vec::new();
     for m in members {
@@ -357,6 +369,8 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
         key: key.into(),
         arch: arch.map(str::to_owned),
         value,
+        window: String::new(),
+        retention: String::new(),
         method: method.into(),
         over: over.into(),
         note,
@@ -426,11 +440,22 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
         out.push(finding(
             "forgetting_follows_similarity",
             Some(arch),
-            interval(&mine.iter().filter_map(|m| follows.get(&m.id).copied().flatten()).collect::<Vec<_>>()),
+            interval(&mine.iter().filter_map(|m| follows.get(&m.id)?.pairwise).collect::<Vec<_>>()),
             STUDENT_T,
             "a run (seed): Spearman, over class pairs, between forgotten-into counts and confusion similarity",
             None,
             None,
+        ));
+        // The paper's statement, per class: a class's mean forgetting against its greatest
+        // confusion similarity to another class.
+        out.push(finding(
+            "similar_classes_forgotten_most",
+            Some(arch),
+            interval(&mine.iter().filter_map(|m| follows.get(&m.id)?.per_class).collect::<Vec<_>>()),
+            STUDENT_T,
+            "a run (seed): Spearman, over classes, between mean forgetting and the class's greatest confusion similarity to another class",
+            None,
+            Some(5),
         ));
     }
     let within: Vec<(usize, usize)> = archs.iter().flat_map(|&a| pairs(Some(a))).collect();
@@ -452,5 +477,26 @@ fn findings(c: &Comparison, follows: &HashMap<i64, Option<f64>>) -> Vec<Finding>
         None,
         Some(5),
     ));
+    // What each finding was computed under, from its runs' recorded settings: the window for
+    // every one; the retention definition for those built on decay fits (warm-up
+    // predictability always reads the fine-tuning epochs).
+    let distinct = |arch: Option<&str>, pick: fn(&dynamics::AnalysisSettings) -> &'static str| {
+        let mut names: Vec<&str> = members.iter().filter(|m| arch.is_none_or(|a| m.arch == a)).map(|m| pick(&m.settings)).collect();
+        names.sort_unstable();
+        names.dedup();
+        names.join("+")
+    };
+    for f in &mut out {
+        let arch = f.arch.as_deref();
+        f.window = distinct(arch, |s| s.window.as_str());
+        match f.key.as_str() {
+            "mean_r2" => f.retention = distinct(arch, |s| s.retention.as_str()),
+            "warmup_spearman" | "warmup_spearman_rate" => {
+                f.window = dynamics::Window::FineTuning.as_str().into();
+                f.retention = distinct(arch, |s| s.retention.as_str());
+            }
+            _ => {}
+        }
+    }
     out
 }

@@ -230,18 +230,13 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let warm = launch(&server, json!({"dataset": "shapes", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 3, "device": "cpu"}));
     assert_eq!(wait_for_run(&server, warm, Duration::from_secs(300))["status"], "succeeded");
     let warm_run: Value = get(&format!("/runs/{warm}")).json().unwrap();
-    let records = get(&format!("/runs/{warm}/records.csv")).text().unwrap();
-    let mut correct = vec![vec![0u8; 200]; 6];
-    for line in records.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        let (epoch, index): (usize, usize) = (f[1].parse().unwrap(), f[4].parse().unwrap());
-        if epoch > 1 {
-            correct[epoch - 2][index] = u8::from(f[6] == "1");
-        }
-    }
-    let filler = vec![0.5f32; 200];
-    let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns { correct: c, p_true: &filler, loss: &filler }).collect();
-    let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None).iter().map(dynamics::SampleValues::of).collect();
+    // Issue 17: the settings are recorded with the statistics; the default window is the
+    // fine-tuning epochs (2..=7 after one warm-up epoch).
+    assert_eq!(warm_run["analysis"]["settings"], json!({"window": "fine_tuning", "retention": "a", "never_learned": "max", "el2n_epoch": null}));
+    assert_eq!(warm_run["analysis"]["window_epochs"], json!([2, 7]));
+    let warm_records = records_of(&get(&format!("/runs/{warm}/records.csv")).text().unwrap(), 7, 200);
+    let columns: Vec<dynamics::TraceColumns> = warm_records.iter().skip(1).map(EpochCsv::trace).collect();
+    let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let warm_samples: Value = get(&format!("/runs/{warm}/samples?limit=1000")).json().unwrap();
     let mut loss = vec![None; 200];
     for s in warm_samples["samples"].as_array().unwrap() {
@@ -258,6 +253,36 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     // for want of a finite tau, as the old Spearman(loss, tau) over fitted taus did.
     let defined = fine_tuning.iter().filter(|v| v.r2.is_some() || v.unforgettable).count();
     assert_eq!(expected.rate.n, defined);
+    // The served per-sample statistics are those of the fine-tuning epochs of the run's own
+    // records, to the last digit (first-learned epochs in the run's numbering).
+    let full: Vec<dynamics::TraceColumns> = warm_records.iter().map(EpochCsv::trace).collect();
+    let recomputed = dynamics::summarize_samples(&full, 1, None, dynamics::AnalysisSettings::default());
+    same_statistics(&warm_samples, &recomputed);
+
+    // The other settings, chosen at launch: every epoch, definition B (p_true anchored at
+    // its observed start), never-learned samples excluded from the class means.
+    let chosen = launch(
+        &server,
+        json!({"dataset": "shapes", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 3, "device": "cpu",
+               "window": "all", "retention": "b", "never_learned": "exclude"}),
+    );
+    assert_eq!(wait_for_run(&server, chosen, Duration::from_secs(300))["status"], "succeeded");
+    let chosen_run: Value = get(&format!("/runs/{chosen}")).json().unwrap();
+    assert_eq!(chosen_run["analysis"]["settings"], json!({"window": "all", "retention": "b", "never_learned": "exclude", "el2n_epoch": null}));
+    assert_eq!(chosen_run["analysis"]["window_epochs"], json!([1, 7]));
+    let chosen_records = records_of(&get(&format!("/runs/{chosen}/records.csv")).text().unwrap(), 7, 200);
+    let full: Vec<dynamics::TraceColumns> = chosen_records.iter().map(EpochCsv::trace).collect();
+    let settings = dynamics::AnalysisSettings { window: dynamics::Window::All, retention: dynamics::Retention::B, never_learned: dynamics::NeverLearnedPolicy::Exclude, el2n_epoch: None };
+    let recomputed = dynamics::summarize_samples(&full, 1, None, settings);
+    let chosen_samples: Value = get(&format!("/runs/{chosen}/samples?limit=1000")).json().unwrap();
+    same_statistics(&chosen_samples, &recomputed);
+    let decay = &chosen_run["analysis"]["decay"];
+    let fits: Vec<dynamics::Decay> = recomputed.iter().map(|s| s.decay).collect();
+    let counted = dynamics::decay::summarize_fits(&fits);
+    assert_eq!((decay["fitted"].as_u64(), decay["mean_r2"].as_f64(), decay["median_r2"].as_f64()), (Some(counted.fitted as u64), counted.mean_r2, counted.median_r2));
+    // Under B an unforgettable sample's p_true still moves, so it is fitted (under A its lag
+    // retention is constant at 1: excluded).
+    assert!(recomputed.iter().any(|s| s.events.unforgettable && s.decay.fitted().is_some()), "{decay}");
 
     // Filters: each bound leaves exactly the samples the statistics satisfy.
     let total = |query: &str| count(&get(&format!("/runs/{a}/samples?limit=1&{query}")).json::<Value>().unwrap()["total"]);
@@ -339,5 +364,61 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
         let response = get(&format!("/compare?{query}"));
         assert_eq!(response.status(), 400, "{query}");
         assert!(response.text().unwrap().contains(message), "{query}");
+    }
+}
+
+/// One epoch of a run's records.csv: correct, p_true, loss, margin, EL2N per sample.
+#[derive(Clone)]
+struct EpochCsv {
+    correct: Vec<u8>,
+    p_true: Vec<f32>,
+    loss: Vec<f32>,
+    margin: Vec<f32>,
+    el2n: Vec<f32>,
+}
+
+impl EpochCsv {
+    fn trace(&self) -> dynamics::TraceColumns<'_> {
+        dynamics::TraceColumns { correct: &self.correct, p_true: &self.p_true, loss: &self.loss, margin: Some(&self.margin), el2n: Some(&self.el2n) }
+    }
+}
+
+/// A run's records.csv as per-epoch columns of `samples` samples.
+fn records_of(csv: &str, epochs: usize, samples: usize) -> Vec<EpochCsv> {
+    let zeros = vec![0f32; samples];
+    let mut out = vec![EpochCsv { correct: vec![0u8; samples], p_true: zeros.clone(), loss: zeros.clone(), margin: zeros.clone(), el2n: zeros }; epochs];
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let at = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (epoch_at, index_at, correct_at) = (at("epoch"), at("sample_index"), at("correct"));
+    let floats = [at("p_true"), at("loss"), at("margin"), at("el2n")];
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let (epoch, index): (usize, usize) = (f[epoch_at].parse().unwrap(), f[index_at].parse().unwrap());
+        let row = &mut out[epoch - 1];
+        row.correct[index] = u8::from(f[correct_at] == "1");
+        for (column, &position) in [&mut row.p_true, &mut row.loss, &mut row.margin, &mut row.el2n].into_iter().zip(&floats) {
+            column[index] = f[position].parse().unwrap();
+        }
+    }
+    out
+}
+
+/// The served per-sample statistics (`/runs/{id}/samples`) equal the summaries, exactly.
+fn same_statistics(page: &Value, summaries: &[dynamics::SampleSummary]) {
+    let samples = page["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), summaries.len());
+    for s in samples {
+        let i = s["sample_index"].as_u64().unwrap() as usize;
+        let v = dynamics::SampleValues::of(&summaries[i]);
+        let what = format!("sample {i}: {s}");
+        assert_eq!(s["forgetting_events"].as_u64(), Some(u64::from(v.forgetting_events)), "{what}");
+        assert_eq!(s["learning_events"].as_u64(), Some(u64::from(v.learning_events)), "{what}");
+        assert_eq!(s["first_learned_epoch"].as_u64(), v.first_learned_epoch.map(u64::from), "{what}");
+        assert_eq!(s["unforgettable"].as_bool(), Some(v.unforgettable), "{what}");
+        let fields = [("confidence", v.confidence), ("variability", v.variability), ("correctness", v.correctness), ("tau", v.tau), ("r2", v.r2), ("mean_margin", v.mean_margin), ("el2n", v.el2n)];
+        assert!(v.mean_margin.is_some() && v.el2n.is_some(), "{what}");
+        for (name, value) in fields {
+            assert_eq!(s[name].as_f64(), value, "{name} of {what}");
+        }
     }
 }

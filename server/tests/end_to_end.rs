@@ -69,9 +69,20 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
     }
     let stats = sqlx::query("SELECT * FROM sample_stats WHERE run_id = ? ORDER BY sample_index").bind(run_id).fetch_all(&pool).await.unwrap();
     assert_eq!(stats.len(), samples, "one statistics row per sample");
+    // The statistics cover the fine-tuning epochs (the default window): the epochs after the
+    // warm-up, read as a trace of their own; first-learned epochs in the run's numbering.
+    let (full_margin, full_el2n): (Vec<&[f32]>, Vec<&[f32]>) = records.columns.iter().map(|c| (c.margin.as_slice(), c.el2n.as_slice())).unzip();
+    let (correct, p_true, margin) = (&correct[warmup..], &p_true[warmup..], &full_margin[warmup..]);
+    let epochs = epochs - warmup;
+    // EL2N 10 % into the window: its first epoch plus a tenth of its length.
+    let el2n_epoch = warmup + epochs / 10;
     for (i, row) in stats.iter().enumerate() {
         let trace: Vec<u8> = correct.iter().map(|epoch| epoch[i]).collect();
         let (forgotten, learned, first) = recount(&trace);
+        let first = first.map(|e| e + warmup as i64);
+        let mean_margin = margin.iter().map(|m| f64::from(m[i])).sum::<f64>() / epochs as f64;
+        assert!((row.get::<f64, _>("mean_margin") - mean_margin).abs() < 1e-9, "sample {i}");
+        assert_eq!(row.get::<f64, _>("el2n"), f64::from(full_el2n[el2n_epoch][i]), "sample {i}");
         assert_eq!(row.get::<i64, _>("forgetting_events"), forgotten, "sample {i}, trace {trace:?}");
         assert_eq!(row.get::<i64, _>("learning_events"), learned, "sample {i}");
         assert_eq!(row.get::<Option<i64>, _>("first_learned_epoch"), first, "sample {i}");

@@ -54,6 +54,9 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
         spec
     };
     let source = launch(&server, base.clone());
+    let mut second_seed = base.clone();
+    second_seed["seed"] = json!(2);
+    let second = launch(&server, second_seed);
     let other = launch(&server, json!({"dataset": "other", "arch": "small_cnn", "epochs": 1, "device": "cpu"}));
 
     // Refused at launch while the source run is not finished, and for an unknown run.
@@ -65,7 +68,7 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
         let message = body["errors"]["sampling.source_run"].as_str().unwrap_or_default();
         assert!(message.contains(&expected) && message.contains("forgetting_events"), "{body}");
     }
-    for id in [source, other] {
+    for id in [source, second, other] {
         assert_eq!(wait_for_run(&server, id, Duration::from_secs(300))["status"], "succeeded");
     }
     let response = client.post(server.api("/runs")).json(&prune(other)).send().unwrap();
@@ -74,13 +77,15 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
 
     let pruned = launch(&server, prune(source));
     let leitner = launch(&server, with(json!({"kind": "leitner", "budget": 0.25, "decks": 3})));
+    // Two seeds combined (issue 17): EL2N averaged over the seeds, as Paul et al. score.
+    let by_el2n = launch(&server, with(json!({"kind": "prune", "budget": 0.25, "source_run": [source, second], "score": "el2n", "keep": "top"})));
     let source_shown = get(&client, &server, &format!("/runs/{source}/shown"));
     assert!(source_shown["epochs"].as_array().unwrap().iter().all(|e| e["every"] == true && e["count"] == 120), "{source_shown}");
     assert_eq!(source_shown["sampling"], json!({"budget": 1.0, "kind": "full"}));
 
     // round(0.25 * 120) = 30 samples per fine-tuning epoch.
     let mut sets = Vec::new();
-    for id in [pruned, leitner] {
+    for id in [pruned, leitner, by_el2n] {
         let run = wait_for_run(&server, id, Duration::from_secs(300));
         assert_eq!(run["status"], "succeeded", "{run}");
         assert_eq!(run["spec"]["measure"], "full_pass", "a subset schedule measures in a full pass");
@@ -121,6 +126,21 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
     let lowest_kept = pruned_sets[0].iter().map(|&i| score[i as usize]).min().unwrap();
     let highest_left = (0..120u64).filter(|i| !pruned_sets[0].contains(i)).map(|i| score[i as usize]).max().unwrap();
     assert!(lowest_kept >= highest_left, "kept scores down to {lowest_kept}, left one of {highest_left}");
+
+    // The seed-combined pruning keeps the 30 highest mean EL2N of the two source runs (EL2N
+    // at epoch 2, 10 % into the fine-tuning window; continuous, so no ties).
+    let el2n_of = |run: i64| -> Vec<f64> {
+        let stats = get(&client, &server, &format!("/runs/{run}/samples?limit=1000&sort=sample_index"));
+        stats["samples"].as_array().unwrap().iter().map(|s| s["el2n"].as_f64().expect("every sample has an EL2N")).collect()
+    };
+    assert_eq!(get(&client, &server, &format!("/runs/{source}"))["analysis"]["el2n_epoch"], 2);
+    let (a, b) = (el2n_of(source), el2n_of(second));
+    let mut order: Vec<usize> = (0..120).collect();
+    order.sort_by(|&i, &j| ((b[j] + a[j]) / 2.0).total_cmp(&((a[i] + b[i]) / 2.0)));
+    let expected: BTreeSet<u64> = order[..30].iter().map(|&i| i as u64).collect();
+    assert_eq!(sets[2][0], expected, "the top 30 by EL2N averaged over seeds");
+    assert_eq!(sets[2][1], expected, "pruning keeps the same samples every epoch");
+    assert_ne!(a, b, "two seeds, two sets of scores");
 
     // Leitner, fine-tuning epoch 2: decks 0 and 1 are both due; the samples right at their
     // review moved to deck 1 and wait behind deck 0 (the 90 not shown yet, and any wrong).

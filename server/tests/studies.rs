@@ -32,7 +32,7 @@ fn a_study_launches_its_grid_and_reports_over_it() {
         "archs": ["small_cnn", "resnet18"],
         "seeds": "1, 2",
         "arms": ["full", {"kind": "random", "budget": 0.5}],
-        "base": {"dataset": "shapes", "warmup_epochs": 1, "epochs": 3, "batch_size": 16, "lr": 0.05, "device": "cpu", "owner": "ana"}
+        "base": {"dataset": "shapes", "warmup_epochs": 1, "epochs": 4, "window": "all", "batch_size": 16, "lr": 0.05, "device": "cpu", "owner": "ana"}
     });
     let launched = post("/studies", request);
     assert_eq!(launched.status(), 201, "{:?}", launched.text());
@@ -124,6 +124,12 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let consistency = |i: usize, j: usize| direct["class_consistency"][i][j].as_f64().unwrap();
     paired("class_consistency_cross_seed", None, (consistency(0, 1) + consistency(2, 3)) / 2.0);
     assert!(finding("mean_r2", Some("small_cnn"))["method"].as_str().unwrap().contains("Student's t"));
+    // Each finding names the window and definition its runs' statistics were computed under;
+    // warm-up predictability always reads the fine-tuning epochs.
+    assert_eq!((finding("mean_r2", Some("small_cnn"))["window"].as_str(), finding("mean_r2", Some("small_cnn"))["retention"].as_str()), (Some("all"), Some("a")));
+    assert_eq!((finding("cross_arch_jaccard", None)["window"].as_str(), finding("cross_arch_jaccard", None)["retention"].as_str()), (Some("all"), Some("")));
+    assert_eq!(finding("warmup_spearman_rate", Some("resnet18"))["window"], "fine_tuning");
+    assert_eq!(finding("similar_classes_forgotten_most", Some("resnet18"))["published"], 5);
     // The paper column shows the paper's number for the same statistic, or nothing.
     assert_eq!(finding("cross_seed_jaccard", Some("small_cnn"))["published"], Value::Null, "the paper reports no cross-seed Jaccard");
     assert_eq!(finding("forgetting_follows_similarity", Some("small_cnn"))["published"], Value::Null);
@@ -135,8 +141,9 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     assert_eq!(finding("cross_arch_jaccard", None)["published"], 0);
 
     // The same findings recomputed from the exported records with `dynamics` (checked against
-    // scipy in its own tests): each sample's correctness over every epoch, joined on the
-    // sample key; forgetting events with never-learned samples above every other (Toneva et
+    // scipy in its own tests): each sample's correctness over every epoch (the study chose
+    // the window `all`: tiny runs leave too few fine-tuning epochs for many decay fits),
+    // joined on the sample key; forgetting events with never-learned samples above every other (Toneva et
     // al., the default policy); the mean R² of the decay fits (definition A).
     let traces = |run: i64| -> std::collections::BTreeMap<String, Vec<bool>> {
         let csv = client.get(server.api(&format!("/runs/{run}/records.csv"))).send().unwrap().text().unwrap();
@@ -161,22 +168,22 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     check_two(&finding("mean_r2", Some("small_cnn"))["value"], mean_r2(&t0), mean_r2(&t1));
 
     // Learning curves per arm: each epoch's mean over seeds, against epochs and samples seen
-    // (1 warmup epoch over all 120 samples, then 120 or 60 per epoch).
+    // (1 warmup epoch over all 120 samples, then 120 or 60 per epoch, 4 fine-tuning epochs).
     let curves = report["curves"].as_array().unwrap();
     assert_eq!(curves.len(), 4, "arm x architecture");
     let full_cnn_curve = &curves[0]["points"];
     assert_eq!((curves[0]["arm"].as_str(), curves[0]["arch"].as_str()), (Some("full"), Some("small_cnn")));
-    assert_eq!(full_cnn_curve.as_array().unwrap().len(), 4);
+    assert_eq!(full_cnn_curve.as_array().unwrap().len(), 5);
     assert_eq!(full_cnn_curve[0]["phase"], "warmup");
-    let last = &full_cnn_curve[3];
-    assert_eq!(last["samples_seen"], 480.0);
+    let last = &full_cnn_curve[4];
+    assert_eq!(last["samples_seen"], 600.0);
     assert!((last["accuracy"]["mean"].as_f64().unwrap() - (accuracies[0] + accuracies[1]) / 2.0).abs() < 1e-12);
     let f1_of = |run: i64| dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(get(&format!("/runs/{run}"))["val_confusion"].clone()).unwrap()).unwrap();
     assert!((last["macro_f1"]["mean"].as_f64().unwrap() - (f1_of(runs[0]) + f1_of(runs[1])) / 2.0).abs() < 1e-12);
     let random_cnn_curve = &curves[2]["points"];
     assert_eq!(curves[2]["arm"], "random at budget 0.5");
     let seen: Vec<f64> = random_cnn_curve.as_array().unwrap().iter().map(|p| p["samples_seen"].as_f64().unwrap()).collect();
-    assert_eq!(seen, vec![120.0, 180.0, 240.0, 300.0]);
+    assert_eq!(seen, vec![120.0, 180.0, 240.0, 300.0, 360.0]);
 
     // The report as one HTML file: inline stylesheet and figures, no script, nothing fetched.
     let file = client.get(server.api(&format!("/studies/{id}/report.html"))).send().unwrap();

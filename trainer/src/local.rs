@@ -109,6 +109,8 @@ impl Reporter for Folder {
             "correct": upload.columns.correct,
             "p_true": upload.columns.p_true,
             "loss": upload.columns.loss,
+            "margin": upload.columns.margin,
+            "el2n": upload.columns.el2n,
             "eval_loss": upload.eval_loss,
             "val_confusion": upload.val_confusion,
             "shown": upload.shown.as_deref().map(|bits| shown_indices(bits, self.samples.len())),
@@ -144,6 +146,11 @@ struct EpochRest {
     correct: Vec<u8>,
     p_true: Vec<f32>,
     loss: Vec<f32>,
+    /// Absent in epoch files written before they were kept.
+    #[serde(default)]
+    margin: Option<Vec<f32>>,
+    #[serde(default)]
+    el2n: Option<Vec<f32>>,
     eval_loss: Option<Vec<f32>>,
 }
 
@@ -164,10 +171,13 @@ fn summarise(spec: &ExperimentSpec, folder: &Folder) -> Result<()> {
         csv += &format!("{},{},{},{},{},{},{},{}\n", m.epoch, m.phase.as_str(), m.train_loss, m.train_accuracy, opt(m.val_loss), opt(m.val_accuracy), m.lr, m.seconds);
     }
     std::fs::write(folder.out.join("epochs.csv"), csv)?;
-    let columns: Vec<dynamics::TraceColumns> = epochs.iter().map(|e| dynamics::TraceColumns { correct: &e.correct, p_true: &e.p_true, loss: &e.loss }).collect();
+    let columns: Vec<dynamics::TraceColumns> = epochs
+        .iter()
+        .map(|e| dynamics::TraceColumns { margin: e.margin.as_deref(), el2n: e.el2n.as_deref(), ..dynamics::TraceColumns::new(&e.correct, &e.p_true, &e.loss) })
+        .collect();
     let warmup = spec.warmup_epochs as usize;
     let after_warmup = warmup.checked_sub(1).and_then(|i| epochs[i].eval_loss.as_deref());
-    let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup);
+    let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup, spec.analysis());
     let stats = export::sample_stats(&folder.samples, &summaries);
     write_atomically(&folder.out.join("samples.parquet"), |file| Ok(export::write_samples_parquet(file, 0, &stats)?))
 }

@@ -46,8 +46,8 @@ pub struct Scheduler {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScheduleError {
-    #[error("the {kind} schedule needs per-sample values of run #{run} for every sample; none were given (a server sends them with the lease; a local run cannot fetch them)")]
-    MissingSource { kind: &'static str, run: i64 },
+    #[error("the {kind} schedule needs per-sample values of run {runs} for every sample; none were given (a server sends them with the lease; a local run cannot fetch them)")]
+    MissingSource { kind: &'static str, runs: protocol::SourceRuns },
     #[error("{got} source values for {n} samples")]
     SourceLength { got: usize, n: usize },
     #[error("the {kind} schedule needs the loss after head warmup, which was not measured (warmup_epochs is 0, or the checkpoint predates it)")]
@@ -72,7 +72,7 @@ impl Scheduler {
     pub fn new(sampling: &Sampling, n: usize, seed: u64, warmup_epochs: u32, finetune_epochs: u32, source: Option<Vec<Option<f64>>>) -> Result<Self, ScheduleError> {
         let source = match (sampling.source(), source) {
             (Some(_), Some(values)) if values.len() != n => return Err(ScheduleError::SourceLength { got: values.len(), n }),
-            (Some((run, _)), None) => return Err(ScheduleError::MissingSource { kind: sampling.plan.kind(), run }),
+            (Some((runs, _)), None) => return Err(ScheduleError::MissingSource { kind: sampling.plan.kind(), runs: protocol::SourceRuns(runs.to_vec()) }),
             (_, source) => source,
         };
         let mut tau = Vec::new();
@@ -323,11 +323,11 @@ mod tests {
             Plan::Random,
             Plan::EasyToHard,
             Plan::HardToEasy,
-            Plan::SpacedRepetition { source_run: 1 },
+            Plan::SpacedRepetition { source_run: protocol::SourceRuns::one(1) },
             Plan::Leitner { decks: 4 },
             Plan::Rbf { nu: 0.9 },
-            Plan::Prune { source_run: 1, score: SampleScore::ForgettingEvents, keep: Keep::Top },
-            Plan::Prune { source_run: 1, score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
+            Plan::Prune { source_run: protocol::SourceRuns::one(1), score: SampleScore::ForgettingEvents, keep: Keep::Top },
+            Plan::Prune { source_run: protocol::SourceRuns::one(1), score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
         ];
         plans
             .into_iter()
@@ -428,8 +428,8 @@ mod tests {
     fn spaced_repetition_reviews_short_decay_constants_more_often() {
         // tau: samples 0-1 forget fast (1), 2-5 slowly (8), 6 is left out of the ranking.
         let tau = vec![Some(1.0), Some(1.0), Some(8.0), Some(8.0), Some(8.0), Some(8.0), None];
-        let sampling = sampling(2.0 / 7.0, Plan::SpacedRepetition { source_run: 4 });
-        assert_eq!(Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(), ScheduleError::MissingSource { kind: "spaced_repetition", run: 4 });
+        let sampling = sampling(2.0 / 7.0, Plan::SpacedRepetition { source_run: protocol::SourceRuns::one(4) });
+        assert_eq!(Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(), ScheduleError::MissingSource { kind: "spaced_repetition", runs: protocol::SourceRuns::one(4) });
         let mut scheduler = Scheduler::new(&sampling, 7, 11, 0, 8, Some(tau)).unwrap();
         assert!(scheduler.tau[6].is_nan(), "nothing is imputed");
         let mut shown = [0u32; 7];
@@ -461,7 +461,7 @@ mod tests {
     fn spaced_repetition_reviews_never_learned_first_and_never_forgotten_last() {
         let inf = f64::INFINITY;
         let tau = vec![Some(-inf), Some(-inf), Some(2.0), Some(2.0), Some(6.0), Some(6.0), Some(inf), Some(inf), Some(inf), Some(inf)];
-        let sampling = sampling(0.4, Plan::SpacedRepetition { source_run: 4 });
+        let sampling = sampling(0.4, Plan::SpacedRepetition { source_run: protocol::SourceRuns::one(4) });
         let mut scheduler = Scheduler::new(&sampling, 10, 11, 0, 12, Some(tau)).unwrap();
         let mut shown = [0u32; 10];
         for f in 1..=12 {
@@ -585,7 +585,7 @@ mod tests {
     fn pruning_keeps_the_top_or_bottom_fraction_every_epoch() {
         // Scores of 10 samples; sample 8 has none. Budget 0.3 keeps 3.
         let scores = vec![Some(4.0), Some(9.0), Some(1.0), Some(7.0), Some(0.0), Some(8.0), Some(2.0), Some(3.0), None, Some(5.0)];
-        let prune = |keep| sampling(0.3, Plan::Prune { source_run: 2, score: SampleScore::ForgettingEvents, keep });
+        let prune = |keep| sampling(0.3, Plan::Prune { source_run: protocol::SourceRuns::one(2), score: SampleScore::ForgettingEvents, keep });
         let top = Scheduler::new(&prune(Keep::Top), 10, 11, 0, 4, Some(scores.clone())).unwrap();
         let bottom = Scheduler::new(&prune(Keep::Bottom), 10, 11, 0, 4, Some(scores.clone())).unwrap();
         for f in 1..=4 {
@@ -617,7 +617,7 @@ mod tests {
         // forgotten 3, 2, 1 times, 5-9 unforgettable (0). Keeping the bottom 50 % (dropping
         // the most forgotten, as a "keep the easy samples" arm) must drop the never-learned.
         let events = vec![Some(inf), Some(inf), Some(3.0), Some(2.0), Some(1.0), Some(0.0), Some(0.0), Some(0.0), Some(0.0), Some(0.0)];
-        let prune = |score, keep| sampling(0.5, Plan::Prune { source_run: 2, score, keep });
+        let prune = |score, keep| sampling(0.5, Plan::Prune { source_run: protocol::SourceRuns::one(2), score, keep });
         let bottom = Scheduler::new(&prune(SampleScore::ForgettingEvents, Keep::Bottom), 10, 11, 0, 4, Some(events.clone())).unwrap();
         assert_eq!(bottom.kept, vec![5, 6, 7, 8, 9]);
         let top = Scheduler::new(&prune(SampleScore::ForgettingEvents, Keep::Top), 10, 11, 0, 4, Some(events)).unwrap();

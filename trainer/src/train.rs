@@ -560,6 +560,9 @@ mod tests {
             hyper: Hyper::default(),
             sampling: Default::default(),
             never_learned: Default::default(),
+            window: Default::default(),
+            retention: Default::default(),
+            el2n_epoch: None,
         }
     }
 
@@ -730,7 +733,7 @@ mod tests {
         let pruned = ExperimentSpec {
             sampling: protocol::Sampling {
                 budget: 0.5,
-                plan: protocol::Plan::Prune { source_run: 9, score: protocol::SampleScore::ForgettingEvents, keep: protocol::Keep::Top },
+                plan: protocol::Plan::Prune { source_run: protocol::SourceRuns::one(9), score: protocol::SampleScore::ForgettingEvents, keep: protocol::Keep::Top },
             },
             ..spec.clone()
         };

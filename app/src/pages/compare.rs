@@ -140,6 +140,25 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
                 </table>
             </section>
         }.into_any())}
+        {comparison.seeds_combined.clone().map(|c| view! {
+            <section class="card seeds-combined">
+                <h2>"Architectures on their seeds combined"</h2>
+                <p class="muted small">{format!("Each architecture's runs combined per sample ({} {}), then top-{q} sets compared across architectures (chance {:.3}).",
+                    score, c.combination, comparison.chance)}</p>
+                <table class="data">
+                    <thead><tr><th>"Architecture"</th><th>"Runs"</th><th class="num">"Set size"</th>
+                        {c.archs.iter().map(|a| view! { <th class="num">{format!("Jaccard / Spearman with {a}")}</th> }).collect_view()}</tr></thead>
+                    <tbody>{(0..c.archs.len()).map(|i| view! {
+                        <tr data-arch=c.archs[i].clone() data-jaccard={c.jaccard[i].iter().map(|v| v.map_or(String::new(), |x| x.to_string())).collect::<Vec<_>>().join(",")}>
+                            <td>{c.archs[i].clone()}</td>
+                            <td>{c.runs[i].iter().map(|r| format!("#{r}")).collect::<Vec<_>>().join(", ")}</td>
+                            <td class="num">{c.set_sizes[i]}</td>
+                            {(0..c.archs.len()).map(|j| view! { <td class="num">{format!("{} / {}", number(c.jaccard[i][j], 3), number(c.spearman[i][j], 3))}</td> }).collect_view()}
+                        </tr>
+                    }).collect_view()}</tbody>
+                </table>
+            </section>
+        })}
         <div class="run-grid">
             <section class="card">
                 <Heatmap title=format!("Jaccard of the top-{q} sets (chance {:.3})", comparison.chance) row_labels=labels.clone() column_labels=short.clone()

@@ -3,6 +3,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_navigate;
+use protocol::spec::{Retention, Window};
 use protocol::{Arch, Augment, Device, LaunchOutcome, Measure, Optimizer, Schedule};
 
 use crate::components::form::ActionForm;
@@ -14,7 +15,7 @@ fn Field(
     label: &'static str,
     name: &'static str,
     #[prop(optional)] value: &'static str,
-    #[prop(optional)] hint: &'static str,
+    #[prop(optional, into)] hint: String,
     error: Signal<Option<String>>,
 ) -> impl IntoView {
     view! {
@@ -49,7 +50,10 @@ fn Choice(
     }
 }
 
-const SCORE_HINT: &str = "prune: forgetting_events, learning_events, first_learned_epoch, confidence, variability, correctness, tau, r2 or warmup_loss";
+/// The score field's hint: every score `dynamics` knows.
+fn score_hint() -> String {
+    format!("prune: {}", protocol::SampleScore::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
+}
 
 #[component]
 pub fn LaunchPage() -> impl IntoView {
@@ -72,6 +76,12 @@ pub fn LaunchPage() -> impl IntoView {
     let measures = vec![
         (Measure::InBatch.as_str().to_owned(), "in_batch (training pass)".to_owned(), true),
         (Measure::FullPass.as_str().to_owned(), "full_pass (eval pass)".to_owned(), true),
+    ];
+    let windows = Window::ALL.iter().map(|w| (w.as_str().to_owned(), w.label().to_owned(), true)).collect::<Vec<_>>();
+    let retentions = Retention::ALL.iter().map(|r| (r.as_str().to_owned(), r.label().to_owned(), true)).collect::<Vec<_>>();
+    let never_learned = vec![
+        ("max".to_owned(), "the most forgotten (max, Toneva et al.)".to_owned(), true),
+        ("exclude".to_owned(), "left out (exclude)".to_owned(), true),
     ];
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
     let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
@@ -132,11 +142,18 @@ pub fn LaunchPage() -> impl IntoView {
                 <legend>"Training schedule"</legend>
                 <Choice label="Schedule" name="sampling" options=kinds error=error("sampling") />
                 <Field label="Budget" name="sampling_budget" hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
-                <Field label="Source run" name="source_run" hint="spaced_repetition and prune: an earlier succeeded run over the same samples" error=error("sampling.source_run") />
-                <Field label="Score" name="score" hint=SCORE_HINT error=error("sampling.score") />
+                <Field label="Source run" name="source_run" hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
+                <Field label="Score" name="score" hint=score_hint() error=error("sampling.score") />
                 <Field label="Keep" name="keep" hint="prune: top or bottom of the score" error=error("sampling.keep") />
                 <Field label="Decks" name="decks" hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
                 <Field label="Recall threshold ν" name="nu" hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
+            </fieldset>
+            <fieldset>
+                <legend>"Analysis"</legend>
+                <Choice label="Epoch window" name="window" options=windows error=error("window") />
+                <Choice label="Retention definition" name="retention" options=retentions error=error("retention") />
+                <Choice label="Never-learned samples" name="never_learned" options=never_learned error=error("never_learned") />
+                <p class="hint">"Recorded with the run's statistics and shown beside them. The window and definition decide forgetting events, cartography and the decay fits; the policy decides how never-learned samples rank and count in class means."</p>
             </fieldset>
             <fieldset>
                 <legend>"Recording"</legend>

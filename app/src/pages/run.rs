@@ -90,6 +90,8 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
             protocol::spec::NeverLearnedPolicy::Max => "the most forgotten (max, Toneva et al.)".to_owned(),
             protocol::spec::NeverLearnedPolicy::Exclude => "left out (exclude)".to_owned(),
         }),
+        ("Epoch window of the statistics", spec.window.label().to_owned()),
+        ("Retention definition", spec.retention.label().to_owned()),
         ("Device", spec.device.to_string()),
     ];
     let last = detail.epochs.last().cloned();
@@ -209,37 +211,48 @@ fn ConfusionCard(matrix: Vec<Vec<u32>>, class_names: Vec<String>) -> impl IntoVi
     }
 }
 
-/// The decay fits of the run (definition A) and whether the loss after head warmup predicts them.
+/// The decay fits of the run under its retention definition and epoch window, and whether the
+/// loss after head warmup predicts them.
 #[component]
 fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
+    let settings = analysis.settings;
+    let covered = analysis.window_epochs.map_or(String::new(), |[a, b]| format!(", epochs {a}–{b}"));
     let d = analysis.decay;
     let excluded = d.never_learned + d.too_few_points + d.constant;
     let predictability = match analysis.warmup_predictability {
         None => "no head warmup, so no warmup-loss predictability".to_owned(),
         Some(tau) => {
-            let text = |c: protocol::CorrelationView| {
-                format!("{} (p = {}, n = {})", c.r.map_or("undefined".into(), |r| format!("{r:.3}")), c.p_value.map_or("–".into(), |p| format!("{p:.2e}")), c.n)
-            };
             format!(
                 "Loss after head warm-up against the decay fitted on the fine-tuning epochs only, over every sample with a defined decay: \
                  Spearman(loss, rate 1/τ) = {}, Spearman(loss, τ) = {}",
-                analysis.warmup_vs_rate.map_or("–".into(), text),
-                text(tau)
+                correlation_text(analysis.warmup_vs_rate),
+                correlation_text(Some(tau))
             )
         }
     };
     view! {
         <section class="card decay-card">
-            <Histogram title="R² of the retention-decay fits (definition A)".into() x_label="R²".into() y_label="samples".into()
+            <Histogram title=format!("R² of the retention-decay fits ({})", settings.retention.label()) x_label="R²".into() y_label="samples".into()
                 counts=d.r2_histogram.clone() bin_width=0.05 />
-            <p class="summary" data-fitted=d.fitted data-excluded=excluded>
-                {format!("{} fitted, {} excluded ({} never correct, {} too few lags, {} constant); {} with R² below 0. Mean R² {}. \
-                    The exponential beats the power law (AIC) in {} of the fits. {predictability}.",
+            <p class="settings" data-window=settings.window.as_str() data-retention=settings.retention.as_str() data-never-learned=settings.never_learned.as_str()>
+                {format!("Computed over {}{covered}; retention {}; never-learned samples {} in rankings and class means.",
+                    settings.window.label(), settings.retention.label(),
+                    if settings.never_learned == protocol::spec::NeverLearnedPolicy::Max { "count as the most forgotten" } else { "are left out" })}
+            </p>
+            <p class="summary" data-fitted=d.fitted data-excluded=excluded data-mean-r2=d.mean_r2.map(|r| r.to_string()) data-median-r2=d.median_r2.map(|r| r.to_string())>
+                {format!("{} fitted, {} excluded ({} never correct, {} too few points, {} constant); {} with R² below 0. Mean R² {}, median R² {}. \
+                    The exponential beats the power law (AIC) in {} of the {} fits, the power law in {}. {predictability}.",
                     d.fitted, excluded, d.never_learned, d.too_few_points, d.constant, d.r2_below_zero,
-                    d.mean_r2.map_or("–".into(), |r| format!("{r:.3}")), d.exponential_preferred)}
+                    d.mean_r2.map_or("–".into(), |r| format!("{r:.3}")), d.median_r2.map_or("–".into(), |r| format!("{r:.3}")),
+                    d.exponential_preferred, d.fitted, d.fitted - d.exponential_preferred)}
             </p>
         </section>
     }
+}
+
+/// A correlation as "r (p = …, n = …)", or "–" when there is none.
+fn correlation_text(c: Option<protocol::CorrelationView>) -> String {
+    c.map_or("–".into(), |c| format!("{} (p = {}, n = {})", c.r.map_or("undefined".into(), |r| format!("{r:.3}")), c.p_value.map_or("–".into(), |p| format!("{p:.2e}")), c.n))
 }
 
 /// Per-class forgetting and the last epoch's validation accuracy.
@@ -257,7 +270,7 @@ fn ClassTable(run_id: i64) -> impl IntoView {
                             let last = report.val_accuracy.last().map(|a| a.accuracy.clone()).unwrap_or_default();
                             view! {
                                 <table class="data">
-                                    <thead><tr><th>"Class"</th><th>"Samples"</th><th>"Never learned"</th><th title="per sample of the class; never-learned samples as the run's policy says (max: forgotten at every epoch)">"Mean forgetting events per sample"</th><th>"Validation accuracy"</th></tr></thead>
+                                    <thead><tr><th>"Class"</th><th>"Samples"</th><th>"Never learned"</th><th title="never-learned samples as the run's policy says (max: forgotten at every epoch of the window)">"Forgetting events"</th><th title="per sample of the class counted: normalised by the class's size">"Mean forgetting events per sample"</th><th>"Validation accuracy"</th></tr></thead>
                                     <tbody>{(0..report.forgetting.samples.len()).map(|c| {
                                         let name = report.class_names.get(c).cloned().unwrap_or_else(|| format!("class {c}"));
                                         let mean = report.forgetting.forgetting_mean[c];
@@ -266,12 +279,18 @@ fn ClassTable(run_id: i64) -> impl IntoView {
                                                 <td>{name}</td>
                                                 <td>{report.forgetting.samples[c]}</td>
                                                 <td>{report.forgetting.never_learned[c]}</td>
+                                                <td>{report.forgetting.forgetting_total.get(c).map_or("–".into(), |t| t.to_string())}</td>
                                                 <td>{number(mean, 3)}</td>
                                                 <td>{last.get(c).copied().flatten().map(percent).unwrap_or("–".into())}</td>
                                             </tr>
                                         }
                                     }).collect_view()}</tbody>
                                 </table>
+                                <p class="muted small similar-classes">{format!(
+                                    "Similar classes forgotten most? Spearman over classes between mean forgetting and the class's greatest similarity to another class: \
+                                     by validation confusion {}; by class-mean embeddings {}. Pairs of classes: forgotten-into counts against confusion {}.",
+                                    correlation_text(report.similar_forgotten_confusion), correlation_text(report.similar_forgotten_embedding),
+                                    correlation_text(report.forgetting_follows_confusion))}</p>
                             }.into_any()
                         }
                     }

@@ -14,19 +14,11 @@ use crate::functions::{get_run, get_sample_history, list_samples};
 /// Samples per page of the browser.
 const PAGE: u32 = 60;
 
-/// Sortable statistics: (API name, label).
-const SORTS: [(&str, &str); 10] = [
-    ("forgetting_events", "forgetting events"),
-    ("learning_events", "learning events"),
-    ("first_learned_epoch", "first learned epoch"),
-    ("confidence", "confidence"),
-    ("variability", "variability"),
-    ("correctness", "correctness"),
-    ("tau", "decay constant tau"),
-    ("r2", "R² of the decay fit"),
-    ("warmup_loss", "loss after warmup"),
-    ("dataset_index", "dataset index"),
-];
+/// Sortable statistics: (API name, label): every stored score (`dynamics::Score`), and the
+/// dataset index.
+fn sorts() -> impl Iterator<Item = (&'static str, &'static str)> {
+    protocol::SampleScore::ALL.iter().filter(|s| s.stored()).map(|s| (s.as_str(), s.label())).chain([("dataset_index", "dataset index")])
+}
 
 /// Range filters: (statistic, label, whole numbers?).
 const RANGES: [(&str, &str, bool); 6] = [
@@ -124,7 +116,7 @@ pub fn SampleBrowser() -> impl IntoView {
                             <form class="filters sample-filters" method="get" action=format!("/runs/{}/samples", detail.id) aria-label="filter samples">
                                 <label>"Sort by"
                                     <select name="sort">
-                                        {SORTS.iter().flat_map(|&(name, label)| [(format!("-{name}"), format!("{label}, highest first")), (name.to_owned(), format!("{label}, lowest first"))])
+                                        {sorts().flat_map(|(name, label)| [(format!("-{name}"), format!("{label}, highest first")), (name.to_owned(), format!("{label}, lowest first"))])
                                             .map(|(value, label)| { let chosen = value.clone();
                                                 let selected = move || param("sort") == chosen || (param("sort").is_empty() && chosen == "-forgetting_events");
                                                 view! { <option value=value selected=selected>{label}</option> } }).collect_view()}

@@ -97,7 +97,7 @@ pub fn StudiesPage() -> impl IntoView {
                 <StudyField label="Seeds" name="seeds" hint="comma-separated, e.g. 1,2,3" error=error("seeds") />
                 <StudyField label="Arms" name="arms" value="full" hint="schedules, comma-separated: full, random, easy_to_hard, hard_to_easy, spaced_repetition, leitner, rbf" error=error("arms") />
                 <StudyField label="Budget" name="budget" value="0.5" hint="share of the training set each epoch, for every arm but full" error=error("budget") />
-                <StudyField label="Source run" name="source_run" hint="spaced_repetition and prune arms: the earlier run whose τ or scores they read" error=error("source_run") />
+                <StudyField label="Source run" name="source_run" hint="spaced_repetition and prune arms: the earlier run whose τ or scores they read, or several (one per seed, separated by commas)" error=error("source_run") />
             </fieldset>
             <fieldset>
                 <legend>"Shared settings"</legend>
@@ -255,25 +255,38 @@ fn finding_label(key: &str) -> &'static str {
         "cross_seed_spearman" => "Cross-seed Spearman of per-sample forgetting",
         "warmup_spearman" => "Spearman(loss after head warm-up, τ)",
         "warmup_spearman_rate" => "Spearman(loss after head warm-up, decay rate 1/τ)",
-        "forgetting_follows_similarity" => "Forgetting follows class similarity",
+        "forgetting_follows_similarity" => "Forgotten-into counts follow class confusion (pairs of classes)",
+        "similar_classes_forgotten_most" => "Similar classes are forgotten most (per class)",
         "class_consistency_cross_seed" => "Class-level forgetting consistent across seeds",
         "class_consistency_cross_arch" => "Class-level forgetting consistent across architectures",
         _ => "Finding",
     }
 }
 
+/// A finding's window or definition (`+`-joined when its runs differ) in words; "–" for none.
+fn settings_text(names: &str, label: fn(&str) -> Option<&'static str>) -> String {
+    if names.is_empty() {
+        return "–".into();
+    }
+    names.split('+').map(|n| label(n).unwrap_or("?").to_owned()).collect::<Vec<_>>().join(" and ")
+}
+
 #[component]
 fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Published>) -> impl IntoView {
     view! {
         <table class="data intervals-table">
-            <thead><tr><th>"Finding"</th><th>"Architecture"</th><th>"Mean ± 95 % interval"</th><th>"Interval"</th><th>"One value is"</th><th>"Beside it"</th><th>"The paper"</th></tr></thead>
+            <thead><tr><th>"Finding"</th><th>"Architecture"</th><th>"Mean ± 95 % interval"</th><th>"n"</th><th>"Interval"</th><th>"Epochs"</th><th>"Retention"</th><th>"One value is"</th><th>"Beside it"</th><th>"The paper"</th></tr></thead>
             <tbody>{findings.into_iter().map(|f| {
                 let paper = f.published.and_then(|i| published.get(i)).map(|p| p.paper.clone()).unwrap_or_default();
                 view! {
                     <tr data-key=f.key.clone() data-arch=f.arch.clone().unwrap_or_default()
-                        data-mean=f.value.map(|i| i.mean.to_string()).unwrap_or_default() data-n=f.value.map(|i| i.n.to_string()).unwrap_or_default()>
+                        data-mean=f.value.map(|i| i.mean.to_string()).unwrap_or_default() data-n=f.value.map(|i| i.n.to_string()).unwrap_or_default()
+                        data-window=f.window.clone() data-retention=f.retention.clone()>
                         <td>{finding_label(&f.key)}</td><td>{f.arch.clone().unwrap_or_else(|| "all".into())}</td>
-                        <td class="num">{interval_text(f.value, false)}</td><td class="muted small method">{f.method.clone()}</td><td class="muted small">{f.over.clone()}</td>
+                        <td class="num">{interval_text(f.value, false)}</td><td class="num">{f.value.map_or("–".into(), |i| i.n.to_string())}</td>
+                        <td class="muted small method">{f.method.clone()}</td>
+                        <td class="small window">{settings_text(&f.window, |w| protocol::spec::Window::parse(w).map(|w| if w == protocol::spec::Window::FineTuning { "fine-tuning" } else { "all (warm-up included)" }))}</td>
+                        <td class="small retention">{settings_text(&f.retention, |r| protocol::spec::Retention::parse(r).map(protocol::spec::Retention::label))}</td><td class="muted small">{f.over.clone()}</td>
                         <td class="muted small">{f.note.clone().unwrap_or_default()}</td><td class="small">{paper}</td>
                     </tr>
                 }
@@ -340,7 +353,11 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                 None => view! { <p class="empty">{report.comparison_note.clone().unwrap_or_default()}</p> }.into_any(),
                 Some(c) => {
                     let s = c.summary.clone().unwrap_or_else(|| protocol::CompareSummary { cross_arch_jaccard: None, cross_arch_pairs: 0, cross_seed_jaccard: None, cross_seed_spearman: None, cross_seed_pairs: 0, chance: c.chance, per_arch: vec![] });
-                    let r2 = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.mean_r2, 3))).collect::<Vec<_>>().join(", ");
+                    let r2 = s.per_arch.iter().map(|a| {
+                        let [never, few, constant] = a.excluded_by_reason;
+                        format!("{}: mean {}, median {} over {} fits; excluded {} ({never} never learned, {few} too few points, {constant} constant); exponential beats the power law (AIC) in {} of {}",
+                            a.arch, number(a.mean_r2, 3), number(a.median_r2, 3), a.fitted, a.excluded, a.exponential_preferred, a.fitted)
+                    }).collect::<Vec<_>>().join("; ");
                     let spearman = s.per_arch.iter().map(|a| format!("{} {} (Spearman-Brown {})", a.arch, number(a.cross_seed_spearman, 3), number(a.reliability, 3))).collect::<Vec<_>>().join(", ");
                     let warmup = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.warmup_spearman, 3))).collect::<Vec<_>>().join(", ");
                     view! {

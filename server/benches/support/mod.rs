@@ -173,8 +173,8 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
     }
     let started = Instant::now();
     let records = server::records::read(&service.pool, launched.id).await.expect("records");
-    let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(|c| dynamics::TraceColumns { correct: &c.correct, p_true: &c.p_true, loss: &c.loss }).collect();
-    let summaries = dynamics::summarize_samples(&columns, 0, None);
+    let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(|c| dynamics::TraceColumns::new(&c.correct, &c.p_true, &c.loss)).collect();
+    let summaries = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default());
     assert_eq!(summaries.len(), samples);
     let statistics = started.elapsed().as_secs_f64() * 1e3;
     drop(summaries);
