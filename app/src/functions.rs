@@ -74,6 +74,9 @@ pub async fn launch_study(
     batch_size: String,
     lr: String,
     device: String,
+    window: String,
+    retention: String,
+    never_learned: String,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     use serde_json::{Map, Value};
@@ -81,7 +84,8 @@ pub async fn launch_study(
     let text = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
     let mut base = Map::new();
     for (key, value) in [("dataset", &dataset), ("train_subset", &train_subset), ("val_subset", &val_subset), ("image_size", &image_size),
-        ("warmup_epochs", &warmup_epochs), ("epochs", &epochs), ("batch_size", &batch_size), ("lr", &lr), ("device", &device)] {
+        ("warmup_epochs", &warmup_epochs), ("epochs", &epochs), ("batch_size", &batch_size), ("lr", &lr), ("device", &device),
+        ("window", &window), ("retention", &retention), ("never_learned", &never_learned)] {
         if let Some(v) = text(value) {
             base.insert(key.into(), v);
         }

@@ -17,6 +17,9 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.selectOption("select[name=measure]", "in_batch");
   await page.selectOption("select[name=schedule]", "cosine");
   await page.fill("input[name=lr_warmup_epochs]", "1");
+  // The analysis settings travel with the run (issue 17).
+  await page.selectOption("select[name=window]", "all");
+  await page.selectOption("select[name=retention]", "a_floor");
   await page.click("main button[type=submit]");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
@@ -86,6 +89,14 @@ test("a run launched from the form trains live and its page shows curves, histog
   const excluded = Number(await summary.getAttribute("data-excluded"));
   expect(fitted + excluded).toBe(1024);
   expect(fitted).toBe(detail.analysis.decay.fitted);
+  // The settings the statistics were computed under, and mean and median R², as the API says.
+  expect(detail.analysis.settings).toEqual({ window: "all", retention: "a_floor", never_learned: "max", el2n_epoch: null });
+  const settings = page.locator(".decay-card .settings");
+  await expect(settings).toHaveAttribute("data-window", "all");
+  await expect(settings).toHaveAttribute("data-retention", "a_floor");
+  await expect(settings).toContainText("A with a floor: a + (1-a) exp(-k/tau)");
+  expect(Number(await summary.getAttribute("data-median-r2"))).toBe(detail.analysis.decay.median_r2);
+  expect(Number(await summary.getAttribute("data-mean-r2"))).toBe(detail.analysis.decay.mean_r2);
 
   // The class table shows /classes: ten classes, their mean forgetting as the API gives it.
   const classes = await (await request.get(`/api/v1/runs/${runId}/classes`)).json();

@@ -13,6 +13,8 @@ test("a study launched from its preset fills its grid live and reports its findi
   // 4 fine-tuning epochs: the default window (fine-tuning) then holds the 3 lags a decay fit needs.
   await page.fill("input[name=epochs]", "4");
   await page.fill("input[name=device]", "cpu");
+  // Every run of the study fits the weighted lag retention (issue 17: a setting, shown per finding).
+  await page.selectOption("select[name=retention]", "a_weighted");
   await page.click("text=Launch the study");
   await page.waitForURL(/\/studies\/\d+$/);
   const id = Number(new URL(page.url()).pathname.split("/").pop());
@@ -54,6 +56,22 @@ test("a study launched from its preset fills its grid live and reports its findi
   expect(Number(await crossRow.getAttribute("data-mean"))).toBeCloseTo(cross.value.mean, 12);
   await expect(crossRow).toContainText(`(n = ${cross.value.n})`);
   expect(cross.value.n).toBe(3);
+  // Issue 17: each finding with its epoch window, its retention definition, its n, its
+  // interval method and the paper's number for that same statistic, as the API says.
+  for (const f of study.report.findings) {
+    const row = page.locator(`table.intervals-table tr[data-key=${f.key}][data-arch="${f.arch ?? ""}"]`);
+    await expect(row).toHaveCount(1);
+    await expect(row).toHaveAttribute("data-window", f.window);
+    await expect(row).toHaveAttribute("data-retention", f.retention);
+    await expect(row.locator("td.method")).toHaveText(f.method);
+    if (f.value) await expect(row).toHaveAttribute("data-n", String(f.value.n));
+    if (f.published !== null) await expect(row).toContainText(study.report.published[f.published].paper);
+  }
+  const r2 = study.report.findings.find((f: any) => f.key === "mean_r2");
+  expect([r2.window, r2.retention]).toEqual(["fine_tuning", "a_weighted"]);
+  await expect(page.locator(`table.intervals-table tr[data-key=mean_r2][data-arch="${r2.arch}"] td.retention`)).toHaveText("A weighted by the pairs at each lag: exp(-k/tau)");
+  await expect(page.locator(`table.intervals-table tr[data-key=mean_r2][data-arch="${r2.arch}"] td.window`)).toHaveText("fine-tuning");
+  expect(study.report.findings.filter((f: any) => f.key === "similar_classes_forgotten_most")).toHaveLength(2);
   await expect(page.locator(".study-curves figure.chart")).toHaveCount(2 * 4);
   await expect(page.locator(".study-curves polygon.band").first()).toBeAttached();
   const download = page.waitForEvent("download");

@@ -110,6 +110,16 @@ pub fn StudiesPage() -> impl IntoView {
                 <StudyField label="Learning rate" name="lr" error=error("base.lr") />
                 <StudyField label="Device" name="device" hint="auto, cpu or cuda" error=error("base.device") />
             </fieldset>
+            <fieldset>
+                <legend>"Analysis"</legend>
+                <StudyChoice label="Epoch window" name="window" error=error("base.window")
+                    options=protocol::spec::Window::ALL.iter().map(|w| (w.as_str(), w.label())).collect() />
+                <StudyChoice label="Retention definition" name="retention" error=error("base.retention")
+                    options=protocol::spec::Retention::ALL.iter().map(|r| (r.as_str(), r.label())).collect() />
+                <StudyChoice label="Never-learned samples" name="never_learned" error=error("base.never_learned")
+                    options=vec![("max", "the most forgotten (max, Toneva et al.)"), ("exclude", "left out (exclude)")] />
+                <p class="hint">"Every run of the study is analysed so; each finding of the report names its window and definition."</p>
+            </fieldset>
             <div class="form-actions">
                 <button type="submit" class="button primary" disabled=move || launch.pending().get()>
                     {move || if launch.pending().get() { "Launching…" } else { "Launch the study" }}
@@ -142,6 +152,27 @@ fn StudyField(
             <span class="field-label">{label}</span>
             <input type="text" name=name value=value autocomplete="off" />
             <span class="hint">{hint}</span>
+            <span class="field-error" data-field=name>{error}</span>
+        </label>
+    }
+}
+
+/// A drop-down of fixed choices whose first entry leaves the choice to the preset (or the
+/// default).
+#[component]
+fn StudyChoice(
+    label: &'static str,
+    name: &'static str,
+    options: Vec<(&'static str, &'static str)>,
+    error: impl Fn() -> Option<String> + Send + Sync + 'static,
+) -> impl IntoView {
+    view! {
+        <label class="field">
+            <span class="field-label">{label}</span>
+            <select name=name>
+                <option value="">"the preset's (or the default)"</option>
+                {options.into_iter().map(|(value, text)| view! { <option value=value>{text}</option> }).collect_view()}
+            </select>
             <span class="field-error" data-field=name>{error}</span>
         </label>
     }
