@@ -281,13 +281,19 @@ impl Queue {
         Ok(HeartbeatReply { cancel: cancel != 0 })
     }
 
-    /// Stores the run's sample list. A retried attempt sends the same list again, which is
+    /// Stores the run's sample list (its keys checked by [`valid_sample_key`]). A retried attempt sends the same list again, which is
     /// accepted; a different list once epochs are stored is refused, since it would make
     /// them meaningless.
     pub async fn put_manifest(&self, job_id: i64, token: &str, manifest: &SampleManifest) -> Result<(), Failure> {
         let job = self.leased(job_id, token).await?;
         if manifest.samples.is_empty() {
             return Err(Failure::bad_request("the sample manifest is empty"));
+        }
+        if let Some((index, sample)) = manifest.samples.iter().enumerate().find(|(_, s)| !valid_sample_key(&s.sample_key)) {
+            return Err(Failure::bad_request(format!(
+                "sample {index} has the key {:?}; a sample key is 1 to 128 letters, digits, `_`, `.`, `:` or `-`, starting with a letter or digit (forgetlab's are 32 hex digits)",
+                sample.sample_key.chars().take(40).collect::<String>()
+            )));
         }
         let stored: Vec<(String,)> = sqlx::query_as("SELECT sample_key FROM run_samples WHERE run_id = ? ORDER BY sample_index")
             .bind(job.run_id)
@@ -670,4 +676,14 @@ impl Queue {
         let (job_id, status) = row.ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))?;
         Ok((job_id, RunStatus::parse(&status).ok_or_else(|| internal(format!("unknown status {status}")))?))
     }
+}
+
+/// Whether a worker's sample key may be stored: 1 to 128 ASCII letters, digits, `_`, `.`, `:`
+/// or `-`, the first a letter or digit. Keys end up in pages, URLs and CSV exports, so a key
+/// such as `=HYPERLINK(...)` (a spreadsheet formula) or one with markup never gets in (issue
+/// 19, item 12).
+pub fn valid_sample_key(key: &str) -> bool {
+    (1..=128).contains(&key.len())
+        && key.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'))
 }

@@ -223,6 +223,14 @@ fn sessions_need_csrf_tokens_to_change_anything() {
     // `next` never leaves the site.
     let away = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "//evil.example/x")]).send().unwrap();
     assert_eq!(away.headers()[LOCATION], "/");
+    // Nor through what a browser strips or rewrites: a tab, a newline, a backslash (issue 19,
+    // item 3: `next=/%09/evil.example` used to come back as the Location).
+    for next in ["/\t/evil.example", "/\n/evil.example", "/\\evil.example"] {
+        let away = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", next)]).send().unwrap();
+        assert_eq!(away.headers()[LOCATION], "/", "{next:?}");
+    }
+    let home = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "/runs?sort=-id")]).send().unwrap();
+    assert_eq!(home.headers()[LOCATION], "/runs?sort=-id", "a path on the site is kept");
 
     // Signing out ends the session; the cookie then opens nothing.
     let out = browser().post(format!("{}/logout", server.url)).header(COOKIE, &cookie).form(&[("csrf", csrf.as_str())]).send().unwrap();

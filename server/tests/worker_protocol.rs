@@ -44,6 +44,15 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     let epoch_url = server.api(&format!("/worker/jobs/{job}/epochs/1"));
     let early = client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 4, 0.7)).send().unwrap();
     assert_eq!(early.status(), 409, "epochs need the manifest first");
+    // A sample key a spreadsheet would run as a formula (CSV exports), or that carries markup,
+    // is refused with the sample named (issue 19, item 12).
+    for bad in ["=HYPERLINK(\"http://evil.example\")", "<b>x</b>", "", "-1+2"] {
+        let mut with_bad = manifest.clone();
+        with_bad["samples"][2]["sample_key"] = json!(bad);
+        let refused = client.put(server.api(&format!("/worker/jobs/{job}/samples"))).bearer_auth(&token).json(&with_bad).send().unwrap();
+        assert_eq!(refused.status(), 400, "{bad:?}");
+        assert!(refused.text().unwrap().contains("sample 2 has the key"), "{bad:?}");
+    }
     assert_eq!(client.put(server.api(&format!("/worker/jobs/{job}/samples"))).bearer_auth(&token).json(&manifest).send().unwrap().status(), 200);
 
     assert_eq!(client.put(&epoch_url).bearer_auth("not-the-token").json(&upload(1, 4, 0.7)).send().unwrap().status(), 401);

@@ -181,10 +181,13 @@ fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-/// Only a local path may be returned to after signing in (no `//host` or `scheme:`).
+/// Only a path on this site may be returned to after signing in: it starts with one `/`, and
+/// holds no backslash, whitespace or control character. Browsers drop tabs and newlines from
+/// a URL and read `\` as `/`, so `/%09/evil.example` (a tab) or `/\evil.example` would leave the site
+/// as `//evil.example` (issue 19, item 3).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n.to_owned(),
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.chars().any(|c| c == '\\' || c.is_whitespace() || c.is_control()) => n.to_owned(),
         _ => "/".to_owned(),
     }
 }
@@ -339,7 +342,7 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/runs/3?x=1")), "/runs/3?x=1");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "runs"] {
+        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "runs", "/\t/evil.example", "/\n/evil.example", "/ /evil.example", "/\u{7f}/x", "/a\\b"] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");
