@@ -64,33 +64,34 @@ fn main() {
         // default fine-tuning window: warm-up predictability reads the same summaries.
         for &retention in dynamics::Retention::ALL {
             let settings = AnalysisSettings { retention, ..AnalysisSettings::default() };
-            let mut times = Vec::new();
-            let mut fitted = 0;
-            for _ in 0..3 {
-                let started = Instant::now();
+            let (seconds, fitted) = median_of_3(|| {
                 let summaries = summarize_samples(&columns, 1, None, settings);
                 let values: Vec<dynamics::SampleValues> = summaries.iter().map(dynamics::SampleValues::of).collect();
                 let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
-                let w = dynamics::warmup::predictability(&values, &loss);
-                times.push(started.elapsed().as_secs_f64());
-                fitted = w.rate.n;
-            }
-            times.sort_by(f64::total_cmp);
-            println!("{name}, fine-tuning window, definition {retention}: median {:.3} s of 3 ({fitted} samples with a decay rate)", times[1]);
+                dynamics::warmup::predictability(&values, &loss).rate.n
+            });
+            println!("{name}, fine-tuning window, definition {retention}: median {seconds:.3} s of 3 ({fitted} samples with a decay rate)");
         }
         // The all-epochs window: warm-up predictability refits the fine-tuning epochs alone.
-        let mut times = Vec::new();
-        let mut fitted = 0;
-        for _ in 0..3 {
-            let started = Instant::now();
+        let (seconds, fitted) = median_of_3(|| {
             let summaries = summarize_samples(&columns, 1, None, AnalysisSettings { window: Window::All, ..AnalysisSettings::default() });
             let fine_tuning: Vec<dynamics::SampleValues> = summarize_samples(&columns[1..], 0, None, AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
             let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
-            let w = dynamics::warmup::predictability(&fine_tuning, &loss);
-            times.push(started.elapsed().as_secs_f64());
-            fitted = w.rate.n;
-        }
-        times.sort_by(f64::total_cmp);
-        println!("{name}, all-epochs window, definition a, with the fine-tuning refit: median {:.3} s of 3 ({fitted} samples with a decay rate)", times[1]);
+            dynamics::warmup::predictability(&fine_tuning, &loss).rate.n
+        });
+        println!("{name}, all-epochs window, definition a, with the fine-tuning refit: median {seconds:.3} s of 3 ({fitted} samples with a decay rate)");
     }
+}
+
+/// Runs `work` three times: the median seconds, and what the last run returned.
+fn median_of_3(mut work: impl FnMut() -> usize) -> (f64, usize) {
+    let mut times = Vec::new();
+    let mut last = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        last = work();
+        times.push(started.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    (times[1], last)
 }

@@ -184,8 +184,7 @@ pub fn run_analysis(
             let fine_tuning: Vec<dynamics::SampleValues> = if settings.window == dynamics::Window::FineTuning {
                 summaries.iter().map(dynamics::SampleValues::of).collect()
             } else {
-                let columns: Vec<dynamics::TraceColumns> =
-                    records.columns[warmup.min(records.columns.len())..].iter().map(|c| dynamics::TraceColumns::new(&c.correct, &c.p_true, &c.loss)).collect();
+                let columns: Vec<dynamics::TraceColumns> = records.columns[warmup.min(records.columns.len())..].iter().map(protocol::worker::EpochColumns::trace).collect();
                 let refit = dynamics::AnalysisSettings { window: dynamics::Window::All, ..settings };
                 dynamics::summarize_samples(&columns, 0, None, refit).iter().map(dynamics::SampleValues::of).collect()
             };
