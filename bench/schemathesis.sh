@@ -51,7 +51,7 @@ server_pid=
 
 start_server() {
     FORGETLAB_ADDR="127.0.0.1:$port" FORGETLAB_DATA_DIR="$data" FORGETLAB_WORKERS="$1" FORGETLAB_DEVICE=cpu \
-        FORGETLAB_WORKER_BIN="$worker_bin" FORGETLAB_WORKER_TOKEN=fuzz-worker-token RUST_LOG=info,tower_http=warn \
+        FORGETLAB_WORKER_BIN="$worker_bin" FORGETLAB_WORKER_TOKEN=fuzz-worker-token-of-at-least-32-bytes RUST_LOG=info,tower_http=warn \
         "$bin" >> "$out/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 240); do

@@ -36,7 +36,9 @@ pub trait Backend: Send + Sync + 'static {
     async fn create_token(&self, who: &Identity, name: String) -> Result<NewToken, Failure>;
     async fn tokens(&self, who: &Identity) -> Result<Vec<TokenInfo>, Failure>;
     async fn revoke_token(&self, who: &Identity, id: i64) -> Result<(), Failure>;
-    async fn change_password(&self, who: &Identity, old: String, new: String) -> Result<(), Failure>;
+    /// Changes the caller's password; ends their other sessions and, when asked, revokes
+    /// their API tokens. What was done, in words.
+    async fn change_password(&self, who: &Identity, old: String, new: String, revoke_tokens: bool) -> Result<String, Failure>;
     /// Ends every session of `who`; how many.
     async fn sign_out_everywhere(&self, who: &Identity) -> Result<u64, Failure>;
     async fn accounts(&self) -> Result<Vec<Account>, Failure>;

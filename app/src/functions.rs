@@ -268,12 +268,12 @@ pub async fn revoke_token(id: i64, csrf: String) -> Result<FormOutcome, ServerFn
 }
 
 #[server(prefix = "/sf/account")]
-pub async fn change_password(old_password: String, new_password: String, confirm: String, csrf: String) -> Result<FormOutcome, ServerFnError> {
+pub async fn change_password(old_password: String, new_password: String, confirm: String, revoke_tokens: Option<String>, csrf: String) -> Result<FormOutcome, ServerFnError> {
     let _ = csrf;
     if new_password != confirm {
         return Ok(FormOutcome { ok: false, message: "the two new passwords differ".into() });
     }
-    outcome(backend()?.change_password(&caller()?, old_password, new_password).await.map(|()| "password changed".into()))
+    outcome(backend()?.change_password(&caller()?, old_password, new_password, revoke_tokens.is_some()).await)
 }
 
 #[server(prefix = "/sf/account")]

@@ -50,6 +50,36 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_RECORD_PRECISION", value_enum, default_value_t = crate::records::RecordPrecision::Exact)]
     pub record_precision: crate::records::RecordPrecision,
 
+    /// Runs a member may have queued or running at once (administrators are not limited);
+    /// launches past it are refused with the count.
+    #[arg(long, env = "FORGETLAB_MEMBER_MAX_ACTIVE_RUNS", default_value_t = 1000)]
+    pub member_max_active_runs: u64,
+
+    /// The highest queue priority a member may give a run (-100 to 100; administrators may
+    /// use any).
+    #[arg(long, env = "FORGETLAB_MEMBER_MAX_PRIORITY", default_value_t = 10, allow_negative_numbers = true)]
+    pub member_max_priority: i64,
+
+    /// A browser session unused for this many hours ends (besides its 14-day life).
+    #[arg(long, env = "FORGETLAB_SESSION_IDLE_HOURS", default_value_t = 12)]
+    pub session_idle_hours: u64,
+
+    /// Addresses of reverse proxies in front of the server, separated by ','. Only a request
+    /// from one of them has its client address read from FORGETLAB_CLIENT_IP_HEADER (for the
+    /// sign-in limits); every other request is known by its connection's address.
+    #[arg(long, env = "FORGETLAB_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+
+    /// The header a trusted proxy puts the client's address in: `x-forwarded-for` (its last
+    /// entry, the one the proxy added) or e.g. `x-real-ip`.
+    #[arg(long, env = "FORGETLAB_CLIENT_IP_HEADER", default_value = "x-forwarded-for")]
+    pub client_ip_header: String,
+
+    /// Seconds a worker may take to send one request's body (an epoch's records); a slower
+    /// one is answered 408 and re-sends.
+    #[arg(long, env = "FORGETLAB_WORKER_BODY_SECONDS", default_value_t = 120)]
+    pub worker_body_seconds: u64,
+
     /// A job whose worker has not sent a heartbeat for this long is re-queued.
     #[arg(long, env = "FORGETLAB_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,

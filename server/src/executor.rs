@@ -12,6 +12,34 @@ use crate::config::DeviceSetting;
 
 pub mod slurm;
 
+/// Variables a worker may inherit from the server's environment: where programs and
+/// libraries are, the locale, logging, and the CUDA and threading settings of the machine.
+/// Nothing else reaches it: not `FORGETLAB_ADMIN_PASSWORD`, not the server's other settings,
+/// not whatever secrets its service manager set (issue 19, item 10). What a worker needs from
+/// the server it is given explicitly.
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "RUST_LOG", "RUST_BACKTRACE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"];
+const INHERITED_PREFIXES: &[&str] = &["CUDA_", "NVIDIA_", "LC_"];
+
+/// The names of the server's environment variables a worker inherits ([`INHERITED`]).
+pub fn inherited_names() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| INHERITED.contains(&name.as_str()) || INHERITED_PREFIXES.iter().any(|p| name.starts_with(p)))
+        .collect()
+}
+
+/// A command with only the inherited part of the server's environment.
+pub fn clean_command(program: &std::path::Path) -> Command {
+    let mut command = Command::new(program);
+    command.env_clear();
+    for name in inherited_names() {
+        if let Some(value) = std::env::var_os(&name) {
+            command.env(name, value);
+        }
+    }
+    command
+}
+
 pub struct LocalExecutor {
     pub worker_bin: PathBuf,
     pub server_url: String,
@@ -30,7 +58,7 @@ impl LocalExecutor {
             return;
         }
         for slot in 0..self.slots {
-            let mut command = Command::new(&self.worker_bin);
+            let mut command = clean_command(&self.worker_bin);
             command
                 .env("FORGETLAB_SERVER", &self.server_url)
                 .env("FORGETLAB_WORKER_TOKEN", &self.worker_token)

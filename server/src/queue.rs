@@ -91,6 +91,28 @@ impl Queue {
         self
     }
 
+/// Whether `token` may send a request to a worker route, checked before its body is read
+    /// (issue 19, item 2): for a job's routes, that job's lease token; for leasing, the worker
+    /// token or a Slurm submission's token. What the token may do there, the route checks.
+    pub async fn admits(&self, job_id: Option<i64>, token: &str) -> Result<(), Failure> {
+        let presented = hash_token(token);
+        let found: Option<i64> = match job_id {
+            Some(job_id) => sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND token_hash = ?").bind(job_id).bind(&presented).fetch_optional(&self.pool).await.map_err(internal)?,
+            None if same_digest(&presented, &self.worker_token_hash) => Some(1),
+            // Expired or not: the lease then says which (`lease_job`).
+            None => sqlx::query_scalar("SELECT 1 FROM jobs WHERE slurm_token_hash = ? LIMIT 1")
+                .bind(&presented)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(internal)?,
+        };
+        match (found, job_id) {
+            (Some(_), _) => Ok(()),
+            (None, Some(job_id)) => Err(Failure::unauthorized(format!("the token is not valid for job #{job_id}"))),
+            (None, None) => Err(Failure::unauthorized("the worker token is not valid for this server")),
+        }
+    }
+
     pub fn check_worker_token(&self, token: &str) -> Result<(), Failure> {
         if same_digest(&hash_token(token), &self.worker_token_hash) {
             Ok(())

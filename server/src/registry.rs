@@ -65,11 +65,13 @@ impl Registry {
         }
         let candidates: Vec<PathBuf> =
             if path.is_absolute() { vec![path.to_owned()] } else { self.roots.iter().map(|root| root.join(path)).collect() };
-        let Some(found) = candidates.iter().find(|c| c.is_file()) else {
+        // One answer for a file that is missing and one outside the roots, so the field tells
+        // nothing about paths elsewhere (issue 19, item 14).
+        let confined = candidates.iter().find_map(|c| self.confine(c).ok().filter(|resolved| resolved.is_file()));
+        confined.ok_or_else(|| {
             let roots: Vec<String> = self.roots.iter().map(|r| r.display().to_string()).collect();
-            return Err(format!("no file {text} under the data roots ({})", roots.join(", ")));
-        };
-        self.confine(found).map_err(|failure| failure.body.message)
+            format!("no file {text} under the data roots ({})", roots.join(", "))
+        })
     }
 
     /// Registers a dataset under `name` (replacing nothing: a taken name is refused). `path`

@@ -21,6 +21,22 @@ pub struct Service {
     pub compare_cache: crate::analysis::CompareCache,
     /// The run page's data map and forgetting histogram of finished runs.
     pub run_cache: crate::analysis::RunCache,
+    pub limits: MemberLimits,
+}
+
+/// What a member may queue; administrators are not limited (issue 19, item 7).
+#[derive(Debug, Clone, Copy)]
+pub struct MemberLimits {
+    /// Runs queued or running at once (`FORGETLAB_MEMBER_MAX_ACTIVE_RUNS`).
+    pub active_runs: u64,
+    /// The highest queue priority (`FORGETLAB_MEMBER_MAX_PRIORITY`).
+    pub max_priority: i64,
+}
+
+impl Default for MemberLimits {
+    fn default() -> Self {
+        Self { active_runs: 1000, max_priority: 10 }
+    }
 }
 
 /// Columns the runs table may be sorted by, as the API names them.
@@ -93,7 +109,7 @@ impl Service {
         };
         let spec = ExperimentSpec::parse(&request, &datasets);
         let queueing = request.queueing();
-        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing.and_then(|q| owned_by(q, who))) {
+        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing.and_then(|q| owned_by(q, who, &self.limits))) {
             (Ok(spec), Ok(queueing)) => (spec, queueing),
             (spec, queueing) => {
                 let mut errors = spec.err().unwrap_or_default();
@@ -143,6 +159,14 @@ impl Service {
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
+        // Counted inside the transaction that queued the run, so parallel launches cannot
+        // pass the quota together.
+        if !who.is_admin() {
+            let active = active_runs(&mut *tx, &who.name).await?;
+            if active > self.limits.active_runs {
+                return Err(over_quota(&who.name, active - 1, 1, self.limits.active_runs));
+            }
+        }
         tx.commit().await.map_err(internal)?;
         tracing::info!(run = run_id, job = job_id, dataset = %spec.dataset, arch = %spec.arch, "run queued");
         self.hub.publish(Progress::new(job_id, run_id, RunStatus::Queued, spec.total_epochs(), None));
@@ -442,7 +466,30 @@ pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
 
 /// A run is launched by the signed-in account: `owner`, when given, must name it, unless an
 /// administrator launches for someone else.
-fn owned_by(mut queueing: protocol::Queueing, who: &Identity) -> Result<protocol::Queueing, protocol::FieldErrors> {
+/// Runs of `owner` queued or running.
+pub(crate) async fn active_runs<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlite>>(db: E, owner: &str) -> Result<u64, Failure> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs j JOIN runs r ON r.id = j.run_id WHERE r.owner = ? AND j.status IN ('queued', 'running')")
+        .bind(owner)
+        .fetch_one(db)
+        .await
+        .map_err(internal)?;
+    Ok(n as u64)
+}
+
+/// The refusal of `more` runs to a member who has `active` of at most `quota`.
+pub(crate) fn over_quota(name: &str, active: u64, more: u64, quota: u64) -> Failure {
+    Failure::new(
+        429,
+        format!("{name} has {active} run(s) queued or running and may have at most {quota} (FORGETLAB_MEMBER_MAX_ACTIVE_RUNS); {more} more would pass it: wait for some to finish or cancel them"),
+    )
+}
+
+fn owned_by(mut queueing: protocol::Queueing, who: &Identity, limits: &MemberLimits) -> Result<protocol::Queueing, protocol::FieldErrors> {
+    if !who.is_admin() && queueing.priority > limits.max_priority {
+        let mut errors = protocol::FieldErrors::default();
+        errors.add("priority", format!("members may queue at priority {} at most (FORGETLAB_MEMBER_MAX_PRIORITY); ask an administrator for more", limits.max_priority));
+        return Err(errors);
+    }
     match &queueing.owner {
         Some(owner) if owner != &who.name && !who.is_admin() => {
             let mut errors = protocol::FieldErrors::default();
@@ -524,8 +571,13 @@ impl app::backend::Backend for Site {
     async fn revoke_token(&self, who: &Identity, id: i64) -> Result<(), Failure> {
         self.auth.revoke_token(who, id).await
     }
-    async fn change_password(&self, who: &Identity, old: String, new: String) -> Result<(), Failure> {
-        self.auth.change_password(who, &old, &new).await
+    async fn change_password(&self, who: &Identity, old: String, new: String, revoke_tokens: bool) -> Result<String, Failure> {
+        let changed = self.auth.change_password(who, &old, &new, revoke_tokens).await?;
+        let mut said = format!("password changed; {} other session(s) ended", changed.sessions_ended);
+        if revoke_tokens {
+            said.push_str(&format!("; {} API token(s) revoked", changed.tokens_revoked));
+        }
+        Ok(said)
     }
     async fn sign_out_everywhere(&self, who: &Identity) -> Result<u64, Failure> {
         self.auth.close_all_sessions(who).await

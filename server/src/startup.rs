@@ -32,7 +32,20 @@ use crate::service::Service;
 /// The largest body a page takes (forms, server functions).
 const PAGE_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
+/// The shortest worker token a configuration may set: 32 bytes (a random one is 64 hex digits).
+pub const MIN_WORKER_TOKEN: usize = 32;
+
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    if let Some(token) = &config.worker_token {
+        if token.len() < MIN_WORKER_TOKEN {
+            anyhow::bail!(
+                "FORGETLAB_WORKER_TOKEN has {} bytes; a worker token needs at least {MIN_WORKER_TOKEN} (make one with `openssl rand -hex 32`), or leave it unset for a random one per start",
+                token.len()
+            );
+        }
+    }
+    private_files(&config.data_dir)?;
+    return_large_allocations();
     std::fs::create_dir_all(config.data_dir.join("datasets"))
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let pool = crate::db::connect(&config.database_path()).await?;
@@ -42,7 +55,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(Registry::new(pool.clone(), config.all_data_roots()));
     registry.register_default().await;
     let worker_token = config.worker_token.clone().unwrap_or_else(new_token);
-    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default() });
+    let limits = crate::service::MemberLimits { active_runs: config.member_max_active_runs, max_priority: config.member_max_priority };
+    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default(), limits });
     let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds).with_record_precision(config.record_precision));
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -70,9 +84,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .site_pkg_dir("pkg")
         .site_addr(addr)
         .build();
-    let auth = Arc::new(Auth::new(pool.clone()));
+    let clients = crate::auth::ClientAddress { trusted_proxies: config.trusted_proxies.clone(), header: config.client_ip_header.to_ascii_lowercase() };
+    let auth = Arc::new(Auth::new(pool.clone()).with_idle_timeout(Duration::from_secs(config.session_idle_hours.saturating_mul(3600))).with_client_address(clients));
     bootstrap_accounts(&auth, &server_url).await?;
-    let settings = Arc::new(crate::routes::Settings { data_dir: data_dir.clone(), max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024) });
+    let settings = Arc::new(crate::routes::Settings { data_dir: data_dir.clone(), max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024),
+        worker_body_timeout: Duration::from_secs(config.worker_body_seconds),
+    });
     let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone(), auth: auth.clone(), settings };
 
     let backend: SharedBackend = Arc::new(crate::service::Site { service, queue: queue.clone(), auth: auth.clone() });
@@ -97,7 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Pages, forms and server functions; the API's routes set their own limits.
         .layer(RequestBodyLimitLayer::new(PAGE_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, crate::routes::REQUEST_TIMEOUT))
-        .nest("/api/v1", api_router())
+        .nest("/api/v1", api_router(&state))
         .layer(axum::middleware::from_fn_with_state(auth.clone(), authenticate))
         // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
         // default predicate leaves text/event-stream, images and small bodies alone).
@@ -113,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
+    spawn_session_purger(auth.clone(), shutdown_rx.clone());
     match slurm {
         None => {
             let released = queue.release_slurm_holds().await?;
@@ -169,6 +187,54 @@ async fn bootstrap_accounts(auth: &Auth, server_url: &str) -> anyhow::Result<()>
         _ => anyhow::bail!("set both FORGETLAB_ADMIN_USER and FORGETLAB_ADMIN_PASSWORD, or neither"),
     }
     Ok(())
+}
+
+/// Files the server makes (the database with its password hashes, uploads, checkpoints, and
+/// what the workers it starts write) are its user's only: umask 077, and the data directory
+/// itself 0700 (issue 19, item 11).
+fn private_files(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: umask only sets the process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating the data directory {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700)).with_context(|| format!("making {} private (mode 0700)", data_dir.display()))?;
+    // A database made by an earlier start under a looser umask.
+    for name in ["forgetlab.db", "forgetlab.db-wal", "forgetlab.db-shm"] {
+        let path = data_dir.join(name);
+        if path.exists() {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Allocations of 16 MiB and more (each password hash's 19 MiB) are mapped on their own and
+/// given back to the system when freed. glibc's default raises its mapping threshold after
+/// such a free, so later hashes came from per-thread arenas that keep their memory: 120
+/// parallel sign-ins left the server at 690 MiB instead of about 190 (issue 19, item 1).
+fn return_large_allocations() {
+    // SAFETY: mallopt only tunes glibc's allocator; a refusal (0) leaves the default.
+    let set = unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 16 * 1024 * 1024) };
+    if set == 0 {
+        tracing::warn!("could not set the allocator's mapping threshold; memory after bursts of sign-ins may stay high");
+    }
+}
+
+/// Deletes expired and idle sessions at the start and every hour.
+fn spawn_session_purger(auth: Arc<Auth>, mut shutdown: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match auth.purge_sessions().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("{n} expired or idle session(s) purged"),
+                    Err(error) => tracing::error!("session purge failed: {error}"),
+                },
+                _ = shutdown.changed() => break,
+            }
+        }
+    });
 }
 
 fn spawn_lease_reaper(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {

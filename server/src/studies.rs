@@ -65,6 +65,7 @@ impl Service {
         if !errors.is_empty() {
             return Err(refused(errors));
         }
+        self.check_quota(who, plan.runs.len()).await?;
         let dataset = plan.runs.first().and_then(|r| r.request.dataset.as_ref()).and_then(Value::as_str).unwrap_or_default().to_owned();
         let stored = json!({"archs": plan.archs, "seeds": plan.seeds, "arms": plan.arms, "base": plan.base});
         let id: i64 = sqlx::query_scalar("INSERT INTO studies (name, dataset, plan, owner) VALUES (?, ?, ?, ?) RETURNING id")
@@ -78,6 +79,19 @@ impl Service {
         let runs = self.queue_study_runs(id, &plan.runs, who).await?;
         tracing::info!(study = id, runs = runs.len(), "study queued");
         Ok(StudyLaunched { id, runs })
+    }
+
+    /// Refuses a member `more` runs that would pass their quota of active runs, before any
+    /// of a study's runs is queued.
+    async fn check_quota(&self, who: &Identity, more: usize) -> Result<(), Failure> {
+        if who.is_admin() {
+            return Ok(());
+        }
+        let active = crate::service::active_runs(&self.pool, &who.name).await?;
+        if active + more as u64 > self.limits.active_runs {
+            return Err(crate::service::over_quota(&who.name, active, more as u64, self.limits.active_runs));
+        }
+        Ok(())
     }
 
     async fn queue_study_runs(&self, id: i64, runs: &[study::PlannedRun], who: &Identity) -> Result<Vec<i64>, Failure> {
@@ -102,7 +116,15 @@ impl Service {
         if new.is_empty() {
             return Err(Failure::bad_request(format!("give seeds that study #{id} does not have yet (it has {:?})", plan.seeds)));
         }
+        // The cap of a study's size holds however it grew (issue 19, item 7).
+        let total = plan.archs.len() * (plan.seeds.len() + new.len()) * plan.arms.len();
+        if total > study::MAX_STUDY_RUNS {
+            let mut errors = FieldErrors::default();
+            errors.add("seeds", format!("{} more seed(s) would make {total} runs, more than a study holds ({}); start another study", new.len(), study::MAX_STUDY_RUNS));
+            return Err(Failure::invalid("no seeds were added", errors));
+        }
         let runs = study::expand(&plan.base, &plan.archs, &new, &plan.arms);
+        self.check_quota(who, runs.len()).await?;
         let mut stored = json!({"archs": plan.archs, "seeds": plan.seeds, "arms": plan.arms, "base": plan.base});
         let mut all = plan.seeds.clone();
         all.extend(&new);

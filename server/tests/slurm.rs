@@ -222,6 +222,19 @@ impl Drop for SlurmCluster {
     }
 }
 
+/// The environment of the worker process Slurm started for the job of `run_id` (its batch
+/// script exports FORGETLAB_JOB_ID; job and run ids are equal in these fresh databases).
+fn worker_environ(run_id: i64) -> Option<Vec<String>> {
+    let wanted = format!("FORGETLAB_JOB_ID={run_id}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let environ = std::fs::read(entry.path().join("environ")).ok()?;
+        let vars: Vec<String> = environ.split(|&b| b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        let is_worker = String::from_utf8_lossy(&cmdline).contains("forgetlab-worker");
+        (is_worker && vars.contains(&wanted)).then_some(vars)
+    })
+}
+
 fn rand_bytes(n: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; n];
     let mut file = std::fs::File::open("/dev/urandom").expect("/dev/urandom");
@@ -305,6 +318,13 @@ fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outsi
         std::thread::sleep(Duration::from_millis(50));
     }
     let first_slurm_job = run_summary(&slurm, interrupted)["slurm_job_id"].as_i64().expect("a Slurm job id on the running job");
+    // The batch job's worker got what `--export` and its script give it, not the server's
+    // secrets (issue 19, item 10; the test server has FORGETLAB_ADMIN_PASSWORD set).
+    let environ = worker_environ(interrupted).expect("the Slurm job's worker process");
+    for secret in ["FORGETLAB_ADMIN_PASSWORD=", "FORGETLAB_EXECUTOR=", "FORGETLAB_SLURM_POLL_SECONDS="] {
+        assert!(!environ.iter().any(|v| v.starts_with(secret)), "the Slurm worker inherited {secret}");
+    }
+    assert!(environ.iter().any(|v| v.starts_with("FORGETLAB_WORKER_TOKEN=")) && environ.iter().any(|v| v.starts_with("PATH=")), "{environ:?}");
     let cancelled = cluster.command("scancel").arg(first_slurm_job.to_string()).status().unwrap();
     assert!(cancelled.success(), "scancel {first_slurm_job}");
     let stored_at_cancel = epochs_stored(&slurm, interrupted);

@@ -147,6 +147,8 @@ pub fn AccountPage() -> impl IntoView {
                 <label class="field"><span class="field-label">"Current password"</span><input name="old_password" type="password" autocomplete="current-password" required /></label>
                 <label class="field"><span class="field-label">"New password"</span><input name="new_password" type="password" autocomplete="new-password" required /></label>
                 <label class="field"><span class="field-label">"New password again"</span><input name="confirm" type="password" autocomplete="new-password" required /></label>
+                <p class="muted">"Changing it signs out your other browsers."</p>
+                <label class="check"><input type="checkbox" name="revoke_tokens" value="on" />" also revoke my API tokens (scripts must get new ones)"</label>
                 <div class="form-actions"><button type="submit" class="button">"Change password"</button>{move || said(password.value().get())}</div>
             </ActionForm>
         </section>

@@ -452,6 +452,11 @@ const DOCUMENT_CSS: &str = "main.report-document { max-width: 1180px; margin: 0 
 /// figure as inline SVG, no script. `site` (the server's address, e.g. `https://lab.example`)
 /// becomes the file's base URL, so its links to runs lead back to the site; `generated` is
 /// when it was made.
+/// The report file's Content-Security-Policy, in a `<meta>` of its own so it holds wherever
+/// the file is opened (a saved file has no headers): its inline stylesheet and data images,
+/// nothing fetched, no script, no form.
+pub const REPORT_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'";
+
 #[cfg(feature = "ssr")]
 pub fn report_document(detail: StudyDetail, site: &str, generated: &str) -> String {
     use leptos::tachys::view::RenderHtml;
@@ -468,7 +473,7 @@ pub fn report_document(detail: StudyDetail, site: &str, generated: &str) -> Stri
         .to_html()
     });
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta http-equiv=\"Content-Security-Policy\" content=\"{REPORT_POLICY}\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <base href=\"{}/\"><title>{}</title><style>{}\n{DOCUMENT_CSS}</style></head>\n<body><main class=\"report-document\">{body}</main></body></html>\n",
         escape(site.trim_end_matches('/')),
         escape(&title),

@@ -21,10 +21,15 @@ use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo};
 use protocol::Failure;
 use serde::Deserialize;
 
-use super::{Auth, SESSION_DAYS};
+use super::{Auth, Credential, SESSION_DAYS};
 use crate::routes::{ApiResult, AppState, JsonBody, PathParams as Path, Refusal};
 
 pub const SESSION_COOKIE: &str = "forgetlab_session";
+/// The session cookie's name over HTTPS: the `__Host-` prefix makes browsers take it only
+/// with `Secure`, `Path=/` and no `Domain`, so no other host can set or shadow it.
+pub const SECURE_SESSION_COOKIE: &str = "__Host-forgetlab_session";
+/// Sent over HTTPS: browsers then refuse plain HTTP to the site for a year.
+const HSTS: &str = "max-age=31536000";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 /// The form field that carries the CSRF token in forms posted without JavaScript.
 pub const CSRF_FIELD: &str = "csrf";
@@ -88,11 +93,16 @@ fn credentials(headers: &HeaderMap) -> Result<Credentials<'_>, Failure> {
         }
         return Err(Failure::unauthorized("the Authorization header must be `Bearer <token>` (or `Basic` for POST /api/v1/tokens)"));
     }
-    Ok(cookie(headers, SESSION_COOKIE).map_or(Credentials::None, Credentials::Session))
+    Ok(session_of(headers).map_or(Credentials::None, Credentials::Session))
 }
 
-fn client_ip(request: &Request) -> Option<std::net::IpAddr> {
-    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The session cookie's value: the `__Host-` one first.
+fn session_of(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, SECURE_SESSION_COOKIE).or_else(|| cookie(headers, SESSION_COOKIE))
+}
+
+fn client_ip(auth: &Auth, request: &Request) -> Option<std::net::IpAddr> {
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| auth.client_address().of(c.0.ip(), request.headers()))
 }
 
 /// Whether a browser's `Origin` (when sent) is this site: refuses cross-site form posts to the
@@ -109,15 +119,30 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, request: Request, next:
     let path = request.uri().path().to_owned();
     let target = request.uri().path_and_query().map_or_else(|| path.clone(), |p| p.to_string());
     let unsafe_method = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if is_public(&path) {
+    let https = secure(request.headers());
+    let mut response = if is_public(&path) {
         if unsafe_method && !same_origin(request.headers()) {
             return Refusal(Failure::forbidden("a form from another site was refused")).into_response();
         }
-        return next.run(request).await;
+        next.run(request).await
+    } else {
+        guarded(&auth, request, next, &path, &target, unsafe_method).await
+    };
+    let headers = response.headers_mut();
+    if https {
+        headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
-    match identify(&auth, request, &path, unsafe_method).await {
+    // A page carries its session's CSRF token: no cache keeps it (issue 19, item 13).
+    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html")) && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+async fn guarded(auth: &Auth, request: Request, next: Next, path: &str, target: &str, unsafe_method: bool) -> Response {
+    match identify(auth, request, path, unsafe_method).await {
         Ok(request) => next.run(request).await,
-        Err(failure) if failure.status == 401 && !is_machine(&path) => Redirect::to(&format!("/login?next={}", encode(&target))).into_response(),
+        Err(failure) if failure.status == 401 && !is_machine(path) => Redirect::to(&format!("/login?next={}", encode(target))).into_response(),
         Err(failure) => {
             let status = failure.status;
             let mut response = Refusal(failure).into_response();
@@ -130,16 +155,19 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, request: Request, next:
 }
 
 async fn identify(auth: &Auth, mut request: Request, path: &str, unsafe_method: bool) -> Result<Request, Failure> {
-    let who = match credentials(request.headers())? {
-        Credentials::None => None,
-        Credentials::Bearer(token) => Some(auth.token(token).await?.ok_or_else(|| Failure::unauthorized("the API token is unknown or revoked; create one on your account page or with POST /api/v1/tokens"))?),
+    let (who, credential) = match credentials(request.headers())? {
+        Credentials::None => (None, None),
+        Credentials::Bearer(token) => (
+            Some(auth.token(token).await?.ok_or_else(|| Failure::unauthorized("the API token is unknown or revoked; create one on your account page or with POST /api/v1/tokens"))?),
+            Some(Credential::Token(token.to_owned())),
+        ),
         Credentials::Basic(name, password) => {
             if !(path == "/api/v1/tokens" && request.method() == Method::POST) {
                 return Err(Failure::unauthorized("Basic credentials are taken only by POST /api/v1/tokens; send the token it returns as `Authorization: Bearer <token>`"));
             }
-            Some(auth.sign_in(&name, &password, client_ip(&request)).await?)
+            (Some(auth.sign_in(&name, &password, client_ip(auth, &request)).await?), None)
         }
-        Credentials::Session(cookie) => auth.session(cookie).await?,
+        Credentials::Session(cookie) => (auth.session(cookie).await?, Some(Credential::Session(cookie.to_owned()))),
     };
     let who = who.ok_or_else(|| Failure::unauthorized("sign in first: open /login in a browser, or send `Authorization: Bearer <token>`"))?;
     if admin_only(path) && !who.is_admin() {
@@ -154,6 +182,9 @@ async fn identify(auth: &Auth, mut request: Request, path: &str, unsafe_method: 
         }
     }
     request.extensions_mut().insert(who);
+    if let Some(credential) = credential {
+        request.extensions_mut().insert(credential);
+    }
     Ok(request)
 }
 
@@ -192,13 +223,16 @@ fn safe_next(next: Option<&str>) -> String {
     }
 }
 
+/// Whether the site is served over HTTPS: the proxy in front says so (`X-Forwarded-Proto`;
+/// believed from anyone, since it only makes cookies stricter), or FORGETLAB_SECURE_COOKIES.
 fn secure(headers: &HeaderMap) -> bool {
     headers.get("x-forwarded-proto").is_some_and(|p| p == "https") || std::env::var("FORGETLAB_SECURE_COOKIES").is_ok_and(|v| v == "1" || v == "true")
 }
 
+/// The session cookie: `__Host-` prefixed and `Secure` over HTTPS.
 fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")).expect("a cookie header")
+    let (name, secure) = if secure { (SECURE_SESSION_COOKIE, "; Secure") } else { (SESSION_COOKIE, "") };
+    HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}")).expect("a cookie header")
 }
 
 async fn signed_in(auth: &Auth, who: &Identity, headers: &HeaderMap, next: &str) -> Result<Response, Failure> {
@@ -218,7 +252,8 @@ pub struct LoginForm {
 /// `POST /login`: a session cookie and back to `next`; or back to the form with the reason.
 pub async fn login(State(auth): State<Arc<Auth>>, ConnectInfo(client): ConnectInfo<SocketAddr>, headers: HeaderMap, Form(form): Form<LoginForm>) -> Response {
     let next = safe_next(form.next.as_deref());
-    let result = match auth.sign_in(form.name.trim(), &form.password, Some(client.ip())).await {
+    let client = auth.client_address().of(client.ip(), &headers);
+    let result = match auth.sign_in(form.name.trim(), &form.password, Some(client)).await {
         Ok(who) => signed_in(&auth, &who, &headers, &next).await,
         Err(failure) => Err(failure),
     };
@@ -227,7 +262,7 @@ pub async fn login(State(auth): State<Arc<Auth>>, ConnectInfo(client): ConnectIn
 
 /// `POST /logout`: ends this session.
 pub async fn logout(State(auth): State<Arc<Auth>>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(cookie) = session_of(&headers) {
         if let Err(failure) = auth.close_session(cookie).await {
             return Refusal(failure).into_response();
         }

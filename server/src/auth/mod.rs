@@ -28,12 +28,18 @@ use crate::queue::{hash_token, new_token, same_digest};
 
 /// How long a browser session lasts.
 pub const SESSION_DAYS: i64 = 14;
+/// A session's `last_seen_at` is written at most this often.
+const SEEN_EVERY_SECONDS: i64 = 60;
 /// How long the printed setup URL stays valid.
 pub const SETUP_MINUTES: u64 = 60;
 /// Failed sign-ins allowed per account name, and per client address, in [`LIMIT_WINDOW`].
 const LIMIT_PER_NAME: usize = 5;
 const LIMIT_PER_ADDRESS: usize = 20;
 const LIMIT_WINDOW: Duration = Duration::from_secs(300);
+/// Password hashes (argon2id, 19 MiB each) computed at once, per core: beyond them a sign-in
+/// waits up to [`HASH_WAIT`], then is answered 503 (issue 19, item 1).
+const HASHES_PER_CORE: usize = 2;
+const HASH_WAIT: Duration = Duration::from_secs(5);
 /// API tokens' `last_used_at` is written at most this often per token.
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 /// The prefix of personal API tokens, so a leaked one is recognisable.
@@ -42,8 +48,69 @@ pub const TOKEN_PREFIX: &str = "flk_";
 pub struct Auth {
     pub pool: SqlitePool,
     setup: Mutex<Option<(String, Instant)>>,
-    failures: Mutex<HashMap<String, Vec<Instant>>>,
+    /// Sign-in attempts per limiter key ([`Auth::sign_in`]): failed ones, and those in flight.
+    attempts: Mutex<HashMap<String, Vec<Instant>>>,
+    hashing: tokio::sync::Semaphore,
     last_used: Mutex<HashMap<i64, Instant>>,
+    /// Bumped whenever sessions end or tokens are revoked: event streams recheck their
+    /// credentials then ([`Auth::signed_out`]).
+    sign_outs: tokio::sync::watch::Sender<u64>,
+    /// How long an unused session lasts.
+    idle: Duration,
+    clients: ClientAddress,
+}
+
+/// Where a request comes from, for the sign-in limits: the connection's address, or, for a
+/// request from a configured reverse proxy, the address that proxy wrote in its header.
+#[derive(Debug, Clone)]
+pub struct ClientAddress {
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Lower case, e.g. `x-forwarded-for` (its last entry is read: the one the proxy added).
+    pub header: String,
+}
+
+impl Default for ClientAddress {
+    fn default() -> Self {
+        Self { trusted_proxies: Vec::new(), header: "x-forwarded-for".into() }
+    }
+}
+
+impl ClientAddress {
+    pub fn of(&self, peer: IpAddr, headers: &axum::http::HeaderMap) -> IpAddr {
+        if !self.trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        let forwarded = headers.get_all(self.header.as_str()).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last();
+        forwarded.and_then(|text| text.trim().parse().ok()).unwrap_or(peer)
+    }
+}
+
+/// The limiter's key for a client: an IPv4 address as it is, an IPv6 one by its /64 (what one
+/// host is usually given, so it cannot step through its own addresses).
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let s = v6.segments();
+                format!("ip:{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// One sign-in attempt, counted against its keys from before its password is hashed.
+struct Attempt {
+    keys: Vec<String>,
+    at: Instant,
+}
+
+/// Sessions, tokens and hashes ended or refused by a password change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PasswordChanged {
+    pub sessions_ended: u64,
+    pub tokens_revoked: u64,
 }
 
 fn hash_password(password: &str) -> Result<String, Failure> {
@@ -69,7 +136,50 @@ fn identity(row: &sqlx::sqlite::SqliteRow, csrf: Option<String>) -> Result<Ident
 
 impl Auth {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool, setup: Mutex::new(None), failures: Mutex::default(), last_used: Mutex::default() }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            pool,
+            setup: Mutex::new(None),
+            attempts: Mutex::default(),
+            hashing: tokio::sync::Semaphore::new(HASHES_PER_CORE * cores),
+            last_used: Mutex::default(),
+            sign_outs: tokio::sync::watch::Sender::new(0),
+            idle: Duration::from_secs(12 * 3600),
+            clients: ClientAddress::default(),
+        }
+    }
+
+    /// Sessions end after `idle` unused.
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle = idle;
+        self
+    }
+
+    pub fn with_client_address(mut self, clients: ClientAddress) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    pub fn client_address(&self) -> &ClientAddress {
+        &self.clients
+    }
+
+    /// A permit to compute one password hash, waiting up to [`HASH_WAIT`] for one.
+    async fn hash_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        match tokio::time::timeout(HASH_WAIT, self.hashing.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Failure::new(503, "the server is busy checking other passwords; try again in a few seconds")),
+        }
+    }
+
+    async fn hash(&self, password: &str) -> Result<String, Failure> {
+        let _permit = self.hash_permit().await?;
+        let password = password.to_owned();
+        tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(internal)?
+    }
+
+    fn signed_out_now(&self) {
+        self.sign_outs.send_modify(|n| *n += 1);
     }
 
     pub async fn has_accounts(&self) -> Result<bool, Failure> {
@@ -89,8 +199,7 @@ impl Auth {
         if !errors.0.is_empty() {
             return Err(Failure::invalid("the account was not created", errors));
         }
-        let password = password.to_owned();
-        let phc = tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(internal)??;
+        let phc = self.hash(password).await?;
         let row = sqlx::query("INSERT INTO users (name, password_hash, role) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING name, role, disabled, created_at")
             .bind(name)
             .bind(phc)
@@ -129,23 +238,43 @@ impl Auth {
             sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await.map_err(internal)?;
         }
         tx.commit().await.map_err(internal)?;
+        if disabled == Some(true) {
+            self.signed_out_now();
+        }
         Ok(account(&row))
     }
 
-    /// Changes an account's password (its owner gives the old one) and ends its other sessions.
-    pub async fn change_password(&self, who: &Identity, old: &str, new: &str) -> Result<(), Failure> {
+    /// Changes an account's password: its owner gives the current one, checked under the
+    /// sign-in limits. Every other session of the account ends (the one making the change
+    /// stays: `who.csrf` names it), and its API tokens are revoked when asked.
+    pub async fn change_password(&self, who: &Identity, old: &str, new: &str, revoke_tokens: bool) -> Result<PasswordChanged, Failure> {
         check_password(new).map_err(|message| {
             let mut errors = protocol::FieldErrors::default();
             errors.add("new_password", message);
             Failure::invalid("the password was not changed", errors)
         })?;
-        if self.verify(&who.name, old).await?.is_none() {
-            return Err(Failure::forbidden("the current password is wrong"));
+        match self.sign_in(&who.name, old, None).await {
+            Ok(_) => {}
+            Err(failure) if failure.status == 401 => return Err(Failure::forbidden("the current password is wrong")),
+            Err(failure) => return Err(failure),
         }
-        let new = new.to_owned();
-        let phc = tokio::task::spawn_blocking(move || hash_password(&new)).await.map_err(internal)??;
-        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?").bind(phc).bind(who.user_id).execute(&self.pool).await.map_err(internal)?;
-        Ok(())
+        let phc = self.hash(new).await?;
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?").bind(phc).bind(who.user_id).execute(&mut *tx).await.map_err(internal)?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND csrf IS NOT ?").bind(who.user_id).bind(&who.csrf).execute(&mut *tx).await.map_err(internal)?;
+        let tokens = if revoke_tokens {
+            sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE user_id = ? AND revoked_at IS NULL")
+                .bind(who.user_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?
+                .rows_affected()
+        } else {
+            0
+        };
+        tx.commit().await.map_err(internal)?;
+        self.signed_out_now();
+        Ok(PasswordChanged { sessions_ended: sessions.rows_affected(), tokens_revoked: tokens })
     }
 
     /// The enabled account with this name and password, or `None`.
@@ -153,41 +282,69 @@ impl Auth {
         let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ? AND disabled = 0").bind(name).fetch_optional(&self.pool).await.map_err(internal)?;
         let phc = row.as_ref().map(|r| r.get::<String, _>("password_hash")).unwrap_or_else(|| decoy_hash().to_owned());
         let password = password.to_owned();
+        let permit = self.hash_permit().await?;
         let ok = tokio::task::spawn_blocking(move || password_matches(&password, &phc)).await.map_err(internal)?;
+        drop(permit);
         match row {
             Some(row) if ok => Ok(Some(identity(&row, None)?)),
             _ => Ok(None),
         }
     }
 
-    /// Signs in with a name and password, limited per name and per client address: the
-    /// account, or a refusal that says why (and, when limited, how long to wait).
-    pub async fn sign_in(&self, name: &str, password: &str, client: Option<IpAddr>) -> Result<Identity, Failure> {
-        let keys: Vec<(String, usize)> = std::iter::once((format!("name:{name}"), LIMIT_PER_NAME))
-            .chain(client.map(|ip| (format!("ip:{ip}"), LIMIT_PER_ADDRESS)))
-            .collect();
-        {
-            let mut failures = self.failures.lock().expect("failures lock");
-            let now = Instant::now();
-            failures.retain(|_, times| {
-                times.retain(|t| now.duration_since(*t) < LIMIT_WINDOW);
-                !times.is_empty()
-            });
-            for (key, limit) in &keys {
-                if let Some(times) = failures.get(key).filter(|times| times.len() >= *limit) {
-                    let wait = LIMIT_WINDOW.saturating_sub(now.duration_since(times[0])).as_secs() + 1;
-                    return Err(Failure::too_many(format!("too many failed sign-ins; try again in {wait} s")));
+    /// Counts an attempt against its keys before its password is checked, so a burst of
+    /// parallel guesses meets the limit as the guesses start, not as they finish; refuses it
+    /// when a key has had its limit of failed and unfinished attempts in the window.
+    fn start_attempt(&self, keys: &[(String, usize)]) -> Result<Attempt, Failure> {
+        let mut attempts = self.attempts.lock().expect("attempts lock");
+        let now = Instant::now();
+        attempts.retain(|_, times| {
+            times.retain(|t| now.duration_since(*t) < LIMIT_WINDOW);
+            !times.is_empty()
+        });
+        for (key, limit) in keys {
+            if let Some(times) = attempts.get(key).filter(|times| times.len() >= *limit) {
+                let wait = LIMIT_WINDOW.saturating_sub(now.duration_since(times[0])).as_secs() + 1;
+                return Err(Failure::too_many(format!("too many failed sign-ins; try again in {wait} s")));
+            }
+        }
+        for (key, _) in keys {
+            attempts.entry(key.clone()).or_default().push(now);
+        }
+        Ok(Attempt { keys: keys.iter().map(|(key, _)| key.clone()).collect(), at: now })
+    }
+
+    /// Takes back an attempt that did not fail: it signed in, or no password was checked.
+    fn forgive(&self, attempt: Attempt) {
+        let mut attempts = self.attempts.lock().expect("attempts lock");
+        for key in attempt.keys {
+            if let Some(times) = attempts.get_mut(&key) {
+                if let Some(at) = times.iter().position(|t| *t == attempt.at) {
+                    times.remove(at);
                 }
             }
         }
-        match self.verify(name, password).await? {
-            Some(who) => Ok(who),
-            None => {
-                let mut failures = self.failures.lock().expect("failures lock");
-                for (key, _) in keys {
-                    failures.entry(key).or_default().push(Instant::now());
-                }
-                Err(Failure::unauthorized("wrong user name or password (or the account is disabled)"))
+    }
+
+    /// Signs in with a name and password, limited per name and per client address (IPv6 by
+    /// its /64): the account, or a refusal that says why (and, when limited, how long to
+    /// wait). A name that no account could have is refused before it reaches the limiter.
+    pub async fn sign_in(&self, name: &str, password: &str, client: Option<IpAddr>) -> Result<Identity, Failure> {
+        if check_user_name(name).is_err() {
+            return Err(Failure::unauthorized("wrong user name or password (or the account is disabled)"));
+        }
+        let keys: Vec<(String, usize)> = std::iter::once((format!("name:{name}"), LIMIT_PER_NAME))
+            .chain(client.map(|ip| (address_key(ip), LIMIT_PER_ADDRESS)))
+            .collect();
+        let attempt = self.start_attempt(&keys)?;
+        match self.verify(name, password).await {
+            Ok(Some(who)) => {
+                self.forgive(attempt);
+                Ok(who)
+            }
+            Ok(None) => Err(Failure::unauthorized("wrong user name or password (or the account is disabled)")),
+            Err(failure) => {
+                self.forgive(attempt);
+                Err(failure)
             }
         }
     }
@@ -196,7 +353,7 @@ impl Auth {
     /// through [`Auth::session`].)
     pub async fn open_session(&self, who: &Identity) -> Result<String, Failure> {
         let (id, csrf) = (new_token(), new_token());
-        sqlx::query(&format!("INSERT INTO sessions (id_hash, user_id, csrf, expires_at) VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+{SESSION_DAYS} days'))"))
+        sqlx::query(&format!("INSERT INTO sessions (id_hash, user_id, csrf, expires_at, last_seen_at) VALUES (?, ?, ?, strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '+{SESSION_DAYS} days'), strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))"))
             .bind(hash_token(&id))
             .bind(who.user_id)
             .bind(&csrf)
@@ -206,28 +363,74 @@ impl Auth {
         Ok(id)
     }
 
-    /// The account behind a session cookie, if the session is live and the account enabled.
+    /// The account behind a session cookie, if the session is live (not past its life, used
+    /// within the idle time) and the account enabled. Marks the session used.
     pub async fn session(&self, cookie: &str) -> Result<Option<Identity>, Failure> {
+        let idle = self.idle.as_secs() as i64;
         let row = sqlx::query(
-            "SELECT u.id, u.name, u.role, s.csrf FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id_hash = ? AND u.disabled = 0 AND s.expires_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now')",
+            "SELECT u.id, u.name, u.role, s.csrf,
+                    s.last_seen_at < strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?) AS stale
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id_hash = ? AND u.disabled = 0 AND s.expires_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+               AND s.last_seen_at > strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
         )
+        .bind(format!("-{SEEN_EVERY_SECONDS} seconds"))
         .bind(hash_token(cookie))
+        .bind(format!("-{idle} seconds"))
         .fetch_optional(&self.pool)
         .await
         .map_err(internal)?;
-        row.map(|row| identity(&row, Some(row.get("csrf")))).transpose()
+        let Some(row) = row else { return Ok(None) };
+        if row.get::<bool, _>("stale") {
+            sqlx::query("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id_hash = ?").bind(hash_token(cookie)).execute(&self.pool).await.map_err(internal)?;
+        }
+        identity(&row, Some(row.get("csrf"))).map(Some)
+    }
+
+    /// Deletes the sessions past their life or their idle time; how many.
+    pub async fn purge_sessions(&self) -> Result<u64, Failure> {
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= strftime('%Y-%m-%dT%H:%M:%SZ', 'now')
+                OR last_seen_at IS NULL OR last_seen_at <= strftime('%Y-%m-%dT%H:%M:%SZ', 'now', ?)",
+        )
+        .bind(format!("-{} seconds", self.idle.as_secs()))
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        Ok(done.rows_affected())
     }
 
     pub async fn close_session(&self, cookie: &str) -> Result<(), Failure> {
         sqlx::query("DELETE FROM sessions WHERE id_hash = ?").bind(hash_token(cookie)).execute(&self.pool).await.map_err(internal)?;
+        self.signed_out_now();
         Ok(())
     }
 
     /// Signs the account out everywhere: every session ends.
     pub async fn close_all_sessions(&self, who: &Identity) -> Result<u64, Failure> {
         let done = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(who.user_id).execute(&self.pool).await.map_err(internal)?;
+        self.signed_out_now();
         Ok(done.rows_affected())
+    }
+
+    /// Resolves once `credential` no longer signs anyone in (signed out, expired, idle,
+    /// revoked, account disabled): rechecked at every sign-out and every minute. Event
+    /// streams end with it.
+    pub async fn signed_out(&self, credential: Credential) {
+        let mut changes = self.sign_outs.subscribe();
+        loop {
+            let live = match &credential {
+                Credential::Session(cookie) => self.session(cookie).await,
+                Credential::Token(token) => self.token(token).await,
+            };
+            if matches!(live, Ok(None)) {
+                return;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
     }
 
     pub async fn create_token(&self, who: &Identity, name: &str) -> Result<NewToken, Failure> {
@@ -269,6 +472,7 @@ impl Auth {
         if done.rows_affected() == 0 {
             return Err(Failure::not_found(format!("you have no live token #{id}")));
         }
+        self.signed_out_now();
         Ok(())
     }
 
@@ -322,6 +526,14 @@ impl Auth {
         *self.setup.lock().expect("setup lock") = None;
         self.verify(name, password).await?.ok_or_else(|| Failure::internal("the new account could not sign in"))
     }
+}
+
+/// What signed a request in: the middleware puts it beside the [`Identity`], for what must
+/// notice the credential ending (event streams).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    Session(String),
+    Token(String),
 }
 
 fn account(row: &sqlx::sqlite::SqliteRow) -> Account {

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context};
 use protocol::RunStatus;
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
 use tokio::sync::watch;
 
 use crate::config::Config;
@@ -119,6 +118,7 @@ impl SlurmSettings {
             format!("--output={}", self.output_pattern(job_id).display()),
             format!("--chdir={}", self.data_dir.display()),
             "--ntasks=1".to_owned(),
+            export_option(&super::inherited_names()),
         ];
         args.extend(self.partition.iter().map(|p| format!("--partition={p}")));
         args.extend(self.account.iter().map(|a| format!("--account={a}")));
@@ -152,6 +152,14 @@ impl SlurmSettings {
         ));
         script
     }
+}
+
+/// `--export`: the batch job gets only the variables a local worker would inherit (and Slurm's
+/// own `SLURM_*`), never the server's secrets; the script sets the rest (issue 19, item 10).
+fn export_option(names: &[String]) -> String {
+    let mut names = names.to_vec();
+    names.sort();
+    if names.is_empty() { "--export=NONE".to_owned() } else { format!("--export={}", names.join(",")) }
 }
 
 /// Slurm's time formats: minutes, minutes:seconds, hours:minutes:seconds, days-hours,
@@ -194,10 +202,11 @@ struct Ran {
 /// Runs a Slurm client command with `stdin` as its input, under [`COMMAND_TIMEOUT`].
 /// The server's worker token is kept out of its environment: batch jobs inherit it.
 async fn run(program: &str, args: &[String], stdin: Option<&str>) -> std::io::Result<Ran> {
-    let mut command = Command::new(program);
+    let mut command = super::clean_command(std::path::Path::new(program));
+    // The client commands find their cluster through Slurm's own variables (SLURM_CONF, ...).
+    command.envs(std::env::vars_os().filter(|(name, _)| name.to_str().is_some_and(|n| n.starts_with("SLURM_"))));
     command
         .args(args)
-        .env_remove("FORGETLAB_WORKER_TOKEN")
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -486,6 +495,10 @@ mod tests {
         ])
         .unwrap();
         let args = s.sbatch_args(7);
+        let export = args.iter().find(|a| a.starts_with("--export=")).expect("an --export option");
+        assert!(!export.contains("FORGETLAB") && !export.contains("ALL"), "{export}");
+        assert_eq!(export_option(&["PATH".into(), "HOME".into()]), "--export=HOME,PATH");
+        assert_eq!(export_option(&[]), "--export=NONE");
         for expected in ["--parsable", "--job-name=forgetlab-7", "--output=/shared/forgetlab/slurm/forgetlab-job-7-%j.out", "--partition=gpu", "--account=lab", "--gres=gpu:2", "--time=04:00:00"] {
             assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
         }

@@ -69,7 +69,8 @@ pub async fn dataset_image(State(state): State<AppState>, Path((name, split, fil
         .and_then(|i| i.parse::<usize>().ok())
         .ok_or_else(|| Refusal(Failure::not_found(format!("{file:?} is not an image name like 123.png"))))?;
     let png = state.service.registry.image_png(&name, train, index).await?;
-    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "public, max-age=3600")], png))
+    // Behind a sign-in: a shared cache must not keep it (issue 19, item 13).
+    Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png))
 }
 
 pub async fn launch_run(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<RunRequest>) -> ApiResult<(StatusCode, Json<Launched>)> {
@@ -107,8 +108,8 @@ pub async fn study_report_file(State(state): State<AppState>, headers: axum::htt
     let html = app::pages::studies::report_document(detail, &format!("{scheme}://{host}"), &generated);
     let disposition = format!("attachment; filename=\"study-{id}-report.html\"");
     // The file's own policy: its inline stylesheet, nothing fetched, no script.
-    let policy = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'self'; frame-ancestors 'none'";
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_SECURITY_POLICY, policy.to_owned())], html))
+    let policy = format!("{}; base-uri 'self'; frame-ancestors 'none'", app::pages::studies::REPORT_POLICY);
+    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_SECURITY_POLICY, policy)], html))
 }
 
 /// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.

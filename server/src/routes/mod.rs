@@ -10,7 +10,7 @@ mod worker;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
@@ -40,6 +40,8 @@ pub struct Settings {
     pub data_dir: std::path::PathBuf,
     /// `FORGETLAB_MAX_UPLOAD_MB`, in bytes.
     pub max_upload_bytes: u64,
+    /// `FORGETLAB_WORKER_BODY_SECONDS`: how long a worker may take to send a body.
+    pub worker_body_timeout: std::time::Duration,
 }
 
 /// A [`Failure`] as an HTTP answer.
@@ -121,8 +123,50 @@ pub fn parse_id(what: &str, text: &str) -> Result<i64, Refusal> {
 /// The largest body the public API takes (a launch, a study, a token request). Workers'
 /// uploads have their own, larger limit.
 pub const API_BODY_LIMIT: usize = 1024 * 1024;
-/// Largest worker upload: an epoch of 10^5 samples is about 6 MB of JSON.
+/// Largest worker upload: an epoch of 10^5 samples is about 6 MB of JSON, a manifest of
+/// 10^6 samples about 80 MB. Only the epoch and manifest routes take this much
+/// ([`worker_body_limit`]).
 pub const WORKER_BODY_LIMIT: usize = 256 * 1024 * 1024;
+/// What each worker route's body may hold: a lease or heartbeat is a few hundred bytes, a
+/// log batch or a finish (with class-mean embeddings) a few MB, an epoch or manifest the most.
+fn worker_body_limit(path: &str) -> usize {
+    let last = path.rsplit('/').nth(1).unwrap_or_default();
+    if path.ends_with("/samples") || last == "epochs" {
+        WORKER_BODY_LIMIT
+    } else if path.ends_with("/log") || path.ends_with("/finish") {
+        16 * 1024 * 1024
+    } else {
+        64 * 1024
+    }
+}
+
+/// In front of the worker routes: the bearer token is checked before any body is read, then
+/// the body is read within the route's limit and [`Settings::worker_body_timeout`] (a slow or
+/// stalled sender is answered 408 and holds nothing after; issue 19, item 2).
+async fn worker_gate(State(state): State<AppState>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let job = path.split("/worker/jobs/").nth(1).and_then(|rest| rest.split('/').next()).map(str::to_owned);
+    let token = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
+    let Some(token) = token else {
+        return Refusal(Failure::unauthorized("send the token as 'Authorization: Bearer <token>'")).into_response();
+    };
+    let job_id = match job.as_deref().map(|id| parse_id("job", id)).transpose() {
+        Ok(job_id) => job_id,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if let Err(failure) = state.queue.admits(job_id, &token).await {
+        return Refusal(failure).into_response();
+    }
+    let limit = worker_body_limit(&path);
+    let (parts, body) = request.into_parts();
+    let timeout = state.settings.worker_body_timeout;
+    let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return Refusal(Failure::new(413, format!("the body is larger than this route takes ({} KiB) or broke off", limit / 1024))).into_response(),
+        Err(_) => return Refusal(Failure::new(408, format!("the body did not arrive within {} s (FORGETLAB_WORKER_BODY_SECONDS)", timeout.as_secs()))).into_response(),
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
 
 fn method_not_allowed() -> Refusal {
     Refusal(Failure::new(405, "this route does not take that method; see DESIGN.md for the routes"))
@@ -132,11 +176,11 @@ fn method_not_allowed() -> Refusal {
 /// affected: their answer starts at once). Workers' and weights' uploads have no time limit.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-pub fn api_router() -> Router<AppState> {
+pub fn api_router(state: &AppState) -> Router<AppState> {
     public_api()
         .layer(DefaultBodyLimit::max(API_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, REQUEST_TIMEOUT))
-        .merge(worker_api().layer(DefaultBodyLimit::max(WORKER_BODY_LIMIT)))
+        .merge(worker_api().route_layer(axum::middleware::from_fn_with_state(state.clone(), worker_gate)).layer(DefaultBodyLimit::max(WORKER_BODY_LIMIT)))
         // Streamed to disk with its own bound (FORGETLAB_MAX_UPLOAD_MB).
         .route("/weights/{file}", put(weights::upload))
         .method_not_allowed_fallback(|| async { method_not_allowed() })

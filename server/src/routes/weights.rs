@@ -81,11 +81,11 @@ pub async fn upload(State(state): State<AppState>, Caller(who): Caller, Path(fil
     if tokio::fs::try_exists(&target).await.unwrap_or(false) {
         return Err(Failure::conflict(format!("weights/{file} exists already; upload under another name")).into());
     }
-    let partial = dir.join(format!(".{file}.{}.part", crate::queue::new_token()));
-    let result = receive(body, &partial, limit).await;
+    let partial = PartFile(dir.join(format!(".{file}.{}.part", crate::queue::new_token())));
+    let result = receive(body, &partial.0, limit).await;
     let outcome = match result {
-        Ok(bytes) => match check_file(&partial, bytes).await {
-            Ok(()) => match tokio::fs::hard_link(&partial, &target).await {
+        Ok(bytes) => match check_file(&partial.0, bytes).await {
+            Ok(()) => match tokio::fs::hard_link(&partial.0, &target).await {
                 Ok(()) => Ok(bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Failure::conflict(format!("weights/{file} exists already; upload under another name"))),
                 Err(e) => Err(internal(e)),
@@ -94,17 +94,34 @@ pub async fn upload(State(state): State<AppState>, Caller(who): Caller, Path(fil
         },
         Err(failure) => Err(failure),
     };
-    let _ = tokio::fs::remove_file(&partial).await;
+    drop(partial);
     let bytes = outcome?;
     tracing::info!(file, bytes, by = who.name, "weights uploaded");
     Ok((StatusCode::CREATED, Json(Weights { path: format!("weights/{file}"), bytes })))
 }
 
+/// An upload's file while it arrives: removed however the upload ends, including when the
+/// client goes away mid-body and the request is dropped (issue 19, item 15).
+struct PartFile(PathBuf);
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// An upload that sends nothing for this long is given up.
+const UPLOAD_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 async fn receive(body: Body, partial: &FsPath, limit: u64) -> Result<u64, Failure> {
     let mut out = tokio::fs::File::create(partial).await.map_err(internal)?;
     let mut stream = body.into_data_stream();
     let mut bytes = 0u64;
-    while let Some(chunk) = stream.next().await {
+    loop {
+        let next = tokio::time::timeout(UPLOAD_IDLE, stream.next())
+            .await
+            .map_err(|_| Failure::new(408, format!("the upload sent nothing for {} s", UPLOAD_IDLE.as_secs())))?;
+        let Some(chunk) = next else { break };
         let chunk = chunk.map_err(|e| Failure::bad_request(format!("the upload broke off: {e}")))?;
         bytes += chunk.len() as u64;
         if bytes > limit {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub const WORKER_TOKEN: &str = "test-worker-token";
+pub const WORKER_TOKEN: &str = "test-worker-token-of-at-least-32-bytes";
 /// The administrator every test server creates at its first start (`FORGETLAB_ADMIN_USER`).
 pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "test-admin-password";
