@@ -62,7 +62,6 @@ fn with_array<T>(
     read(&mut member, &header, available).map_err(npy_error)
 }
 
-/// `(height, width, channels)` of an image array's shape.
 /// `(count, height, width, channels)` of an image array's shape, checked: each image of a
 /// usable size, and the promised data no more than the `available` bytes.
 fn image_shape(header: &Header, available: u64) -> Result<(usize, usize, usize, usize), String> {
