@@ -67,6 +67,9 @@ fn fingerprint(source: &Source, split: Split, image_size: Option<u32>) -> Result
     hasher.update(identity(source).as_bytes());
     hasher.update(format!("split={split}\nsize={}\n", size_label(image_size)).as_bytes());
     for file in source.files()? {
+        // Only looked at here (their contents are read by `load`, confined there), but a
+        // file that now leads out of the roots must not keep its cached pixels alive.
+        source.roots.check_path(&file)?;
         let meta = std::fs::metadata(&file).map_err(|source| DatasetError::Io { path: file.clone(), source })?;
         // A file system without modification times fingerprints by size alone.
         let modified = meta.modified().ok().and_then(|time| time.duration_since(UNIX_EPOCH).ok()).unwrap_or_default();
@@ -302,11 +305,8 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         folder_dataset(data.path());
         std::fs::write(data.path().join("train/b/broken.png"), b"garbage").unwrap();
-        let skipping = Source {
-            format: Format::ImageFolder,
-            path: data.path().to_owned(),
-            options: Options { bad_images: BadImages::Skip, ..Options::default() },
-        };
+        let skipping = Source::new(Format::ImageFolder, data.path())
+            .with_options(Options { bad_images: BadImages::Skip, ..Options::default() });
         let failing = Source::new(Format::ImageFolder, data.path());
         assert_ne!(cache_path(&skipping, Split::Train, None, cache.path()), cache_path(&failing, Split::Train, None, cache.path()));
         assert!(load_cached(&failing, Split::Train, Some(4), cache.path()).is_err());

@@ -5,11 +5,17 @@
 //! - `classes.txt`: `class_id name`, e.g. `1 001.Black_footed_Albatross`.
 //!
 //! Labels are `class_id - 1`; samples are in image id order.
+//!
+//! Paths in `images.txt` must stay below `images/`: an absolute path or one with a `..` is
+//! refused with the line that holds it, and every file read is confined to the source's
+//! [`Roots`] besides.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use crate::files::{FileDataset, FileSample};
+use crate::limits::MAX_LIST_BYTES;
+use crate::roots::{read_text, Roots};
 use crate::{DatasetError, Split};
 
 const IMAGES: &str = "images.txt";
@@ -25,8 +31,8 @@ struct Entry {
 }
 
 /// Reads the lists at `root` into a dataset; no image is opened.
-pub(crate) fn read(root: &Path) -> Result<FileDataset, DatasetError> {
-    let classes = read_entries(root, CLASSES)?;
+pub(crate) fn read(root: &Path, roots: &Roots) -> Result<FileDataset, DatasetError> {
+    let classes = read_entries(root, roots, CLASSES)?;
     let mut class_names = Vec::with_capacity(classes.len());
     for (position, entry) in classes.iter().enumerate() {
         if entry.id != position as u64 + 1 {
@@ -35,14 +41,21 @@ pub(crate) fn read(root: &Path) -> Result<FileDataset, DatasetError> {
         }
         class_names.push(entry.value.clone());
     }
-    let labels = by_id(read_entries(root, LABELS)?);
-    let splits = by_id(read_entries(root, SPLITS)?);
+    let labels = by_id(read_entries(root, roots, LABELS)?);
+    let splits = by_id(read_entries(root, roots, SPLITS)?);
 
-    let mut images = read_entries(root, IMAGES)?;
+    let mut images = read_entries(root, roots, IMAGES)?;
     images.sort_by_key(|entry| entry.id);
     let mut samples = Vec::with_capacity(images.len());
     for image in &images {
         let at_image = |reason: String| DatasetError::Malformed { path: root.join(IMAGES), line: image.line, reason };
+        let relative = Path::new(&image.value);
+        if !relative.components().all(|component| matches!(component, Component::Normal(_) | Component::CurDir)) {
+            return Err(at_image(format!(
+                "image path {:?} must be relative to images/ and must not contain `..`",
+                image.value
+            )));
+        }
         let label = labels.get(&image.id).ok_or_else(|| at_image(format!("image {} has no line in {LABELS}", image.id)))?;
         let split = splits.get(&image.id).ok_or_else(|| at_image(format!("image {} has no line in {SPLITS}", image.id)))?;
         let class_id = match label.value.parse::<u32>() {
@@ -60,20 +73,21 @@ pub(crate) fn read(root: &Path) -> Result<FileDataset, DatasetError> {
                 return Err(DatasetError::Malformed { path: root.join(SPLITS), line: split.line, reason });
             }
         };
-        samples.push(FileSample { path: root.join("images").join(&image.value), label: class_id - 1, split });
+        samples.push(FileSample { path: root.join("images").join(relative), label: class_id - 1, split });
     }
     Ok(FileDataset {
         root: root.to_owned(),
         class_names,
         samples,
         no_test_hint: "CUB-200-2011 ships a train and a test half; its test half (is_train 0) is the Val split".into(),
+        roots: roots.clone(),
     })
 }
 
 /// The lists and every image they name: the files whose size and time decide what loads.
-pub(crate) fn source_files(root: &Path) -> Result<Vec<PathBuf>, DatasetError> {
+pub(crate) fn source_files(root: &Path, roots: &Roots) -> Result<Vec<PathBuf>, DatasetError> {
     let mut files: Vec<PathBuf> = [IMAGES, LABELS, SPLITS, CLASSES].iter().map(|name| root.join(name)).collect();
-    files.extend(read(root)?.samples.into_iter().map(|sample| sample.path));
+    files.extend(read(root, roots)?.samples.into_iter().map(|sample| sample.path));
     Ok(files)
 }
 
@@ -82,7 +96,7 @@ fn by_id(entries: Vec<Entry>) -> HashMap<u64, Entry> {
 }
 
 /// The `id value` lines of `root/name`; blank lines are skipped.
-fn read_entries(root: &Path, name: &str) -> Result<Vec<Entry>, DatasetError> {
+fn read_entries(root: &Path, roots: &Roots, name: &str) -> Result<Vec<Entry>, DatasetError> {
     let path = root.join(name);
     if !path.is_file() {
         return Err(DatasetError::Missing {
@@ -91,7 +105,7 @@ fn read_entries(root: &Path, name: &str) -> Result<Vec<Entry>, DatasetError> {
             expected: format!("{name} (CUB-200-2011 layout: images.txt, image_class_labels.txt, train_test_split.txt, classes.txt, images/)"),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|source| DatasetError::Io { path: path.clone(), source })?;
+    let text = read_text(&path, roots, MAX_LIST_BYTES, "a CUB list")?;
     let mut entries = Vec::new();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -111,7 +125,7 @@ fn read_entries(root: &Path, name: &str) -> Result<Vec<Entry>, DatasetError> {
 #[cfg(test)]
 mod tests {
     use crate::testing::write_image;
-    use crate::{inspect, load, sample_key, Format, Source, Split};
+    use crate::{inspect, load, sample_key, BadImages, DatasetError, Format, Options, Roots, Source, Split};
 
     /// Two classes; ids deliberately out of order in images.txt.
     fn write_cub(root: &std::path::Path) {
@@ -168,5 +182,39 @@ mod tests {
         std::fs::remove_file(dir.path().join("train_test_split.txt")).unwrap();
         let err = inspect(&source).unwrap_err().to_string();
         assert!(err.contains("no train_test_split.txt file"), "{err}");
+    }
+
+    /// Issue 19, item 5: the old code read `images/../../x` and `/x` wherever they led.
+    #[test]
+    fn image_paths_that_leave_the_images_folder_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        write_cub(dir.path());
+        let source = Source::new(Format::Cub, dir.path());
+        let listing = std::fs::read_to_string(dir.path().join("images.txt")).unwrap();
+        for (line, escape) in [(2, "../../etc/x.jpg"), (2, "/etc/x.jpg"), (2, "002.Laysan_Albatross/../../../x.jpg")] {
+            let mut lines: Vec<String> = listing.lines().map(str::to_owned).collect();
+            lines[line - 1] = format!("1 {escape}");
+            std::fs::write(dir.path().join("images.txt"), lines.join("\n")).unwrap();
+            let err = inspect(&source).unwrap_err().to_string();
+            assert!(err.contains(&format!("images.txt, line {line}: image path {escape:?} must be relative to images/")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_linked_image_outside_the_roots_is_refused_even_when_skipping() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        write_cub(root.path());
+        write_image(&outside.path().join("secret.jpg"), 12, 12, true, 1);
+        let linked = root.path().join("images/001.Black_footed_Albatross/Black_Footed_Albatross_0001.jpg");
+        std::fs::remove_file(&linked).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.jpg"), &linked).unwrap();
+        for bad_images in [BadImages::Fail, BadImages::Skip] {
+            let options = Options { bad_images, ..Options::default() };
+            let source = Source::new(Format::Cub, root.path()).with_options(options).confined_to(Roots::new([root.path()]));
+            let err = load(&source, Split::Train, Some(6)).unwrap_err();
+            assert!(matches!(&err, DatasetError::OutsideRoots { path } if *path == linked), "{err}");
+        }
+        assert!(load(&Source::new(Format::Cub, root.path()), Split::Train, Some(6)).is_ok(), "unconfined, it reads");
     }
 }

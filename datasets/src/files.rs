@@ -1,11 +1,15 @@
 //! Datasets of one image file per sample (ImageFolder, CUB): what they have in common once
 //! their layout is read — summarising from headers and decoding one split.
+//!
+//! An image that leads outside the data roots fails the whole load under either
+//! [`BadImages`] policy: it is not a bad image but a dataset reaching where it may not.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use crate::decode::{decode_file, parallel_fill, probe, Probe};
+use crate::decode::{decode_file, parallel_fill, probe, Probe, Unusable};
+use crate::roots::Roots;
 use crate::source::{BadImages, Loaded, Summary};
-use crate::{DatasetError, ImageSet, Split};
+use crate::{limits, DatasetError, ImageSet, Split};
 
 /// One image file and where it belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,11 +28,22 @@ pub(crate) struct FileDataset {
     pub samples: Vec<FileSample>,
     /// What to do when a split that has no samples is asked for (only `Test` may be absent).
     pub no_test_hint: String,
+    /// Where the images may be read from.
+    pub roots: Roots,
+}
+
+/// What `policy` makes of an image that cannot be used: `Ok(reason)` to skip it, or the error.
+fn judge(path: &Path, unusable: &Unusable, policy: BadImages) -> Result<String, DatasetError> {
+    match (unusable, policy) {
+        (Unusable::Outside, _) => Err(DatasetError::OutsideRoots { path: path.to_owned() }),
+        (Unusable::Bad(reason), BadImages::Fail) => Err(DatasetError::BadImage { path: path.to_owned(), reason: reason.clone() }),
+        (Unusable::Bad(reason), BadImages::Skip) => Ok(reason.clone()),
+    }
 }
 
 /// The headers of every image of the dataset, and what follows from them.
 struct Survey {
-    probes: Vec<Result<Probe, String>>,
+    probes: Vec<Result<Probe, Unusable>>,
     /// 1 when every readable image is greyscale, else 3.
     channels: usize,
     /// `(width, height)` when every readable image has it.
@@ -38,17 +53,17 @@ struct Survey {
 /// Reads every header. Under [`BadImages::Fail`] an unreadable one is an error naming it;
 /// under `Skip` it is left out of the channel and size decisions.
 fn survey(dataset: &FileDataset, policy: BadImages) -> Result<Survey, DatasetError> {
-    let probes = parallel_fill(&dataset.samples, &mut [], 0, |sample, _| probe(&sample.path));
+    let probes = parallel_fill(&dataset.samples, &mut [], 0, |sample, _| probe(&sample.path, &dataset.roots));
     let mut first: Option<(&FileSample, Probe)> = None;
     let mut native = Ok((0, 0));
     let mut all_grey = true;
     for (sample, probed) in dataset.samples.iter().zip(&probes) {
-        let probed = match (probed, policy) {
-            (Ok(probed), _) => *probed,
-            (Err(reason), BadImages::Fail) => {
-                return Err(DatasetError::BadImage { path: sample.path.clone(), reason: reason.clone() });
+        let probed = match probed {
+            Ok(probed) => *probed,
+            Err(unusable) => {
+                judge(&sample.path, unusable, policy)?;
+                continue;
             }
-            (Err(_), BadImages::Skip) => continue,
         };
         all_grey &= probed.grey;
         match first {
@@ -96,7 +111,7 @@ pub(crate) fn inspect_files(dataset: &FileDataset, policy: BadImages) -> Result<
 /// the native size are decided over the whole dataset so that every split agrees.
 pub(crate) fn load_files(dataset: &FileDataset, split: Split, size: Option<u32>, policy: BadImages) -> Result<Loaded, DatasetError> {
     let survey = survey(dataset, policy)?;
-    let chosen: Vec<(&FileSample, &Result<Probe, String>)> =
+    let chosen: Vec<(&FileSample, &Result<Probe, Unusable>)> =
         dataset.samples.iter().zip(&survey.probes).filter(|(sample, _)| sample.split == split).collect();
     if chosen.is_empty() && split == Split::Test {
         return Err(DatasetError::NoSplit { path: dataset.root.clone(), split, hint: dataset.no_test_hint.clone() });
@@ -106,24 +121,27 @@ pub(crate) fn load_files(dataset: &FileDataset, split: Split, size: Option<u32>,
         None => survey.native?,
     };
     let channels = survey.channels;
-    let image_bytes = width as usize * height as usize * channels;
-    let mut pixels = vec![0; chosen.len() * image_bytes];
+    let too_large = |reason: String| DatasetError::TooLarge { path: dataset.root.clone(), reason };
+    let image_bytes = limits::product([width as usize, height as usize, channels])
+        .ok_or_else(|| too_large(format!("images of {width}x{height} pixels cannot be held in memory")))?;
+    let total = limits::product([chosen.len(), image_bytes])
+        .ok_or_else(|| too_large(format!("{} images of {width}x{height} pixels cannot be held in memory", chosen.len())))?;
+    let mut pixels = limits::zeroed(total).map_err(too_large)?;
     let outcomes = parallel_fill(&chosen, &mut pixels, image_bytes, |(sample, probed), slot| match probed {
-        Ok(_) => decode_file(&sample.path, sample.label, channels, size, slot),
-        Err(reason) => Err(reason.clone()),
+        Ok(_) => decode_file(&sample.path, &dataset.roots, sample.label, channels, size, slot),
+        Err(unusable) => Err(unusable.clone()),
     });
 
     let (mut labels, mut keys, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for (index, ((sample, _), outcome)) in chosen.iter().zip(outcomes).enumerate() {
-        match (outcome, policy) {
-            (Ok(key), _) => {
+        match outcome {
+            Ok(key) => {
                 let kept = labels.len();
                 pixels.copy_within(index * image_bytes..(index + 1) * image_bytes, kept * image_bytes);
                 labels.push(sample.label);
                 keys.push(key);
             }
-            (Err(reason), BadImages::Fail) => return Err(DatasetError::BadImage { path: sample.path.clone(), reason }),
-            (Err(reason), BadImages::Skip) => skipped.push((sample.path.clone(), reason)),
+            Err(unusable) => skipped.push((sample.path.clone(), judge(&sample.path, &unusable, policy)?)),
         }
     }
     pixels.truncate(labels.len() * image_bytes);

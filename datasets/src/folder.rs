@@ -12,13 +12,18 @@
 //!   `round(val_fraction * n)` of them are Val, the rest Train.
 //!
 //! Images are `.jpg`, `.jpeg` and `.png` files (any case), found at any depth under a class
-//! folder; other files and folders whose name starts with `.` are ignored.
+//! folder; other files and folders whose name starts with `.` are ignored. Links are
+//! followed, as torchvision does, but every folder listed and every file read must lie
+//! under the source's [`Roots`]: a link (to a file or a folder) that leads out fails the
+//! load with an error naming it, under either bad-image policy.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::files::{FileDataset, FileSample};
+use crate::limits::MAX_LIST_BYTES;
 use crate::rng::{stream_seed, SplitMix64};
+use crate::roots::{list_dir, read_text, Roots};
 use crate::{DatasetError, Split};
 
 /// Name of the optional split file at the dataset root.
@@ -40,11 +45,11 @@ struct Listing {
 }
 
 /// Reads the layout of the ImageFolder at `root` and assigns every image a split.
-pub(crate) fn read(root: &Path, val_fraction: f64, seed: u64) -> Result<FileDataset, DatasetError> {
-    let listing = list(root)?;
+pub(crate) fn read(root: &Path, roots: &Roots, val_fraction: f64, seed: u64) -> Result<FileDataset, DatasetError> {
+    let listing = list(root, roots)?;
     let split_file = root.join(SPLIT_FILE);
     let splits: Vec<Option<Split>> = if split_file.is_file() {
-        let assigned = read_split_file(&split_file, &listing)?;
+        let assigned = read_split_file(&split_file, roots, &listing)?;
         listing.found.iter().map(|found| assigned.get(found.relative.as_str()).copied()).collect()
     } else if listing.found.iter().all(|found| found.folder_split.is_some()) {
         listing.found.iter().map(|found| found.folder_split).collect()
@@ -62,13 +67,14 @@ pub(crate) fn read(root: &Path, val_fraction: f64, seed: u64) -> Result<FileData
             .collect(),
         class_names: listing.class_names,
         no_test_hint: "add a test/ folder next to train/ and val/, or test lines to split.csv".into(),
+        roots: roots.clone(),
     })
 }
 
 /// Every file whose size and time decide what [`read`] and the decoding return: the images
 /// and the split file.
-pub(crate) fn source_files(root: &Path) -> Result<Vec<PathBuf>, DatasetError> {
-    let mut files: Vec<PathBuf> = list(root)?.found.iter().map(|found| root.join(&found.relative)).collect();
+pub(crate) fn source_files(root: &Path, roots: &Roots) -> Result<Vec<PathBuf>, DatasetError> {
+    let mut files: Vec<PathBuf> = list(root, roots)?.found.iter().map(|found| root.join(&found.relative)).collect();
     let split_file = root.join(SPLIT_FILE);
     if split_file.is_file() {
         files.push(split_file);
@@ -76,8 +82,8 @@ pub(crate) fn source_files(root: &Path) -> Result<Vec<PathBuf>, DatasetError> {
     Ok(files)
 }
 
-fn list(root: &Path) -> Result<Listing, DatasetError> {
-    let top = subfolders(root)?;
+fn list(root: &Path, roots: &Roots) -> Result<Listing, DatasetError> {
+    let top = subfolders(root, roots)?;
     let has = |name: &str| top.iter().any(|folder| folder == name);
     let split_folders: Vec<(&str, Split)> = if has("train") && (has("val") || has("test")) {
         let test_role = if has("val") { Split::Test } else { Split::Val };
@@ -92,7 +98,7 @@ fn list(root: &Path) -> Result<Listing, DatasetError> {
         class_folders.extend(top.iter().map(|class| (class.clone(), class.clone(), None)));
     } else {
         for (split_name, split) in split_folders {
-            for class in subfolders(&root.join(split_name))? {
+            for class in subfolders(&root.join(split_name), roots)? {
                 class_folders.push((format!("{split_name}/{class}"), class, Some(split)));
             }
         }
@@ -104,7 +110,7 @@ fn list(root: &Path) -> Result<Listing, DatasetError> {
     for (folder, class, folder_split) in &class_folders {
         let label = class_names.iter().position(|name| name == class).unwrap_or_default() as u32;
         let mut relatives = Vec::new();
-        walk(root, folder, 0, &mut relatives)?;
+        walk(root, roots, folder, 0, &mut relatives)?;
         found.extend(relatives.into_iter().map(|relative| Found { relative, label, folder_split: *folder_split }));
     }
     if found.is_empty() {
@@ -123,35 +129,25 @@ fn is_image(name: &str) -> bool {
 }
 
 /// Entries of `dir` as (name, is a folder), sorted by name, hidden ones left out.
-fn entries(dir: &Path) -> Result<Vec<(String, bool)>, DatasetError> {
-    let io = |source| DatasetError::Io { path: dir.to_owned(), source };
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_hidden(&name) {
-            // `Path::is_dir` follows links, as torchvision's ImageFolder does.
-            entries.push((name, entry.path().is_dir()));
-        }
-    }
-    entries.sort();
-    Ok(entries)
+fn entries(dir: &Path, roots: &Roots) -> Result<Vec<(String, bool)>, DatasetError> {
+    let entries = list_dir(dir, roots)?;
+    Ok(entries.into_iter().filter(|entry| !is_hidden(&entry.name)).map(|entry| (entry.name, entry.is_dir)).collect())
 }
 
-fn subfolders(dir: &Path) -> Result<Vec<String>, DatasetError> {
-    Ok(entries(dir)?.into_iter().filter(|(_, is_dir)| *is_dir).map(|(name, _)| name).collect())
+fn subfolders(dir: &Path, roots: &Roots) -> Result<Vec<String>, DatasetError> {
+    Ok(entries(dir, roots)?.into_iter().filter(|(_, is_dir)| *is_dir).map(|(name, _)| name).collect())
 }
 
 /// Adds the image files under `root/relative` to `out`, as paths relative to `root`.
-fn walk(root: &Path, relative: &str, depth: usize, out: &mut Vec<String>) -> Result<(), DatasetError> {
+fn walk(root: &Path, roots: &Roots, relative: &str, depth: usize, out: &mut Vec<String>) -> Result<(), DatasetError> {
     if depth > MAX_DEPTH {
         let reason = format!("nested more than {MAX_DEPTH} folders deep below its class folder: is there a link loop?");
         return Err(DatasetError::Io { path: root.join(relative), source: std::io::Error::other(reason) });
     }
-    for (name, is_dir) in entries(&root.join(relative))? {
+    for (name, is_dir) in entries(&root.join(relative), roots)? {
         let child = format!("{relative}/{name}");
         if is_dir {
-            walk(root, &child, depth + 1, out)?;
+            walk(root, roots, &child, depth + 1, out)?;
         } else if is_image(&name) {
             out.push(child);
         }
@@ -161,8 +157,8 @@ fn walk(root: &Path, relative: &str, depth: usize, out: &mut Vec<String>) -> Res
 
 /// The split file as a map from relative path to split; every listed path must be an image
 /// of the listing.
-fn read_split_file<'a>(path: &Path, listing: &'a Listing) -> Result<HashMap<&'a str, Split>, DatasetError> {
-    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io { path: path.to_owned(), source })?;
+fn read_split_file<'a>(path: &Path, roots: &Roots, listing: &'a Listing) -> Result<HashMap<&'a str, Split>, DatasetError> {
+    let text = read_text(path, roots, MAX_LIST_BYTES, "a split file")?;
     let known: HashSet<&str> = listing.found.iter().map(|found| found.relative.as_str()).collect();
     let mut assigned: HashMap<&'a str, Split> = HashMap::new();
     let mut first_line: HashMap<&'a str, usize> = HashMap::new();
@@ -216,11 +212,11 @@ fn stratified(listing: &Listing, val_fraction: f64, seed: u64) -> Vec<Split> {
 mod tests {
     use std::collections::BTreeSet;
 
-    use crate::testing::{write_garbage, write_image};
-    use crate::{inspect, load, sample_key, BadImages, DatasetError, Format, Options, Source, Split};
+    use crate::testing::{png_claiming, write_garbage, write_image};
+    use crate::{inspect, load, sample_key, BadImages, DatasetError, Format, Options, Roots, Source, Split};
 
     fn source(root: &std::path::Path, options: Options) -> Source {
-        Source { format: Format::ImageFolder, path: root.to_owned(), options }
+        Source::new(Format::ImageFolder, root).with_options(options)
     }
 
     /// train/ and val/ of class folders `cat` and `dog`, PNG and JPEG of several sizes.
@@ -387,5 +383,73 @@ mod tests {
         let options = Options { val_fraction: 1.0, ..Options::default() };
         let err = inspect(&source(dir.path(), options)).unwrap_err().to_string();
         assert!(err.contains("val fraction must be at least 0 and below 1, got 1"), "{err}");
+    }
+
+    /// Issue 19, item 4: a header of 100000x100000 RGB pixels was summarised as it claimed,
+    /// and loading at the native size aborted (an allocation of 30000000000 bytes failed).
+    #[test]
+    fn an_image_header_claiming_a_huge_size_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        class_folders(dir.path());
+        let big = dir.path().join("alpha/big.png");
+        std::fs::write(&big, png_claiming(100_000, 100_000)).unwrap();
+        let source = source(dir.path(), Options::default());
+        for err in [inspect(&source).unwrap_err(), load(&source, Split::Train, None).unwrap_err()] {
+            assert!(matches!(&err, DatasetError::BadImage { path, .. } if *path == big), "{err}");
+            assert!(err.to_string().contains("the image is 100000x100000 pixels; at most 16384x16384 are read"), "{err}");
+        }
+        let skipping = source.clone().with_options(Options { bad_images: BadImages::Skip, ..Options::default() });
+        assert_eq!(inspect(&skipping).unwrap().height, Some(6));
+
+        // Within the limits but so elongated that scaling it would take gigabytes.
+        std::fs::remove_file(&big).unwrap();
+        write_image(&dir.path().join("alpha/thin.png"), 16_000, 1, false, 1);
+        let err = load(&source, Split::Train, Some(64)).unwrap_err().to_string();
+        assert!(err.contains("a 16000x1 image brought to 64x64 is first scaled to 1024000x64 pixels"), "{err}");
+        let err = load(&source, Split::Train, Some(5000)).unwrap_err().to_string();
+        assert!(err.contains("image size must be from 1 to 4096 pixels, got 5000"), "{err}");
+    }
+
+    /// Issue 19, item 5: links inside the dataset that lead out of the roots, and the
+    /// dataset's folder replaced by a link after registration, were read on the old code.
+    #[test]
+    fn links_and_swapped_folders_that_lead_out_of_the_roots_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let data = root.path().join("data");
+        class_folders(&data);
+        write_image(&outside.path().join("elsewhere/secret.png"), 6, 6, false, 1);
+        let roots = Roots::new([root.path()]);
+        let confined = |options: Options| source(&data, options).confined_to(roots.clone());
+        // A link that stays inside the roots is followed.
+        std::os::unix::fs::symlink(data.join("alpha/00.png"), data.join("beta/inside.png")).unwrap();
+        let unconfined = inspect(&source(&data, Options::default())).unwrap();
+        assert_eq!(inspect(&confined(Options::default())).unwrap(), unconfined);
+        assert_eq!(unconfined.train_size + unconfined.val_size, 19);
+
+        let linked = data.join("beta/linked.png");
+        std::os::unix::fs::symlink(outside.path().join("elsewhere/secret.png"), &linked).unwrap();
+        for bad_images in [BadImages::Fail, BadImages::Skip] {
+            let err = inspect(&confined(Options { bad_images, ..Options::default() })).unwrap_err();
+            assert!(matches!(&err, DatasetError::OutsideRoots { path } if *path == linked), "{err}");
+            assert!(err.to_string().contains("linked.png leads outside the data roots"), "{err}");
+        }
+        std::fs::remove_file(&linked).unwrap();
+
+        let linked_folder = data.join("gamma/more");
+        std::os::unix::fs::symlink(outside.path().join("elsewhere"), &linked_folder).unwrap();
+        let err = inspect(&confined(Options::default())).unwrap_err();
+        assert!(matches!(&err, DatasetError::OutsideRoots { path } if path.ends_with("gamma/more")), "{err}");
+        std::fs::remove_file(&linked_folder).unwrap();
+
+        // Registered (inspected) while inside; then the folder is swapped for a link out.
+        let source = confined(Options { val_fraction: 0.0, ..Options::default() });
+        assert!(inspect(&source).is_ok());
+        std::fs::rename(&data, root.path().join("moved")).unwrap();
+        std::fs::create_dir_all(outside.path().join("elsewhere/cls")).unwrap();
+        std::fs::rename(outside.path().join("elsewhere/secret.png"), outside.path().join("elsewhere/cls/secret.png")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("elsewhere"), &data).unwrap();
+        let err = load(&source, Split::Train, None).unwrap_err();
+        assert!(matches!(&err, DatasetError::OutsideRoots { path } if *path == data), "{err}");
     }
 }

@@ -11,6 +11,10 @@
 //! then be the same for every image. Channels: 1 when every image of the dataset is greyscale,
 //! else 3 (RGB; alpha dropped, grey images converted).
 //!
+//! Every file a reader opens is confined to the source's [`Roots`] (checked on the open
+//! descriptor), and every allocation is bounded by the bytes actually present (see
+//! `limits.rs`): a hostile file gives a [`DatasetError`], never a panic or an abort.
+//!
 //! Not here: tensors, augmentation, normalisation (the trainer does those on its device).
 
 mod cache;
@@ -20,9 +24,11 @@ mod files;
 mod folder;
 mod idx;
 mod key;
+mod limits;
 mod npy;
 mod npz;
 mod rng;
+mod roots;
 mod source;
 mod synthetic;
 #[cfg(test)]
@@ -32,6 +38,7 @@ pub use cache::{cache_path, load_cached};
 pub use idx::{encode_idx, inspect_idx_dir, load_idx_split, IdxSummary};
 pub use key::sample_key;
 pub use npy::{encode_f32_array, read_f32_array};
+pub use roots::Roots;
 pub use source::{describe, inspect, load, BadImages, Format, Loaded, Options, Source, Summary};
 pub use synthetic::{generate, SyntheticSpec};
 
@@ -139,6 +146,13 @@ pub enum DatasetError {
     UnknownFormat(String),
     #[error("synthetic dataset spec {spec:?}: {reason}")]
     InvalidSpec { spec: String, reason: String },
+    /// A file or folder the reader opened lies outside the source's [`Roots`]. The message
+    /// names the path as the dataset names it, not where it leads.
+    #[error("{path} leads outside the data roots: a dataset may read only files under them (a link, `..` or a folder moved since registration is refused)")]
+    OutsideRoots { path: PathBuf },
+    /// Reading would take more memory than the file can justify, or than the limits allow.
+    #[error("{path} is too large: {reason}")]
+    TooLarge { path: PathBuf, reason: String },
 }
 
 /// Class names of Fashion-MNIST, in label order (Xiao et al. 2017).

@@ -3,9 +3,19 @@
 //! that is a Python dict literal such as
 //! `{'descr': '|u1', 'fortran_order': False, 'shape': (100, 28, 28), }`, then the data in
 //! C order. Only integer dtypes are read here.
+//!
+//! Nothing a header claims is allocated unchecked: the header itself is at most
+//! [`MAX_HEADER_BYTES`], and data is read only when the shape's size (checked for overflow)
+//! fits in the bytes the caller says the array can hold.
 
 use std::collections::HashMap;
 use std::io::Read;
+
+use crate::limits;
+
+/// The longest header read. NumPy itself refuses headers over 10000 bytes unless told
+/// otherwise; its own headers are a line of under 200.
+const MAX_HEADER_BYTES: usize = 1 << 16;
 
 /// An element type: `descr` such as `|u1`, `<i8`, `>u4`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,8 +79,10 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    fn elements(&self) -> usize {
-        self.shape.iter().product()
+    /// Elements times their size: the data bytes the header promises.
+    pub fn data_bytes(&self) -> Result<usize, String> {
+        limits::product(self.shape.iter().copied().chain([self.dtype.size]))
+            .ok_or_else(|| format!("shape {:?} has more elements than memory can hold", self.shape))
     }
 }
 
@@ -87,9 +99,10 @@ pub fn read_f32_array(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     if descr != "<f4" {
         return Err(format!("dtype {descr:?} is not float32: save the array with .astype(np.float32)"));
     }
-    let elements: usize = shape.iter().product();
-    if reader.len() != elements * 4 {
-        return Err(format!("shape {shape:?} needs {} data bytes, the file has {}", elements * 4, reader.len()));
+    let needed = limits::product(shape.iter().copied().chain([4]));
+    if needed != Some(reader.len()) {
+        let needed = needed.map_or("more".to_owned(), |needed| needed.to_string());
+        return Err(format!("shape {shape:?} needs {needed} data bytes, the file has {}", reader.len()));
     }
     Ok((shape, reader.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()))
 }
@@ -119,6 +132,9 @@ fn read_raw_header(reader: &mut dyn Read) -> Result<(String, Vec<usize>), String
         }
         major => return Err(format!(".npy format version {major} is not supported (1, 2 or 3)")),
     };
+    if header_len > MAX_HEADER_BYTES {
+        return Err(format!("the header claims {header_len} bytes; at most {MAX_HEADER_BYTES} are read"));
+    }
     let mut text = vec![0u8; header_len];
     reader.read_exact(&mut text).map_err(|e| format!("truncated header: {e}"))?;
     let text = String::from_utf8_lossy(&text);
@@ -142,17 +158,17 @@ fn read_raw_header(reader: &mut dyn Read) -> Result<(String, Vec<usize>), String
     Ok((descr, shape))
 }
 
-/// Reads the data of a `uint8` array.
-pub(crate) fn read_u8(reader: &mut dyn Read, header: &Header) -> Result<Vec<u8>, String> {
+/// Reads the data of a `uint8` array that can hold at most `available` data bytes.
+pub(crate) fn read_u8(reader: &mut dyn Read, header: &Header, available: u64) -> Result<Vec<u8>, String> {
     if !header.dtype.is_u8() {
         return Err(format!("expected uint8 pixels ('|u1'), got {:?}", header.dtype));
     }
-    read_data(reader, header.elements())
+    read_data(reader, header.data_bytes()?, available)
 }
 
-/// Reads a label array of shape `(N,)` or `(N, 1)` and any integer dtype; every label must
-/// fit a `u32`.
-pub(crate) fn read_labels(reader: &mut dyn Read, header: &Header) -> Result<Vec<u32>, String> {
+/// Reads a label array of shape `(N,)` or `(N, 1)` and any integer dtype that can hold at
+/// most `available` data bytes; every label must fit a `u32`.
+pub(crate) fn read_labels(reader: &mut dyn Read, header: &Header, available: u64) -> Result<Vec<u32>, String> {
     match header.shape[..] {
         [_] | [_, 1] => {}
         _ => {
@@ -162,7 +178,7 @@ pub(crate) fn read_labels(reader: &mut dyn Read, header: &Header) -> Result<Vec<
             ));
         }
     }
-    let data = read_data(reader, header.elements() * header.dtype.size)?;
+    let data = read_data(reader, header.data_bytes()?, available)?;
     data.chunks_exact(header.dtype.size)
         .map(|element| {
             let value = header.dtype.value(element);
@@ -171,9 +187,18 @@ pub(crate) fn read_labels(reader: &mut dyn Read, header: &Header) -> Result<Vec<
         .collect()
 }
 
-fn read_data(reader: &mut dyn Read, bytes: usize) -> Result<Vec<u8>, String> {
-    let mut data = Vec::with_capacity(bytes);
-    reader.take(bytes as u64).read_to_end(&mut data).map_err(|e| format!("cannot read the data: {e}"))?;
+/// Checks that `bytes` fit in `available` (what the array can hold at most) before anything
+/// is allocated for them.
+pub(crate) fn check_fits(bytes: usize, available: u64) -> Result<(), String> {
+    if bytes as u64 > available {
+        return Err(format!("truncated: the header promises {bytes} data bytes, the array can hold at most {available}"));
+    }
+    Ok(())
+}
+
+fn read_data(reader: &mut dyn Read, bytes: usize, available: u64) -> Result<Vec<u8>, String> {
+    check_fits(bytes, available)?;
+    let data = limits::read_up_to(reader, bytes)?;
     if data.len() != bytes {
         return Err(format!("truncated: the header promises {bytes} data bytes, the array holds {}", data.len()));
     }
@@ -338,7 +363,7 @@ mod tests {
         let mut reader = &bytes[..];
         let header = read_header(&mut reader).unwrap();
         assert_eq!(header.shape, vec![3, 2, 2]);
-        assert_eq!(read_u8(&mut reader, &header).unwrap(), vec![7; 12]);
+        assert_eq!(read_u8(&mut reader, &header, u64::MAX).unwrap(), vec![7; 12]);
     }
 
     #[test]
@@ -347,13 +372,13 @@ mod tests {
         let bytes = encode("<i8", &[3, 1], &little);
         let mut reader = &bytes[..];
         let header = read_header(&mut reader).unwrap();
-        assert_eq!(read_labels(&mut reader, &header).unwrap(), vec![3, 0, 9]);
+        assert_eq!(read_labels(&mut reader, &header, u64::MAX).unwrap(), vec![3, 0, 9]);
 
         let big: Vec<u8> = [258u16, 1].iter().flat_map(|v| v.to_be_bytes()).collect();
         let bytes = encode(">u2", &[2], &big);
         let mut reader = &bytes[..];
         let header = read_header(&mut reader).unwrap();
-        assert_eq!(read_labels(&mut reader, &header).unwrap(), vec![258, 1]);
+        assert_eq!(read_labels(&mut reader, &header, u64::MAX).unwrap(), vec![258, 1]);
     }
 
     #[test]
@@ -371,13 +396,13 @@ mod tests {
         let negative = encode("|i1", &[1], &[0xff]);
         let mut reader = &negative[..];
         let header = read_header(&mut reader).unwrap();
-        let err = read_labels(&mut reader, &header).unwrap_err();
+        let err = read_labels(&mut reader, &header, u64::MAX).unwrap_err();
         assert!(err.contains("label -1"), "{err}");
 
         let short = encode("|u1", &[4], &[1, 2]);
         let mut reader = &short[..];
         let header = read_header(&mut reader).unwrap();
-        assert!(read_u8(&mut reader, &header).unwrap_err().contains("truncated"));
+        assert!(read_u8(&mut reader, &header, u64::MAX).unwrap_err().contains("truncated"));
     }
 
     #[test]
@@ -388,5 +413,24 @@ mod tests {
         let ints = encode("<i8", &[1], &7i64.to_le_bytes());
         assert!(read_f32_array(&ints).unwrap_err().contains("\"<i8\" is not float32"));
         assert!(read_f32_array(&bytes[..bytes.len() - 4]).unwrap_err().contains("needs 24 data bytes, the file has 20"));
+    }
+
+    #[test]
+    fn claims_beyond_memory_are_errors_not_panics() {
+        // Elements times 4 overflowed (a panic) on the old code.
+        let bytes = encode("<f4", &[1 << 62, 4], &[0; 16]);
+        let err = read_f32_array(&bytes).unwrap_err();
+        assert!(err.contains("needs more data bytes, the file has 16"), "{err}");
+        // A version 2 header claiming 4 GiB of header text is not allocated.
+        let mut long = b"\x93NUMPY\x02\x00".to_vec();
+        long.extend_from_slice(&u32::MAX.to_le_bytes());
+        let err = read_header(&mut &long[..]).unwrap_err();
+        assert!(err.contains("the header claims 4294967295 bytes; at most 65536 are read"), "{err}");
+        // Data that cannot be there is not read, nor allocated.
+        let bytes = encode("|u1", &[1 << 40], &[1, 2]);
+        let mut reader = &bytes[..];
+        let header = read_header(&mut reader).unwrap();
+        let err = read_u8(&mut reader, &header, 2).unwrap_err();
+        assert!(err.contains("promises 1099511627776 data bytes, the array can hold at most 2"), "{err}");
     }
 }

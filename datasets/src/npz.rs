@@ -5,23 +5,28 @@
 //!
 //! Train is `train_*`, Val is `val_*`; `test_*` is the Test split, left for a final
 //! evaluation. MedMNIST ships no class names in the archive: they are `"0"`, `"1"`, ...
+//!
+//! A member is trusted for nothing: the data an array's header promises must fit in what
+//! the member can hold (its declared size, and no more than its compressed bytes can
+//! inflate to) before anything is allocated for it.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use zip::result::ZipError;
-use zip::ZipArchive;
+use zip::{CompressionMethod, ZipArchive};
 
-use crate::decode::raw_image_set;
+use crate::decode::{check_raw_image, raw_image_set};
 use crate::npy::{self, Header};
+use crate::roots::{open_file, Roots};
 use crate::source::Summary;
-use crate::{DatasetError, ImageSet, Split};
+use crate::{limits, DatasetError, ImageSet, Split};
 
 type Archive = ZipArchive<BufReader<File>>;
 
-fn open(path: &Path) -> Result<Archive, DatasetError> {
-    let file = File::open(path).map_err(|source| DatasetError::Io { path: path.to_owned(), source })?;
+fn open(path: &Path, roots: &Roots) -> Result<Archive, DatasetError> {
+    let file = open_file(path, roots)?;
     ZipArchive::new(BufReader::new(file)).map_err(|e| DatasetError::Archive { path: path.to_owned(), reason: e.to_string() })
 }
 
@@ -30,12 +35,13 @@ fn member_name(archive: &Archive, name: &str) -> Option<String> {
     [format!("{name}.npy"), name.to_owned()].into_iter().find(|candidate| archive.index_for_name(candidate).is_some())
 }
 
-/// Runs `read` on the member `name` after its header; errors name the file and the array.
+/// Runs `read` on the member `name` after its header, with the most data bytes the member
+/// can hold; errors name the file and the array.
 fn with_array<T>(
     archive: &mut Archive,
     path: &Path,
     name: &str,
-    read: impl FnOnce(&mut dyn Read, &Header) -> Result<T, String>,
+    read: impl FnOnce(&mut dyn Read, &Header, u64) -> Result<T, String>,
 ) -> Result<T, DatasetError> {
     let npy_error = |reason: String| DatasetError::Npy { path: path.to_owned(), array: name.to_owned(), reason };
     let Some(member) = member_name(archive, name) else {
@@ -45,17 +51,28 @@ fn with_array<T>(
         ZipError::Io(source) => DatasetError::Io { path: path.to_owned(), source },
         other => DatasetError::Archive { path: path.to_owned(), reason: other.to_string() },
     })?;
-    let header = npy::read_header(&mut file).map_err(npy_error)?;
-    read(&mut file, &header).map_err(npy_error)
+    let inflatable = match file.compression() {
+        CompressionMethod::Stored => file.compressed_size(),
+        _ => limits::max_inflated(file.compressed_size()),
+    };
+    let available = file.size().min(inflatable);
+    // Never more than the member holds, whatever its decompressor does.
+    let mut member = (&mut file).take(available);
+    let header = npy::read_header(&mut member).map_err(npy_error)?;
+    read(&mut member, &header, available).map_err(npy_error)
 }
 
-/// `(height, width, channels)` of an image array's shape.
-fn image_shape(header: &Header) -> Result<(usize, usize, usize), String> {
-    match header.shape[..] {
-        [_, height, width] | [_, height, width, 1] => Ok((height, width, 1)),
-        [_, height, width, 3] => Ok((height, width, 3)),
-        _ => Err(format!("images have shape {:?}; expected (N, H, W) or (N, H, W, 3)", header.shape)),
-    }
+/// `(count, height, width, channels)` of an image array's shape, checked: each image of a
+/// usable size, and the promised data no more than the `available` bytes.
+fn image_shape(header: &Header, available: u64) -> Result<(usize, usize, usize, usize), String> {
+    let (count, height, width, channels) = match header.shape[..] {
+        [count, height, width] | [count, height, width, 1] => (count, height, width, 1),
+        [count, height, width, 3] => (count, height, width, 3),
+        _ => return Err(format!("images have shape {:?}; expected (N, H, W) or (N, H, W, 3)", header.shape)),
+    };
+    check_raw_image(height, width)?;
+    npy::check_fits(header.data_bytes()?, available)?;
+    Ok((count, height, width, channels))
 }
 
 fn check_split(archive: &Archive, path: &Path, split: Split) -> Result<(), DatasetError> {
@@ -67,26 +84,27 @@ fn check_split(archive: &Archive, path: &Path, split: Split) -> Result<(), Datas
 }
 
 /// Decodes `split` of the `.npz` at `path`, fitted to `size×size` when `size` is set.
-pub(crate) fn load(path: &Path, split: Split, size: Option<u32>) -> Result<ImageSet, DatasetError> {
-    let mut archive = open(path)?;
+pub(crate) fn load(path: &Path, roots: &Roots, split: Split, size: Option<u32>) -> Result<ImageSet, DatasetError> {
+    let mut archive = open(path, roots)?;
     check_split(&archive, path, split)?;
     let images_name = format!("{split}_images");
     let labels_name = format!("{split}_labels");
-    let (pixels, (height, width, channels), count) = with_array(&mut archive, path, &images_name, |reader, header| {
-        let shape = image_shape(header)?;
-        Ok((npy::read_u8(reader, header)?, shape, header.shape[0]))
+    let (pixels, (count, height, width, channels)) = with_array(&mut archive, path, &images_name, |reader, header, available| {
+        let shape = image_shape(header, available)?;
+        Ok((npy::read_u8(reader, header, available)?, shape))
     })?;
     let labels = with_array(&mut archive, path, &labels_name, npy::read_labels)?;
     if labels.len() != count {
         let reason = format!("{count} images in {images_name} but {} labels", labels.len());
         return Err(DatasetError::Npy { path: path.to_owned(), array: labels_name, reason });
     }
-    Ok(raw_image_set(&pixels, labels, height, width, channels, size))
+    raw_image_set(&pixels, labels, height, width, channels, size)
+        .map_err(|reason| DatasetError::Npy { path: path.to_owned(), array: images_name, reason })
 }
 
 /// Counts and shapes from the image headers; the labels are read for the class count.
-pub(crate) fn inspect(path: &Path) -> Result<Summary, DatasetError> {
-    let mut archive = open(path)?;
+pub(crate) fn inspect(path: &Path, roots: &Roots) -> Result<Summary, DatasetError> {
+    let mut archive = open(path, roots)?;
     let mut sizes = [0usize; 3];
     let mut shape = None;
     let mut max_label = None;
@@ -94,9 +112,9 @@ pub(crate) fn inspect(path: &Path) -> Result<Summary, DatasetError> {
         if check_split(&archive, path, split).is_err() {
             continue;
         }
-        let (count, split_shape) = with_array(&mut archive, path, &format!("{split}_images"), |_, header| {
-            Ok((header.shape[0], image_shape(header)?))
-        })?;
+        let (count, height, width, channels) =
+            with_array(&mut archive, path, &format!("{split}_images"), |_, header, available| image_shape(header, available))?;
+        let split_shape = (height, width, channels);
         let labels = with_array(&mut archive, path, &format!("{split}_labels"), npy::read_labels)?;
         sizes[position] = count;
         shape.get_or_insert(split_shape);
@@ -215,5 +233,55 @@ mod tests {
         std::fs::write(&path, b"not a zip").unwrap();
         let err = load(&source, Split::Train, None).unwrap_err().to_string();
         assert!(err.contains("is not a readable .npz (zip) archive"), "{err}");
+    }
+
+    /// Issue 19, item 4: an .npz whose image header claims (2**40, 28, 28) aborted the
+    /// process (the allocation of 862017116176384 bytes failed) on the old code.
+    #[test]
+    fn a_huge_shape_is_refused_before_anything_is_allocated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("weights.npz");
+        for stored in [false, true] {
+            write_npz(&path, &[
+                ("train_images", encode("|u1", &[1 << 40, 28, 28], &[0; 784]), stored),
+                ("train_labels", encode("|u1", &[1], &[0]), stored),
+                ("val_images", encode("|u1", &[1, 28, 28], &[0; 784]), stored),
+                ("val_labels", encode("|u1", &[1], &[0]), stored),
+            ]);
+            let source = Source::new(Format::Npz, &path);
+            for err in [load(&source, Split::Train, None).unwrap_err(), inspect(&source).unwrap_err()] {
+                let text = err.to_string();
+                assert!(matches!(err, DatasetError::Npy { .. }), "{text}");
+                assert!(text.contains("array train_images: truncated: the header promises 862017116176384 data bytes"), "{text}");
+            }
+        }
+    }
+
+    /// Shapes that panicked on the old code: `()` (indexed at 0), labels whose byte count
+    /// overflows, images without pixels (a division by zero when resized).
+    #[test]
+    fn shapes_that_cannot_be_images_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("odd.npz");
+        let source = Source::new(Format::Npz, &path);
+        let labels = || ("val_labels", encode("|u1", &[1], &[0]), false);
+        let val = || ("val_images", encode("|u1", &[1, 2, 2], &[0; 4]), false);
+
+        write_npz(&path, &[("train_images", encode("|u1", &[], &[0]), false), ("train_labels", encode("|u1", &[1], &[0]), false), val(), labels()]);
+        let err = inspect(&source).unwrap_err().to_string();
+        assert!(err.contains("train_images: images have shape []"), "{err}");
+
+        write_npz(&path, &[
+            ("train_images", encode("|u1", &[1, 2, 2], &[0; 4]), false),
+            ("train_labels", encode("<i8", &[1 << 61], &[0; 8]), false),
+            val(),
+            labels(),
+        ]);
+        let err = load(&source, Split::Train, None).unwrap_err().to_string();
+        assert!(err.contains("train_labels: shape [2305843009213693952] has more elements than memory can hold"), "{err}");
+
+        write_npz(&path, &[("train_images", encode("|u1", &[2, 0, 5], &[]), false), ("train_labels", encode("|u1", &[2], &[0, 1]), false), val(), labels()]);
+        let err = load(&source, Split::Train, Some(8)).unwrap_err().to_string();
+        assert!(err.contains("the image is 5x0 pixels: it has no pixels"), "{err}");
     }
 }

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use crate::files::{inspect_files, load_files};
+use crate::limits::MAX_IMAGE_SIZE;
+use crate::roots::Roots;
 use crate::synthetic::{generate_at, SyntheticSpec};
 use crate::{cub, decode, folder, idx, npz, DatasetError, ImageSet, Split};
 
@@ -127,7 +129,10 @@ impl Options {
     }
 }
 
-/// A dataset: its format, where it is, and the options it loads with.
+/// A dataset: its format, where it is, the options it loads with, and where it may read.
+///
+/// Build one with [`Source::new`] and the `with_` methods rather than a struct literal, so
+/// that a new field does not break callers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     pub format: Format,
@@ -135,12 +140,26 @@ pub struct Source {
     /// [`SyntheticSpec`] in its text form (synthetic).
     pub path: PathBuf,
     pub options: Options,
+    /// The folders every file read must lie under (checked on each file as it is opened);
+    /// [`Roots::unconfined`] by default. A server reading datasets that its users name sets
+    /// its data roots here.
+    pub roots: Roots,
 }
 
 impl Source {
-    /// A source with the default [`Options`].
+    /// An unconfined source with the default [`Options`].
     pub fn new(format: Format, path: impl Into<PathBuf>) -> Source {
-        Source { format, path: path.into(), options: Options::default() }
+        Source { format, path: path.into(), options: Options::default(), roots: Roots::unconfined() }
+    }
+
+    /// This source with `options`.
+    pub fn with_options(self, options: Options) -> Source {
+        Source { options, ..self }
+    }
+
+    /// This source reading only under `roots`.
+    pub fn confined_to(self, roots: Roots) -> Source {
+        Source { roots, ..self }
     }
 
     /// The synthetic dataset of `spec`.
@@ -157,8 +176,8 @@ impl Source {
     pub(crate) fn files(&self) -> Result<Vec<PathBuf>, DatasetError> {
         match self.format {
             Format::Idx => Ok(idx::files(&self.path)),
-            Format::ImageFolder => folder::source_files(&self.path),
-            Format::Cub => cub::source_files(&self.path),
+            Format::ImageFolder => folder::source_files(&self.path, &self.roots),
+            Format::Cub => cub::source_files(&self.path, &self.roots),
             Format::Npz => Ok(vec![self.path.clone()]),
             Format::Synthetic => Ok(Vec::new()),
         }
@@ -230,10 +249,10 @@ pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
     source.options.check()?;
     let policy = source.options.bad_images;
     match source.format {
-        Format::ImageFolder => inspect_files(&folder::read(&source.path, source.options.val_fraction, source.options.seed)?, policy),
-        Format::Cub => inspect_files(&cub::read(&source.path)?, policy),
+        Format::ImageFolder => inspect_files(&read_folder(source)?, policy),
+        Format::Cub => inspect_files(&cub::read(&source.path, &source.roots)?, policy),
         Format::Idx => {
-            let summary = idx::inspect_idx_dir(&source.path)?;
+            let summary = idx::inspect_dir(&source.path, &source.roots)?;
             Ok(Summary {
                 num_classes: summary.num_classes,
                 class_names: numbered_classes(summary.num_classes),
@@ -245,7 +264,7 @@ pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
                 channels: 1,
             })
         }
-        Format::Npz => npz::inspect(&source.path),
+        Format::Npz => npz::inspect(&source.path, &source.roots),
         Format::Synthetic => {
             let spec = source.synthetic_spec()?;
             Ok(Summary {
@@ -267,29 +286,31 @@ pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
 /// `image_size` is `None` (an error naming two images that differ, if they do).
 pub fn load(source: &Source, split: Split, image_size: Option<u32>) -> Result<Loaded, DatasetError> {
     source.options.check()?;
-    if image_size == Some(0) {
-        return Err(DatasetError::InvalidOption("image size must be at least 1 pixel".into()));
+    if let Some(size) = image_size.filter(|size| !(1..=MAX_IMAGE_SIZE).contains(size)) {
+        return Err(DatasetError::InvalidOption(format!("image size must be from 1 to {MAX_IMAGE_SIZE} pixels, got {size}")));
     }
     let policy = source.options.bad_images;
     let images = match source.format {
-        Format::ImageFolder => {
-            let dataset = folder::read(&source.path, source.options.val_fraction, source.options.seed)?;
-            return load_files(&dataset, split, image_size, policy);
-        }
-        Format::Cub => return load_files(&cub::read(&source.path)?, split, image_size, policy),
+        Format::ImageFolder => return load_files(&read_folder(source)?, split, image_size, policy),
+        Format::Cub => return load_files(&cub::read(&source.path, &source.roots)?, split, image_size, policy),
         Format::Idx => {
-            let set = idx::load_idx_split(&source.path, split)?;
+            let set = idx::load_split(&source.path, &source.roots, split)?;
             match image_size {
                 Some(size) if (size as usize, size as usize) != (set.height, set.width) => {
                     decode::raw_image_set(&set.pixels, set.labels, set.height, set.width, set.channels, image_size)
+                        .map_err(|reason| DatasetError::TooLarge { path: source.path.clone(), reason })?
                 }
                 _ => set,
             }
         }
-        Format::Npz => npz::load(&source.path, split, image_size)?,
+        Format::Npz => npz::load(&source.path, &source.roots, split, image_size)?,
         Format::Synthetic => generate_at(&source.synthetic_spec()?, split, image_size)?,
     };
     Ok(Loaded { images, skipped: Vec::new(), from_cache: false })
+}
+
+fn read_folder(source: &Source) -> Result<crate::files::FileDataset, DatasetError> {
+    folder::read(&source.path, &source.roots, source.options.val_fraction, source.options.seed)
 }
 
 /// The path of `source` as a string for the cache's identity (absolute where it exists).

@@ -136,7 +136,10 @@ pub(crate) fn generate_at(spec: &SyntheticSpec, split: Split, image_size: Option
     let count = per_class as usize * spec.classes as usize;
     let (size, channels) = (spec.size as usize, spec.channels as usize);
     let mut rng = SplitMix64::new(stream_seed(spec.seed, split.as_str()));
-    let mut pixels = Vec::with_capacity(count * size * size * channels);
+    let invalid = |reason: String| DatasetError::InvalidSpec { spec: spec.to_string(), reason };
+    // At most MAX_SPLIT_BYTES (checked above), reserved fallibly all the same.
+    let mut pixels = Vec::new();
+    pixels.try_reserve_exact(count * size * size * channels).map_err(|_| invalid("cannot allocate the split's images".into()))?;
     let labels: Vec<u32> = (0..count).map(|index| (index % spec.classes as usize) as u32).collect();
     for &class in &labels {
         for row in 0..size {
@@ -148,7 +151,7 @@ pub(crate) fn generate_at(spec: &SyntheticSpec, split: Split, image_size: Option
             }
         }
     }
-    Ok(raw_image_set(&pixels, labels, size, size, channels, image_size))
+    raw_image_set(&pixels, labels, size, size, channels, image_size).map_err(invalid)
 }
 
 #[cfg(test)]

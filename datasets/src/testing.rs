@@ -25,3 +25,18 @@ pub(crate) fn write_garbage(path: &Path) {
     }
     std::fs::write(path, b"this is not an image").unwrap();
 }
+
+/// A PNG whose header claims `width×height` pixels (its checksum fixed, so decoders believe
+/// it) over the pixel data of a 1×1 RGB image.
+pub(crate) fn png_claiming(width: u32, height: u32) -> Vec<u8> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    image::RgbImage::new(1, 1).write_to(&mut cursor, image::ImageFormat::Png).unwrap();
+    let mut png = cursor.into_inner();
+    // Signature (8), IHDR length (4) and type (4), then width and height; the CRC covers
+    // the type and the 13 data bytes.
+    png[16..20].copy_from_slice(&width.to_be_bytes());
+    png[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
