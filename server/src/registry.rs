@@ -82,7 +82,7 @@ impl Registry {
             return Err(Failure::bad_request(format!("dataset name {name:?} must be letters, digits, '-' or '_'")));
         }
         let path = if format == Format::Synthetic { path.to_owned() } else { self.confine(path)? };
-        let source = source_of(format, &path, &options)?;
+        let source = source_of(format, &path, &options, &self.roots)?;
         let (source, summary) = tokio::task::spawn_blocking(move || datasets::inspect(&source).map(|summary| (source, summary)))
             .await
             .map_err(internal)?
@@ -147,13 +147,15 @@ impl Registry {
         let info = self.get(name).await?;
         let split = if train { Split::Train } else { Split::Val };
         let format = Format::parse(&info.format).map_err(internal)?;
-        let source = source_of(format, Path::new(&info.path), &info.options)?;
+        let source = source_of(format, Path::new(&info.path), &info.options, &self.roots)?;
         // Images of one size are shown as they are; mixed sizes at THUMBNAIL pixels.
         let size = (info.image_height == 0).then_some(THUMBNAIL);
+        // What the files hold now is the member's to fix (a file swapped or grown since
+        // registration): a 400 that says which, never a 500.
         let set = tokio::task::spawn_blocking(move || datasets::load(&source, split, size))
             .await
             .map_err(internal)?
-            .map_err(internal)?;
+            .map_err(|e| Failure::bad_request(format!("{name} cannot be read as registered: {e}")))?;
         let set = Arc::new(set.images);
         self.images.lock().expect("image cache lock").insert(key, set.clone());
         Ok(set)
@@ -169,10 +171,11 @@ fn encode_png(pixels: &[u8], width: u32, height: u32, channels: usize) -> Result
     Ok(out)
 }
 
-/// The dataset as the `datasets` crate reads it; invalid options are the caller's to fix.
-fn source_of(format: Format, path: &Path, options: &DatasetOptions) -> Result<Source, Failure> {
+/// The dataset as the `datasets` crate reads it, every file it opens confined to the data
+/// roots at open time (issue 19, item 5); invalid options are the caller's to fix.
+fn source_of(format: Format, path: &Path, options: &DatasetOptions, roots: &[PathBuf]) -> Result<Source, Failure> {
     let options = options.try_into().map_err(|e: datasets::DatasetError| Failure::bad_request(e.to_string()))?;
-    Ok(Source { format, path: path.to_owned(), options })
+    Ok(Source::new(format, path).with_options(options).confined_to(datasets::Roots::new(roots)))
 }
 
 fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failure> {

@@ -192,3 +192,139 @@ fn the_json_api_answers_every_mutated_request_deliberately() {
     eprintln!("fuzz: {cases} cases (seed {seed}); answers by status: {answered:?}; {} finding(s)", findings.len());
     assert!(findings.is_empty(), "{} finding(s):\n{}", findings.len(), findings.iter().take(20).cloned().collect::<Vec<_>>().join("\n"));
 }
+
+/// `bytes` with a few mutations a broken or hostile file has: flipped bits, overwritten
+/// bytes in the header, a length field inflated, a cut.
+fn mutate_file(rng: &mut StdRng, bytes: &[u8]) -> Vec<u8> {
+    let mut out = bytes.to_vec();
+    for _ in 0..rng.gen_range(1..4) {
+        if out.is_empty() {
+            break;
+        }
+        let header = out.len().min(64);
+        match rng.gen_range(0..5) {
+            0 => {
+                let at = rng.gen_range(0..out.len());
+                out[at] ^= 1 << rng.gen_range(0..8);
+            }
+            1 => {
+                let at = rng.gen_range(0..header);
+                out[at] = rng.r#gen();
+            }
+            2 if out.len() >= 8 => {
+                // A big-endian u32 (IDX dims) or little-endian u64 (safetensors, npy) made huge.
+                let at = rng.gen_range(0..header.saturating_sub(4).max(1));
+                out[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, rng.r#gen()]);
+            }
+            3 => out.truncate(rng.gen_range(0..out.len())),
+            _ => {
+                let at = rng.gen_range(0..out.len());
+                let cut: Vec<u8> = out[at..].to_vec();
+                out.extend(cut);
+            }
+        }
+    }
+    out
+}
+
+fn png_of(pixels: &[u8], side: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, side, side);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.write_header().unwrap().write_image_data(pixels).unwrap();
+    out
+}
+
+/// Issue 19, item 4: dataset files (IDX, ImageFolder PNGs) and weights files (safetensors) a
+/// member can put under a data root, built from real Fashion-MNIST images and then mutated,
+/// are registered, thumbnailed and uploaded through the API. Every answer must be deliberate
+/// (no 5xx) and the server must stay up: a reader that panics or aborts on a bad header
+/// fails this. `FORGETLAB_FILE_FUZZ_CASES` sets the number of cases (default 600).
+#[test]
+fn mutated_dataset_and_weights_files_are_answered_deliberately() {
+    common::require_fashion_mnist();
+    let cases = setting("FORGETLAB_FILE_FUZZ_CASES", 600);
+    let seed = setting("FORGETLAB_FUZZ_SEED", 7);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let root = tempfile::tempdir().unwrap();
+    let root_text = root.path().display().to_string();
+    let server = TestServer::start_with(0, &[("FORGETLAB_DATA_ROOTS", &root_text)]);
+    let client = server.client();
+
+    // 40 real images and labels from Fashion-MNIST's t10k files.
+    let gunzip = |name: &str| {
+        let file = std::fs::File::open(format!("{}/{name}", common::FASHION_MNIST)).unwrap();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(file), &mut bytes).unwrap();
+        bytes
+    };
+    let images = gunzip("t10k-images-idx3-ubyte.gz");
+    let labels = gunzip("t10k-labels-idx1-ubyte.gz");
+    let (pixels, labels) = (&images[16..16 + 40 * 784], &labels[8..8 + 40]);
+    let idx_files = [
+        ("train-images-idx3-ubyte", datasets::encode_idx(&[32, 28, 28], &pixels[..32 * 784])),
+        ("train-labels-idx1-ubyte", datasets::encode_idx(&[32], &labels[..32])),
+        ("t10k-images-idx3-ubyte", datasets::encode_idx(&[8, 28, 28], &pixels[32 * 784..])),
+        ("t10k-labels-idx1-ubyte", datasets::encode_idx(&[8], &labels[32..])),
+    ];
+    let pngs: Vec<(String, Vec<u8>)> = (0..12)
+        .map(|i| (format!("{}/{}/{i}.png", if i < 8 { "train" } else { "val" }, ["bag", "boot"][i % 2]), png_of(&pixels[i * 784..(i + 1) * 784], 28)))
+        .collect();
+    let mut tensors = serde_json::to_vec(&json!({"w": {"dtype": "U8", "shape": [4, 4], "data_offsets": [0, 16]}, "__metadata__": {"format": "pt"}})).unwrap();
+    let mut weights = (tensors.len() as u64).to_le_bytes().to_vec();
+    weights.append(&mut tensors);
+    weights.extend([3u8; 16]);
+
+    let mut answered = std::collections::BTreeMap::<u16, usize>::new();
+    let mut findings = Vec::new();
+    let mut check = |what: String, response: reqwest::blocking::Response, answered: &mut std::collections::BTreeMap<u16, usize>| -> u16 {
+        let status = response.status().as_u16();
+        *answered.entry(status).or_default() += 1;
+        let body = response.bytes().unwrap_or_default();
+        let has_message = serde_json::from_slice::<Value>(&body).ok().is_some_and(|v| v["message"].is_string());
+        if status >= 500 || ((400..500).contains(&status) && !has_message) {
+            findings.push(format!("{what}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
+        }
+        status
+    };
+    let started = std::time::Instant::now();
+    for case in 0..cases {
+        let dir = root.path().join(format!("case{case}"));
+        let (format, name) = match case % 3 {
+            0 => {
+                let broken = rng.gen_range(0..idx_files.len());
+                for (i, (file, bytes)) in idx_files.iter().enumerate() {
+                    std::fs::create_dir_all(&dir).unwrap();
+                    std::fs::write(dir.join(file), if i == broken { mutate_file(&mut rng, bytes) } else { bytes.clone() }).unwrap();
+                }
+                ("idx", format!("idx{case}"))
+            }
+            1 => {
+                let broken = rng.gen_range(0..pngs.len());
+                for (i, (file, bytes)) in pngs.iter().enumerate() {
+                    std::fs::create_dir_all(dir.join(file).parent().unwrap()).unwrap();
+                    std::fs::write(dir.join(file), if i == broken { mutate_file(&mut rng, bytes) } else { bytes.clone() }).unwrap();
+                }
+                ("image_folder", format!("folder{case}"))
+            }
+            _ => {
+                let response = client.put(server.api(&format!("/weights/w{case}.safetensors"))).body(mutate_file(&mut rng, &weights)).send().unwrap();
+                check(format!("case {case}: PUT weights"), response, &mut answered);
+                continue;
+            }
+        };
+        let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": format, "path": dir.display().to_string(), "options": {"bad_images": "skip"}})).send().unwrap();
+        if check(format!("case {case}: register {format}"), response, &mut answered) == 201 {
+            for split in ["train", "val"] {
+                let response = client.get(server.api(&format!("/datasets/{name}/{split}/0.png"))).send().unwrap();
+                check(format!("case {case}: thumbnail {split}"), response, &mut answered);
+            }
+        }
+    }
+    assert_eq!(client.get(server.api("/health")).send().unwrap().status(), 200, "the server is alive after the run");
+    eprintln!("file fuzz: {cases} cases (seed {seed}) in {:.1} s; answers by status: {answered:?}; {} finding(s)", started.elapsed().as_secs_f64(), findings.len());
+    assert!(findings.is_empty(), "{} undeliberate answers:\n{}", findings.len(), findings.join("\n"));
+    // The unmutated files are accepted: the run reached the readers, not only the checks.
+    assert!(answered.get(&201).copied().unwrap_or(0) > 0, "{answered:?}");
+}

@@ -33,7 +33,7 @@ impl DeviceSplit {
 /// it depends on the data alone, so every seed and architecture sees the same samples.
 pub fn load_split(dataset: &DatasetInfo, split: Split, subset: Option<u32>, image_size: u32, device: Device, cache_dir: Option<&Path>) -> Result<DeviceSplit> {
     let format = datasets::Format::parse(&dataset.format)?;
-    let source = datasets::Source { format, path: dataset.path.clone().into(), options: (&dataset.options).try_into()? };
+    let source = datasets::Source::new(format, dataset.path.clone()).with_options((&dataset.options).try_into()?);
     let loaded = match cache_dir {
         Some(dir) => datasets::load_cached(&source, split, Some(image_size), dir),
         None => datasets::load(&source, split, Some(image_size)),

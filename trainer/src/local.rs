@@ -48,7 +48,7 @@ pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
         split_seed: dataset.get("split_seed").and_then(|v| v.as_u64()).unwrap_or(defaults.split_seed),
         bad_images: text_of("bad_images").unwrap_or(defaults.bad_images),
     };
-    let source = datasets::Source { format, path: data_path.clone(), options: (&options).try_into()? };
+    let source = datasets::Source::new(format, data_path.clone()).with_options((&options).try_into()?);
     let summary = datasets::inspect(&source).with_context(|| format!("reading the dataset at {}", data_path.display()))?;
     let info = datasets::describe(&name, &source, summary, options);
     table.insert("dataset".into(), serde_json::Value::String(name));

@@ -37,17 +37,48 @@ fn check_name(file: &str) -> Result<(), Failure> {
     if ok { Ok(()) } else { Err(Failure::bad_request(format!("{file:?} is not a weights file name: use letters, digits, '.', '_' or '-', ending in .safetensors"))) }
 }
 
-/// A safetensors file starts with the length of its JSON header (u64, little-endian), then the
-/// header itself.
-fn check_safetensors(head: &[u8], total: u64) -> Result<(), String> {
+/// The largest safetensors header read (the format's own limit is 100 MB; a real model's is a
+/// few hundred kB).
+const MAX_HEADER: u64 = 16 * 1024 * 1024;
+
+/// The length of a safetensors file's JSON header: the file starts with it (u64,
+/// little-endian), then the header itself.
+fn header_length(head: &[u8], total: u64) -> Result<u64, String> {
     let Some(length) = head.get(..8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))) else {
         return Err("it is shorter than a safetensors header (8 bytes)".into());
     };
-    if length == 0 || length > 100 * 1024 * 1024 || 8 + length > total {
-        return Err(format!("its header length ({length} bytes) does not fit the file ({total} bytes)"));
+    if length < 2 || length > MAX_HEADER || 8 + length > total {
+        return Err(format!("its header length ({length} bytes) does not fit the file ({total} bytes) or passes {MAX_HEADER} bytes"));
     }
     if head.get(8) != Some(&b'{') {
         return Err("its header is not JSON".into());
+    }
+    Ok(length)
+}
+
+/// Checks a safetensors header against the file: every tensor has a known dtype, a shape whose
+/// size times the dtype's equals its byte range, and a range inside the data that follows the
+/// header (issue 19, item 4). The worker reads the file the same way; a member learns here.
+fn check_header(header: &[u8], data_bytes: u64) -> Result<(), String> {
+    let parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(header).map_err(|e| format!("its header is not a JSON object: {e}"))?;
+    for (name, tensor) in parsed.iter().filter(|(name, _)| *name != "__metadata__") {
+        let dtype = tensor.get("dtype").and_then(|d| d.as_str()).unwrap_or_default();
+        let width: u64 = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+            "U16" | "I16" | "F16" | "BF16" => 2,
+            "U32" | "I32" | "F32" => 4,
+            "U64" | "I64" | "F64" => 8,
+            other => return Err(format!("tensor {name:?} has dtype {other:?}, which safetensors does not define")),
+        };
+        let shape: Option<Vec<u64>> = tensor.get("shape").and_then(|s| s.as_array()).and_then(|dims| dims.iter().map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = tensor.get("data_offsets").and_then(|s| s.as_array()).and_then(|o| o.iter().map(|d| d.as_u64()).collect());
+        let (Some(shape), Some([begin, end])) = (shape, offsets.as_deref().and_then(|o| <[u64; 2]>::try_from(o).ok())) else {
+            return Err(format!("tensor {name:?} needs a shape of whole numbers and data_offsets [begin, end]"));
+        };
+        let bytes = shape.iter().try_fold(width, |n, &d| n.checked_mul(d));
+        if begin > end || end > data_bytes || bytes != Some(end - begin) {
+            return Err(format!("tensor {name:?} (shape {shape:?}, {dtype}) does not match its bytes {begin}..{end} of the {data_bytes} after the header"));
+        }
     }
     Ok(())
 }
@@ -135,11 +166,14 @@ async fn receive(body: Body, partial: &FsPath, limit: u64) -> Result<u64, Failur
 
 async fn check_file(path: &FsPath, total: u64) -> Result<(), String> {
     use tokio::io::AsyncReadExt;
-    let mut head = vec![0u8; 9];
     let mut file = tokio::fs::File::open(path).await.map_err(|e| e.to_string())?;
-    let read = file.read(&mut head).await.map_err(|e| e.to_string())?;
-    head.truncate(read);
-    check_safetensors(&head, total)
+    let mut head = Vec::with_capacity(9);
+    (&mut file).take(9).read_to_end(&mut head).await.map_err(|e| e.to_string())?;
+    let length = header_length(&head, total)?;
+    // Bounded by MAX_HEADER and by the file's size (header_length checked both).
+    let mut header = head[8..].to_vec();
+    (&mut file).take(length - 1).read_to_end(&mut header).await.map_err(|e| e.to_string())?;
+    check_header(&header, total - 8 - length)
 }
 
 #[cfg(test)]
@@ -154,9 +188,22 @@ mod tests {
         }
         let mut good = 2u64.to_le_bytes().to_vec();
         good.extend(b"{}");
-        assert!(check_safetensors(&good[..9], 10).is_ok());
-        assert!(check_safetensors(b"\x02\0\0\0\0\0\0\0[", 10).is_err());
-        assert!(check_safetensors(&good[..9], 9).is_err(), "header longer than the file");
-        assert!(check_safetensors(b"abc", 3).is_err());
+        assert_eq!(header_length(&good[..9], 10), Ok(2));
+        assert!(header_length(b"\x02\0\0\0\0\0\0\0[", 10).is_err());
+        assert!(header_length(&good[..9], 9).is_err(), "header longer than the file");
+        assert!(header_length(b"abc", 3).is_err());
+        assert!(header_length(&u64::MAX.to_le_bytes(), u64::MAX).is_err(), "no overflow, and no 16 EiB header");
+    }
+
+    #[test]
+    fn headers_must_match_their_bytes() {
+        let header = |json: &str| check_header(json.as_bytes(), 24);
+        assert!(header(r#"{"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [0, 24]}, "__metadata__": {"a": "b"}}"#).is_ok());
+        assert!(header(r#"{"w": {"dtype": "F32", "shape": [2, 4], "data_offsets": [0, 24]}}"#).is_err(), "shape and bytes differ");
+        assert!(header(r#"{"w": {"dtype": "F32", "shape": [2, 3], "data_offsets": [8, 32]}}"#).is_err(), "past the data");
+        assert!(header(r#"{"w": {"dtype": "F32", "shape": [4294967296, 4294967296, 4294967296], "data_offsets": [0, 24]}}"#).is_err(), "overflowing shape");
+        assert!(header(r#"{"w": {"dtype": "Q4", "shape": [1], "data_offsets": [0, 1]}}"#).is_err());
+        assert!(header(r#"{"w": {"dtype": "U8", "shape": [-1], "data_offsets": [0, 1]}}"#).is_err());
+        assert!(header(r#"[1, 2]"#).is_err());
     }
 }
