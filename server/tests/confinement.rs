@@ -103,3 +103,82 @@ fn paths_outside_the_data_roots_are_refused_however_they_are_spelled() {
     let runs: Vec<Value> = client.get(server.api("/runs")).send().unwrap().json().unwrap();
     assert_eq!(runs.len(), 2);
 }
+
+/// A 2x2 greyscale PNG.
+fn tiny_png() -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, 2, 2);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.write_header().unwrap().write_image_data(&[0, 64, 128, 255]).unwrap();
+    out
+}
+
+/// Issue 19, item 5: confinement holds for every file a dataset opens, not only its registered
+/// folder: a link inside an image folder, CUB list entries that climb out, and a folder
+/// swapped for a link after registration are all refused, and no thumbnail shows what lies
+/// outside the roots.
+#[test]
+fn every_file_a_dataset_opens_is_confined_not_only_its_folder() {
+    let root = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with(0, &[("FORGETLAB_DATA_ROOTS", &root.path().display().to_string())]);
+    let client = server.client();
+    std::fs::write(outside.path().join("secret.png"), tiny_png()).unwrap();
+    let register = |name: &str, format: &str, path: &std::path::Path| {
+        let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": format, "path": path.display().to_string()})).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+
+    // An image folder whose class folder holds a link to an image outside the roots.
+    let folder = root.path().join("linked");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(folder.join("train").join(class)).unwrap();
+        std::fs::create_dir_all(folder.join("val").join(class)).unwrap();
+        std::fs::write(folder.join("train").join(class).join("0.png"), tiny_png()).unwrap();
+        std::fs::write(folder.join("val").join(class).join("0.png"), tiny_png()).unwrap();
+    }
+    symlink(outside.path().join("secret.png"), folder.join("train/a/1.png")).unwrap();
+    let (status, text) = register("linked", "image_folder", &folder);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("secret.png") || text.contains("1.png"), "the message names the file: {text}");
+
+    // CUB lists naming files outside the images folder, absolute or with `..`.
+    for (name, entry) in [("cub-dots", "../../x.png"), ("cub-absolute", "/etc/x.png")] {
+        let cub = root.path().join(name);
+        std::fs::create_dir_all(cub.join("images/001.A")).unwrap();
+        std::fs::write(cub.join("images/001.A/0.png"), tiny_png()).unwrap();
+        std::fs::write(cub.join("images.txt"), format!("1 001.A/0.png\n2 {entry}\n")).unwrap();
+        std::fs::write(cub.join("image_class_labels.txt"), "1 1\n2 1\n").unwrap();
+        std::fs::write(cub.join("train_test_split.txt"), "1 1\n2 0\n").unwrap();
+        std::fs::write(cub.join("classes.txt"), "1 001.A\n").unwrap();
+        let (status, text) = register(name, "cub", &cub);
+        assert_eq!(status, 400, "{entry}: {text}");
+        assert!(text.contains("images.txt"), "the message names the list: {text}");
+    }
+
+    // A folder registered inside the root, then swapped for a link to the outside: its
+    // thumbnails are refused, never served from there.
+    let swapped = root.path().join("swapped");
+    std::fs::create_dir_all(&swapped).unwrap();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(swapped.join(class)).unwrap();
+        for i in 0..4 {
+            std::fs::write(swapped.join(class).join(format!("{i}.png")), tiny_png()).unwrap();
+        }
+    }
+    let (status, text) = register("swapped", "image_folder", &swapped);
+    assert_eq!(status, 201, "{text}");
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(outside.path().join("copy").join(class)).unwrap();
+        for i in 0..4 {
+            std::fs::write(outside.path().join("copy").join(class).join(format!("{i}.png")), tiny_png()).unwrap();
+        }
+    }
+    std::fs::rename(&swapped, root.path().join("gone")).unwrap();
+    symlink(outside.path().join("copy"), &swapped).unwrap();
+    let response = client.get(server.api("/datasets/swapped/train/0.png")).send().unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().unwrap();
+    assert_eq!(status, 400, "a swapped folder is not read: {text}");
+    assert!(text.contains("data roots") || text.contains("outside"), "{text}");
+}
