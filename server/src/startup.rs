@@ -152,14 +152,63 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     println!("forgetlab is serving http://{addr}");
     tracing::info!("listening on http://{addr}");
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            tracing::info!("shutting down");
-            let _ = shutdown_tx.send(true);
-        })
-        .await?;
+    serve(listener, app, async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    })
+    .await;
     Ok(())
+}
+
+/// A client must send its request's headers within this long, or its connection is closed
+/// (slowloris: a stranger holding connections open with headers sent a byte at a time).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// At shutdown, connections still open (event streams) get this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `app` until `shutdown` resolves, as `axum::serve` does (each request knows its
+/// client's address, `ConnectInfo`), and also with [`HEADER_TIMEOUT`]: hyper enforces a
+/// header timeout only when it is given a timer, which `axum::serve` does not give it.
+async fn serve(listener: TcpListener, app: Router, shutdown: impl std::future::Future<Output = ()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT);
+    builder.http2().timer(TokioTimer::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait rather than spin.
+                    tracing::warn!("accepting a connection failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let service = app.clone().map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            request.map(axum::body::Body::new)
+        });
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service)).into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!("connection from {peer} ended: {error}");
+            }
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::info!("connections still open after {SHUTDOWN_GRACE:?} are closed"),
+    }
 }
 
 /// With no account yet: the administrator from `FORGETLAB_ADMIN_USER` and

@@ -477,3 +477,32 @@ fn files_are_private_and_workers_get_no_secrets() {
         }
     }
 }
+
+#[test]
+fn a_client_that_sends_its_headers_slowly_is_cut_off() {
+    let server = TestServer::start(0);
+    let port = server.url.rsplit(':').next().unwrap().to_owned();
+    let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    // A byte now and then, never the blank line that ends the headers.
+    stream.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let closer = std::thread::spawn({
+        let mut stream = stream.try_clone().unwrap();
+        move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_secs(1));
+                if stream.write_all(b"X").is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_secs(9) && took < Duration::from_secs(16), "the connection was closed after {took:?}");
+    closer.join().unwrap();
+    // The server still answers everyone else.
+    assert_eq!(reqwest::blocking::get(server.api("/health")).unwrap().status(), 200);
+}
