@@ -15,7 +15,25 @@ WASM_BINDGEN_VERSION="0.2.130"
 # Tools shared by every checkout on this machine live outside the clone, so a fresh clone
 # reuses them instead of rebuilding cargo-leptos (17 minutes on 2 cores).
 FORGETLAB_CACHE="${FORGETLAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/forgetlab}"
-export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION}"
+
+# Which libtorch the worker links (issue 18): FORGETLAB_TORCH=cpu (the small one), cuda (with
+# the NVIDIA libraries, about 2.5 GB), or auto, the default: cuda on a machine whose
+# `nvidia-smi -L` lists a GPU. A CUDA worker still trains on the CPU where there is no GPU.
+case "${FORGETLAB_TORCH:-auto}" in
+    cpu | cuda) TORCH_VARIANT="$FORGETLAB_TORCH" ;;
+    auto)
+        if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+            TORCH_VARIANT=cuda
+        else
+            TORCH_VARIANT=cpu
+        fi ;;
+    *) printf 'forgetlab setup failed: FORGETLAB_TORCH must be auto, cpu or cuda, got %s\n' "$FORGETLAB_TORCH" >&2; exit 1 ;;
+esac
+if [ "$TORCH_VARIANT" = cuda ]; then
+    export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION-cuda}"
+else
+    export LIBTORCH="${LIBTORCH:-$FORGETLAB_CACHE/libtorch-$TORCH_VERSION}"
+fi
 export LIBTORCH_BYPASS_VERSION_CHECK=1
 export LD_LIBRARY_PATH="$LIBTORCH/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$ROOT/end2end/node_modules/.bin:$PATH"
@@ -71,11 +89,15 @@ ensure_rust() {
     note "Rust: $(rustc --version)"
 }
 
-# A CPU libtorch assembled from the pinned PyPI wheel: torch's own libraries plus the two small
-# CUDA runtime wheels libtorch_cpu.so links against (not the 3 GB of CUDA wheels).
 ensure_libtorch() {
+    if [ "$TORCH_VARIANT" = cuda ]; then ensure_libtorch_cuda; else ensure_libtorch_cpu; fi
+}
+
+# A CPU libtorch assembled from the pinned PyPI wheel: torch's own libraries plus the two small
+# CUDA runtime wheels libtorch_cpu.so links against (not the 2.5 GB of CUDA wheels).
+ensure_libtorch_cpu() {
     if [ -f "$LIBTORCH/build-version" ] && [ -e "$LIBTORCH/lib/libtorch.so" ]; then
-        note "libtorch: $LIBTORCH ($(cat "$LIBTORCH/build-version"))"; return
+        note "libtorch: $LIBTORCH ($(cat "$LIBTORCH/build-version"); FORGETLAB_TORCH=cuda for the CUDA build)"; return
     fi
     step "Installing libtorch $TORCH_VERSION (CPU) from the PyPI wheel into $LIBTORCH"
     local wheels="$FORGETLAB_CACHE/wheels" site="$FORGETLAB_CACHE/torch-site"
@@ -95,8 +117,45 @@ ensure_libtorch() {
     rm -f "$LIBTORCH.partial/lib/libtorch.so"
     ln -s libtorch_cpu.so "$LIBTORCH.partial/lib/libtorch.so"
     echo "$TORCH_VERSION+cpu" > "$LIBTORCH.partial/build-version"
+    echo cpu > "$LIBTORCH.partial/variant"
     rm -rf "$LIBTORCH"; mv "$LIBTORCH.partial" "$LIBTORCH"
     note "libtorch ready: $LIBTORCH"
+}
+
+# The CUDA libtorch: the same PyPI torch wheel (it is the CUDA build) with every NVIDIA wheel
+# its metadata requires on Linux (cuDNN, cuBLAS, cuFFT, cuSPARSE, NCCL, ...), their libraries
+# beside torch's in one lib folder the worker's rpath names. trainer/build.rs reads `variant`
+# and links libtorch_cuda.so whatever the linker's --as-needed would say.
+ensure_libtorch_cuda() {
+    if [ "$(cat "$LIBTORCH/variant" 2>/dev/null)" = cuda ] && [ -e "$LIBTORCH/lib/libtorch_cuda.so" ]; then
+        note "libtorch: $LIBTORCH ($(cat "$LIBTORCH/build-version"); FORGETLAB_TORCH=cpu for the small CPU build)"; return
+    fi
+    step "Installing libtorch $TORCH_VERSION (CUDA $CUDA_WHEEL_SERIES) from the PyPI wheels into $LIBTORCH (about 1.9 GB to download, 3.8 GB unpacked)"
+    local wheels="$FORGETLAB_CACHE/wheels" cuda_wheels="$FORGETLAB_CACHE/wheels-cuda-$TORCH_VERSION" site="$FORGETLAB_CACHE/torch-site-cuda"
+    mkdir -p "$wheels" "$cuda_wheels"
+    python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$wheels" "torch==$TORCH_VERSION" \
+        || die "pip could not download torch==$TORCH_VERSION (needs CPython 3.11 and network access to PyPI)"
+    rm -rf "$site" "$LIBTORCH.partial"
+    mkdir -p "$site" "$LIBTORCH.partial/lib"
+    unzip -q -o "$wheels"/torch-"$TORCH_VERSION"-*.whl -d "$site" || die "could not unpack the torch wheel"
+    local requires
+    requires="$(sed -n 's/^Requires-Dist: \(\(nvidia-\|cuda-toolkit\)[^;]*\);.*Linux.*/\1/p' "$site/torch-$TORCH_VERSION.dist-info/METADATA" | tr -d ' ')"
+    [ -n "$requires" ] || die "the torch wheel's METADATA names no NVIDIA wheels; is it the CUDA build?"
+    # shellcheck disable=SC2086 # one requirement per word
+    python3 -m pip download --quiet --only-binary=:all: -d "$cuda_wheels" $requires \
+        || die "pip could not download the NVIDIA wheels torch $TORCH_VERSION needs: $requires"
+    for w in "$cuda_wheels"/nvidia_*.whl; do
+        unzip -q -o "$w" -d "$site" || die "could not unpack $w"
+    done
+    cp -r "$site/torch/include" "$LIBTORCH.partial/include"
+    ln -s "$site"/torch/lib/*.so* "$LIBTORCH.partial/lib/"
+    for dir in "$site"/nvidia/*/lib; do
+        ln -sf "$dir"/*.so* "$LIBTORCH.partial/lib/"
+    done
+    echo "$TORCH_VERSION+cu${CUDA_WHEEL_SERIES/./}" > "$LIBTORCH.partial/build-version"
+    echo cuda > "$LIBTORCH.partial/variant"
+    rm -rf "$LIBTORCH"; mv "$LIBTORCH.partial" "$LIBTORCH"
+    note "libtorch ready: $LIBTORCH (CUDA; the worker trains on the CPU where no GPU is found)"
 }
 
 ensure_cargo_tools() {

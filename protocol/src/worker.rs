@@ -76,6 +76,12 @@ pub struct Heartbeat {
     pub accuracy: Option<f64>,
     pub images_per_sec: Option<f64>,
     pub eta_seconds: Option<f64>,
+    /// What the worker trains on, in words: `cuda:0 (1 of 1 GPUs)`, or `cpu` and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The worker process's resident host memory, in bytes (GPU memory is not reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
 }
 
 /// `POST /worker/jobs/{job}/log`: the worker's log lines since its last send.

@@ -21,10 +21,12 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_DATA_ROOTS", value_delimiter = ':', default_value = "/usr/share/datasets")]
     pub data_roots: Vec<PathBuf>,
 
-    /// Number of local worker processes (device slots) to run; 0 runs none (workers started
-    /// elsewhere can still lease jobs with the worker token).
-    #[arg(long, env = "FORGETLAB_WORKERS", default_value_t = 1)]
-    pub workers: u32,
+    /// Local worker processes (device slots): `auto`, one per GPU that `nvidia-smi -L` lists
+    /// (or that CUDA_VISIBLE_DEVICES names), each pinned to its GPU, or one CPU worker where
+    /// there is none; or a number, 0 for none (workers started elsewhere can still lease jobs
+    /// with the worker token).
+    #[arg(long, env = "FORGETLAB_WORKERS", default_value = "auto", value_parser = parse_workers)]
+    pub workers: Workers,
 
     /// Which devices local workers may use: `auto` (CUDA when present), `cpu` (hide GPUs from
     /// them), `cuda`.
@@ -138,6 +140,20 @@ pub struct Config {
     /// again (its worker's lease is refused).
     #[arg(long, env = "FORGETLAB_SLURM_TOKEN_HOURS", default_value_t = 72)]
     pub slurm_token_hours: u64,
+}
+
+/// How many local workers to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(u32),
+}
+
+fn parse_workers(text: &str) -> Result<Workers, String> {
+    if text.eq_ignore_ascii_case("auto") {
+        return Ok(Workers::Auto);
+    }
+    text.parse().map(Workers::Count).map_err(|_| format!("FORGETLAB_WORKERS must be auto or a whole number, got {text:?}"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

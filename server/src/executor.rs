@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::process::Command;
 use tokio::sync::watch;
 
-use crate::config::DeviceSetting;
+use crate::config::{DeviceSetting, Workers};
 
 pub mod slurm;
 
@@ -44,20 +44,58 @@ pub struct LocalExecutor {
     pub worker_bin: PathBuf,
     pub server_url: String,
     pub worker_token: String,
-    pub slots: u32,
+    pub workers: Workers,
     pub device: DeviceSetting,
     /// Given to workers: they keep checkpoints and the dataset cache there.
     pub data_dir: PathBuf,
 }
 
+/// The GPUs local workers may be pinned to: the server's own CUDA_VISIBLE_DEVICES when set
+/// (the administrator's choice), else every GPU `nvidia-smi -L` lists; none when neither
+/// names one (no driver, no GPU).
+pub fn visible_gpus() -> Vec<String> {
+    if let Some(set) = std::env::var("CUDA_VISIBLE_DEVICES").ok().filter(|v| !v.trim().is_empty()) {
+        return set.split(',').map(|d| d.trim().to_owned()).filter(|d| !d.is_empty() && d != "-1").collect();
+    }
+    let listed = std::process::Command::new("nvidia-smi").arg("-L").stderr(std::process::Stdio::null()).output();
+    match listed {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).enumerate().map(|(i, _)| i.to_string()).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// What each local worker slot may see: `Some(gpu)` pins it with CUDA_VISIBLE_DEVICES,
+/// `Some("")` hides every GPU (FORGETLAB_DEVICE=cpu), `None` leaves the environment alone.
+pub fn plan_slots(workers: Workers, device: DeviceSetting, gpus: &[String]) -> Vec<Option<String>> {
+    let count = match workers {
+        Workers::Count(n) => n as usize,
+        Workers::Auto if device != DeviceSetting::Cpu && !gpus.is_empty() => gpus.len(),
+        Workers::Auto => 1,
+    };
+    (0..count)
+        .map(|slot| match device {
+            DeviceSetting::Cpu => Some(String::new()),
+            _ if gpus.is_empty() => None,
+            _ => Some(gpus[slot % gpus.len()].clone()),
+        })
+        .collect()
+}
+
 impl LocalExecutor {
     /// Starts the slots' supervisors; they stop their workers when `shutdown` turns true.
     pub fn start(self, shutdown: watch::Receiver<bool>) {
-        if self.slots == 0 {
-            tracing::info!("no local workers (FORGETLAB_WORKERS=0); remote workers can lease with the worker token");
-            return;
+        let gpus = if self.device == DeviceSetting::Cpu { Vec::new() } else { visible_gpus() };
+        let slots = plan_slots(self.workers, self.device, &gpus);
+        match (slots.len(), gpus.is_empty()) {
+            (0, _) => {
+                tracing::info!("no local workers (FORGETLAB_WORKERS=0); remote workers can lease with the worker token");
+                return;
+            }
+            (n, true) => tracing::info!("{n} local worker(s) on the CPU (no GPU listed by nvidia-smi -L or CUDA_VISIBLE_DEVICES, or FORGETLAB_DEVICE=cpu)"),
+            (n, false) => tracing::info!("{n} local worker(s), pinned to GPU(s) {}", slots.iter().flatten().cloned().collect::<Vec<_>>().join(", ")),
         }
-        for slot in 0..self.slots {
+        for (slot, pin) in slots.into_iter().enumerate() {
+            let slot = slot as u32;
             let mut command = clean_command(&self.worker_bin);
             command
                 .env("FORGETLAB_SERVER", &self.server_url)
@@ -66,18 +104,27 @@ impl LocalExecutor {
                 .env("FORGETLAB_EXIT_WITH_PARENT", "true")
                 .env("FORGETLAB_DATA_DIR", &self.data_dir)
                 .kill_on_drop(true);
-            match self.device {
-                DeviceSetting::Cpu => {
-                    command.env("CUDA_VISIBLE_DEVICES", "");
-                }
-                // One GPU per slot.
-                DeviceSetting::Cuda | DeviceSetting::Auto if self.slots > 1 => {
-                    command.env("CUDA_VISIBLE_DEVICES", slot.to_string());
-                }
-                _ => {}
+            if let Some(pin) = pin {
+                command.env("CUDA_VISIBLE_DEVICES", pin);
             }
             tokio::spawn(supervise(slot, self.worker_bin.clone(), command, shutdown.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_gpus() {
+        let gpus: Vec<String> = ["0", "1"].map(String::from).to_vec();
+        let pins = |w, d, g: &[String]| plan_slots(w, d, g);
+        assert_eq!(pins(Workers::Auto, DeviceSetting::Auto, &gpus), vec![Some("0".into()), Some("1".into())], "one per GPU, pinned");
+        assert_eq!(pins(Workers::Auto, DeviceSetting::Auto, &[]), vec![None], "one CPU worker without a GPU");
+        assert_eq!(pins(Workers::Auto, DeviceSetting::Cpu, &gpus), vec![Some(String::new())], "cpu hides the GPUs");
+        assert_eq!(pins(Workers::Count(3), DeviceSetting::Cuda, &gpus), vec![Some("0".into()), Some("1".into()), Some("0".into())], "more slots than GPUs share them");
+        assert_eq!(pins(Workers::Count(0), DeviceSetting::Auto, &gpus), Vec::<Option<String>>::new());
     }
 }
 

@@ -137,10 +137,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             if released > 0 {
                 tracing::warn!("{released} job(s) submitted to Slurm by an earlier start are no longer followed (FORGETLAB_EXECUTOR=local); local workers may lease them");
             }
-            LocalExecutor { worker_bin, server_url, worker_token, slots: config.workers, device: config.device, data_dir }.start(shutdown_rx)
+            LocalExecutor { worker_bin, server_url, worker_token, workers: config.workers, device: config.device, data_dir }.start(shutdown_rx)
         }
         Some(slurm) => {
-            if config.workers > 0 && std::env::var_os("FORGETLAB_WORKERS").is_some() {
+            if config.workers != crate::config::Workers::Count(0) && std::env::var_os("FORGETLAB_WORKERS").is_some() {
                 tracing::info!("FORGETLAB_EXECUTOR=slurm: no local workers start (FORGETLAB_WORKERS is for the local executor)");
             }
             if addr.ip().is_loopback() && config.slurm_server_url.is_none() {

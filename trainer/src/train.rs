@@ -65,8 +65,10 @@ pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
 /// spec's schedule needs them (`spec.sampling.source()`); the server sends them with the lease.
 pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Reporter, places: &Places, source: Option<&SourceValues>) -> Result<Ending> {
     let device = crate::torch_device(spec.device)?;
+    let described = crate::describe_device(device);
+    tracing::info!("training on {described} (device setting {})", spec.device.as_str());
     tch::manual_seed(spec.seed as i64);
-    let mut beat = Beats::new(spec);
+    let mut beat = Beats::new(spec, described);
     if beat.send(reporter, "loading", 0, 0, 0, 0)? {
         return Ok(Ending::Cancelled);
     }
@@ -435,11 +437,13 @@ struct Beats {
     last: Option<Instant>,
     started: Instant,
     epochs: u32,
+    /// [`crate::describe_device`] of the device trained on.
+    device: String,
 }
 
 impl Beats {
-    fn new(spec: &ExperimentSpec) -> Self {
-        Self { first_epoch: 1, last: None, started: Instant::now(), epochs: spec.total_epochs().max(1) }
+    fn new(spec: &ExperimentSpec, device: String) -> Self {
+        Self { first_epoch: 1, last: None, started: Instant::now(), epochs: spec.total_epochs().max(1), device }
     }
 
     /// An unconditional heartbeat (phase changes). Returns whether the job was cancelled.
@@ -464,6 +468,8 @@ impl Beats {
             let left = f64::from(self.epochs) - epochs_done;
             heartbeat.eta_seconds = Some(elapsed * left / done_here);
         }
+        heartbeat.device = Some(self.device.clone());
+        heartbeat.memory_bytes = crate::resident_bytes();
         reporter.progress(&heartbeat)
     }
 }

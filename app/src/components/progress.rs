@@ -42,5 +42,12 @@ pub fn progress_detail(progress: &Progress) -> String {
     if let Some(eta) = beat.eta_seconds {
         parts.push(format!("{} left", duration(eta)));
     }
+    if let Some(device) = &beat.device {
+        // The device without the reason behind `cpu`, which the job log has.
+        parts.push(device.split(" (").next().unwrap_or(device).to_owned());
+    }
+    if let Some(bytes) = beat.memory_bytes {
+        parts.push(format!("{:.1} GiB RSS", bytes as f64 / f64::from(1u32 << 30)));
+    }
     parts.join(" · ")
 }
