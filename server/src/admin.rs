@@ -33,6 +33,13 @@ pub enum Action {
     Disable { name: String },
     /// Enables a disabled account.
     Enable { name: String },
+    /// Copies the database (one consistent snapshot, while the server serves and workers
+    /// upload) and the uploaded weights into the new folder PATH, with a manifest.
+    Backup { path: std::path::PathBuf },
+    /// Puts a backup made by `admin backup` in place of this data directory's database and
+    /// weights. Refuses while a server runs on the data directory; the database it replaces
+    /// is kept beside it as `forgetlab.db.before-restore-...`.
+    Restore { path: std::path::PathBuf },
 }
 
 /// A refusal as an error for the command line: the message, then each field's.
@@ -41,6 +48,14 @@ pub(crate) fn failed(f: protocol::Failure) -> anyhow::Error {
 }
 
 pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
+    if let Action::Restore { path } = &action {
+        let (manifest, kept) = crate::backup::restore(path, data_dir).await?;
+        println!("restored {} ({} runs, {} epochs, {} weights file(s), schema {}) into {}", path.display(), manifest.runs, manifest.epochs, manifest.weights.len(), manifest.schema_version, data_dir.display());
+        if let Some(kept) = kept {
+            println!("the database it replaced is kept as {}", kept.display());
+        }
+        return Ok(());
+    }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let pool = crate::db::connect(&data_dir.join("forgetlab.db")).await?;
     let auth = Auth::new(pool);
@@ -75,6 +90,11 @@ pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
             auth.update_user(&name, None, Some(false)).await.map_err(failed)?;
             println!("{name} enabled");
         }
+        Action::Backup { path } => {
+            let manifest = crate::backup::backup(&auth.pool, data_dir, &path).await?;
+            println!("backed up {} runs, {} epochs and {} weights file(s) into {} (integrity check: ok)", manifest.runs, manifest.epochs, manifest.weights.len(), path.display());
+        }
+        Action::Restore { .. } => unreachable!("handled before the database is opened"),
     }
     Ok(())
 }

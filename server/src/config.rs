@@ -82,6 +82,19 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_WORKER_BODY_SECONDS", default_value_t = 120)]
     pub worker_body_seconds: u64,
 
+    /// Folder for scheduled backups (`forgetlab-YYYYMMDDTHHMMSSZ/` each, as `forgetlab admin
+    /// backup` makes); none when unset.
+    #[arg(long, env = "FORGETLAB_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+
+    /// Hours between scheduled backups.
+    #[arg(long, env = "FORGETLAB_BACKUP_HOURS", default_value_t = 24.0)]
+    pub backup_hours: f64,
+
+    /// Scheduled backups kept (the oldest are removed).
+    #[arg(long, env = "FORGETLAB_BACKUP_KEEP", default_value_t = 7)]
+    pub backup_keep: usize,
+
     /// A job whose worker has not sent a heartbeat for this long is re-queued.
     #[arg(long, env = "FORGETLAB_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod analysis;
 pub mod assets;
 pub mod auth;
+pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod db;

@@ -46,6 +46,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     private_files(&config.data_dir)?;
     return_large_allocations();
+    // Held until the process ends: one server per data directory, and no restore under it.
+    let _data_lock = crate::backup::lock_data_dir(&config.data_dir)?;
     std::fs::create_dir_all(config.data_dir.join("datasets"))
         .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let pool = crate::db::connect(&config.database_path()).await?;
@@ -131,6 +133,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
     spawn_session_purger(auth.clone(), shutdown_rx.clone());
+    if let Some(dir) = &config.backup_dir {
+        if !(config.backup_hours > 0.0) {
+            anyhow::bail!("FORGETLAB_BACKUP_HOURS must be more than 0, got {}", config.backup_hours);
+        }
+        let every = Duration::from_secs_f64(config.backup_hours * 3600.0);
+        tracing::info!("a backup into {} every {:?}, the newest {} kept", dir.display(), every, config.backup_keep);
+        crate::backup::spawn_scheduled(pool.clone(), data_dir.clone(), dir.clone(), every, config.backup_keep.max(1), shutdown_rx.clone());
+    }
     match slurm {
         None => {
             let released = queue.release_slurm_holds().await?;

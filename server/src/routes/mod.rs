@@ -5,6 +5,8 @@
 mod api;
 mod events;
 mod weights;
+
+pub use weights::weights_dir;
 mod worker;
 
 use std::sync::Arc;

@@ -113,6 +113,13 @@ impl TestServer {
         client_with(&self.new_token(name, &password))
     }
 
+    /// Kills the server with SIGKILL (its workers follow it), leaving it stopped until
+    /// [`TestServer::kill_and_restart`].
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the server with SIGKILL (its workers follow it) and starts it again on the same
     /// port and data directory.
     pub fn kill_and_restart(&mut self) {
