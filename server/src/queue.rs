@@ -113,6 +113,11 @@ impl Queue {
         }
     }
 
+    /// How long a lease lasts without a heartbeat.
+    pub fn lease_seconds(&self) -> u64 {
+        self.lease_seconds
+    }
+
     pub fn check_worker_token(&self, token: &str) -> Result<(), Failure> {
         if same_digest(&hash_token(token), &self.worker_token_hash) {
             Ok(())

@@ -111,6 +111,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .route("/login", axum::routing::post(login))
         .route("/logout", axum::routing::post(logout))
         .route("/setup", axum::routing::post(setup))
+        .route("/healthz", axum::routing::get(crate::routes::ops::healthz))
+        .route("/metrics", axum::routing::get(crate::routes::ops::metrics))
         .nest_service("/pkg", crate::assets::router(site_root.join("pkg")))
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         // Pages, forms and server functions; the API's routes set their own limits.
@@ -128,6 +130,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // everything else (JSON, files) gets the strictest.
         .layer(SetResponseHeaderLayer::if_not_present(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'")))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(crate::routes::ops::timed))
         .with_state(state);
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -93,3 +93,27 @@ fn scheduled_backups_keep_the_newest() {
     }
     drop(server);
 }
+
+/// Issue 23, item 6: what monitoring reads, for administrators only.
+#[test]
+fn health_and_metrics_for_monitoring_are_for_administrators() {
+    let server = TestServer::start(0);
+    let member = server.account("mo", "member");
+    let run = launch(&server, json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4}));
+    assert!(run > 0);
+    for path in ["/healthz", "/metrics"] {
+        assert_eq!(member.get(format!("{}{path}", server.url)).send().unwrap().status(), 403, "{path}");
+        assert_eq!(reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap().get(format!("{}{path}", server.url)).send().unwrap().status(), 303, "{path} signed out");
+    }
+    let health: Value = server.client().get(format!("{}/healthz", server.url)).send().unwrap().json().unwrap();
+    assert_eq!((health["status"].as_str(), health["database"].as_str(), health["jobs"]["queued"].as_i64()), (Some("ok"), Some("ok"), Some(1)), "{health}");
+    let response = server.client().get(format!("{}/metrics", server.url)).send().unwrap();
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    let text = response.text().unwrap();
+    for line in ["forgetlab_jobs{status=\"queued\"} 1", "forgetlab_jobs{status=\"running\"} 0", "forgetlab_epochs_stored 0", "# TYPE forgetlab_http_request_duration_seconds histogram"] {
+        assert!(text.lines().any(|l| l == line || l.starts_with(line)), "{line} missing:\n{text}");
+    }
+    let count: f64 = text.lines().find_map(|l| l.strip_prefix("forgetlab_http_request_duration_seconds_count ")).unwrap().parse().unwrap();
+    let inf: f64 = text.lines().find_map(|l| l.strip_prefix("forgetlab_http_request_duration_seconds_bucket{le=\"+Inf\"} ")).unwrap().parse().unwrap();
+    assert!(count >= 5.0 && inf == count, "every request so far is counted: {count}, +Inf {inf}");
+}

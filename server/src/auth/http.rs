@@ -46,7 +46,7 @@ fn is_public(path: &str) -> bool {
 }
 
 fn admin_only(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/") || path.starts_with("/sf/admin") || path.starts_with("/api/v1/users")
+    path == "/admin" || path.starts_with("/admin/") || path.starts_with("/sf/admin") || path.starts_with("/api/v1/users") || path == "/healthz" || path == "/metrics"
 }
 
 /// What a viewer may change: their own account (tokens, password, sessions) and signing out.
@@ -388,6 +388,7 @@ mod tests {
         assert!(is_public("/pkg/forgetlab.wasm") && is_public("/api/v1/worker/lease") && is_public("/login") && is_public("/api/v1/openapi.json"));
         assert!(!is_public("/api/v1/runs") && !is_public("/") && !is_public("/sf/list_runs"));
         assert!(admin_only("/api/v1/users/ada") && admin_only("/admin/users") && !admin_only("/administrivia"));
+        assert!(admin_only("/metrics") && admin_only("/healthz") && !admin_only("/api/v1/health"));
         assert!(own_account("/api/v1/tokens/3") && !own_account("/api/v1/runs"));
     }
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod events;
+pub mod ops;
 mod weights;
 
 pub use weights::weights_dir;
