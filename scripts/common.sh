@@ -59,11 +59,20 @@ provided_elsewhere() {
     esac >/dev/null 2>&1
 }
 
+# What running needs (`run`): the default dataset, a C toolchain, Python and pip (the libtorch
+# wheels), Node and npm (binaryen's wasm-opt), unzip and curl; Slurm's client only with
+# FORGETLAB_EXECUTOR=slurm. What testing needs besides (`test`): Chromium for the browser
+# tests, and slurmctld, slurmd, slurm-client and munge, from which the Slurm executor's test
+# starts a one-node cluster of its own (server/tests/slurm.rs; nothing is configured
+# system-wide).
 ensure_debian_packages() {
-    # slurmctld, slurmd, slurm-client and munge: the Slurm executor's test starts a one-node
-    # cluster of its own (server/tests/slurm.rs); nothing is configured system-wide.
-    local wanted=(dataset-fashion-mnist chromium build-essential python3 python3-pip nodejs npm unzip curl ca-certificates
-        slurmctld slurmd slurm-client munge)
+    local purpose="$1"
+    local wanted=(dataset-fashion-mnist build-essential python3 python3-pip nodejs npm unzip curl ca-certificates)
+    if [ "$purpose" = test ]; then
+        wanted+=(chromium slurmctld slurmd slurm-client munge)
+    elif [ "${FORGETLAB_EXECUTOR:-local}" = slurm ]; then
+        wanted+=(slurm-client)
+    fi
     local missing=()
     for p in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -183,9 +192,10 @@ ensure_npm_packages() {
         || die "npm ci in end2end/ failed"
 }
 
+# `ensure_all run` or `ensure_all test`: what that command needs.
 ensure_all() {
-    step "Checking what is installed"
-    ensure_debian_packages
+    step "Checking what is installed (for the $1 command)"
+    ensure_debian_packages "$1"
     ensure_rust
     ensure_libtorch
     ensure_cargo_tools
@@ -207,12 +217,13 @@ build_frontend() {
     cargo leptos build --frontend-only --release || die "the wasm/CSS build failed (see the compiler output above)"
 }
 
+# Debug builds for the tests (target/debug); `release` for the run command (target/release).
 build_worker() {
-    step "Building the training worker (forgetlab-worker, links libtorch)"
-    cargo build -p trainer || die "building the worker failed"
+    step "Building the training worker (forgetlab-worker, links libtorch${1:+, $1})"
+    cargo build ${1:+--$1} -p trainer || die "building the worker failed"
 }
 
 build_server() {
-    step "Building the web server (forgetlab)"
-    cargo build -p server || die "building the server failed"
+    step "Building the web server (forgetlab${1:+, $1})"
+    cargo build ${1:+--$1} -p server || die "building the server failed"
 }
