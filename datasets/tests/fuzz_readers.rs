@@ -144,7 +144,12 @@ fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
         [single] => format!("({single},)"),
         _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     };
-    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    npy_with_shape(descr, &shape_text, data)
+}
+
+/// A version 1 `.npy` file whose header says `shape` as written (hostile ones included).
+fn npy_with_shape(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -437,16 +442,7 @@ fn mutate_npy_header(rng: &mut Rng, bytes: &mut Vec<u8>) -> String {
         format!("{name}: header length = {claimed}")
     } else {
         let (shape, descr) = (*rng.pick(&SHAPES), *rng.pick(&DTYPES));
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut rebuilt = b"\x93NUMPY\x01\x00".to_vec();
-        rebuilt.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        rebuilt.extend_from_slice(header.as_bytes());
-        rebuilt.extend_from_slice(&body);
-        *data = rebuilt;
+        *data = npy_with_shape(descr, shape, &body);
         format!("{name}: shape {shape}, dtype {descr}")
     };
     let members: Vec<(&str, Vec<u8>)> = members.iter().map(|(name, data)| (name.as_str(), data.clone())).collect();

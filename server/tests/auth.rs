@@ -8,10 +8,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{client_with, TestServer, ADMIN_PASSWORD, ADMIN_USER, WORKER_TOKEN};
+use common::{browser, client_with, csrf_of, form_action, page, TestServer, ADMIN_PASSWORD, ADMIN_USER, WORKER_TOKEN};
 use reqwest::blocking::{Client, Response};
-use reqwest::header::{HeaderMap, CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
+use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{json, Value};
 
 /// A run that never starts (the servers here have no workers), enough to own and cancel.
@@ -19,10 +18,6 @@ fn tiny() -> Value {
     json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4})
 }
 
-/// A client that does not follow redirects, so answers can be inspected.
-fn browser() -> Client {
-    Client::builder().redirect(Policy::none()).build().unwrap()
-}
 
 /// Signs in through the form; the session cookie (`name=value`).
 fn sign_in(server: &TestServer, name: &str, password: &str) -> String {
@@ -36,25 +31,6 @@ fn sign_in(server: &TestServer, name: &str, password: &str) -> String {
     cookie.split(';').next().unwrap().to_owned()
 }
 
-fn page(server: &TestServer, cookie: &str, path: &str) -> (u16, HeaderMap, String) {
-    let response = browser().get(format!("{}{path}", server.url)).header(COOKIE, cookie).send().unwrap();
-    let (status, headers) = (response.status().as_u16(), response.headers().clone());
-    (status, headers, response.text().unwrap())
-}
-
-/// The CSRF token a page carries for its forms.
-fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field on the page") + "name=\"csrf\" value=\"".len();
-    html[at..].split('"').next().unwrap().to_owned()
-}
-
-/// The URL a page's form posts to, by the server function's name.
-fn form_action(html: &str, function: &str) -> String {
-    let at = html.find(&format!("/{function}")).unwrap_or_else(|| panic!("no form for {function} on the page"));
-    let start = html[..at].rfind('"').unwrap() + 1;
-    let end = at + html[at..].find('"').unwrap();
-    html[start..end].to_owned()
-}
 
 fn status(response: Response) -> (u16, String) {
     let status = response.status().as_u16();

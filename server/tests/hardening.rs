@@ -10,15 +10,10 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{client_with, TestServer, WORKER_TOKEN};
+use common::{browser, client_with, csrf_of, form_action, page, TestServer, WORKER_TOKEN};
 use reqwest::blocking::Client;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
-use reqwest::redirect::Policy;
 use serde_json::{json, Value};
-
-fn browser() -> Client {
-    Client::builder().redirect(Policy::none()).build().unwrap()
-}
 
 /// A run that never starts (these servers have no workers).
 fn tiny() -> Value {
@@ -188,68 +183,60 @@ fn sign_in(server: &TestServer, name: &str, password: &str, https: bool) -> (Str
     (set.split(';').next().unwrap().to_owned(), set, response.headers().clone())
 }
 
-fn page(server: &TestServer, cookie: &str, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let response = browser().get(format!("{}{path}", server.url)).header(COOKIE, cookie).send().unwrap();
-    (response.status().as_u16(), response.headers().clone(), response.text().unwrap())
+/// ada, a member with two API tokens (the one `account` made and one more), signed in twice;
+/// her password form, submitted from the first session: its answer's text.
+struct Ada {
+    token: String,
+    here: String,
+    elsewhere: String,
+    csrf: String,
+    action: String,
 }
 
-fn csrf_of(html: &str) -> String {
-    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field") + "name=\"csrf\" value=\"".len();
-    html[at..].split('"').next().unwrap().to_owned()
-}
+impl Ada {
+    fn on(server: &TestServer) -> Self {
+        server.account("ada", "member");
+        let token = server.new_token("ada", "ada-password-123");
+        let (here, ..) = sign_in(server, "ada", "ada-password-123", false);
+        let (elsewhere, ..) = sign_in(server, "ada", "ada-password-123", false);
+        let (_, _, html) = page(server, &here, "/account");
+        assert!(html.contains("name=\"revoke_tokens\""), "the form offers to revoke the tokens");
+        Self { token, here, elsewhere, csrf: csrf_of(&html), action: form_action(&html, "change_password") }
+    }
 
-fn form_action(html: &str, function: &str) -> String {
-    let at = html.find(&format!("/{function}")).unwrap_or_else(|| panic!("no form for {function}"));
-    let start = html[..at].rfind('"').unwrap() + 1;
-    html[start..at + html[at..].find('"').unwrap()].to_owned()
+    fn change(&self, server: &TestServer, old: &str, new: &str, revoke: bool) -> String {
+        let mut fields = vec![("old_password", old), ("new_password", new), ("confirm", new), ("csrf", self.csrf.as_str())];
+        if revoke {
+            fields.push(("revoke_tokens", "on"));
+        }
+        let response = browser().post(format!("{}{}", server.url, self.action)).header(COOKIE, &self.here).header("accept", "application/json").form(&fields).send().unwrap();
+        response.text().unwrap()
+    }
 }
 
 #[test]
 fn a_password_change_ends_other_sessions_and_can_revoke_tokens_under_the_sign_in_limit() {
     let server = TestServer::start(0);
-    server.account("ada", "member");
-    let token = server.new_token("ada", "ada-password-123");
-    let (here, ..) = sign_in(&server, "ada", "ada-password-123", false);
-    let (elsewhere, ..) = sign_in(&server, "ada", "ada-password-123", false);
-    let (_, _, html) = page(&server, &here, "/account");
-    assert!(html.contains("name=\"revoke_tokens\""), "the form offers to revoke the tokens");
-    let (csrf, action) = (csrf_of(&html), form_action(&html, "change_password"));
-    let change = |old: &str, new: &str, revoke: bool| {
-        let mut fields = vec![("old_password", old), ("new_password", new), ("confirm", new), ("csrf", csrf.as_str())];
-        if revoke {
-            fields.push(("revoke_tokens", "on"));
-        }
-        let response = browser().post(format!("{}{action}", server.url)).header(COOKIE, &here).header("accept", "application/json").form(&fields).send().unwrap();
-        (response.status().as_u16(), response.text().unwrap())
-    };
+    let ada = Ada::on(&server);
     // Wrong current passwords count against the same limit as sign-in: the 6th waits.
     for attempt in 0..5 {
-        let (_, said) = change(&format!("wrong-password-{attempt}"), "a brand new password", false);
+        let said = ada.change(&server, &format!("wrong-password-{attempt}"), "a brand new password", false);
         assert!(said.contains("current password is wrong"), "{said}");
     }
-    let (_, said) = change("ada-password-123", "a brand new password", true);
+    let said = ada.change(&server, "ada-password-123", "a brand new password", true);
     assert!(said.contains("too many failed sign-ins"), "the right password waits out the limit too: {said}");
     let waited = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123")]).send().unwrap();
     assert!(waited.headers()[LOCATION].to_str().unwrap().contains("too+many"), "and so does sign-in");
 
-    drop((token, elsewhere));
-
     // A fresh server (as after the window): the change ends the other session and, asked,
-    // revokes the token.
+    // revokes both tokens.
     let server = TestServer::start(0);
-    server.account("ada", "member");
-    // Two tokens: the one `account` made, and this one.
-    let token = server.new_token("ada", "ada-password-123");
-    let (here, ..) = sign_in(&server, "ada", "ada-password-123", false);
-    let (elsewhere, ..) = sign_in(&server, "ada", "ada-password-123", false);
-    let (_, _, html) = page(&server, &here, "/account");
-    let (csrf, action) = (csrf_of(&html), form_action(&html, "change_password"));
-    let fields = [("old_password", "ada-password-123"), ("new_password", "a brand new password"), ("confirm", "a brand new password"), ("revoke_tokens", "on"), ("csrf", csrf.as_str())];
-    let said = browser().post(format!("{}{action}", server.url)).header(COOKIE, &here).header("accept", "application/json").form(&fields).send().unwrap().text().unwrap();
+    let ada = Ada::on(&server);
+    let said = ada.change(&server, "ada-password-123", "a brand new password", true);
     assert!(said.contains("1 other session(s) ended") && said.contains("2 API token(s) revoked"), "{said}");
-    assert_eq!(page(&server, &here, "/account").0, 200, "the session that changed it stays");
-    assert_eq!(page(&server, &elsewhere, "/account").0, 303, "the other session ended");
-    assert_eq!(client_with(&token).get(server.api("/me")).send().unwrap().status(), 401, "the token is revoked");
+    assert_eq!(page(&server, &ada.here, "/account").0, 200, "the session that changed it stays");
+    assert_eq!(page(&server, &ada.elsewhere, "/account").0, 303, "the other session ended");
+    assert_eq!(client_with(&ada.token).get(server.api("/me")).send().unwrap().status(), 401, "the token is revoked");
     sign_in(&server, "ada", "a brand new password", false);
 }
 

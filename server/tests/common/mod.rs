@@ -173,6 +173,32 @@ impl Drop for TestServer {
     }
 }
 
+/// A client that does not follow redirects, so answers can be inspected.
+pub fn browser() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client")
+}
+
+/// A page fetched with a session cookie: status, headers, body.
+pub fn page(server: &TestServer, cookie: &str, path: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let response = browser().get(format!("{}{path}", server.url)).header(reqwest::header::COOKIE, cookie).send().expect("GET a page");
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.text().expect("the page's text"))
+}
+
+/// The CSRF token a page carries for its forms.
+pub fn csrf_of(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a csrf field on the page") + "name=\"csrf\" value=\"".len();
+    html[at..].split('"').next().expect("the token").to_owned()
+}
+
+/// The URL a page's form posts to, by the server function's name.
+pub fn form_action(html: &str, function: &str) -> String {
+    let at = html.find(&format!("/{function}")).unwrap_or_else(|| panic!("no form for {function} on the page"));
+    let start = html[..at].rfind('"').expect("an attribute") + 1;
+    let end = at + html[at..].find('"').expect("the attribute's end");
+    html[start..end].to_owned()
+}
+
 /// Polls a run until it ends; returns its detail JSON.
 pub fn wait_for_run(server: &TestServer, id: i64, timeout: Duration) -> serde_json::Value {
     let client = server.client();
