@@ -127,39 +127,27 @@ pub async fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, 
     Ok((manifest, kept))
 }
 
-/// The scheduled backups: every `every`, a new folder under `dir`, the oldest beyond `keep`
-/// removed (only folders this made: `forgetlab-...` with a manifest).
-pub fn spawn_scheduled(pool: SqlitePool, data_dir: PathBuf, dir: PathBuf, every: std::time::Duration, keep: usize, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.tick().await;
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => break,
-            }
-            let stamp: String = match sqlx::query_scalar("SELECT strftime('%Y%m%dT%H%M%SZ', 'now')").fetch_one(&pool).await {
-                Ok(stamp) => stamp,
-                Err(error) => {
-                    tracing::error!("scheduled backup: the database did not answer: {error}");
-                    continue;
-                }
-            };
-            let into = dir.join(format!("forgetlab-{stamp}"));
-            match backup(&pool, &data_dir, &into).await {
-                Ok(m) => tracing::info!("backup {} ({} runs, {} epochs)", into.display(), m.runs, m.epochs),
-                Err(error) => tracing::error!("scheduled backup into {} failed: {error:#}", into.display()),
-            }
-            let mut made: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("forgetlab-")) && p.join(MANIFEST).is_file()).collect())
-                .unwrap_or_default();
-            made.sort();
-            while made.len() > keep {
-                let old = made.remove(0);
-                if let Err(error) = std::fs::remove_dir_all(&old) {
-                    tracing::warn!("could not remove the old backup {}: {error}", old.display());
-                }
-            }
+/// One scheduled backup (the server runs it every FORGETLAB_BACKUP_HOURS): a new folder under
+/// `dir`, then the oldest beyond `keep` removed (only folders this made: `forgetlab-...` with
+/// a manifest).
+pub async fn scheduled(pool: &SqlitePool, data_dir: &Path, dir: &Path, keep: usize) {
+    let stamp: String = match sqlx::query_scalar("SELECT strftime('%Y%m%dT%H%M%SZ', 'now')").fetch_one(pool).await {
+        Ok(stamp) => stamp,
+        Err(error) => return tracing::error!("scheduled backup: the database did not answer: {error}"),
+    };
+    let into = dir.join(format!("forgetlab-{stamp}"));
+    match backup(pool, data_dir, &into).await {
+        Ok(m) => tracing::info!("backup {} ({} runs, {} epochs)", into.display(), m.runs, m.epochs),
+        Err(error) => tracing::error!("scheduled backup into {} failed: {error:#}", into.display()),
+    }
+    let mut made: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("forgetlab-")) && p.join(MANIFEST).is_file()).collect())
+        .unwrap_or_default();
+    made.sort();
+    while made.len() > keep {
+        let old = made.remove(0);
+        if let Err(error) = std::fs::remove_dir_all(&old) {
+            tracing::warn!("could not remove the old backup {}: {error}", old.display());
         }
-    });
+    }
 }

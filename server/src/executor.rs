@@ -17,26 +17,26 @@ pub mod slurm;
 /// Nothing else reaches it: not `FORGETLAB_ADMIN_PASSWORD`, not the server's other settings,
 /// not whatever secrets its service manager set (issue 19, item 10). What a worker needs from
 /// the server it is given explicitly.
-const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "RUST_LOG", "RUST_BACKTRACE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS"];
+const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "RUST_LOG", "RUST_BACKTRACE", "OMP_NUM_THREADS", "MKL_NUM_THREADS"];
 const INHERITED_PREFIXES: &[&str] = &["CUDA_", "NVIDIA_", "LC_"];
 
-/// The names of the server's environment variables a worker inherits ([`INHERITED`]).
-pub fn inherited_names() -> Vec<String> {
+/// The server's environment variables a worker inherits ([`INHERITED`]), with their values.
+fn inherited() -> Vec<(String, std::ffi::OsString)> {
     std::env::vars_os()
-        .filter_map(|(name, _)| name.into_string().ok())
-        .filter(|name| INHERITED.contains(&name.as_str()) || INHERITED_PREFIXES.iter().any(|p| name.starts_with(p)))
+        .filter_map(|(name, value)| Some((name.into_string().ok()?, value)))
+        .filter(|(name, _)| INHERITED.contains(&name.as_str()) || INHERITED_PREFIXES.iter().any(|p| name.starts_with(p)))
         .collect()
+}
+
+/// The names of the variables a worker inherits.
+pub fn inherited_names() -> Vec<String> {
+    inherited().into_iter().map(|(name, _)| name).collect()
 }
 
 /// A command with only the inherited part of the server's environment.
 pub fn clean_command(program: &std::path::Path) -> Command {
     let mut command = Command::new(program);
-    command.env_clear();
-    for name in inherited_names() {
-        if let Some(value) = std::env::var_os(&name) {
-            command.env(name, value);
-        }
-    }
+    command.env_clear().envs(inherited());
     command
 }
 

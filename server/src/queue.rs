@@ -91,7 +91,7 @@ impl Queue {
         self
     }
 
-/// Whether `token` may send a request to a worker route, checked before its body is read
+    /// Whether `token` may send a request to a worker route, checked before its body is read
     /// (issue 19, item 2): for a job's routes, that job's lease token; for leasing, the worker
     /// token or a Slurm submission's token. What the token may do there, the route checks.
     pub async fn admits(&self, job_id: Option<i64>, token: &str) -> Result<(), Failure> {

@@ -89,7 +89,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let clients = crate::auth::ClientAddress { trusted_proxies: config.trusted_proxies.clone(), header: config.client_ip_header.to_ascii_lowercase() };
     let auth = Arc::new(Auth::new(pool.clone()).with_idle_timeout(Duration::from_secs(config.session_idle_hours.saturating_mul(3600))).with_client_address(clients));
     bootstrap_accounts(&auth, &server_url).await?;
-    let settings = Arc::new(crate::routes::Settings { data_dir: data_dir.clone(), max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024),
+    let settings = Arc::new(crate::routes::Settings {
+        data_dir: data_dir.clone(),
+        max_upload_bytes: config.max_upload_mb.saturating_mul(1024 * 1024),
         worker_body_timeout: Duration::from_secs(config.worker_body_seconds),
     });
     let state = AppState { leptos_options: leptos_options.clone(), service: service.clone(), queue: queue.clone(), auth: auth.clone(), settings };
@@ -142,7 +144,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         let every = Duration::from_secs_f64(config.backup_hours * 3600.0);
         tracing::info!("a backup into {} every {:?}, the newest {} kept", dir.display(), every, config.backup_keep);
-        crate::backup::spawn_scheduled(pool.clone(), data_dir.clone(), dir.clone(), every, config.backup_keep.max(1), shutdown_rx.clone());
+        let (pool, data_dir, dir, keep) = (pool.clone(), data_dir.clone(), dir.clone(), config.backup_keep.max(1));
+        spawn_periodic(every, false, shutdown_rx.clone(), move || {
+            let (pool, data_dir, dir) = (pool.clone(), data_dir.clone(), dir.clone());
+            async move { crate::backup::scheduled(&pool, &data_dir, &dir, keep).await }
+        });
     }
     match slurm {
         None => {
@@ -282,34 +288,47 @@ fn return_large_allocations() {
     }
 }
 
-/// Deletes expired and idle sessions at the start and every hour.
-fn spawn_session_purger(auth: Arc<Auth>, mut shutdown: watch::Receiver<bool>) {
+/// Runs `job` every `every` until `shutdown` turns true: at once and then each period, or,
+/// without `at_start`, first after one period. A run in progress is not cut short.
+fn spawn_periodic<F, Fut>(every: Duration, at_start: bool, mut shutdown: watch::Receiver<bool>, mut job: F)
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        let mut tick = tokio::time::interval(every);
+        if !at_start {
+            tick.tick().await;
+        }
         loop {
             tokio::select! {
-                _ = tick.tick() => match auth.purge_sessions().await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!("{n} expired or idle session(s) purged"),
-                    Err(error) => tracing::error!("session purge failed: {error}"),
-                },
+                _ = tick.tick() => job().await,
                 _ = shutdown.changed() => break,
             }
         }
     });
 }
 
-fn spawn_lease_reaper(queue: Arc<Queue>, mut shutdown: watch::Receiver<bool>) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {
-                    if let Err(error) = queue.requeue_expired().await {
-                        tracing::error!("lease check failed: {error}");
-                    }
-                }
-                _ = shutdown.changed() => break,
+/// Deletes expired and idle sessions at the start and every hour.
+fn spawn_session_purger(auth: Arc<Auth>, shutdown: watch::Receiver<bool>) {
+    spawn_periodic(Duration::from_secs(3600), true, shutdown, move || {
+        let auth = auth.clone();
+        async move {
+            match auth.purge_sessions().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("{n} expired or idle session(s) purged"),
+                Err(error) => tracing::error!("session purge failed: {error}"),
+            }
+        }
+    });
+}
+
+fn spawn_lease_reaper(queue: Arc<Queue>, shutdown: watch::Receiver<bool>) {
+    spawn_periodic(Duration::from_secs(5), true, shutdown, move || {
+        let queue = queue.clone();
+        async move {
+            if let Err(error) = queue.requeue_expired().await {
+                tracing::error!("lease check failed: {error}");
             }
         }
     });

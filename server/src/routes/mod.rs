@@ -6,9 +6,9 @@ mod api;
 mod events;
 pub mod ops;
 mod weights;
+mod worker;
 
 pub use weights::weights_dir;
-mod worker;
 
 use std::sync::Arc;
 
@@ -149,9 +149,9 @@ fn worker_body_limit(path: &str) -> usize {
 async fn worker_gate(State(state): State<AppState>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = request.uri().path().to_owned();
     let job = path.split("/worker/jobs/").nth(1).and_then(|rest| rest.split('/').next()).map(str::to_owned);
-    let token = request.headers().get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ")).map(str::to_owned);
-    let Some(token) = token else {
-        return Refusal(Failure::unauthorized("send the token as 'Authorization: Bearer <token>'")).into_response();
+    let token = match worker::bearer(request.headers()) {
+        Ok(token) => token.to_owned(),
+        Err(refusal) => return refusal.into_response(),
     };
     let job_id = match job.as_deref().map(|id| parse_id("job", id)).transpose() {
         Ok(job_id) => job_id,
@@ -176,7 +176,8 @@ fn method_not_allowed() -> Refusal {
 }
 
 /// A public API request whose answer takes longer is answered 408 (event streams are not
-/// affected: their answer starts at once). Workers' and weights' uploads have no time limit.
+/// affected: their answer starts at once). Workers' bodies have their own deadline
+/// ([`Settings::worker_body_timeout`]); weights uploads are given up when idle for a minute.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 pub fn api_router(state: &AppState) -> Router<AppState> {

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::{parse_id, ApiResult, AppState, JsonBody, Refusal};
 
-fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
+pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
