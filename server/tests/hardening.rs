@@ -325,6 +325,16 @@ fn sessions_end_when_idle_their_streams_end_at_sign_out_and_old_rows_are_purged(
         (result.is_ok(), started.elapsed())
     });
     std::thread::sleep(Duration::from_millis(500));
+    // The stream's rechecks do not count as using the session, or an open tab would keep it
+    // from ever going idle: seen 2 hours ago, then a sign-out elsewhere makes the stream
+    // recheck, and the session is still last seen 2 hours ago.
+    let set_seen = format!("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 hours') WHERE id_hash = '{}'", hash(&live));
+    assert_eq!(sessions(&set_seen), 1);
+    let other = sign_in(&server, "ada", "ada-password-123", false).0;
+    browser().post(format!("{}/logout", server.url)).header(COOKIE, &other).form(&[("csrf", csrf_of(&page(&server, &other, "/account").2).as_str())]).send().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let seen_ago = format!("SELECT CAST(strftime('%s', 'now') - strftime('%s', last_seen_at) AS INTEGER) FROM sessions WHERE id_hash = '{}'", hash(&live));
+    assert!(sessions(&seen_ago) >= 7000, "the stream's recheck marked the session used: last seen {} s ago", sessions(&seen_ago));
     let out = browser().post(format!("{}/logout", server.url)).header(COOKIE, &live).form(&[("csrf", csrf.as_str())]).send().unwrap();
     assert_eq!(out.status(), 303);
     let (clean, took) = ended.join().unwrap();

@@ -164,18 +164,19 @@ impl Auth {
         &self.clients
     }
 
-    /// A permit to compute one password hash, waiting up to [`HASH_WAIT`] for one.
-    async fn hash_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
-        match tokio::time::timeout(HASH_WAIT, self.hashing.acquire()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Failure::new(503, "the server is busy checking other passwords; try again in a few seconds")),
-        }
+    /// Runs argon2 work (hashing or checking a password) on a blocking thread, under a permit
+    /// of the bound on concurrent hashes, waiting up to [`HASH_WAIT`] for one.
+    async fn argon2<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, Failure> {
+        let _permit = match tokio::time::timeout(HASH_WAIT, self.hashing.acquire()).await {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Failure::new(503, "the server is busy checking other passwords; try again in a few seconds")),
+        };
+        tokio::task::spawn_blocking(work).await.map_err(internal)
     }
 
     async fn hash(&self, password: &str) -> Result<String, Failure> {
-        let _permit = self.hash_permit().await?;
         let password = password.to_owned();
-        tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(internal)?
+        self.argon2(move || hash_password(&password)).await?
     }
 
     fn signed_out_now(&self) {
@@ -280,11 +281,10 @@ impl Auth {
     /// The enabled account with this name and password, or `None`.
     async fn verify(&self, name: &str, password: &str) -> Result<Option<Identity>, Failure> {
         let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ? AND disabled = 0").bind(name).fetch_optional(&self.pool).await.map_err(internal)?;
-        let phc = row.as_ref().map(|r| r.get::<String, _>("password_hash")).unwrap_or_else(|| decoy_hash().to_owned());
+        let phc = row.as_ref().map(|r| r.get::<String, _>("password_hash"));
         let password = password.to_owned();
-        let permit = self.hash_permit().await?;
-        let ok = tokio::task::spawn_blocking(move || password_matches(&password, &phc)).await.map_err(internal)?;
-        drop(permit);
+        // The decoy is made (once) on the blocking thread too, under the same bound.
+        let ok = self.argon2(move || password_matches(&password, phc.as_deref().unwrap_or_else(|| decoy_hash()))).await?;
         match row {
             Some(row) if ok => Ok(Some(identity(&row, None)?)),
             _ => Ok(None),
@@ -366,6 +366,13 @@ impl Auth {
     /// The account behind a session cookie, if the session is live (not past its life, used
     /// within the idle time) and the account enabled. Marks the session used.
     pub async fn session(&self, cookie: &str) -> Result<Option<Identity>, Failure> {
+        self.live_session(cookie, true).await
+    }
+
+    /// [`Auth::session`]; `touch`: whether this counts as using the session. A request does;
+    /// an event stream rechecking its session does not, or an open tab would keep a session
+    /// from ever going idle.
+    async fn live_session(&self, cookie: &str, touch: bool) -> Result<Option<Identity>, Failure> {
         let idle = self.idle.as_secs() as i64;
         let row = sqlx::query(
             "SELECT u.id, u.name, u.role, s.csrf,
@@ -381,7 +388,7 @@ impl Auth {
         .await
         .map_err(internal)?;
         let Some(row) = row else { return Ok(None) };
-        if row.get::<bool, _>("stale") {
+        if touch && row.get::<bool, _>("stale") {
             sqlx::query("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id_hash = ?").bind(hash_token(cookie)).execute(&self.pool).await.map_err(internal)?;
         }
         identity(&row, Some(row.get("csrf"))).map(Some)
@@ -414,13 +421,13 @@ impl Auth {
     }
 
     /// Resolves once `credential` no longer signs anyone in (signed out, expired, idle,
-    /// revoked, account disabled): rechecked at every sign-out and every minute. Event
-    /// streams end with it.
+    /// revoked, account disabled): checked once subscribed (so a sign-out just before is not
+    /// missed), then at every sign-out and every minute. Event streams end with it.
     pub async fn signed_out(&self, credential: Credential) {
         let mut changes = self.sign_outs.subscribe();
         loop {
             let live = match &credential {
-                Credential::Session(cookie) => self.session(cookie).await,
+                Credential::Session(cookie) => self.live_session(cookie, false).await,
                 Credential::Token(token) => self.token(token).await,
             };
             if matches!(live, Ok(None)) {
