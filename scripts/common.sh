@@ -62,14 +62,15 @@ provided_elsewhere() {
 # What running needs (`run`): the default dataset, a C toolchain, Python and pip (the libtorch
 # wheels), Node and npm (binaryen's wasm-opt), unzip and curl; Slurm's client only with
 # FORGETLAB_EXECUTOR=slurm. What testing needs besides (`test`): Chromium for the browser
-# tests, and slurmctld, slurmd, slurm-client and munge, from which the Slurm executor's test
+# tests, slurmctld, slurmd, slurm-client and munge, from which the Slurm executor's test
 # starts a one-node cluster of its own (server/tests/slurm.rs; nothing is configured
-# system-wide).
+# system-wide), Caddy for the HTTPS test, and systemd's systemctl and systemd-analyze for the
+# service check (scripts/check-service).
 ensure_debian_packages() {
     local purpose="$1"
     local wanted=(dataset-fashion-mnist build-essential python3 python3-pip nodejs npm unzip curl ca-certificates)
     if [ "$purpose" = test ]; then
-        wanted+=(chromium slurmctld slurmd slurm-client munge)
+        wanted+=(chromium slurmctld slurmd slurm-client munge caddy systemd)
     elif [ "${FORGETLAB_EXECUTOR:-local}" = slurm ]; then
         wanted+=(slurm-client)
     fi

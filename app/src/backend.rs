@@ -12,6 +12,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Launches a run as `who`.
     async fn launch(&self, request: RunRequest, who: &Identity) -> Result<Launched, Failure>;
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure>;
+    /// The server's data volume (the jobs page warns when it is nearly full).
+    async fn disk_space(&self) -> Result<protocol::DiskSpace, Failure>;
     async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure>;
     async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure>;
     async fn launch_study(&self, request: protocol::study::StudyRequest, who: &Identity) -> Result<protocol::study::StudyLaunched, Failure>;

@@ -39,6 +39,11 @@ pub async fn list_runs(query: RunQuery) -> Result<protocol::RunList, ServerFnErr
 }
 
 #[server(prefix = "/sf", input = GetUrl)]
+pub async fn disk_space() -> Result<protocol::DiskSpace, ServerFnError> {
+    backend()?.disk_space().await.map_err(failed)
+}
+
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn list_studies() -> Result<Vec<protocol::study::StudySummary>, ServerFnError> {
     backend()?.studies().await.map_err(failed)
 }
@@ -161,6 +166,7 @@ pub async fn launch_run(
     arch: String,
     epochs: String,
     warmup_epochs: String,
+    warmup_backbone: String,
     batch_size: String,
     lr: String,
     optimizer: String,
@@ -198,6 +204,7 @@ pub async fn launch_run(
         arch: text(arch),
         epochs: text(epochs),
         warmup_epochs: text(warmup_epochs),
+        warmup_backbone: text(warmup_backbone),
         batch_size: text(batch_size),
         lr: text(lr),
         optimizer: text(optimizer),

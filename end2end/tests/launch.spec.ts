@@ -80,7 +80,7 @@ test("a run launched from the form trains live and its page shows curves, histog
   expect(shown).toEqual(top.samples.map((s: any) => `${s.forgetting_events} ×`));
 
   // The decay fits' R² histogram is the API's, and its fitted and excluded counts cover every sample.
-  const r2Bars = page.locator(".decay-card svg.histogram rect.bar");
+  const r2Bars = page.locator(".decay-card svg.histogram rect.bar:not(.underflow)");
   await expect(r2Bars).toHaveCount(20);
   const r2Counts: number[] = await r2Bars.evaluateAll((rects) => rects.map((r) => Number(r.getAttribute("data-count"))));
   expect(r2Counts).toEqual(detail.analysis.decay.r2_histogram);
@@ -89,6 +89,14 @@ test("a run launched from the form trains live and its page shows curves, histog
   const excluded = Number(await summary.getAttribute("data-excluded"));
   expect(fitted + excluded).toBe(1024);
   expect(fitted).toBe(detail.analysis.decay.fitted);
+  // Every fitted trace is on the chart (issue 21, item 2): fits with R² below 0 in a labelled
+  // bar left of the [0, 1] axis, with a line at 0.
+  const below = page.locator(".decay-card svg.histogram rect.bar.underflow");
+  await expect(below).toHaveCount(1);
+  expect(Number(await below.getAttribute("data-count"))).toBe(detail.analysis.decay.r2_below_zero);
+  await expect(page.locator(".decay-card svg.histogram text.tick", { hasText: "< 0" })).toHaveCount(1);
+  await expect(page.locator(".decay-card svg.histogram line.zero-line")).toHaveCount(1);
+  expect(r2Counts.reduce((a, b) => a + b, 0) + detail.analysis.decay.r2_below_zero).toBe(fitted);
   // The settings the statistics were computed under, and mean and median R², as the API says.
   expect(detail.analysis.settings).toEqual({ window: "all", retention: "a_floor", never_learned: "max", el2n_epoch: null });
   const settings = page.locator(".decay-card .settings");

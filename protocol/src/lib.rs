@@ -17,7 +17,7 @@ pub mod study;
 pub mod views;
 pub mod worker;
 
-pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule};
+pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule, WarmupBackbone};
 pub use sampling::{Keep, Plan, SampleScore, Sampling, SourceRuns};
 pub use dynamics::Direction;
 pub use views::*;

@@ -31,6 +31,8 @@ pub struct RunRequest {
     pub arch: Option<Value>,
     pub epochs: Option<Value>,
     pub warmup_epochs: Option<Value>,
+    /// How the frozen backbone runs during head warmup: `eval` (default) or `train`.
+    pub warmup_backbone: Option<Value>,
     pub batch_size: Option<Value>,
     pub lr: Option<Value>,
     pub optimizer: Option<Value>,
@@ -156,6 +158,10 @@ pub struct ExperimentSpec {
     pub epochs: u32,
     /// Head-warmup epochs (backbone frozen) before fine-tuning; recorded like any other epoch.
     pub warmup_epochs: u32,
+    /// How the frozen backbone runs during head warmup. Absent in specs stored before it
+    /// existed, whose backbones ran in training mode: those read as `train`.
+    #[serde(default = "legacy_warmup_backbone")]
+    pub warmup_backbone: WarmupBackbone,
     pub batch_size: u32,
     pub lr: f64,
     pub optimizer: Optimizer,
@@ -198,6 +204,10 @@ pub struct ExperimentSpec {
 }
 
 pub use dynamics::{AnalysisSettings, NeverLearnedPolicy, Retention, Window};
+
+fn legacy_warmup_backbone() -> WarmupBackbone {
+    WarmupBackbone::Train
+}
 
 fn legacy_window() -> Window {
     AnalysisSettings::LEGACY.window
@@ -298,6 +308,14 @@ choice_enum!(
     /// the optimizer step (Toneva et al.; free). `full_pass`: an eval-mode pass over the whole
     /// training set after each epoch, without augmentation.
     Measure { InBatch => "in_batch", FullPass => "full_pass" }
+);
+choice_enum!(
+    /// How the frozen backbone runs during head warmup (issue 22). `eval`: in evaluation mode,
+    /// as a frozen feature extractor is (batch-norm running statistics fixed, no dropout or
+    /// drop-path), so ResNet-18 and DeiT-Small get the same warmup; the default. `train`: in
+    /// training mode (batch-norm statistics keep adapting to the new data; drop-path and
+    /// dropout stay on), what runs before this setting existed did.
+    WarmupBackbone { Eval => "eval", Train => "train" }
 );
 choice_enum!(
     /// Learning-rate schedule over the fine-tuning epochs (the head warmup runs at the base rate).
@@ -440,6 +458,7 @@ impl ExperimentSpec {
             }
         }
 
+        let warmup_backbone = field.choice("warmup_backbone", &request.warmup_backbone, WarmupBackbone::parse, WarmupBackbone::names).unwrap_or(WarmupBackbone::Eval);
         let never_learned = field.choice("never_learned", &request.never_learned, NeverLearnedPolicy::parse, || "max, exclude".into()).unwrap_or_default();
         let window = field.choice("window", &request.window, Window::parse, || "fine_tuning, all".into()).unwrap_or_default();
         let retention = field.choice("retention", &request.retention, Retention::parse, || "a, a_floor, a_weighted, b".into()).unwrap_or_default();
@@ -456,6 +475,7 @@ impl ExperimentSpec {
                 arch,
                 epochs: epochs as u32,
                 warmup_epochs: warmup_epochs as u32,
+                warmup_backbone,
                 batch_size: batch_size as u32,
                 lr,
                 optimizer,
@@ -676,6 +696,23 @@ pub(crate) mod tests {
         object.remove("retention");
         let old: ExperimentSpec = serde_json::from_value(stored).unwrap();
         assert_eq!((old.window, old.retention), (Window::All, Retention::A));
+    }
+
+    /// Issue 22, item 1: new runs warm their head up over a backbone in eval mode; a spec
+    /// stored before the setting existed says what its run did (training mode).
+    #[test]
+    fn warmup_backbone_defaults_to_eval_and_old_specs_read_as_trained() {
+        let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_epochs": 1})), &fashion()).unwrap();
+        assert_eq!(spec.warmup_backbone, WarmupBackbone::Eval);
+        let chosen = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "train"})), &fashion()).unwrap();
+        assert_eq!(chosen.warmup_backbone, WarmupBackbone::Train);
+        let errors = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "frozen"})), &fashion()).unwrap_err();
+        assert_eq!(errors.get("warmup_backbone"), Some("unknown value \"frozen\"; choose one of eval, train"));
+        let mut stored = serde_json::to_value(&spec).unwrap();
+        assert_eq!(stored["warmup_backbone"], "eval", "recorded with the run");
+        stored.as_object_mut().unwrap().remove("warmup_backbone");
+        let old: ExperimentSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.warmup_backbone, WarmupBackbone::Train);
     }
 
     #[test]

@@ -191,6 +191,23 @@ pub struct RunSummary {
     pub slurm_job_id: Option<i64>,
 }
 
+/// The server's data volume (issue 23, item 7): `GET /healthz` and the jobs page show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskSpace {
+    /// Bytes the server may still write on the data directory's volume.
+    pub free_bytes: u64,
+    pub total_bytes: u64,
+    /// Under this, a warning (`FORGETLAB_DISK_WARN_MB`).
+    pub warn_bytes: u64,
+    /// Under this, uploads and launches are refused with 507 (`FORGETLAB_DISK_MIN_FREE_MB`).
+    pub refuse_bytes: u64,
+    /// `ok`, `low` (under the warning) or `full` (under the reserve).
+    pub level: String,
+    /// What to tell an administrator when the level is not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// A page of the runs table: the runs and how many match the filters in all.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunList {

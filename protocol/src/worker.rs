@@ -22,6 +22,13 @@ use crate::views::{DatasetInfo, EpochMetrics};
 
 pub const TOKEN_HEADER: &str = "authorization";
 
+/// Where the checkpoints of run `run_id` live under a worker's data folder: the worker writes
+/// them and removes them when the run succeeds; the server removes those of runs that failed
+/// long ago (`FORGETLAB_FAILED_CHECKPOINT_DAYS`).
+pub fn checkpoint_dir(data_dir: &std::path::Path, run_id: i64) -> std::path::PathBuf {
+    data_dir.join("checkpoints").join(format!("run-{run_id}"))
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseRequest {
     /// A name for logs and the jobs page, e.g. `host/cpu0`.

@@ -44,7 +44,7 @@ async fn main() {
         let spec = format!("classes=10,train_per_class={},val_per_class=1,size=28,channels=1,seed=1", samples / 10);
         registry.register("bench", datasets::Format::Synthetic, Path::new(&spec), DatasetOptions::default()).await.expect("register");
         let hub = Hub::default();
-        let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default(), limits: Default::default() };
+        let service = Service::new(pool.clone(), registry.clone(), hub.clone());
         let queue = Queue::new(pool.clone(), hub, registry, "bench", 3600);
         let big = fake_run(&service, &queue, &data, samples, epochs, 1, "big").await.0;
         let second = fake_run(&service, &queue, &data, samples, 2, 2, "big").await.0;

@@ -43,7 +43,7 @@ async fn main() {
     let spec = format!("classes=10,train_per_class={},val_per_class=1,size=10,channels=1,seed=1", samples / 10);
     registry.register("bench", datasets::Format::Synthetic, Path::new(&spec), DatasetOptions::default()).await.expect("register");
     let hub = Hub::default();
-    let service = Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default(), limits: Default::default() };
+    let service = Service::new(pool.clone(), registry.clone(), hub.clone());
     // FORGETLAB_RECORD_PRECISION as the server reads it (exact, half, bfloat).
     let precision = std::env::var("FORGETLAB_RECORD_PRECISION").map_or(Default::default(), |v| {
         <server::records::RecordPrecision as clap::ValueEnum>::from_str(&v, true).expect("FORGETLAB_RECORD_PRECISION: exact, half or bfloat")

@@ -95,6 +95,20 @@ pub struct Config {
     #[arg(long, env = "FORGETLAB_BACKUP_KEEP", default_value_t = 7)]
     pub backup_keep: usize,
 
+    /// Free space on the data volume under which the jobs page and the log warn, in MB.
+    #[arg(long, env = "FORGETLAB_DISK_WARN_MB", default_value_t = 5120)]
+    pub disk_warn_mb: u64,
+
+    /// Free space on the data volume kept in reserve, in MB: under it, new runs, weights
+    /// uploads and workers' record uploads are refused (507) before SQLite would fail.
+    #[arg(long, env = "FORGETLAB_DISK_MIN_FREE_MB", default_value_t = 1024)]
+    pub disk_min_free_mb: u64,
+
+    /// Days after which the checkpoints of a failed or cancelled run are removed (retrying it
+    /// then starts from its first epoch).
+    #[arg(long, env = "FORGETLAB_FAILED_CHECKPOINT_DAYS", default_value_t = 7)]
+    pub failed_checkpoint_days: u64,
+
     /// A job whose worker has not sent a heartbeat for this long is re-queued.
     #[arg(long, env = "FORGETLAB_LEASE_SECONDS", default_value_t = 60)]
     pub lease_seconds: u64,

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod codec;
 pub mod config;
 pub mod db;
+pub mod disk;
 pub mod executor;
 pub mod progress;
 pub mod queue;

@@ -22,6 +22,8 @@ pub struct Service {
     /// The run page's data map and forgetting histogram of finished runs.
     pub run_cache: crate::analysis::RunCache,
     pub limits: MemberLimits,
+    /// The data volume: launches are refused when it is nearly full.
+    pub disk: Arc<crate::disk::Disk>,
 }
 
 /// What a member may queue; administrators are not limited (issue 19, item 7).
@@ -81,6 +83,12 @@ fn sort_clause<'a>(sort: Option<&str>, allowed: impl Fn(&str) -> Option<&'a str>
 }
 
 impl Service {
+    /// A service over `pool` with the default member limits and no disk reserve.
+    pub fn new(pool: SqlitePool, registry: Arc<Registry>, hub: Hub) -> Self {
+        let disk = Arc::new(crate::disk::Disk::new(".".into(), 0, 0));
+        Self { pool, registry, hub, compare_cache: Default::default(), run_cache: Default::default(), limits: MemberLimits::default(), disk }
+    }
+
     /// `GET /compare`, through the cache.
     pub async fn compare(&self, query: protocol::CompareQuery) -> Result<protocol::Comparison, Failure> {
         self.compare_cache.compare(&self.pool, query).await
@@ -102,6 +110,7 @@ impl Service {
     /// Launches a run as `who`, as one of a study's grid (study id, arm) when given.
     pub async fn launch_in_study(&self, request: RunRequest, study: Option<(i64, usize)>, who: &Identity) -> Result<Launched, Failure> {
         crate::auth::check_may_launch(who)?;
+        self.disk.admit("the run", 0)?;
         let datasets = self.registry.list().await?;
         let not_queued = |errors: protocol::FieldErrors| {
             let count = errors.0.len();
@@ -522,6 +531,9 @@ impl app::backend::Backend for Site {
     }
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure> {
         self.service.runs(query).await
+    }
+    async fn disk_space(&self) -> Result<protocol::DiskSpace, Failure> {
+        Ok(self.service.disk.now())
     }
     async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure> {
         self.service.studies().await

@@ -58,7 +58,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     registry.register_default().await;
     let worker_token = config.worker_token.clone().unwrap_or_else(new_token);
     let limits = crate::service::MemberLimits { active_runs: config.member_max_active_runs, max_priority: config.member_max_priority };
-    let service = Arc::new(Service { pool: pool.clone(), registry: registry.clone(), hub: hub.clone(), compare_cache: Default::default(), run_cache: Default::default(), limits });
+    let disk = Arc::new(crate::disk::Disk::new(config.data_dir.clone(), config.disk_warn_mb, config.disk_min_free_mb));
+    let service = Arc::new(Service { limits, disk: disk.clone(), ..Service::new(pool.clone(), registry.clone(), hub.clone()) });
     let queue = Arc::new(Queue::new(pool.clone(), hub, registry, &worker_token, config.lease_seconds).with_record_precision(config.record_precision));
 
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
@@ -122,8 +123,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, crate::routes::REQUEST_TIMEOUT))
         .nest("/api/v1", api_router(&state))
         .layer(axum::middleware::from_fn_with_state(auth.clone(), authenticate))
-        // gzip for pages, JSON and the wasm bundle; not for the event stream (tower-http's
-        // default predicate leaves text/event-stream, images and small bodies alone).
+        // brotli (browsers ask for it over HTTPS) or gzip for pages and JSON; the bundle under
+        // /pkg has its own compressed copies. Not for the event stream (tower-http's default
+        // predicate leaves text/event-stream, images and small bodies alone).
         .layer(CompressionLayer::new())
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
         .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("same-origin")))
@@ -138,6 +140,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
     spawn_session_purger(auth.clone(), shutdown_rx.clone());
+    // The data volume: a warning in the log when it crosses a threshold (the jobs page and
+    // /healthz read it when asked), and the checkpoints of runs that failed long ago removed.
+    spawn_periodic(Duration::from_secs(60), true, shutdown_rx.clone(), move || {
+        let disk = disk.clone();
+        async move { disk.log(&disk.now()) }
+    });
+    let checkpoints_dir = config.slurm_data_dir.clone().filter(|_| config.executor == ExecutorKind::Slurm).unwrap_or_else(|| data_dir.clone());
+    let (days, checkpoint_pool) = (config.failed_checkpoint_days, pool.clone());
+    spawn_periodic(Duration::from_secs(3600), true, shutdown_rx.clone(), move || {
+        let (pool, dir) = (checkpoint_pool.clone(), checkpoints_dir.clone());
+        async move {
+            crate::disk::remove_old_checkpoints(&pool, &dir, days).await;
+        }
+    });
     if let Some(dir) = &config.backup_dir {
         if !(config.backup_hours > 0.0) {
             anyhow::bail!("FORGETLAB_BACKUP_HOURS must be more than 0, got {}", config.backup_hours);

@@ -21,14 +21,12 @@ fn tiny() -> Value {
 
 /// Signs in through the form; the session cookie (`name=value`).
 fn sign_in(server: &TestServer, name: &str, password: &str) -> String {
-    let response = browser().post(format!("{}/login", server.url)).form(&[("name", name), ("password", password), ("next", "/jobs")]).send().unwrap();
-    assert_eq!(response.status(), 303);
-    assert_eq!(response.headers()[LOCATION], "/jobs", "signed in, back to `next`");
-    let cookie = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
+    let (cookie, set, headers) = common::sign_in(server, name, password, false);
+    assert_eq!(headers[LOCATION], "/jobs", "signed in, back to `next`");
     for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
-        assert!(cookie.contains(attribute), "session cookie lacks {attribute}: {cookie}");
+        assert!(set.contains(attribute), "session cookie lacks {attribute}: {set}");
     }
-    cookie.split(';').next().unwrap().to_owned()
+    cookie
 }
 
 

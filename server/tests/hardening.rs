@@ -10,9 +10,9 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{browser, client_with, csrf_of, form_action, page, TestServer, WORKER_TOKEN};
+use common::{browser, client_with, csrf_of, form_action, page, sign_in, TestServer, WORKER_TOKEN};
 use reqwest::blocking::Client;
-use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION};
 use serde_json::{json, Value};
 
 /// A run that never starts (these servers have no workers).
@@ -169,18 +169,6 @@ fn worker_routes_check_the_token_before_the_body_and_bound_it() {
     let (answer, took) = ask(&format!("/api/v1/worker/jobs/{job}/samples"), &token, 1000, b"{\"samples\": [");
     assert!(answer.starts_with("HTTP/1.1 408"), "a stalled body: {answer}");
     assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(8), "{took:?}");
-}
-
-/// Signs in through the form; the session cookie (`name=value`) and the Set-Cookie header.
-fn sign_in(server: &TestServer, name: &str, password: &str, https: bool) -> (String, String, reqwest::header::HeaderMap) {
-    let mut request = browser().post(format!("{}/login", server.url)).form(&[("name", name), ("password", password), ("next", "/account")]);
-    if https {
-        request = request.header("x-forwarded-proto", "https");
-    }
-    let response = request.send().unwrap();
-    assert_eq!(response.status(), 303);
-    let set = response.headers()[SET_COOKIE].to_str().unwrap().to_owned();
-    (set.split(';').next().unwrap().to_owned(), set, response.headers().clone())
 }
 
 /// ada, a member with two API tokens (the one `account` made and one more), signed in twice;

@@ -110,5 +110,5 @@ impl Checkpoints {
 
 /// Where the checkpoints of run `run_id` live under a worker's data folder.
 pub fn run_dir(data_dir: &Path, run_id: i64) -> PathBuf {
-    data_dir.join("checkpoints").join(format!("run-{run_id}"))
+    protocol::worker::checkpoint_dir(data_dir, run_id)
 }

@@ -50,7 +50,8 @@ impl Client {
             match result {
                 Ok(response) if response.status() == 204 => return Ok(None),
                 Ok(response) => return Ok(Some(response.into_json()?)),
-                Err(ureq::Error::Status(status, response)) if status < 500 => {
+                // 507: the server's disk is nearly full; retrying soon would not help.
+                Err(ureq::Error::Status(status, response)) if status < 500 || status == 507 => {
                     let message = response.into_string().unwrap_or_default();
                     let message = serde_json::from_str::<protocol::ApiError>(&message).map(|e| e.message).unwrap_or(message);
                     return Err(Refused { what: format!("{method} {path}"), status, message }.into());

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use datasets::Split;
 use protocol::worker::{ClassMeans, EpochColumns, EpochUpload, Heartbeat, SampleManifest, SourceValues};
-use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase};
+use protocol::{Augment, DatasetInfo, EpochMetrics, ExperimentSpec, Measure, Phase, WarmupBackbone};
 use rand::SeedableRng;
 use tch::nn;
 use tch::{Kind, Tensor};
@@ -148,7 +148,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
             let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
             let targets = train.labels.index_select(0, &index);
-            let logits = tch::autocast(mixed, || model.forward_t(&images, true)).to_kind(Kind::Float);
+            let logits = tch::autocast(mixed, || training_forward(&model, &images, phase, spec.warmup_backbone)).to_kind(Kind::Float);
             let loss = optim::training_loss(&logits, &targets, spec.hyper.label_smoothing);
             let measures = tch::no_grad(|| measure(&logits.detach(), &targets));
             if let Some(arrays) = &mut arrays {
@@ -343,6 +343,18 @@ impl LossScaler {
             self.clean_steps = 0;
         }
         finite
+    }
+}
+
+/// The training step's forward pass. During head warmup the frozen backbone runs as
+/// `warmup_backbone` says: in eval mode (`WarmupBackbone::Eval`: batch-norm running statistics
+/// fixed, no dropout or drop-path, and no autograd graph through it, since none of its
+/// parameters train), or in training mode (`Train`: statistics adapting). The head always
+/// trains; during fine-tuning the whole model runs in training mode.
+fn training_forward(model: &Model, images: &Tensor, phase: Phase, warmup_backbone: WarmupBackbone) -> Tensor {
+    match (phase, warmup_backbone) {
+        (Phase::Warmup, WarmupBackbone::Eval) => tch::no_grad(|| model.features.forward_t(images, false)).apply(&model.head),
+        _ => model.forward_t(images, true),
     }
 }
 
@@ -553,6 +565,7 @@ mod tests {
             arch: Arch::SmallCnn,
             epochs: 2,
             warmup_epochs,
+            warmup_backbone: WarmupBackbone::Eval,
             batch_size: 16,
             lr: 0.05,
             optimizer: Optimizer::Sgd,
@@ -661,6 +674,44 @@ mod tests {
         for ((name, old), (_, new)) in before.iter().zip(snapshot(&vs)) {
             assert!(!old.allclose(&new, 0.0, 0.0, false), "{name} should train during fine-tuning");
         }
+    }
+
+    /// Issue 22, item 1: a frozen backbone in eval mode during warmup leaves ResNet-18's
+    /// batch-norm statistics (buffers, which never take gradients) as they were and turns
+    /// DeiT's drop-path off; `train` mode, and fine-tuning, do neither.
+    #[test]
+    fn head_warmup_runs_the_frozen_backbone_in_eval_mode() {
+        let _torch = exclusive();
+        tch::manual_seed(1);
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let resnet = models::build(Arch::Resnet18, &vs.root(), Shape { channels: 1, classes: 2, image_size: 32, drop_path: 0.0 }).unwrap();
+        let statistics = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
+            let mut buffers: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(k, _)| k.contains("running_")).map(|(k, v)| (k, v.detach().copy())).collect();
+            buffers.sort_by(|a, b| a.0.cmp(&b.0));
+            buffers
+        };
+        let changed = |before: &[(String, Tensor)], after: &[(String, Tensor)]| before.iter().zip(after).filter(|((_, a), (_, b))| !a.equal(b)).count();
+        let x = resnet.prepare(&Tensor::randint(255, [4, 1, 32, 32], (Kind::Uint8, tch::Device::Cpu)));
+        set_phase(&vs, resnet.head_prefix, Phase::Warmup);
+        let before = statistics(&vs);
+        assert_eq!(before.len(), 2 * 20, "ResNet-18's 20 batch norms, mean and variance each");
+        let logits = training_forward(&resnet, &x, Phase::Warmup, WarmupBackbone::Eval);
+        assert!(logits.requires_grad(), "the head still trains");
+        assert_eq!(changed(&before, &statistics(&vs)), 0, "an eval-mode warmup moved batch-norm statistics");
+        let _ = training_forward(&resnet, &x, Phase::Warmup, WarmupBackbone::Train);
+        assert_eq!(changed(&before, &statistics(&vs)), before.len(), "a train-mode warmup adapts every batch norm");
+        set_phase(&vs, resnet.head_prefix, Phase::Finetune);
+        let before = statistics(&vs);
+        let _ = training_forward(&resnet, &x, Phase::Finetune, WarmupBackbone::Eval);
+        assert_eq!(changed(&before, &statistics(&vs)), before.len(), "fine-tuning adapts them");
+
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let deit = models::build(Arch::DeitSmall, &vs.root(), Shape { channels: 1, classes: 2, image_size: 32, drop_path: 0.5 }).unwrap();
+        let x = deit.prepare(&Tensor::randint(255, [4, 1, 32, 32], (Kind::Uint8, tch::Device::Cpu)));
+        let eval = [0, 1].map(|_| training_forward(&deit, &x, Phase::Warmup, WarmupBackbone::Eval));
+        assert!(eval[0].equal(&eval[1]), "drop-path is off in an eval-mode warmup");
+        let train = [0, 1].map(|_| training_forward(&deit, &x, Phase::Warmup, WarmupBackbone::Train));
+        assert!(!train[0].allclose(&train[1], 1e-6, 1e-6, false), "drop-path drops in training mode");
     }
 
     #[test]

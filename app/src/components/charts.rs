@@ -219,14 +219,26 @@ pub fn LineChart(
 /// Bars of `counts[k]` at integer `k` (e.g. how many samples were forgotten k times), or,
 /// with `bin_width`, over the interval `[k w, (k + 1) w)` (e.g. R^2 in bins of 0.05).
 #[component]
-pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u64>, #[prop(optional)] bin_width: Option<f64>) -> impl IntoView {
-    let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
+pub fn Histogram(
+    title: String,
+    x_label: String,
+    y_label: String,
+    counts: Vec<u64>,
+    #[prop(optional)] bin_width: Option<f64>,
+    /// Values below the first interval, counted apart: drawn as a labelled bar left of it,
+    /// with a line where the intervals start (`(label, count)`, e.g. `("< 0", n)`).
+    #[prop(optional)]
+    underflow: Option<(String, u64)>,
+) -> impl IntoView {
+    let max = counts.iter().copied().chain(underflow.iter().map(|u| u.1)).max().unwrap_or(0).max(1) as f64;
     let bins = counts.len().max(1) as f64;
     let width = bin_width.unwrap_or(1.0);
+    // Room for the underflow bar, one bin wide, half a bin from the first interval.
+    let x0 = if underflow.is_some() { -1.5 * width } else { 0.0 };
     // Integer bins are centred on k; intervals start at k w.
     let (scale, x_ticks) = match bin_width {
-        None => (Scale { x0: -0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect::<Vec<_>>()),
-        Some(w) => (Scale { x0: 0.0, x1: bins * w, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins * w, 6)),
+        None => (Scale { x0: x0 - 0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect::<Vec<_>>()),
+        Some(w) => (Scale { x0, x1: bins * w, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins * w, 6)),
     };
     let y_ticks: Vec<f64> = nice_ticks(0.0, max * 1.08, 5).into_iter().filter(|t| t.fract() == 0.0).collect();
     let bar_width = (scale.x(width) - scale.x(0.0)) * 0.8;
@@ -247,12 +259,24 @@ pub fn Histogram(title: String, x_label: String, y_label: String, counts: Vec<u6
             }
         })
         .collect_view();
+    let underflow = underflow.map(|(label, count)| {
+        let centre = if bin_width.is_some() { -0.75 * width } else { -1.0 };
+        let (x, y, zero) = (scale.x(centre), scale.y(count as f64), scale.x(if bin_width.is_some() { 0.0 } else { -0.5 }));
+        view! {
+            <rect class="bar underflow" x={x - bar_width / 2.0} y=y width=bar_width height={(HEIGHT - BOTTOM - y).max(0.0)} data-bin="underflow" data-count=count>
+                <title>{format!("{count} {label}")}</title>
+            </rect>
+            <text class="tick" x=x y={HEIGHT - BOTTOM + 18.0} text-anchor="middle">{label}</text>
+            <line class="zero-line" x1=zero x2=zero y1=TOP y2={HEIGHT - BOTTOM} />
+        }
+    });
     view! {
         <figure class="chart">
             <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
             <svg class="histogram" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg">
                 {axes(scale, x_ticks, y_ticks, x_label, y_label)}
                 {bars}
+                {underflow}
             </svg>
         </figure>
     }

@@ -10,7 +10,7 @@ use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
 use crate::components::{me, CsrfField, StatusBadge};
-use crate::functions::{list_runs, CancelRun, RetryRun};
+use crate::functions::{disk_space, list_runs, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 5] = [
     (RunStatus::Running, "Running"),
@@ -26,6 +26,7 @@ pub fn JobsPage() -> impl IntoView {
     let live = RwSignal::new(HashMap::<i64, Progress>::new());
     let reloads = RwSignal::new(0u32);
     let runs = crate::components::resource::resource(move || reloads.get(), |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) });
+    let disk = crate::components::resource::resource(move || reloads.get(), |_| disk_space());
 
     subscribe("/api/v1/events", move |progress: Progress| {
         let known = runs.get_untracked().and_then(|r| r.ok()).and_then(|list| list.into_iter().find(|r| r.id == progress.run_id));
@@ -41,6 +42,15 @@ pub fn JobsPage() -> impl IntoView {
     view! {
         <Title text="Jobs" />
         <h1>"Jobs"</h1>
+        // The data volume nearly full: said before a launch or an upload is refused for it.
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                disk.await.ok().and_then(|space| {
+                    let level = space.level;
+                    space.message.map(|message| view! { <p class="disk-warning" role="alert" data-level=level>{message}</p> })
+                })
+            })}
+        </Transition>
         <Transition fallback=|| view! { <p class="loading">"Loading jobs…"</p> }>
             {move || Suspend::new(async move {
                 match runs.await {

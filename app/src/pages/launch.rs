@@ -86,6 +86,10 @@ pub fn LaunchPage() -> impl IntoView {
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
     let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
     let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
+    let warmup_backbones = vec![
+        ("eval".to_owned(), "eval mode: batch-norm statistics fixed, no drop-path".to_owned(), true),
+        ("train".to_owned(), "training mode: statistics adapt".to_owned(), true),
+    ];
     // The default (flip) first, so the form sends it unless changed.
     let augments = [Augment::Flip, Augment::CropFlip, Augment::None]
         .iter()
@@ -130,6 +134,7 @@ pub fn LaunchPage() -> impl IntoView {
                 <legend>"Schedule"</legend>
                 <Field label="Epochs" name="epochs" value="5" hint="fine-tuning epochs" error=error("epochs") />
                 <Field label="Head-warmup epochs" name="warmup_epochs" value="0" hint="backbone frozen, before fine-tuning" error=error("warmup_epochs") />
+                <Choice label="Frozen backbone during warmup" name="warmup_backbone" options=warmup_backbones error=error("warmup_backbone") />
                 <Field label="Batch size" name="batch_size" value="128" error=error("batch_size") />
                 <Field label="Learning rate" name="lr" value="0.01" error=error("lr") />
                 <Choice label="Optimizer" name="optimizer" options=optimizers error=error("optimizer") />

@@ -77,6 +77,10 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Dataset", spec.dataset.clone()),
         ("Architecture", spec.arch.label().to_owned()),
         ("Epochs", format!("{} warmup + {} fine-tuning", spec.warmup_epochs, spec.epochs)),
+        ("Frozen backbone during warmup", match spec.warmup_backbone {
+            protocol::WarmupBackbone::Eval => "eval mode (batch-norm statistics fixed, no drop-path)".to_owned(),
+            protocol::WarmupBackbone::Train => "training mode (batch-norm statistics adapt)".to_owned(),
+        }),
         ("Batch size", spec.batch_size.to_string()),
         ("Learning rate", spec.lr.to_string()),
         ("Optimizer", spec.optimizer.to_string()),
@@ -233,7 +237,7 @@ fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
     view! {
         <section class="card decay-card">
             <Histogram title=format!("R² of the retention-decay fits ({})", settings.retention.label()) x_label="R²".into() y_label="samples".into()
-                counts=d.r2_histogram.clone() bin_width=0.05 />
+                counts=d.r2_histogram.clone() bin_width=0.05 underflow=("< 0".to_owned(), d.r2_below_zero) />
             <p class="settings" data-window=settings.window.as_str() data-retention=settings.retention.as_str() data-never-learned=settings.never_learned.as_str()>
                 {format!("Computed over {}{covered}; retention {}; never-learned samples {} in rankings and class means.",
                     settings.window.label(), settings.retention.label(),

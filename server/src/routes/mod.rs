@@ -161,6 +161,13 @@ async fn worker_gate(State(state): State<AppState>, request: axum::extract::Requ
         return Refusal(failure).into_response();
     }
     let limit = worker_body_limit(&path);
+    // Records and manifests fill the database: refused while the volume is nearly full (the
+    // worker fails the job with this message; retrying it resumes from its checkpoint).
+    if request.method() == axum::http::Method::PUT {
+        if let Err(failure) = state.service.disk.admit("this upload of records", content_length(request.headers())) {
+            return Refusal(failure).into_response();
+        }
+    }
     let (parts, body) = request.into_parts();
     let timeout = state.settings.worker_body_timeout;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
@@ -169,6 +176,11 @@ async fn worker_gate(State(state): State<AppState>, request: axum::extract::Requ
         Err(_) => return Refusal(Failure::new(408, format!("the body did not arrive within {} s (FORGETLAB_WORKER_BODY_SECONDS)", timeout.as_secs()))).into_response(),
     };
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// A request's declared body size (0 when it declares none).
+pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> u64 {
+    headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 fn method_not_allowed() -> Refusal {

@@ -1,7 +1,7 @@
 //! What a lab's monitoring reads (issue 23, item 6): `GET /healthz`, the server's own view of
 //! its health as JSON (database reachable, queue state, workers heard from), and `GET
 //! /metrics` in Prometheus' text format (jobs by status, epochs stored, each running job's
-//! heartbeat age, request latencies), for an existing Grafana. Both are for administrators:
+//! heartbeat age, free disk, request latencies), for an existing Grafana. Both are for administrators:
 //! a scraper sends an administrator's API token (`Authorization: Bearer flk_...`).
 
 use std::fmt::Write;
@@ -71,12 +71,14 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             let lease = state.queue.lease_seconds() as f64;
             let stale = ages.iter().filter(|(_, _, age)| !(*age <= lease)).count();
             let jobs: serde_json::Map<String, serde_json::Value> = counts.into_iter().map(|(status, n)| (status, json!(n))).collect();
+            let disk = state.service.disk.now();
             Json(json!({
-                "status": if stale == 0 { "ok" } else { "degraded" },
+                "status": if stale == 0 && disk.level == "ok" { "ok" } else { "degraded" },
                 "database": "ok",
                 "jobs": jobs,
                 "running_jobs_heard_from": ages.len() - stale,
                 "running_jobs_silent": stale,
+                "disk": disk,
             }))
             .into_response()
         }
@@ -103,6 +105,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let worker = worker.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
         let _ = writeln!(out, "forgetlab_worker_heartbeat_age_seconds{{job=\"{job}\",worker=\"{worker}\"}} {age}");
     }
+    let disk = state.service.disk.now();
+    let _ = writeln!(out, "# HELP forgetlab_disk_free_bytes Bytes free on the data directory's volume.\n# TYPE forgetlab_disk_free_bytes gauge\nforgetlab_disk_free_bytes {}", disk.free_bytes);
+    let _ = writeln!(out, "# HELP forgetlab_disk_reserve_bytes Free bytes under which uploads are refused (FORGETLAB_DISK_MIN_FREE_MB).\n# TYPE forgetlab_disk_reserve_bytes gauge\nforgetlab_disk_reserve_bytes {}", disk.refuse_bytes);
     let _ = writeln!(out, "# HELP forgetlab_http_request_duration_seconds Time to answer a request (to the start of its answer).\n# TYPE forgetlab_http_request_duration_seconds histogram");
     let mut cumulative = 0;
     for (le, bucket) in BUCKETS.iter().zip(&LATENCIES.buckets) {

@@ -103,8 +103,15 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Weights>>
 }
 
 /// `PUT /api/v1/weights/{file}`: the body is the file.
-pub async fn upload(State(state): State<AppState>, Caller(who): Caller, Path(file): Path<String>, body: Body) -> ApiResult<(StatusCode, Json<Weights>)> {
+pub async fn upload(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(file): Path<String>,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Weights>)> {
     check_name(&file)?;
+    state.service.disk.admit(&format!("the upload of {file}"), super::content_length(&headers))?;
     let limit = state.settings.max_upload_bytes;
     let dir = weights_dir(&state.settings.data_dir);
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;

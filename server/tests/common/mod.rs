@@ -34,6 +34,10 @@ fn spawn_server(data_dir: &Path, port: u16, workers: u32, settings: &[(String, S
         .env("FORGETLAB_DEVICE", "cpu")
         .env("FORGETLAB_ADMIN_USER", ADMIN_USER)
         .env("FORGETLAB_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        // No disk reserve: a test does not depend on the free space of the machine it runs
+        // on (the disk tests set their own thresholds).
+        .env("FORGETLAB_DISK_WARN_MB", "0")
+        .env("FORGETLAB_DISK_MIN_FREE_MB", "0")
         .env("RUST_LOG", "info,tower_http=warn")
         .envs(settings.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
@@ -75,10 +79,14 @@ impl TestServer {
 
     /// Starts a server with extra environment settings (e.g. a short lease).
     pub fn start_with(workers: u32, settings: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("a temporary data directory"), workers, settings)
+    }
+
+    /// Starts a server on a data directory prepared beforehand (a database from a fixture).
+    pub fn start_in(data_dir: tempfile::TempDir, workers: u32, settings: &[(&str, &str)]) -> Self {
         if workers > 0 {
             assert!(worker_bin().is_file(), "no worker binary at {}: run `cargo build -p trainer` first (scripts/test does)", worker_bin().display());
         }
-        let data_dir = tempfile::tempdir().expect("a temporary data directory");
         let port = free_port();
         let settings: Vec<(String, String)> = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let child = spawn_server(data_dir.path(), port, workers, &settings);
@@ -127,6 +135,14 @@ impl TestServer {
         let _ = self.child.wait();
         self.child = spawn_server(self.data_dir.path(), self.port, self.workers, &self.settings);
         self.wait_until_up();
+    }
+
+    /// Kills the server and starts it again on the same port and data directory, with other
+    /// workers and settings.
+    pub fn restart_with(&mut self, workers: u32, settings: &[(&str, &str)]) {
+        self.workers = workers;
+        self.settings = settings.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.kill_and_restart();
     }
 
     fn wait_until_up(&self) {
@@ -183,6 +199,19 @@ pub fn page(server: &TestServer, cookie: &str, path: &str) -> (u16, reqwest::hea
     let response = browser().get(format!("{}{path}", server.url)).header(reqwest::header::COOKIE, cookie).send().expect("GET a page");
     let (status, headers) = (response.status().as_u16(), response.headers().clone());
     (status, headers, response.text().expect("the page's text"))
+}
+
+/// Signs in through the form (as if over HTTPS behind a proxy when `https`): the session
+/// cookie (`name=value`), the Set-Cookie header, and the answer's headers.
+pub fn sign_in(server: &TestServer, name: &str, password: &str, https: bool) -> (String, String, reqwest::header::HeaderMap) {
+    let mut request = browser().post(format!("{}/login", server.url)).form(&[("name", name), ("password", password), ("next", "/jobs")]);
+    if https {
+        request = request.header("x-forwarded-proto", "https");
+    }
+    let response = request.send().expect("POST /login");
+    assert_eq!(response.status(), 303, "sign-in refused");
+    let set = response.headers()[reqwest::header::SET_COOKIE].to_str().expect("a Set-Cookie header").to_owned();
+    (set.split(';').next().expect("a cookie").to_owned(), set, response.headers().clone())
 }
 
 /// The CSRF token a page carries for its forms.
