@@ -23,8 +23,17 @@ fn caller() -> Result<protocol::auth::Identity, ServerFnError> {
     use_context::<protocol::auth::Identity>().ok_or_else(|| ServerFnError::new("sign in first"))
 }
 
+/// A refusal of the backend as a server function's error. While a page renders on the server,
+/// a missing run, study or sample also makes the page's answer a 404 (issue 21, item 14):
+/// a link to it that no longer leads anywhere says so to browsers, crawlers and scripts.
 #[cfg(feature = "ssr")]
 fn failed(failure: protocol::Failure) -> ServerFnError {
+    let rendering_a_page = use_context::<http::request::Parts>().is_some_and(|parts| !parts.uri.path().starts_with("/sf/"));
+    if failure.status == 404 && rendering_a_page {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::NOT_FOUND);
+        }
+    }
     ServerFnError::new(failure.body.message)
 }
 

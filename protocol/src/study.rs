@@ -186,11 +186,25 @@ impl StudyRequest {
             Some(Value::Array(_)) => vec![json!("full")],
             Some(other) => vec![other],
         };
+        let mut subset_arms = Vec::new();
         for (i, arm) in arms.iter().enumerate() {
-            if let Err(arm_errors) = Sampling::parse(arm) {
-                for (field, message) in arm_errors.0 {
-                    errors.add(&format!("arms[{i}]"), format!("{field}: {message}"));
+            match Sampling::parse(arm) {
+                Ok(sampling) if sampling.shows_subset() => subset_arms.push((i, sampling)),
+                Ok(_) => {}
+                Err(arm_errors) => {
+                    for (field, message) in arm_errors.0 {
+                        errors.add(&format!("arms[{i}]"), format!("{field}: {message}"));
+                    }
                 }
+            }
+        }
+        // The arms that train on a subset are compared with each other (paired by seed, against
+        // the reference arm): at different budgets a difference would measure the budget, not
+        // the schedule (issue 22). `full` trains on everything and is shown, not paired.
+        if let Some((_, first)) = subset_arms.first() {
+            if subset_arms.iter().any(|(_, s)| s.budget != first.budget) {
+                let named: Vec<String> = subset_arms.iter().map(|(i, s)| format!("arms[{i}] {s}")).collect();
+                errors.add("arms", format!("the arms a study compares must train on one budget, got {}; give them the same budget", named.join(", ")));
             }
         }
 
@@ -290,6 +304,10 @@ pub struct StudyReport {
     pub comparison: Option<Comparison>,
     /// Why there is no comparison yet, or what went wrong computing it.
     pub comparison_note: Option<String>,
+    /// The arm the others are paired with, seed by seed (`random at budget 0.5`): the `random`
+    /// arm; `None` without one. Only arms at its budget are paired with it.
+    #[serde(default)]
+    pub reference_arm: Option<String>,
     /// Per arm (and architecture): final validation accuracy and macro-F1 over seeds with 95 %
     /// intervals, and the paired difference against the `random` arm.
     pub arms: Vec<ArmReport>,
@@ -429,6 +447,18 @@ mod tests {
         let last = plan.runs.last().unwrap();
         assert_eq!((last.arch.as_str(), last.seed, last.arm), ("deit_small", 3, 1));
         assert_eq!(last.request.sampling, Some(json!({"kind": "random", "budget": 0.5})));
+    }
+
+    /// Issue 22, item 4: the subset arms a study compares share one budget.
+    #[test]
+    fn arms_at_different_budgets_are_refused_naming_them() {
+        let at = |arms: Value| StudyRequest { archs: Some(json!(["small_cnn"])), seeds: Some(json!([1])), arms: Some(arms), ..Default::default() }.plan();
+        let errors = at(json!(["full", {"kind": "random", "budget": 0.5}, {"kind": "rbf", "budget": 0.3}])).unwrap_err();
+        assert_eq!(
+            errors.get("arms"),
+            Some("the arms a study compares must train on one budget, got arms[1] random at budget 0.5, arms[2] rbf at budget 0.3; give them the same budget")
+        );
+        assert!(at(json!(["full", {"kind": "random", "budget": 0.5}, {"kind": "leitner", "budget": 0.5}])).is_ok(), "full plus one budget");
     }
 
     #[test]

@@ -65,7 +65,59 @@ pub struct SourceValues {
     #[serde(default)]
     pub runs: Vec<i64>,
     pub score: SampleScore,
+    /// Ranked values: a never-learned sample's is infinite (the forgotten end of its score,
+    /// under the `max` policy), and so is the tau of a trace never forgotten. JSON has no
+    /// infinity (serde_json writes it as `null`, which reads back as "no value", the other end
+    /// of every ranking), so infinities travel as the strings `"inf"` and `"-inf"`.
+    #[serde(with = "ranked_values")]
     pub values: BTreeMap<String, Option<f64>>,
+}
+
+/// [`SourceValues::values`] in JSON: numbers, `null`, and `"inf"` / `"-inf"` for infinities.
+mod ranked_values {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Number(f64),
+        Infinite(String),
+    }
+
+    pub fn serialize<S: Serializer>(values: &BTreeMap<String, Option<f64>>, serializer: S) -> Result<S::Ok, S::Error> {
+        let wire: BTreeMap<&String, Option<Wire>> = values
+            .iter()
+            .map(|(key, value)| {
+                let wire = value.filter(|v| !v.is_nan()).map(|v| match v {
+                    f64::INFINITY => Wire::Infinite("inf".into()),
+                    f64::NEG_INFINITY => Wire::Infinite("-inf".into()),
+                    v => Wire::Number(v),
+                });
+                (key, wire)
+            })
+            .collect();
+        wire.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, Option<f64>>, D::Error> {
+        let wire = BTreeMap::<String, Option<Wire>>::deserialize(deserializer)?;
+        wire.into_iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    None => None,
+                    Some(Wire::Number(v)) => Some(v),
+                    Some(Wire::Infinite(text)) => Some(match text.as_str() {
+                        "inf" => f64::INFINITY,
+                        "-inf" => f64::NEG_INFINITY,
+                        other => return Err(serde::de::Error::custom(format!("a ranked value is a number, null, \"inf\" or \"-inf\", got {other:?}"))),
+                    }),
+                };
+                Ok((key, value))
+            })
+            .collect()
+    }
 }
 
 /// What a worker reports while it trains; also the live part of [`crate::Progress`].
@@ -220,4 +272,26 @@ pub struct Finish {
     /// For a success: the class-mean embeddings of the final model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class_means: Option<ClassMeans>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A never-learned sample's ranked value is infinite; it must reach the worker as such
+    /// (serde_json alone turns it into `null`, "no value", which ranks it at the other end).
+    #[test]
+    fn source_values_keep_their_infinities_through_json() {
+        let values: BTreeMap<String, Option<f64>> =
+            [("a", Some(f64::INFINITY)), ("b", Some(f64::NEG_INFINITY)), ("c", Some(0.25)), ("d", None), ("e", Some(f64::NAN))].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let sent = SourceValues { run_id: 1, runs: vec![1, 2], score: SampleScore::El2n, values };
+        let json = serde_json::to_string(&sent).unwrap();
+        assert!(json.contains(r#""values":{"a":"inf","b":"-inf","c":0.25,"d":null,"e":null}"#), "{json}");
+        let received: SourceValues = serde_json::from_str(&json).unwrap();
+        assert_eq!(received.values["a"], Some(f64::INFINITY));
+        assert_eq!(received.values["b"], Some(f64::NEG_INFINITY));
+        assert_eq!((received.values["c"], received.values["d"], received.values["e"]), (Some(0.25), None, None));
+        let bad = json.replace(r#""-inf""#, r#""minus infinity""#);
+        assert!(serde_json::from_str::<SourceValues>(&bad).unwrap_err().to_string().contains("\"minus infinity\""));
+    }
 }

@@ -248,7 +248,12 @@ impl Service {
             }
         }
         let findings = comparison.as_ref().map(|c| findings(c, &follows)).unwrap_or_default();
-        let random_arm = plan.arms.iter().position(|a| Sampling::parse(a).is_ok_and(|s| s.plan.kind() == "random"));
+        let parsed: Vec<Option<Sampling>> = plan.arms.iter().map(|a| Sampling::parse(a).ok()).collect();
+        // The reference: the random arm, paired with the arms at its budget (issue 22: the full
+        // arm trains on every sample, so its difference would measure the budget).
+        let random_arm = parsed.iter().position(|s| s.as_ref().is_some_and(|s| s.plan.kind() == "random"));
+        let reference_budget = random_arm.and_then(|r| parsed[r].as_ref()).map(|s| s.budget);
+        let reference_arm = random_arm.map(|r| arm_names[r].clone());
         // (accuracy, macro-F1) of the run of this arm, architecture and seed.
         let outcome_of = |arm: usize, arch: &str, seed: u64| done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).map(|o| (o.0, o.1));
         let mut arms = Vec::new();
@@ -258,7 +263,8 @@ impl Service {
                 let seeds: Vec<(u64, Option<f64>, Option<f64>)> = mine.iter().map(|r| (r.seed, outcome[&r.run.id].0, outcome[&r.run.id].1)).collect();
                 // This arm minus the random arm, seed by seed, for the metric `pick` chooses.
                 let paired = |pick: fn((Option<f64>, Option<f64>)) -> Option<f64>| -> Vec<f64> {
-                    match random_arm.filter(|&r| r != arm) {
+                    let matched = parsed[arm].as_ref().map(|s| s.budget) == reference_budget;
+                    match random_arm.filter(|&r| r != arm && matched) {
                         Some(random) => seeds.iter().filter_map(|&(seed, acc, f1)| Some(pick((acc, f1))? - pick(outcome_of(random, arch, seed)?)?)).collect(),
                         None => Vec::new(),
                     }
@@ -275,7 +281,7 @@ impl Service {
                 });
             }
         }
-        Ok(StudyReport { comparison, comparison_note, arms, published: study::published(), findings, curves })
+        Ok(StudyReport { comparison, comparison_note, reference_arm, arms, published: study::published(), findings, curves })
     }
 
     /// Each recorded epoch of a run: phase, validation accuracy, macro-F1 of its validation

@@ -1,9 +1,9 @@
 //! Bad input to `POST /api/v1/runs` gets a JSON answer with one message per field, and
-//! nothing is queued.
+//! nothing is queued; a page of a run or study that does not exist is a 404 that says so.
 
 mod common;
 
-use common::{require_fashion_mnist, TestServer};
+use common::{page, require_fashion_mnist, sign_in, TestServer, ADMIN_PASSWORD, ADMIN_USER};
 use serde_json::{json, Value};
 
 #[test]
@@ -45,4 +45,19 @@ fn invalid_run_specs_are_refused_field_by_field_and_nothing_is_queued() {
     assert_eq!(client.get(server.api("/runs/abc")).send().unwrap().status(), 400);
     assert_eq!(client.get(server.api("/runs/999")).send().unwrap().status(), 404);
     assert_eq!(client.get(server.api("/runs?sort=password")).send().unwrap().status(), 400);
+}
+
+/// Issue 21, item 14: pages of what does not exist answer 404 with the server's message and a
+/// way back (they answered 200 with "error running server function").
+#[test]
+fn pages_of_missing_runs_and_studies_are_404s_that_say_so() {
+    let server = TestServer::start(0);
+    let (cookie, ..) = sign_in(&server, ADMIN_USER, ADMIN_PASSWORD, false);
+    for (path, says) in [("/runs/999", "no run #999"), ("/runs/999/samples", "no run #999"), ("/studies/999", "999")] {
+        let (status, _, html) = page(&server, &cookie, path);
+        assert_eq!(status, 404, "{path}");
+        assert!(html.contains(says) && html.contains("Back to the runs"), "{path}: {html}");
+        assert!(!html.contains("error running server function"), "{path}: the transport's words");
+    }
+    assert_eq!(page(&server, &cookie, "/studies").0, 200, "a page that exists");
 }

@@ -155,7 +155,7 @@ fn the_document_names_every_route_and_nothing_else() {
     // The bodies the API takes have their real field names (a sample; DESIGN.md's contract).
     let schemas = &document["components"]["schemas"];
     for (schema, fields) in [
-        ("RunRequest", &["dataset", "arch", "epochs", "warmup_epochs", "batch_size", "lr", "optimizer", "seed", "train_subset", "image_size", "measure", "weights", "device"][..]),
+        ("RunRequest", &["dataset", "arch", "epochs", "warmup_epochs", "warmup_backbone", "batch_size", "lr", "optimizer", "seed", "train_subset", "image_size", "measure", "weights", "device"][..]),
         ("TokenRequest", &["name"]),
         ("NewUser", &["name", "password", "role"]),
         ("UserChange", &["role", "disabled"]),

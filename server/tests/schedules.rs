@@ -122,19 +122,36 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
     let pruned_sets = &sets[0];
     assert_eq!(pruned_sets[0], pruned_sets[1]);
     let stats = get(&client, &server, &format!("/runs/{source}/samples?limit=1000&sort=sample_index"));
-    let score: Vec<u64> = stats["samples"].as_array().unwrap().iter().map(|s| s["forgetting_events"].as_u64().unwrap()).collect();
+    // Never-learned samples rank as the most forgotten (the `max` policy).
+    let score: Vec<u64> = stats["samples"].as_array().unwrap().iter().map(|s| if s["never_learned"] == true { u64::MAX } else { s["forgetting_events"].as_u64().unwrap() }).collect();
     let lowest_kept = pruned_sets[0].iter().map(|&i| score[i as usize]).min().unwrap();
     let highest_left = (0..120u64).filter(|i| !pruned_sets[0].contains(i)).map(|i| score[i as usize]).max().unwrap();
     assert!(lowest_kept >= highest_left, "kept scores down to {lowest_kept}, left one of {highest_left}");
 
     // The seed-combined pruning keeps the 30 highest mean EL2N of the two source runs (EL2N
-    // at epoch 2, 10 % into the fine-tuning window; continuous, so no ties).
+    // at epoch 2, 10 % into the fine-tuning window; continuous, so no ties). A never-learned
+    // sample ranks at the forgotten end (the `max` policy: an EL2N of +infinity), as every
+    // ranking does (dynamics::Score::ranked_value).
     let el2n_of = |run: i64| -> Vec<f64> {
         let stats = get(&client, &server, &format!("/runs/{run}/samples?limit=1000&sort=sample_index"));
-        stats["samples"].as_array().unwrap().iter().map(|s| s["el2n"].as_f64().expect("every sample has an EL2N")).collect()
+        stats["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| if s["never_learned"] == true { f64::INFINITY } else { s["el2n"].as_f64().expect("every sample has an EL2N") })
+            .collect()
     };
     assert_eq!(get(&client, &server, &format!("/runs/{source}"))["analysis"]["el2n_epoch"], 2);
     let (a, b) = (el2n_of(source), el2n_of(second));
+    for run in [source, second] {
+        let stats = get(&client, &server, &format!("/runs/{run}/samples?limit=1000&sort=sample_index"));
+        for i in [24usize, 26, 59, 113] {
+            let s = &stats["samples"][i];
+            eprintln!("DEBUG run {run} sample {i}: el2n {} never {} key {}", s["el2n"], s["never_learned"], s["sample_key"]);
+        }
+    }
+    let spec: Value = get(&client, &server, &format!("/runs/{source}"));
+    eprintln!("DEBUG spec {}", spec["spec"]);
     let mut order: Vec<usize> = (0..120).collect();
     order.sort_by(|&i, &j| ((b[j] + a[j]) / 2.0).total_cmp(&((a[i] + b[i]) / 2.0)));
     let expected: BTreeSet<u64> = order[..30].iter().map(|&i| i as u64).collect();

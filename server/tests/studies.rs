@@ -69,8 +69,9 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let cross_arch = (jaccard(0, 2) + jaccard(0, 3) + jaccard(1, 2) + jaccard(1, 3)) / 4.0;
     assert!((summary["cross_arch_jaccard"].as_f64().unwrap() - cross_arch).abs() < 1e-12);
 
-    // Each arm's accuracy over seeds and its paired difference against the random arm,
-    // recomputed from the runs.
+    // Each arm's accuracy over seeds, recomputed from the runs. The full arm trains on every
+    // sample, so it is not paired with the random arm at half the budget (issue 22; the paired
+    // difference is checked in `arms_at_one_budget_are_paired_with_the_named_reference`).
     let final_accuracy = |run: i64| -> f64 { get(&format!("/runs/{run}"))["epochs"].as_array().unwrap().last().unwrap()["val_accuracy"].as_f64().unwrap() };
     let accuracies: Vec<f64> = runs.iter().map(|&r| final_accuracy(r)).collect();
     let arms = report["arms"].as_array().unwrap();
@@ -78,14 +79,9 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let full_cnn = &arms[0];
     assert_eq!((full_cnn["arm"].as_str(), full_cnn["arch"].as_str()), (Some("full"), Some("small_cnn")));
     assert!((full_cnn["accuracy"]["mean"].as_f64().unwrap() - (accuracies[0] + accuracies[1]) / 2.0).abs() < 1e-12);
-    let difference = ((accuracies[0] - accuracies[4]) + (accuracies[1] - accuracies[5])) / 2.0;
-    assert!((full_cnn["accuracy_vs_random"]["mean"].as_f64().unwrap() - difference).abs() < 1e-12);
-    let spread = ((accuracies[0] - accuracies[4]) - (accuracies[1] - accuracies[5])).abs() / 2.0;
-    // t(0.975, 1) = 12.706...: the interval of two paired differences.
-    // s = |d1 - d2| / sqrt(2), sem = s / sqrt(2) = spread: half width = t * spread.
-    assert!((full_cnn["accuracy_vs_random"]["half_width"].as_f64().unwrap() - 12.706_204_736 * spread).abs() < 1e-6);
-    let f1_difference = |i: usize, j: usize| full_cnn["seeds"][i][2].as_f64().unwrap() - arms[2]["seeds"][j][2].as_f64().unwrap();
-    assert!((full_cnn["macro_f1_vs_random"]["mean"].as_f64().unwrap() - (f1_difference(0, 0) + f1_difference(1, 1)) / 2.0).abs() < 1e-12);
+    assert_eq!(report["reference_arm"], "random at budget 0.5");
+    assert_eq!(full_cnn["accuracy_vs_random"], Value::Null, "full (budget 1) paired with random at budget 0.5");
+    assert_eq!(full_cnn["macro_f1_vs_random"], Value::Null);
     assert_eq!(arms[2]["samples_per_epoch"], 60, "the random arm trains on half of 120 samples");
     assert_eq!(arms[2]["accuracy_vs_random"], Value::Null, "the random arm against itself");
     let f1 = dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(first["val_confusion"].clone()).unwrap()).unwrap();
@@ -219,4 +215,49 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     assert_eq!(listed[0]["runs"], 12);
     assert_eq!(listed[0]["succeeded"].as_u64().unwrap() + listed[0]["failed"].as_u64().unwrap() + listed[0]["active"].as_u64().unwrap(), 12);
     assert_eq!(client.get(server.api("/studies/999")).send().unwrap().status(), 404);
+}
+
+/// Issue 22, item 4: arms at different budgets are refused, naming them; arms at one budget
+/// are paired seed by seed with the random arm, which the report names.
+#[test]
+fn arms_at_one_budget_are_paired_with_the_named_reference() {
+    let server = TestServer::start(1);
+    let client = server.client();
+    let spec = "classes=4,train_per_class=30,val_per_class=10,size=12,channels=1,seed=5";
+    assert_eq!(client.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap().status(), 201);
+    let post = |body: Value| client.post(server.api("/studies")).json(&body).send().unwrap();
+    let get = |path: &str| -> Value { client.get(server.api(path)).send().unwrap().json().unwrap() };
+    let base = json!({"dataset": "shapes", "epochs": 4, "batch_size": 16, "lr": 0.05, "device": "cpu"});
+
+    let refused = post(json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": ["full", {"kind": "random", "budget": 0.5}, {"kind": "leitner", "budget": 0.25}], "base": base}));
+    assert_eq!(refused.status(), 422);
+    let message = refused.json::<Value>().unwrap()["errors"]["arms"].as_str().unwrap_or_default().to_owned();
+    assert!(message.contains("arms[1] random at budget 0.5") && message.contains("arms[2] leitner at budget 0.25"), "{message}");
+    assert_eq!(get("/studies"), json!([]), "nothing stored");
+
+    let launched = post(json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": [{"kind": "leitner", "budget": 0.5}, {"kind": "random", "budget": 0.5}], "base": base}));
+    assert_eq!(launched.status(), 201, "{:?}", launched.text());
+    let launched: Value = launched.json().unwrap();
+    let runs: Vec<i64> = launched["runs"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();
+    assert_eq!(runs.len(), 4, "leitner seeds 1, 2, then random seeds 1, 2");
+    for &run in &runs {
+        assert_eq!(wait_for_run(&server, run, Duration::from_secs(300))["status"], "succeeded");
+    }
+    let report = &get(&format!("/studies/{}", launched["id"]))["report"];
+    assert_eq!(report["reference_arm"], "random at budget 0.5");
+    let arms = report["arms"].as_array().unwrap();
+    let (leitner, random) = (&arms[0], &arms[1]);
+    assert_eq!(leitner["arm"], "leitner at budget 0.5");
+    let final_accuracy = |run: i64| -> f64 { get(&format!("/runs/{run}"))["epochs"].as_array().unwrap().last().unwrap()["val_accuracy"].as_f64().unwrap() };
+    let accuracies: Vec<f64> = runs.iter().map(|&r| final_accuracy(r)).collect();
+    // Leitner minus random, paired by seed, recomputed from the runs.
+    let difference = ((accuracies[0] - accuracies[2]) + (accuracies[1] - accuracies[3])) / 2.0;
+    assert!((leitner["accuracy_vs_random"]["mean"].as_f64().unwrap() - difference).abs() < 1e-12);
+    let spread = ((accuracies[0] - accuracies[2]) - (accuracies[1] - accuracies[3])).abs() / 2.0;
+    // t(0.975, 1) = 12.706...: the interval of two paired differences.
+    // s = |d1 - d2| / sqrt(2), sem = s / sqrt(2) = spread: half width = t * spread.
+    assert!((leitner["accuracy_vs_random"]["half_width"].as_f64().unwrap() - 12.706_204_736 * spread).abs() < 1e-6);
+    let f1_difference = |i: usize, j: usize| leitner["seeds"][i][2].as_f64().unwrap() - random["seeds"][j][2].as_f64().unwrap();
+    assert!((leitner["macro_f1_vs_random"]["mean"].as_f64().unwrap() - (f1_difference(0, 0) + f1_difference(1, 1)) / 2.0).abs() < 1e-12);
+    assert_eq!(random["accuracy_vs_random"], Value::Null, "the random arm against itself");
 }

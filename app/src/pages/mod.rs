@@ -11,7 +11,22 @@ pub mod studies;
 
 use leptos::prelude::*;
 
-/// What a page shows when its data could not be loaded.
+/// A server function's error as the server worded it, without the transport's "error running
+/// server function" wrapping.
+pub fn error_message(error: impl std::fmt::Display) -> String {
+    let text = error.to_string();
+    text.strip_prefix("error running server function: ").unwrap_or(&text).to_owned()
+}
+
+/// What a page shows when its data could not be loaded: the server's own message (without
+/// the transport's "error running server function" wrapping) and a way back.
 pub fn load_error(what: &str, error: impl std::fmt::Display) -> AnyView {
-    view! { <p class="error" role="alert">{format!("Could not load {what}: {error}")}</p> }.into_any()
+    let message = error_message(error);
+    view! {
+        <div class="load-error">
+            <p class="error" role="alert">{format!("Could not load {what}: {message}.")}</p>
+            <p><a href="/">"Back to the runs"</a> " · " <a href="/studies">"Studies"</a></p>
+        </div>
+    }
+    .into_any()
 }

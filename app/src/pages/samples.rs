@@ -88,7 +88,7 @@ pub fn SampleBrowser() -> impl IntoView {
         move || (id.get(), query.get()),
         |(id, query)| async move {
             match query {
-                Ok(query) => list_samples(id, query).await.map_err(|e| e.to_string()),
+                Ok(query) => list_samples(id, query).await.map_err(super::error_message),
                 Err(message) => Err(message),
             }
         },

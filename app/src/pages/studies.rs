@@ -418,6 +418,10 @@ fn Report(detail: StudyDetail) -> impl IntoView {
         </section>
         <section class="card study-arms">
             <h2>"Arms: final validation accuracy and macro-F1 over seeds (95 % t intervals)"</h2>
+            <p class="muted reference-arm" data-reference=report.reference_arm.clone().unwrap_or_default()>{match &report.reference_arm {
+                Some(reference) => format!("Differences are against the reference arm, {reference}, paired by seed; only arms at its budget are paired (the full arm trains on every sample)."),
+                None => "No random arm: no paired differences.".to_owned(),
+            }}</p>
             <table class="data arms-table">
                 <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th><th>"Macro-F1 − random"</th></tr></thead>
                 <tbody>{report.arms.into_iter().map(|a| view! {
