@@ -134,26 +134,41 @@ fn fixture_data_dir() -> tempfile::TempDir {
     dir
 }
 
-/// `new` answers at least what `old` did: every field the old release sent, with the same value
-/// (a newer release may add fields: the API's contract is additive).
-fn same_or_more(old: &Value, new: &Value, at: &str) -> Result<(), String> {
+/// Where `new` does not answer what `old` did: a field the old release sent that is gone or
+/// has another value (a newer release may add fields: the API's contract is additive).
+fn differences(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
     match (old, new) {
-        (Value::Object(o), Value::Object(n)) => o.iter().try_for_each(|(k, v)| match n.get(k) {
-            Some(w) => same_or_more(v, w, &format!("{at}.{k}")),
-            None => Err(format!("{at}.{k} is gone")),
-        }),
-        (Value::Array(o), Value::Array(n)) if o.len() == n.len() => o.iter().zip(n).enumerate().try_for_each(|(i, (v, w))| same_or_more(v, w, &format!("{at}[{i}]"))),
-        _ if old == new => Ok(()),
-        _ => Err(format!("{at}: was {old}, now {new}")),
+        (Value::Object(o), Value::Object(n)) => {
+            for (k, v) in o {
+                match n.get(k) {
+                    Some(w) => differences(v, w, &format!("{at}.{k}"), out),
+                    None => out.push(format!("{at}.{k} is gone")),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(n)) if o.len() == n.len() => {
+            for (i, (v, w)) in o.iter().zip(n).enumerate() {
+                differences(v, w, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ if old == new => {}
+        _ => out.push(format!("{at}: was {old}, now {new}")),
     }
 }
+
+/// Answers that changed on purpose since 0.1.0, each with its CHANGELOG entry: every one must
+/// still differ (so the list stays true), and nothing else may.
+const CHANGED_SINCE_FIXTURE: &[(&str, &str)] = &[
+    ("/studies/1.report.arms[0].accuracy_vs_random:", "0.2.0, Changed: the full arm is not paired with a random arm at a smaller budget"),
+    ("/studies/1.report.arms[0].macro_f1_vs_random:", "0.2.0, Changed: the same, for macro-F1"),
+];
 
 #[test]
 fn a_database_of_the_previous_release_opens_and_reads_the_same() {
     let server = TestServer::start_in(fixture_data_dir(), 0, &[]);
     let index: Value = serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURE}/expected/index.json")).unwrap()).unwrap();
     let client = server.client();
-    let mut checked = 0;
+    let (mut checked, mut changed) = (0, Vec::new());
     for entry in index.as_array().unwrap() {
         let (path, file) = (entry["path"].as_str().unwrap(), entry["file"].as_str().unwrap());
         let old = std::fs::read(format!("{FIXTURE}/expected/{file}")).unwrap();
@@ -164,13 +179,17 @@ fn a_database_of_the_previous_release_opens_and_reads_the_same() {
             assert!(old == new.as_ref(), "{path}: the export differs from what 0.1.0 wrote");
         } else {
             let (old, new): (Value, Value) = (serde_json::from_slice(&old).unwrap(), serde_json::from_slice(&new).unwrap());
-            if let Err(difference) = same_or_more(&old, &new, path) {
-                panic!("{difference}");
-            }
+            differences(&old, &new, path, &mut changed);
         }
         checked += 1;
     }
     assert!(checked >= 15, "the fixture lists {checked} answers");
+    let expected = |d: &String| CHANGED_SINCE_FIXTURE.iter().any(|(at, _)| d.starts_with(at));
+    let unexpected: Vec<&String> = changed.iter().filter(|d| !expected(d)).collect();
+    assert!(unexpected.is_empty(), "answers that differ from what 0.1.0 served:\n{unexpected:#?}");
+    for (at, why) in CHANGED_SINCE_FIXTURE {
+        assert!(changed.iter().any(|d| d.starts_with(at)), "{at} ({why}) reads as 0.1.0 did: drop it from the list");
+    }
     // The old release's account still signs in, and its study's page renders.
     let (cookie, ..) = sign_in(&server, ADMIN_USER, ADMIN_PASSWORD, false);
     let (status, _, html) = page(&server, &cookie, "/studies/1");
