@@ -67,6 +67,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
             <head>
                 <meta charset="utf-8" />
                 <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
                 {account.map(|json| view! { <meta name="forgetlab-account" content=json /> })}
                 <HydrationScripts options />
                 <MetaTags />

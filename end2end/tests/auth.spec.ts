@@ -83,3 +83,12 @@ test("a viewer sees no launch controls and a direct POST is refused", async ({ p
   expect(forged.status()).toBe(403);
   expect((await request.post(`/api/v1/runs/${runId}/cancel`)).status()).toBe(200);
 });
+
+// Issue 21, item 14: the site has an icon, served to browsers that are not signed in.
+test("the favicon is linked from every page and served signed out", async ({ page }) => {
+  const icon = await page.request.get("/favicon.svg");
+  expect(icon.status()).toBe(200);
+  expect(icon.headers()["content-type"]).toContain("image/svg+xml");
+  await page.goto("/login");
+  await expect(page.locator("head link[rel=icon]")).toHaveAttribute("href", "/favicon.svg");
+});

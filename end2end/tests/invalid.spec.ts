@@ -61,3 +61,14 @@ test("pages render on the server and read without JavaScript", async ({ browser 
   await expect(page.locator("select[name=dataset] option[value=fashion-mnist]")).toHaveCount(1);
   await context.close();
 });
+
+// Issue 21, item 14: a launch that never reaches the server says so and what it means.
+test("a launch that cannot reach the server says the run was not queued", async ({ page }) => {
+  await page.goto("/launch");
+  await hydrated(page);
+  await page.fill("input[name=epochs]", "1");
+  await page.route("**/sf/**", (route) => route.abort("internetdisconnected"));
+  await page.click("main button[type=submit]");
+  await expect(page.locator("main [role=alert]")).toContainText("The server could not be reached, so your run was not queued");
+  await page.unroute("**/sf/**");
+});

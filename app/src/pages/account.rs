@@ -18,7 +18,7 @@ fn said(result: Option<Result<FormOutcome, ServerFnError>>) -> Option<AnyView> {
     Some(match result? {
         Ok(FormOutcome { ok: true, message }) => view! { <p class="notice" role="status">{message}</p> }.into_any(),
         Ok(FormOutcome { message, .. }) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
-        Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+        Err(error) => view! { <p class="error" role="alert">{super::form_error("nothing was changed", error)}</p> }.into_any(),
     })
 }
 
@@ -112,7 +112,7 @@ pub fn AccountPage() -> impl IntoView {
                     </div>
                 }.into_any(),
                 Ok(Err(message)) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
-                Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                Err(error) => view! { <p class="error" role="alert">{super::form_error("nothing was changed", error)}</p> }.into_any(),
             })}
             {move || said(revoke.value().get())}
             <Transition fallback=|| view! { <p class="loading">"Loading tokens…"</p> }>

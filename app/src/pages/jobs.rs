@@ -115,7 +115,7 @@ fn JobActions(id: i64, status: RunStatus, owner: Option<String>) -> impl IntoVie
         Some(match answer {
             Ok(RunStatus::Running) => view! { <span class="muted action-note">"Stopping at the next heartbeat…"</span> }.into_any(),
             Ok(now) => view! { <span class="muted action-note">{now.as_str().to_owned()}</span> }.into_any(),
-            Err(error) => view! { <span class="error action-note">{error.to_string()}</span> }.into_any(),
+            Err(error) => view! { <span class="error action-note">{super::form_error("nothing was changed", error)}</span> }.into_any(),
         })
     };
     view! {

@@ -176,7 +176,7 @@ pub fn LaunchPage() -> impl IntoView {
                     Ok(LaunchOutcome { message, .. }) => view! {
                         <p class="error" role="alert">{message.unwrap_or_else(|| "The run was not queued.".into())}</p>
                     }.into_any(),
-                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Err(error) => view! { <p class="error" role="alert">{super::form_error("your run was not queued", error)}</p> }.into_any(),
                 })}
             </div>
         </ActionForm>

@@ -132,7 +132,7 @@ pub fn StudiesPage() -> impl IntoView {
                             <ul>{errors.0.into_iter().map(|(field, message)| view! { <li><code>{field}</code>": "{message}</li> }).collect_view()}</ul>
                         </div>
                     }.into_any(),
-                    Err(error) => view! { <p class="error" role="alert">{error.to_string()}</p> }.into_any(),
+                    Err(error) => view! { <p class="error" role="alert">{super::form_error("the study was not launched", error)}</p> }.into_any(),
                 })}
             </div>
         </ActionForm>

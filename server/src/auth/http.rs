@@ -40,7 +40,7 @@ const FORM_LIMIT: usize = 1024 * 1024;
 /// the API's OpenAPI document (it reveals no data), and the worker protocol (which checks its
 /// own worker tokens).
 fn is_public(path: &str) -> bool {
-    matches!(path, "/login" | "/setup" | "/favicon.ico" | "/api/v1/health" | "/api/v1/openapi.json")
+    matches!(path, "/login" | "/setup" | "/favicon.ico" | "/favicon.svg" | "/api/v1/health" | "/api/v1/openapi.json")
         || path.starts_with("/pkg/")
         || path.starts_with("/api/v1/worker/")
 }
