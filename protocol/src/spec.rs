@@ -331,6 +331,15 @@ choice_enum!(
     Device { Auto => "auto", Cpu => "cpu", Cuda => "cuda" }
 );
 
+impl WarmupBackbone {
+    pub fn label(self) -> &'static str {
+        match self {
+            WarmupBackbone::Eval => "eval mode (batch-norm statistics fixed, no dropout or drop-path)",
+            WarmupBackbone::Train => "training mode (batch-norm statistics adapt)",
+        }
+    }
+}
+
 impl Arch {
     pub fn label(self) -> &'static str {
         match self {

@@ -191,6 +191,26 @@ pub struct RunSummary {
     pub slurm_job_id: Option<i64>,
 }
 
+/// How full the data volume is, worst last: `ok`, `low` (under the warning), `full` (under
+/// the reserve: uploads and launches refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiskLevel {
+    Ok,
+    Low,
+    Full,
+}
+
+impl DiskLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskLevel::Ok => "ok",
+            DiskLevel::Low => "low",
+            DiskLevel::Full => "full",
+        }
+    }
+}
+
 /// The server's data volume (issue 23, item 7): `GET /healthz` and the jobs page show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DiskSpace {
@@ -201,8 +221,7 @@ pub struct DiskSpace {
     pub warn_bytes: u64,
     /// Under this, uploads and launches are refused with 507 (`FORGETLAB_DISK_MIN_FREE_MB`).
     pub refuse_bytes: u64,
-    /// `ok`, `low` (under the warning) or `full` (under the reserve).
-    pub level: String,
+    pub level: DiskLevel,
     /// What to tell an administrator when the level is not `ok`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

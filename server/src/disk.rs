@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use protocol::{DiskSpace, Failure};
+use protocol::{DiskLevel, DiskSpace, Failure};
 
 /// The answer to an upload or launch refused for space: 507 Insufficient Storage.
 pub const INSUFFICIENT_STORAGE: u16 = 507;
@@ -18,7 +18,7 @@ pub struct Disk {
     pub warn_bytes: u64,
     /// Below this, uploads and launches are refused (`FORGETLAB_DISK_MIN_FREE_MB`).
     pub refuse_bytes: u64,
-    /// The level last logged, so a crossing is logged once.
+    /// The level last logged (`DiskLevel as u8`), so a crossing is logged once.
     logged: AtomicU8,
 }
 
@@ -54,29 +54,29 @@ impl Disk {
             (u64::MAX, u64::MAX)
         });
         let level = if free_bytes < self.refuse_bytes {
-            "full"
+            DiskLevel::Full
         } else if free_bytes < self.warn_bytes {
-            "low"
+            DiskLevel::Low
         } else {
-            "ok"
+            DiskLevel::Ok
         };
         let message = match level {
-            "full" => Some(format!(
+            DiskLevel::Full => Some(format!(
                 "The data volume ({}) has {} free, under FORGETLAB_DISK_MIN_FREE_MB ({}): new runs and uploads are refused until space is freed.",
                 self.dir.display(),
                 megabytes(free_bytes),
                 megabytes(self.refuse_bytes)
             )),
-            "low" => Some(format!(
+            DiskLevel::Low => Some(format!(
                 "The data volume ({}) has {} free, under FORGETLAB_DISK_WARN_MB ({}); at {} new runs and uploads will be refused.",
                 self.dir.display(),
                 megabytes(free_bytes),
                 megabytes(self.warn_bytes),
                 megabytes(self.refuse_bytes)
             )),
-            _ => None,
+            DiskLevel::Ok => None,
         };
-        DiskSpace { free_bytes, total_bytes, warn_bytes: self.warn_bytes, refuse_bytes: self.refuse_bytes, level: level.to_owned(), message }
+        DiskSpace { free_bytes, total_bytes, warn_bytes: self.warn_bytes, refuse_bytes: self.refuse_bytes, level, message }
     }
 
     /// Refuses `what` (e.g. "this upload") when it would leave less than the reserve; `bytes`
@@ -99,16 +99,12 @@ impl Disk {
 
     /// Logs a change of level, once per crossing.
     pub fn log(&self, now: &DiskSpace) {
-        let level = match now.level.as_str() {
-            "full" => 2,
-            "low" => 1,
-            _ => 0,
-        };
+        let level = now.level as u8;
         if self.logged.swap(level, Ordering::Relaxed) == level {
             return;
         }
         match &now.message {
-            Some(message) if level == 2 => tracing::error!("{message}"),
+            Some(message) if now.level == DiskLevel::Full => tracing::error!("{message}"),
             Some(message) => tracing::warn!("{message}"),
             None => tracing::info!("the data volume has {} free again", megabytes(now.free_bytes)),
         }
@@ -161,12 +157,12 @@ mod tests {
         let mb = 1024 * 1024;
         let free_mb = free / mb;
         // Thresholds around what this volume has: under both, between, above both.
-        assert_eq!(Disk::new(dir.path().into(), free_mb / 4, free_mb / 8).now().level, "ok");
+        assert_eq!(Disk::new(dir.path().into(), free_mb / 4, free_mb / 8).now().level, DiskLevel::Ok);
         let low = Disk::new(dir.path().into(), free_mb + 1024, free_mb / 8).now();
-        assert_eq!(low.level, "low");
+        assert_eq!(low.level, DiskLevel::Low);
         assert!(low.message.unwrap().contains("FORGETLAB_DISK_WARN_MB"));
         let full = Disk::new(dir.path().into(), free_mb + 2048, free_mb + 1024);
-        assert_eq!(full.now().level, "full");
+        assert_eq!(full.now().level, DiskLevel::Full);
         let refused = full.admit("this upload", 0).unwrap_err();
         assert_eq!(refused.status, INSUFFICIENT_STORAGE);
         assert!(refused.body.message.contains("FORGETLAB_DISK_MIN_FREE_MB"), "{}", refused.body.message);

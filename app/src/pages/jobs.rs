@@ -46,7 +46,7 @@ pub fn JobsPage() -> impl IntoView {
         <Transition fallback=|| ()>
             {move || Suspend::new(async move {
                 disk.await.ok().and_then(|space| {
-                    let level = space.level;
+                    let level = space.level.as_str();
                     space.message.map(|message| view! { <p class="disk-warning" role="alert" data-level=level>{message}</p> })
                 })
             })}

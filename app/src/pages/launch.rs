@@ -86,10 +86,7 @@ pub fn LaunchPage() -> impl IntoView {
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
     let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
     let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
-    let warmup_backbones = vec![
-        ("eval".to_owned(), "eval mode: batch-norm statistics fixed, no drop-path".to_owned(), true),
-        ("train".to_owned(), "training mode: statistics adapt".to_owned(), true),
-    ];
+    let warmup_backbones = protocol::WarmupBackbone::ALL.iter().map(|w| (w.as_str().to_owned(), w.label().to_owned(), true)).collect::<Vec<_>>();
     // The default (flip) first, so the form sends it unless changed.
     let augments = [Augment::Flip, Augment::CropFlip, Augment::None]
         .iter()

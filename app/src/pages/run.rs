@@ -77,10 +77,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Dataset", spec.dataset.clone()),
         ("Architecture", spec.arch.label().to_owned()),
         ("Epochs", format!("{} warmup + {} fine-tuning", spec.warmup_epochs, spec.epochs)),
-        ("Frozen backbone during warmup", match spec.warmup_backbone {
-            protocol::WarmupBackbone::Eval => "eval mode (batch-norm statistics fixed, no drop-path)".to_owned(),
-            protocol::WarmupBackbone::Train => "training mode (batch-norm statistics adapt)".to_owned(),
-        }),
+        ("Frozen backbone during warmup", spec.warmup_backbone.label().to_owned()),
         ("Batch size", spec.batch_size.to_string()),
         ("Learning rate", spec.lr.to_string()),
         ("Optimizer", spec.optimizer.to_string()),

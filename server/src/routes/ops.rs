@@ -73,7 +73,7 @@ pub async fn healthz(State(state): State<AppState>) -> Response {
             let jobs: serde_json::Map<String, serde_json::Value> = counts.into_iter().map(|(status, n)| (status, json!(n))).collect();
             let disk = state.service.disk.now();
             Json(json!({
-                "status": if stale == 0 && disk.level == "ok" { "ok" } else { "degraded" },
+                "status": if stale == 0 && disk.level == protocol::DiskLevel::Ok { "ok" } else { "degraded" },
                 "database": "ok",
                 "jobs": jobs,
                 "running_jobs_heard_from": ages.len() - stale,
