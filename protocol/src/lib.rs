@@ -4,7 +4,8 @@
 //! - [`views`]: what the JSON API and the pages show (runs, jobs, datasets, samples);
 //! - [`sampling`]: training schedules, which samples each epoch shows;
 //! - [`worker`]: the messages between the server and a training worker;
-//! - [`pack`]: the little-endian array packing of per-epoch records.
+//! - [`pack`]: the little-endian array packing of per-epoch records;
+//! - [`wire`]: the binary form of an epoch upload.
 //!
 //! Compiled into the server, the worker and the browser bundle, so it carries no heavy
 //! dependency: serde, and `dynamics` (pure Rust) for the one list of per-sample scores.
@@ -15,6 +16,7 @@ pub mod sampling;
 pub mod spec;
 pub mod study;
 pub mod views;
+pub mod wire;
 pub mod worker;
 
 pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule, WarmupBackbone};

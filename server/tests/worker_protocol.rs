@@ -1,5 +1,6 @@
 //! The worker protocol against a real server, with the test playing the worker: tokens are
-//! checked, and an epoch uploaded twice is stored once (the second upload replaces the first).
+//! checked, and an epoch uploaded twice is stored once (the second upload replaces the first),
+//! in JSON or in the binary form.
 
 mod common;
 
@@ -61,6 +62,18 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     let short = client.put(&epoch_url).bearer_auth(&token).json(&upload(1, 3, 0.9)).send().unwrap();
     assert_eq!(short.status(), 400);
     assert!(short.json::<Value>().unwrap()["message"].as_str().unwrap().contains("correct has 3 values; the run has 4 samples"));
+    // The binary form the worker sends (protocol::wire) replaces it the same way; a cut one
+    // is refused with its reason and changes nothing.
+    let binary = |fill: f32| protocol::wire::encode_epoch(&serde_json::from_value(upload(1, 4, fill)).unwrap());
+    let put_binary = |bytes: Vec<u8>| client.put(&epoch_url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(bytes).send().unwrap();
+    let stored = put_binary(binary(0.25));
+    assert_eq!(stored.status(), 200);
+    assert_eq!(stored.json::<Value>().unwrap()["samples"], 4);
+    let mut cut = binary(0.5);
+    cut.truncate(cut.len() - 3);
+    let refused = put_binary(cut);
+    assert_eq!(refused.status(), 422);
+    assert!(refused.json::<Value>().unwrap()["message"].as_str().unwrap().contains("the binary epoch upload was refused: the body ends inside el2n"));
     let log_url = server.api(&format!("/worker/jobs/{job}/log"));
     assert_eq!(client.post(&log_url).bearer_auth("wrong").json(&json!({"lines": ["x"]})).send().unwrap().status(), 401);
     assert_eq!(client.post(&log_url).bearer_auth(&token).json(&json!({"lines": ["worker says hello"]})).send().unwrap().status(), 200);
@@ -75,7 +88,7 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
         let rows = sqlx::query("SELECT loss FROM epoch_records WHERE run_id = ? AND epoch = 1").bind(run_id).fetch_all(&pool).await.unwrap();
         assert_eq!(rows.len(), 1, "the same epoch uploaded twice leaves one copy");
         let loss = protocol::pack::unpack_f32(&rows[0].get::<Vec<u8>, _>("loss")).unwrap();
-        assert_eq!(loss, vec![0.9; 4], "the second upload replaced the first");
+        assert_eq!(loss, vec![0.25; 4], "each upload replaced the one before, the refused one did not");
         let metrics: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_metrics WHERE run_id = ?").bind(run_id).fetch_one(&pool).await.unwrap();
         assert_eq!(metrics, 1);
     });

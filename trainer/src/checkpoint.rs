@@ -39,17 +39,17 @@ impl Checkpoints {
         self.dir.join("checkpoint.json")
     }
 
-    /// Saves the state at the end of `epoch` (model, optimizer, the training schedule's
-    /// `schedule` state when it has one) and removes the one before.
-    pub fn save(&self, spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim, schedule: Option<serde_json::Value>) -> Result<()> {
+    /// Writes `snapshot` (model, optimizer, the training schedule's state when it has one)
+    /// and removes the checkpoint before it (on any thread: the training
+    /// thread goes on while it is written).
+    pub fn write(&self, snapshot: Snapshot) -> Result<()> {
+        let Snapshot { spec, epoch, tensors, schedule } = snapshot;
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
         let previous = self.pointer().map(|p| p.file);
         let file = format!("epoch-{epoch}.safetensors");
-        let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
-        named.extend(optim.state().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
-        let named: Vec<(String, Tensor)> = named.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
+        let named: Vec<(String, Tensor)> = tensors.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
         Tensor::write_safetensors(&named, self.dir.join(&file)).context("writing the checkpoint")?;
-        let pointer = Pointer { epoch, file: file.clone(), spec: spec.clone(), schedule };
+        let pointer = Pointer { epoch, file: file.clone(), spec, schedule };
         let temporary = self.dir.join("checkpoint.json.tmp");
         std::fs::write(&temporary, serde_json::to_vec_pretty(&pointer)?)?;
         std::fs::rename(&temporary, self.pointer_path())?;
@@ -105,6 +105,24 @@ impl Checkpoints {
     /// Removes the run's checkpoints (after it succeeded).
     pub fn clear(&self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The state at the end of an epoch, copied (on the model's device) so that training can
+/// change the originals while [`Checkpoints::write`] saves it.
+pub struct Snapshot {
+    spec: ExperimentSpec,
+    epoch: u32,
+    tensors: Vec<(String, Tensor)>,
+    schedule: Option<serde_json::Value>,
+}
+
+impl Snapshot {
+    pub fn take(spec: &ExperimentSpec, epoch: u32, vs: &nn::VarStore, optim: &Optim, schedule: Option<serde_json::Value>) -> Self {
+        let mut tensors: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (format!("model.{n}"), t)).collect();
+        tensors.extend(optim.state().into_iter().map(|(n, t)| (format!("optim.{n}"), t)));
+        let tensors = tch::no_grad(|| tensors.into_iter().map(|(n, t)| (n, t.detach().copy())).collect());
+        Snapshot { spec: spec.clone(), epoch, tensors, schedule }
     }
 }
 

@@ -11,6 +11,7 @@ use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, Le
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::pipeline::EpochSink;
 use crate::train::Reporter;
 
 /// Transient failures (connection refused, 5xx) are retried this many times, backing off.
@@ -42,11 +43,16 @@ impl Client {
     }
 
     fn call_with_attempts<B: Serialize, R: DeserializeOwned>(&self, method: &str, path: &str, token: &str, body: &B, attempts: u32) -> Result<Option<R>> {
+        self.send_bytes(method, path, token, ("application/json", &serde_json::to_vec(body)?), attempts)
+    }
+
+    /// Sends `body` (its content type and bytes), retrying transient failures.
+    fn send_bytes<R: DeserializeOwned>(&self, method: &str, path: &str, token: &str, body: (&str, &[u8]), attempts: u32) -> Result<Option<R>> {
         let url = format!("{}/api/v1/worker{path}", self.base);
-        let body = serde_json::to_value(body)?;
+        let (content_type, bytes) = body;
         let mut wait = Duration::from_millis(250);
         for attempt in 1..=attempts {
-            let result = self.agent.request(method, &url).set("authorization", &format!("Bearer {token}")).send_json(body.clone());
+            let result = self.agent.request(method, &url).set("authorization", &format!("Bearer {token}")).set("content-type", content_type).send_bytes(bytes);
             match result {
                 Ok(response) if response.status() == 204 => return Ok(None),
                 Ok(response) => return Ok(Some(response.into_json()?)),
@@ -85,25 +91,30 @@ impl Client {
     pub fn job(&self, lease: &Lease) -> JobClient {
         let latest = Arc::new(Mutex::new(Heartbeat { phase: "loading".into(), ..Default::default() }));
         let cancelled = Arc::new(AtomicBool::new(false));
-        let (stop, stopped) = mpsc::channel::<()>();
+        let refused = Arc::new(Mutex::new(None));
+        // A message sends the latest heartbeat now; dropping the sender stops the thread.
+        let (wake, woken) = mpsc::channel::<()>();
         let interval = Duration::from_secs_f64((lease.lease_seconds as f64 / 3.0).max(0.5));
         let keepalive = {
-            let (client, latest, cancelled) = (self.clone(), latest.clone(), cancelled.clone());
+            let (client, latest, cancelled, refused) = (self.clone(), latest.clone(), cancelled.clone(), refused.clone());
             let (path, token) = (format!("/jobs/{}/heartbeat", lease.job_id), lease.job_token.clone());
             let log_path = format!("/jobs/{}/log", lease.job_id);
             std::thread::spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                while !matches!(woken.recv_timeout(interval), Err(RecvTimeoutError::Disconnected)) {
+                    while woken.try_recv().is_ok() {}
                     let heartbeat = latest.lock().expect("heartbeat lock").clone();
                     send_log(&client, &log_path, &token);
                     match client.call_with_attempts::<_, HeartbeatReply>("POST", &path, &token, &heartbeat, 1) {
                         Ok(Some(reply)) if reply.cancel => cancelled.store(true, Ordering::Relaxed),
                         Ok(_) => {}
-                        Err(error) => tracing::warn!("keep-alive heartbeat failed: {error:#}"),
+                        // The job is no longer this worker's (lease lost, token revoked).
+                        Err(error) if error.is::<Refused>() => *refused.lock().expect("refusal lock") = Some(error),
+                        Err(error) => tracing::warn!("heartbeat failed: {error:#}"),
                     }
                 }
             })
         };
-        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone(), latest, cancelled, stop: Some(stop), keepalive: Some(keepalive) }
+        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone(), latest, cancelled, refused, wake: Some(wake), keepalive: Some(keepalive) }
     }
 }
 
@@ -127,15 +138,17 @@ pub struct JobClient {
     token: String,
     /// The last progress reported, re-sent by the keep-alive thread.
     latest: Arc<Mutex<Heartbeat>>,
-    /// Set when a keep-alive reply carried cancellation.
+    /// Set when a heartbeat's reply carried cancellation.
     cancelled: Arc<AtomicBool>,
-    stop: Option<mpsc::Sender<()>>,
+    /// The server's refusal of a heartbeat, which ends the job.
+    refused: Arc<Mutex<Option<anyhow::Error>>>,
+    wake: Option<mpsc::Sender<()>>,
     keepalive: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for JobClient {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.wake.take());
         if let Some(thread) = self.keepalive.take() {
             let _ = thread.join();
         }
@@ -148,8 +161,8 @@ impl JobClient {
     }
 
     pub fn finish(&mut self, finish: &Finish) -> Result<()> {
-        // No keep-alive after the end: the job's token dies with it.
-        drop(self.stop.take());
+        // No heartbeat after the end: the job's token dies with it.
+        drop(self.wake.take());
         if let Some(thread) = self.keepalive.take() {
             let _ = thread.join();
         }
@@ -159,22 +172,45 @@ impl JobClient {
 }
 
 impl Reporter for JobClient {
+    /// Never waits on the network: the heartbeat thread sends it, and its reply's
+    /// cancellation (or refusal) is seen at the next call.
     fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
         *self.latest.lock().expect("heartbeat lock") = heartbeat.clone();
-        send_log(&self.client, &format!("/jobs/{}/log", self.job_id), &self.token);
-        let reply: Option<HeartbeatReply> = self.send("POST", "/heartbeat", heartbeat)?;
-        let cancel = reply.ok_or_else(|| anyhow!("empty heartbeat reply"))?.cancel;
-        Ok(cancel || self.cancelled.load(Ordering::Relaxed))
+        if let Some(wake) = &self.wake {
+            let _ = wake.send(());
+        }
+        if let Some(error) = self.refused.lock().expect("refusal lock").take() {
+            return Err(error);
+        }
+        Ok(self.cancelled.load(Ordering::Relaxed))
     }
 
     fn manifest(&mut self, manifest: &SampleManifest) -> Result<()> {
         self.send::<_, serde_json::Value>("PUT", "/samples", manifest).map(drop)
     }
 
+    fn epoch_sink(&mut self) -> Box<dyn EpochSink> {
+        Box::new(EpochSender { client: self.client.clone(), job_id: self.job_id, token: self.token.clone() })
+    }
+}
+
+/// Uploads epochs in their binary form (`protocol::wire`) from the epoch pipeline's thread.
+struct EpochSender {
+    client: Client,
+    job_id: i64,
+    token: String,
+}
+
+impl EpochSink for EpochSender {
     fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
         let m = &epoch.metrics;
         let validation = m.val_accuracy.map(|a| format!(", validation accuracy {a:.4}")).unwrap_or_default();
         tracing::info!("epoch {} ({}): loss {:.4}, accuracy {:.4}{validation}, {:.1} s", m.epoch, m.phase.as_str(), m.train_loss, m.train_accuracy, m.seconds);
-        self.send::<_, serde_json::Value>("PUT", &format!("/epochs/{}", epoch.metrics.epoch), epoch).map(drop)
+        let started = std::time::Instant::now();
+        let bytes = protocol::wire::encode_epoch(epoch);
+        let path = format!("/jobs/{}/epochs/{}", self.job_id, m.epoch);
+        self.client.send_bytes::<serde_json::Value>("PUT", &path, &self.token, (protocol::wire::EPOCH_CONTENT_TYPE, &bytes), ATTEMPTS)?;
+        tracing::info!("epoch {} stored by the server: {} KiB in {:.0} ms", m.epoch, bytes.len() / 1024, started.elapsed().as_secs_f64() * 1e3);
+        Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod joblog;
 pub mod local;
 pub mod models;
 pub mod optim;
+pub mod pipeline;
 pub mod predict;
 pub mod recorder;
 pub mod schedule;

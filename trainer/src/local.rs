@@ -27,6 +27,7 @@ use anyhow::{Context, Result};
 use protocol::worker::{EpochUpload, Heartbeat, ManifestEntry, SampleManifest};
 use protocol::{DatasetInfo, EpochMetrics, ExperimentSpec, RunRequest};
 
+use crate::pipeline::EpochSink;
 use crate::train::{train, Ending, Places, Reporter};
 
 /// Reads a run config: the spec and the dataset it names.
@@ -73,6 +74,9 @@ impl Folder {
     }
 }
 
+/// The folder's records, written on the epoch pipeline's thread.
+struct FolderSink(Folder);
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so a crash never leaves
 /// half a file under the final name.
 fn write_atomically(path: &Path, write: impl FnOnce(std::fs::File) -> Result<()>) -> Result<()> {
@@ -98,11 +102,18 @@ impl Reporter for Folder {
         Ok(())
     }
 
+    fn epoch_sink(&mut self) -> Box<dyn EpochSink> {
+        Box::new(FolderSink(Folder { out: self.out.clone(), samples: self.samples.clone() }))
+    }
+}
+
+impl EpochSink for FolderSink {
     fn epoch(&mut self, upload: &EpochUpload) -> Result<()> {
+        let folder = &self.0;
         let m = &upload.metrics;
-        let shown = upload.shown.as_deref().map(|bits| protocol::pack::unpack_bits(bits, self.samples.len())).transpose().map_err(anyhow::Error::msg)?;
-        let records = export::EpochRecords { run: 0, epoch: m.epoch, phase: m.phase.as_str(), samples: &self.samples, columns: &upload.columns, shown: shown.as_deref() };
-        write_atomically(&self.epoch_path(m.epoch, "parquet"), |file| Ok(export::write_records_parquet(file, [records])?))?;
+        let shown = upload.shown.as_deref().map(|bits| protocol::pack::unpack_bits(bits, folder.samples.len())).transpose().map_err(anyhow::Error::msg)?;
+        let records = export::EpochRecords { run: 0, epoch: m.epoch, phase: m.phase.as_str(), samples: &folder.samples, columns: &upload.columns, shown: shown.as_deref() };
+        write_atomically(&folder.epoch_path(m.epoch, "parquet"), |file| Ok(export::write_records_parquet(file, [records])?))?;
         // Everything but the records, for epochs.csv and the per-sample statistics.
         let rest = serde_json::json!({
             "metrics": m,
@@ -113,9 +124,9 @@ impl Reporter for Folder {
             "el2n": upload.columns.el2n,
             "eval_loss": upload.eval_loss,
             "val_confusion": upload.val_confusion,
-            "shown": upload.shown.as_deref().map(|bits| shown_indices(bits, self.samples.len())),
+            "shown": upload.shown.as_deref().map(|bits| shown_indices(bits, folder.samples.len())),
         });
-        write_atomically(&self.epoch_path(m.epoch, "json"), |file| Ok(serde_json::to_writer(std::io::BufWriter::new(file), &rest)?))
+        write_atomically(&folder.epoch_path(m.epoch, "json"), |file| Ok(serde_json::to_writer(std::io::BufWriter::new(file), &rest)?))
     }
 }
 

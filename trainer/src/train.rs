@@ -11,10 +11,11 @@ use rand::SeedableRng;
 use tch::nn;
 use tch::{Kind, Tensor};
 
-use crate::checkpoint::Checkpoints;
+use crate::checkpoint::{Checkpoints, Snapshot};
 use crate::data::{load_split, DeviceSplit};
 use crate::models::{self, Model, Shape};
 use crate::optim::{self, Optim};
+use crate::pipeline::{EpochSink, Pipeline};
 use crate::recorder::{measure, EpochArrays};
 use crate::schedule::{shown_bits, Scheduler};
 use crate::weights;
@@ -25,8 +26,9 @@ pub trait Reporter {
     fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool>;
     /// The samples of the run, once, before the first epoch.
     fn manifest(&mut self, manifest: &SampleManifest) -> Result<()>;
-    /// One finished epoch.
-    fn epoch(&mut self, epoch: &EpochUpload) -> Result<()>;
+    /// Where finished epochs go, on the thread that stores them ([`Pipeline`]); asked once,
+    /// after the manifest.
+    fn epoch_sink(&mut self) -> Box<dyn EpochSink>;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +107,8 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
     if spec.sampling != protocol::Sampling::default() {
         tracing::info!(schedule = %spec.sampling, shown = spec.sampling.shown_count(train.len()), samples = train.len(), "training schedule");
     }
+    let saving = checkpoints.is_some();
+    let mut pipeline = Pipeline::start(reporter.epoch_sink(), checkpoints);
     let first_epoch = resumed.map_or(1, |e| e + 1);
     beat.first_epoch = first_epoch;
     let mixed = spec.hyper.mixed_precision && device.is_cuda();
@@ -162,6 +166,9 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             }
             sums += tch::no_grad(|| Tensor::stack(&[measures.loss.sum(Kind::Double), measures.correct.sum(Kind::Double)], 0));
             if beat.due(step + 1 == steps as usize) {
+                if pipeline.failed() {
+                    pipeline.finish()?;
+                }
                 let [loss_sum, correct_sum] = read_sums(&sums)?;
                 let seen = ((step + 1) * batch as usize).min(shown_count) as f64;
                 let heartbeat = Heartbeat {
@@ -178,6 +185,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
                 }
             }
         }
+        let last_step = Instant::now();
         let columns = match arrays {
             Some(arrays) => arrays.finish(),
             None => {
@@ -196,12 +204,14 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             "training diverged at epoch {epoch}: the mean training loss is {train_loss}; try a lower learning rate"
         );
 
+        let recorded = Instant::now();
         if beat.send(reporter, "validating", epoch, steps, steps, n)? {
             return Ok(Ending::Cancelled);
         }
         let validation = if val.is_empty() { None } else { Some(validate(&model, &val, classes)?) };
         // The loss after head warmup (DESIGN.md): an eval-mode pass at the end of the last
         // warmup epoch (the full pass of this epoch already is one).
+        let validated = Instant::now();
         let eval_loss = if epoch == spec.warmup_epochs {
             if spec.measure == Measure::FullPass {
                 Some(columns.loss.clone())
@@ -230,15 +240,28 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength);
         let shown = (!scheduler.shows_every_sample(epoch)).then(|| shown_bits(n, &shown));
         let val_confusion = validation.map(|v| v.confusion);
-        // Upload first, then checkpoint: a checkpoint never runs ahead of the stored epochs.
-        reporter.epoch(&EpochUpload { metrics, columns, val_confusion, eval_loss, shown })?;
-        if let Some(checkpoints) = &checkpoints {
+        let handing = Instant::now();
+        let snapshot = if saving {
             // `full` has nothing to remember: its checkpoints stay as they were.
             let schedule = (spec.sampling != protocol::Sampling::default()).then(|| serde_json::to_value(&scheduler.state)).transpose()?;
-            checkpoints.save(spec, epoch, &vs, &optimizer, schedule)?;
-        }
+            Some(Snapshot::take(spec, epoch, &vs, &optimizer, schedule))
+        } else {
+            None
+        };
+        // Uploaded, then checkpointed, on the pipeline's thread while the next epoch trains.
+        pipeline.submit(EpochUpload { metrics, columns, val_confusion, eval_loss, shown }, snapshot)?;
+        let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+        let now = Instant::now();
+        tracing::info!(
+            "epoch {epoch}: {:.0} ms from its last step to the next epoch (records {:.0} ms, validation {:.0} ms, checkpoint copy and hand-over {:.1} ms)",
+            ms(last_step, now),
+            ms(last_step, recorded),
+            ms(recorded, validated),
+            ms(handing, now)
+        );
     }
     let means = class_means(&model, &train, classes)?;
+    pipeline.finish()?;
     beat.send(reporter, "done", spec.total_epochs(), 1, 1, n)?;
     Ok(Ending::Completed(means))
 }
@@ -489,6 +512,7 @@ impl Beats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::{Arc, Mutex};
     use crate::test_support::exclusive;
     use rand::seq::SliceRandom;
     use protocol::{Arch, Device, Hyper, Optimizer};
@@ -498,26 +522,62 @@ mod tests {
     struct Recorded {
         heartbeats: Vec<Heartbeat>,
         manifest: Option<SampleManifest>,
+        /// What the sink stored, copied into `epochs` when [`train_recorded`] returns.
+        stored: Arc<Mutex<Vec<EpochUpload>>>,
         epochs: Vec<EpochUpload>,
         cancel_after: Option<usize>,
         /// Refuse the upload of this epoch, as a worker killed before it could upload.
         fail_at_epoch: Option<u32>,
+        /// How long storing an epoch takes (a slow server).
+        store_delay: std::time::Duration,
+        /// When each heartbeat came, with its epoch.
+        beats_at: Vec<(u32, Instant)>,
+        /// Each epoch's store: epoch, start, end, and the checkpoint in force when it began
+        /// (read from `probe`, a checkpoint folder and the spec).
+        stores: Arc<Mutex<Vec<(u32, Instant, Instant, Option<u32>)>>>,
+        probe: Option<(std::path::PathBuf, ExperimentSpec)>,
     }
 
     impl Reporter for Recorded {
         fn progress(&mut self, heartbeat: &Heartbeat) -> Result<bool> {
             self.heartbeats.push(heartbeat.clone());
+            self.beats_at.push((heartbeat.epoch, Instant::now()));
             Ok(self.cancel_after.is_some_and(|n| self.heartbeats.len() >= n))
         }
         fn manifest(&mut self, manifest: &SampleManifest) -> Result<()> {
             self.manifest = Some(manifest.clone());
             Ok(())
         }
+        fn epoch_sink(&mut self) -> Box<dyn EpochSink> {
+            Box::new(Sink { stored: self.stored.clone(), fail_at_epoch: self.fail_at_epoch, delay: self.store_delay, stores: self.stores.clone(), probe: self.probe.clone() })
+        }
+    }
+
+    struct Sink {
+        stored: Arc<Mutex<Vec<EpochUpload>>>,
+        fail_at_epoch: Option<u32>,
+        delay: std::time::Duration,
+        stores: Arc<Mutex<Vec<(u32, Instant, Instant, Option<u32>)>>>,
+        probe: Option<(std::path::PathBuf, ExperimentSpec)>,
+    }
+
+    impl EpochSink for Sink {
         fn epoch(&mut self, epoch: &EpochUpload) -> Result<()> {
+            let start = Instant::now();
+            let checkpoint = self.probe.as_ref().and_then(|(dir, spec)| Checkpoints::new(dir).latest(spec));
             anyhow::ensure!(self.fail_at_epoch != Some(epoch.metrics.epoch), "the worker died");
-            self.epochs.push(epoch.clone());
+            std::thread::sleep(self.delay);
+            self.stored.lock().unwrap().push(epoch.clone());
+            self.stores.lock().unwrap().push((epoch.metrics.epoch, start, Instant::now(), checkpoint));
             Ok(())
         }
+    }
+
+    /// [`train`], then what it stored in `recorded.epochs`.
+    fn train_recorded(spec: &ExperimentSpec, dataset: &DatasetInfo, recorded: &mut Recorded, places: &Places, source: Option<&SourceValues>) -> Result<Ending> {
+        let ending = train(spec, dataset, recorded, places, source);
+        recorded.epochs = recorded.stored.lock().unwrap().clone();
+        ending
     }
 
     /// Two classes of 8x8 images: bright top half or bright bottom half (unchanged by the
@@ -591,7 +651,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 16);
         let mut first = Recorded::default();
-        let Ending::Completed(means) = train(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default(), None).unwrap() else {
+        let Ending::Completed(means) = train_recorded(&spec(Measure::InBatch, 1), &dataset, &mut first, &Places::default(), None).unwrap() else {
             panic!("the run did not complete");
         };
         assert_eq!((means.dim, means.counts.iter().sum::<u32>(), means.means.len()), (128, 48, 2 * 128));
@@ -615,7 +675,7 @@ mod tests {
         assert_eq!(first.heartbeats.last().unwrap().phase, "done");
         // The same seed gives the same records, bit for bit.
         let mut second = Recorded::default();
-        train(&spec(Measure::InBatch, 1), &dataset, &mut second, &Places::default(), None).unwrap();
+        train_recorded(&spec(Measure::InBatch, 1), &dataset, &mut second, &Places::default(), None).unwrap();
         assert_eq!(first.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>(), second.epochs.iter().map(|e| &e.columns).collect::<Vec<_>>());
     }
 
@@ -626,7 +686,7 @@ mod tests {
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded::default();
         let spec = ExperimentSpec { epochs: 6, batch_size: 8, ..spec(Measure::FullPass, 0) };
-        train(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
+        train_recorded(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
         assert_eq!(recorded.epochs.len(), 6);
         assert!(recorded.heartbeats.iter().any(|h| h.phase == "measuring"));
         // The two-class task is easy: the last full pass gets most samples right.
@@ -641,7 +701,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let mut recorded = Recorded { cancel_after: Some(2), ..Default::default() };
-        assert_eq!(train(&spec(Measure::InBatch, 0), &dataset, &mut recorded, &Places::default(), None).unwrap(), Ending::Cancelled);
+        assert_eq!(train_recorded(&spec(Measure::InBatch, 0), &dataset, &mut recorded, &Places::default(), None).unwrap(), Ending::Cancelled);
         assert!(recorded.epochs.is_empty());
     }
 
@@ -727,18 +787,18 @@ mod tests {
             ..spec(Measure::InBatch, 1)
         };
         let mut whole = Recorded::default();
-        train(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
+        train_recorded(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
         assert_eq!(whole.epochs.len(), 4);
 
         let places = Places { checkpoints: Some(dir.path().join("checkpoints")), cache: Some(dir.path().join("cache")) };
         let mut crashed = Recorded { fail_at_epoch: Some(3), ..Default::default() };
-        let error = train(&spec, &dataset, &mut crashed, &places, None).unwrap_err();
+        let error = train_recorded(&spec, &dataset, &mut crashed, &places, None).unwrap_err();
         assert!(error.to_string().contains("the worker died"));
         assert_eq!(crashed.epochs.len(), 2);
         assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&spec), Some(2));
 
         let mut resumed = Recorded::default();
-        train(&spec, &dataset, &mut resumed, &places, None).unwrap();
+        train_recorded(&spec, &dataset, &mut resumed, &places, None).unwrap();
         let epochs: Vec<u32> = resumed.epochs.iter().map(|e| e.metrics.epoch).collect();
         assert_eq!(epochs, vec![3, 4], "resumes after the last checkpoint");
         let joined: Vec<&EpochUpload> = crashed.epochs.iter().chain(&resumed.epochs).collect();
@@ -749,6 +809,32 @@ mod tests {
         // Another spec does not pick up this run's checkpoint.
         let other = ExperimentSpec { seed: 4, ..spec.clone() };
         assert_eq!(Checkpoints::new(dir.path().join("checkpoints")).latest(&other), None);
+    }
+
+    /// Issue 18, item 4: the next epoch trains while the last one is stored (a slow server
+    /// no longer stops training), and the checkpoint of an epoch is written only after it is
+    /// stored.
+    #[test]
+    fn the_next_epoch_trains_while_the_last_is_stored_and_checkpoints_follow_the_stores() {
+        let _torch = exclusive();
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 64, 8);
+        let spec = ExperimentSpec { epochs: 3, ..spec(Measure::InBatch, 1) };
+        let checkpoints = dir.path().join("checkpoints");
+        let places = Places { checkpoints: Some(checkpoints.clone()), cache: None };
+        let delay = std::time::Duration::from_millis(600);
+        let mut recorded = Recorded { store_delay: delay, probe: Some((checkpoints.clone(), spec.clone())), ..Default::default() };
+        train_recorded(&spec, &dataset, &mut recorded, &places, None).unwrap();
+        let stores = recorded.stores.lock().unwrap().clone();
+        assert_eq!(stores.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        for &(epoch, start, end, checkpoint) in &stores {
+            assert_eq!(checkpoint, epoch.checked_sub(1).filter(|&e| e > 0), "the checkpoint in force when epoch {epoch} was stored");
+            let trained_meanwhile = recorded.beats_at.iter().any(|&(e, at)| e == epoch + 1 && at > start && at < end);
+            if epoch < 4 {
+                assert!(trained_meanwhile, "no heartbeat of epoch {} while epoch {epoch} was being stored", epoch + 1);
+            }
+        }
+        assert_eq!(Checkpoints::new(&checkpoints).latest(&spec), Some(4));
     }
 
     /// A subset schedule: every sample is still measured every epoch (full pass), each
@@ -766,7 +852,7 @@ mod tests {
             ..spec(Measure::FullPass, 1)
         };
         let mut whole = Recorded::default();
-        train(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
+        train_recorded(&spec, &dataset, &mut whole, &Places::default(), None).unwrap();
         assert_eq!(whole.epochs.len(), 4);
         for upload in &whole.epochs {
             upload.columns.check_lengths(48).unwrap();
@@ -778,9 +864,9 @@ mod tests {
         }
         let places = Places { checkpoints: Some(dir.path().join("checkpoints")), cache: None };
         let mut crashed = Recorded { fail_at_epoch: Some(4), ..Default::default() };
-        assert!(train(&spec, &dataset, &mut crashed, &places, None).is_err());
+        assert!(train_recorded(&spec, &dataset, &mut crashed, &places, None).is_err());
         let mut resumed = Recorded::default();
-        train(&spec, &dataset, &mut resumed, &places, None).unwrap();
+        train_recorded(&spec, &dataset, &mut resumed, &places, None).unwrap();
         assert_eq!(resumed.epochs.iter().map(|e| e.metrics.epoch).collect::<Vec<_>>(), vec![4]);
         let joined: Vec<&EpochUpload> = crashed.epochs.iter().chain(&resumed.epochs).collect();
         for (a, b) in whole.epochs.iter().zip(joined) {
@@ -794,7 +880,7 @@ mod tests {
             },
             ..spec.clone()
         };
-        let error = train(&pruned, &dataset, &mut Recorded::default(), &Places::default(), None).unwrap_err();
+        let error = train_recorded(&pruned, &dataset, &mut Recorded::default(), &Places::default(), None).unwrap_err();
         assert!(error.to_string().contains("needs per-sample values of run #9"), "{error}");
     }
 
@@ -815,7 +901,7 @@ mod tests {
             ..spec(Measure::InBatch, 0)
         };
         let mut recorded = Recorded::default();
-        train(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
+        train_recorded(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
         let columns = &recorded.epochs[0].columns;
 
         tch::manual_seed(spec.seed as i64);

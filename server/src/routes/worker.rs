@@ -46,11 +46,30 @@ pub async fn manifest(State(state): State<AppState>, Path(job): Path<String>, he
     Ok(Json(json!({ "samples": manifest.samples.len() })))
 }
 
+/// An epoch upload in either form: the binary one the worker sends
+/// (`protocol::wire::EPOCH_CONTENT_TYPE`) or JSON.
+pub struct EpochBody(EpochUpload);
+
+impl<S: Send + Sync> axum::extract::FromRequest<S> for EpochBody {
+    type Rejection = Refusal;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let binary = request.headers().get(axum::http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes() == protocol::wire::EPOCH_CONTENT_TYPE.as_bytes());
+        if !binary {
+            return JsonBody::from_request(request, state).await.map(|JsonBody(upload)| Self(upload));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| Refusal(Failure::new(rejection.status().as_u16(), format!("the request body was refused: {}", rejection.body_text()))))?;
+        protocol::wire::decode_epoch(&bytes).map(Self).map_err(|e| Refusal(Failure::new(422, format!("the binary epoch upload was refused: {e}"))))
+    }
+}
+
 pub async fn epoch(
     State(state): State<AppState>,
     Path((job, epoch)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(upload): JsonBody<EpochUpload>,
+    EpochBody(upload): EpochBody,
 ) -> ApiResult<Json<serde_json::Value>> {
     let epoch: u32 = epoch.parse().map_err(|_| Refusal(Failure::bad_request(format!("epoch must be a whole number, got {epoch:?}"))))?;
     state.queue.put_epoch(parse_id("job", &job)?, bearer(&headers)?, epoch, &upload).await?;
