@@ -56,18 +56,22 @@ impl DatasetInfo {
 pub enum RunStatus {
     Queued,
     Running,
+    /// Trained; the server computes its statistics and seals its records in the background
+    /// (issue 18, item 5). Its statistics are shown once it has succeeded.
+    Analysing,
     Succeeded,
     Failed,
     Cancelled,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 5] = [RunStatus::Queued, RunStatus::Running, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled];
+    pub const ALL: [RunStatus; 6] = [RunStatus::Queued, RunStatus::Running, RunStatus::Analysing, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
             RunStatus::Queued => "queued",
             RunStatus::Running => "running",
+            RunStatus::Analysing => "analysing",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
             RunStatus::Cancelled => "cancelled",
@@ -75,9 +79,7 @@ impl RunStatus {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Queued, Self::Running, Self::Succeeded, Self::Failed, Self::Cancelled]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
     pub fn is_finished(self) -> bool {

@@ -618,7 +618,7 @@ impl RunCache {
         }
         let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(run_id).fetch_one(pool).await.map_err(internal)?;
         let counts: Vec<(i64, i64)> =
-            sqlx::query_as("SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ? GROUP BY forgetting_events ORDER BY forgetting_events")
+            sqlx::query_as(&format!("SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ?{} GROUP BY forgetting_events ORDER BY forgetting_events", crate::service::PUBLISHED))
                 .bind(run_id)
                 .fetch_all(pool)
                 .await
@@ -1124,7 +1124,7 @@ pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of:
         "SELECT s.*, r.arch, r.seed
          FROM sample_stats s
          JOIN runs r ON r.id = s.run_id
-         WHERE s.sample_key = ? AND r.dataset = ? ORDER BY s.run_id",
+         WHERE s.sample_key = ? AND r.dataset = ? AND s.run_id NOT IN (SELECT run_id FROM jobs WHERE status = 'analysing') ORDER BY s.run_id",
     )
     .bind(key)
     .bind(&dataset)

@@ -116,3 +116,11 @@ pub fn internal(error: impl std::fmt::Display) -> protocol::Failure {
     tracing::error!("internal error: {error}");
     protocol::Failure::internal("internal error; the server log has the details")
 }
+
+/// After a write of a long background job (the end-of-run analysis) that began at `began`:
+/// waits as long as the write held SQLite's single writer lock (1 to 50 ms), so that other
+/// writers, whose busy handler polls, get the lock between the job's transactions instead of
+/// being starved by back-to-back ones.
+pub async fn make_way(began: std::time::Instant) {
+    tokio::time::sleep(began.elapsed().clamp(std::time::Duration::from_millis(1), std::time::Duration::from_millis(50))).await;
+}

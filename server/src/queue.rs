@@ -28,8 +28,11 @@ const NOT_HELD_FOR_SLURM: &str = "(slurm_state IS NULL OR slurm_ended_at IS NOT 
 const MAX_ERROR_CHARS: usize = 4000;
 /// Log lines kept per job, and the longest line kept.
 const LOG_LINES: usize = 2000;
+/// Rows of `sample_stats` written per transaction at the end of a run (a few ms each).
+const STATS_PER_TRANSACTION: usize = 500;
 const MAX_LOG_LINE_CHARS: usize = 2000;
 
+#[derive(Clone)]
 pub struct Queue {
     pool: SqlitePool,
     hub: Hub,
@@ -37,6 +40,8 @@ pub struct Queue {
     worker_token_hash: String,
     lease_seconds: u64,
     record_precision: records::RecordPrecision,
+    /// One end-of-run analysis at a time: each holds a run's records in memory.
+    analyses: Arc<tokio::sync::Semaphore>,
 }
 
 /// A running job, as its token proves.
@@ -82,7 +87,8 @@ fn check_shown(spec: &ExperimentSpec, epoch: u32, bits: &[u8], samples: usize) -
 
 impl Queue {
     pub fn new(pool: SqlitePool, hub: Hub, registry: Arc<Registry>, worker_token: &str, lease_seconds: u64) -> Self {
-        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds, record_precision: Default::default() }
+        let analyses = Arc::new(tokio::sync::Semaphore::new(1));
+        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds, record_precision: Default::default(), analyses }
     }
 
     /// How sealed records keep margin and EL2N (exact unless asked).
@@ -456,53 +462,32 @@ impl Queue {
         self.renew(job_id).await
     }
 
-    pub async fn finish(&self, job_id: i64, token: &str, finish: &Finish) -> Result<(), Failure> {
+    /// The worker's end of a job. A succeeded one is checked (every epoch stored, class means
+    /// of the right shape), marked `analysing` and answered at once; its statistics and sealing
+    /// run in the background ([`Queue::analyse`]), whose handle is returned.
+    pub async fn finish(&self, job_id: i64, token: &str, finish: &Finish) -> Result<Option<tokio::task::JoinHandle<()>>, Failure> {
         let job = self.leased(job_id, token).await?;
         let (status, error) = match finish.outcome {
-            Outcome::Succeeded => match self.store_results(job.run_id, &job.spec, finish).await {
-                Ok(samples) => {
-                    tracing::info!(job = job_id, run = job.run_id, samples, "run succeeded; per-sample statistics stored");
-                    (RunStatus::Succeeded, None)
-                }
+            Outcome::Succeeded => match self.begin_analysis(job_id, job.run_id, &job.spec, finish).await {
+                Ok(()) => return Ok(Some(self.spawn_analysis(job_id, job.run_id))),
                 Err(failure) => (RunStatus::Failed, Some(format!("the results could not be summarised: {}", failure.body.message))),
             },
             Outcome::Failed => (RunStatus::Failed, Some(finish.message.clone().unwrap_or_else(|| "the worker reported a failure without a message".into()))),
             Outcome::Cancelled => (RunStatus::Cancelled, None),
         };
-        self.mark_finished(job_id, job.run_id, status, error).await
+        self.mark_finished(job_id, job.run_id, status, error).await?;
+        Ok(None)
     }
 
-    async fn mark_finished(&self, job_id: i64, run_id: i64, status: RunStatus, error: Option<String>) -> Result<(), Failure> {
-        let error = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
-        if let Some(message) = &error {
-            tracing::warn!(job = job_id, run = run_id, "job failed: {message}");
+    /// What the end of a succeeded run checks and stores before answering the worker: every
+    /// epoch is there, the class means fit; then the job is `analysing` (its token dead).
+    async fn begin_analysis(&self, job_id: i64, run_id: i64, spec: &ExperimentSpec, finish: &Finish) -> Result<(), Failure> {
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT epoch FROM epoch_records WHERE run_id = ? ORDER BY epoch").bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
+        let total = spec.total_epochs();
+        let missing: Vec<String> = (1..=total).filter(|e| !stored.contains(&i64::from(*e))).map(|e| e.to_string()).collect();
+        if !missing.is_empty() {
+            return Err(Failure::conflict(format!("epochs missing: {}", missing.join(", "))));
         }
-        self.note(job_id, format!("{}{}", status.as_str(), error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())).await?;
-        // Keep the last report (epoch, loss, speed) and say how it ended.
-        let stored: Option<String> = sqlx::query_scalar("SELECT progress FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
-        let mut heartbeat = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).map(|p| p.heartbeat).unwrap_or_default();
-        heartbeat.phase = status.as_str().to_owned();
-        if status == RunStatus::Succeeded {
-            heartbeat.eta_seconds = Some(0.0);
-        }
-        let progress = Progress::new(job_id, run_id, status, self.spec(run_id).await?.total_epochs(), Some(heartbeat));
-        sqlx::query(&format!(
-            "UPDATE jobs SET status = ?, error = ?, progress = ?, token_hash = NULL, lease_expires_at = NULL,
-                 finished_at = {NOW}, updated_at = {NOW} WHERE id = ?"
-        ))
-        .bind(status.as_str())
-        .bind(&error)
-        .bind(serde_json::to_string(&progress).map_err(internal)?)
-        .bind(job_id)
-        .execute(&self.pool)
-        .await
-        .map_err(internal)?;
-        self.hub.publish(progress);
-        Ok(())
-    }
-
-    /// A successful run's end: its class means, then its per-sample statistics.
-    async fn store_results(&self, run_id: i64, spec: &ExperimentSpec, finish: &Finish) -> Result<usize, Failure> {
         if let Some(means) = &finish.class_means {
             let classes = self.num_classes(&spec.dataset).await?;
             if means.counts.len() != classes as usize || means.means.len() != classes as usize * means.dim as usize {
@@ -523,7 +508,86 @@ impl Queue {
                 .await
                 .map_err(internal)?;
         }
-        self.compute_sample_stats(run_id, spec).await
+        let progress = self.last_report(job_id, run_id, RunStatus::Analysing).await?;
+        sqlx::query(&format!("UPDATE jobs SET status = 'analysing', progress = ?, token_hash = NULL, lease_expires_at = NULL, updated_at = {NOW} WHERE id = ?"))
+            .bind(serde_json::to_string(&progress).map_err(internal)?)
+            .bind(job_id)
+            .execute(&self.pool)
+            .await
+            .map_err(internal)?;
+        self.note(job_id, "trained; computing the per-sample statistics and sealing the records".into()).await?;
+        self.hub.publish(progress);
+        Ok(())
+    }
+
+    /// The job's last report (epoch, loss, speed), saying it is now `status`.
+    async fn last_report(&self, job_id: i64, run_id: i64, status: RunStatus) -> Result<Progress, Failure> {
+        let stored: Option<String> = sqlx::query_scalar("SELECT progress FROM jobs WHERE id = ?").bind(job_id).fetch_one(&self.pool).await.map_err(internal)?;
+        let mut heartbeat = stored.and_then(|p| serde_json::from_str::<Progress>(&p).ok()).map(|p| p.heartbeat).unwrap_or_default();
+        heartbeat.phase = status.as_str().to_owned();
+        if status == RunStatus::Succeeded {
+            heartbeat.eta_seconds = Some(0.0);
+        }
+        Ok(Progress::new(job_id, run_id, status, self.spec(run_id).await?.total_epochs(), Some(heartbeat)))
+    }
+
+    fn spawn_analysis(&self, job_id: i64, run_id: i64) -> tokio::task::JoinHandle<()> {
+        let queue = self.clone();
+        tokio::spawn(async move { queue.analyse(job_id, run_id).await })
+    }
+
+    /// The background end of a succeeded run: its per-sample statistics and sealed records,
+    /// written in short transactions ([`Queue::compute_sample_stats`]), then `succeeded` (or
+    /// `failed` with the reason). Safe to run again after a crash: every write replaces.
+    async fn analyse(&self, job_id: i64, run_id: i64) {
+        let _permit = self.analyses.acquire().await;
+        let outcome = match self.spec(run_id).await {
+            Ok(spec) => self.compute_sample_stats(run_id, &spec).await,
+            Err(failure) => Err(failure),
+        };
+        let (status, error) = match outcome {
+            Ok(samples) => {
+                tracing::info!(job = job_id, run = run_id, samples, "run succeeded; per-sample statistics stored");
+                (RunStatus::Succeeded, None)
+            }
+            Err(failure) => (RunStatus::Failed, Some(format!("the results could not be summarised: {}", failure.body.message))),
+        };
+        if let Err(failure) = self.mark_finished(job_id, run_id, status, error).await {
+            tracing::error!(job = job_id, run = run_id, "the end of the run's analysis could not be stored: {}", failure.body.message);
+        }
+    }
+
+    /// At start: analyses that a stopped server left unfinished begin again.
+    pub async fn resume_analyses(&self) -> Result<usize, Failure> {
+        let jobs: Vec<(i64, i64)> = sqlx::query_as("SELECT id, run_id FROM jobs WHERE status = 'analysing' ORDER BY id").fetch_all(&self.pool).await.map_err(internal)?;
+        for &(job_id, run_id) in &jobs {
+            tracing::info!(job = job_id, run = run_id, "resuming the end-of-run analysis a stopped server left unfinished");
+            self.note(job_id, "the server stopped during the end-of-run analysis; it starts again".into()).await?;
+            self.spawn_analysis(job_id, run_id);
+        }
+        Ok(jobs.len())
+    }
+
+    async fn mark_finished(&self, job_id: i64, run_id: i64, status: RunStatus, error: Option<String>) -> Result<(), Failure> {
+        let error = error.map(|e| e.chars().take(MAX_ERROR_CHARS).collect::<String>());
+        if let Some(message) = &error {
+            tracing::warn!(job = job_id, run = run_id, "job failed: {message}");
+        }
+        self.note(job_id, format!("{}{}", status.as_str(), error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())).await?;
+        let progress = self.last_report(job_id, run_id, status).await?;
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = ?, error = ?, progress = ?, token_hash = NULL, lease_expires_at = NULL,
+                 finished_at = {NOW}, updated_at = {NOW} WHERE id = ?"
+        ))
+        .bind(status.as_str())
+        .bind(&error)
+        .bind(serde_json::to_string(&progress).map_err(internal)?)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
+        self.hub.publish(progress);
+        Ok(())
     }
 
     /// Derives `sample_stats` from the stored epochs (all of them must be there), and seals
@@ -568,10 +632,15 @@ impl Queue {
         if summaries.len() != samples.len() {
             return Err(internal(format!("{} summaries for {} samples", summaries.len(), samples.len())));
         }
-        let mut tx = self.pool.begin().await.map_err(internal)?;
-        sqlx::query("DELETE FROM sample_stats WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
+        // Short transactions, so that other workers' uploads and heartbeats never wait long
+        // for the single writer; the run is `analysing` until the last one, and its
+        // statistics are read only after that.
         let rows: Vec<_> = samples.iter().zip(&summaries).collect();
-        for chunk in rows.chunks(1000) {
+        for chunk in rows.chunks(STATS_PER_TRANSACTION) {
+            let (first, last) = (chunk[0].0 .0, chunk[chunk.len() - 1].0 .0);
+            let began = std::time::Instant::now();
+            let mut tx = self.pool.begin().await.map_err(internal)?;
+            sqlx::query("DELETE FROM sample_stats WHERE run_id = ? AND sample_index BETWEEN ? AND ?").bind(run_id).bind(first).bind(last).execute(&mut *tx).await.map_err(internal)?;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events,
                  first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n) ",
@@ -599,21 +668,23 @@ impl Queue {
                     .push_bind(summary.el2n);
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
+            tx.commit().await.map_err(internal)?;
+            crate::db::make_way(began).await;
         }
-        sqlx::query("DELETE FROM run_columns WHERE run_id = ?").bind(run_id).execute(&mut *tx).await.map_err(internal)?;
         for (name, data) in crate::analysis::score_columns(&summaries) {
-            sqlx::query("INSERT INTO run_columns (run_id, name, data) VALUES (?, ?, ?)").bind(run_id).bind(name).bind(data).execute(&mut *tx).await.map_err(internal)?;
+            let began = std::time::Instant::now();
+            sqlx::query("INSERT OR REPLACE INTO run_columns (run_id, name, data) VALUES (?, ?, ?)").bind(run_id).bind(name).bind(data).execute(&self.pool).await.map_err(internal)?;
+            crate::db::make_way(began).await;
         }
         sqlx::query("INSERT OR REPLACE INTO run_analysis (run_id, summary, classes) VALUES (?, ?, ?)")
             .bind(run_id)
             .bind(serde_json::to_string(&analysis.0).map_err(internal)?)
             .bind(serde_json::to_string(&analysis.1).map_err(internal)?)
-            .execute(&mut *tx)
+            .execute(&self.pool)
             .await
             .map_err(internal)?;
         let stats_written = started.elapsed();
-        records::store_sealed(&mut tx, run_id, &records, &blocks).await?;
-        tx.commit().await.map_err(internal)?;
+        records::store_sealed(&self.pool, run_id, &records, &blocks).await?;
         tracing::info!(run = run_id, samples = summaries.len(), epochs = total, ?read, ?summarized, ?sealed, ?stats_written, total = ?started.elapsed(), "end of run: statistics and sealed records stored");
         Ok(summaries.len())
     }
@@ -662,6 +733,7 @@ impl Queue {
                 self.note(job_id, "cancel asked; the worker stops at its next heartbeat".into()).await?;
                 Ok(RunStatus::Running)
             }
+            RunStatus::Analysing => Err(Failure::conflict(format!("run #{run_id} has finished training and is being analysed; nothing to cancel"))),
             finished => Err(Failure::conflict(format!("run #{run_id} already ended ({finished}); nothing to cancel"))),
         }
     }

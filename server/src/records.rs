@@ -77,16 +77,24 @@ pub struct Trace {
     pub predicted: Vec<u16>,
 }
 
-/// Whether the run's records are sealed.
-async fn sealed(pool: &SqlitePool, run_id: i64) -> Result<Option<i64>, Failure> {
-    sqlx::query_scalar("SELECT epochs FROM record_blocks WHERE run_id = ? LIMIT 1").bind(run_id).fetch_optional(pool).await.map_err(internal)
+/// Whether the run's records are sealed: blocks hold every one of its samples. While
+/// [`store_sealed`] writes them, some blocks exist and the epoch rows are still complete.
+async fn sealed(pool: &SqlitePool, run_id: i64) -> Result<bool, Failure> {
+    let (blocks, in_blocks, samples): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(samples), 0), (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) FROM record_blocks WHERE run_id = ?1",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await
+    .map_err(internal)?;
+    Ok(blocks > 0 && in_blocks == samples)
 }
 
 /// Every stored record of a run, sealed or not.
 pub async fn read(pool: &SqlitePool, run_id: i64) -> Result<RunRecords, Failure> {
     match sealed(pool, run_id).await? {
-        Some(_) => read_sealed(pool, run_id).await,
-        None => read_epochs(pool, run_id).await,
+        true => read_sealed(pool, run_id).await,
+        false => read_epochs(pool, run_id).await,
     }
 }
 
@@ -125,6 +133,12 @@ pub struct SealedBlock {
     samples: usize,
     columns: Vec<Vec<u8>>,
     eval_loss: Option<Vec<u8>>,
+}
+
+impl SealedBlock {
+    fn encoded_len(&self) -> usize {
+        self.columns.iter().map(Vec::len).sum::<usize>() + self.eval_loss.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// Encodes a run's records into blocks (CPU work: call it off the async runtime), margin and
@@ -170,25 +184,60 @@ pub fn seal(records: &RunRecords, precision: RecordPrecision) -> Vec<SealedBlock
     })
 }
 
-/// Stores sealed blocks in place of the run's epoch rows.
-pub async fn store_sealed(tx: &mut Transaction<'_, Sqlite>, run_id: i64, records: &RunRecords, blocks: &[SealedBlock]) -> Result<(), Failure> {
-    sqlx::query("DELETE FROM record_blocks WHERE run_id = ?").bind(run_id).execute(&mut **tx).await.map_err(internal)?;
+/// Encoded bytes of sealed blocks written per transaction (a few milliseconds of the single
+/// writer each).
+const SEALED_BYTES_PER_TRANSACTION: usize = 1 << 20;
+
+/// Stores sealed blocks in place of the run's epoch rows, in short transactions: the blocks
+/// first (readers keep using the epoch rows until every block is there, see [`read`]), then
+/// the epoch rows are deleted one epoch at a time. Safe to run again after a crash.
+pub async fn store_sealed(pool: &SqlitePool, run_id: i64, records: &RunRecords, blocks: &[SealedBlock]) -> Result<(), Failure> {
+    sqlx::query("DELETE FROM record_blocks WHERE run_id = ?").bind(run_id).execute(pool).await.map_err(internal)?;
     let eval_epoch = records.eval_loss.as_ref().map(|(epoch, _)| i64::from(*epoch));
-    for block in blocks {
-        let mut insert = sqlx::query(
-            "INSERT INTO record_blocks (run_id, first_sample, samples, epochs, correct, p_true, loss, predicted, margin, el2n, eval_loss, eval_loss_epoch)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(run_id)
-        .bind(block.first_sample as i64)
-        .bind(block.samples as i64)
-        .bind(records.columns.len() as i64);
-        for column in &block.columns {
-            insert = insert.bind(column);
+    let mut rest = blocks;
+    while !rest.is_empty() {
+        // Blocks while the bytes before each are under the bound (at least one).
+        let mut before = 0;
+        let count = rest
+            .iter()
+            .take_while(|b| {
+                let fits = before < SEALED_BYTES_PER_TRANSACTION;
+                before += b.encoded_len();
+                fits
+            })
+            .count();
+        let (chunk, tail) = rest.split_at(count);
+        rest = tail;
+        let began = std::time::Instant::now();
+        let mut tx = pool.begin().await.map_err(internal)?;
+        for block in chunk {
+            insert_block(&mut tx, run_id, records.columns.len(), block, eval_epoch).await?;
         }
-        insert.bind(&block.eval_loss).bind(eval_epoch).execute(&mut **tx).await.map_err(internal)?;
+        tx.commit().await.map_err(internal)?;
+        crate::db::make_way(began).await;
     }
-    sqlx::query("DELETE FROM epoch_records WHERE run_id = ?").bind(run_id).execute(&mut **tx).await.map_err(internal)?;
+    let epochs: Vec<i64> = sqlx::query_scalar("SELECT epoch FROM epoch_records WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?;
+    for epoch in epochs {
+        let began = std::time::Instant::now();
+        sqlx::query("DELETE FROM epoch_records WHERE run_id = ? AND epoch = ?").bind(run_id).bind(epoch).execute(pool).await.map_err(internal)?;
+        crate::db::make_way(began).await;
+    }
+    Ok(())
+}
+
+async fn insert_block(tx: &mut Transaction<'_, Sqlite>, run_id: i64, epochs: usize, block: &SealedBlock, eval_epoch: Option<i64>) -> Result<(), Failure> {
+    let mut insert = sqlx::query(
+        "INSERT INTO record_blocks (run_id, first_sample, samples, epochs, correct, p_true, loss, predicted, margin, el2n, eval_loss, eval_loss_epoch)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(run_id)
+    .bind(block.first_sample as i64)
+    .bind(block.samples as i64)
+    .bind(epochs as i64);
+    for column in &block.columns {
+        insert = insert.bind(column);
+    }
+    insert.bind(&block.eval_loss).bind(eval_epoch).execute(&mut **tx).await.map_err(internal)?;
     Ok(())
 }
 
@@ -319,11 +368,37 @@ mod tests {
             .unwrap();
         sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 5)").execute(&pool).await.unwrap();
         let original = records(150, 5); // three blocks, the last one short
+        for s in 0..150 {
+            sqlx::query("INSERT INTO run_samples (run_id, sample_index, dataset_index, sample_key, label) VALUES (1, ?, ?, ?, 0)").bind(s).bind(s).bind(format!("k{s}")).execute(&pool).await.unwrap();
+        }
+        for (epoch, c) in original.epochs.iter().zip(&original.columns) {
+            let eval_loss = original.eval_loss.as_ref().filter(|(e, _)| e == epoch).map(|(_, loss)| pack_f32(loss));
+            sqlx::query("INSERT INTO epoch_records (run_id, epoch, sample_count, correct, loss, p_true, margin, predicted, el2n, eval_loss) VALUES (1, ?, 150, ?, ?, ?, ?, ?, ?, ?)")
+                .bind(epoch)
+                .bind(&c.correct)
+                .bind(pack_f32(&c.loss))
+                .bind(pack_f32(&c.p_true))
+                .bind(pack_f32(&c.margin))
+                .bind(protocol::pack::pack_u16(&c.predicted))
+                .bind(pack_f32(&c.el2n))
+                .bind(eval_loss)
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
         let blocks = seal(&original, RecordPrecision::Exact);
         assert_eq!(blocks.len(), 3);
+        // A server stopped while sealing (issue 18, item 5: blocks are written in several
+        // transactions): with some blocks written, the run is read from its epoch rows.
         let mut tx = pool.begin().await.unwrap();
-        store_sealed(&mut tx, 1, &original, &blocks).await.unwrap();
+        insert_block(&mut tx, 1, 5, &blocks[0], Some(1)).await.unwrap();
         tx.commit().await.unwrap();
+        assert!(!sealed(&pool, 1).await.unwrap());
+        assert_eq!(bits(&read(&pool, 1).await.unwrap()), bits(&original));
+        store_sealed(&pool, 1, &original, &blocks).await.unwrap();
+        assert!(sealed(&pool, 1).await.unwrap());
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = 1").fetch_one(&pool).await.unwrap();
+        assert_eq!(left, 0, "the epoch rows go once every block is stored");
         let back = read(&pool, 1).await.unwrap();
         assert_eq!(back.epochs, original.epochs);
         assert_eq!(bits(&back), bits(&original));
@@ -342,9 +417,7 @@ mod tests {
         // At half precision everything but margin and EL2N is still exact, and those two are
         // within 2^-11 of the sent values, relatively.
         let blocks = seal(&original, RecordPrecision::Half);
-        let mut tx = pool.begin().await.unwrap();
-        store_sealed(&mut tx, 1, &original, &blocks).await.unwrap();
-        tx.commit().await.unwrap();
+        store_sealed(&pool, 1, &original, &blocks).await.unwrap();
         let half = read(&pool, 1).await.unwrap();
         for (a, b) in half.columns.iter().zip(&original.columns) {
             assert_eq!((&a.correct, &a.predicted), (&b.correct, &b.predicted));

@@ -244,7 +244,8 @@ impl Service {
             }
         }
         if let Some(status) = query.status.as_deref().filter(|s| RunStatus::parse(s).is_none()) {
-            return Err(Failure::bad_request(format!("unknown status {status:?}; use queued, running, succeeded, failed or cancelled")));
+            let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            return Err(Failure::bad_request(format!("unknown status {status:?}; use one of {}", known.join(", "))));
         }
         for (name, day) in [("created_from", &query.created_from), ("created_to", &query.created_to)] {
             if let Some(day) = day.as_deref().filter(|d| !is_day(d)) {
@@ -378,13 +379,13 @@ impl Service {
         }
         // Column names and operators come from SampleQuery::bounds, never from the request.
         let filter: String = bounds.iter().map(|(column, op, _)| format!(" AND {column} {op} ?")).collect();
-        let total_sql = format!("SELECT COUNT(*) FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}");
+        let total_sql = format!("SELECT COUNT(*) FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}{PUBLISHED}");
         let mut total = sqlx::query_scalar::<_, i64>(&total_sql).bind(run_id).bind(query.label).bind(query.label);
         for (_, _, value) in &bounds {
             total = total.bind(value);
         }
         let total = total.fetch_one(&self.pool).await.map_err(internal)?;
-        let rows_sql = format!("SELECT * FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter} ORDER BY {order}, sample_index LIMIT ? OFFSET ?");
+        let rows_sql = format!("SELECT * FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}{PUBLISHED} ORDER BY {order}, sample_index LIMIT ? OFFSET ?");
         let mut rows = sqlx::query(&rows_sql).bind(run_id).bind(query.label).bind(query.label);
         for (_, _, value) in &bounds {
             rows = rows.bind(value);
@@ -396,7 +397,7 @@ impl Service {
     /// Every per-sample statistic of a run, in recording order (for exports).
     pub async fn all_samples(&self, run_id: i64) -> Result<Vec<SampleStats>, Failure> {
         self.run_exists(run_id).await?;
-        let rows = sqlx::query("SELECT * FROM sample_stats WHERE run_id = ? ORDER BY sample_index").bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
+        let rows = sqlx::query(&format!("SELECT * FROM sample_stats WHERE run_id = ?{PUBLISHED} ORDER BY sample_index")).bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
         Ok(rows.iter().map(sample_stats_of).collect())
     }
 
@@ -405,11 +406,11 @@ impl Service {
         found.map(drop).ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))
     }
 
-    /// The current state of every queued or running job (for a new event stream).
+    /// The current state of every queued, running or analysing job (for a new event stream).
     pub async fn active_progress(&self, run_id: Option<i64>) -> Result<Vec<Progress>, Failure> {
         let rows = sqlx::query(&format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN jobs j ON j.run_id = r.id
-             WHERE (?1 IS NULL AND j.status IN ('queued', 'running')) OR r.id = ?1 ORDER BY r.id"
+             WHERE (?1 IS NULL AND j.status IN ('queued', 'running', 'analysing')) OR r.id = ?1 ORDER BY r.id"
         ))
         .bind(run_id)
         .fetch_all(&self.pool)
@@ -450,6 +451,11 @@ fn epoch_metrics_of(row: &SqliteRow) -> Result<EpochMetrics, Failure> {
         seconds: row.get("seconds"),
     })
 }
+
+/// A condition on `sample_stats` rows (column `run_id`): the run's statistics are complete.
+/// While a run is `analysing` they are being written in several transactions
+/// (`Queue::compute_sample_stats`), and none of them are shown.
+pub(crate) const PUBLISHED: &str = " AND run_id NOT IN (SELECT run_id FROM jobs WHERE status = 'analysing')";
 
 pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
     SampleStats {

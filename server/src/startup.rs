@@ -139,6 +139,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     spawn_lease_reaper(queue.clone(), shutdown_rx.clone());
+    // Runs whose end-of-run analysis a stopped server left unfinished.
+    if let Err(failure) = queue.resume_analyses().await {
+        tracing::error!("looking for unfinished analyses failed: {}", failure.body.message);
+    }
     spawn_session_purger(auth.clone(), shutdown_rx.clone());
     // The data volume: a warning in the log when it crosses a threshold (the jobs page and
     // /healthz read it when asked), and the checkpoints of runs that failed long ago removed.

@@ -157,7 +157,7 @@ impl Service {
     pub async fn studies(&self) -> Result<Vec<StudySummary>, Failure> {
         let rows = sqlx::query(
             "SELECT s.id, s.name, s.created_at, COUNT(r.id) AS runs,
-                SUM(j.status = 'succeeded') AS succeeded, SUM(j.status IN ('queued', 'running')) AS active,
+                SUM(j.status = 'succeeded') AS succeeded, SUM(j.status IN ('queued', 'running', 'analysing')) AS active,
                 SUM(j.status IN ('failed', 'cancelled')) AS failed
              FROM studies s LEFT JOIN runs r ON r.study_id = s.id LEFT JOIN jobs j ON j.run_id = r.id
              GROUP BY s.id ORDER BY s.id DESC LIMIT 500",

@@ -202,3 +202,115 @@ fn jobs_are_leased_by_priority_then_in_order_and_listed_by_owner() {
     let all: Value = client.get(server.api("/runs")).send().unwrap().json().unwrap();
     assert_eq!(all.as_array().unwrap().len(), 4);
 }
+
+/// One epoch of `n` samples whose records vary with the sample and the epoch (so traces
+/// differ and have forgetting events), in the binary form the worker sends.
+fn varied_epoch(epoch: u32, n: usize) -> Vec<u8> {
+    let mut state = u64::from(epoch).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let p: Vec<f32> = (0..n).map(|_| next()).collect();
+    let upload = protocol::worker::EpochUpload {
+        metrics: protocol::EpochMetrics { epoch, phase: protocol::Phase::Finetune, train_loss: 0.5, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.1, seconds: 1.0 },
+        columns: protocol::worker::EpochColumns {
+            correct: p.iter().map(|&p| u8::from(p > 0.5)).collect(),
+            loss: p.iter().map(|&p| -(p.max(1e-6)).ln()).collect(),
+            p_true: p.clone(),
+            margin: p.iter().map(|&p| p - 0.5).collect(),
+            predicted: (0..n).map(|i| (i % 10) as u16).collect(),
+            el2n: p.iter().map(|&p| 1.0 - p).collect(),
+        },
+        val_confusion: None,
+        eval_loss: None,
+        shown: None,
+    };
+    protocol::wire::encode_epoch(&upload)
+}
+
+/// Trains (as the worker) run `run_id` on `n` samples for `epochs` epochs and finishes it;
+/// returns how long the finish request took.
+fn play_a_run(client: &Client, server: &TestServer, run_id: i64, n: usize, epochs: u32) -> std::time::Duration {
+    let lease: Value = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test"})).send().unwrap().json().unwrap();
+    assert_eq!(lease["run_id"], run_id);
+    let (job, token) = (lease["job_id"].as_i64().unwrap(), lease["job_token"].as_str().unwrap().to_owned());
+    let manifest = json!({"samples": (0..n).map(|i| json!({"dataset_index": i, "sample_key": format!("k{i}"), "label": i % 10})).collect::<Vec<_>>()});
+    assert_eq!(client.put(server.api(&format!("/worker/jobs/{job}/samples"))).bearer_auth(&token).json(&manifest).send().unwrap().status(), 200);
+    for epoch in 1..=epochs {
+        let url = server.api(&format!("/worker/jobs/{job}/epochs/{epoch}"));
+        let stored = client.put(url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(varied_epoch(epoch, n)).send().unwrap();
+        assert_eq!(stored.status(), 200, "epoch {epoch}");
+    }
+    let started = std::time::Instant::now();
+    let finish = client.post(server.api(&format!("/worker/jobs/{job}/finish"))).bearer_auth(&token).json(&json!({"outcome": "succeeded"})).send().unwrap();
+    assert_eq!(finish.status(), 200);
+    started.elapsed()
+}
+
+fn wait_for_succeeded(client: &Client, server: &TestServer, run_id: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let run: Value = client.get(server.api(&format!("/runs/{run_id}"))).send().unwrap().json().unwrap();
+        match run["status"].as_str().unwrap() {
+            "succeeded" => return,
+            "analysing" if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(100)),
+            other => panic!("run #{run_id} is {other}: {run}"),
+        }
+    }
+}
+
+/// The samples export without its run column, for comparing two runs' statistics.
+fn statistics_of(client: &Client, server: &TestServer, run_id: i64) -> Vec<String> {
+    let csv = client.get(server.api(&format!("/runs/{run_id}/samples.csv"))).send().unwrap().text().unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let run_column = header.iter().position(|h| *h == "run" || *h == "run_id");
+    csv.lines().map(|line| line.split(',').enumerate().filter(|(i, _)| Some(*i) != run_column).map(|(_, v)| v).collect::<Vec<_>>().join(",")).collect()
+}
+
+/// Issue 18, item 5: the worker's finish is answered before the end-of-run analysis, which
+/// runs in the background (the run is `analysing`, its statistics hidden until complete); a
+/// server killed during it starts it again, and the statistics equal those of an analysis
+/// that was not interrupted.
+#[test]
+fn a_succeeded_run_is_analysed_in_the_background_and_again_after_a_crash() {
+    require_fashion_mnist();
+    let mut server = TestServer::start(0);
+    let client = server.client();
+    let (n, epochs) = (60_000, 12);
+    let launch = |seed: u32| -> i64 {
+        let spec = json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": epochs, "warmup_epochs": 0, "train_subset": n, "seed": seed});
+        client.post(server.api("/runs")).json(&spec).send().unwrap().json::<Value>().unwrap()["id"].as_i64().unwrap()
+    };
+    let (interrupted, whole) = (launch(1), launch(2));
+
+    let took = play_a_run(&client, &server, interrupted, n, epochs);
+    let run: Value = client.get(server.api(&format!("/runs/{interrupted}"))).send().unwrap().json().unwrap();
+    assert_eq!(run["status"], "analysing", "answered before the analysis ended ({took:?})");
+    let samples: Value = client.get(server.api(&format!("/runs/{interrupted}/samples?limit=5"))).send().unwrap().json().unwrap();
+    assert_eq!(samples["total"], 0, "no statistics are shown while they are written: {samples}");
+    server.kill_and_restart();
+    let client = server.client();
+    wait_for_succeeded(&client, &server, interrupted);
+    let log: Value = client.get(server.api(&format!("/runs/{interrupted}/log"))).send().unwrap().json().unwrap();
+    let lines: Vec<&str> = log["lines"].as_array().unwrap().iter().filter_map(|l| l["line"].as_str()).collect();
+    assert!(lines.iter().any(|l| l.contains("the server stopped during the end-of-run analysis")), "the analysis was not interrupted: {lines:?}");
+
+    play_a_run(&client, &server, whole, n, epochs);
+    wait_for_succeeded(&client, &server, whole);
+    let (a, b) = (statistics_of(&client, &server, interrupted), statistics_of(&client, &server, whole));
+    assert_eq!(a.len(), n + 1);
+    assert!(a == b, "the statistics after a restart differ from an uninterrupted analysis");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let pool = SqlitePool::connect(&format!("sqlite://{}?mode=ro", server.database().display())).await.unwrap();
+        for run in [interrupted, whole] {
+            let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = ?").bind(run).fetch_one(&pool).await.unwrap();
+            assert_eq!(rows, 0, "run #{run}'s epoch rows are gone once sealed");
+            let blocks: i64 = sqlx::query_scalar("SELECT SUM(samples) FROM record_blocks WHERE run_id = ?").bind(run).fetch_one(&pool).await.unwrap();
+            assert_eq!(blocks, n as i64);
+        }
+    });
+}

@@ -12,8 +12,9 @@ use crate::components::form::ActionForm;
 use crate::components::{me, CsrfField, StatusBadge};
 use crate::functions::{disk_space, list_runs, CancelRun, RetryRun};
 
-const GROUPS: [(RunStatus, &str); 5] = [
+const GROUPS: [(RunStatus, &str); 6] = [
     (RunStatus::Running, "Running"),
+    (RunStatus::Analysing, "Analysing"),
     (RunStatus::Queued, "Queued"),
     (RunStatus::Succeeded, "Finished"),
     (RunStatus::Failed, "Failed"),

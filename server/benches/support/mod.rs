@@ -147,6 +147,26 @@ pub fn key(i: usize) -> String {
 /// ends it. Returns (run id, upload times in ms, end-of-run time in ms, and the time of the
 /// per-sample statistics alone: reading the stored epochs and summarising every sample).
 pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: usize, epochs: u32, seed: u64, tags: &str) -> (i64, Vec<f64>, f64, f64) {
+    let (run_id, lease, uploads) = uploaded_run(service, queue, data, samples, epochs, seed, tags).await;
+    let started = Instant::now();
+    let records = server::records::read(&service.pool, run_id).await.expect("records");
+    let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(|c| dynamics::TraceColumns::new(&c.correct, &c.p_true, &c.loss)).collect();
+    let summaries = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default());
+    assert_eq!(summaries.len(), samples);
+    let statistics = started.elapsed().as_secs_f64() * 1e3;
+    drop(summaries);
+    drop(columns);
+    drop(records);
+    let started = Instant::now();
+    let analysis = queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
+    // The end of run, statistics and sealing included (they run in the background).
+    analysis.expect("a succeeded run is analysed").await.expect("the analysis");
+    (run_id, uploads, started.elapsed().as_secs_f64() * 1e3, statistics)
+}
+
+/// A new run launched, leased, and its `epochs` epochs of records uploaded as a worker would;
+/// not finished. Returns (run id, its lease, upload times in ms).
+pub async fn uploaded_run(service: &Service, queue: &Queue, data: &Data, samples: usize, epochs: u32, seed: u64, tags: &str) -> (i64, protocol::worker::Lease, Vec<f64>) {
     let request = RunRequest {
         dataset: Some("bench".into()),
         arch: Some("small_cnn".into()),
@@ -171,16 +191,5 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
         queue.put_epoch(lease.job_id, &lease.job_token, epoch, &upload).await.expect("epoch");
         uploads.push(started.elapsed().as_secs_f64() * 1e3);
     }
-    let started = Instant::now();
-    let records = server::records::read(&service.pool, launched.id).await.expect("records");
-    let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(|c| dynamics::TraceColumns::new(&c.correct, &c.p_true, &c.loss)).collect();
-    let summaries = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default());
-    assert_eq!(summaries.len(), samples);
-    let statistics = started.elapsed().as_secs_f64() * 1e3;
-    drop(summaries);
-    drop(columns);
-    drop(records);
-    let started = Instant::now();
-    queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
-    (launched.id, uploads, started.elapsed().as_secs_f64() * 1e3, statistics)
+    (launched.id, lease, uploads)
 }

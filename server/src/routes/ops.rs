@@ -18,6 +18,7 @@ use sqlx::Row;
 
 use super::AppState;
 use crate::db::unix_now;
+use protocol::RunStatus;
 
 /// Upper bounds of the request-latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -95,7 +96,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let epochs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_metrics").fetch_one(&state.service.pool).await.unwrap_or(-1);
     let mut out = String::new();
     let _ = writeln!(out, "# HELP forgetlab_jobs Jobs by status.\n# TYPE forgetlab_jobs gauge");
-    for status in ["queued", "running", "succeeded", "failed", "cancelled"] {
+    for status in RunStatus::ALL.map(RunStatus::as_str) {
         let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "forgetlab_jobs{{status=\"{status}\"}} {n}");
     }
