@@ -12,8 +12,7 @@
 
 mod support;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{median, setting};
 
@@ -46,31 +45,10 @@ async fn main() {
     let samples = setting("FORGETLAB_STALL_SAMPLES", 100_000);
     let epochs = setting("FORGETLAB_STALL_EPOCHS", 4);
     let arch = std::env::var("FORGETLAB_STALL_ARCH").unwrap_or_else(|_| "small_cnn".into());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let worker_bin = std::env::var("FORGETLAB_WORKER_BIN").unwrap_or_else(|_| root.join("target/debug/forgetlab-worker").display().to_string());
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_forgetlab"))
-        .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
-        .env("FORGETLAB_DATA_DIR", dir.path())
-        .env("FORGETLAB_WORKERS", "1")
-        .env("FORGETLAB_WORKER_BIN", &worker_bin)
-        .env("FORGETLAB_DEVICE", "cpu")
-        .env("FORGETLAB_ADMIN_USER", support::ADMIN.0)
-        .env("FORGETLAB_ADMIN_PASSWORD", support::ADMIN.1)
-        // The worker inherits it: its per-epoch lines are info.
-        .env("RUST_LOG", "warn,trainer=info")
-        .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("server.err")).unwrap())
-        .spawn()
-        .expect("start the server");
-    let probe = reqwest::Client::new();
-    let started = Instant::now();
-    while probe.get(format!("{base}/api/v1/health")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the server did not answer");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // The worker inherits RUST_LOG: its per-epoch lines are info.
+    let server = support::BenchServer::start(dir.path(), &[("FORGETLAB_WORKERS", "1"), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("RUST_LOG", "warn,trainer=info")]).await;
+    let base = server.base.clone();
     let client = support::signed_in(&base, reqwest::Client::builder()).await;
     let generator = format!("classes=10,train_per_class={},val_per_class=100,size=28,channels=1,seed=1", samples / 10);
     let registered = client
@@ -111,5 +89,5 @@ async fn main() {
     let background = median(stored.iter().map(|s| s.1).collect());
     println!("median epoch {epoch_ms:.0} ms; hand-over {handover:.1} ms = {:.3} % of the epoch (goal <= 2 %)", 100.0 * handover / epoch_ms);
     println!("the upload the training thread used to wait for: median {background:.0} ms = {:.2} % of the epoch", 100.0 * background / epoch_ms);
-    let _ = server.kill();
+    drop(server);
 }

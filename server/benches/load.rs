@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,30 +36,10 @@ async fn main() {
     let jobs = setting("FORGETLAB_LOAD_JOBS", 200);
     let workers = setting("FORGETLAB_LOAD_WORKERS", std::thread::available_parallelism().map_or(1, |n| n.get() as u64));
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
-    let worker_bin = std::env::var("FORGETLAB_WORKER_BIN").unwrap_or_else(|_| root.join("target/debug/forgetlab-worker").display().to_string());
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_forgetlab"))
-        .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
-        .env("FORGETLAB_DATA_DIR", dir.path())
-        .env("FORGETLAB_WORKERS", workers.to_string())
-        .env("FORGETLAB_WORKER_BIN", &worker_bin)
-        .env("FORGETLAB_DEVICE", "cpu")
-        .env("FORGETLAB_SITE_ROOT", root.join("target/site"))
-        .env("FORGETLAB_ADMIN_USER", support::ADMIN.0)
-        .env("FORGETLAB_ADMIN_PASSWORD", support::ADMIN.1)
-        .env("RUST_LOG", "warn")
-        .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("server.err")).unwrap())
-        .spawn()
-        .expect("start the server");
-    let client = reqwest::Client::builder().pool_max_idle_per_host(100).build().unwrap();
-    let started = Instant::now();
-    while client.get(format!("{base}/api/v1/health")).send().await.is_err() {
-        assert!(started.elapsed() < Duration::from_secs(60), "the server did not answer");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let (workers_setting, site) = (workers.to_string(), root.join("target/site").display().to_string());
+    let server = support::BenchServer::start(dir.path(), &[("FORGETLAB_WORKERS", &workers_setting), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("FORGETLAB_SITE_ROOT", &site)]).await;
+    let base = server.base.clone();
     // Pages and the API need an account: an administrator's API token.
     let client = support::signed_in(&base, reqwest::Client::builder().pool_max_idle_per_host(100)).await;
     println!("server up; {workers} workers, {jobs} jobs, 50 event clients, 20 page clients, {seconds} s");
@@ -174,8 +153,7 @@ async fn main() {
         }
     }
     println!("after draining ({:.0} s more): {succeeded} of {} runs succeeded with epochs [1, 2] exactly once; other: {bad:?}", drain.elapsed().as_secs_f64(), ids.len());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     // Warnings of the server and its workers (their stderr): a retried request shows here.
     let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default() + &std::fs::read_to_string(dir.path().join("server.err")).unwrap_or_default();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();

@@ -63,20 +63,9 @@ async fn main() {
         started.elapsed().as_secs_f64()
     );
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_forgetlab"))
-        .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
-        .env("FORGETLAB_DATA_DIR", dir.path())
-        .env("FORGETLAB_WORKERS", "0")
-        .env("FORGETLAB_SITE_ROOT", &site)
-        .env("FORGETLAB_ADMIN_USER", support::ADMIN.0)
-        .env("FORGETLAB_ADMIN_PASSWORD", support::ADMIN.1)
-        .env("RUST_LOG", "warn")
-        .stdout(std::fs::File::create(dir.path().join("server.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("server.err")).unwrap())
-        .spawn()
-        .expect("start the server");
+    let site_root = site.display().to_string();
+    let server = support::BenchServer::start(dir.path(), &[("FORGETLAB_WORKERS", "0"), ("FORGETLAB_SITE_ROOT", &site_root)]).await;
+    let base = server.base.clone();
     // No automatic decompression: the body's length is what crossed the wire.
     let client = reqwest::Client::builder().build().unwrap();
     let started = Instant::now();
@@ -195,6 +184,5 @@ async fn main() {
         }
         println!("{name:<58} {:>9.1} {:>9.1}", median(times.clone()), p95(times));
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
 }

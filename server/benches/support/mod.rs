@@ -38,6 +38,54 @@ pub async fn signed_in(base: &str, client: reqwest::ClientBuilder) -> reqwest::C
     client.default_headers(headers).build().unwrap()
 }
 
+/// This build's `forgetlab` serving from `dir` on a free loopback port, as an administrator
+/// ([`ADMIN`]) set up; `settings` are further environment variables (workers, worker binary,
+/// site root, log filter). Its output goes to `dir/server.log` and `dir/server.err`. Killed
+/// when dropped.
+pub struct BenchServer {
+    pub base: String,
+    child: std::process::Child,
+}
+
+impl BenchServer {
+    pub async fn start(dir: &Path, settings: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let base = format!("http://127.0.0.1:{port}");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_forgetlab"))
+            .env("FORGETLAB_ADDR", format!("127.0.0.1:{port}"))
+            .env("FORGETLAB_DATA_DIR", dir)
+            .env("FORGETLAB_DEVICE", "cpu")
+            .env("FORGETLAB_ADMIN_USER", ADMIN.0)
+            .env("FORGETLAB_ADMIN_PASSWORD", ADMIN.1)
+            .env("RUST_LOG", "warn")
+            .envs(settings.iter().copied())
+            .stdout(std::fs::File::create(dir.join("server.log")).unwrap())
+            .stderr(std::fs::File::create(dir.join("server.err")).unwrap())
+            .spawn()
+            .expect("start the server");
+        let probe = reqwest::Client::new();
+        let started = Instant::now();
+        while probe.get(format!("{base}/api/v1/health")).send().await.is_err() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60), "the server did not answer");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        BenchServer { base, child }
+    }
+}
+
+impl Drop for BenchServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The worker benches start: FORGETLAB_WORKER_BIN, or this checkout's debug build.
+pub fn worker_bin() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var("FORGETLAB_WORKER_BIN").unwrap_or_else(|_| root.join("target/debug/forgetlab-worker").display().to_string())
+}
+
 pub fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
