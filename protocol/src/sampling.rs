@@ -37,9 +37,10 @@ pub enum Plan {
     Random,
     /// Curriculum by the loss after head warmup (Bengio et al. 2009; linear pacing as Hacohen
     /// & Weinshall 2019): fine-tuning epoch f of F draws its samples uniformly from the
-    /// `m + (n - m)(f - 1)/(F - 1)` easiest and shows them easiest first.
+    /// `m + (n - m)(f - 1)/(F - 1)` easiest and batches them in a random order (mini-batches
+    /// uniform from the pool). At budget 1 the pool is every sample: a plain shuffle.
     EasyToHard,
-    /// The same from the hardest end: the pool grows from the hardest samples, shown hardest first.
+    /// The same from the hardest end: the pool grows from the hardest samples.
     HardToEasy,
     /// Static spaced repetition by the decay constants tau of an earlier run: each epoch shows
     /// the samples whose predicted retention `exp(-age / tau)` is lowest, where `age` is the

@@ -152,9 +152,13 @@ impl Scheduler {
         Ok(chosen)
     }
 
-    /// Easy-to-hard (or hard-to-easy) at fine-tuning epoch `f`: `m` samples drawn uniformly
-    /// from the pool of the `P_f = m + floor((n - m)(f - 1)/(F - 1))` easiest (hardest), shown
-    /// easiest (hardest) first. Ranks by the loss after head warmup; ties by position.
+    /// Easy-to-hard (or hard-to-easy) at fine-tuning epoch `f`, as Hacohen & Weinshall (2019):
+    /// the pacing function chooses the pool, the `P_f = m + floor((n - m)(f - 1)/(F - 1))`
+    /// easiest (hardest) samples, and the epoch's `m` samples are drawn uniformly from it and
+    /// batched in a random order (mini-batches uniform from the pool, different every epoch).
+    /// Ranks by the loss after head warmup; ties by position. At budget 1 the pool is every
+    /// sample from the first epoch on, so the order is a plain shuffle: a curriculum needs a
+    /// budget below 1.
     fn curriculum(&self, f: u32, m: usize, rng: &mut StdRng) -> Result<Vec<usize>, ScheduleError> {
         let kind = self.sampling.plan.kind();
         let loss = self.state.warmup_loss.as_ref().ok_or(ScheduleError::MissingWarmupLoss { kind })?;
@@ -168,9 +172,9 @@ impl Scheduler {
         let epochs = self.finetune_epochs.max(1);
         let grown = if epochs == 1 { 0 } else { (self.n - m) * (f.min(epochs) - 1) as usize / (epochs - 1) as usize };
         let pool = m + grown;
-        let mut picks = rand::seq::index::sample(rng, pool, m).into_vec();
-        picks.sort_unstable();
-        Ok(picks.into_iter().map(|rank| ranked[rank]).collect())
+        let mut chosen: Vec<usize> = rand::seq::index::sample(rng, pool, m).into_iter().map(|rank| ranked[rank]).collect();
+        chosen.shuffle(rng);
+        Ok(chosen)
     }
 
     /// Learns from the end of epoch `epoch`: `shown` are the samples it trained on, `correct`
@@ -399,29 +403,44 @@ mod tests {
     }
 
     #[test]
-    fn curricula_grow_their_pool_from_one_end_and_present_it_in_order() {
+    fn curricula_grow_their_pool_from_one_end_and_batch_it_uniformly() {
         let n = 20;
         // Warmup losses: sample i has loss (i * 7) % 20, a permutation of 0..20.
         let loss: Vec<f32> = (0..n).map(|i| ((i * 7) % n) as f32).collect();
         let rank_of = |i: usize| loss[i] as usize;
         for plan in [Plan::EasyToHard, Plan::HardToEasy] {
             let easy_first = plan == Plan::EasyToHard;
-            let mut scheduler = Scheduler::new(&sampling(0.25, plan), n, 11, 1, 5, None).unwrap();
+            let mut scheduler = Scheduler::new(&sampling(0.25, plan.clone()), n, 11, 1, 5, None).unwrap();
             assert_eq!(scheduler.order(2, &mut rng(2)), Err(ScheduleError::MissingWarmupLoss { kind: scheduler.sampling.plan.kind() }));
             scheduler.observe_warmup_loss(&loss);
             for f in 1..=5u32 {
                 let order = scheduler.order(f + 1, &mut rng(f + 1)).unwrap();
                 // m = 5; pool P_f = 5 + 15 (f - 1) / 4 -> 5, 8, 12, 16, 20.
                 let pool = [5, 8, 12, 16, 20][f as usize - 1];
-                let ranks: Vec<usize> = order.iter().map(|&i| if easy_first { rank_of(i) } else { n - 1 - rank_of(i) }).collect();
+                let mut ranks: Vec<usize> = order.iter().map(|&i| if easy_first { rank_of(i) } else { n - 1 - rank_of(i) }).collect();
                 assert_eq!(ranks.len(), 5);
                 assert!(ranks.iter().all(|&r| r < pool), "epoch {f}: ranks {ranks:?} outside the pool of {pool}");
-                assert!(ranks.windows(2).all(|w| w[0] < w[1]), "epoch {f}: shown in order: {ranks:?}");
                 if f == 1 {
+                    ranks.sort_unstable();
                     assert_eq!(ranks, vec![0, 1, 2, 3, 4], "the first epoch shows the {} five", if easy_first { "easiest" } else { "hardest" });
                 }
             }
+            // Batched in a random order, not easiest first (issue 22, item 2): over seeds the
+            // first sample shown in epoch 1 is any of the pool's five.
+            let firsts: std::collections::BTreeSet<usize> = (0..40).map(|seed| scheduler.order(2, &mut rng(seed)).unwrap()[0]).collect();
+            assert_eq!(firsts.len(), 5, "{plan:?}: the first sample shown, over 40 seeds: {firsts:?}");
         }
+        // At budget 1 every epoch shows every sample, in an order that changes with the epoch
+        // (before, sorted by the warmup loss: the same mini-batches every epoch).
+        let mut scheduler = Scheduler::new(&sampling(1.0, Plan::EasyToHard), n, 11, 1, 5, None).unwrap();
+        scheduler.observe_warmup_loss(&loss);
+        let orders: Vec<Vec<usize>> = (2..=6).map(|epoch| scheduler.order(epoch, &mut rng(epoch)).unwrap()).collect();
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+        }
+        assert!(orders.windows(2).all(|w| w[0] != w[1]), "the same order in two epochs");
     }
 
     #[test]
