@@ -28,7 +28,8 @@ test("a member signs in, launches a run from the form, and signs out", async ({ 
   await page.getByRole("link", { name: "Launch", exact: true }).click();
   await expect(page.locator("h1")).toHaveText("Launch a run");
   await hydrated(page);
-  await page.fill("input[name=epochs]", "1");
+  // Long enough that it cannot finish before it is cancelled (a 1-epoch run could, and did).
+  await page.fill("input[name=epochs]", "300");
   await page.fill("input[name=train_subset]", "64");
   await page.fill("input[name=val_subset]", "32");
   await page.click("main button[type=submit]");
@@ -39,7 +40,7 @@ test("a member signs in, launches a run from the form, and signs out", async ({ 
   // Her own run has a cancel button.
   await expect(page.getByRole("button", { name: `Cancel run #${runId}` })).toHaveCount(1);
   await page.getByRole("button", { name: `Cancel run #${runId}` }).click();
-  await expect.poll(async () => (await (await request.get(`/api/v1/runs/${runId}`)).json()).status).toBe("cancelled");
+  await expect.poll(async () => (await (await request.get(`/api/v1/runs/${runId}`)).json()).status, { timeout: 60_000 }).toBe("cancelled");
 
   await page.getByRole("button", { name: "Sign out" }).click();
   await expect(page).toHaveURL(/\/login$/);
