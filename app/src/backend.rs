@@ -14,6 +14,8 @@ pub trait Backend: Send + Sync + 'static {
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure>;
     /// The server's data volume (the jobs page warns when it is nearly full).
     async fn disk_space(&self) -> Result<protocol::DiskSpace, Failure>;
+    /// The workers heard from lately, with their devices and jobs.
+    async fn workers(&self) -> Result<Vec<protocol::WorkerView>, Failure>;
     async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure>;
     async fn study(&self, id: i64) -> Result<protocol::study::StudyDetail, Failure>;
     async fn launch_study(&self, request: protocol::study::StudyRequest, who: &Identity) -> Result<protocol::study::StudyLaunched, Failure>;
@@ -45,7 +47,10 @@ pub trait Backend: Send + Sync + 'static {
     async fn sign_out_everywhere(&self, who: &Identity) -> Result<u64, Failure>;
     async fn accounts(&self) -> Result<Vec<Account>, Failure>;
     async fn create_account(&self, name: String, password: String, role: Role) -> Result<Account, Failure>;
-    async fn update_account(&self, name: String, role: Option<Role>, disabled: Option<bool>) -> Result<Account, Failure>;
+    /// Changes another account's role or disabled flag (never the caller's own).
+    async fn update_account(&self, who: &Identity, name: String, role: Option<Role>, disabled: Option<bool>) -> Result<Account, Failure>;
+    /// Sets a new password for another account, ending its sessions; what was done, in words.
+    async fn reset_password(&self, who: &Identity, name: String, password: String, revoke_tokens: bool) -> Result<String, Failure>;
 }
 
 pub type SharedBackend = Arc<dyn Backend>;

@@ -48,6 +48,11 @@ pub async fn list_runs(query: RunQuery) -> Result<protocol::RunList, ServerFnErr
 }
 
 #[server(prefix = "/sf", input = GetUrl)]
+pub async fn list_workers() -> Result<Vec<protocol::WorkerView>, ServerFnError> {
+    backend()?.workers().await.map_err(failed)
+}
+
+#[server(prefix = "/sf", input = GetUrl)]
 pub async fn disk_space() -> Result<protocol::DiskSpace, ServerFnError> {
     backend()?.disk_space().await.map_err(failed)
 }
@@ -329,5 +334,12 @@ pub async fn update_account(name: String, role: String, disabled: String, csrf: 
         "" => None,
         text => Some(text == "true"),
     };
-    outcome(backend()?.update_account(name, role, disabled).await.map(|a| format!("{}: {}{}", a.name, a.role.as_str(), if a.disabled { ", disabled" } else { "" })))
+    outcome(backend()?.update_account(&caller()?, name, role, disabled).await.map(|a| format!("{}: {}{}", a.name, a.role.as_str(), if a.disabled { ", disabled" } else { "" })))
+}
+
+/// Sets a new password for another account (`revoke_tokens` "on" also revokes its tokens).
+#[server(prefix = "/sf/admin")]
+pub async fn reset_password(name: String, password: String, revoke_tokens: Option<String>, csrf: String) -> Result<FormOutcome, ServerFnError> {
+    let _ = csrf;
+    outcome(backend()?.reset_password(&caller()?, name, password, revoke_tokens.is_some()).await)
 }

@@ -1,4 +1,4 @@
-import { expect, hydrated, test } from "./helpers";
+import { ADMIN_STATE, expect, hydrated, test } from "./helpers";
 
 // These tests start signed out: they sign in themselves.
 test.use({ storageState: { cookies: [], origins: [] } });
@@ -92,4 +92,44 @@ test("the favicon is linked from every page and served signed out", async ({ pag
   expect(icon.headers()["content-type"]).toContain("image/svg+xml");
   await page.goto("/login");
   await expect(page.locator("head link[rel=icon]")).toHaveAttribute("href", "/favicon.svg");
+});
+
+test("an administrator resets a member's password and disables her, each after a second click, and never their own account", async ({ browser, request, baseURL }) => {
+  const nia = unique("nia");
+  expect((await request.post("/api/v1/users", { data: { name: nia, password, role: "member" } })).status()).toBe(201);
+  const context = await browser.newContext({ storageState: ADMIN_STATE });
+  const page = await context.newPage();
+  await page.goto("/admin/users");
+  await hydrated(page);
+  // One's own row: no role select, no disable, no reset.
+  const own = page.locator(`tr[data-account="${process.env.FORGETLAB_ADMIN_USER}"]`);
+  await expect(own).toHaveAttribute("data-own", "true");
+  await expect(own.locator("select, button")).toHaveCount(0);
+  await expect(own).toContainText("another administrator can change it");
+
+  // A reset opens with a second click, and the new password works at once (HTTP Basic).
+  const row = page.locator(`tr[data-account="${nia}"]`);
+  await expect(row.locator("form.reset-form")).toBeHidden();
+  await row.locator("summary", { hasText: "Reset password" }).click();
+  await row.locator("form.reset-form input[name=password]").fill("nia's new password 7");
+  await row.locator("form.reset-form button[type=submit]").click();
+  await expect(page.getByRole("status")).toContainText(`${nia}'s password was reset`);
+  const basic = (secret: string) => ({ Authorization: `Basic ${Buffer.from(`${nia}:${secret}`).toString("base64")}` });
+  // Without the page's session cookie: the password alone.
+  const me = async (secret: string) => (await fetch(`${baseURL}/api/v1/me`, { headers: basic(secret) })).status;
+  expect(await me("nia's new password 7")).toBe(200);
+  expect(await me(password)).toBe(401);
+
+  // Disabling says what it does before it does it.
+  await expect(row.locator("button", { hasText: `Disable ${nia}` })).toBeHidden();
+  await row.locator("summary", { hasText: "Disable" }).click();
+  await expect(row.locator(".confirm-body").first()).toContainText("signed out everywhere");
+  await row.locator("button", { hasText: `Disable ${nia}` }).click();
+  await expect(page.locator(`tr[data-account="${nia}"]`)).toContainText("disabled");
+  expect(await me("nia's new password 7")).toBe(401);
+  // The JSON API refuses a change to one's own account too.
+  const self = await request.patch(`/api/v1/users/${process.env.FORGETLAB_ADMIN_USER}`, { data: { disabled: true } });
+  expect(self.status()).toBe(409);
+  expect(await self.text()).toContain("your own account");
+  await context.close();
 });

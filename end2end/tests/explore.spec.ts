@@ -1,5 +1,5 @@
 import { APIRequestContext } from "@playwright/test";
-import { expect, hydrated, test } from "./helpers";
+import { expect, expectEveryRunDrawn, hydrated, test } from "./helpers";
 
 // Two small runs over the same Fashion-MNIST subset (different seeds), shared by the tests.
 const tag = `explore-${Date.now()}`;
@@ -122,6 +122,7 @@ test("the sample browser filters on the server, and a sample shows its history i
   const marks = await history.first().locator(".strip span").allTextContents();
   expect(marks).toEqual(trajectory.this_run.correct.map((c: number) => (c === 1 ? "■" : "□")));
   await expect(page.locator("svg.line-chart")).toHaveCount(2);
+  await expectEveryRunDrawn(page, [trajectory.this_run, ...trajectory.other_runs]);
 });
 
 test("a bad filter says which parameter to fix", async ({ page }) => {
@@ -141,4 +142,72 @@ test("a chart saves as a standalone SVG file with its colours inlined", async ({
   expect(text).toContain('xmlns="http://www.w3.org/2000/svg"');
   // The lines carry their colour in the file itself, not in the page's stylesheet.
   expect(text).toMatch(/<polyline[^>]*style="[^"]*stroke:\s*rgb\(/);
+  // Its legend comes along below the plot (on the page, the legend is HTML under the chart).
+  await expect(figure.locator("ul.chart-legend button.legend-entry")).toHaveText(["train", "validation"]);
+  expect(text).toMatch(/<text[^>]*class="legend"[^>]*>train<\/text>/);
+  expect(text).toMatch(/<text[^>]*class="legend"[^>]*>validation<\/text>/);
+  const height = Number(/viewBox="0 0 560 ([\d.]+)"/.exec(text)![1]);
+  expect(height).toBeGreaterThan(280);
+});
+
+/** `{"a": {"b": 1}}` -> `[["a.b", "1"]]`: every stored field of a spec, as the run page lists them. */
+function flatten(value: any, at = "", out: [string, string][] = []): [string, string][] {
+  if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+    for (const [name, field] of Object.entries(value)) flatten(field, at ? `${at}.${name}` : name, out);
+  } else {
+    out.push([at, typeof value === "string" ? value : JSON.stringify(value)]);
+  }
+  return out;
+}
+
+test("a run page shows all its parameters, the device used, and its lineage both ways", async ({ page, request }) => {
+  const source = runs[0];
+  // A run that prunes by the source run's forgetting events; cancelled at once, its lineage stays.
+  const response = await request.post("/api/v1/runs", {
+    data: {
+      dataset: "fashion-mnist", arch: "small_cnn", epochs: 4, warmup_epochs: 1, train_subset: 600, val_subset: 200, batch_size: 32, lr: 0.05, seed: 13, device: "cpu", tags: [tag], owner: "e2e",
+      sampling: { kind: "prune", budget: 0.5, source_run: source, score: "forgetting_events", keep: "top" },
+    },
+  });
+  expect(response.status(), await response.text()).toBe(201);
+  const pruned = (await response.json()).id;
+  expect((await request.post(`/api/v1/runs/${pruned}/cancel`)).status()).toBe(200);
+
+  const detail = await (await request.get(`/api/v1/runs/${pruned}`)).json();
+  expect(detail.source_runs.map((r: any) => r.id)).toEqual([source]);
+  await page.goto(`/runs/${pruned}`);
+  await hydrated(page);
+  await expect(page.locator("dd[data-sampling]")).toHaveAttribute("data-sampling", "prune");
+  await expect(page.locator("dd[data-sampling]")).toContainText(`#${source}`);
+  await expect(page.locator("dd[data-sampling]")).toContainText("budget 0.5");
+  await page.click(`.lineage-sources li[data-run="${source}"] a`);
+  await page.waitForURL(new RegExp(`/runs/${source}$`));
+  // The source names its derived run: the link goes back.
+  await expect(page.locator(`.lineage-derived li[data-run="${pruned}"]`)).toContainText("prune selection");
+  await expect(page.locator(`.lineage-derived li[data-run="${pruned}"] a`)).toHaveAttribute("href", `/runs/${pruned}`);
+
+  // The source run: the device its worker used beside the one asked for, when it ran, and tags.
+  const run = await (await request.get(`/api/v1/runs/${source}`)).json();
+  const used = run.progress.device as string;
+  expect(used.startsWith("cpu")).toBe(true);
+  await expect(page.locator('dd[data-field="Device"]')).toHaveText(`${used} (requested cpu)`);
+  await expect(page.locator('dd[data-field="Started"]')).toHaveText(run.started_at);
+  await expect(page.locator('dd[data-field="Finished"]')).toHaveText(run.finished_at);
+  const seconds = (Date.parse(run.finished_at) - Date.parse(run.started_at)) / 1000;
+  await expect(page.locator('dd[data-field="Duration"]')).toContainText(seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min`);
+  await expect(page.locator('dd[data-field="Tags"]')).toHaveText(tag);
+  await expect(page.locator('dd[data-field="Learning-rate schedule"]')).toHaveText(run.spec.schedule);
+  await expect(page.locator('dd[data-field="Optimizer"]')).toContainText(`weight decay ${run.spec.weight_decay}`);
+  // Every stored field of the spec is a row of "all parameters", with the API's value.
+  const expected = flatten(run.spec).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  await page.click("details.all-parameters summary");
+  const rows = page.locator("details.all-parameters tr[data-parameter]");
+  await expect(rows).toHaveCount(expected.length);
+  const shown = await rows.evaluateAll((trs) => trs.map((tr) => [tr.getAttribute("data-parameter")!, tr.querySelectorAll("td")[1].textContent!]));
+  expect(shown.map(([name]) => name)).toEqual(expected.map(([name]) => name));
+  for (const [i, [name, value]] of expected.entries()) {
+    const number = Number(value);
+    if (value !== "" && !Number.isNaN(number)) expect(Number(shown[i][1]), name).toBe(number);
+    else expect(shown[i][1], name).toBe(value);
+  }
 });

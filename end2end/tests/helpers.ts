@@ -23,3 +23,39 @@ export const ADMIN_STATE = path.join(__dirname, "..", ".auth", "admin.json");
 export async function hydrated(page: Page) {
   await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1, { timeout: 30_000 });
 }
+
+/**
+ * Issue 21 item 1: a sample's history charts draw a line for every run of the table under
+ * them, coloured by architecture, with an HTML legend whose entries hide and show each line.
+ */
+export async function expectEveryRunDrawn(page: Page, trajectories: any[]) {
+  const archs = ["small_cnn", "resnet18", "deit_small"];
+  await expect(page.locator(".history-note")).toHaveAttribute("data-runs", String(trajectories.length));
+  await expect(page.locator("table.history-table tbody tr")).toHaveCount(trajectories.length);
+  for (const title of ["Probability of the true class per epoch", "Loss per epoch"]) {
+    const chart = page.locator("figure.chart", { hasText: title });
+    await expect(chart.locator("svg.line-chart")).toHaveAttribute("data-lines", String(trajectories.length));
+    await expect(chart.locator("g.series")).toHaveCount(trajectories.length);
+    for (const [i, t] of trajectories.entries()) {
+      await expect(chart.locator(`g.series[data-series="${i}"] polyline`)).toHaveClass(new RegExp(`\\bseries-${archs.indexOf(t.arch)}\\b`));
+    }
+    const entries = chart.locator("ul.chart-legend button.legend-entry");
+    await expect(entries).toHaveCount(trajectories.length);
+    await expect(entries.first()).toContainText(`#${trajectories[0].run_id} `);
+    await expect(entries.first()).toContainText("(this run)");
+  }
+  // Hiding the last run's line in one chart hides it there only; a second click brings it back.
+  const chart = page.locator("figure.chart", { hasText: "Loss per epoch" });
+  const last = trajectories.length - 1;
+  const entry = chart.locator(`button.legend-entry[data-series="${last}"]`);
+  const line = chart.locator(`g.series[data-series="${last}"] polyline`);
+  await expect(entry).toContainText(`#${trajectories[last].run_id} `);
+  await expect(line).toBeVisible();
+  await entry.click();
+  await expect(entry).toHaveAttribute("aria-pressed", "false");
+  await expect(line).toBeHidden();
+  await expect(page.locator(`figure.chart:has-text("Probability of the true class") g.series[data-series="${last}"] polyline`)).toBeVisible();
+  await entry.click();
+  await expect(entry).toHaveAttribute("aria-pressed", "true");
+  await expect(line).toBeVisible();
+}

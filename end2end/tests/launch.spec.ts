@@ -39,8 +39,19 @@ test("a run launched from the form trains live and its page shows curves, histog
     record();
     new MutationObserver(record).observe(document.body, { subtree: true, childList: true, attributes: true });
   }, runId);
-  const bar = row.locator("[role=progressbar]");
-  await expect(bar).toHaveAttribute("aria-valuenow", "100", { timeout: 180_000 });
+  // Finished, the row says when and how long it took instead of a full bar (issue 21 item 10).
+  const finished = page.locator(`section[data-status="succeeded"] tr.job[data-run="${runId}"] .finished-at`);
+  await expect(finished).toContainText(" · took ", { timeout: 180_000 });
+  await expect(page.locator(`tr.job[data-run="${runId}"] [role=progressbar]`)).toHaveCount(0);
+  const ended = await (await request.get(`/api/v1/runs/${runId}`)).json();
+  await expect(finished).toContainText(`finished ${ended.finished_at}`);
+  await expect(finished).toHaveAttribute("data-seconds", String((Date.parse(ended.finished_at) - Date.parse(ended.started_at)) / 1000));
+  // Running and queued are shown even when empty, saying so.
+  for (const [status, empty] of [["running", "Nothing running"], ["queued", "Nothing queued"]]) {
+    const group = page.locator(`section.job-group[data-status="${status}"]`);
+    await expect(group).toHaveCount(1);
+    if ((await group.getAttribute("data-count")) === "0") await expect(group.locator(".empty")).toContainText(empty);
+  }
   expect(await page.evaluate(() => (window as any).__noReload)).toBe(true);
   const seen: number[] = await page.evaluate(() => (window as any).__seen);
   expect(seen.some((v) => v > 0 && v < 100), `values seen: ${seen}`).toBe(true);
@@ -77,7 +88,7 @@ test("a run launched from the form trains live and its page shows curves, histog
   }
   const top = await (await request.get(`/api/v1/runs/${runId}/samples?sort=-forgetting_events&limit=20`)).json();
   const shown = await page.locator(".most-forgotten .thumb-count").allTextContents();
-  expect(shown).toEqual(top.samples.map((s: any) => `${s.forgetting_events} ×`));
+  expect(shown).toEqual(top.samples.map((s: any) => `forgotten ${s.forgetting_events}×`));
 
   // The decay fits' R² histogram is the API's, and its fitted and excluded counts cover every sample.
   const r2Bars = page.locator(".decay-card svg.histogram rect.bar:not(.underflow)");

@@ -1,4 +1,4 @@
-import { expect, hydrated, test } from "./helpers";
+import { expect, expectEveryRunDrawn, hydrated, test } from "./helpers";
 
 test("a study launched from its preset fills its grid live and reports its findings", async ({ page, request }) => {
   test.setTimeout(900_000);
@@ -31,7 +31,7 @@ test("a study launched from its preset fills its grid live and reports its findi
   const study = await (await request.get(`/api/v1/studies/${id}`)).json();
   expect(study.archs).toEqual(["resnet18", "deit_small"]);
   const summary = study.report.comparison.summary;
-  await expect(page.locator("tr[data-finding=cross-arch]")).toContainText(`over ${summary.cross_arch_pairs} pairs`);
+  await expect(page.locator("tr[data-finding=cross-arch-all-pairs]")).toContainText(`over ${summary.cross_arch_pairs} pairs`);
   expect(summary.cross_arch_pairs).toBe(9);
   expect(summary.cross_seed_pairs).toBe(6);
   await expect(page.locator("tr[data-finding=cross-arch]")).toContainText("0.34 (OCT)");
@@ -67,6 +67,30 @@ test("a study launched from its preset fills its grid live and reports its findi
     if (f.value) await expect(row).toHaveAttribute("data-n", String(f.value.n));
     if (f.published !== null) await expect(row).toContainText(study.report.published[f.published].paper);
   }
+  // Issue 21 item 4: one name per statistic. The same-seed and the all-pairs cross-architecture
+  // Jaccard are different numbers under different names, each headline with its interval and
+  // n, named the same in both tables (and on the compare page, below).
+  const allPairs = study.report.findings.find((f: any) => f.key === "cross_arch_jaccard_all_pairs");
+  expect(allPairs.value.mean).toBe(summary.cross_arch_jaccard);
+  expect(allPairs.value.n).toBe(3);
+  const shown = (i: any) => `${i.mean.toFixed(4)}${i.half_width === null ? "" : ` ± ${i.half_width.toFixed(4)}`} (n = ${i.n})`;
+  await expect(page.locator("tr[data-finding=cross-arch]")).toContainText(shown(cross.value));
+  await expect(page.locator("tr[data-finding=cross-arch-all-pairs]")).toContainText(shown(allPairs.value));
+  expect(Number(await page.locator("tr[data-finding=cross-arch-all-pairs]").getAttribute("data-value"))).toBe(allPairs.value.mean);
+  const headline = await page.locator("table.findings-table td.finding-name").allTextContents();
+  expect(new Set(headline).size, `distinct names: ${headline}`).toBe(headline.length);
+  const allPairsName = (await page.locator("tr[data-finding=cross-arch-all-pairs] td.finding-name").textContent())!;
+  for (const key of ["cross_arch_jaccard", "cross_arch_jaccard_all_pairs"]) {
+    const name = await page.locator(`table.findings-table tr[data-statistic=${key}] td.finding-name`).textContent();
+    await expect(page.locator(`table.intervals-table tr[data-key=${key}] td.finding-name`)).toHaveText(name!);
+  }
+  const named = await page.locator("table.intervals-table tbody tr").evaluateAll((trs) => trs.map((tr) => [tr.getAttribute("data-key")!, tr.getAttribute("data-name")!]));
+  const nameOf = new Map<string, string>();
+  for (const [key, name] of named) {
+    expect(nameOf.get(key) ?? name, `${key} has one name`).toBe(name);
+    nameOf.set(key, name);
+  }
+  expect(new Set(nameOf.values()).size, "one statistic per name").toBe(nameOf.size);
   const r2 = study.report.findings.find((f: any) => f.key === "mean_r2");
   expect([r2.window, r2.retention]).toEqual(["fine_tuning", "a_weighted"]);
   await expect(page.locator(`table.intervals-table tr[data-key=mean_r2][data-arch="${r2.arch}"] td.retention`)).toHaveText("A weighted by the pairs at each lag: exp(-k/tau)");
@@ -84,9 +108,28 @@ test("a study launched from its preset fills its grid live and reports its findi
   await page.click("text=Open the full comparison");
   await page.waitForURL(/\/compare\?runs=/);
   await expect(page.locator("figure.heatmap")).toHaveCount(2);
+  const compareCross = page.locator("li[data-finding=cross-arch]");
+  await expect(compareCross).toHaveAttribute("data-statistic", "cross_arch_jaccard_all_pairs");
+  await expect(compareCross.locator(".finding-name")).toHaveText(allPairsName);
+  expect(Number(await compareCross.getAttribute("data-value"))).toBe(allPairs.value.mean);
+  await expect(compareCross).toContainText(`${allPairs.value.mean.toFixed(4)} over ${summary.cross_arch_pairs} pairs`);
   // The two architectures compared on their seeds combined (forgetting events summed over seeds).
   const combined = (await (await request.get(`/api/v1/compare?runs=${study.report.comparison.runs.join(",")}&q=0.1`)).json()).seeds_combined;
   expect(combined.archs.sort()).toEqual(["deit_small", "resnet18"]);
   await expect(page.locator(".seeds-combined tr[data-arch]")).toHaveCount(2);
   await expect(page.locator(".seeds-combined")).toContainText("summed over seeds (Toneva et al. 2019)");
+});
+
+test("a sample's history draws every run that holds it, the study's DeiT-Small runs among them", async ({ page, request }) => {
+  const [deit] = await (await request.get("/api/v1/runs?arch=deit_small&status=succeeded&limit=1")).json();
+  expect(deit, "the study above leaves succeeded DeiT-Small runs").toBeTruthy();
+  const [sample] = (await (await request.get(`/api/v1/runs/${deit.id}/samples?limit=1`)).json()).samples;
+  const history = await (await request.get(`/api/v1/runs/${deit.id}/samples/${sample.sample_key}`)).json();
+  const all = [history.this_run, ...history.other_runs];
+  // The study's six runs share their training subset: every sample is in all of them.
+  expect(all.filter((t: any) => t.arch === "deit_small").length).toBeGreaterThanOrEqual(3);
+  expect(all.filter((t: any) => t.arch === "resnet18").length).toBeGreaterThanOrEqual(3);
+  await page.goto(`/runs/${deit.id}/samples/${sample.sample_key}`);
+  await hydrated(page);
+  await expectEveryRunDrawn(page, all);
 });

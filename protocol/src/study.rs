@@ -323,10 +323,34 @@ pub struct StudyReport {
     pub curves: Vec<ArmCurve>,
 }
 
+/// A statistic's name, the same on every page that shows it (issue 21: one name per number).
+/// `key` is a [`Finding::key`], or one of the compare summary's pooled statistics
+/// (`cross_seed_jaccard_pooled`, `cross_seed_spearman_pooled`); the compare summary's
+/// `cross_arch_jaccard` is the finding `cross_arch_jaccard_all_pairs`.
+pub fn finding_name(key: &str) -> &'static str {
+    match key {
+        "cross_arch_jaccard" => "Same-seed cross-architecture Jaccard of the top-q forgotten sets",
+        "cross_arch_jaccard_all_pairs" => "All-pairs cross-architecture Jaccard of the top-q forgotten sets",
+        "cross_seed_jaccard" => "Cross-seed Jaccard of the top-q forgotten sets",
+        "cross_seed_jaccard_pooled" => "Cross-seed Jaccard of the top-q forgotten sets, pooled over architectures",
+        "cross_seed_spearman" => "Cross-seed Spearman of per-sample forgetting",
+        "cross_seed_spearman_pooled" => "Cross-seed Spearman of per-sample forgetting, pooled over architectures",
+        "mean_r2" => "Mean R² of the retention-decay fits",
+        "warmup_spearman" => "Spearman(loss after head warm-up, τ)",
+        "warmup_spearman_rate" => "Spearman(loss after head warm-up, decay rate 1/τ)",
+        "forgetting_follows_similarity" => "Forgotten-into counts follow class confusion (pairs of classes)",
+        "similar_classes_forgotten_most" => "Similar classes are forgotten most (per class)",
+        "class_consistency_cross_seed" => "Class-level forgetting consistent across seeds",
+        "class_consistency_cross_arch" => "Class-level forgetting consistent across architectures",
+        _ => "Finding",
+    }
+}
+
 /// One finding of DESIGN.md's study measured on this study's runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
-    /// Stable name: `cross_arch_jaccard`, `cross_seed_jaccard`, `mean_r2`,
+    /// Stable name: `cross_arch_jaccard` (same-seed pairs), `cross_arch_jaccard_all_pairs`
+    /// (every pair of architectures, any seeds), `cross_seed_jaccard`, `mean_r2`,
     /// `cross_seed_spearman`, `warmup_spearman` (against tau), `warmup_spearman_rate`
     /// (against 1/tau), `class_consistency_cross_seed`,
     /// `class_consistency_cross_arch`, `forgetting_follows_similarity` (pairs of classes),

@@ -165,6 +165,23 @@ impl Progress {
     }
 }
 
+/// `GET /api/v1/workers`: a worker the server heard from within its lease time (a lease poll
+/// or a heartbeat), newest first. Kept in the server's memory only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// The name it leases with (`host/cuda0`).
+    pub name: String,
+    /// What it trains on, in words: `cuda:0 (of 1 visible)`, or `cpu (why not CUDA)`.
+    pub device: Option<String>,
+    pub seconds_since_seen: f64,
+    /// The job it is running, if any.
+    pub job_id: Option<i64>,
+    pub run_id: Option<i64>,
+    /// From its job's last heartbeat: resident host memory and training throughput.
+    pub memory_bytes: Option<u64>,
+    pub images_per_sec: Option<f64>,
+}
+
 /// One row of the runs table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -175,6 +192,9 @@ pub struct RunSummary {
     pub epochs: u32,
     pub status: RunStatus,
     pub created_at: String,
+    /// When a worker first started it.
+    #[serde(default)]
+    pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub error: Option<String>,
     pub progress: Option<Progress>,
@@ -266,6 +286,36 @@ pub struct RunDetail {
     /// The account that launched the run (none for runs from before accounts).
     #[serde(default)]
     pub owner: Option<String>,
+    /// The run's tags, sorted.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The study the run belongs to, if any.
+    #[serde(default)]
+    pub study: Option<StudyLink>,
+    /// Lineage: the earlier runs whose statistics this run's sample selection reads
+    /// (`spec.sampling.source_run`), and the runs whose sample selection reads this run's.
+    #[serde(default)]
+    pub source_runs: Vec<LinkedRun>,
+    #[serde(default)]
+    pub derived_runs: Vec<LinkedRun>,
+}
+
+/// A study, as a run page links to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyLink {
+    pub id: i64,
+    pub name: String,
+}
+
+/// Another run, as a run's lineage names it: enough to tell it apart and link to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LinkedRun {
+    pub id: i64,
+    pub arch: String,
+    pub seed: u64,
+    pub status: RunStatus,
+    /// Its sample selection's kind (`full`, `prune`, ...).
+    pub sampling: String,
 }
 
 /// A correlation coefficient with its two-sided p-value (scipy's definitions) and the number

@@ -36,6 +36,9 @@ pub struct LeaseRequest {
     /// Lease this job only: a worker started by a batch scheduler for one job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<i64>,
+    /// What the worker trains on, in words (as [`Heartbeat::device`]), for the jobs page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,6 +29,14 @@ pub enum Action {
         #[arg(value_parser = |s: &str| Role::parse(s))]
         role: Role,
     },
+    /// Sets a new password for an account and ends its sessions. The password comes from
+    /// FORGETLAB_ADMIN_PASSWORD, or the first line of standard input.
+    Password {
+        name: String,
+        /// Also revoke the account's API tokens.
+        #[arg(long)]
+        revoke_tokens: bool,
+    },
     /// Disables an account and ends its sessions (its tokens stop working).
     Disable { name: String },
     /// Enables a disabled account.
@@ -40,6 +48,19 @@ pub enum Action {
     /// weights. Refuses while a server runs on the data directory; the database it replaces
     /// is kept beside it as `forgetlab.db.before-restore-...`.
     Restore { path: std::path::PathBuf },
+}
+
+/// A password for `name`: FORGETLAB_ADMIN_PASSWORD, else the first line of standard input.
+fn read_password(name: &str) -> anyhow::Result<String> {
+    match std::env::var("FORGETLAB_ADMIN_PASSWORD") {
+        Ok(p) if !p.is_empty() => Ok(p),
+        _ => {
+            eprintln!("password for {name} (one line on standard input; or set FORGETLAB_ADMIN_PASSWORD):");
+            let mut line = String::new();
+            std::io::stdin().lock().read_line(&mut line).context("reading the password")?;
+            Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+        }
+    }
 }
 
 /// A refusal as an error for the command line: the message, then each field's.
@@ -61,17 +82,12 @@ pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
     let auth = Auth::new(pool);
     match action {
         Action::Create { name, role } => {
-            let password = match std::env::var("FORGETLAB_ADMIN_PASSWORD") {
-                Ok(p) if !p.is_empty() => p,
-                _ => {
-                    eprintln!("password for {name} (one line on standard input; or set FORGETLAB_ADMIN_PASSWORD):");
-                    let mut line = String::new();
-                    std::io::stdin().lock().read_line(&mut line).context("reading the password")?;
-                    line.trim_end_matches(['\n', '\r']).to_owned()
-                }
-            };
-            let account = auth.create_user(&name, &password, role).await.map_err(failed)?;
+            let account = auth.create_user(&name, &read_password(&name)?, role).await.map_err(failed)?;
             println!("created {} ({})", account.name, account.role.as_str());
+        }
+        Action::Password { name, revoke_tokens } => {
+            let done = auth.reset_password(None, &name, &read_password(&name)?, revoke_tokens).await.map_err(failed)?;
+            println!("{name}'s password was reset; {} session(s) ended, {} API token(s) revoked", done.sessions_ended, done.tokens_revoked);
         }
         Action::List => {
             for a in auth.accounts().await.map_err(failed)? {
@@ -79,15 +95,15 @@ pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
             }
         }
         Action::Role { name, role } => {
-            let a = auth.update_user(&name, Some(role), None).await.map_err(failed)?;
+            let a = auth.update_user(None, &name, Some(role), None).await.map_err(failed)?;
             println!("{} is now {}", a.name, a.role.as_str());
         }
         Action::Disable { name } => {
-            auth.update_user(&name, None, Some(true)).await.map_err(failed)?;
+            auth.update_user(None, &name, None, Some(true)).await.map_err(failed)?;
             println!("{name} disabled");
         }
         Action::Enable { name } => {
-            auth.update_user(&name, None, Some(false)).await.map_err(failed)?;
+            auth.update_user(None, &name, None, Some(false)).await.map_err(failed)?;
             println!("{name} enabled");
         }
         Action::Backup { path } => {

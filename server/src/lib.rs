@@ -22,3 +22,4 @@ pub mod routes;
 pub mod service;
 pub mod studies;
 pub mod startup;
+pub mod workers;

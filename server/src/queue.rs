@@ -42,6 +42,8 @@ pub struct Queue {
     record_precision: records::RecordPrecision,
     /// One end-of-run analysis at a time: each holds a run's records in memory.
     analyses: Arc<tokio::sync::Semaphore>,
+    /// The workers heard from within the lease time (`GET /api/v1/workers`).
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 /// A running job, as its token proves.
@@ -88,7 +90,8 @@ fn check_shown(spec: &ExperimentSpec, epoch: u32, bits: &[u8], samples: usize) -
 impl Queue {
     pub fn new(pool: SqlitePool, hub: Hub, registry: Arc<Registry>, worker_token: &str, lease_seconds: u64) -> Self {
         let analyses = Arc::new(tokio::sync::Semaphore::new(1));
-        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds, record_precision: Default::default(), analyses }
+        let workers = Arc::new(crate::workers::Workers::new(std::time::Duration::from_secs(lease_seconds.max(10))));
+        Self { pool, hub, registry, worker_token_hash: hash_token(worker_token), lease_seconds, record_precision: Default::default(), analyses, workers }
     }
 
     /// How sealed records keep margin and EL2N (exact unless asked).
@@ -301,8 +304,8 @@ impl Queue {
     pub async fn heartbeat(&self, job_id: i64, token: &str, beat: &Heartbeat) -> Result<HeartbeatReply, Failure> {
         let job = self.leased(job_id, token).await?;
         let progress = Progress::new(job_id, job.run_id, RunStatus::Running, job.spec.total_epochs(), Some(beat.clone()));
-        let cancel: i64 = sqlx::query_scalar(&format!(
-            "UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested"
+        let (cancel, worker): (i64, Option<String>) = sqlx::query_as(&format!(
+            "UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested, worker"
         ))
         .bind(serde_json::to_string(&progress).map_err(internal)?)
         .bind(unix_now() + self.lease_seconds as i64)
@@ -310,6 +313,9 @@ impl Queue {
         .fetch_one(&self.pool)
         .await
         .map_err(internal)?;
+        if let Some(worker) = worker {
+            self.workers.beat(&worker, (job_id, job.run_id), beat);
+        }
         self.hub.publish(progress);
         Ok(HeartbeatReply { cancel: cancel != 0 })
     }

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use protocol::auth::Identity;
 use protocol::{
-    DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
-    RunList, RunSummary, SamplePage, SampleQuery, SampleStats,
+    DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, LinkedRun, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
+    RunList, RunSummary, SamplePage, SampleQuery, SampleStats, StudyLink,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
@@ -296,6 +296,7 @@ impl Service {
                     epochs: row.get::<i64, _>("epochs") as u32,
                     status,
                     created_at: row.get("created_at"),
+                    started_at: row.get("started_at"),
                     finished_at: row.get("finished_at"),
                     error: row.get("error"),
                     progress: progress_of(row, status),
@@ -340,6 +341,17 @@ impl Service {
         let val_confusion = confusion.map(|bytes| crate::analysis::confusion_matrix(&bytes)).transpose().map_err(internal)?;
         let analysis: Option<String> = sqlx::query_scalar("SELECT summary FROM run_analysis WHERE run_id = ?").bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
         let analysis = analysis.map(|json| serde_json::from_str(&json)).transpose().map_err(internal)?;
+        let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM run_tags WHERE run_id = ? ORDER BY tag").bind(id).fetch_all(&self.pool).await.map_err(internal)?;
+        let study = sqlx::query("SELECT s.id, s.name FROM studies s JOIN runs r ON r.study_id = s.id WHERE r.id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?
+            .map(|row| StudyLink { id: row.get("id"), name: row.get("name") });
+        let sources: Vec<i64> = spec.sampling.source().map(|(runs, _)| runs.to_vec()).unwrap_or_default();
+        let source_runs = self.linked_runs("r.id IN (SELECT value FROM json_each(?))", &serde_json::to_string(&sources).map_err(internal)?).await?;
+        // Runs whose selection reads this one: `source_run` is a number or a list of them.
+        let derived_runs = self.linked_runs("EXISTS (SELECT 1 FROM json_each(r.spec, '$.sampling.source_run') WHERE value = CAST(? AS INTEGER))", &id.to_string()).await?;
         Ok(RunDetail {
             id,
             spec,
@@ -356,7 +368,26 @@ impl Service {
             val_confusion,
             analysis,
             owner: row.get("owner"),
+            tags,
+            study,
+            source_runs,
+            derived_runs,
         })
+    }
+
+    /// The runs matching `condition` (SQL over `runs r`, one `?` bound to `value`), oldest first.
+    async fn linked_runs(&self, condition: &str, value: &str) -> Result<Vec<LinkedRun>, Failure> {
+        let rows = sqlx::query(&format!("SELECT r.id, r.arch, r.seed, r.spec, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE {condition} ORDER BY r.id"))
+            .bind(value)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
+        rows.iter()
+            .map(|row| {
+                let spec: ExperimentSpec = serde_json::from_str(row.get("spec")).map_err(internal)?;
+                Ok(LinkedRun { id: row.get("id"), arch: row.get("arch"), seed: row.get::<i64, _>("seed") as u64, status: status_of(row)?, sampling: spec.sampling.plan.kind().to_owned() })
+            })
+            .collect()
     }
 
     /// `GET /api/v1/runs/{id}/classes`.
@@ -541,6 +572,9 @@ impl app::backend::Backend for Site {
     async fn disk_space(&self) -> Result<protocol::DiskSpace, Failure> {
         Ok(self.service.disk.now())
     }
+    async fn workers(&self) -> Result<Vec<protocol::WorkerView>, Failure> {
+        Ok(self.queue.workers.online())
+    }
     async fn studies(&self) -> Result<Vec<protocol::study::StudySummary>, Failure> {
         self.service.studies().await
     }
@@ -606,7 +640,15 @@ impl app::backend::Backend for Site {
     async fn create_account(&self, name: String, password: String, role: protocol::auth::Role) -> Result<protocol::auth::Account, Failure> {
         self.auth.create_user(&name, &password, role).await
     }
-    async fn update_account(&self, name: String, role: Option<protocol::auth::Role>, disabled: Option<bool>) -> Result<protocol::auth::Account, Failure> {
-        self.auth.update_user(&name, role, disabled).await
+    async fn update_account(&self, who: &Identity, name: String, role: Option<protocol::auth::Role>, disabled: Option<bool>) -> Result<protocol::auth::Account, Failure> {
+        self.auth.update_user(Some(who), &name, role, disabled).await
+    }
+    async fn reset_password(&self, who: &Identity, name: String, password: String, revoke_tokens: bool) -> Result<String, Failure> {
+        let done = self.auth.reset_password(Some(who), &name, &password, revoke_tokens).await?;
+        let mut said = format!("{name}'s password was reset; {} session(s) ended", done.sessions_ended);
+        if revoke_tokens {
+            said.push_str(&format!("; {} API token(s) revoked", done.tokens_revoked));
+        }
+        Ok(said)
     }
 }

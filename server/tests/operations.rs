@@ -161,6 +161,7 @@ fn differences(old: &Value, new: &Value, at: &str, out: &mut Vec<String>) {
 const CHANGED_SINCE_FIXTURE: &[(&str, &str)] = &[
     ("/studies/1.report.arms[0].accuracy_vs_random:", "0.2.0, Changed: the full arm is not paired with a random arm at a smaller budget"),
     ("/studies/1.report.arms[0].macro_f1_vs_random:", "0.2.0, Changed: the same, for macro-F1"),
+    ("/studies/1.report.findings:", "0.2.0, Added: the all-pairs cross-architecture Jaccard as a finding of its own"),
 ];
 
 #[test]

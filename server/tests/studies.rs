@@ -119,6 +119,12 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     paired("cross_seed_spearman", Some("small_cnn"), direct["spearman"][0][1].as_f64().unwrap());
     let consistency = |i: usize, j: usize| direct["class_consistency"][i][j].as_f64().unwrap();
     paired("class_consistency_cross_seed", None, (consistency(0, 1) + consistency(2, 3)) / 2.0);
+    // The all-pairs cross-architecture Jaccard is a finding of its own (issue 21): the compare
+    // summary's number, to the last digit, with the jackknife over seeds.
+    paired("cross_arch_jaccard_all_pairs", None, cross_arch);
+    assert_eq!(finding("cross_arch_jaccard_all_pairs", None)["value"]["mean"], summary["cross_arch_jaccard"]);
+    assert_eq!(finding("cross_arch_jaccard_all_pairs", None)["published"], Value::Null, "the paper's number is the same-seed pairing's");
+    assert!(finding("cross_arch_jaccard", None)["over"].as_str().unwrap().contains("the paper's pairing"));
     assert!(finding("mean_r2", Some("small_cnn"))["method"].as_str().unwrap().contains("Student's t"));
     // Each finding names the window and definition its runs' statistics were computed under;
     // warm-up predictability always reads the fine-tuning epochs.

@@ -74,14 +74,15 @@ impl Client {
     }
 
     /// Asks for a job, once (the caller polls). `None` when the queue is empty.
-    pub fn lease(&self, worker_token: &str, worker: &str) -> Result<Option<Lease>> {
-        self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned(), job_id: None }, 1)
+    /// `device` says what this worker trains on (for the jobs page).
+    pub fn lease(&self, worker_token: &str, worker: &str, device: &str) -> Result<Option<Lease>> {
+        self.call_with_attempts("POST", "/lease", worker_token, &LeaseRequest { worker: worker.to_owned(), job_id: None, device: Some(device.to_owned()) }, 1)
     }
 
     /// Asks for one given job (a batch job started for it), retrying while the server cannot
     /// be reached. A [`Refused`] 409 means the job is no longer queued.
-    pub fn lease_job(&self, token: &str, worker: &str, job_id: i64) -> Result<Lease> {
-        let request = LeaseRequest { worker: worker.to_owned(), job_id: Some(job_id) };
+    pub fn lease_job(&self, token: &str, worker: &str, job_id: i64, device: &str) -> Result<Lease> {
+        let request = LeaseRequest { worker: worker.to_owned(), job_id: Some(job_id), device: Some(device.to_owned()) };
         self.call("POST", "/lease", token, &request)?.ok_or_else(|| anyhow!("the server answered the lease of job #{job_id} without a lease"))
     }
 

@@ -129,9 +129,11 @@ fn main() -> Result<()> {
     }
     let name = args.name.clone().unwrap_or_else(|| format!("pid{}", std::process::id()));
     let client = Client::new(&args.server);
-    tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), "worker started");
+    // What a run with device `auto` trains on here, for the jobs page.
+    let device = trainer::torch_device(protocol::Device::Auto).map(trainer::describe_device).unwrap_or_else(|e| format!("unknown ({e})"));
+    tracing::info!(server = %args.server, worker = %name, cuda = tch::Cuda::is_available(), %device, "worker started");
     if let Some(job_id) = args.job {
-        let lease = match client.lease_job(&worker_token, &name, job_id) {
+        let lease = match client.lease_job(&worker_token, &name, job_id, &device) {
             Ok(lease) => lease,
             Err(error) if error.downcast_ref::<Refused>().is_some_and(|r| r.status == 409) => {
                 // Cancelled, or taken by another worker, while this one waited to start.
@@ -144,7 +146,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     loop {
-        let lease = match client.lease(&worker_token, &name) {
+        let lease = match client.lease(&worker_token, &name, &device) {
             Ok(lease) => lease,
             Err(error) if error.downcast_ref::<Refused>().is_some_and(|r| r.status == 401) => {
                 // The server no longer knows this worker (restarted with a new token): leave,

@@ -30,7 +30,51 @@ pub struct Series {
     pub name: String,
     /// CSS class giving the line its colour (`series-0`, `series-1`, ...).
     pub class: &'static str,
+    /// More CSS classes for the line: a dash pattern ([`DASHES`]), `this-run` (drawn thicker).
+    pub style: String,
     pub points: Vec<(f64, f64)>,
+}
+
+impl Series {
+    pub fn new(name: impl Into<String>, class: &'static str, points: Vec<(f64, f64)>) -> Series {
+        Series { name: name.into(), class, style: String::new(), points }
+    }
+
+    pub fn styled(mut self, style: impl Into<String>) -> Series {
+        self.style = style.into();
+        self
+    }
+}
+
+const SERIES_CLASSES: [&str; 8] = ["series-0", "series-1", "series-2", "series-3", "series-4", "series-5", "series-6", "series-7"];
+
+/// One colour per architecture on every chart (its place in [`protocol::Arch::ALL`]); an
+/// unknown name gets the last colour.
+pub fn arch_class(arch: &str) -> &'static str {
+    protocol::Arch::parse(arch).and_then(|a| protocol::Arch::ALL.iter().position(|&b| b == a)).map_or(SERIES_CLASSES[7], |i| SERIES_CLASSES[i])
+}
+
+/// Line dash patterns, solid first (`style/main.css` draws `dash-1` to `dash-3`).
+pub const DASHES: [&str; 4] = ["", "dash-1", "dash-2", "dash-3"];
+
+/// Where each legend entry of a saved chart goes, in rows that wrap at the plot's width,
+/// below the chart (`(x, y)` per name), and the height the saved file needs for them.
+fn legend_layout(names: &[&str]) -> (Vec<(f64, f64)>, f64) {
+    const ROW: f64 = 16.0;
+    let (mut x, mut y) = (LEFT, HEIGHT + 6.0);
+    let places = names
+        .iter()
+        .map(|name| {
+            let width = 30.0 + name.chars().count() as f64 * 6.5 + 14.0;
+            if x > LEFT && x + width > WIDTH - RIGHT {
+                (x, y) = (LEFT, y + ROW);
+            }
+            let place = (x, y);
+            x += width;
+            place
+        })
+        .collect();
+    (places, y + ROW + 4.0)
 }
 
 /// A shaded interval around a line of a [`LineChart`]: `(x, low, high)`.
@@ -168,9 +212,13 @@ pub fn LineChart(
         })
         .collect_view();
     let x_name = x_label.clone();
+    // Which lines the reader has hidden with the legend (all drawn at first and without JavaScript).
+    let hidden = RwSignal::new(vec![false; series.len()]);
+    let shown = move |i: usize| move || hidden.with(|h| h.get(i).copied().unwrap_or(false)).then_some("none");
     let lines = series
         .iter()
-        .map(|s| {
+        .enumerate()
+        .map(|(i, s)| {
             let points = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", scale.x(x), scale.y(y))).collect::<Vec<_>>().join(" ");
             let dots = s
                 .points
@@ -184,33 +232,65 @@ pub fn LineChart(
                 })
                 .collect_view();
             view! {
-                <polyline class=format!("line {}", s.class) points=points fill="none" />
-                {dots}
+                <g class="series" data-series=i data-name=s.name.clone() display=shown(i)>
+                    <polyline class=format!("line {} {}", s.class, s.style) points=points fill="none" />
+                    {dots}
+                </g>
             }
         })
         .collect_view();
-    let legend = series
+    // A legend for more than one line: in the page as HTML (it wraps, and each entry shows or
+    // hides its line), and inside the SVG below the chart, where only a saved file shows it.
+    let many = series.len() > 1;
+    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+    let (places, export_height) = if many { legend_layout(&names) } else { (vec![], HEIGHT) };
+    let export_legend = series
         .iter()
+        .zip(places)
         .enumerate()
-        .map(|(i, s)| {
-            let x = LEFT + 8.0 + i as f64 * 130.0;
+        .map(|(i, (s, (x, y)))| {
             view! {
-                <rect class=format!("swatch {}", s.class) x=x y=8.0 width=14.0 height=4.0 />
-                <text class="legend" x={x + 20.0} y=14.0>{s.name.clone()}</text>
+                <g class="export-legend" display=shown(i)>
+                    <line class=format!("line {} {}", s.class, s.style) x1=x x2={x + 24.0} y1={y + 5.0} y2={y + 5.0} />
+                    <text class="legend" x={x + 30.0} y={y + 9.0}>{s.name.clone()}</text>
+                </g>
             }
         })
         .collect_view();
+    let legend = many.then(|| {
+        let entries = series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                view! {
+                    <li>
+                        <button type="button" class="legend-entry" data-series=i title="Show or hide this line"
+                            aria-pressed=move || (!hidden.with(|h| h.get(i).copied().unwrap_or(false))).to_string()
+                            on:click=move |_| hidden.update(|h| if let Some(v) = h.get_mut(i) { *v = !*v })>
+                            <svg class="legend-swatch" viewBox="0 0 24 10" width="24" height="10" aria-hidden="true">
+                                <line class=format!("line {} {}", s.class, s.style) x1="1" x2="23" y1="5" y2="5" />
+                            </svg>
+                            {s.name.clone()}
+                        </button>
+                    </li>
+                }
+            })
+            .collect_view();
+        view! { <ul class="chart-legend">{entries}</ul> }
+    });
     view! {
         <figure class="chart">
             <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>
-            <svg class="line-chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg">
+            <svg class="line-chart" viewBox=format!("0 0 {WIDTH} {HEIGHT}") role="img" aria-label=title xmlns="http://www.w3.org/2000/svg"
+                data-lines=series.len() data-export-height=export_height>
                 {band}
                 {axes(scale, x_ticks, y_ticks, x_label, y_label)}
                 {shaded}
                 {lines}
-                {legend}
+                {export_legend}
                 {empty.then(|| view! { <text class="empty-chart" x={WIDTH / 2.0} y={HEIGHT / 2.0} text-anchor="middle">"no epochs yet"</text> })}
             </svg>
+            {legend}
         </figure>
     }
     .into_any()
@@ -517,6 +597,25 @@ mod tests {
         assert_eq!(viridis(1.0), "#fde725");
         assert_eq!(viridis(f64::NAN), "#440154");
         assert_eq!(viridis(0.5), "#21908d");
+    }
+
+    #[test]
+    fn a_saved_legend_wraps_into_rows_below_the_chart() {
+        let (one_row, height) = legend_layout(&["train", "validation"]);
+        assert_eq!(one_row.iter().map(|p| p.1).collect::<Vec<_>>(), vec![HEIGHT + 6.0; 2]);
+        assert!(one_row[1].0 > one_row[0].0 && height > HEIGHT);
+        let long: Vec<String> = (0..11).map(|i| format!("#{i} DeiT-Small seed {i}")).collect();
+        let (rows, taller) = legend_layout(&long.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(rows.iter().all(|&(x, _)| x >= LEFT && x < WIDTH - RIGHT));
+        assert!(rows.last().unwrap().1 > HEIGHT + 6.0 + 16.0, "11 long names take at least 3 rows: {rows:?}");
+        assert_eq!(taller, rows.last().unwrap().1 + 20.0);
+    }
+
+    #[test]
+    fn each_architecture_has_its_own_colour() {
+        let classes: Vec<&str> = protocol::Arch::ALL.iter().map(|a| arch_class(a.as_str())).collect();
+        assert_eq!(classes, vec!["series-0", "series-1", "series-2"]);
+        assert_eq!(arch_class("unknown"), "series-7");
     }
 
     #[test]

@@ -48,6 +48,11 @@ fn save_svg(event: &leptos::ev::MouseEvent, file: &str) -> Result<(), wasm_bindg
             target.set_attribute("style", &inline.join(";"))?;
         }
     }
+    // A line chart keeps its legend below the plot, where only the saved file shows it.
+    if let Some(height) = svg.get_attribute("data-export-height") {
+        let width = svg.get_attribute("viewBox").and_then(|v| v.split_whitespace().nth(2).map(str::to_owned)).unwrap_or_default();
+        copy.set_attribute("viewBox", &format!("0 0 {width} {height}"))?;
+    }
     copy.set_attribute("xmlns", "http://www.w3.org/2000/svg")?;
     let text = web_sys::XmlSerializer::new()?.serialize_to_string(&copy)?;
     let parts = js_sys::Array::of1(&format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{text}").into());

@@ -46,6 +46,11 @@ pub fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// A sample's forgetting events as its card shows them: `forgotten 2×`.
+pub fn forgotten_label(events: u32) -> String {
+    format!("forgotten {events}×")
+}
+
 /// Seconds as `1 h 02 min`, `3 min 05 s` or `12 s`.
 pub fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0).round() as u64;
@@ -54,6 +59,28 @@ pub fn duration(seconds: f64) -> String {
         60..3600 => format!("{} min {:02} s", s / 60, s % 60),
         _ => format!("{} h {:02} min", s / 3600, (s % 3600) / 60),
     }
+}
+
+/// A stored time, `YYYY-MM-DDTHH:MM:SSZ` (UTC), as Unix seconds; `None` for any other text.
+pub fn timestamp_seconds(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return None;
+    }
+    let field = |from: usize, to: usize| text.get(from..to).filter(|t| t.bytes().all(|c| c.is_ascii_digit())).and_then(|t| t.parse::<i64>().ok());
+    let (y, m, d) = (field(0, 4)?, field(5, 7)?, field(8, 10)?);
+    let (hh, mm, ss) = (field(11, 13)?, field(14, 16)?, field(17, 19)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 /// `?a=1&b=x%20y` from the pairs whose value is not empty ("" when none is).
@@ -88,6 +115,17 @@ pub fn Pager(total: u64, offset: u64, limit: u64, href: impl Fn(u64) -> String +
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_times_read_as_unix_seconds() {
+        assert_eq!(timestamp_seconds("1970-01-01T00:00:00Z"), Some(0));
+        // `date -u -d 2026-12-04T01:50:23Z +%s`
+        assert_eq!(timestamp_seconds("2026-12-04T01:50:23Z"), Some(1_796_349_023));
+        assert_eq!(timestamp_seconds("2024-02-29T23:59:59Z"), Some(1_709_251_199));
+        assert_eq!(timestamp_seconds("2026-12-04 01:50:23"), None);
+        assert_eq!(timestamp_seconds("2026-13-04T01:50:23Z"), None);
+        assert_eq!(timestamp_seconds(""), None);
+    }
 
     #[test]
     fn query_strings_skip_empty_values_and_encode_the_rest() {

@@ -11,7 +11,7 @@ use protocol::auth::{Role, MIN_PASSWORD};
 
 use crate::components::form::ActionForm;
 use crate::components::{me, CsrfField};
-use crate::functions::{list_accounts, my_tokens, ChangePassword, CreateAccount, CreateToken, FormOutcome, RevokeToken, SignOutEverywhere, UpdateAccount};
+use crate::functions::{list_accounts, my_tokens, ChangePassword, CreateAccount, CreateToken, FormOutcome, ResetPassword, RevokeToken, SignOutEverywhere, UpdateAccount};
 
 /// What a form's action said: a notice, or the reason in red.
 fn said(result: Option<Result<FormOutcome, ServerFnError>>) -> Option<AnyView> {
@@ -20,6 +20,18 @@ fn said(result: Option<Result<FormOutcome, ServerFnError>>) -> Option<AnyView> {
         Ok(FormOutcome { message, .. }) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
         Err(error) => view! { <p class="error" role="alert">{super::form_error("nothing was changed", error)}</p> }.into_any(),
     })
+}
+
+/// A destructive action behind a second click: `label` opens it, saying what it will do
+/// (`children`, with the button that does it). Works without JavaScript.
+#[component]
+fn Confirm(label: String, children: Children) -> impl IntoView {
+    view! {
+        <details class="confirm">
+            <summary class="button small">{label}</summary>
+            <div class="confirm-body">{children()}</div>
+        </details>
+    }
 }
 
 #[component]
@@ -127,11 +139,14 @@ pub fn AccountPage() -> impl IntoView {
                                     <tr data-token=t.id>
                                         <td>{t.id}</td><td>{t.name.clone()}</td><td class="muted">{t.created_at}</td>
                                         <td class="muted">{t.last_used_at.unwrap_or_else(|| "never".into())}</td>
-                                        <td><ActionForm action=revoke attr:class="inline-form">
-                                            <CsrfField />
-                                            <input type="hidden" name="id" value=t.id />
-                                            <button type="submit" class="button small" aria-label=format!("Revoke token {}", t.name)>"Revoke"</button>
-                                        </ActionForm></td>
+                                        <td><Confirm label="Revoke…".into()>
+                                            <p class="small">{format!("Scripts that use “{}” stop working at once.", t.name)}</p>
+                                            <ActionForm action=revoke attr:class="inline-form">
+                                                <CsrfField />
+                                                <input type="hidden" name="id" value=t.id />
+                                                <button type="submit" class="button small danger" aria-label=format!("Revoke token {}", t.name)>"Revoke it"</button>
+                                            </ActionForm>
+                                        </Confirm></td>
                                     </tr>
                                 }).collect_view()}</tbody>
                             </table>
@@ -154,10 +169,13 @@ pub fn AccountPage() -> impl IntoView {
         </section>
         <section class="card">
             <h2>"Sessions"</h2>
-            <ActionForm action=everywhere attr:class="inline-form">
-                <CsrfField />
-                <button type="submit" class="button">"Sign out everywhere"</button>
-            </ActionForm>
+            <Confirm label="Sign out everywhere…".into()>
+                <p class="small">"Every browser signed in as you, this one included, is signed out; API tokens keep working."</p>
+                <ActionForm action=everywhere attr:class="inline-form">
+                    <CsrfField />
+                    <button type="submit" class="button danger">"Sign out everywhere"</button>
+                </ActionForm>
+            </Confirm>
             {move || said(everywhere.value().get())}
         </section>
     }
@@ -168,7 +186,9 @@ pub fn AccountPage() -> impl IntoView {
 pub fn UsersPage() -> impl IntoView {
     let create = ServerAction::<CreateAccount>::new();
     let update = ServerAction::<UpdateAccount>::new();
+    let reset = ServerAction::<ResetPassword>::new();
     let accounts = Resource::new(move || (create.version().get(), update.version().get()), |_| list_accounts());
+    let myself = StoredValue::new(me().map(|who| who.name).unwrap_or_default());
     let roles = [Role::Member, Role::Viewer, Role::Admin];
     view! {
         <Title text="Users" />
@@ -188,6 +208,7 @@ pub fn UsersPage() -> impl IntoView {
             {move || said(create.value().get())}
         </section>
         {move || said(update.value().get())}
+        {move || said(reset.value().get())}
         <Transition fallback=|| view! { <p class="loading">"Loading accounts…"</p> }>
             {move || Suspend::new(async move {
                 match accounts.await {
@@ -197,33 +218,67 @@ pub fn UsersPage() -> impl IntoView {
                             <thead><tr><th>"Name"</th><th>"Role"</th><th>"State"</th><th>"Created"</th><th></th></tr></thead>
                             <tbody>{list.into_iter().map(|a| {
                                 let name = a.name.clone();
-                                let label = format!("role of {name}");
-                                let again = name.clone();
+                                let own = myself.with_value(|me| a.name == *me);
+                                let (role_label, role_name) = (format!("role of {name}"), name.clone());
+                                let role = if own {
+                                    view! { <span class="own-account">{a.role.as_str()}" (you; another administrator can change it)"</span> }.into_any()
+                                } else {
+                                    view! {
+                                        <ActionForm action=update attr:class="inline-form">
+                                            <CsrfField />
+                                            <input type="hidden" name="name" value=role_name />
+                                            <input type="hidden" name="disabled" value="" />
+                                            <select name="role" aria-label=role_label>{roles.iter().map(|r| view! {
+                                                <option value=r.as_str() selected=*r == a.role>{r.as_str()}</option>
+                                            }).collect_view()}</select>
+                                            <button type="submit" class="button small">"Set role"</button>
+                                        </ActionForm>
+                                    }.into_any()
+                                };
+                                let toggle = move |name: String, disabled: bool| view! {
+                                    <ActionForm action=update attr:class="inline-form">
+                                        <CsrfField />
+                                        <input type="hidden" name="name" value=name.clone() />
+                                        <input type="hidden" name="role" value="" />
+                                        <input type="hidden" name="disabled" value=if disabled { "false" } else { "true" } />
+                                        <button type="submit" class=if disabled { "button small" } else { "button small danger" }>
+                                            {if disabled { format!("Enable {name}") } else { format!("Disable {name}") }}</button>
+                                    </ActionForm>
+                                };
+                                let disable = if a.disabled {
+                                    toggle(name.clone(), true).into_any()
+                                } else {
+                                    let warning = format!("{name} is signed out everywhere and their API tokens stop working until enabled again.");
+                                    let form = toggle(name.clone(), false);
+                                    view! {
+                                        <Confirm label="Disable…".into()>
+                                            <p class="small">{warning}</p>
+                                            {form}
+                                        </Confirm>
+                                    }.into_any()
+                                };
+                                let (for_reset, label) = (name.clone(), format!("New password for {name}"));
+                                let actions = (!own).then(move || view! {
+                                    {disable}
+                                    <Confirm label="Reset password…".into()>
+                                        <ActionForm action=reset attr:class="launch-form reset-form">
+                                            <CsrfField />
+                                            <input type="hidden" name="name" value=for_reset />
+                                            <label class="field"><span class="field-label">{label}</span>
+                                                <input name="password" type="password" autocomplete="new-password" required /></label>
+                                            <label class="check"><input type="checkbox" name="revoke_tokens" value="on" />" also revoke their API tokens"</label>
+                                            <p class="muted small">"Their browser sessions end; tell them the new password yourself."</p>
+                                            <button type="submit" class="button small danger">"Set the new password"</button>
+                                        </ActionForm>
+                                    </Confirm>
+                                });
                                 view! {
-                                    <tr data-account=a.name.clone()>
+                                    <tr data-account=a.name.clone() data-own=own.to_string()>
                                         <td>{a.name.clone()}</td>
-                                        <td>
-                                            <ActionForm action=update attr:class="inline-form">
-                                                <CsrfField />
-                                                <input type="hidden" name="name" value=name />
-                                                <input type="hidden" name="disabled" value="" />
-                                                <select name="role" aria-label=label>{roles.iter().map(|r| view! {
-                                                    <option value=r.as_str() selected=*r == a.role>{r.as_str()}</option>
-                                                }).collect_view()}</select>
-                                                <button type="submit" class="button small">"Set role"</button>
-                                            </ActionForm>
-                                        </td>
+                                        <td>{role}</td>
                                         <td>{if a.disabled { "disabled" } else { "enabled" }}</td>
                                         <td class="muted">{a.created_at.clone()}</td>
-                                        <td>
-                                            <ActionForm action=update attr:class="inline-form">
-                                                <CsrfField />
-                                                <input type="hidden" name="name" value=again />
-                                                <input type="hidden" name="role" value="" />
-                                                <input type="hidden" name="disabled" value=if a.disabled { "false" } else { "true" } />
-                                                <button type="submit" class="button small">{if a.disabled { "Enable" } else { "Disable" }}</button>
-                                            </ActionForm>
-                                        </td>
+                                        <td class="account-actions">{actions}</td>
                                     </tr>
                                 }
                             }).collect_view()}</tbody>

@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
+use protocol::study::finding_name;
 use protocol::{CompareQuery, Comparison, SampleSet};
 
 use crate::components::charts::{GridChart, Heatmap, LineChart, Series};
@@ -101,8 +102,8 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
     let q = comparison.q;
     let score = comparison.score.clone();
     let curve = vec![
-        Series { name: "mean Jaccard".into(), class: "series-0", points: comparison.jaccard_curve.iter().filter_map(|p| Some((p.q, p.jaccard?))).collect() },
-        Series { name: "chance q/(2-q)".into(), class: "series-1", points: comparison.jaccard_curve.iter().map(|p| (p.q, p.chance)).collect() },
+        Series::new("mean Jaccard", "series-0", comparison.jaccard_curve.iter().filter_map(|p| Some((p.q, p.jaccard?))).collect()),
+        Series::new("chance q/(2-q)", "series-1", comparison.jaccard_curve.iter().map(|p| (p.q, p.chance)).collect()),
     ];
     let runs = comparison.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
     let api = format!(
@@ -122,10 +123,16 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
             <section class="card findings">
                 <h2>"Findings"</h2>
                 <ul class="finding-list">
-                    <li data-finding="cross-arch">{format!("Across architectures: mean Jaccard {} over {} pairs (chance {:.4}).",
-                        number(s.cross_arch_jaccard, 4), s.cross_arch_pairs, s.chance)}</li>
-                    <li data-finding="cross-seed">{format!("Across seeds of one architecture: mean Jaccard {}, mean Spearman {} over {} pairs.",
-                        number(s.cross_seed_jaccard, 4), number(s.cross_seed_spearman, 4), s.cross_seed_pairs)}</li>
+                    <li data-finding="cross-arch" data-statistic="cross_arch_jaccard_all_pairs" data-value=s.cross_arch_jaccard.map(|v| v.to_string()).unwrap_or_default()>
+                        <span class="finding-name">{finding_name("cross_arch_jaccard_all_pairs")}</span>
+                        {format!(": {} over {} pairs of any seeds (chance {:.4}). A study's report gives its interval, and the same-seed pairing the paper uses.",
+                            number(s.cross_arch_jaccard, 4), s.cross_arch_pairs, s.chance)}</li>
+                    <li data-finding="cross-seed" data-statistic="cross_seed_jaccard_pooled" data-value=s.cross_seed_jaccard.map(|v| v.to_string()).unwrap_or_default()>
+                        <span class="finding-name">{finding_name("cross_seed_jaccard_pooled")}</span>
+                        {format!(": {} over {} pairs.", number(s.cross_seed_jaccard, 4), s.cross_seed_pairs)}</li>
+                    <li data-finding="cross-seed-spearman" data-statistic="cross_seed_spearman_pooled" data-value=s.cross_seed_spearman.map(|v| v.to_string()).unwrap_or_default()>
+                        <span class="finding-name">{finding_name("cross_seed_spearman_pooled")}</span>
+                        {format!(": {} over the same {} pairs.", number(s.cross_seed_spearman, 4), s.cross_seed_pairs)}</li>
                     <li>{format!("Spearman-Brown reliability of the mean score over all {} runs: {}.", comparison.runs.len(), number(comparison.reliability, 4))}</li>
                 </ul>
                 <table class="data per-arch">

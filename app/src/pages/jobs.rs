@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use leptos::prelude::*;
 use leptos_meta::Title;
-use protocol::{Progress, RunQuery, RunStatus, RunSummary};
+use protocol::{Progress, RunQuery, RunStatus, RunSummary, WorkerView};
 
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
-use crate::components::{me, CsrfField, StatusBadge};
-use crate::functions::{disk_space, list_runs, CancelRun, RetryRun};
+use crate::components::{duration, me, timestamp_seconds, CsrfField, StatusBadge};
+use crate::functions::{disk_space, list_runs, list_workers, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 6] = [
     (RunStatus::Running, "Running"),
@@ -28,6 +28,7 @@ pub fn JobsPage() -> impl IntoView {
     let reloads = RwSignal::new(0u32);
     let runs = crate::components::resource::resource(move || reloads.get(), |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) });
     let disk = crate::components::resource::resource(move || reloads.get(), |_| disk_space());
+    let workers = crate::components::resource::resource(move || reloads.get(), |_| list_workers());
 
     subscribe("/api/v1/events", move |progress: Progress| {
         let known = runs.get_untracked().and_then(|r| r.ok()).and_then(|list| list.into_iter().find(|r| r.id == progress.run_id));
@@ -52,27 +53,80 @@ pub fn JobsPage() -> impl IntoView {
                 })
             })}
         </Transition>
+        <Transition fallback=|| ()>
+            {move || Suspend::new(async move {
+                workers.await.map(|list| view! { <WorkersTable list /> })
+            })}
+        </Transition>
         <Transition fallback=|| view! { <p class="loading">"Loading jobs…"</p> }>
             {move || Suspend::new(async move {
                 match runs.await {
                     Err(error) => super::load_error("the jobs", error),
-                    Ok(list) if list.is_empty() => view! {
-                        <p class="empty">"Nothing queued. Runs launched from the Launch page (or POST /api/v1/runs) appear here."</p>
-                    }.into_any(),
+                    // Running and queued are always shown, empty or not: "nothing queued" is news.
                     Ok(list) => GROUPS.iter().map(|&(status, heading)| {
                         let rows: Vec<RunSummary> = list.iter().filter(|r| r.status == status).cloned().collect();
-                        (!rows.is_empty()).then(|| view! {
-                            <section class="job-group" data-status=status.as_str()>
-                                <h2>{heading} " " <span class="count">{rows.len()}</span></h2>
-                                <table class="data jobs-table">
-                                    <tbody>{rows.into_iter().map(|run| view! { <JobRow run live /> }).collect_view()}</tbody>
-                                </table>
+                        let always = matches!(status, RunStatus::Running | RunStatus::Queued);
+                        let count = rows.len();
+                        (always || count > 0).then(|| view! {
+                            <section class="job-group" data-status=status.as_str() data-count=count>
+                                <h2>{heading} " " <span class="count">{count}</span></h2>
+                                {if rows.is_empty() {
+                                    view! { <p class="empty">{match status {
+                                        RunStatus::Running => "Nothing running: a worker takes the next queued run within a few seconds.",
+                                        _ => "Nothing queued. Runs launched from the Launch page (or POST /api/v1/runs) wait here for a worker.",
+                                    }}</p> }.into_any()
+                                } else {
+                                    view! {
+                                        <table class="data jobs-table">
+                                            <tbody>{rows.into_iter().map(|run| view! { <JobRow run live /> }).collect_view()}</tbody>
+                                        </table>
+                                    }.into_any()
+                                }}
                             </section>
                         })
                     }).collect_view().into_any(),
                 }
             })}
         </Transition>
+    }
+}
+
+/// The workers online: what each trains on, and its job's memory and throughput.
+#[component]
+fn WorkersTable(list: Vec<WorkerView>) -> impl IntoView {
+    let count = list.len();
+    view! {
+        <section class="job-group workers" data-count=count>
+            <h2>"Workers online " <span class="count">{count}</span></h2>
+            {if list.is_empty() {
+                view! { <p class="empty">"No worker has asked for a job lately: runs stay queued until one does (README: \"Configuration\" starts local workers; \"Slurm\" runs them on a cluster)."</p> }.into_any()
+            } else {
+                view! {
+                    <table class="data workers-table">
+                        <thead><tr><th>"Worker"</th><th>"Device"</th><th>"Job"</th><th class="num">"Memory"</th><th class="num">"Throughput"</th><th class="num">"Last heard"</th></tr></thead>
+                        <tbody>{list.into_iter().map(|w| {
+                            let device = w.device.clone().unwrap_or_else(|| "not reported".into());
+                            // The device without the reason behind `cpu`, which its title keeps.
+                            let short = device.split(" (").next().unwrap_or(&device).to_owned();
+                            let title = device.clone();
+                            view! {
+                                <tr data-worker=w.name.clone() data-device=device>
+                                    <td class="mono">{w.name.clone()}</td>
+                                    <td title=title>{short}</td>
+                                    <td>{match w.run_id {
+                                        Some(run) => view! { <a href=format!("/runs/{run}")>{format!("run #{run}")}</a> }.into_any(),
+                                        None => view! { <span class="muted">"idle"</span> }.into_any(),
+                                    }}</td>
+                                    <td class="num">{w.memory_bytes.map(|b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30))).unwrap_or_else(|| "–".into())}</td>
+                                    <td class="num">{w.images_per_sec.map(|r| format!("{r:.0} img/s")).unwrap_or_else(|| "–".into())}</td>
+                                    <td class="num muted">{format!("{} ago", duration(w.seconds_since_seen))}</td>
+                                </tr>
+                            }
+                        }).collect_view()}</tbody>
+                    </table>
+                }.into_any()
+            }}
+        </section>
     }
 }
 
@@ -94,8 +148,20 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
             <td class="muted slurm-job">{run.slurm_job_id.map(|slurm| format!("Slurm job {slurm}"))}</td>
             <td><StatusBadge status /></td>
             <td class="progress-cell">
-                <ProgressBar fraction />
-                <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
+                // A finished job says when it ended and how long it took, not a full bar.
+                {if status.is_finished() {
+                    let took = run.started_at.as_deref().and_then(timestamp_seconds).zip(run.finished_at.as_deref().and_then(timestamp_seconds)).map(|(a, b)| b - a);
+                    view! {
+                        <span class="finished-at" data-seconds=took.map(|t| t.to_string()).unwrap_or_default()>
+                            {format!("finished {}{}", run.finished_at.clone().unwrap_or_else(|| "–".into()), took.map(|t| format!(" · took {}", duration(t as f64))).unwrap_or_default())}
+                        </span>
+                    }.into_any()
+                } else {
+                    view! {
+                        <ProgressBar fraction />
+                        <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
+                    }.into_any()
+                }}
                 {run.error.clone().map(|e| view! { <span class="error job-error">{e}</span> })}
             </td>
             <td class="actions"><JobActions id status owner=run.owner.clone() /></td>

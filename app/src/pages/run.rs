@@ -4,12 +4,12 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_params_map;
-use protocol::{Phase, Progress, RunDetail, RunStatus, SampleQuery};
+use protocol::{LinkedRun, Phase, Progress, RunDetail, RunStatus, SampleQuery};
 
 use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
-use crate::components::{number, percent, StatusBadge};
+use crate::components::{duration, number, percent, timestamp_seconds, StatusBadge};
 use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
@@ -66,35 +66,70 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         detail.epochs.iter().filter_map(|e| pick(e).map(|y| (f64::from(e.epoch), y))).collect()
     };
     let accuracy = vec![
-        Series { name: "train".into(), class: "series-0", points: curve(|e| Some(e.train_accuracy)) },
-        Series { name: "validation".into(), class: "series-1", points: curve(|e| e.val_accuracy) },
+        Series::new("train", "series-0", curve(|e| Some(e.train_accuracy))),
+        Series::new("validation", "series-1", curve(|e| e.val_accuracy)),
     ];
     let loss = vec![
-        Series { name: "train".into(), class: "series-0", points: curve(|e| Some(e.train_loss)) },
-        Series { name: "validation".into(), class: "series-1", points: curve(|e| e.val_loss) },
+        Series::new("train", "series-0", curve(|e| Some(e.train_loss))),
+        Series::new("validation", "series-1", curve(|e| e.val_loss)),
     ];
+    let hyper = &spec.hyper;
+    let schedule = match hyper.schedule {
+        protocol::Schedule::Step => format!("step (× {} every {} epochs)", hyper.step_gamma, hyper.step_epochs),
+        other => other.to_string(),
+    };
+    let optimizer = match spec.optimizer {
+        protocol::Optimizer::Sgd => format!("SGD (momentum {}{}, weight decay {})", hyper.momentum, if hyper.nesterov { ", Nesterov" } else { "" }, hyper.weight_decay),
+        protocol::Optimizer::Adamw => format!("AdamW (betas 0.9, 0.999; decoupled weight decay {})", hyper.weight_decay),
+    };
+    // The device the worker reported using, beside the one asked for.
+    let used = detail.progress.as_ref().and_then(|p| p.heartbeat.device.clone());
+    let device = match used {
+        Some(used) => format!("{used} (requested {})", spec.device),
+        None => format!("{} requested (none used yet)", spec.device),
+    };
+    let started = detail.started_at.as_deref().and_then(timestamp_seconds);
+    let finished = detail.finished_at.as_deref().and_then(timestamp_seconds);
     let config = [
         ("Dataset", spec.dataset.clone()),
         ("Architecture", spec.arch.label().to_owned()),
+        ("Pretrained weights", spec.weights.clone().unwrap_or_else(|| "none (random initialisation)".into())),
         ("Epochs", format!("{} warmup + {} fine-tuning", spec.warmup_epochs, spec.epochs)),
         ("Frozen backbone during warmup", spec.warmup_backbone.label().to_owned()),
         ("Batch size", spec.batch_size.to_string()),
         ("Learning rate", spec.lr.to_string()),
-        ("Optimizer", spec.optimizer.to_string()),
+        ("Learning-rate schedule", if hyper.lr_warmup_epochs > 0 { format!("{schedule}, after {} epochs of linear warm-up", hyper.lr_warmup_epochs) } else { schedule }),
+        ("Optimizer", optimizer),
+        ("Label smoothing / drop path", format!("{} / {}", hyper.label_smoothing, hyper.drop_path)),
+        ("Augmentation", hyper.augment.to_string()),
+        ("Mixed precision", if hyper.mixed_precision { "on (CUDA only; the CPU trains in float32)".to_owned() } else { "off".to_owned() }),
         ("Seed", spec.seed.to_string()),
         ("Training samples", spec.train_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Validation samples", spec.val_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Image size", format!("{0} × {0}", spec.image_size)),
         ("Measurement", spec.measure.to_string()),
-        ("Training schedule", spec.sampling.to_string()),
         ("Never-learned samples in rankings", match spec.never_learned {
             protocol::spec::NeverLearnedPolicy::Max => "the most forgotten (max, Toneva et al.)".to_owned(),
             protocol::spec::NeverLearnedPolicy::Exclude => "left out (exclude)".to_owned(),
         }),
         ("Epoch window of the statistics", spec.window.label().to_owned()),
         ("Retention definition", spec.retention.label().to_owned()),
-        ("Device", spec.device.to_string()),
+        ("Device", device),
+        ("Owner", detail.owner.clone().unwrap_or_else(|| "–".into())),
+        ("Tags", if detail.tags.is_empty() { "–".to_owned() } else { detail.tags.join(", ") }),
+        ("Created", detail.created_at.clone()),
+        ("Started", detail.started_at.clone().unwrap_or_else(|| "not yet".into())),
+        ("Finished", detail.finished_at.clone().unwrap_or_else(|| "not yet".into())),
+        ("Duration", match (started, finished) {
+            (Some(a), Some(b)) => duration((b - a) as f64),
+            _ => "–".to_owned(),
+        }),
     ];
+    let parameters = flatten_spec(&serde_json::to_value(&spec).unwrap_or_default());
+    let sampling_kind = spec.sampling.plan.kind();
+    let sampling = spec.sampling.to_string();
+    let study = detail.study.clone();
+    let (sources, derived) = (detail.source_runs.clone(), detail.derived_runs.clone());
     let last = detail.epochs.last().cloned();
     view! {
         <Title text=format!("Run #{id}") />
@@ -113,8 +148,24 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
             <section class="card">
                 <h2>"Configuration"</h2>
                 <dl class="config">
-                    {config.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()}
+                    {config.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd data-field=k>{v}</dd> }).collect_view()}
+                    <dt>"Study"</dt><dd data-field="Study">{match study {
+                        Some(s) => view! { <a href=format!("/studies/{}", s.id)>{format!("#{} {}", s.id, s.name)}</a> }.into_any(),
+                        None => "–".into_any(),
+                    }}</dd>
+                    <dt>"Sample selection"</dt><dd data-field="Sample selection" data-sampling=sampling_kind>{sampling}</dd>
                 </dl>
+                <Lineage sources derived />
+                <details class="all-parameters">
+                    <summary>{format!("All parameters ({})", parameters.len())}</summary>
+                    <table class="data parameters">
+                        <thead><tr><th>"Parameter"</th><th>"Value"</th></tr></thead>
+                        <tbody>{parameters.into_iter().map(|(name, value)| {
+                            let key = name.clone();
+                            view! { <tr data-parameter=key><td class="mono">{name}</td><td class="mono">{value}</td></tr> }
+                        }).collect_view()}</tbody>
+                    </table>
+                </details>
                 {(status == RunStatus::Succeeded).then(|| view! {
                     <p class="exports">"Export: "
                         {["records.parquet", "records.csv", "samples.parquet", "samples.csv"].map(|f| view! { <a href=format!("/api/v1/runs/{id}/{f}") download="">{f}</a>" " })}
@@ -163,6 +214,52 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 detail.epochs.iter().filter(|e| e.phase == Phase::Warmup).count(),
                 detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
         </p>
+    }
+}
+
+/// Every field of a spec as it is stored (`sampling.kind`, `lr`, ...), by name, each leaf
+/// as its JSON text (strings bare).
+fn flatten_spec(value: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(value: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    walk(field, &if at.is_empty() { name.clone() } else { format!("{at}.{name}") }, out);
+                }
+            }
+            serde_json::Value::String(text) => out.push((at.to_owned(), text.clone())),
+            leaf => out.push((at.to_owned(), leaf.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out.sort();
+    out
+}
+
+/// Where the run's samples came from and where its statistics went: the runs whose
+/// statistics its sample selection reads, and the runs whose selection reads its own.
+#[component]
+fn Lineage(sources: Vec<LinkedRun>, derived: Vec<LinkedRun>) -> impl IntoView {
+    let item = |r: LinkedRun| {
+        let arch = protocol::Arch::parse(&r.arch).map_or_else(|| r.arch.clone(), |a| a.label().to_owned());
+        view! {
+            <li data-run=r.id><a href=format!("/runs/{}", r.id)>{format!("#{}", r.id)}</a>
+                {format!(" {arch}, seed {}, {} selection, ", r.seed, r.sampling)}<StatusBadge status=r.status /></li>
+        }
+    };
+    view! {
+        <div class="lineage">
+            <h3>"Lineage"</h3>
+            <div class="small">"Reads the statistics of: "
+                {if sources.is_empty() { view! { <span class="muted">"no earlier run"</span> }.into_any() } else {
+                    view! { <ul class="lineage-sources">{sources.into_iter().map(item).collect_view()}</ul> }.into_any()
+                }}</div>
+            <div class="small">"Runs that select samples by this run's statistics: "
+                {if derived.is_empty() { view! { <span class="muted">"none yet"</span> }.into_any() } else {
+                    view! { <ul class="lineage-derived">{derived.into_iter().map(item).collect_view()}</ul> }.into_any()
+                }}</div>
+        </div>
     }
 }
 
@@ -352,7 +449,7 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
                                             <li class="thumb" data-sample-key=s.sample_key.clone()>
                                                 <a href=format!("/runs/{run_id}/samples/{}", s.sample_key)><img src=format!("/api/v1/datasets/{}/train/{}.png", dataset, s.dataset_index)
                                                     alt=format!("training sample {} ({label})", s.dataset_index) width="84" height="84" loading="lazy" /></a>
-                                                <span class="thumb-count" title="forgetting events">{format!("{} ×", s.forgetting_events)}</span>
+                                                <span class="thumb-count" title="forgetting events: correct, then wrong at the next epoch" data-count=s.forgetting_events>{crate::components::forgotten_label(s.forgetting_events)}</span>
                                                 <span class="thumb-label">{label}</span>
                                                 <span class="thumb-meta muted">{format!("conf. {}", number(s.confidence, 2))}</span>
                                             </li>
@@ -365,5 +462,22 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
                 }}
             </Suspense>
         </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stored_field_of_a_spec_is_a_parameter() {
+        let spec = serde_json::json!({"lr": 0.05, "arch": "resnet18", "weights": null, "sampling": {"budget": 0.5, "kind": "prune", "source_run": [3, 4]}});
+        let flat = flatten_spec(&spec);
+        let names: Vec<&str> = flat.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["arch", "lr", "sampling.budget", "sampling.kind", "sampling.source_run", "weights"]);
+        assert_eq!(flat[0].1, "resnet18");
+        assert_eq!(flat[1].1, "0.05");
+        assert_eq!(flat[4].1, "[3,4]");
+        assert_eq!(flat[5].1, "null");
     }
 }

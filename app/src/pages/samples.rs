@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use protocol::{SampleQuery, SampleStats, Trajectory};
 
-use crate::components::charts::{LineChart, Series};
+use crate::components::charts::{arch_class, LineChart, Series, DASHES};
 use crate::components::{number, query_string, Pager};
 use crate::functions::{get_run, get_sample_history, list_samples};
 
@@ -193,7 +193,7 @@ fn SampleThumb(run_id: i64, sample: SampleStats, dataset: String, class_names: V
                 <img src=format!("/api/v1/datasets/{dataset}/train/{}.png", sample.dataset_index)
                     alt=format!("training sample {} ({label})", sample.dataset_index) width="84" height="84" loading="lazy" />
             </a>
-            <span class="thumb-count" title="forgetting events">{format!("{} ×", sample.forgetting_events)}</span>
+            <span class="thumb-count" title="forgetting events: correct, then wrong at the next epoch" data-count=sample.forgetting_events>{crate::components::forgotten_label(sample.forgetting_events)}</span>
             <span class="thumb-label">{label}</span>
             <span class="thumb-meta muted">{learned}</span>
             <span class="thumb-meta muted">{format!("conf. {} · τ {}", number(sample.confidence, 2), number(sample.tau, 1))}</span>
@@ -201,18 +201,27 @@ fn SampleThumb(run_id: i64, sample: SampleStats, dataset: String, class_names: V
     }
 }
 
-/// One line per run of a sample's history chart (this run first, at most 8).
+/// One line per run of a sample's history chart, every run drawn: colour by architecture,
+/// dash by seed, this run (the first) thicker.
 fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Vec<Series> {
-    const CLASSES: [&str; 8] = ["series-0", "series-1", "series-2", "series-3", "series-4", "series-5", "series-6", "series-7"];
+    let mut seeds: Vec<u64> = runs.iter().map(|t| t.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
     runs.iter()
-        .take(CLASSES.len())
         .enumerate()
-        .map(|(i, t)| Series {
-            name: format!("#{} {} s{}", t.run_id, t.arch, t.seed),
-            class: CLASSES[i],
-            points: pick(t).into_iter().enumerate().map(|(e, y)| ((e + 1) as f64, y)).collect(),
+        .map(|(i, t)| {
+            let dash = DASHES[seeds.binary_search(&t.seed).unwrap_or(0) % DASHES.len()];
+            let this = if i == 0 { " (this run)" } else { "" };
+            let points = pick(t).into_iter().enumerate().map(|(e, y)| ((e + 1) as f64, y)).collect();
+            Series::new(format!("#{} {} seed {}{this}", t.run_id, arch_label(&t.arch), t.seed), arch_class(&t.arch), points)
+                .styled(if i == 0 { format!("{dash} this-run") } else { dash.to_owned() })
         })
         .collect()
+}
+
+/// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
+fn arch_label(arch: &str) -> String {
+    protocol::Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
 }
 
 #[component]
@@ -258,6 +267,10 @@ pub fn SampleDetail() -> impl IntoView {
                                     <dt>"Loss after warmup"</dt><dd>{number(s.warmup_loss, 3)}</dd>
                                 </dl>
                             </div>
+                            <p class="history-note muted" data-runs=runs.len()>
+                                {format!("{} drawn: colour by architecture, dash by seed, this run thicker. Click a name under a chart to hide or show its line.",
+                                    if runs.len() == 1 { "1 run".to_owned() } else { format!("All {} runs that hold this sample", runs.len()) })}
+                            </p>
                             <div class="run-grid">
                                 <section class="card">
                                     <LineChart title="Probability of the true class per epoch".into() x_label="epoch".into() y_label="p(true class)".into()
@@ -274,7 +287,7 @@ pub fn SampleDetail() -> impl IntoView {
                                     <tbody>{runs.iter().map(|t| view! {
                                         <tr data-run=t.run_id>
                                             <td><a href=format!("/runs/{}/samples/{}", t.run_id, history.sample_key)>{format!("#{}", t.run_id)}</a></td>
-                                            <td>{t.arch.clone()}</td>
+                                            <td data-arch=t.arch.clone()>{arch_label(&t.arch)}</td>
                                             <td class="num">{t.seed}</td>
                                             <td class="num">{t.stats.forgetting_events}</td>
                                             <td class="strip">{t.correct.iter().zip(&t.predicted).enumerate().map(|(e, (&c, &p))| {
@@ -299,6 +312,24 @@ pub fn SampleDetail() -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn trajectory(run_id: i64, arch: &str, seed: u64) -> Trajectory {
+        Trajectory { run_id, arch: arch.into(), seed, stats: serde_json::from_value(serde_json::json!({"sample_key": "k", "sample_index": 0, "dataset_index": 0, "label": 3, "forgetting_events": 1, "learning_events": 1, "first_learned_epoch": 1, "never_learned": false, "unforgettable": false, "confidence": null, "variability": null, "correctness": null, "tau": null, "r2": null, "warmup_loss": null})).unwrap(), correct: vec![1, 0], p_true: vec![0.9, 0.2], loss: vec![0.1, 1.6], predicted: vec![3, 4] }
+    }
+
+    #[test]
+    fn every_run_is_drawn_coloured_by_architecture_and_dashed_by_seed() {
+        let all: Vec<Trajectory> = (0..11).map(|i| trajectory(i + 1, ["resnet18", "deit_small", "small_cnn"][i as usize % 3], 1 + i as u64 % 4)).collect();
+        let runs: Vec<&Trajectory> = all.iter().collect();
+        let series = history_series(&runs, |t| t.loss.iter().map(|&l| f64::from(l)).collect());
+        assert_eq!(series.len(), 11);
+        assert_eq!(series[0].name, "#1 ResNet-18 seed 1 (this run)");
+        assert_eq!(series[0].style, " this-run");
+        assert_eq!((series[1].class, series[1].style.as_str()), ("series-2", "dash-1"));
+        assert_eq!(series[3].class, series[0].class, "one architecture, one colour");
+        assert_eq!((series[3].style.as_str(), series[4].style.as_str()), ("dash-3", ""), "seeds 4, then 1 again (not this run)");
+        assert_eq!(series[10].points, vec![(1.0, 0.1f32 as f64), (2.0, 1.6f32 as f64)]);
+    }
 
     #[test]
     fn the_url_becomes_a_sample_query_or_a_message() {

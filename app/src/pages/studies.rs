@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
-use protocol::study::{presets, ArmCurve, Finding, Interval, StudyDetail};
+use protocol::study::{finding_name, presets, ArmCurve, Finding, Interval, StudyDetail};
 use protocol::{LaunchOutcome, Progress, RunStatus};
 
 use crate::components::charts::{Band, LineChart, Series};
@@ -277,23 +277,6 @@ fn StudyGrid(detail: StudyDetail) -> impl IntoView {
     .into_any()
 }
 
-/// A finding's name as the report shows it.
-fn finding_label(key: &str) -> &'static str {
-    match key {
-        "cross_arch_jaccard" => "Cross-architecture Jaccard of the top-q forgotten sets",
-        "cross_seed_jaccard" => "Cross-seed Jaccard of the top-q forgotten sets",
-        "mean_r2" => "Mean R² of the retention-decay fits",
-        "cross_seed_spearman" => "Cross-seed Spearman of per-sample forgetting",
-        "warmup_spearman" => "Spearman(loss after head warm-up, τ)",
-        "warmup_spearman_rate" => "Spearman(loss after head warm-up, decay rate 1/τ)",
-        "forgetting_follows_similarity" => "Forgotten-into counts follow class confusion (pairs of classes)",
-        "similar_classes_forgotten_most" => "Similar classes are forgotten most (per class)",
-        "class_consistency_cross_seed" => "Class-level forgetting consistent across seeds",
-        "class_consistency_cross_arch" => "Class-level forgetting consistent across architectures",
-        _ => "Finding",
-    }
-}
-
 /// A finding's window or definition (`+`-joined when its runs differ) in words; "–" for none.
 fn settings_text(names: &str, label: fn(&str) -> Option<&'static str>) -> String {
     if names.is_empty() {
@@ -310,10 +293,10 @@ fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Publish
             <tbody>{findings.into_iter().map(|f| {
                 let paper = f.published.and_then(|i| published.get(i)).map(|p| p.paper.clone()).unwrap_or_default();
                 view! {
-                    <tr data-key=f.key.clone() data-arch=f.arch.clone().unwrap_or_default()
+                    <tr data-key=f.key.clone() data-arch=f.arch.clone().unwrap_or_default() data-name=finding_name(&f.key)
                         data-mean=f.value.map(|i| i.mean.to_string()).unwrap_or_default() data-n=f.value.map(|i| i.n.to_string()).unwrap_or_default()
                         data-window=f.window.clone() data-retention=f.retention.clone()>
-                        <td>{finding_label(&f.key)}</td><td>{f.arch.clone().unwrap_or_else(|| "all".into())}</td>
+                        <td class="finding-name">{finding_name(&f.key)}</td><td>{f.arch.clone().unwrap_or_else(|| "all".into())}</td>
                         <td class="num">{interval_text(f.value, false)}</td><td class="num">{f.value.map_or("–".into(), |i| i.n.to_string())}</td>
                         <td class="muted small method">{f.method.clone()}</td>
                         <td class="small window">{settings_text(&f.window, |w| protocol::spec::Window::parse(w).map(|w| if w == protocol::spec::Window::FineTuning { "fine-tuning" } else { "all (warm-up included)" }))}</td>
@@ -341,11 +324,7 @@ fn ArmCurves(curves: Vec<ArmCurve>, archs: Vec<String>) -> impl IntoView {
             let chart = |metric: &'static str, by_samples: bool| {
                 let value = move |p: &protocol::study::CurvePoint| if metric == "accuracy" { p.accuracy } else { p.macro_f1 };
                 let x = move |p: &protocol::study::CurvePoint| if by_samples { p.samples_seen } else { p.epoch as f64 };
-                let series = mine.iter().enumerate().map(|(i, c)| Series {
-                    name: c.arm.clone(),
-                    class: CLASSES[i % CLASSES.len()],
-                    points: c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect(),
-                }).collect::<Vec<_>>();
+                let series = mine.iter().enumerate().map(|(i, c)| Series::new(c.arm.clone(), CLASSES[i % CLASSES.len()], c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect())).collect::<Vec<_>>();
                 let bands = mine.iter().enumerate().map(|(i, c)| Band {
                     class: CLASSES[i % CLASSES.len()],
                     points: c.points.iter().filter_map(|p| { let v = value(p)?; let h = v.half_width?; Some((x(p), v.mean - h, v.mean + h)) }).collect(),
@@ -389,18 +368,28 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                         format!("{}: mean {}, median {} over {} fits; excluded {} ({never} never learned, {few} too few points, {constant} constant); exponential beats the power law (AIC) in {} of {}",
                             a.arch, number(a.mean_r2, 3), number(a.median_r2, 3), a.fitted, a.excluded, a.exponential_preferred, a.fitted)
                     }).collect::<Vec<_>>().join("; ");
-                    let spearman = s.per_arch.iter().map(|a| format!("{} {} (Spearman-Brown {})", a.arch, number(a.cross_seed_spearman, 3), number(a.reliability, 3))).collect::<Vec<_>>().join(", ");
+                    let spearman = s.per_arch.iter().map(|a| format!("{} {} (Spearman-Brown {})", a.arch, number(a.cross_seed_spearman, 4), number(a.reliability, 3))).collect::<Vec<_>>().join(", ");
                     let warmup = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.warmup_spearman, 3))).collect::<Vec<_>>().join(", ");
+                    // The headline numbers are the findings' own, with their intervals and n.
+                    let found = |key: &str| report.findings.iter().find(|f| f.key == key && f.arch.is_none()).and_then(|f| f.value);
+                    let (same_seed, all_pairs) = (found("cross_arch_jaccard"), found("cross_arch_jaccard_all_pairs"));
+                    let cross_seed = report.findings.iter().filter(|f| f.key == "cross_seed_jaccard").map(|f| format!("{} {}", f.arch.clone().unwrap_or_default(), interval_text(f.value, false))).collect::<Vec<_>>().join("; ");
+                    let mean = |i: Option<Interval>| i.map(|i| i.mean.to_string()).unwrap_or_default();
                     view! {
                         <table class="data findings-table">
                             <thead><tr><th>"Finding"</th><th>"This study"</th><th>"The paper"</th></tr></thead>
                             <tbody>
-                                <tr data-finding="cross-arch"><td>"Cross-architecture Jaccard of the top-10 % forgotten sets"</td>
-                                    <td>{format!("{} over {} pairs; within an architecture across seeds {} ({} pairs); chance {:.3}",
-                                        number(s.cross_arch_jaccard, 3), s.cross_arch_pairs, number(s.cross_seed_jaccard, 3), s.cross_seed_pairs, s.chance)}</td><td>{paper(0)}</td></tr>
-                                <tr data-finding="r2"><td>"Mean R² of the retention-decay fits"</td><td>{r2}</td><td>{paper(1)}</td></tr>
-                                <tr data-finding="cross-seed"><td>"Cross-seed Spearman of per-sample forgetting"</td><td>{spearman}</td><td>{paper(2)}</td></tr>
-                                <tr data-finding="warmup"><td>"Spearman(loss after head warmup, τ)"</td><td>{warmup}</td><td>{paper(3)}</td></tr>
+                                <tr data-finding="cross-arch" data-statistic="cross_arch_jaccard" data-value=mean(same_seed)>
+                                    <td class="finding-name">{finding_name("cross_arch_jaccard")}</td>
+                                    <td>{format!("{} over seeds (pairs of architectures with one seed); chance {:.4}", interval_text(same_seed, false), s.chance)}</td><td>{paper(0)}</td></tr>
+                                <tr data-finding="cross-arch-all-pairs" data-statistic="cross_arch_jaccard_all_pairs" data-value=mean(all_pairs)>
+                                    <td class="finding-name">{finding_name("cross_arch_jaccard_all_pairs")}</td>
+                                    <td>{format!("{} over {} pairs of any seeds (jackknife over seeds)", interval_text(all_pairs, false), s.cross_arch_pairs)}</td><td>"not reported"</td></tr>
+                                <tr data-finding="cross-seed-jaccard" data-statistic="cross_seed_jaccard">
+                                    <td class="finding-name">{finding_name("cross_seed_jaccard")}</td><td>{cross_seed}</td><td>"not reported"</td></tr>
+                                <tr data-finding="r2"><td class="finding-name">{finding_name("mean_r2")}</td><td>{r2}</td><td>{paper(1)}</td></tr>
+                                <tr data-finding="cross-seed" data-statistic="cross_seed_spearman"><td class="finding-name">{finding_name("cross_seed_spearman")}</td><td>{spearman}</td><td>{paper(2)}</td></tr>
+                                <tr data-finding="warmup"><td class="finding-name">{finding_name("warmup_spearman")}</td><td>{warmup}</td><td>{paper(3)}</td></tr>
                             </tbody>
                         </table>
                     }.into_any()

@@ -359,9 +359,24 @@ pub struct UserChange {
     disabled: Option<bool>,
 }
 
-/// `PATCH /api/v1/users/{name}` (administrators): role and disabled flag.
-pub async fn update_user(State(state): State<AppState>, Path(name): Path<String>, JsonBody(body): JsonBody<UserChange>) -> ApiResult<Json<Account>> {
-    Ok(Json(state.auth.update_user(&name, body.role, body.disabled).await?))
+/// `PATCH /api/v1/users/{name}` (administrators): role and disabled flag, of another account.
+pub async fn update_user(State(state): State<AppState>, Caller(who): Caller, Path(name): Path<String>, JsonBody(body): JsonBody<UserChange>) -> ApiResult<Json<Account>> {
+    Ok(Json(state.auth.update_user(Some(&who), &name, body.role, body.disabled).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordReset {
+    password: String,
+    #[serde(default)]
+    revoke_tokens: bool,
+}
+
+/// `POST /api/v1/users/{name}/password` (administrators): a new password for another account;
+/// its sessions end, and its API tokens are revoked when asked.
+pub async fn reset_password(State(state): State<AppState>, Caller(who): Caller, Path(name): Path<String>, JsonBody(body): JsonBody<PasswordReset>) -> ApiResult<Json<serde_json::Value>> {
+    let done = state.auth.reset_password(Some(&who), &name, &body.password, body.revoke_tokens).await?;
+    Ok(Json(serde_json::json!({ "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked })))
 }
 
 /// `POST /api/v1/me/sessions/revoke`: signs the account out of every browser.

@@ -219,7 +219,13 @@ impl Auth {
 
     /// Changes an account's role or disables it; disabling also ends its sessions. The last
     /// enabled administrator cannot be demoted or disabled (nobody could manage accounts).
-    pub async fn update_user(&self, name: &str, role: Option<Role>, disabled: Option<bool>) -> Result<Account, Failure> {
+    /// Changes an account's role or disabled flag. `who`, the administrator asking (none for
+    /// the shell's `forgetlab admin`), cannot change their own: another administrator can, so
+    /// nobody locks themselves out by a slip.
+    pub async fn update_user(&self, who: Option<&Identity>, name: &str, role: Option<Role>, disabled: Option<bool>) -> Result<Account, Failure> {
+        if who.is_some_and(|who| who.name == name) && (role.is_some() || disabled.is_some()) {
+            return Err(Failure::conflict(format!("{name} is your own account: another administrator can change its role or disable it")));
+        }
         let mut tx = self.pool.begin().await.map_err(internal)?;
         // Write first (SQLite: a transaction that reads first cannot take the write lock later).
         let row = sqlx::query("UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled) WHERE name = ? RETURNING id, name, role, disabled, created_at")
@@ -243,6 +249,44 @@ impl Auth {
             self.signed_out_now();
         }
         Ok(account(&row))
+    }
+
+    /// An administrator `who` (none for the shell) sets a new password for another account (a
+    /// member who lost theirs): every session of that account ends; its API tokens are
+    /// revoked when asked. One's own password is changed on the account page, with the
+    /// current one.
+    pub async fn reset_password(&self, who: Option<&Identity>, name: &str, password: &str, revoke_tokens: bool) -> Result<PasswordChanged, Failure> {
+        if who.is_some_and(|who| who.name == name) {
+            return Err(Failure::conflict("change your own password on your account page (/account), with the current one"));
+        }
+        check_password(password).map_err(|message| {
+            let mut errors = protocol::FieldErrors::default();
+            errors.add("password", message);
+            Failure::invalid("the password was not reset", errors)
+        })?;
+        let phc = self.hash(password).await?;
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        let id: i64 = sqlx::query_scalar("UPDATE users SET password_hash = ? WHERE name = ? RETURNING id")
+            .bind(phc)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Failure::not_found(format!("no account named {name:?}")))?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await.map_err(internal)?;
+        let tokens = if revoke_tokens {
+            sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE user_id = ? AND revoked_at IS NULL")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?
+                .rows_affected()
+        } else {
+            0
+        };
+        tx.commit().await.map_err(internal)?;
+        self.signed_out_now();
+        Ok(PasswordChanged { sessions_ended: sessions.rows_affected(), tokens_revoked: tokens })
     }
 
     /// Changes an account's password: its owner gives the current one, checked under the

@@ -84,6 +84,11 @@ pub async fn list_runs(State(state): State<AppState>, QueryParams(query): QueryP
     Ok(([("x-total-count", list.total.to_string())], Json::<Vec<RunSummary>>(list.runs)))
 }
 
+/// `GET /workers`: the workers heard from within the lease time, with their devices and jobs.
+pub async fn list_workers(State(state): State<AppState>) -> Json<Vec<protocol::WorkerView>> {
+    Json(state.queue.workers.online())
+}
+
 pub async fn list_studies(State(state): State<AppState>) -> ApiResult<Json<Vec<protocol::study::StudySummary>>> {
     Ok(Json(state.service.studies().await?))
 }

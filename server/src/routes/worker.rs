@@ -21,12 +21,17 @@ pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
 }
 
 pub async fn lease(State(state): State<AppState>, headers: HeaderMap, JsonBody(request): JsonBody<LeaseRequest>) -> ApiResult<Response> {
+    let device = request.device.as_deref();
     if let Some(job_id) = request.job_id {
         // One job: a worker started by Slurm for it, with its submission's token.
-        return Ok(Json(state.queue.lease_job(job_id, bearer(&headers)?, &request.worker).await?).into_response());
+        let lease = state.queue.lease_job(job_id, bearer(&headers)?, &request.worker).await?;
+        state.queue.workers.polled(&request.worker, device, Some((lease.job_id, lease.run_id)));
+        return Ok(Json(lease).into_response());
     }
     state.queue.check_worker_token(bearer(&headers)?)?;
-    Ok(match state.queue.lease(&request.worker).await? {
+    let lease = state.queue.lease(&request.worker).await?;
+    state.queue.workers.polled(&request.worker, device, lease.as_ref().map(|l| (l.job_id, l.run_id)));
+    Ok(match lease {
         Some(lease) => Json(lease).into_response(),
         None => StatusCode::NO_CONTENT.into_response(),
     })
