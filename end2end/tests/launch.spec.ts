@@ -25,6 +25,11 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
   expect(runId).toBeGreaterThan(0);
+  // The workers online, each with the device it trains on (this server's are CPU workers).
+  const workers = await (await request.get("/api/v1/workers")).json();
+  expect(workers.length).toBeGreaterThan(0);
+  expect(workers.every((w: any) => w.device.startsWith("cpu ("))).toBe(true);
+  await expect(page.locator("section.workers tr[data-worker]").first()).toHaveAttribute("data-device", /^cpu \(/);
   // A marker that a reload would wipe: the bar must advance without one.
   await page.evaluate(() => ((window as any).__noReload = true));
   const row = page.locator(`tr.job[data-run="${runId}"]`);

@@ -134,24 +134,25 @@ fn an_administrator_resets_a_members_password_but_never_changes_their_own_accoun
     let old = "ada-password-123";
     let cookie = sign_in(&server, "ada", old);
     assert_eq!(page(&server, &cookie, "/jobs").0, 200);
-    let me = |password: &str| Client::new().get(server.api("/me")).basic_auth("ada", Some(password)).send().unwrap().status().as_u16();
+    // Whether a password is ada's: HTTP Basic makes a token with it (201) or is refused (401).
+    let me = |password: &str| Client::new().post(server.api("/tokens")).basic_auth("ada", Some(password)).json(&json!({"name": "check"})).send().unwrap().status().as_u16();
     let reset = |name: &str, body: Value| status(admin.post(server.api(&format!("/users/{name}/password"))).json(&body).send().unwrap());
 
     // A bad password is refused, saying why, and changes nothing.
     let (code, text) = reset("ada", json!({"password": "short"}));
     assert_eq!(code, 422, "{text}");
     assert!(text.contains("password"), "{text}");
-    assert_eq!(me(old), 200);
+    assert_eq!(me(old), 201);
     // A reset: the new password works, the old one and ada's browser session end, her tokens stay.
     let (code, text) = reset("ada", json!({"password": "ada-new-password-456"}));
     assert_eq!(code, 200, "{text}");
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["sessions_ended"], 1);
-    assert_eq!(me("ada-new-password-456"), 200);
+    assert_eq!(me("ada-new-password-456"), 201);
     assert_eq!(me(old), 401);
     assert_eq!(page(&server, &cookie, "/jobs").0, 303, "the session ended");
     assert_eq!(ada.get(server.api("/runs")).send().unwrap().status(), 200);
     let (code, text) = reset("ada", json!({"password": "ada-third-password-789", "revoke_tokens": true}));
-    assert_eq!((code, serde_json::from_str::<Value>(&text).unwrap()["tokens_revoked"].as_u64()), (200, Some(1)), "{text}");
+    assert_eq!((code, serde_json::from_str::<Value>(&text).unwrap()["tokens_revoked"].as_u64()), (200, Some(3)), "her token and the two the checks made: {text}");
     assert_eq!(ada.get(server.api("/runs")).send().unwrap().status(), 401);
     assert_eq!(reset("nobody", json!({"password": "long-enough-password"})).0, 404);
 
@@ -165,7 +166,7 @@ fn an_administrator_resets_a_members_password_but_never_changes_their_own_accoun
         assert_eq!(code, 409, "{text}");
         assert!(text.contains("your own account"), "{text}");
     }
-    assert_eq!(me("ada-third-password-789"), 200);
+    assert_eq!(me("ada-third-password-789"), 201);
     let bob = server.account("bob", "member");
     assert_eq!(bob.post(server.api("/users/ada/password")).json(&json!({"password": "long-enough-password"})).send().unwrap().status(), 403, "members reset nobody's password");
 }

@@ -34,12 +34,25 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
 
     let refused = client.post(server.api("/worker/lease")).bearer_auth("wrong").json(&json!({"worker": "test"})).send().unwrap();
     assert_eq!(refused.status(), 401, "a wrong worker token cannot lease");
-    let lease: Value = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test"})).send().unwrap().json().unwrap();
+    let lease: Value = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test", "device": "cpu (probe)"})).send().unwrap().json().unwrap();
     assert_eq!(lease["run_id"], run_id);
     let job = lease["job_id"].as_i64().unwrap();
     let token = lease["job_token"].as_str().unwrap().to_owned();
-    let empty = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test"})).send().unwrap();
+    let empty = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "idle", "device": "cuda:0 (of 1 visible)"})).send().unwrap();
     assert_eq!(empty.status(), 204, "one job, leased once");
+    // An idle worker's polls put it on the jobs page, with the device it said.
+    assert_eq!(client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "idle"})).send().unwrap().status(), 204);
+    // The workers heard from: each with its device and job; a heartbeat adds memory and speed.
+    let beat = json!({"phase": "finetune", "epoch": 1, "step": 1, "steps": 2, "images_per_sec": 321.5, "memory_bytes": 123_456_789});
+    assert_eq!(client.post(server.api(&format!("/worker/jobs/{job}/heartbeat"))).bearer_auth(&token).json(&beat).send().unwrap().status(), 200);
+    let workers: Vec<Value> = client.get(server.api("/workers")).send().unwrap().json().unwrap();
+    let named = |name: &str| workers.iter().find(|w| w["name"] == name).unwrap_or_else(|| panic!("no worker {name} in {workers:?}")).clone();
+    let (busy, idle) = (named("test"), named("idle"));
+    assert_eq!(workers.len(), 2, "{workers:?}");
+    assert_eq!((busy["device"].as_str(), busy["job_id"].as_i64(), busy["run_id"].as_i64()), (Some("cpu (probe)"), Some(job), Some(run_id)));
+    assert_eq!((busy["memory_bytes"].as_u64(), busy["images_per_sec"].as_f64()), (Some(123_456_789), Some(321.5)));
+    assert_eq!((idle["device"].as_str(), idle["job_id"].as_i64()), (Some("cuda:0 (of 1 visible)"), None), "a later poll without a device keeps the one it said");
+    assert_eq!(workers[0]["name"], "test", "the most recently heard first");
 
     let manifest = json!({"samples": (0..4).map(|i| json!({"dataset_index": i, "sample_key": format!("key{i}"), "label": i})).collect::<Vec<_>>()});
     let epoch_url = server.api(&format!("/worker/jobs/{job}/epochs/1"));
