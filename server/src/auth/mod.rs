@@ -113,6 +113,16 @@ pub struct PasswordChanged {
     pub tokens_revoked: u64,
 }
 
+/// Revokes every live API token of account `user_id`; how many.
+async fn revoke_all_tokens(tx: &mut sqlx::SqliteConnection, user_id: i64) -> Result<u64, Failure> {
+    let done = sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE user_id = ? AND revoked_at IS NULL")
+        .bind(user_id)
+        .execute(tx)
+        .await
+        .map_err(internal)?;
+    Ok(done.rows_affected())
+}
+
 fn hash_password(password: &str) -> Result<String, Failure> {
     let salt = SaltString::generate(&mut OsRng);
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(internal)
@@ -274,16 +284,7 @@ impl Auth {
             .map_err(internal)?
             .ok_or_else(|| Failure::not_found(format!("no account named {name:?}")))?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ?").bind(id).execute(&mut *tx).await.map_err(internal)?;
-        let tokens = if revoke_tokens {
-            sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE user_id = ? AND revoked_at IS NULL")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?
-                .rows_affected()
-        } else {
-            0
-        };
+        let tokens = if revoke_tokens { revoke_all_tokens(&mut tx, id).await? } else { 0 };
         tx.commit().await.map_err(internal)?;
         self.signed_out_now();
         Ok(PasswordChanged { sessions_ended: sessions.rows_affected(), tokens_revoked: tokens })
@@ -307,16 +308,7 @@ impl Auth {
         let mut tx = self.pool.begin().await.map_err(internal)?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?").bind(phc).bind(who.user_id).execute(&mut *tx).await.map_err(internal)?;
         let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND csrf IS NOT ?").bind(who.user_id).bind(&who.csrf).execute(&mut *tx).await.map_err(internal)?;
-        let tokens = if revoke_tokens {
-            sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE user_id = ? AND revoked_at IS NULL")
-                .bind(who.user_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(internal)?
-                .rows_affected()
-        } else {
-            0
-        };
+        let tokens = if revoke_tokens { revoke_all_tokens(&mut tx, who.user_id).await? } else { 0 };
         tx.commit().await.map_err(internal)?;
         self.signed_out_now();
         Ok(PasswordChanged { sessions_ended: sessions.rows_affected(), tokens_revoked: tokens })
