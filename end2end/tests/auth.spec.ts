@@ -113,7 +113,7 @@ test("an administrator resets a member's password and disables her, each after a
   await row.locator("summary", { hasText: "Reset password" }).click();
   await row.locator("form.reset-form input[name=password]").fill("nia's new password 7");
   await row.locator("form.reset-form button[type=submit]").click();
-  await expect(page.getByRole("status")).toContainText(`${nia}'s password was reset`);
+  await expect(page.locator("p.notice[role=status]", { hasText: "password was reset" })).toContainText(`${nia}'s password was reset`);
   const basic = (secret: string) => ({ Authorization: `Basic ${Buffer.from(`${nia}:${secret}`).toString("base64")}` });
   // Without the page's session cookie, the password alone: HTTP Basic makes a token with it (201) or is refused.
   const me = async (secret: string) =>
