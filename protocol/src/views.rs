@@ -690,7 +690,8 @@ pub struct CompareQuery {
     /// none by default, since each q ranks every run again.
     pub curve: Option<String>,
     /// Two of `runs`, `a,b`: adds their score scatter (binned) and the set algebra of their
-    /// top-q sets (`pair` in the answer).
+    /// top-q sets (`pair` in the answer). `auto`: the first two runs of different
+    /// architectures, else the first two.
     pub pair: Option<String>,
 }
 
