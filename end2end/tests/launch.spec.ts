@@ -129,4 +129,24 @@ test("a run launched from the form trains live and its page shows curves, histog
   const means = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-mean")));
   expect(means).toEqual(classes.forgetting_mean.map((m: number | null) => (m === null ? "" : String(m))));
   await expect(rows.first().locator("td").first()).toHaveText("T-shirt/top");
+
+  // Clone (issue 21 item 5): the form opens filled from the run; changing the seed and
+  // launching makes the same spec but for the seed.
+  await page.click("a.button.clone");
+  await page.waitForURL(new RegExp(`/launch\\?from=${runId}$`));
+  await hydrated(page);
+  await expect(page.locator(".clone-note")).toHaveAttribute("data-from", String(runId));
+  for (const [name, value] of [["arch", "resnet18"], ["schedule", "cosine"], ["window", "all"], ["retention", "a_floor"], ["measure", "in_batch"]]) {
+    await expect(page.locator(`select[name=${name}]`)).toHaveValue(value);
+  }
+  for (const [name, value] of [["lr", "0.02"], ["seed", "7"], ["lr_warmup_epochs", "1"], ["train_subset", "1024"], ["image_size", "32"], ["epochs", "4"]]) {
+    await expect(page.locator(`input[name=${name}]`)).toHaveValue(value);
+  }
+  await page.fill("input[name=seed]", "8");
+  await page.click("main button[type=submit]");
+  await page.waitForURL(/\/jobs\?launched=\d+/);
+  const cloneId = Number(new URL(page.url()).searchParams.get("launched"));
+  expect((await request.post(`/api/v1/runs/${cloneId}/cancel`)).status()).toBe(200);
+  const clone = await (await request.get(`/api/v1/runs/${cloneId}`)).json();
+  expect({ ...clone.spec, seed: 7 }).toEqual(detail.spec);
 });

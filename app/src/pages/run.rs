@@ -136,6 +136,9 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         <div class="page-head">
             <h1>{format!("Run #{id}")} " " <StatusBadge status /></h1>
             <span class="muted">{format!("created {}", detail.created_at)}</span>
+            {crate::components::me().is_some_and(|who| who.role.can_launch()).then(|| view! {
+                <a class="button clone" href=format!("/launch?from={id}") title="Open the launch form filled from this run">"Clone"</a>
+            })}
         </div>
         {detail.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {(!status.is_finished() || status == RunStatus::Succeeded).then(|| view! {
