@@ -41,7 +41,20 @@ test("the runs table filters by tag, sorts by a column and sends the ticked runs
   await expect(rows.first()).toHaveAttribute("data-run", String(runs[0]));
   await expect(page.locator("input[name=tag]")).toHaveValue(tag);
 
-  for (const id of runs) await page.check(`input[name=run][value="${id}"]`);
+  // One display name per architecture; the page's runs grouped by architecture (issue 21 item 11).
+  await expect(rows.first().locator("td[data-arch=small_cnn]")).toHaveText("Small CNN");
+  const sorted = await (await request.get(`/api/v1/runs?tag=${tag}`)).json();
+  const accuracies = sorted.map((r: any) => r.final_val_accuracy);
+  const group = page.locator("table.arch-summary tr[data-arch=small_cnn]");
+  await expect(group).toHaveAttribute("data-runs", "2");
+  expect(Number(await group.getAttribute("data-mean"))).toBeCloseTo((accuracies[0] + accuracies[1]) / 2, 12);
+  // Compare waits for two ticked runs.
+  const compare = page.locator("button", { hasText: "Compare selected runs" });
+  await expect(compare).toBeDisabled();
+  await page.check(`input[name=run][value="${runs[0]}"]`);
+  await expect(compare).toBeDisabled();
+  await page.check(`input[name=run][value="${runs[1]}"]`);
+  await expect(compare).toBeEnabled();
   await page.click("text=Compare selected runs");
   await page.waitForURL(/\/compare\?/);
   await expect(page.locator("h1")).toHaveText("Compare runs");

@@ -211,6 +211,9 @@ pub struct RunSummary {
     /// The Slurm job of the latest submission (Slurm executor only).
     #[serde(default)]
     pub slurm_job_id: Option<i64>,
+    /// The study the run belongs to, if any.
+    #[serde(default)]
+    pub study: Option<StudyLink>,
 }
 
 /// How full the data volume is, worst last: `ok`, `low` (under the warning), `full` (under
