@@ -1,4 +1,4 @@
-import { expect, hydrated, test } from "./helpers";
+import { expect, hydrated, queueFromForm, test } from "./helpers";
 
 test("a run launched from the form trains live and its page shows curves, histogram and the 20 most forgotten samples", async ({ page, request }) => {
   await page.goto("/launch");
@@ -20,7 +20,14 @@ test("a run launched from the form trains live and its page shows curves, histog
   // The analysis settings travel with the run (issue 17).
   await page.selectOption("select[name=window]", "all");
   await page.selectOption("select[name=retention]", "a_floor");
-  await page.click("main button[type=submit]");
+  // Enter in a field queues nothing unseen.
+  const before = (await (await request.get("/api/v1/runs")).json()).length;
+  await page.press("input[name=epochs]", "Enter");
+  await page.waitForTimeout(500);
+  expect(page.url()).toContain("/launch");
+  expect((await (await request.get("/api/v1/runs")).json()).length).toBe(before);
+  const summary = await queueFromForm(page);
+  expect(summary).toBe("1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s), every sample each epoch, seed 7, device auto.");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
@@ -143,7 +150,7 @@ test("a run launched from the form trains live and its page shows curves, histog
     await expect(page.locator(`input[name=${name}]`)).toHaveValue(value);
   }
   await page.fill("input[name=seed]", "8");
-  await page.click("main button[type=submit]");
+  await queueFromForm(page);
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const cloneId = Number(new URL(page.url()).searchParams.get("launched"));
   expect((await request.post(`/api/v1/runs/${cloneId}/cancel`)).status()).toBe(200);

@@ -120,6 +120,29 @@ pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap
     ])
 }
 
+/// What the launch form would queue, in a sentence, from its fields.
+pub fn launch_summary(get: impl Fn(&str) -> String) -> String {
+    let field = |name: &str| get(name).trim().to_owned();
+    let arch = Arch::parse(&field("arch")).map_or_else(|| field("arch"), |a| a.label().to_owned());
+    let samples = match field("train_subset").as_str() {
+        "" => "every training sample".to_owned(),
+        n => format!("{n} training samples"),
+    };
+    let warmup = match field("warmup_epochs").as_str() {
+        "" | "0" => String::new(),
+        n => format!(" after {n} head-warmup epoch(s)"),
+    };
+    let selection = match field("sampling").as_str() {
+        "" | "full" => "every sample each epoch".to_owned(),
+        kind => format!("{} selection at budget {}", kind.replace('_', " "), field("sampling_budget")),
+    };
+    let device = match field("device").as_str() {
+        "" => "auto".to_owned(),
+        d => d.to_owned(),
+    };
+    format!("1 run: {arch} on {}, {samples}, {} fine-tuning epoch(s){warmup}, {selection}, seed {}, device {device}.", field("dataset"), field("epochs"), field("seed"))
+}
+
 fn ids(runs: &[i64]) -> String {
     runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -156,6 +179,29 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let v = move |name: &str, default: &str| values.get(name).cloned().unwrap_or_else(|| default.to_owned());
     let launch = ServerAction::<LaunchRun>::new();
     let outcome = launch.value();
+    let live = RwSignal::new(false);
+    Effect::new(move |_| live.set(true));
+    // The summary of what Launch would queue, read from the form when Launch is pressed.
+    let review = RwSignal::new(None::<String>);
+    let open_review = move |ev: leptos::ev::MouseEvent| {
+        if !live.get_untracked() {
+            return;
+        }
+        #[cfg(feature = "hydrate")]
+        {
+            use leptos::wasm_bindgen::JsCast;
+            let form = ev
+                .target()
+                .and_then(|t| t.dyn_into::<leptos::web_sys::Element>().ok())
+                .and_then(|e| e.closest("form").ok().flatten())
+                .and_then(|f| f.dyn_into::<leptos::web_sys::HtmlFormElement>().ok());
+            if let Some(data) = form.and_then(|f| leptos::web_sys::FormData::new_with_form(&f).ok()) {
+                review.set(Some(launch_summary(|name| data.get(name).as_string().unwrap_or_default())));
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
     let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     let error = move |field: &'static str| {
         Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
@@ -283,9 +329,19 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <Field label="Tags" name="tags" value=v("tags", "") hint="labels for the runs table, separated by commas" error=error("tags") />
             </fieldset>
             <div class="form-actions">
-                <button type="submit" class="button primary" disabled=move || launch.pending().get()>
-                    {move || if launch.pending().get() { "Launching…" } else { "Launch" }}
+                // With JavaScript, Launch (or Enter in a field) first shows what will be queued;
+                // "Queue it" queues it. Without, Launch submits at once.
+                <button type=move || if live.get() { "button" } else { "submit" } class="button primary launch-review-button"
+                    on:click=open_review disabled=move || launch.pending().get()>
+                    {move || if launch.pending().get() { "Launching…" } else { "Launch…" }}
                 </button>
+                {move || review.get().map(|summary| view! {
+                    <div class="launch-review" role="status">
+                        <p class="launch-summary">{summary}</p>
+                        <button type="submit" class="button primary queue-it" disabled=move || launch.pending().get()>"Queue it"</button>
+                        <button type="button" class="button" on:click=move |_| review.set(None)>"Change something"</button>
+                    </div>
+                })}
                 {move || outcome.get().map(|result| match result {
                     Ok(LaunchOutcome { run_id: Some(id), .. }) => view! {
                         <p class="notice" role="status">{format!("Run #{id} queued.")}</p>
@@ -317,6 +373,16 @@ mod tests {
     /// A spec with every field away from its default, read as the API reads a request.
     fn spec(json: serde_json::Value) -> ExperimentSpec {
         ExperimentSpec::parse(&serde_json::from_value::<RunRequest>(json).unwrap(), &fashion()).unwrap()
+    }
+
+    #[test]
+    fn the_summary_says_what_will_be_queued() {
+        let fields = HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1024"), ("epochs", "4"), ("warmup_epochs", "1"),
+            ("sampling", "prune"), ("sampling_budget", "0.5"), ("seed", "7"), ("device", "cpu")]);
+        let summary = launch_summary(|name| fields.get(name).map(|v| v.to_string()).unwrap_or_default());
+        assert_eq!(summary, "1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s) after 1 head-warmup epoch(s), prune selection at budget 0.5, seed 7, device cpu.");
+        let plain = launch_summary(|name| if name == "arch" { "small_cnn".into() } else { String::new() });
+        assert!(plain.contains("Small CNN") && plain.contains("every training sample") && plain.contains("every sample each epoch") && plain.contains("device auto"), "{plain}");
     }
 
     #[test]
