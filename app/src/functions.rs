@@ -171,8 +171,55 @@ pub async fn retry_run(run_id: i64, csrf: String) -> Result<RunStatus, ServerFnE
     backend()?.retry(run_id, &caller()?).await.map_err(failed)
 }
 
-/// The launch form. Every field arrives as the text the user typed; the spec parser decides
-/// (the same one `POST /api/v1/runs` uses) and answers one message per invalid field.
+#[cfg(any(feature = "ssr", test))]
+/// The launch form's fields as a run request: every field as the text typed, a blank one
+/// meaning the default (the spec parser decides, the same one `POST /api/v1/runs` uses).
+pub fn form_request(get: impl Fn(&str) -> String) -> protocol::RunRequest {
+    use serde_json::Value;
+    let text = |name: &str| Some(Value::String(get(name)));
+    let sampling = protocol::sampling::from_form(
+        &get("sampling"),
+        &[("budget", &get("sampling_budget")), ("source_run", &get("source_run")), ("score", &get("score")), ("keep", &get("keep")), ("decks", &get("decks")), ("nu", &get("nu"))],
+    );
+    protocol::RunRequest {
+        dataset: text("dataset"),
+        arch: text("arch"),
+        epochs: text("epochs"),
+        warmup_epochs: text("warmup_epochs"),
+        warmup_backbone: text("warmup_backbone"),
+        batch_size: text("batch_size"),
+        lr: text("lr"),
+        optimizer: text("optimizer"),
+        seed: text("seed"),
+        train_subset: text("train_subset"),
+        val_subset: text("val_subset"),
+        image_size: text("image_size"),
+        measure: text("measure"),
+        weights: text("weights"),
+        device: text("device"),
+        momentum: text("momentum"),
+        nesterov: text("nesterov"),
+        weight_decay: text("weight_decay"),
+        schedule: text("schedule"),
+        lr_warmup_epochs: text("lr_warmup_epochs"),
+        step_epochs: text("step_epochs"),
+        step_gamma: text("step_gamma"),
+        label_smoothing: text("label_smoothing"),
+        drop_path: text("drop_path"),
+        augment: text("augment"),
+        mixed_precision: text("mixed_precision"),
+        sampling,
+        window: text("window"),
+        retention: text("retention"),
+        never_learned: text("never_learned"),
+        el2n_epoch: text("el2n_epoch"),
+        tags: text("tags"),
+        ..Default::default()
+    }
+}
+
+/// The launch form (its fields: [`form_request`]). Fields added after the first form are
+/// optional, so a page from before them still launches.
 #[allow(clippy::too_many_arguments)]
 #[server(prefix = "/sf")]
 pub async fn launch_run(
@@ -204,40 +251,38 @@ pub async fn launch_run(
     window: String,
     retention: String,
     never_learned: String,
+    momentum: Option<String>,
+    nesterov: Option<String>,
+    weight_decay: Option<String>,
+    step_epochs: Option<String>,
+    step_gamma: Option<String>,
+    label_smoothing: Option<String>,
+    drop_path: Option<String>,
+    mixed_precision: Option<String>,
+    el2n_epoch: Option<String>,
+    tags: Option<String>,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
-    use serde_json::Value;
     let _ = csrf;
-    let sampling = protocol::sampling::from_form(
-        &sampling,
-        &[("budget", &sampling_budget), ("source_run", &source_run), ("score", &score), ("keep", &keep), ("decks", &decks), ("nu", &nu)],
-    );
-    let text = |s: String| Some(Value::String(s));
-    let request = protocol::RunRequest {
-        dataset: text(dataset),
-        arch: text(arch),
-        epochs: text(epochs),
-        warmup_epochs: text(warmup_epochs),
-        warmup_backbone: text(warmup_backbone),
-        batch_size: text(batch_size),
-        lr: text(lr),
-        optimizer: text(optimizer),
-        seed: text(seed),
-        train_subset: text(train_subset),
-        val_subset: text(val_subset),
-        image_size: text(image_size),
-        measure: text(measure),
-        weights: text(weights),
-        device: text(device),
-        schedule: text(schedule),
-        lr_warmup_epochs: text(lr_warmup_epochs),
-        augment: text(augment),
-        sampling,
-        window: text(window),
-        retention: text(retention),
-        never_learned: text(never_learned),
-        ..Default::default()
-    };
+    let fields: std::collections::HashMap<&str, String> = [
+        ("dataset", dataset), ("arch", arch), ("epochs", epochs), ("warmup_epochs", warmup_epochs), ("warmup_backbone", warmup_backbone),
+        ("batch_size", batch_size), ("lr", lr), ("optimizer", optimizer), ("seed", seed), ("train_subset", train_subset),
+        ("val_subset", val_subset), ("image_size", image_size), ("measure", measure), ("device", device), ("weights", weights),
+        ("schedule", schedule), ("lr_warmup_epochs", lr_warmup_epochs), ("augment", augment), ("sampling", sampling),
+        ("sampling_budget", sampling_budget), ("source_run", source_run), ("score", score), ("keep", keep), ("decks", decks), ("nu", nu),
+        ("window", window), ("retention", retention), ("never_learned", never_learned),
+    ]
+    .into_iter()
+    .chain(
+        [
+            ("momentum", momentum), ("nesterov", nesterov), ("weight_decay", weight_decay), ("step_epochs", step_epochs), ("step_gamma", step_gamma),
+            ("label_smoothing", label_smoothing), ("drop_path", drop_path), ("mixed_precision", mixed_precision), ("el2n_epoch", el2n_epoch), ("tags", tags),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default())),
+    )
+    .collect();
+    let request = form_request(|name| fields.get(name).cloned().unwrap_or_default());
     match backend()?.launch(request, &caller()?).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
         Err(failure) if failure.status < 500 => {

@@ -1,4 +1,4 @@
-import { ADMIN_STATE, expect, hydrated, test } from "./helpers";
+import { ADMIN_STATE, expect, hydrated, queueFromForm, test } from "./helpers";
 
 // These tests start signed out: they sign in themselves.
 test.use({ storageState: { cookies: [], origins: [] } });
@@ -32,7 +32,7 @@ test("a member signs in, launches a run from the form, and signs out", async ({ 
   await page.fill("input[name=epochs]", "300");
   await page.fill("input[name=train_subset]", "64");
   await page.fill("input[name=val_subset]", "32");
-  await page.click("main button[type=submit]");
+  await queueFromForm(page);
   await expect(page).toHaveURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
   const run = await (await request.get(`/api/v1/runs/${runId}`)).json();

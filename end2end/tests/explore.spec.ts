@@ -41,7 +41,20 @@ test("the runs table filters by tag, sorts by a column and sends the ticked runs
   await expect(rows.first()).toHaveAttribute("data-run", String(runs[0]));
   await expect(page.locator("input[name=tag]")).toHaveValue(tag);
 
-  for (const id of runs) await page.check(`input[name=run][value="${id}"]`);
+  // One display name per architecture; the page's runs grouped by architecture (issue 21 item 11).
+  await expect(rows.first().locator("td[data-arch=small_cnn]")).toHaveText("Small CNN");
+  const sorted = await (await request.get(`/api/v1/runs?tag=${tag}`)).json();
+  const accuracies = sorted.map((r: any) => r.final_val_accuracy);
+  const group = page.locator("table.arch-summary tr[data-arch=small_cnn]");
+  await expect(group).toHaveAttribute("data-runs", "2");
+  expect(Number(await group.getAttribute("data-mean"))).toBeCloseTo((accuracies[0] + accuracies[1]) / 2, 12);
+  // Compare waits for two ticked runs.
+  const compare = page.locator("button", { hasText: "Compare selected runs" });
+  await expect(compare).toBeDisabled();
+  await page.check(`input[name=run][value="${runs[0]}"]`);
+  await expect(compare).toBeDisabled();
+  await page.check(`input[name=run][value="${runs[1]}"]`);
+  await expect(compare).toBeEnabled();
   await page.click("text=Compare selected runs");
   await page.waitForURL(/\/compare\?/);
   await expect(page.locator("h1")).toHaveText("Compare runs");
@@ -123,6 +136,28 @@ test("the sample browser filters on the server, and a sample shows its history i
   expect(marks).toEqual(trajectory.this_run.correct.map((c: number) => (c === 1 ? "■" : "□")));
   await expect(page.locator("svg.line-chart")).toHaveCount(2);
   await expectEveryRunDrawn(page, [trajectory.this_run, ...trajectory.other_runs]);
+  // The predicted class is written out, not only in a tooltip.
+  const names = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
+  const last = trajectory.this_run.predicted[trajectory.this_run.predicted.length - 1];
+  await expect(page.locator("dd[data-stat=last_prediction]")).toContainText(names[last]);
+  await expect(history.first().locator("td.last-prediction")).toContainText(names[last]);
+
+  // Previous and next follow the browser's filtered order and keep its filters (issue 21 item 12).
+  expect(page.url()).toContain("min_forgetting_events=1");
+  const nav = page.locator("nav.sample-nav");
+  await expect(nav).toHaveAttribute("data-at", "0");
+  await expect(nav).toHaveAttribute("data-total", String(api.total));
+  await expect(nav.locator("a[rel=prev]")).toHaveCount(0);
+  if (api.samples.length > 1) {
+    await nav.locator("a[rel=next]").click();
+    await page.waitForURL(new RegExp(`/runs/${id}/samples/${keys[1]}\\?.*at=1`));
+    expect(page.url()).toContain("sort=-confidence");
+    await expect(page.locator("dd[data-stat=forgetting_events]")).toHaveText(String(api.samples[1].forgetting_events));
+    await expect(page.locator("nav.sample-nav a[rel=prev]")).toHaveAttribute("href", new RegExp(`/samples/${keys[0]}\\?.*at=0`));
+    await page.click("nav.sample-nav a.small-link");
+    await page.waitForURL(/\/samples\?.*min_forgetting_events=1/);
+    await expect(page.locator("ul.sample-grid .thumb")).toHaveCount(keys.length);
+  }
 });
 
 test("a bad filter says which parameter to fix", async ({ page }) => {

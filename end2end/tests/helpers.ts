@@ -59,3 +59,16 @@ export async function expectEveryRunDrawn(page: Page, trajectories: any[]) {
   await expect(entry).toHaveAttribute("aria-pressed", "true");
   await expect(line).toBeVisible();
 }
+
+/**
+ * Issue 21 item 7: the launch form queues nothing unseen. Launch shows what would be queued;
+ * "Queue it" queues it. Returns the summary it showed.
+ */
+export async function queueFromForm(page: Page): Promise<string> {
+  await page.click("main button.launch-review-button");
+  const summary = page.locator("main .launch-summary");
+  await expect(summary).toBeVisible();
+  const text = (await summary.textContent())!;
+  await page.click("main button.queue-it");
+  return text;
+}

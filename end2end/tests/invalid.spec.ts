@@ -1,4 +1,4 @@
-import { ADMIN_STATE, expect, hydrated, test } from "./helpers";
+import { ADMIN_STATE, expect, hydrated, queueFromForm, test } from "./helpers";
 
 test("the form refuses invalid values with a message per field, keeps what was typed, and queues nothing", async ({ page, request }) => {
   const before = (await (await request.get("/api/v1/runs")).json()).length;
@@ -9,7 +9,7 @@ test("the form refuses invalid values with a message per field, keeps what was t
   await page.fill("input[name=train_subset]", "999999");
   await page.fill("input[name=batch_size]", "many");
   await page.fill("input[name=weights]", "../../etc/passwd");
-  await page.click("main button[type=submit]");
+  await queueFromForm(page);
 
   await expect(page.locator(".field-error[data-field=epochs]")).toContainText("from 1 to 1000, got 0");
   await expect(page.locator(".field-error[data-field=lr]")).toContainText("greater than 0");
@@ -34,7 +34,7 @@ test("the form's training schedule is checked field by field", async ({ page, re
   await hydrated(page);
   await page.selectOption("select[name=sampling]", "spaced_repetition");
   await page.fill("input[name=sampling_budget]", "1.5");
-  await page.click("main button[type=submit]");
+  await queueFromForm(page);
   await expect(page.locator(".field-error[data-field=source_run]")).toContainText("spaced_repetition needs source_run");
   await expect(page.locator(".field-error[data-field=sampling_budget]")).toContainText("1.5");
   await expect(page.locator("select[name=sampling]")).toHaveValue("spaced_repetition");
@@ -68,7 +68,7 @@ test("a launch that cannot reach the server says the run was not queued", async 
   await hydrated(page);
   await page.fill("input[name=epochs]", "1");
   await page.route("**/sf/**", (route) => route.abort("internetdisconnected"));
-  await page.click("main button[type=submit]");
+  await queueFromForm(page);
   await expect(page.locator("main [role=alert]")).toContainText("The server could not be reached, so your run was not queued");
   await page.unroute("**/sf/**");
 });

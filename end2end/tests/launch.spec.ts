@@ -1,4 +1,4 @@
-import { expect, hydrated, test } from "./helpers";
+import { expect, hydrated, queueFromForm, test } from "./helpers";
 
 test("a run launched from the form trains live and its page shows curves, histogram and the 20 most forgotten samples", async ({ page, request }) => {
   await page.goto("/launch");
@@ -20,7 +20,14 @@ test("a run launched from the form trains live and its page shows curves, histog
   // The analysis settings travel with the run (issue 17).
   await page.selectOption("select[name=window]", "all");
   await page.selectOption("select[name=retention]", "a_floor");
-  await page.click("main button[type=submit]");
+  // Enter in a field queues nothing unseen.
+  const before = (await (await request.get("/api/v1/runs")).json()).length;
+  await page.press("input[name=epochs]", "Enter");
+  await page.waitForTimeout(500);
+  expect(page.url()).toContain("/launch");
+  expect((await (await request.get("/api/v1/runs")).json()).length).toBe(before);
+  const summary = await queueFromForm(page);
+  expect(summary).toBe("1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s), every sample each epoch, seed 7, device auto.");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
@@ -129,4 +136,24 @@ test("a run launched from the form trains live and its page shows curves, histog
   const means = await rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute("data-mean")));
   expect(means).toEqual(classes.forgetting_mean.map((m: number | null) => (m === null ? "" : String(m))));
   await expect(rows.first().locator("td").first()).toHaveText("T-shirt/top");
+
+  // Clone (issue 21 item 5): the form opens filled from the run; changing the seed and
+  // launching makes the same spec but for the seed.
+  await page.click("a.button.clone");
+  await page.waitForURL(new RegExp(`/launch\\?from=${runId}$`));
+  await hydrated(page);
+  await expect(page.locator(".clone-note")).toHaveAttribute("data-from", String(runId));
+  for (const [name, value] of [["arch", "resnet18"], ["schedule", "cosine"], ["window", "all"], ["retention", "a_floor"], ["measure", "in_batch"]]) {
+    await expect(page.locator(`select[name=${name}]`)).toHaveValue(value);
+  }
+  for (const [name, value] of [["lr", "0.02"], ["seed", "7"], ["lr_warmup_epochs", "1"], ["train_subset", "1024"], ["image_size", "32"], ["epochs", "4"]]) {
+    await expect(page.locator(`input[name=${name}]`)).toHaveValue(value);
+  }
+  await page.fill("input[name=seed]", "8");
+  await queueFromForm(page);
+  await page.waitForURL(/\/jobs\?launched=\d+/);
+  const cloneId = Number(new URL(page.url()).searchParams.get("launched"));
+  expect((await request.post(`/api/v1/runs/${cloneId}/cancel`)).status()).toBe(200);
+  const clone = await (await request.get(`/api/v1/runs/${cloneId}`)).json();
+  expect({ ...clone.spec, seed: 7 }).toEqual(detail.spec);
 });

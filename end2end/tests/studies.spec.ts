@@ -113,6 +113,24 @@ test("a study launched from its preset fills its grid live and reports its findi
   await expect(compareCross.locator(".finding-name")).toHaveText(allPairsName);
   expect(Number(await compareCross.getAttribute("data-value"))).toBe(allPairs.value.mean);
   await expect(compareCross).toContainText(`${allPairs.value.mean.toFixed(4)} over ${summary.cross_arch_pairs} pairs`);
+  // Issue 21 item 8: the default pair is two architectures; the parameters that differ; the
+  // runs' validation curves overlaid; classes by name; another pair picked from a select.
+  const compared = study.report.comparison.runs;
+  const auto = (await (await request.get(`/api/v1/compare?runs=${compared.join(",")}&q=0.1&pair=auto`)).json()).pair;
+  const archOf = (id: number) => study.runs.find((r: any) => r.run.id === id).arch;
+  expect(archOf(auto.a)).not.toBe(archOf(auto.b));
+  await expect(page.locator("section.pair")).toHaveAttribute("data-pair", `${auto.a},${auto.b}`);
+  await expect(page.locator(".differ-table tr[data-parameter=arch]")).toHaveCount(1);
+  await expect(page.locator(".differ-table tr[data-parameter=seed]")).toHaveCount(1);
+  await expect(page.locator(".differ-table tr[data-parameter=dataset]")).toHaveCount(0);
+  await expect(page.locator("figure.chart", { hasText: "Validation accuracy per epoch" }).locator("g.series")).toHaveCount(compared.length);
+  const classNames = (await (await request.get(`/api/v1/runs/${compared[0]}`)).json()).class_names;
+  await expect(page.locator("table.class-forgetting tr[data-class='0'] td").first()).toHaveText(classNames[0]);
+  const other = `${compared[0]},${compared[1]}`;
+  await page.selectOption("form.pair-picker select[name=pair]", other);
+  await page.click("form.pair-picker button[type=submit]");
+  await page.waitForURL(/pair=/);
+  await expect(page.locator("section.pair")).toHaveAttribute("data-pair", other);
   // The two architectures compared on their seeds combined (forgetting events summed over seeds).
   const combined = (await (await request.get(`/api/v1/compare?runs=${study.report.comparison.runs.join(",")}&q=0.1`)).json()).seeds_combined;
   expect(combined.archs.sort()).toEqual(["deit_small", "resnet18"]);

@@ -211,6 +211,9 @@ pub struct RunSummary {
     /// The Slurm job of the latest submission (Slurm executor only).
     #[serde(default)]
     pub slurm_job_id: Option<i64>,
+    /// The study the run belongs to, if any.
+    #[serde(default)]
+    pub study: Option<StudyLink>,
 }
 
 /// How full the data volume is, worst last: `ok`, `low` (under the warning), `full` (under
@@ -690,7 +693,8 @@ pub struct CompareQuery {
     /// none by default, since each q ranks every run again.
     pub curve: Option<String>,
     /// Two of `runs`, `a,b`: adds their score scatter (binned) and the set algebra of their
-    /// top-q sets (`pair` in the answer).
+    /// top-q sets (`pair` in the answer). `auto`: the first two runs of different
+    /// architectures, else the first two.
     pub pair: Option<String>,
 }
 

@@ -666,12 +666,14 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
             .filter(|qs| qs.len() <= 50)
             .ok_or_else(|| Failure::bad_request(format!("curve must be up to 50 fractions in (0, 1] separated by commas, got {list:?}")))?,
     };
-    let pair = match query.pair.as_deref().filter(|p| !p.trim().is_empty()) {
+    // `None`: no pair; `Some(None)`: `auto`, chosen once the runs' architectures are known.
+    let pair: Option<Option<(usize, usize)>> = match query.pair.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
         None => None,
+        Some("auto") => Some(None),
         Some(text) => {
             let at = |id: i64| ids.iter().position(|&r| r == id);
             let parsed: Option<(usize, usize)> = text.split_once(',').and_then(|(a, b)| Some((at(a.trim().parse().ok()?)?, at(b.trim().parse().ok()?)?)));
-            Some(parsed.filter(|(a, b)| a != b).ok_or_else(|| Failure::bad_request(format!("pair must be two different runs of `runs` as a,b, got {text:?}")))?)
+            Some(Some(parsed.filter(|(a, b)| a != b).ok_or_else(|| Failure::bad_request(format!("pair must be two different runs of `runs` as a,b, or auto, got {text:?}")))?))
         }
     };
     let mut runs = Vec::new();
@@ -679,6 +681,13 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
         runs.push(run_scores(pool, id, score, policy).await?);
     }
     let members: Vec<CompareMember> = runs.iter().map(|r| r.member.clone()).collect();
+    // `auto`: the first two runs of different architectures (what a study compares), else the first two.
+    let pair = pair.map(|chosen| {
+        chosen.unwrap_or_else(|| {
+            let k = members.len();
+            (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).find(|&(i, j)| members[i].arch != members[j].arch).unwrap_or((0, 1))
+        })
+    });
     // The first run's samples, to name those of the pair's sets.
     let first_manifest = if pair.is_some() { manifest(pool, ids[0]).await? } else { Vec::new() };
     let class_forgetting: Vec<Vec<Option<f64>>> = runs.iter().map(|r| r.class_forgetting.clone()).collect();

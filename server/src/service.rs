@@ -277,7 +277,8 @@ impl Service {
         let sql = format!(
             "SELECT {RUN_COLUMNS},
                 (SELECT val_accuracy FROM epoch_metrics m WHERE m.run_id = r.id ORDER BY epoch DESC LIMIT 1) AS final_val_accuracy,
-                (SELECT group_concat(tag, ',') FROM run_tags t WHERE t.run_id = r.id) AS tags
+                (SELECT group_concat(tag, ',') FROM run_tags t WHERE t.run_id = r.id) AS tags,
+                r.study_id, (SELECT name FROM studies s WHERE s.id = r.study_id) AS study_name
              FROM runs r JOIN jobs j ON j.run_id = r.id {filters}
              ORDER BY {order}, r.id DESC LIMIT ?9 OFFSET ?10"
         );
@@ -305,6 +306,7 @@ impl Service {
                     priority: row.get("priority"),
                     tags,
                     slurm_job_id: row.get("slurm_job_id"),
+                    study: row.get::<Option<i64>, _>("study_id").map(|id| StudyLink { id, name: row.get::<Option<String>, _>("study_name").unwrap_or_default() }),
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;

@@ -61,6 +61,26 @@ pub fn duration(seconds: f64) -> String {
     }
 }
 
+/// Every field of a spec as it is stored (`sampling.kind`, `lr`, ...), by name, each leaf
+/// as its JSON text (strings bare).
+pub fn flatten_spec(value: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(value: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
+        match value {
+            serde_json::Value::Object(fields) => {
+                for (name, field) in fields {
+                    walk(field, &if at.is_empty() { name.clone() } else { format!("{at}.{name}") }, out);
+                }
+            }
+            serde_json::Value::String(text) => out.push((at.to_owned(), text.clone())),
+            leaf => out.push((at.to_owned(), leaf.to_string())),
+        }
+    }
+    let mut out = Vec::new();
+    walk(value, "", &mut out);
+    out.sort();
+    out
+}
+
 /// A stored time, `YYYY-MM-DDTHH:MM:SSZ` (UTC), as Unix seconds; `None` for any other text.
 pub fn timestamp_seconds(text: &str) -> Option<i64> {
     let b = text.as_bytes();

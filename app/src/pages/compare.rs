@@ -8,9 +8,9 @@ use leptos_router::hooks::use_query_map;
 use protocol::study::finding_name;
 use protocol::{CompareQuery, Comparison, SampleSet};
 
-use crate::components::charts::{GridChart, Heatmap, LineChart, Series};
+use crate::components::charts::{arch_class, GridChart, Heatmap, LineChart, Series, DASHES};
 use crate::components::{number, query_string};
-use crate::functions::compare_runs;
+use crate::functions::{compare_runs, get_run};
 
 /// The q values of the Jaccard-vs-q curve.
 const CURVE: &str = "0.01,0.02,0.05,0.1,0.2,0.3,0.5,0.7";
@@ -35,11 +35,8 @@ pub fn ComparePage() -> impl IntoView {
         never_learned: Some(param("never_learned")).filter(|s| !s.is_empty()),
         intersect: (param("intersect") == "true").then_some(true),
         curve: Some(CURVE.to_owned()),
-        // Without a choice, the first two runs are the pair.
-        pair: Some(param("pair")).filter(|s| !s.is_empty()).or_else(|| {
-            let ids: Vec<String> = runs.get().split(',').take(2).map(str::to_owned).collect();
-            (ids.len() == 2).then(|| ids.join(","))
-        }),
+        // Without a choice, the server picks the first two runs of different architectures.
+        pair: Some(param("pair")).filter(|s| !s.is_empty()).or_else(|| Some("auto".to_owned())),
     });
     let comparison = crate::components::resource::resource(
         move || query.get(),
@@ -95,7 +92,7 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
     let labels: Vec<String> = comparison
         .members
         .iter()
-        .map(|m| format!("#{} {} s{}", m.id, m.arch, m.seed))
+        .map(|m| format!("#{} {} seed {}", m.id, protocol::Arch::parse(&m.arch).map_or(m.arch.as_str(), |a| a.label()), m.seed))
         .collect();
     let short: Vec<String> = comparison.members.iter().map(|m| format!("#{}", m.id)).collect();
     let dataset = comparison.members.first().map(|m| m.dataset.clone()).unwrap_or_default();
@@ -110,7 +107,6 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
         "/api/v1/compare{}",
         query_string(&[("runs", comparison.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")), ("q", q.to_string()), ("score", score.clone())])
     );
-    let classes = comparison.class_forgetting.iter().map(Vec::len).max().unwrap_or(0);
     view! {
         <p class="lede" data-direction=comparison.direction.clone()>{format!(
                 "{} runs over {} shared samples, ranked by {score} ({}). Each top-q forgotten set (q = {q}) takes the {} values: {} is more forgotten; never-learned samples {}. Chance Jaccard {:.4}. ",
@@ -179,24 +175,31 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
                 <LineChart title="Mean pairwise Jaccard against q".into() x_label="q (fraction in each top set)".into() y_label="Jaccard".into()
                     series=curve y_range=Some((0.0, 1.0)) whole_x=false />
             </section>
-            {(classes > 0).then(|| view! {
-                <section class="card">
-                    <h2>"Mean forgetting events per class"</h2>
-                    <table class="data class-forgetting">
-                        <thead><tr><th>"Class"</th>{short.iter().map(|s| view! { <th class="num">{s.clone()}</th> }).collect_view()}</tr></thead>
-                        <tbody>{(0..classes).map(|c| view! {
-                            <tr><td>{c}</td>{comparison.class_forgetting.iter().map(|run| view! { <td class="num">{number(run.get(c).copied().flatten(), 2)}</td> }).collect_view()}</tr>
-                        }).collect_view()}</tbody>
-                    </table>
-                </section>
-            }.into_any())}
         </div>
+        <RunsSideBySide comparison=comparison.clone() labels=labels.clone() />
         {comparison.pair.clone().map(|pair| {
             let name = |id: i64| labels[comparison.runs.iter().position(|&r| r == id).unwrap_or(0)].clone();
             let (a, b) = (name(pair.a), name(pair.b));
+            // Any two of the runs, picked (the form keeps the other settings).
+            let choices: Vec<(String, String)> = (0..comparison.runs.len())
+                .flat_map(|i| (i + 1..comparison.runs.len()).map(move |j| (i, j)))
+                .map(|(i, j)| (format!("{},{}", comparison.runs[i], comparison.runs[j]), format!("{} × {}", labels[i], labels[j])))
+                .collect();
+            let current = format!("{},{}", pair.a, pair.b);
             view! {
-                <section class="card pair">
+                <section class="card pair" data-pair=current.clone()>
                     <h2>{format!("{a} against {b}")}</h2>
+                    <form class="filters pair-picker" method="get" action="/compare" aria-label="the pair shown">
+                        <input type="hidden" name="runs" value=runs.clone() />
+                        <input type="hidden" name="q" value=q.to_string() />
+                        <input type="hidden" name="score" value=score.clone() />
+                        <input type="hidden" name="never_learned" value=comparison.never_learned.clone() />
+                        <label>"Pair" <select name="pair">{choices.into_iter().map(|(value, text)| {
+                            let selected = value == current;
+                            view! { <option value=value selected=selected>{text}</option> }
+                        }).collect_view()}</select></label>
+                        <button type="submit" class="button small">"Show this pair"</button>
+                    </form>
                     <div class="run-grid">
                         <GridChart title=format!("{score}: {a} (x) against {b} (y)") x_label=a.clone() y_label=b.clone() grid=pair.scatter.clone() />
                         <div class="set-algebra">
@@ -211,6 +214,112 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
         })}
     }
     .into_any()
+}
+
+/// The parameters whose values differ between runs (each run's spec flattened as the run
+/// page lists it): `(name, one value per run)`, a parameter a run lacks as "–".
+fn differing_parameters(specs: &[Vec<(String, String)>]) -> Vec<(String, Vec<String>)> {
+    let mut names: Vec<&String> = specs.iter().flat_map(|s| s.iter().map(|(n, _)| n)).collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let values: Vec<String> = specs.iter().map(|s| s.iter().find(|(n, _)| n == name).map_or("–".to_owned(), |(_, v)| v.clone())).collect();
+            values.iter().any(|v| *v != values[0]).then(|| (name.clone(), values))
+        })
+        .collect()
+}
+
+/// How many runs the side-by-side part loads in full (parameters, curves).
+const SIDE_BY_SIDE: usize = 12;
+
+/// What the runs' own pages hold, side by side: the parameters that differ, validation
+/// curves overlaid (colour by architecture, dash by seed), and forgetting per class by name.
+#[component]
+fn RunsSideBySide(comparison: Comparison, labels: Vec<String>) -> impl IntoView {
+    let ids: Vec<i64> = comparison.runs.iter().copied().take(SIDE_BY_SIDE).collect();
+    let details = crate::components::resource::resource(move || ids.clone(), |ids| async move {
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(get_run(id).await?);
+        }
+        Ok::<_, ServerFnError>(out)
+    });
+    view! {
+        <Suspense fallback=|| view! { <p class="loading">"Loading the runs' parameters…"</p> }>
+            {move || {
+                let (comparison, labels) = (comparison.clone(), labels.clone());
+                Suspend::new(async move {
+                    match details.await {
+                        Err(error) => super::load_error("the runs", error),
+                        Ok(details) => side_by_side(&comparison, &labels, &details).into_any(),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
+fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol::RunDetail]) -> impl IntoView {
+    let specs: Vec<Vec<(String, String)>> = details.iter().map(|d| crate::components::flatten_spec(&serde_json::to_value(&d.spec).unwrap_or_default())).collect();
+    let differing = differing_parameters(&specs);
+    let shown = &labels[..details.len()];
+    let mut seeds: Vec<u64> = details.iter().map(|d| d.spec.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    let curve = |pick: fn(&protocol::EpochMetrics) -> Option<f64>| -> Vec<Series> {
+        details
+            .iter()
+            .zip(shown)
+            .map(|(d, label)| {
+                let dash = DASHES[seeds.binary_search(&d.spec.seed).unwrap_or(0) % DASHES.len()];
+                Series::new(label.clone(), arch_class(d.spec.arch.as_str()), d.epochs.iter().filter_map(|e| Some((f64::from(e.epoch), pick(e)?))).collect()).styled(dash)
+            })
+            .collect()
+    };
+    let names = details.first().map(|d| d.class_names.clone()).unwrap_or_default();
+    let classes = comparison.class_forgetting.iter().map(Vec::len).max().unwrap_or(0);
+    view! {
+        <section class="card parameters-differ">
+            <h2>"Parameters that differ"</h2>
+            {if differing.is_empty() {
+                view! { <p class="empty">{format!("The {} runs share every parameter.", details.len())}</p> }.into_any()
+            } else {
+                view! {
+                    <table class="data differ-table">
+                        <thead><tr><th>"Parameter"</th>{shown.iter().map(|l| view! { <th>{l.clone()}</th> }).collect_view()}</tr></thead>
+                        <tbody>{differing.into_iter().map(|(name, values)| view! {
+                            <tr data-parameter=name.clone()><td class="mono">{name}</td>{values.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr>
+                        }).collect_view()}</tbody>
+                    </table>
+                    <p class="muted small">"Every other parameter is the same in all of them."</p>
+                }.into_any()
+            }}
+            {(comparison.runs.len() > details.len()).then(|| view! { <p class="muted small">{format!("The first {} runs of {}.", details.len(), comparison.runs.len())}</p> })}
+        </section>
+        <div class="run-grid">
+            <section class="card">
+                <LineChart title="Validation accuracy per epoch".into() x_label="epoch".into() y_label="accuracy".into()
+                    series=curve(|e| e.val_accuracy) y_range=Some((0.0, 1.0)) />
+            </section>
+            <section class="card">
+                <LineChart title="Validation loss per epoch".into() x_label="epoch".into() y_label="cross-entropy".into() series=curve(|e| e.val_loss) />
+            </section>
+            {(classes > 0).then(|| view! {
+                <section class="card">
+                    <h2>"Mean forgetting events per class"</h2>
+                    <table class="data class-forgetting">
+                        <thead><tr><th>"Class"</th>{labels.iter().map(|s| view! { <th class="num">{s.clone()}</th> }).collect_view()}</tr></thead>
+                        <tbody>{(0..classes).map(|c| view! {
+                            <tr data-class=c><td>{names.get(c).cloned().unwrap_or_else(|| format!("class {c}"))}</td>
+                                {comparison.class_forgetting.iter().map(|run| view! { <td class="num">{number(run.get(c).copied().flatten(), 2)}</td> }).collect_view()}</tr>
+                        }).collect_view()}</tbody>
+                    </table>
+                </section>
+            })}
+        </div>
+    }
 }
 
 /// One part of a pair's set algebra: its size and its highest-scoring samples.
@@ -236,6 +345,16 @@ fn SetThumbs(title: String, set: SampleSet, dataset: String, run: i64) -> impl I
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_parameters_that_differ_are_listed() {
+        let spec = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect::<Vec<_>>();
+        let a = spec(&[("arch", "resnet18"), ("lr", "0.1"), ("seed", "1")]);
+        let b = spec(&[("arch", "deit_small"), ("lr", "0.1"), ("seed", "1"), ("sampling.source_run", "3")]);
+        let rows = differing_parameters(&[a.clone(), b]);
+        assert_eq!(rows, vec![("arch".to_owned(), vec!["resnet18".to_owned(), "deit_small".to_owned()]), ("sampling.source_run".to_owned(), vec!["–".to_owned(), "3".to_owned()])]);
+        assert!(differing_parameters(&[a.clone(), a]).is_empty());
+    }
 
     #[test]
     fn run_ids_come_from_either_form() {

@@ -6,15 +6,19 @@ use leptos_router::hooks::use_navigate;
 use protocol::spec::{Retention, Window};
 use protocol::{Arch, Augment, Device, LaunchOutcome, Measure, Optimizer, Schedule};
 
+use std::collections::HashMap;
+
+use leptos_router::hooks::use_query_map;
+
 use crate::components::form::ActionForm;
-use crate::functions::{list_datasets, LaunchRun};
+use crate::functions::{get_run, list_datasets, LaunchRun};
 
 /// A labelled text input with its hint and, after a refused submission, its error.
 #[component]
 fn Field(
     label: &'static str,
     name: &'static str,
-    #[prop(optional)] value: &'static str,
+    #[prop(optional, into)] value: String,
     #[prop(optional, into)] hint: String,
     error: Signal<Option<String>>,
 ) -> impl IntoView {
@@ -35,14 +39,18 @@ fn Choice(
     label: &'static str,
     name: &'static str,
     options: Vec<(String, String, bool)>,
+    /// The option chosen at first (none: the first).
+    #[prop(optional, into)]
+    selected: String,
     error: Signal<Option<String>>,
 ) -> impl IntoView {
     view! {
         <label class="field" class:invalid=move || error.get().is_some()>
             <span class="field-label">{label}</span>
             <select name=name id=name>
-                {options.into_iter().map(|(value, text, enabled)| view! {
-                    <option value=value disabled={!enabled}>{text}</option>
+                {options.into_iter().map(|(value, text, enabled)| {
+                    let chosen = value == selected;
+                    view! { <option value=value disabled={!enabled} selected=chosen>{text}</option> }
                 }).collect_view()}
             </select>
             <span class="field-error" data-field=name>{move || error.get()}</span>
@@ -55,10 +63,145 @@ fn score_hint() -> String {
     format!("prune: {}", protocol::SampleScore::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
 }
 
+/// The launch form's values that make the same run as `spec` (the clone of a run): every
+/// field of the spec, tags included; the form's names are [`crate::functions::form_request`]'s.
+pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap<&'static str, String> {
+    use protocol::Plan;
+    let h = &spec.hyper;
+    let (mut source_run, mut score, mut keep, mut decks, mut nu) = (String::new(), String::new(), String::new(), String::new(), String::new());
+    match &spec.sampling.plan {
+        Plan::Prune { source_run: runs, score: s, keep: k } => (source_run, score, keep) = (ids(&runs.0), s.as_str().to_owned(), k.as_str().to_owned()),
+        Plan::SpacedRepetition { source_run: runs } => source_run = ids(&runs.0),
+        Plan::Leitner { decks: d } => decks = d.to_string(),
+        Plan::Rbf { nu: n } => nu = n.to_string(),
+        Plan::Full | Plan::Random | Plan::EasyToHard | Plan::HardToEasy => {}
+    }
+    let full = matches!(spec.sampling.plan, Plan::Full);
+    let flag = |b: bool| if b { "true" } else { "false" }.to_owned();
+    HashMap::from([
+        ("dataset", spec.dataset.clone()),
+        ("arch", spec.arch.as_str().to_owned()),
+        ("epochs", spec.epochs.to_string()),
+        ("warmup_epochs", spec.warmup_epochs.to_string()),
+        ("warmup_backbone", spec.warmup_backbone.as_str().to_owned()),
+        ("batch_size", spec.batch_size.to_string()),
+        ("lr", spec.lr.to_string()),
+        ("optimizer", spec.optimizer.as_str().to_owned()),
+        ("seed", spec.seed.to_string()),
+        ("train_subset", spec.train_subset.map_or(String::new(), |n| n.to_string())),
+        ("val_subset", spec.val_subset.map_or(String::new(), |n| n.to_string())),
+        ("image_size", spec.image_size.to_string()),
+        ("measure", spec.measure.as_str().to_owned()),
+        ("weights", spec.weights.clone().unwrap_or_default()),
+        ("device", spec.device.as_str().to_owned()),
+        ("momentum", h.momentum.to_string()),
+        ("nesterov", flag(h.nesterov)),
+        ("weight_decay", h.weight_decay.to_string()),
+        ("schedule", h.schedule.as_str().to_owned()),
+        ("lr_warmup_epochs", h.lr_warmup_epochs.to_string()),
+        ("step_epochs", h.step_epochs.to_string()),
+        ("step_gamma", h.step_gamma.to_string()),
+        ("label_smoothing", h.label_smoothing.to_string()),
+        ("drop_path", h.drop_path.to_string()),
+        ("augment", h.augment.as_str().to_owned()),
+        ("mixed_precision", flag(h.mixed_precision)),
+        ("sampling", spec.sampling.plan.kind().to_owned()),
+        ("sampling_budget", if full { String::new() } else { spec.sampling.budget.to_string() }),
+        ("source_run", source_run),
+        ("score", score),
+        ("keep", keep),
+        ("decks", decks),
+        ("nu", nu),
+        ("window", spec.window.as_str().to_owned()),
+        ("retention", spec.retention.as_str().to_owned()),
+        ("never_learned", spec.never_learned.as_str().to_owned()),
+        ("el2n_epoch", spec.el2n_epoch.map_or(String::new(), |e| e.to_string())),
+        ("tags", tags.join(",")),
+    ])
+}
+
+/// What the launch form would queue, in a sentence, from its fields.
+pub fn launch_summary(get: impl Fn(&str) -> String) -> String {
+    let field = |name: &str| get(name).trim().to_owned();
+    let arch = Arch::parse(&field("arch")).map_or_else(|| field("arch"), |a| a.label().to_owned());
+    let samples = match field("train_subset").as_str() {
+        "" => "every training sample".to_owned(),
+        n => format!("{n} training samples"),
+    };
+    let warmup = match field("warmup_epochs").as_str() {
+        "" | "0" => String::new(),
+        n => format!(" after {n} head-warmup epoch(s)"),
+    };
+    let selection = match field("sampling").as_str() {
+        "" | "full" => "every sample each epoch".to_owned(),
+        kind => format!("{} selection at budget {}", kind.replace('_', " "), field("sampling_budget")),
+    };
+    let device = match field("device").as_str() {
+        "" => "auto".to_owned(),
+        d => d.to_owned(),
+    };
+    format!("1 run: {arch} on {}, {samples}, {} fine-tuning epoch(s){warmup}, {selection}, seed {}, device {device}.", field("dataset"), field("epochs"), field("seed"))
+}
+
+fn ids(runs: &[i64]) -> String {
+    runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
+}
+
 #[component]
 pub fn LaunchPage() -> impl IntoView {
+    // `?from=N`: the form filled from run N (its clone).
+    let url = use_query_map();
+    let from = Memo::new(move |_| url.read().get("from").and_then(|s| s.trim().parse::<i64>().ok()));
+    let source = crate::components::resource::resource(move || from.get(), |from| async move {
+        match from {
+            Some(id) => get_run(id).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    view! {
+        <Transition fallback=|| view! { <p class="loading">"Loading the run to clone…"</p> }>
+            {move || Suspend::new(async move {
+                match source.await {
+                    Err(error) => super::load_error("the run to clone", error),
+                    Ok(run) => {
+                        let values = run.as_ref().map(|r| clone_values(&r.spec, &r.tags)).unwrap_or_default();
+                        view! { <LaunchForm values cloned=run.map(|r| r.id) /> }.into_any()
+                    }
+                }
+            })}
+        </Transition>
+    }
+}
+
+/// The form, its fields filled from `values` where given (else each field's default).
+#[component]
+fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> impl IntoView {
+    let v = move |name: &str, default: &str| values.get(name).cloned().unwrap_or_else(|| default.to_owned());
     let launch = ServerAction::<LaunchRun>::new();
     let outcome = launch.value();
+    let live = RwSignal::new(false);
+    Effect::new(move |_| live.set(true));
+    // The summary of what Launch would queue, read from the form when Launch is pressed.
+    let review = RwSignal::new(None::<String>);
+    let open_review = move |ev: leptos::ev::MouseEvent| {
+        if !live.get_untracked() {
+            return;
+        }
+        #[cfg(feature = "hydrate")]
+        {
+            use leptos::wasm_bindgen::JsCast;
+            let form = ev
+                .target()
+                .and_then(|t| t.dyn_into::<leptos::web_sys::Element>().ok())
+                .and_then(|e| e.closest("form").ok().flatten())
+                .and_then(|f| f.dyn_into::<leptos::web_sys::HtmlFormElement>().ok());
+            if let Some(data) = form.and_then(|f| leptos::web_sys::FormData::new_with_form(&f).ok()) {
+                review.set(Some(launch_summary(|name| data.get(name).as_string().unwrap_or_default())));
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        let _ = ev;
+    };
     let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     let error = move |field: &'static str| {
         Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
@@ -83,6 +226,9 @@ pub fn LaunchPage() -> impl IntoView {
         ("max".to_owned(), "the most forgotten (max, Toneva et al.)".to_owned(), true),
         ("exclude".to_owned(), "left out (exclude)".to_owned(), true),
     ];
+    let dataset = v("dataset", "");
+    let no_yes = vec![("false".to_owned(), "no".to_owned(), true), ("true".to_owned(), "yes".to_owned(), true)];
+    let yes_no = vec![("true".to_owned(), "yes (CUDA only)".to_owned(), true), ("false".to_owned(), "no".to_owned(), true)];
     let devices = Device::ALL.iter().map(|d| (d.as_str().to_owned(), d.as_str().to_owned(), true)).collect::<Vec<_>>();
     let schedules = Schedule::ALL.iter().map(|s| (s.as_str().to_owned(), s.as_str().to_owned(), true)).collect::<Vec<_>>();
     let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
@@ -105,67 +251,97 @@ pub fn LaunchPage() -> impl IntoView {
         <Title text="Launch" />
         <h1>"Launch a run"</h1>
         <p class="lede">"Fine-tune one model and record every training sample's correctness, loss and confidence at every epoch."</p>
+        {cloned.map(|id| view! {
+            <p class="notice clone-note" data-from=id>{format!("Filled from run #{id}: change what the new run should do differently.")}
+                " " <a href=format!("/runs/{id}")>{format!("run #{id}")}</a></p>
+        })}
         <ActionForm action=launch attr:class="launch-form">
             <crate::components::CsrfField />
             <fieldset>
                 <legend>"Data and model"</legend>
                 <Transition fallback=|| view! { <p class="loading">"Loading datasets…"</p> }>
-                    {move || Suspend::new(async move {
-                        let options = match datasets.await {
-                            Ok(list) => list.into_iter().map(|d| {
-                                let text = format!("{} ({} train / {} val, {} classes)", d.name, d.train_size, d.val_size, d.num_classes);
-                                (d.name, text, true)
-                            }).collect(),
-                            Err(_) => vec![],
-                        };
-                        view! { <Choice label="Dataset" name="dataset" options error=error("dataset") /> }
-                    })}
+                    {move || {
+                        let selected = dataset.clone();
+                        Suspend::new(async move {
+                            let options = match datasets.await {
+                                Ok(list) => list.into_iter().map(|d| {
+                                    let text = format!("{} ({} train / {} val, {} classes)", d.name, d.train_size, d.val_size, d.num_classes);
+                                    (d.name, text, true)
+                                }).collect(),
+                                Err(_) => vec![],
+                            };
+                            view! { <Choice label="Dataset" name="dataset" options selected error=error("dataset") /> }
+                        })
+                    }}
                 </Transition>
-                <Choice label="Architecture" name="arch" options=archs error=error("arch") />
-                <Field label="Training subset" name="train_subset" value="1000" hint="samples; empty = the whole training split" error=error("train_subset") />
-                <Field label="Validation subset" name="val_subset" value="1000" hint="samples evaluated each epoch; empty = all" error=error("val_subset") />
-                <Field label="Image size" name="image_size" hint="pixels per side; empty = the dataset's own" error=error("image_size") />
-                <Field label="Pretrained weights" name="weights" hint=".safetensors under a data root; empty = random initialisation" error=error("weights") />
+                <Choice label="Architecture" name="arch" options=archs selected=v("arch", "") error=error("arch") />
+                <Field label="Training subset" name="train_subset" value=v("train_subset", "1000") hint="samples; empty = the whole training split" error=error("train_subset") />
+                <Field label="Validation subset" name="val_subset" value=v("val_subset", "1000") hint="samples evaluated each epoch; empty = all" error=error("val_subset") />
+                <Field label="Image size" name="image_size" value=v("image_size", "") hint="pixels per side; empty = the dataset's own" error=error("image_size") />
+                <Field label="Pretrained weights" name="weights" value=v("weights", "") hint=".safetensors under a data root; empty = random initialisation" error=error("weights") />
             </fieldset>
             <fieldset>
-                <legend>"Schedule"</legend>
-                <Field label="Epochs" name="epochs" value="5" hint="fine-tuning epochs" error=error("epochs") />
-                <Field label="Head-warmup epochs" name="warmup_epochs" value="0" hint="backbone frozen, before fine-tuning" error=error("warmup_epochs") />
-                <Choice label="Frozen backbone during warmup" name="warmup_backbone" options=warmup_backbones error=error("warmup_backbone") />
-                <Field label="Batch size" name="batch_size" value="128" error=error("batch_size") />
-                <Field label="Learning rate" name="lr" value="0.01" error=error("lr") />
-                <Choice label="Optimizer" name="optimizer" options=optimizers error=error("optimizer") />
-                <Choice label="Learning-rate schedule" name="schedule" options=schedules error=error("schedule") />
-                <Field label="Learning-rate warmup epochs" name="lr_warmup_epochs" value="0" hint="linear, at the start of fine-tuning" error=error("lr_warmup_epochs") />
-                <Choice label="Augmentation" name="augment" options=augments error=error("augment") />
-                <Field label="Seed" name="seed" value="0" error=error("seed") />
+                <legend>"Training"</legend>
+                <Field label="Epochs" name="epochs" value=v("epochs", "5") hint="fine-tuning epochs" error=error("epochs") />
+                <Field label="Head-warmup epochs" name="warmup_epochs" value=v("warmup_epochs", "0") hint="backbone frozen, before fine-tuning" error=error("warmup_epochs") />
+                <Choice label="Frozen backbone during warmup" name="warmup_backbone" options=warmup_backbones selected=v("warmup_backbone", "") error=error("warmup_backbone") />
+                <Field label="Batch size" name="batch_size" value=v("batch_size", "128") error=error("batch_size") />
+                <Field label="Learning rate" name="lr" value=v("lr", "0.01") error=error("lr") />
+                <Choice label="Learning-rate schedule" name="schedule" options=schedules selected=v("schedule", "") error=error("schedule") />
+                <Field label="Learning-rate warmup epochs" name="lr_warmup_epochs" value=v("lr_warmup_epochs", "0") hint="linear, at the start of fine-tuning" error=error("lr_warmup_epochs") />
+                <Field label="Step epochs" name="step_epochs" value=v("step_epochs", "") hint="step schedule: epochs between decays (default 30)" error=error("step_epochs") />
+                <Field label="Step factor" name="step_gamma" value=v("step_gamma", "") hint="step schedule: the rate is multiplied by this (default 0.1)" error=error("step_gamma") />
+                <Choice label="Augmentation" name="augment" options=augments selected=v("augment", "") error=error("augment") />
+                <Field label="Seed" name="seed" value=v("seed", "0") error=error("seed") />
             </fieldset>
             <fieldset>
-                <legend>"Training schedule"</legend>
-                <Choice label="Schedule" name="sampling" options=kinds error=error("sampling") />
-                <Field label="Budget" name="sampling_budget" hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
-                <Field label="Source run" name="source_run" hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
-                <Field label="Score" name="score" hint=score_hint() error=error("sampling.score") />
-                <Field label="Keep" name="keep" hint="prune: top or bottom of the score" error=error("sampling.keep") />
-                <Field label="Decks" name="decks" hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
-                <Field label="Recall threshold ν" name="nu" hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
+                <legend>"Optimizer and regularisation"</legend>
+                <Choice label="Optimizer" name="optimizer" options=optimizers selected=v("optimizer", "") error=error("optimizer") />
+                <Field label="Momentum" name="momentum" value=v("momentum", "") hint="SGD; default 0.9 (AdamW uses betas 0.9, 0.999)" error=error("momentum") />
+                <Choice label="Nesterov momentum" name="nesterov" options=no_yes.clone() selected=v("nesterov", "false") error=error("nesterov") />
+                <Field label="Weight decay" name="weight_decay" value=v("weight_decay", "") hint="empty = 0.0005 for SGD, 0.05 for AdamW (decoupled)" error=error("weight_decay") />
+                <Field label="Label smoothing" name="label_smoothing" value=v("label_smoothing", "") hint="of the training loss; default 0" error=error("label_smoothing") />
+                <Field label="Drop path" name="drop_path" value=v("drop_path", "") hint="DeiT's stochastic depth; empty = 0.1 for DeiT-Small, else 0" error=error("drop_path") />
+                <Choice label="Mixed precision" name="mixed_precision" options=yes_no selected=v("mixed_precision", "true") error=error("mixed_precision") />
+            </fieldset>
+            <fieldset>
+                <legend>"Sample selection"</legend>
+                <Choice label="Sample selection" name="sampling" options=kinds selected=v("sampling", "") error=error("sampling") />
+                <Field label="Budget" name="sampling_budget" value=v("sampling_budget", "") hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
+                <Field label="Source run" name="source_run" value=v("source_run", "") hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
+                <Field label="Score" name="score" value=v("score", "") hint=score_hint() error=error("sampling.score") />
+                <Field label="Keep" name="keep" value=v("keep", "") hint="prune: top or bottom of the score" error=error("sampling.keep") />
+                <Field label="Decks" name="decks" value=v("decks", "") hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
+                <Field label="Recall threshold ν" name="nu" value=v("nu", "") hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
             </fieldset>
             <fieldset>
                 <legend>"Analysis"</legend>
-                <Choice label="Epoch window" name="window" options=windows error=error("window") />
-                <Choice label="Retention definition" name="retention" options=retentions error=error("retention") />
-                <Choice label="Never-learned samples" name="never_learned" options=never_learned error=error("never_learned") />
+                <Choice label="Epoch window" name="window" options=windows selected=v("window", "") error=error("window") />
+                <Choice label="Retention definition" name="retention" options=retentions selected=v("retention", "") error=error("retention") />
+                <Choice label="Never-learned samples" name="never_learned" options=never_learned selected=v("never_learned", "") error=error("never_learned") />
+                <Field label="EL2N epoch" name="el2n_epoch" value=v("el2n_epoch", "") hint="the epoch whose EL2N is the run's el2n score; empty = 10 % into the window" error=error("el2n_epoch") />
                 <p class="hint">"Recorded with the run's statistics and shown beside them. The window and definition decide forgetting events, cartography and the decay fits; the policy decides how never-learned samples rank and count in class means."</p>
             </fieldset>
             <fieldset>
                 <legend>"Recording"</legend>
-                <Choice label="Measurement" name="measure" options=measures error=error("measure") />
-                <Choice label="Device" name="device" options=devices error=error("device") />
+                <Choice label="Measurement" name="measure" options=measures selected=v("measure", "") error=error("measure") />
+                <Choice label="Device" name="device" options=devices selected=v("device", "") error=error("device") />
+                <Field label="Tags" name="tags" value=v("tags", "") hint="labels for the runs table, separated by commas" error=error("tags") />
             </fieldset>
             <div class="form-actions">
-                <button type="submit" class="button primary" disabled=move || launch.pending().get()>
-                    {move || if launch.pending().get() { "Launching…" } else { "Launch" }}
+                // With JavaScript, Launch (or Enter in a field) first shows what will be queued;
+                // "Queue it" queues it. Without, Launch submits at once.
+                <button type=move || if live.get() { "button" } else { "submit" } class="button primary launch-review-button"
+                    on:click=open_review disabled=move || launch.pending().get()>
+                    {move || if launch.pending().get() { "Launching…" } else { "Launch…" }}
                 </button>
+                {move || review.get().map(|summary| view! {
+                    <div class="launch-review" role="status">
+                        <p class="launch-summary">{summary}</p>
+                        <button type="submit" class="button primary queue-it" disabled=move || launch.pending().get()>"Queue it"</button>
+                        <button type="button" class="button" on:click=move |_| review.set(None)>"Change something"</button>
+                    </div>
+                })}
                 {move || outcome.get().map(|result| match result {
                     Ok(LaunchOutcome { run_id: Some(id), .. }) => view! {
                         <p class="notice" role="status">{format!("Run #{id} queued.")}</p>
@@ -179,4 +355,56 @@ pub fn LaunchPage() -> impl IntoView {
         </ActionForm>
     }
     .into_any()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{DatasetInfo, ExperimentSpec, RunRequest};
+
+    fn fashion() -> Vec<DatasetInfo> {
+        vec![serde_json::from_value(serde_json::json!({
+            "name": "fashion-mnist", "format": "idx", "path": "/usr/share/datasets/fashion-mnist", "num_classes": 10, "class_names": [],
+            "train_size": 60000, "val_size": 10000, "image_height": 28, "image_width": 28, "channels": 1
+        }))
+        .unwrap()]
+    }
+
+    /// A spec with every field away from its default, read as the API reads a request.
+    fn spec(json: serde_json::Value) -> ExperimentSpec {
+        ExperimentSpec::parse(&serde_json::from_value::<RunRequest>(json).unwrap(), &fashion()).unwrap()
+    }
+
+    #[test]
+    fn the_summary_says_what_will_be_queued() {
+        let fields = HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1024"), ("epochs", "4"), ("warmup_epochs", "1"),
+            ("sampling", "prune"), ("sampling_budget", "0.5"), ("seed", "7"), ("device", "cpu")]);
+        let summary = launch_summary(|name| fields.get(name).map(|v| v.to_string()).unwrap_or_default());
+        assert_eq!(summary, "1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s) after 1 head-warmup epoch(s), prune selection at budget 0.5, seed 7, device cpu.");
+        let plain = launch_summary(|name| if name == "arch" { "small_cnn".into() } else { String::new() });
+        assert!(plain.contains("Small CNN") && plain.contains("every training sample") && plain.contains("every sample each epoch") && plain.contains("device auto"), "{plain}");
+    }
+
+    #[test]
+    fn a_clone_of_a_run_launches_the_same_spec() {
+        let specs = [
+            spec(serde_json::json!({
+                "dataset": "fashion-mnist", "arch": "deit_small", "epochs": 7, "warmup_epochs": 2, "warmup_backbone": "train", "batch_size": 48,
+                "lr": 0.0003, "optimizer": "adamw", "seed": 11, "train_subset": 512, "val_subset": 128, "image_size": 32, "measure": "full_pass",
+                "weights": "w/deit.safetensors", "device": "cpu", "momentum": 0.8, "nesterov": true, "weight_decay": 0.02, "schedule": "step",
+                "lr_warmup_epochs": 1, "step_epochs": 3, "step_gamma": 0.5, "label_smoothing": 0.1, "drop_path": 0.05, "augment": "crop_flip",
+                "mixed_precision": false, "window": "all", "retention": "a_floor", "never_learned": "exclude", "el2n_epoch": 3,
+                "sampling": {"kind": "prune", "budget": 0.25, "source_run": [3, 4], "score": "tau", "keep": "bottom"}
+            })),
+            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 4, "sampling": {"kind": "rbf", "budget": 0.5, "nu": 0.8}})),
+            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4, "sampling": {"kind": "leitner", "budget": 0.5, "decks": 3}})),
+            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4})),
+        ];
+        for original in specs {
+            let values = clone_values(&original, &["a".into(), "b".into()]);
+            let request = crate::functions::form_request(|name| values.get(name).cloned().unwrap_or_default());
+            assert_eq!(request.tags, Some(serde_json::json!("a,b")));
+            assert_eq!(ExperimentSpec::parse(&request, &fashion()).unwrap(), original);
+        }
+    }
 }

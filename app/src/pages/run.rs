@@ -9,7 +9,7 @@ use protocol::{LinkedRun, Phase, Progress, RunDetail, RunStatus, SampleQuery};
 use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
-use crate::components::{duration, number, percent, timestamp_seconds, StatusBadge};
+use crate::components::{duration, flatten_spec, number, percent, timestamp_seconds, StatusBadge};
 use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
@@ -136,6 +136,9 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         <div class="page-head">
             <h1>{format!("Run #{id}")} " " <StatusBadge status /></h1>
             <span class="muted">{format!("created {}", detail.created_at)}</span>
+            {crate::components::me().is_some_and(|who| who.role.can_launch()).then(|| view! {
+                <a class="button clone" href=format!("/launch?from={id}") title="Open the launch form filled from this run">"Clone"</a>
+            })}
         </div>
         {detail.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {(!status.is_finished() || status == RunStatus::Succeeded).then(|| view! {
@@ -215,26 +218,6 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 detail.epochs.iter().filter(|e| e.phase == Phase::Finetune).count())}
         </p>
     }
-}
-
-/// Every field of a spec as it is stored (`sampling.kind`, `lr`, ...), by name, each leaf
-/// as its JSON text (strings bare).
-fn flatten_spec(value: &serde_json::Value) -> Vec<(String, String)> {
-    fn walk(value: &serde_json::Value, at: &str, out: &mut Vec<(String, String)>) {
-        match value {
-            serde_json::Value::Object(fields) => {
-                for (name, field) in fields {
-                    walk(field, &if at.is_empty() { name.clone() } else { format!("{at}.{name}") }, out);
-                }
-            }
-            serde_json::Value::String(text) => out.push((at.to_owned(), text.clone())),
-            leaf => out.push((at.to_owned(), leaf.to_string())),
-        }
-    }
-    let mut out = Vec::new();
-    walk(value, "", &mut out);
-    out.sort();
-    out
 }
 
 /// Where the run's samples came from and where its statistics went: the runs whose

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
-use protocol::{Arch, RunQuery, RunStatus};
+use protocol::{Arch, RunQuery, RunStatus, RunSummary};
 
 use crate::components::{percent, query_string, Pager, StatusBadge};
 use crate::functions::{list_datasets, list_runs};
@@ -34,6 +34,11 @@ pub fn RunsPage() -> impl IntoView {
         offset: param("offset").parse().ok(),
     });
     let runs = crate::components::resource::resource(move || query.get(), list_runs);
+    // Compare needs two ticked runs; the button says so once the page runs JavaScript
+    // (without it, the form still submits and the compare page explains).
+    let ticked = RwSignal::new(std::collections::BTreeSet::<i64>::new());
+    let live = RwSignal::new(false);
+    Effect::new(move |_| live.set(true));
     let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     // The current filters and sort with some replaced: for sort and page links.
     let link = move |changes: &[(&str, String)]| {
@@ -107,10 +112,16 @@ pub fn RunsPage() -> impl IntoView {
                         <p class="empty">"No run matches these filters. " <a href="/">"Show every run"</a> "."</p>
                     }.into_any(),
                     Ok(list) => view! {
+                        <ArchSummary runs=list.runs.clone() />
                         <form method="get" action="/compare" class="compare-form">
                             <div class="table-actions">
-                                <button class="button" type="submit">"Compare selected runs"</button>
-                                <span class="muted">"Tick two or more finished runs over one dataset."</span>
+                                <button class="button" type="submit" data-ticked=move || ticked.with(|t| t.len())
+                                    disabled=move || live.get() && ticked.with(|t| t.len() < 2)>"Compare selected runs"</button>
+                                <span class="muted">{move || match ticked.with(|t| t.len()) {
+                                    0 => "Tick two or more finished runs over one dataset.".to_owned(),
+                                    1 => "1 run ticked: tick one more.".to_owned(),
+                                    n => format!("{n} runs ticked."),
+                                }}</span>
                                 <Pager total=list.total offset=list.offset limit=list.limit
                                     href=move |offset| link(&[("offset", if offset == 0 { String::new() } else { offset.to_string() })]) />
                             </div>
@@ -119,25 +130,32 @@ pub fn RunsPage() -> impl IntoView {
                                     <th><span class="visually-hidden">"Select"</span></th>
                                     {header("id", "Run", false)}{header("dataset", "Dataset", false)}{header("arch", "Architecture", false)}
                                     {header("seed", "Seed", true)}{header("epochs", "Epochs", true)}{header("status", "Status", false)}
-                                    {header("val_accuracy", "Val. accuracy", true)}{header("owner", "Owner", false)}{header("tags", "Tags", false)}{header("created_at", "Created", false)}
+                                    {header("val_accuracy", "Val. accuracy", true)}<th>"Study"</th>{header("owner", "Owner", false)}{header("tags", "Tags", false)}{header("created_at", "Created", false)}
                                 </tr></thead>
                                 <tbody>
-                                    {list.runs.into_iter().map(|run| view! {
+                                    {list.runs.into_iter().map(|run| {
+                                        let id = run.id;
+                                        let tick = move |ev: leptos::ev::Event| {
+                                            let on = event_target_checked(&ev);
+                                            ticked.update(|t| if on { t.insert(id); } else { t.remove(&id); });
+                                        };
+                                        view! {
                                         <tr data-run=run.id>
                                             <td><input type="checkbox" name="run" value=run.id aria-label=format!("select run #{}", run.id)
-                                                disabled=run.status != RunStatus::Succeeded /></td>
+                                                disabled=run.status != RunStatus::Succeeded on:change=tick /></td>
                                             <td><a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a></td>
                                             <td>{run.dataset}</td>
-                                            <td>{run.arch}</td>
+                                            <td data-arch=run.arch.clone()>{arch_label(&run.arch)}</td>
                                             <td class="num">{run.seed}</td>
                                             <td class="num">{run.epochs}</td>
                                             <td><StatusBadge status=run.status /></td>
                                             <td class="num">{run.final_val_accuracy.map(percent).unwrap_or_default()}</td>
+                                            <td class="study">{run.study.map(|st| view! { <a href=format!("/studies/{}", st.id)>{st.name}</a> })}</td>
                                             <td>{run.owner.unwrap_or_default()}</td>
                                             <td>{run.tags.into_iter().map(|t| view! { <a class="tag" href=format!("/?tag={t}")>{t.clone()}</a> }).collect_view()}</td>
                                             <td class="muted">{run.created_at}</td>
                                         </tr>
-                                    }).collect_view()}
+                                    }}).collect_view()}
                                 </tbody>
                             </table>
                         </form>
@@ -145,5 +163,71 @@ pub fn RunsPage() -> impl IntoView {
                 }
             })}
         </Transition>
+    }
+}
+
+/// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
+fn arch_label(arch: &str) -> String {
+    Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
+}
+
+/// Per architecture, over the succeeded runs listed: how many, and their final validation
+/// accuracy as mean ± sample standard deviation and range.
+fn by_arch(runs: &[RunSummary]) -> Vec<(String, usize, f64, Option<f64>, f64, f64)> {
+    let mut archs: Vec<&str> = runs.iter().map(|r| r.arch.as_str()).collect();
+    archs.sort_by_key(|a| Arch::parse(a).and_then(|a| Arch::ALL.iter().position(|&b| b == a)).unwrap_or(usize::MAX));
+    archs.dedup();
+    archs
+        .into_iter()
+        .filter_map(|arch| {
+            let values: Vec<f64> = runs.iter().filter(|r| r.arch == arch && r.status == RunStatus::Succeeded).filter_map(|r| r.final_val_accuracy).collect();
+            let n = values.len();
+            (n > 0).then(|| {
+                let mean = values.iter().sum::<f64>() / n as f64;
+                let sd = (n > 1).then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt());
+                let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+                (arch.to_owned(), n, mean, sd, lo, hi)
+            })
+        })
+        .collect()
+}
+
+/// The listed runs grouped by architecture.
+#[component]
+fn ArchSummary(runs: Vec<RunSummary>) -> impl IntoView {
+    let groups = by_arch(&runs);
+    (!groups.is_empty()).then(|| view! {
+        <table class="data arch-summary">
+            <caption class="muted small">"Succeeded runs on this page, by architecture: final validation accuracy"</caption>
+            <thead><tr><th>"Architecture"</th><th class="num">"Runs"</th><th class="num">"Mean ± sd"</th><th class="num">"Range"</th></tr></thead>
+            <tbody>{groups.into_iter().map(|(arch, n, mean, sd, lo, hi)| view! {
+                <tr data-arch=arch.clone() data-runs=n data-mean=mean.to_string()>
+                    <td>{arch_label(&arch)}</td><td class="num">{n}</td>
+                    <td class="num">{match sd { Some(sd) => format!("{} ± {:.1} pts", percent(mean), sd * 100.0), None => percent(mean) }}</td>
+                    <td class="num">{format!("{} – {}", percent(lo), percent(hi))}</td>
+                </tr>
+            }).collect_view()}</tbody>
+        </table>
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_group_by_architecture_with_mean_and_spread() {
+        let run = |id: i64, arch: &str, status: &str, acc: Option<f64>| -> RunSummary {
+            serde_json::from_value(serde_json::json!({"id": id, "dataset": "d", "arch": arch, "seed": id, "epochs": 1, "status": status,
+                "created_at": "2026-12-04T00:00:00Z", "finished_at": null, "error": null, "progress": null, "final_val_accuracy": acc}))
+            .unwrap()
+        };
+        let runs = [run(1, "resnet18", "succeeded", Some(0.8)), run(2, "resnet18", "succeeded", Some(0.9)), run(3, "small_cnn", "succeeded", Some(0.5)),
+            run(4, "resnet18", "failed", Some(0.1)), run(5, "deit_small", "running", Some(0.3))];
+        let groups = by_arch(&runs);
+        assert_eq!(groups.iter().map(|g| (g.0.as_str(), g.1)).collect::<Vec<_>>(), vec![("small_cnn", 1), ("resnet18", 2)]);
+        let (_, _, mean, sd, lo, hi) = groups[1].clone();
+        assert!((mean - 0.85).abs() < 1e-12 && (sd.unwrap() - 0.0707106781186548).abs() < 1e-12 && (lo, hi) == (0.8, 0.9));
+        assert_eq!(groups[0].3, None, "one run: no spread");
     }
 }

@@ -40,6 +40,27 @@ fn parameter_names() -> Vec<String> {
     names
 }
 
+/// The browser's filters and sort as the URL has them (empty ones left out by `query_string`).
+fn filters(get: impl Fn(&str) -> String) -> Vec<(String, String)> {
+    parameter_names().into_iter().map(|name| { let value = get(&name); (name, value) }).collect()
+}
+
+/// A sample's page, reached as the `at`-th (0-based) sample of the browser's filtered order:
+/// its previous and next links keep the filters.
+fn sample_href(run: i64, key: &str, filters: &[(String, String)], at: u64) -> String {
+    let mut pairs: Vec<(&str, String)> = filters.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    pairs.push(("at", at.to_string()));
+    format!("/runs/{run}/samples/{key}{}", query_string(&pairs))
+}
+
+/// The browser's page holding the `at`-th sample, with the same filters.
+fn grid_href(run: i64, filters: &[(String, String)], at: u64) -> String {
+    let mut pairs: Vec<(&str, String)> = filters.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    let offset = at / u64::from(PAGE) * u64::from(PAGE);
+    pairs.push(("offset", if offset == 0 { String::new() } else { offset.to_string() }));
+    format!("/runs/{run}/samples{}", query_string(&pairs))
+}
+
 /// The query the URL asks for, or a message naming the parameter that is not a number.
 fn sample_query(get: impl Fn(&str) -> String) -> Result<SampleQuery, String> {
     fn parse<T: std::str::FromStr>(name: &str, text: String) -> Result<Option<T>, String> {
@@ -166,7 +187,10 @@ pub fn SampleBrowser() -> impl IntoView {
                                                 Ok(page) => view! {
                                                     <Pager total=page.total offset=page.offset limit=page.limit href=page_link />
                                                     <ul class="thumbs sample-grid" data-total=page.total>
-                                                        {page.samples.into_iter().map(|s| view! { <SampleThumb run_id=id.get_untracked() sample=s dataset=dataset.clone() class_names=class_names.clone() /> }).collect_view()}
+                                                        {page.samples.into_iter().enumerate().map(|(i, s)| {
+                                                            let href = sample_href(id.get_untracked(), &s.sample_key, &filters(param), page.offset + i as u64);
+                                                            view! { <SampleThumb sample=s dataset=dataset.clone() class_names=class_names.clone() href /> }
+                                                        }).collect_view()}
                                                     </ul>
                                                 }.into_any(),
                                             }
@@ -184,12 +208,12 @@ pub fn SampleBrowser() -> impl IntoView {
 
 /// One sample of the browser: its image, label and statistics; a link to its history.
 #[component]
-fn SampleThumb(run_id: i64, sample: SampleStats, dataset: String, class_names: Vec<String>) -> impl IntoView {
+fn SampleThumb(sample: SampleStats, dataset: String, class_names: Vec<String>, href: String) -> impl IntoView {
     let label = class_names.get(sample.label as usize).cloned().unwrap_or_else(|| format!("class {}", sample.label));
     let learned = if sample.never_learned { "never learned".to_owned() } else { sample.first_learned_epoch.map_or("–".into(), |e| format!("learned at {e}")) };
     view! {
         <li class="thumb" data-sample-key=sample.sample_key.clone() data-forgetting=sample.forgetting_events>
-            <a href=format!("/runs/{run_id}/samples/{}", sample.sample_key)>
+            <a href=href>
                 <img src=format!("/api/v1/datasets/{dataset}/train/{}.png", sample.dataset_index)
                     alt=format!("training sample {} ({label})", sample.dataset_index) width="84" height="84" loading="lazy" />
             </a>
@@ -219,6 +243,13 @@ fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Ve
         .collect()
 }
 
+/// The class a run predicted for the sample at its last epoch, by name, and whether it is right.
+fn last_prediction(t: &Trajectory, names: &[String]) -> String {
+    let Some(&p) = t.predicted.last() else { return "–".into() };
+    let name = names.get(usize::from(p)).cloned().unwrap_or_else(|| format!("class {p}"));
+    if u32::from(p) == t.stats.label { format!("{name} (right)") } else { format!("{name} (wrong)") }
+}
+
 /// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
 fn arch_label(arch: &str) -> String {
     protocol::Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
@@ -231,8 +262,40 @@ pub fn SampleDetail() -> impl IntoView {
     let key = Memo::new(move |_| params.read().get("key").unwrap_or_default());
     let run = crate::components::resource::resource(move || id.get(), get_run);
     let history = crate::components::resource::resource(move || (id.get(), key.get()), |(id, key)| get_sample_history(id, key));
+    // Reached from the browser: its place in the filtered order, and the samples beside it.
+    let url = use_query_map();
+    let param = move |name: &str| url.read().get(name).unwrap_or_default();
+    let at = Memo::new(move |_| param("at").parse::<u64>().ok());
+    let neighbours = crate::components::resource::resource(
+        move || (id.get(), at.get(), sample_query(param).ok()),
+        |(id, at, query)| async move {
+            let (Some(at), Some(mut query)) = (at, query) else { return Ok(None) };
+            query.offset = Some(at.saturating_sub(1) as u32);
+            query.limit = Some(if at == 0 { 2 } else { 3 });
+            list_samples(id, query).await.map(|page| Some((at, page)))
+        },
+    );
+    let nav = move || {
+        Suspend::new(async move {
+            let (at, page) = neighbours.await.ok().flatten()?;
+            let run = id.get_untracked();
+            let filters = filters(param);
+            let here = (at - page.offset) as usize;
+            let prev = here.checked_sub(1).and_then(|i| page.samples.get(i)).map(|s| sample_href(run, &s.sample_key, &filters, at - 1));
+            let next = page.samples.get(here + 1).map(|s| sample_href(run, &s.sample_key, &filters, at + 1));
+            Some(view! {
+                <nav class="sample-nav" aria-label="samples in the browser's order" data-at=at data-total=page.total>
+                    {prev.map(|href| view! { <a rel="prev" href=href>"← previous"</a> })}
+                    <span class="muted">{format!("sample {} of {} in the browser's order", at + 1, page.total)}</span>
+                    {next.map(|href| view! { <a rel="next" href=href>"next →"</a> })}
+                    <a class="small-link" href=grid_href(run, &filters, at)>"back to the grid"</a>
+                </nav>
+            })
+        })
+    };
     view! {
         <Title text=move || format!("Sample of run #{}", id.get()) />
+        <Transition fallback=|| ()>{nav}</Transition>
         <Transition fallback=|| view! { <p class="loading">"Loading the sample…"</p> }>
             {move || Suspend::new(async move {
                 match (run.await, history.await) {
@@ -259,6 +322,7 @@ pub fn SampleDetail() -> impl IntoView {
                                 <dl class="config">
                                     <dt>"Class"</dt><dd>{label.clone()}</dd>
                                     <dt>"Content key"</dt><dd class="mono">{history.sample_key.clone()}</dd>
+                                    <dt>"Predicted at the last epoch"</dt><dd data-stat="last_prediction">{last_prediction(this, &detail.class_names)}</dd>
                                     <dt>"Forgetting events"</dt><dd data-stat="forgetting_events">{s.forgetting_events}</dd>
                                     <dt>"Learning events"</dt><dd>{s.learning_events}</dd>
                                     <dt>"First learned"</dt><dd>{if s.never_learned { "never".to_owned() } else { s.first_learned_epoch.map_or("–".into(), |e| format!("epoch {e}")) }}</dd>
@@ -283,13 +347,14 @@ pub fn SampleDetail() -> impl IntoView {
                             <section class="card">
                                 <h2>"Correct at each epoch, in every run over this dataset"</h2>
                                 <table class="data history-table">
-                                    <thead><tr><th>"Run"</th><th>"Architecture"</th><th class="num">"Seed"</th><th class="num">"Forgetting events"</th><th>"Epochs (■ correct, □ wrong: predicted class)"</th></tr></thead>
+                                    <thead><tr><th>"Run"</th><th>"Architecture"</th><th class="num">"Seed"</th><th class="num">"Forgetting events"</th><th>"Last prediction"</th><th>"Epochs (■ correct, □ wrong: predicted class)"</th></tr></thead>
                                     <tbody>{runs.iter().map(|t| view! {
                                         <tr data-run=t.run_id>
                                             <td><a href=format!("/runs/{}/samples/{}", t.run_id, history.sample_key)>{format!("#{}", t.run_id)}</a></td>
                                             <td data-arch=t.arch.clone()>{arch_label(&t.arch)}</td>
                                             <td class="num">{t.seed}</td>
                                             <td class="num">{t.stats.forgetting_events}</td>
+                                            <td class="last-prediction">{last_prediction(t, &names)}</td>
                                             <td class="strip">{t.correct.iter().zip(&t.predicted).enumerate().map(|(e, (&c, &p))| {
                                                 let predicted = names.get(p as usize).cloned().unwrap_or_else(|| p.to_string());
                                                 view! { <span class=if c == 1 { "tick-correct" } else { "tick-wrong" }
