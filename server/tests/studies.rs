@@ -68,6 +68,9 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let jaccard = |i: usize, j: usize| direct["jaccard"][i][j].as_f64().unwrap();
     let cross_arch = (jaccard(0, 2) + jaccard(0, 3) + jaccard(1, 2) + jaccard(1, 3)) / 4.0;
     assert!((summary["cross_arch_jaccard"].as_f64().unwrap() - cross_arch).abs() < 1e-12);
+    // `pair=auto`: the first two runs of different architectures (small_cnn 1, resnet18 1).
+    let auto = get(&format!("/compare?runs={}&q=0.1&pair=auto", compared.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")));
+    assert_eq!((auto["pair"]["a"].as_i64(), auto["pair"]["b"].as_i64()), (Some(compared[0]), Some(compared[2])), "{}", auto["pair"]);
 
     // Each arm's accuracy over seeds, recomputed from the runs. The full arm trains on every
     // sample, so it is not paired with the random arm at half the budget (issue 22; the paired

@@ -289,8 +289,9 @@ fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol:
                 view! {
                     <table class="data differ-table">
                         <thead><tr><th>"Parameter"</th>{shown.iter().map(|l| view! { <th>{l.clone()}</th> }).collect_view()}</tr></thead>
-                        <tbody>{differing.into_iter().map(|(name, values)| view! {
-                            <tr data-parameter=name.clone()><td class="mono">{name}</td>{values.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr>
+                        <tbody>{differing.into_iter().map(|(name, values)| {
+                            let key = name.clone();
+                            view! { <tr data-parameter=key><td class="mono">{name}</td>{values.into_iter().map(|v| view! { <td class="mono">{v}</td> }).collect_view()}</tr> }
                         }).collect_view()}</tbody>
                     </table>
                     <p class="muted small">"Every other parameter is the same in all of them."</p>
