@@ -26,8 +26,8 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.waitForTimeout(500);
   expect(page.url()).toContain("/launch");
   expect((await (await request.get("/api/v1/runs")).json()).length).toBe(before);
-  const summary = await queueFromForm(page);
-  expect(summary).toBe("1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s), every sample each epoch, seed 7, device auto.");
+  const queued = await queueFromForm(page);
+  expect(queued).toBe("1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s), every sample each epoch, seed 7, device auto.");
 
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
