@@ -9,6 +9,13 @@ test("the form refuses invalid values with a message per field, keeps what was t
   await page.fill("input[name=train_subset]", "999999");
   await page.fill("input[name=batch_size]", "many");
   await page.fill("input[name=weights]", "../../etc/passwd");
+  // Checked as typed: a number field says so before anything is sent (issue 21 item 6);
+  // the decimal keyboard on number fields only; each error tied to its input.
+  await expect(page.locator(".field-error[data-field=batch_size]")).toContainText('Batch size must be a number, got "many"');
+  await expect(page.locator("input[name=batch_size]")).toHaveAttribute("aria-invalid", "true");
+  await expect(page.locator("input[name=batch_size]")).toHaveAttribute("aria-describedby", "batch_size-hint batch_size-error");
+  await expect(page.locator("input[name=lr]")).toHaveAttribute("inputmode", "decimal");
+  expect(await page.locator("input[name=weights]").getAttribute("inputmode")).toBeNull();
   await queueFromForm(page);
 
   await expect(page.locator(".field-error[data-field=epochs]")).toContainText("from 1 to 1000, got 0");
@@ -32,6 +39,13 @@ test("the form's training schedule is checked field by field", async ({ page, re
   const before = (await (await request.get("/api/v1/runs")).json()).length;
   await page.goto("/launch");
   await hydrated(page);
+  // Choices, not free text: the score and its end are selects; the source run offers the
+  // succeeded runs while typed.
+  await expect(page.locator("select[name=score] option[value=tau]")).toHaveCount(1);
+  await expect(page.locator("select[name=keep] option[value=bottom]")).toHaveCount(1);
+  await expect(page.locator("input[name=source_run]")).toHaveAttribute("list", "succeeded-runs");
+  const succeeded = await (await request.get("/api/v1/runs?status=succeeded&limit=200")).json();
+  await expect(page.locator("datalist#succeeded-runs option")).toHaveCount(succeeded.length);
   await page.selectOption("select[name=sampling]", "spaced_repetition");
   await page.fill("input[name=sampling_budget]", "1.5");
   await queueFromForm(page);

@@ -35,13 +35,18 @@ test("a study launched from its preset fills its grid live and reports its findi
   expect(summary.cross_arch_pairs).toBe(9);
   expect(summary.cross_seed_pairs).toBe(6);
   await expect(page.locator("tr[data-finding=cross-arch]")).toContainText("0.34 (OCT)");
+  // Issue 21 item 9: a column per architecture, the paper named.
+  await expect(page.locator("table.findings-table thead th[data-arch]")).toHaveText(["ResNet-18", "DeiT-Small"]);
+  await expect(page.locator("table.findings-table thead")).toContainText("arXiv:2604.11508, 2026");
+  await expect(page.locator(".paper-cited")).toContainText("Not All Forgetting Is Equal");
+  await expect(page.locator("tr[data-finding=cross-seed-jaccard] td[data-arch]")).toHaveCount(2);
   // Per architecture: mean and median R², exclusions with their reasons, the AIC split.
   const fixed = (x: number | null) => (x === null ? "–" : x.toFixed(3));
   for (const a of summary.per_arch) {
     const [never, few, constant] = a.excluded_by_reason;
     expect(never + few + constant).toBe(a.excluded);
-    await expect(page.locator("tr[data-finding=r2]")).toContainText(
-      `${a.arch}: mean ${fixed(a.mean_r2)}, median ${fixed(a.median_r2)} over ${a.fitted} fits; excluded ${a.excluded} (${never} never learned, ${few} too few points, ${constant} constant); exponential beats the power law (AIC) in ${a.exponential_preferred} of ${a.fitted}`,
+    await expect(page.locator(`tr[data-finding=r2] td[data-arch="${a.arch}"]`)).toContainText(
+      `mean ${fixed(a.mean_r2)}, median ${fixed(a.median_r2)} over ${a.fitted} fits; excluded ${a.excluded} (${never} never learned, ${few} too few points, ${constant} constant); exponential beats the power law (AIC) in ${a.exponential_preferred} of ${a.fitted}`,
     );
   }
   const rows = page.locator("table.arms-table tbody tr");

@@ -431,6 +431,11 @@ pub struct Published {
 }
 
 /// The paper's numbers (DESIGN.md, arXiv:2604.11508).
+/// The paper the study reproduces, as the report cites it (DESIGN.md, "The science").
+pub const PAPER: &str = "“Not All Forgetting Is Equal: Architecture-Dependent Retention Dynamics in Fine-Tuned Image Classifiers”, arXiv:2604.11508 (2026)";
+/// The same, short, for a column heading.
+pub const PAPER_SHORT: &str = "arXiv:2604.11508, 2026";
+
 pub fn published() -> Vec<Published> {
     [
         ("Cross-architecture Jaccard of the top-10 % forgotten sets", "0.34 (OCT), 0.15 (CUB); chance 0.053"),

@@ -11,9 +11,10 @@ use std::collections::HashMap;
 use leptos_router::hooks::use_query_map;
 
 use crate::components::form::ActionForm;
-use crate::functions::{get_run, list_datasets, LaunchRun};
+use crate::functions::{get_run, list_datasets, list_runs, LaunchRun};
 
-/// A labelled text input with its hint and, after a refused submission, its error.
+/// A labelled text input with its hint and its error: a number field says at once when what
+/// is typed is not a number; after a refused submission, the server's message per field.
 #[component]
 fn Field(
     label: &'static str,
@@ -21,14 +22,31 @@ fn Field(
     #[prop(optional, into)] value: String,
     #[prop(optional, into)] hint: String,
     error: Signal<Option<String>>,
+    /// A number (the decimal keyboard on phones, checked while typed); false for text.
+    #[prop(default = true)]
+    numeric: bool,
+    /// Suggestions offered while typing (a `<datalist>` by this id).
+    #[prop(optional)]
+    list: Option<&'static str>,
 ) -> impl IntoView {
+    let typed = RwSignal::new(None::<String>);
+    let check = move |ev: leptos::ev::Event| {
+        if numeric {
+            let text = event_target_value(&ev);
+            let text = text.trim();
+            typed.set((!text.is_empty() && text.parse::<f64>().is_err()).then(|| format!("{label} must be a number, got {text:?}")));
+        }
+    };
+    let shown = Signal::derive(move || typed.get().or_else(|| error.get()));
+    let hint_id = format!("{name}-hint");
+    let error_id = format!("{name}-error");
     view! {
-        <label class="field" class:invalid=move || error.get().is_some()>
+        <label class="field" class:invalid=move || shown.get().is_some()>
             <span class="field-label">{label}</span>
-            <input type="text" name=name id=name value=value inputmode="decimal" autocomplete="off"
-                aria-invalid=move || if error.get().is_some() { "true" } else { "false" } />
-            <span class="hint">{hint}</span>
-            <span class="field-error" data-field=name>{move || error.get()}</span>
+            <input type="text" name=name id=name value=value inputmode=numeric.then_some("decimal") autocomplete="off" list=list on:input=check
+                aria-describedby=format!("{hint_id} {error_id}") aria-invalid=move || if shown.get().is_some() { "true" } else { "false" } />
+            <span class="hint" id=hint_id>{hint}</span>
+            <span class="field-error" data-field=name id=error_id>{move || shown.get()}</span>
         </label>
     }
 }
@@ -47,20 +65,15 @@ fn Choice(
     view! {
         <label class="field" class:invalid=move || error.get().is_some()>
             <span class="field-label">{label}</span>
-            <select name=name id=name>
+            <select name=name id=name aria-describedby=format!("{name}-error") aria-invalid=move || if error.get().is_some() { "true" } else { "false" }>
                 {options.into_iter().map(|(value, text, enabled)| {
                     let chosen = value == selected;
                     view! { <option value=value disabled={!enabled} selected=chosen>{text}</option> }
                 }).collect_view()}
             </select>
-            <span class="field-error" data-field=name>{move || error.get()}</span>
+            <span class="field-error" data-field=name id=format!("{name}-error")>{move || error.get()}</span>
         </label>
     }
-}
-
-/// The score field's hint: every score `dynamics` knows.
-fn score_hint() -> String {
-    format!("prune: {}", protocol::SampleScore::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))
 }
 
 /// The launch form's values that make the same run as `spec` (the clone of a run): every
@@ -226,6 +239,13 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
         ("max".to_owned(), "the most forgotten (max, Toneva et al.)".to_owned(), true),
         ("exclude".to_owned(), "left out (exclude)".to_owned(), true),
     ];
+    // The selection's score and end, as choices ("" leaves them to the selection's default).
+    let scores = std::iter::once((String::new(), "– (prune only)".to_owned(), true))
+        .chain(protocol::SampleScore::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned(), true)))
+        .collect::<Vec<_>>();
+    let keeps = vec![(String::new(), "– (prune only)".to_owned(), true), ("top".to_owned(), "top of the score".to_owned(), true), ("bottom".to_owned(), "bottom of the score".to_owned(), true)];
+    // Runs a selection can read (spaced repetition, prune): offered while typing the source run.
+    let succeeded = crate::components::resource::resource(|| (), |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }));
     let dataset = v("dataset", "");
     let no_yes = vec![("false".to_owned(), "no".to_owned(), true), ("true".to_owned(), "yes".to_owned(), true)];
     let yes_no = vec![("true".to_owned(), "yes (CUDA only)".to_owned(), true), ("false".to_owned(), "no".to_owned(), true)];
@@ -278,7 +298,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <Field label="Training subset" name="train_subset" value=v("train_subset", "1000") hint="samples; empty = the whole training split" error=error("train_subset") />
                 <Field label="Validation subset" name="val_subset" value=v("val_subset", "1000") hint="samples evaluated each epoch; empty = all" error=error("val_subset") />
                 <Field label="Image size" name="image_size" value=v("image_size", "") hint="pixels per side; empty = the dataset's own" error=error("image_size") />
-                <Field label="Pretrained weights" name="weights" value=v("weights", "") hint=".safetensors under a data root; empty = random initialisation" error=error("weights") />
+                <Field label="Pretrained weights" name="weights" numeric=false value=v("weights", "") hint=".safetensors under a data root; empty = random initialisation" error=error("weights") />
             </fieldset>
             <fieldset>
                 <legend>"Training"</legend>
@@ -308,9 +328,20 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <legend>"Sample selection"</legend>
                 <Choice label="Sample selection" name="sampling" options=kinds selected=v("sampling", "") error=error("sampling") />
                 <Field label="Budget" name="sampling_budget" value=v("sampling_budget", "") hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
-                <Field label="Source run" name="source_run" value=v("source_run", "") hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
-                <Field label="Score" name="score" value=v("score", "") hint=score_hint() error=error("sampling.score") />
-                <Field label="Keep" name="keep" value=v("keep", "") hint="prune: top or bottom of the score" error=error("sampling.keep") />
+                <Field label="Source run" name="source_run" numeric=false list="succeeded-runs" value=v("source_run", "") hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
+                <Choice label="Score" name="score" options=scores selected=v("score", "") error=error("sampling.score") />
+                <Choice label="Keep" name="keep" options=keeps selected=v("keep", "") error=error("sampling.keep") />
+                <Transition fallback=|| ()>
+                    {move || Suspend::new(async move {
+                        let runs = succeeded.await.map(|list| list.runs).unwrap_or_default();
+                        view! {
+                            <datalist id="succeeded-runs">{runs.into_iter().map(|r| {
+                                let label = format!("#{} · {} · seed {} · {}", r.id, Arch::parse(&r.arch).map_or(r.arch.as_str(), |a| a.label()), r.seed, r.dataset);
+                                view! { <option value=r.id.to_string() label=label /> }
+                            }).collect_view()}</datalist>
+                        }
+                    })}
+                </Transition>
                 <Field label="Decks" name="decks" value=v("decks", "") hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
                 <Field label="Recall threshold ν" name="nu" value=v("nu", "") hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
             </fieldset>
@@ -326,7 +357,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <legend>"Recording"</legend>
                 <Choice label="Measurement" name="measure" options=measures selected=v("measure", "") error=error("measure") />
                 <Choice label="Device" name="device" options=devices selected=v("device", "") error=error("device") />
-                <Field label="Tags" name="tags" value=v("tags", "") hint="labels for the runs table, separated by commas" error=error("tags") />
+                <Field label="Tags" name="tags" numeric=false value=v("tags", "") hint="labels for the runs table, separated by commas" error=error("tags") />
             </fieldset>
             <div class="form-actions">
                 // With JavaScript, Launch (or Enter in a field) first shows what will be queued;

@@ -358,40 +358,48 @@ fn Report(detail: StudyDetail) -> impl IntoView {
     let compare_link = report.comparison.as_ref().map(|c| format!("/compare?runs={}", c.runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")));
     view! {
         <section class="card findings study-report">
-            <h2>"Findings (first arm, top 10 % by forgetting events)"</h2>
+            <h2>{format!("Findings: the study's first arm ({}), top 10 % by forgetting events", detail.arms.first().cloned().unwrap_or_default())}</h2>
             {match report.comparison.clone() {
                 None => view! { <p class="empty">{report.comparison_note.clone().unwrap_or_default()}</p> }.into_any(),
                 Some(c) => {
                     let s = c.summary.clone().unwrap_or_else(|| protocol::CompareSummary { cross_arch_jaccard: None, cross_arch_pairs: 0, cross_seed_jaccard: None, cross_seed_spearman: None, cross_seed_pairs: 0, chance: c.chance, per_arch: vec![] });
-                    let r2 = s.per_arch.iter().map(|a| {
+                    // One row per finding, one column per architecture; a finding across
+                    // architectures spans them. The headline numbers are the findings' own,
+                    // with their intervals and n.
+                    let columns = archs.len().max(1);
+                    let per_arch = |cell: &dyn Fn(&str) -> String| archs.iter().map(|arch| view! { <td data-arch=arch.clone()>{cell(arch)}</td> }).collect_view();
+                    let summary_of = |arch: &str| s.per_arch.iter().find(|a| a.arch == arch).cloned();
+                    let r2 = per_arch(&|arch| summary_of(arch).map_or("–".into(), |a| {
                         let [never, few, constant] = a.excluded_by_reason;
-                        format!("{}: mean {}, median {} over {} fits; excluded {} ({never} never learned, {few} too few points, {constant} constant); exponential beats the power law (AIC) in {} of {}",
-                            a.arch, number(a.mean_r2, 3), number(a.median_r2, 3), a.fitted, a.excluded, a.exponential_preferred, a.fitted)
-                    }).collect::<Vec<_>>().join("; ");
-                    let spearman = s.per_arch.iter().map(|a| format!("{} {} (Spearman-Brown {})", a.arch, number(a.cross_seed_spearman, 4), number(a.reliability, 3))).collect::<Vec<_>>().join(", ");
-                    let warmup = s.per_arch.iter().map(|a| format!("{} {}", a.arch, number(a.warmup_spearman, 3))).collect::<Vec<_>>().join(", ");
-                    // The headline numbers are the findings' own, with their intervals and n.
-                    let found = |key: &str| report.findings.iter().find(|f| f.key == key && f.arch.is_none()).and_then(|f| f.value);
-                    let (same_seed, all_pairs) = (found("cross_arch_jaccard"), found("cross_arch_jaccard_all_pairs"));
-                    let cross_seed = report.findings.iter().filter(|f| f.key == "cross_seed_jaccard").map(|f| format!("{} {}", f.arch.clone().unwrap_or_default(), interval_text(f.value, false))).collect::<Vec<_>>().join("; ");
+                        format!("mean {}, median {} over {} fits; excluded {} ({never} never learned, {few} too few points, {constant} constant); exponential beats the power law (AIC) in {} of {}",
+                            number(a.mean_r2, 3), number(a.median_r2, 3), a.fitted, a.excluded, a.exponential_preferred, a.fitted)
+                    }));
+                    let spearman = per_arch(&|arch| summary_of(arch).map_or("–".into(), |a| format!("{} (Spearman-Brown {})", number(a.cross_seed_spearman, 4), number(a.reliability, 3))));
+                    let warmup = per_arch(&|arch| summary_of(arch).map_or("–".into(), |a| number(a.warmup_spearman, 3)));
+                    let found = |key: &str, arch: Option<&str>| report.findings.iter().find(|f| f.key == key && f.arch.as_deref() == arch).and_then(|f| f.value);
+                    let cross_seed = per_arch(&|arch| interval_text(found("cross_seed_jaccard", Some(arch)), false));
+                    let (same_seed, all_pairs) = (found("cross_arch_jaccard", None), found("cross_arch_jaccard_all_pairs", None));
                     let mean = |i: Option<Interval>| i.map(|i| i.mean.to_string()).unwrap_or_default();
                     view! {
                         <table class="data findings-table">
-                            <thead><tr><th>"Finding"</th><th>"This study"</th><th>"The paper"</th></tr></thead>
+                            <thead><tr><th>"Finding"</th>
+                                {archs.iter().map(|a| view! { <th data-arch=a.clone()>{protocol::Arch::parse(a).map_or(a.as_str(), |a| a.label()).to_owned()}</th> }).collect_view()}
+                                <th>{format!("The paper ({})", protocol::study::PAPER_SHORT)}</th></tr></thead>
                             <tbody>
                                 <tr data-finding="cross-arch" data-statistic="cross_arch_jaccard" data-value=mean(same_seed)>
                                     <td class="finding-name">{finding_name("cross_arch_jaccard")}</td>
-                                    <td>{format!("{} over seeds (pairs of architectures with one seed); chance {:.4}", interval_text(same_seed, false), s.chance)}</td><td>{paper(0)}</td></tr>
+                                    <td colspan=columns>{format!("{} over seeds (pairs of architectures with one seed); chance {:.4}", interval_text(same_seed, false), s.chance)}</td><td>{paper(0)}</td></tr>
                                 <tr data-finding="cross-arch-all-pairs" data-statistic="cross_arch_jaccard_all_pairs" data-value=mean(all_pairs)>
                                     <td class="finding-name">{finding_name("cross_arch_jaccard_all_pairs")}</td>
-                                    <td>{format!("{} over {} pairs of any seeds (jackknife over seeds)", interval_text(all_pairs, false), s.cross_arch_pairs)}</td><td>"not reported"</td></tr>
+                                    <td colspan=columns>{format!("{} over {} pairs of any seeds (jackknife over seeds)", interval_text(all_pairs, false), s.cross_arch_pairs)}</td><td>"not reported"</td></tr>
                                 <tr data-finding="cross-seed-jaccard" data-statistic="cross_seed_jaccard">
-                                    <td class="finding-name">{finding_name("cross_seed_jaccard")}</td><td>{cross_seed}</td><td>"not reported"</td></tr>
-                                <tr data-finding="r2"><td class="finding-name">{finding_name("mean_r2")}</td><td>{r2}</td><td>{paper(1)}</td></tr>
-                                <tr data-finding="cross-seed" data-statistic="cross_seed_spearman"><td class="finding-name">{finding_name("cross_seed_spearman")}</td><td>{spearman}</td><td>{paper(2)}</td></tr>
-                                <tr data-finding="warmup"><td class="finding-name">{finding_name("warmup_spearman")}</td><td>{warmup}</td><td>{paper(3)}</td></tr>
+                                    <td class="finding-name">{finding_name("cross_seed_jaccard")}</td>{cross_seed}<td>"not reported"</td></tr>
+                                <tr data-finding="r2"><td class="finding-name">{finding_name("mean_r2")}</td>{r2}<td>{paper(1)}</td></tr>
+                                <tr data-finding="cross-seed" data-statistic="cross_seed_spearman"><td class="finding-name">{finding_name("cross_seed_spearman")}</td>{spearman}<td>{paper(2)}</td></tr>
+                                <tr data-finding="warmup"><td class="finding-name">{finding_name("warmup_spearman")}</td>{warmup}<td>{paper(3)}</td></tr>
                             </tbody>
                         </table>
+                        <p class="muted small paper-cited">{format!("The paper: {}.", protocol::study::PAPER)}</p>
                     }.into_any()
                 }
             }}
