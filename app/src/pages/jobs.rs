@@ -141,7 +141,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
         <tr class="job" data-run=id data-status=status.as_str()>
             <td><a href=format!("/runs/{id}")>{format!("Run #{id}")}</a></td>
             <td>{run.dataset.clone()}</td>
-            <td>{run.arch.clone()}</td>
+            <td data-arch=run.arch.clone()>{protocol::Arch::parse(&run.arch).map_or(run.arch.as_str(), |a| a.label()).to_owned()}</td>
             <td class="muted">{format!("seed {}", run.seed)}</td>
             <td class="muted">{run.owner.clone().unwrap_or_default()}{(run.priority != 0).then(|| format!(" · priority {}", run.priority))}</td>
             // The Slurm job of the latest submission, for `squeue`/`sacct` on the cluster.
