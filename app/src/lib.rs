@@ -90,6 +90,7 @@ pub fn App() -> impl IntoView {
         <Stylesheet id="leptos" href="/pkg/forgetlab.css" />
         <Title formatter=|page: String| if page.is_empty() { "forgetlab".to_owned() } else { format!("{page} · forgetlab") } />
         <Router>
+            <a class="skip-link" href="#content">"Skip to the page"</a>
             <header class="topbar">
                 <A href="/" attr:class="brand">"forgetlab"</A>
                 {me.map(|who| view! {
@@ -110,7 +111,7 @@ pub fn App() -> impl IntoView {
                     </div>
                 })}
             </header>
-            <main>
+            <main id="content" tabindex="-1">
                 // Async: every page is sent whole, so it reads without JavaScript.
                 <Routes fallback=|| view! { <p class="empty">"No page here."</p> }>
                     <Route path=path!("/") view=RunsPage ssr=SsrMode::Async />

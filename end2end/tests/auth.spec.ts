@@ -92,6 +92,10 @@ test("the favicon is linked from every page and served signed out", async ({ pag
   expect(icon.headers()["content-type"]).toContain("image/svg+xml");
   await page.goto("/login");
   await expect(page.locator("head link[rel=icon]")).toHaveAttribute("href", "/favicon.svg");
+  // A skip link first on every page, to the page's own content (issue 21 item 15).
+  await expect(page.locator("body a").first()).toHaveClass("skip-link");
+  await expect(page.locator("a.skip-link")).toHaveAttribute("href", "#content");
+  await expect(page.locator("main#content")).toHaveCount(1);
 });
 
 test("an administrator resets a member's password and disables her, each after a second click, and never their own account", async ({ browser, request, baseURL }) => {

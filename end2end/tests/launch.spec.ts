@@ -41,6 +41,8 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.evaluate(() => ((window as any).__noReload = true));
   const row = page.locator(`tr.job[data-run="${runId}"]`);
   await expect(row).toHaveCount(1);
+  // The bar is named for screen readers.
+  await expect(row.locator("[role=progressbar]")).toHaveAttribute("aria-label", `progress of run #${runId}`);
   // Record every value the bar shows, however it is re-rendered.
   await page.evaluate((id) => {
     const seen: number[] = ((window as any).__seen = []);

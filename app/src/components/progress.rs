@@ -5,10 +5,15 @@ use super::{duration, number, percent};
 
 /// A horizontal bar for a fraction in [0, 1], readable by screen readers and tests.
 #[component]
-pub fn ProgressBar(#[prop(into)] fraction: Signal<f64>) -> impl IntoView {
+pub fn ProgressBar(
+    #[prop(into)] fraction: Signal<f64>,
+    /// What the bar measures, for screen readers (`progress of run #3`).
+    #[prop(into)]
+    label: String,
+) -> impl IntoView {
     let pct = move || (fraction.get() * 100.0).clamp(0.0, 100.0).floor() as u32;
     view! {
-        <div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100" aria-valuenow=move || pct().to_string()>
+        <div class="progress" role="progressbar" aria-label=label aria-valuemin="0" aria-valuemax="100" aria-valuenow=move || pct().to_string()>
             <div class="progress-fill" style:width=move || format!("{}%", pct())></div>
             <span class="progress-label">{move || format!("{}%", pct())}</span>
         </div>

@@ -158,7 +158,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
                     }.into_any()
                 } else {
                     view! {
-                        <ProgressBar fraction />
+                        <ProgressBar fraction label=format!("progress of run #{id}") />
                         <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
                     }.into_any()
                 }}

@@ -143,7 +143,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         {detail.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {(!status.is_finished() || status == RunStatus::Succeeded).then(|| view! {
             <div class="run-progress">
-                <ProgressBar fraction />
+                <ProgressBar fraction label=format!("progress of run #{id}") />
                 <span class="progress-detail">{move || progress.get().map(|p| progress_detail(&p)).unwrap_or_default()}</span>
             </div>
         })}
