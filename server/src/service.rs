@@ -351,7 +351,11 @@ impl Service {
             .map_err(internal)?
             .map(|row| StudyLink { id: row.get("id"), name: row.get("name") });
         let sources: Vec<i64> = spec.sampling.source().map(|(runs, _)| runs.to_vec()).unwrap_or_default();
-        let source_runs = self.linked_runs("r.id IN (SELECT value FROM json_each(?))", &serde_json::to_string(&sources).map_err(internal)?).await?;
+        let source_runs = if sources.is_empty() {
+            Vec::new()
+        } else {
+            self.linked_runs("r.id IN (SELECT value FROM json_each(?))", &serde_json::to_string(&sources).map_err(internal)?).await?
+        };
         // Runs whose selection reads this one: `source_run` is a number or a list of them.
         let derived_runs = self.linked_runs("EXISTS (SELECT 1 FROM json_each(r.spec, '$.sampling.source_run') WHERE value = CAST(? AS INTEGER))", &id.to_string()).await?;
         Ok(RunDetail {

@@ -51,11 +51,19 @@ const SERIES_CLASSES: [&str; 8] = ["series-0", "series-1", "series-2", "series-3
 /// One colour per architecture on every chart (its place in [`protocol::Arch::ALL`]); an
 /// unknown name gets the last colour.
 pub fn arch_class(arch: &str) -> &'static str {
-    protocol::Arch::parse(arch).and_then(|a| protocol::Arch::ALL.iter().position(|&b| b == a)).map_or(SERIES_CLASSES[7], |i| SERIES_CLASSES[i])
+    super::arch_index(arch).map_or(SERIES_CLASSES[7], |i| SERIES_CLASSES[i])
 }
 
 /// Line dash patterns, solid first (`style/main.css` draws `dash-1` to `dash-3`).
-pub const DASHES: [&str; 4] = ["", "dash-1", "dash-2", "dash-3"];
+const DASHES: [&str; 4] = ["", "dash-1", "dash-2", "dash-3"];
+
+/// One dash pattern per seed among `seeds` (the lowest seed solid), for lines of many runs.
+pub fn dashes_by_seed(seeds: impl IntoIterator<Item = u64>) -> impl Fn(u64) -> &'static str {
+    let mut seeds: Vec<u64> = seeds.into_iter().collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    move |seed| DASHES[seeds.binary_search(&seed).unwrap_or(0) % DASHES.len()]
+}
 
 /// Where each legend entry of a saved chart goes, in rows that wrap at the plot's width,
 /// below the chart (`(x, y)` per name), and the height the saved file needs for them.
@@ -214,7 +222,8 @@ pub fn LineChart(
     let x_name = x_label.clone();
     // Which lines the reader has hidden with the legend (all drawn at first and without JavaScript).
     let hidden = RwSignal::new(vec![false; series.len()]);
-    let shown = move |i: usize| move || hidden.with(|h| h.get(i).copied().unwrap_or(false)).then_some("none");
+    let is_hidden = move |i: usize| hidden.with(|h| h.get(i).copied().unwrap_or(false));
+    let shown = move |i: usize| move || is_hidden(i).then_some("none");
     let lines = series
         .iter()
         .enumerate()
@@ -265,7 +274,7 @@ pub fn LineChart(
                 view! {
                     <li>
                         <button type="button" class="legend-entry" data-series=i title="Show or hide this line"
-                            aria-pressed=move || (!hidden.with(|h| h.get(i).copied().unwrap_or(false))).to_string()
+                            aria-pressed=move || (!is_hidden(i)).to_string()
                             on:click=move |_| hidden.update(|h| if let Some(v) = h.get_mut(i) { *v = !*v })>
                             <svg class="legend-swatch" viewBox="0 0 24 10" width="24" height="10" aria-hidden="true">
                                 <line class=format!("line {} {}", s.class, s.style) x1="1" x2="23" y1="5" y2="5" />

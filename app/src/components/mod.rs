@@ -46,6 +46,22 @@ pub fn number(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".to_owned(), |v| format!("{v:.digits$}"))
 }
 
+/// An architecture's place in [`protocol::Arch::ALL`] (its colour and its order on every
+/// page); `None` for a name this build does not know.
+pub fn arch_index(arch: &str) -> Option<usize> {
+    protocol::Arch::parse(arch).and_then(|a| protocol::Arch::ALL.iter().position(|&b| b == a))
+}
+
+/// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
+pub fn arch_label(arch: &str) -> String {
+    protocol::Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
+}
+
+/// Seconds from `started` to `finished` (stored times), when both are known.
+pub fn elapsed_seconds(started: Option<&str>, finished: Option<&str>) -> Option<i64> {
+    Some(timestamp_seconds(finished?)? - timestamp_seconds(started?)?)
+}
+
 /// A sample's forgetting events as its card shows them: `forgotten 2×`.
 pub fn forgotten_label(events: u32) -> String {
     format!("forgotten {events}×")
@@ -145,6 +161,8 @@ mod tests {
         assert_eq!(timestamp_seconds("2026-12-04 01:50:23"), None);
         assert_eq!(timestamp_seconds("2026-13-04T01:50:23Z"), None);
         assert_eq!(timestamp_seconds(""), None);
+        assert_eq!(elapsed_seconds(Some("2026-12-04T01:50:23Z"), Some("2026-12-04T02:51:24Z")), Some(3661));
+        assert_eq!(elapsed_seconds(Some("2026-12-04T01:50:23Z"), None), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use leptos_router::hooks::use_query_map;
 use protocol::study::finding_name;
 use protocol::{CompareQuery, Comparison, SampleSet};
 
-use crate::components::charts::{arch_class, GridChart, Heatmap, LineChart, Series, DASHES};
-use crate::components::{number, query_string};
+use crate::components::charts::{arch_class, dashes_by_seed, GridChart, Heatmap, LineChart, Series};
+use crate::components::{arch_label, number, query_string};
 use crate::functions::{compare_runs, get_run};
 
 /// The q values of the Jaccard-vs-q curve.
@@ -92,7 +92,7 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
     let labels: Vec<String> = comparison
         .members
         .iter()
-        .map(|m| format!("#{} {} seed {}", m.id, protocol::Arch::parse(&m.arch).map_or(m.arch.as_str(), |a| a.label()), m.seed))
+        .map(|m| format!("#{} {} seed {}", m.id, arch_label(&m.arch), m.seed))
         .collect();
     let short: Vec<String> = comparison.members.iter().map(|m| format!("#{}", m.id)).collect();
     let dataset = comparison.members.first().map(|m| m.dataset.clone()).unwrap_or_default();
@@ -265,16 +265,13 @@ fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol:
     let specs: Vec<Vec<(String, String)>> = details.iter().map(|d| crate::components::flatten_spec(&serde_json::to_value(&d.spec).unwrap_or_default())).collect();
     let differing = differing_parameters(&specs);
     let shown = &labels[..details.len()];
-    let mut seeds: Vec<u64> = details.iter().map(|d| d.spec.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
+    let dash_of = dashes_by_seed(details.iter().map(|d| d.spec.seed));
     let curve = |pick: fn(&protocol::EpochMetrics) -> Option<f64>| -> Vec<Series> {
         details
             .iter()
             .zip(shown)
             .map(|(d, label)| {
-                let dash = DASHES[seeds.binary_search(&d.spec.seed).unwrap_or(0) % DASHES.len()];
-                Series::new(label.clone(), arch_class(d.spec.arch.as_str()), d.epochs.iter().filter_map(|e| Some((f64::from(e.epoch), pick(e)?))).collect()).styled(dash)
+                Series::new(label.clone(), arch_class(d.spec.arch.as_str()), d.epochs.iter().filter_map(|e| Some((f64::from(e.epoch), pick(e)?))).collect()).styled(dash_of(d.spec.seed))
             })
             .collect()
     };

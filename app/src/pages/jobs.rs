@@ -9,7 +9,7 @@ use protocol::{Progress, RunQuery, RunStatus, RunSummary, WorkerView};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
-use crate::components::{duration, me, timestamp_seconds, CsrfField, StatusBadge};
+use crate::components::{arch_label, duration, elapsed_seconds, me, CsrfField, StatusBadge};
 use crate::functions::{disk_space, list_runs, list_workers, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 6] = [
@@ -141,7 +141,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
         <tr class="job" data-run=id data-status=status.as_str()>
             <td><a href=format!("/runs/{id}")>{format!("Run #{id}")}</a></td>
             <td>{run.dataset.clone()}</td>
-            <td data-arch=run.arch.clone()>{protocol::Arch::parse(&run.arch).map_or(run.arch.as_str(), |a| a.label()).to_owned()}</td>
+            <td data-arch=run.arch.clone()>{arch_label(&run.arch)}</td>
             <td class="muted">{format!("seed {}", run.seed)}</td>
             <td class="muted">{run.owner.clone().unwrap_or_default()}{(run.priority != 0).then(|| format!(" · priority {}", run.priority))}</td>
             // The Slurm job of the latest submission, for `squeue`/`sacct` on the cluster.
@@ -150,7 +150,7 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
             <td class="progress-cell">
                 // A finished job says when it ended and how long it took, not a full bar.
                 {if status.is_finished() {
-                    let took = run.started_at.as_deref().and_then(timestamp_seconds).zip(run.finished_at.as_deref().and_then(timestamp_seconds)).map(|(a, b)| b - a);
+                    let took = elapsed_seconds(run.started_at.as_deref(), run.finished_at.as_deref());
                     view! {
                         <span class="finished-at" data-seconds=took.map(|t| t.to_string()).unwrap_or_default()>
                             {format!("finished {}{}", run.finished_at.clone().unwrap_or_else(|| "–".into()), took.map(|t| format!(" · took {}", duration(t as f64))).unwrap_or_default())}

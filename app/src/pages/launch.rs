@@ -136,7 +136,7 @@ pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap
 /// What the launch form would queue, in a sentence, from its fields.
 pub fn launch_summary(get: impl Fn(&str) -> String) -> String {
     let field = |name: &str| get(name).trim().to_owned();
-    let arch = Arch::parse(&field("arch")).map_or_else(|| field("arch"), |a| a.label().to_owned());
+    let arch = crate::components::arch_label(&field("arch"));
     let samples = match field("train_subset").as_str() {
         "" => "every training sample".to_owned(),
         n => format!("{n} training samples"),
@@ -336,7 +336,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                         let runs = succeeded.await.map(|list| list.runs).unwrap_or_default();
                         view! {
                             <datalist id="succeeded-runs">{runs.into_iter().map(|r| {
-                                let label = format!("#{} · {} · seed {} · {}", r.id, Arch::parse(&r.arch).map_or(r.arch.as_str(), |a| a.label()), r.seed, r.dataset);
+                                let label = format!("#{} · {} · seed {} · {}", r.id, crate::components::arch_label(&r.arch), r.seed, r.dataset);
                                 view! { <option value=r.id.to_string() label=label /> }
                             }).collect_view()}</datalist>
                         }

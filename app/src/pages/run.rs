@@ -9,7 +9,7 @@ use protocol::{LinkedRun, Phase, Progress, RunDetail, RunStatus, SampleQuery};
 use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
-use crate::components::{duration, flatten_spec, number, percent, timestamp_seconds, StatusBadge};
+use crate::components::{arch_label, duration, elapsed_seconds, flatten_spec, number, percent, StatusBadge};
 use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
@@ -88,8 +88,6 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         Some(used) => format!("{used} (requested {})", spec.device),
         None => format!("{} requested (none used yet)", spec.device),
     };
-    let started = detail.started_at.as_deref().and_then(timestamp_seconds);
-    let finished = detail.finished_at.as_deref().and_then(timestamp_seconds);
     let config = [
         ("Dataset", spec.dataset.clone()),
         ("Architecture", spec.arch.label().to_owned()),
@@ -120,10 +118,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Created", detail.created_at.clone()),
         ("Started", detail.started_at.clone().unwrap_or_else(|| "not yet".into())),
         ("Finished", detail.finished_at.clone().unwrap_or_else(|| "not yet".into())),
-        ("Duration", match (started, finished) {
-            (Some(a), Some(b)) => duration((b - a) as f64),
-            _ => "–".to_owned(),
-        }),
+        ("Duration", elapsed_seconds(detail.started_at.as_deref(), detail.finished_at.as_deref()).map_or_else(|| "–".to_owned(), |s| duration(s as f64))),
     ];
     let parameters = flatten_spec(&serde_json::to_value(&spec).unwrap_or_default());
     let sampling_kind = spec.sampling.plan.kind();
@@ -225,7 +220,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
 #[component]
 fn Lineage(sources: Vec<LinkedRun>, derived: Vec<LinkedRun>) -> impl IntoView {
     let item = |r: LinkedRun| {
-        let arch = protocol::Arch::parse(&r.arch).map_or_else(|| r.arch.clone(), |a| a.label().to_owned());
+        let arch = arch_label(&r.arch);
         view! {
             <li data-run=r.id><a href=format!("/runs/{}", r.id)>{format!("#{}", r.id)}</a>
                 {format!(" {arch}, seed {}, {} selection, ", r.seed, r.sampling)}<StatusBadge status=r.status /></li>

@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use protocol::{Arch, RunQuery, RunStatus, RunSummary};
 
-use crate::components::{percent, query_string, Pager, StatusBadge};
+use crate::components::{arch_index, arch_label, percent, query_string, Pager, StatusBadge};
 use crate::functions::{list_datasets, list_runs};
 
 /// Runs per page.
@@ -166,16 +166,11 @@ pub fn RunsPage() -> impl IntoView {
     }
 }
 
-/// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
-fn arch_label(arch: &str) -> String {
-    Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
-}
-
 /// Per architecture, over the succeeded runs listed: how many, and their final validation
 /// accuracy as mean ± sample standard deviation and range.
 fn by_arch(runs: &[RunSummary]) -> Vec<(String, usize, f64, Option<f64>, f64, f64)> {
     let mut archs: Vec<&str> = runs.iter().map(|r| r.arch.as_str()).collect();
-    archs.sort_by_key(|a| Arch::parse(a).and_then(|a| Arch::ALL.iter().position(|&b| b == a)).unwrap_or(usize::MAX));
+    archs.sort_by_key(|a| arch_index(a).unwrap_or(usize::MAX));
     archs.dedup();
     archs
         .into_iter()

@@ -7,8 +7,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use protocol::{SampleQuery, SampleStats, Trajectory};
 
-use crate::components::charts::{arch_class, LineChart, Series, DASHES};
-use crate::components::{number, query_string, Pager};
+use crate::components::charts::{arch_class, dashes_by_seed, LineChart, Series};
+use crate::components::{arch_label, number, query_string, Pager};
 use crate::functions::{get_run, get_sample_history, list_samples};
 
 /// Samples per page of the browser.
@@ -228,13 +228,11 @@ fn SampleThumb(sample: SampleStats, dataset: String, class_names: Vec<String>, h
 /// One line per run of a sample's history chart, every run drawn: colour by architecture,
 /// dash by seed, this run (the first) thicker.
 fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Vec<Series> {
-    let mut seeds: Vec<u64> = runs.iter().map(|t| t.seed).collect();
-    seeds.sort_unstable();
-    seeds.dedup();
+    let dash_of = dashes_by_seed(runs.iter().map(|t| t.seed));
     runs.iter()
         .enumerate()
         .map(|(i, t)| {
-            let dash = DASHES[seeds.binary_search(&t.seed).unwrap_or(0) % DASHES.len()];
+            let dash = dash_of(t.seed);
             let this = if i == 0 { " (this run)" } else { "" };
             let points = pick(t).into_iter().enumerate().map(|(e, y)| ((e + 1) as f64, y)).collect();
             Series::new(format!("#{} {} seed {}{this}", t.run_id, arch_label(&t.arch), t.seed), arch_class(&t.arch), points)
@@ -248,11 +246,6 @@ fn last_prediction(t: &Trajectory, names: &[String]) -> String {
     let Some(&p) = t.predicted.last() else { return "–".into() };
     let name = names.get(usize::from(p)).cloned().unwrap_or_else(|| format!("class {p}"));
     if u32::from(p) == t.stats.label { format!("{name} (right)") } else { format!("{name} (wrong)") }
-}
-
-/// An architecture's display name (`ResNet-18`), or the stored name when it is not known.
-fn arch_label(arch: &str) -> String {
-    protocol::Arch::parse(arch).map_or_else(|| arch.to_owned(), |a| a.label().to_owned())
 }
 
 #[component]

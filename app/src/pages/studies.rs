@@ -383,7 +383,7 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                     view! {
                         <table class="data findings-table">
                             <thead><tr><th>"Finding"</th>
-                                {archs.iter().map(|a| view! { <th data-arch=a.clone()>{protocol::Arch::parse(a).map_or(a.as_str(), |a| a.label()).to_owned()}</th> }).collect_view()}
+                                {archs.iter().map(|a| view! { <th data-arch=a.clone()>{crate::components::arch_label(a)}</th> }).collect_view()}
                                 <th>{format!("The paper ({})", protocol::study::PAPER_SHORT)}</th></tr></thead>
                             <tbody>
                                 <tr data-finding="cross-arch" data-statistic="cross_arch_jaccard" data-value=mean(same_seed)>
