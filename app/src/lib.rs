@@ -54,12 +54,6 @@ fn signed_in() -> Option<protocol::auth::Identity> {
 
 /// The HTML document around the app, rendered on the server.
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    #[cfg(feature = "ssr")]
-    if let (Some(nonce), Some(response)) = (leptos::nonce::use_nonce(), use_context::<leptos_axum::ResponseOptions>()) {
-        if let Ok(value) = http::HeaderValue::from_str(&csp(&nonce)) {
-            response.insert_header(http::header::CONTENT_SECURITY_POLICY, value);
-        }
-    }
     let account = signed_in().and_then(|who| serde_json::to_string(&who).ok());
     view! {
         <!DOCTYPE html>

@@ -102,8 +102,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // Pages and server functions see the signed-in account as context.
     let page_context = move || {
         provide_context(backend.clone());
-        if let Some(who) = use_context::<axum::http::request::Parts>().and_then(|parts| parts.extensions.get::<protocol::auth::Identity>().cloned()) {
+        let parts = use_context::<axum::http::request::Parts>();
+        if let Some(who) = parts.as_ref().and_then(|parts| parts.extensions.get::<protocol::auth::Identity>().cloned()) {
             provide_context(who);
+        }
+        // The nonce leptos gives this page's scripts, for `page_policy` to put in its CSP.
+        if let (Some(slot), Some(nonce)) = (parts.as_ref().and_then(|parts| parts.extensions.get::<PageNonce>()), leptos::nonce::use_nonce()) {
+            let _ = slot.0.set(nonce.to_string());
         }
     };
     let app = Router::new()
@@ -121,6 +126,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         // Pages, forms and server functions; the API's routes set their own limits.
         .layer(RequestBodyLimitLayer::new(PAGE_BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(axum::http::StatusCode::REQUEST_TIMEOUT, crate::routes::REQUEST_TIMEOUT))
+        .layer(axum::middleware::from_fn(page_policy))
         .nest("/api/v1", api_router(&state))
         .layer(axum::middleware::from_fn_with_state(auth.clone(), authenticate))
         // brotli (browsers ask for it over HTTPS) or gzip for pages and JSON; the bundle under
@@ -209,6 +215,28 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Serves `app` until `shutdown` resolves, as `axum::serve` does (each request knows its
 /// client's address, `ConnectInfo`), and also with [`HEADER_TIMEOUT`]: hyper enforces a
 /// header timeout only when it is given a timer, which `axum::serve` does not give it.
+/// The nonce of a page's scripts, handed from the page's reactive context to [`page_policy`].
+#[derive(Clone, Default)]
+struct PageNonce(Arc<std::sync::OnceLock<String>>);
+
+/// Gives a page its Content-Security-Policy (`app::csp`) with the nonce leptos put on its
+/// scripts. Set here on the response itself, not through leptos_axum's `ResponseOptions`:
+/// a page rendered while other requests of the same browser were in flight sometimes went
+/// out without the header that the shell had set there, and the browser then blocked the
+/// page's script, stylesheet and images under the fallback `default-src 'none'`.
+async fn page_policy(mut request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let slot = PageNonce::default();
+    request.extensions_mut().insert(slot.clone());
+    let mut response = next.run(request).await;
+    let is_page = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
+    if let (true, Some(nonce)) = (is_page, slot.0.get()) {
+        if let Ok(value) = HeaderValue::from_str(&app::csp(nonce)) {
+            response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
+        }
+    }
+    response
+}
+
 async fn serve(listener: TcpListener, app: Router, shutdown: impl std::future::Future<Output = ()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;

@@ -290,6 +290,38 @@ fn sign_in_is_rate_limited_and_sessions_end_everywhere() {
     assert_eq!(browser().get(server.api("/me")).header(COOKIE, &second).send().unwrap().status(), 401);
 }
 
+/// Every page carries its own policy, with the nonce its scripts carry, also when many are
+/// rendered at once (a page sometimes went out with the fallback `default-src 'none'`, and
+/// the browser then blocked its script, stylesheet and images).
+#[test]
+fn pages_rendered_at_once_each_carry_the_policy_of_their_own_nonce() {
+    let server = TestServer::start(0);
+    let admin = sign_in(&server, ADMIN_USER, ADMIN_PASSWORD);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|thread| {
+                let (server, admin) = (&server, &admin);
+                scope.spawn(move || {
+                    let mut failures = Vec::new();
+                    for round in 0..12 {
+                        let path = ["/", "/jobs", "/studies", "/launch", "/account", "/compare"][(thread + round) % 6];
+                        let (code, headers, html) = page(server, admin, path);
+                        let csp = headers.get(CONTENT_SECURITY_POLICY).and_then(|v| v.to_str().ok()).unwrap_or_default();
+                        let nonce = csp.split("'nonce-").nth(1).and_then(|s| s.split('\'').next());
+                        match nonce {
+                            Some(nonce) if code == 200 && html.contains(&format!("nonce=\"{nonce}\"")) => {}
+                            _ => failures.push(format!("{path}: {code}, policy {csp:?}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect()
+    });
+    assert!(failures.is_empty(), "{} of 96 pages without their policy: {failures:?}", failures.len());
+}
+
 #[test]
 fn pages_carry_security_headers_and_show_each_role_its_controls() {
     let server = TestServer::start(0);
