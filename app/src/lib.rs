@@ -21,6 +21,7 @@ use leptos_router::{path, SsrMode};
 use components::{CsrfField, Me};
 use pages::account::{AccountPage, LoginPage, SetupPage, UsersPage};
 use pages::compare::ComparePage;
+use pages::datasets::DatasetsPage;
 use pages::samples::{SampleBrowser, SampleDetail};
 use pages::studies::{StudiesPage, StudyPage};
 use pages::{jobs::JobsPage, launch::LaunchPage, run::RunPage, runs::RunsPage};
@@ -94,6 +95,7 @@ pub fn App() -> impl IntoView {
                         <A href="/jobs">"Jobs"</A>
                         <A href="/studies">"Studies"</A>
                         <A href="/compare">"Compare"</A>
+                        <A href="/datasets">"Datasets"</A>
                         {is_admin.then(|| view! { <A href="/admin/users">"Users"</A> })}
                     </nav>
                     <div class="account-menu">
@@ -115,6 +117,7 @@ pub fn App() -> impl IntoView {
                     <Route path=path!("/runs/:id/samples") view=SampleBrowser ssr=SsrMode::Async />
                     <Route path=path!("/runs/:id/samples/:key") view=SampleDetail ssr=SsrMode::Async />
                     <Route path=path!("/compare") view=ComparePage ssr=SsrMode::Async />
+                    <Route path=path!("/datasets") view=DatasetsPage ssr=SsrMode::Async />
                     <Route path=path!("/studies") view=StudiesPage ssr=SsrMode::Async />
                     <Route path=path!("/studies/:id") view=StudyPage ssr=SsrMode::Async />
                     <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async />

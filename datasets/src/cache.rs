@@ -39,14 +39,19 @@ const KEY_LEN: usize = 32;
 /// The options and location that make a source what it is, as text.
 fn identity(source: &Source) -> String {
     let options = &source.options;
-    format!(
+    let mut identity = format!(
         "format={}\npath={}\nval_fraction={}\nseed={}\nbad_images={}\n",
         source.format,
         identity_path(source),
         options.val_fraction,
         options.seed,
         options.bad_images.as_str()
-    )
+    );
+    // Only when set, so that the cache files of ungrouped sources keep their names.
+    if let Some(pattern) = &options.group_pattern {
+        identity.push_str(&format!("group_pattern={pattern}\n"));
+    }
+    identity
 }
 
 fn size_label(image_size: Option<u32>) -> String {

@@ -81,6 +81,7 @@ pub(crate) fn read(root: &Path, roots: &Roots) -> Result<FileDataset, DatasetErr
         samples,
         no_test_hint: "CUB-200-2011 ships a train and a test half; its test half (is_train 0) is the Val split".into(),
         roots: roots.clone(),
+        groups: None,
     })
 }
 

@@ -30,6 +30,8 @@ pub(crate) struct FileDataset {
     pub no_test_hint: String,
     /// Where the images may be read from.
     pub roots: Roots,
+    /// Groups per side, when the layout was read with a grouping rule.
+    pub groups: Option<protocol::DatasetGroups>,
 }
 
 /// What `policy` makes of an image that cannot be used: `Ok(reason)` to skip it, or the error.
@@ -104,6 +106,7 @@ pub(crate) fn inspect_files(dataset: &FileDataset, policy: BadImages) -> Result<
         height: native.map(|(_, height)| height as usize),
         width: native.map(|(width, _)| width as usize),
         channels: survey.channels,
+        groups: dataset.groups,
     })
 }
 

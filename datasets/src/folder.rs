@@ -11,6 +11,23 @@
 //!   shuffled by SplitMix64 seeded from the seed and the class name, and the first
 //!   `round(val_fraction * n)` of them are Val, the rest Train.
 //!
+//! A split file's line may say `auto` instead of a split: such images get the seeded split
+//! above, among themselves. A third field, `path,split,group`, names the image's group.
+//!
+//! Groups (issue 22, item 6: OCTDL has several scans per patient, and a patient on both sides
+//! leaks into validation). With a grouping rule (the options' group pattern, a regular
+//! expression over the relative path whose first capture group or whole match is the
+//! group, or split.csv's group field, which wins where both give one) every image needs a
+//! group, and:
+//! - the seeded split moves whole groups: the groups, sorted by name, are shuffled by
+//!   SplitMix64 seeded from the seed and `"groups"`; in that order a group goes to Val when
+//!   that brings the per-class Val counts closer to their targets `round(val_fraction * n_c)`
+//!   (in the sum over classes of `|val_c - target_c|`), else to Train. This is a greedy
+//!   stratified group split in the manner of scikit-learn's `StratifiedGroupKFold`;
+//!   per-class Val shares then deviate from the target by at most about one group's size;
+//! - any layout that puts one group on two sides (train/val folders, split.csv) is refused
+//!   with an error naming the group and two of its images;
+//! - the summary counts the groups per side.
 //! Images are `.jpg`, `.jpeg` and `.png` files (any case), found at any depth under a class
 //! folder; other files and folders whose name starts with `.` are ignored. Links are
 //! followed, as torchvision does, but every folder listed and every file read must lie
@@ -20,11 +37,13 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use protocol::DatasetGroups;
+
 use crate::files::{FileDataset, FileSample};
 use crate::limits::MAX_LIST_BYTES;
 use crate::rng::{stream_seed, SplitMix64};
 use crate::roots::{list_dir, read_text, Roots};
-use crate::{DatasetError, Split};
+use crate::{DatasetError, Options, Split};
 
 /// Name of the optional split file at the dataset root.
 pub(crate) const SPLIT_FILE: &str = "split.csv";
@@ -44,18 +63,49 @@ struct Listing {
     found: Vec<Found>,
 }
 
+/// How an image's split is decided.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Assign {
+    Fixed(Split),
+    /// The seeded (stratified, grouped where there are groups) split.
+    Seeded,
+}
+
+/// Groups of the listing: each image's group as an index into `names` (sorted).
+struct Groups {
+    of: Vec<Option<u32>>,
+    names: Vec<String>,
+}
+
 /// Reads the layout of the ImageFolder at `root` and assigns every image a split.
-pub(crate) fn read(root: &Path, roots: &Roots, val_fraction: f64, seed: u64) -> Result<FileDataset, DatasetError> {
+pub(crate) fn read(root: &Path, roots: &Roots, options: &Options) -> Result<FileDataset, DatasetError> {
     let listing = list(root, roots)?;
+    let pattern = options.group_regex()?;
     let split_file = root.join(SPLIT_FILE);
-    let splits: Vec<Option<Split>> = if split_file.is_file() {
-        let assigned = read_split_file(&split_file, roots, &listing)?;
-        listing.found.iter().map(|found| assigned.get(found.relative.as_str()).copied()).collect()
+    let (assigned, listed_groups): (Vec<Option<Assign>>, HashMap<usize, String>) = if split_file.is_file() {
+        let lines = read_split_file(&split_file, roots, &listing)?;
+        let assigned = (0..listing.found.len()).map(|i| lines.get(&i).map(|(assign, _)| *assign)).collect();
+        let groups = lines.into_iter().filter_map(|(i, (_, group))| Some((i, group?))).collect();
+        (assigned, groups)
     } else if listing.found.iter().all(|found| found.folder_split.is_some()) {
-        listing.found.iter().map(|found| found.folder_split).collect()
+        (listing.found.iter().map(|found| found.folder_split.map(Assign::Fixed)).collect(), HashMap::new())
     } else {
-        stratified(&listing, val_fraction, seed).into_iter().map(Some).collect()
+        (vec![Some(Assign::Seeded); listing.found.len()], HashMap::new())
     };
+    let groups = groups_of(&listing, &assigned, listed_groups, pattern.as_ref(), options.group_pattern.as_deref())?;
+
+    let seeded: Vec<usize> = (0..assigned.len()).filter(|&i| assigned[i] == Some(Assign::Seeded)).collect();
+    let seeded_splits = match &groups {
+        Some(groups) => grouped_stratified(&listing, &seeded, groups, options.val_fraction, options.seed),
+        None => stratified(&listing, &seeded, options.val_fraction, options.seed),
+    };
+    let mut splits: Vec<Option<Split>> =
+        assigned.iter().map(|assign| match assign { Some(Assign::Fixed(split)) => Some(*split), _ => None }).collect();
+    for (&i, split) in seeded.iter().zip(seeded_splits) {
+        splits[i] = Some(split);
+    }
+    let group_counts = groups.as_ref().map(|groups| count_groups(&listing, &splits, groups)).transpose()?;
+
     let mut samples: Vec<(&Found, Split)> =
         listing.found.iter().zip(splits).filter_map(|(found, split)| Some((found, split?))).collect();
     samples.sort_by(|(a, _), (b, _)| a.label.cmp(&b.label).then_with(|| a.relative.cmp(&b.relative)));
@@ -68,7 +118,85 @@ pub(crate) fn read(root: &Path, roots: &Roots, val_fraction: f64, seed: u64) -> 
         class_names: listing.class_names,
         no_test_hint: "add a test/ folder next to train/ and val/, or test lines to split.csv".into(),
         roots: roots.clone(),
+        groups: group_counts,
     })
+}
+
+/// Each included image's group, from split.csv's group field or else the pattern; `None`
+/// when there is no grouping rule. An included image without a group is an error.
+fn groups_of(
+    listing: &Listing,
+    assigned: &[Option<Assign>],
+    listed: HashMap<usize, String>,
+    pattern: Option<&regex::Regex>,
+    pattern_text: Option<&str>,
+) -> Result<Option<Groups>, DatasetError> {
+    if pattern.is_none() && listed.is_empty() {
+        return Ok(None);
+    }
+    let mut named: Vec<Option<String>> = vec![None; listing.found.len()];
+    for (i, found) in listing.found.iter().enumerate() {
+        if assigned[i].is_none() {
+            continue;
+        }
+        let group = match (listed.get(&i), pattern) {
+            (Some(group), _) => group.clone(),
+            (None, Some(pattern)) => {
+                let captures = pattern.captures(&found.relative).ok_or_else(|| {
+                    DatasetError::InvalidOption(format!(
+                        "{} does not match the group pattern {:?}: every image needs a group (fix the pattern, which is matched against the path relative to the dataset root, or give the image's group as a third field of split.csv)",
+                        found.relative,
+                        pattern_text.unwrap_or_default()
+                    ))
+                })?;
+                let matched = captures.get(1).or_else(|| captures.get(0)).map_or("", |m| m.as_str());
+                if matched.is_empty() {
+                    return Err(DatasetError::InvalidOption(format!(
+                        "the group pattern {:?} matches {} with an empty group: make its capture group match at least one character",
+                        pattern_text.unwrap_or_default(),
+                        found.relative
+                    )));
+                }
+                matched.to_owned()
+            }
+            (None, None) => {
+                return Err(DatasetError::InvalidOption(format!(
+                    "split.csv names the groups of some images but not of {}: give every line a group (path,split,group), or set a group pattern for the rest",
+                    found.relative
+                )));
+            }
+        };
+        named[i] = Some(group);
+    }
+    let names: Vec<String> = named.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
+    let of = named
+        .iter()
+        .map(|group| group.as_ref().map(|group| names.binary_search(group).unwrap_or_default() as u32))
+        .collect();
+    Ok(Some(Groups { of, names }))
+}
+
+/// Groups per side; a group with images on two sides is an error naming two of them.
+fn count_groups(listing: &Listing, splits: &[Option<Split>], groups: &Groups) -> Result<DatasetGroups, DatasetError> {
+    let mut side: Vec<Option<(Split, usize)>> = vec![None; groups.names.len()];
+    for (i, split) in splits.iter().enumerate() {
+        let (Some(split), Some(group)) = (split, groups.of[i]) else { continue };
+        match side[group as usize] {
+            None => side[group as usize] = Some((*split, i)),
+            Some((first_split, first)) if first_split != *split => {
+                return Err(DatasetError::GroupOnTwoSides {
+                    group: groups.names[group as usize].clone(),
+                    first: listing.found[first].relative.clone(),
+                    first_split,
+                    second: listing.found[i].relative.clone(),
+                    second_split: *split,
+                });
+            }
+            Some(_) => {}
+        }
+    }
+    let count = |wanted: Split| side.iter().filter(|s| matches!(s, Some((split, _)) if *split == wanted)).count() as u64;
+    Ok(DatasetGroups { train: count(Split::Train), val: count(Split::Val), test: count(Split::Test) })
 }
 
 /// Every file whose size and time decide what [`read`] and the decoding return: the images
@@ -155,54 +283,107 @@ fn walk(root: &Path, roots: &Roots, relative: &str, depth: usize, out: &mut Vec<
     Ok(())
 }
 
-/// The split file as a map from relative path to split; every listed path must be an image
-/// of the listing.
-fn read_split_file<'a>(path: &Path, roots: &Roots, listing: &'a Listing) -> Result<HashMap<&'a str, Split>, DatasetError> {
+/// The split file as a map from the listing's index to how the image's split is decided and
+/// its group, if the line names one; every listed path must be an image of the listing.
+fn read_split_file(path: &Path, roots: &Roots, listing: &Listing) -> Result<HashMap<usize, (Assign, Option<String>)>, DatasetError> {
     let text = read_text(path, roots, MAX_LIST_BYTES, "a split file")?;
-    let known: HashSet<&str> = listing.found.iter().map(|found| found.relative.as_str()).collect();
-    let mut assigned: HashMap<&'a str, Split> = HashMap::new();
-    let mut first_line: HashMap<&'a str, usize> = HashMap::new();
+    let known: HashMap<&str, usize> = listing.found.iter().enumerate().map(|(i, found)| (found.relative.as_str(), i)).collect();
+    let mut assigned: HashMap<usize, (Assign, Option<String>)> = HashMap::new();
+    let mut first_line: HashMap<usize, usize> = HashMap::new();
+    let assign_of = |word: &str| match word.trim() {
+        "train" => Some(Assign::Fixed(Split::Train)),
+        "val" => Some(Assign::Fixed(Split::Val)),
+        "test" => Some(Assign::Fixed(Split::Test)),
+        "auto" => Some(Assign::Seeded),
+        _ => None,
+    };
     for (index, line) in text.lines().enumerate() {
         let line_number = index + 1;
         let malformed = |reason: String| DatasetError::Malformed { path: path.to_owned(), line: line_number, reason };
         let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("path,split") {
+        if line.is_empty()
+            || line.starts_with('#')
+            || line.eq_ignore_ascii_case("path,split")
+            || line.eq_ignore_ascii_case("path,split,group")
+        {
             continue;
         }
-        let Some((relative, split)) = line.rsplit_once(',') else {
-            return Err(malformed(format!("expected `relative/path,train|val|test`, got {line:?}")));
+        // `path,split,group` when the middle of the last two fields is a split; else
+        // `path,split` (a path may hold commas).
+        let fields: Vec<&str> = line.rsplitn(3, ',').collect();
+        let (relative, split, group) = match fields.as_slice() {
+            [group, split, relative] if assign_of(split).is_some() => (*relative, *split, Some(group.trim())),
+            [split, _, ..] => (line[..line.len() - split.len() - 1].trim_end(), *split, None),
+            _ => return Err(malformed(format!("expected `relative/path,train|val|test|auto[,group]`, got {line:?}"))),
         };
-        let split = match split.trim() {
-            "train" => Split::Train,
-            "val" => Split::Val,
-            "test" => Split::Test,
-            other => return Err(malformed(format!("split must be train, val or test, got {other:?}"))),
-        };
+        let assign = assign_of(split)
+            .ok_or_else(|| malformed(format!("split must be train, val, test or auto, got {:?}", split.trim())))?;
+        if group == Some("") {
+            return Err(malformed("the group field is empty: name the image's group (a patient, say), or leave the field out".into()));
+        }
         let relative = relative.trim().replace('\\', "/");
         let relative = relative.trim_start_matches("./");
-        let Some(&relative) = known.get(relative) else {
+        let Some(&found) = known.get(relative) else {
             return Err(malformed(format!(
                 "no image {relative} under the dataset root (paths are relative to the root, with / between folders, and name .jpg, .jpeg or .png files in class folders)"
             )));
         };
-        if let Some(first) = first_line.insert(relative, line_number) {
+        if let Some(first) = first_line.insert(found, line_number) {
             return Err(malformed(format!("{relative} is already listed on line {first}")));
         }
-        assigned.insert(relative, split);
+        assigned.insert(found, (assign, group.map(str::to_owned)));
     }
     Ok(assigned)
 }
 
-/// The stratified split of the class-folder layout (see the module documentation).
-fn stratified(listing: &Listing, val_fraction: f64, seed: u64) -> Vec<Split> {
-    let mut splits = vec![Split::Train; listing.found.len()];
+/// The stratified split of the images `seeded` (indices into the listing), in that order
+/// (see the module documentation).
+fn stratified(listing: &Listing, seeded: &[usize], val_fraction: f64, seed: u64) -> Vec<Split> {
+    let found = &listing.found;
+    let mut splits = vec![Split::Train; seeded.len()];
     for (label, class) in listing.class_names.iter().enumerate() {
-        let mut members: Vec<usize> = (0..listing.found.len()).filter(|&i| listing.found[i].label == label as u32).collect();
-        members.sort_by(|&a, &b| listing.found[a].relative.cmp(&listing.found[b].relative));
+        let mut members: Vec<usize> = (0..seeded.len()).filter(|&k| found[seeded[k]].label == label as u32).collect();
+        members.sort_by(|&a, &b| found[seeded[a]].relative.cmp(&found[seeded[b]].relative));
         SplitMix64::new(stream_seed(seed, class)).shuffle(&mut members);
         let val_count = (val_fraction * members.len() as f64).round() as usize;
         for &member in members.iter().take(val_count) {
             splits[member] = Split::Val;
+        }
+    }
+    splits
+}
+
+/// The grouped stratified split of the images `seeded`, in that order: whole groups go to
+/// Val or Train (see the module documentation).
+fn grouped_stratified(listing: &Listing, seeded: &[usize], groups: &Groups, val_fraction: f64, seed: u64) -> Vec<Split> {
+    let classes = listing.class_names.len();
+    // Per group: its images (positions in `seeded`) and its count per class.
+    let mut members: Vec<Vec<usize>> = vec![Vec::new(); groups.names.len()];
+    let mut counts: Vec<Vec<i64>> = vec![vec![0; classes]; groups.names.len()];
+    let mut totals = vec![0i64; classes];
+    for (k, &i) in seeded.iter().enumerate() {
+        let group = groups.of[i].expect("every seeded image has a group") as usize;
+        let label = listing.found[i].label as usize;
+        members[group].push(k);
+        counts[group][label] += 1;
+        totals[label] += 1;
+    }
+    let targets: Vec<i64> = totals.iter().map(|&n| (val_fraction * n as f64).round() as i64).collect();
+    let mut order: Vec<usize> = (0..groups.names.len()).filter(|&g| !members[g].is_empty()).collect();
+    SplitMix64::new(stream_seed(seed, "groups")).shuffle(&mut order);
+    let mut val = vec![0i64; classes];
+    let mut splits = vec![Split::Train; seeded.len()];
+    for group in order {
+        let deviation = |add: bool| -> i64 {
+            (0..classes).map(|c| (val[c] + if add { counts[group][c] } else { 0 } - targets[c]).abs()).sum()
+        };
+        if deviation(true) < deviation(false) {
+            for c in 0..classes {
+                val[c] += counts[group][c];
+            }
+            for &k in &members[group] {
+                splits[k] = Split::Val;
+            }
         }
     }
     splits
@@ -285,8 +466,8 @@ mod tests {
     fn class_folders_get_a_seeded_stratified_split() {
         let dir = tempfile::tempdir().unwrap();
         class_folders(dir.path());
-        let options = Options { val_fraction: 0.4, seed: 11, bad_images: BadImages::Fail };
-        let source = source(dir.path(), options);
+        let options = Options { val_fraction: 0.4, seed: 11, bad_images: BadImages::Fail, group_pattern: None };
+        let source = source(dir.path(), options.clone());
         let train = load(&source, Split::Train, None).unwrap().images;
         let val = load(&source, Split::Val, None).unwrap().images;
         let per_class = |labels: &[u32], class: u32| labels.iter().filter(|&&l| l == class).count();
@@ -299,7 +480,7 @@ mod tests {
         assert!(val.keys.iter().all(|key| !train_keys.contains(key)));
         assert_eq!(load(&source, Split::Val, None).unwrap().images.keys, val.keys, "same seed, same split");
         let other_seeds: Vec<Vec<String>> = (0..5)
-            .map(|seed| load(&self::source(dir.path(), Options { seed, ..options }), Split::Val, None).unwrap().images.keys)
+            .map(|seed| load(&self::source(dir.path(), Options { seed, ..options.clone() }), Split::Val, None).unwrap().images.keys)
             .collect();
         assert!(other_seeds.iter().any(|keys| *keys != val.keys), "the seed changes the split");
     }
@@ -325,7 +506,7 @@ mod tests {
         assert!(err.contains("split.csv, line 2: no image alpha/99.png"), "{err}");
         std::fs::write(dir.path().join("split.csv"), "alpha/00.png,holdout\n").unwrap();
         let err = inspect(&source).unwrap_err().to_string();
-        assert!(err.contains("line 1: split must be train, val or test, got \"holdout\""), "{err}");
+        assert!(err.contains("line 1: split must be train, val, test or auto, got \"holdout\""), "{err}");
     }
 
     #[test]
@@ -452,4 +633,133 @@ mod tests {
         let err = load(&source, Split::Train, None).unwrap_err();
         assert!(matches!(&err, DatasetError::OutsideRoots { path } if *path == data), "{err}");
     }
+
+    /// Patients P00..P29 in class folders, 1 to 4 scans each, most patients in one class and
+    /// every fifth also in the next: `CLASS/Pnn_k.png`.
+    fn patient_folders(root: &std::path::Path) -> usize {
+        let classes = ["amd", "dme", "normal"];
+        for patient in 0..30 {
+            let class = patient % 3;
+            for scan in 0..(1 + patient % 4) {
+                write_image(&root.join(format!("{}/P{patient:02}_{scan}.png", classes[class])), 4, 4, true, (patient * 7 + scan) as u8);
+            }
+            if patient % 5 == 0 {
+                write_image(&root.join(format!("{}/P{patient:02}_9.png", classes[(class + 1) % 3])), 4, 4, true, patient as u8);
+            }
+        }
+        30
+    }
+
+    fn patient_of(path: &std::path::Path) -> String {
+        path.file_name().unwrap().to_string_lossy().split('_').next().unwrap().to_owned()
+    }
+
+    /// Patient → the set of splits its images are on, as `read` assigned them.
+    fn sides(root: &std::path::Path, options: &Options) -> std::collections::BTreeMap<String, BTreeSet<Split>> {
+        let dataset = super::read(root, &Roots::unconfined(), options).unwrap();
+        let mut sides: std::collections::BTreeMap<String, BTreeSet<Split>> = Default::default();
+        for sample in &dataset.samples {
+            sides.entry(patient_of(&sample.path)).or_default().insert(sample.split);
+        }
+        sides
+    }
+
+    #[test]
+    fn a_group_pattern_keeps_every_patient_on_one_side_of_the_seeded_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let patients = patient_folders(dir.path());
+        let ungrouped = Options { val_fraction: 0.3, ..Options::default() };
+        // The leak this fixes: split image by image, some patient is on both sides.
+        let leaks = |options: &Options| sides(dir.path(), options).values().filter(|s| s.len() > 1).count();
+        assert!((0..4).all(|seed| leaks(&Options { seed, ..ungrouped.clone() }) > 0), "the per-image split leaks patients");
+
+        let grouped = Options { group_pattern: Some(r"/(P\d+)_".into()), ..ungrouped.clone() };
+        for seed in 0..8 {
+            let options = Options { seed, ..grouped.clone() };
+            assert_eq!(leaks(&options), 0, "seed {seed}: a patient on two sides");
+            let summary = inspect(&source(dir.path(), options.clone())).unwrap();
+            let groups = summary.groups.expect("group counts");
+            assert_eq!(groups.train + groups.val, patients as u64, "seed {seed}: {groups:?}");
+            assert!(groups.val > 0 && groups.train > 0 && groups.test == 0, "{groups:?}");
+            // Stratified: per class, Val is within one patient's scans (at most 4) of
+            // round(0.3 * n_c).
+            let dataset = super::read(dir.path(), &Roots::unconfined(), &options).unwrap();
+            for label in 0..3 {
+                let of_class: Vec<_> = dataset.samples.iter().filter(|s| s.label == label).collect();
+                let val = of_class.iter().filter(|s| s.split == Split::Val).count() as i64;
+                let target = (0.3 * of_class.len() as f64).round() as i64;
+                assert!((val - target).abs() <= 4, "seed {seed}, class {label}: {val} val of {}, target {target}", of_class.len());
+            }
+        }
+        let val_keys = |seed| load(&source(dir.path(), Options { seed, ..grouped.clone() }), Split::Val, None).unwrap().images.keys;
+        assert_eq!(val_keys(3), val_keys(3), "same seed, same split");
+        assert!((0..4).any(|seed| val_keys(seed) != val_keys(3)), "the seed changes the split");
+        // Without a grouping rule there are no counts (and nothing else changes).
+        assert_eq!(inspect(&source(dir.path(), ungrouped)).unwrap().groups, None);
+    }
+
+    #[test]
+    fn a_layout_with_a_patient_on_two_sides_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        write_image(&dir.path().join("train/amd/P01_0.png"), 4, 4, true, 1);
+        write_image(&dir.path().join("train/amd/P02_0.png"), 4, 4, true, 2);
+        write_image(&dir.path().join("val/amd/P01_1.png"), 4, 4, true, 3);
+        write_image(&dir.path().join("val/normal/P03_0.png"), 4, 4, true, 4);
+        let options = Options { group_pattern: Some(r"(P\d+)_".into()), ..Options::default() };
+        let err = inspect(&source(dir.path(), options.clone())).unwrap_err();
+        assert!(matches!(err, DatasetError::GroupOnTwoSides { ref group, .. } if group == "P01"), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("train/amd/P01_0.png is train") && text.contains("val/amd/P01_1.png is val"), "{text}");
+
+        std::fs::rename(dir.path().join("val/amd/P01_1.png"), dir.path().join("train/amd/P01_1.png")).unwrap();
+        let summary = inspect(&source(dir.path(), options)).unwrap();
+        assert_eq!(summary.groups, Some(protocol::DatasetGroups { train: 2, val: 1, test: 0 }));
+    }
+
+    #[test]
+    fn split_csv_names_groups_and_leaves_auto_lines_to_the_grouped_split() {
+        let dir = tempfile::tempdir().unwrap();
+        patient_folders(dir.path());
+        let mut lines = String::from("path,split,group\n");
+        let dataset = super::read(dir.path(), &Roots::unconfined(), &Options::default()).unwrap();
+        for sample in &dataset.samples {
+            let relative = sample.path.strip_prefix(dir.path()).unwrap().to_string_lossy().into_owned();
+            // Patient 0 is the held-out test patient; the rest are placed by the seed, under
+            // a group name unlike their file names (so the column, not a pattern, decides).
+            let patient = patient_of(&sample.path);
+            let split = if patient == "P00" { "test" } else { "auto" };
+            lines.push_str(&format!("{relative},{split},subject-{patient}\n"));
+        }
+        std::fs::write(dir.path().join("split.csv"), &lines).unwrap();
+        let options = Options { val_fraction: 0.3, ..Options::default() };
+        let summary = inspect(&source(dir.path(), options.clone())).unwrap();
+        let groups = summary.groups.expect("groups from the column");
+        assert_eq!((groups.train + groups.val, groups.test), (29, 1), "{groups:?}");
+        assert!(sides(dir.path(), &options).values().all(|s| s.len() == 1));
+
+        // A group column on some lines only, without a pattern for the rest, says so.
+        std::fs::write(dir.path().join("split.csv"), "amd/P00_0.png,train,a\namd/P03_0.png,val\n").unwrap();
+        let err = inspect(&source(dir.path(), options.clone())).unwrap_err().to_string();
+        assert!(err.contains("not of amd/P03_0.png"), "{err}");
+        std::fs::write(dir.path().join("split.csv"), "amd/P00_0.png,train,\n").unwrap();
+        let err = inspect(&source(dir.path(), options)).unwrap_err().to_string();
+        assert!(err.contains("line 1: the group field is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_group_pattern_that_misses_an_image_or_does_not_parse_says_what_to_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        patient_folders(dir.path());
+        write_image(&dir.path().join("normal/scan-without-patient.png"), 4, 4, true, 9);
+        let options = |pattern: &str| Options { group_pattern: Some(pattern.into()), ..Options::default() };
+        let err = inspect(&source(dir.path(), options(r"(P\d+)_"))).unwrap_err().to_string();
+        assert!(err.contains("normal/scan-without-patient.png does not match the group pattern"), "{err}");
+        let err = inspect(&source(dir.path(), options(r"(P\d+"))).unwrap_err().to_string();
+        assert!(err.contains("not a regular expression"), "{err}");
+        let err = inspect(&source(dir.path(), options(""))).unwrap_err().to_string();
+        assert!(err.contains("give a regular expression"), "{err}");
+        let err = inspect(&source(dir.path(), options(r"(x?)"))).unwrap_err().to_string();
+        assert!(err.contains("with an empty group"), "{err}");
+    }
+
 }

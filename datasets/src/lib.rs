@@ -45,7 +45,7 @@ pub use synthetic::{generate, SyntheticSpec};
 use std::path::PathBuf;
 
 /// Which split of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Split {
     Train,
     /// Held-out data evaluated each epoch (the IDX "t10k" files, MedMNIST's `val` arrays,
@@ -142,6 +142,11 @@ pub enum DatasetError {
     NoImages { dir: PathBuf },
     #[error("{0}")]
     InvalidOption(String),
+    /// A grouping rule found one group (a patient) on two sides of the split.
+    #[error(
+        "group {group:?} is on two sides: {first} is {first_split} and {second} is {second_split}; a group (a patient) must stay on one side, or validation sees what training saw: move its images to one split (train/ and val/ folders, or split.csv), let the seeded split place them (split.csv's `auto`), or leave the grouping rule out"
+    )]
+    GroupOnTwoSides { group: String, first: String, first_split: Split, second: String, second_split: Split },
     #[error("unknown dataset format {0:?}: expected one of idx, image_folder, cub, npz, synthetic")]
     UnknownFormat(String),
     #[error("synthetic dataset spec {spec:?}: {reason}")]

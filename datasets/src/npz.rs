@@ -131,6 +131,7 @@ pub(crate) fn inspect(path: &Path, roots: &Roots) -> Result<Summary, DatasetErro
         height: Some(height),
         width: Some(width),
         channels,
+        groups: None,
     })
 }
 

@@ -25,6 +25,10 @@ pub enum Format {
     ///    seeded from [`Options::seed`] and the class name; the first
     ///    `round(val_fraction * n)` are Val.
     ///
+    /// With a grouping rule ([`Options::group_pattern`], or a third `group` column of
+    /// `split.csv`) every image belongs to a group (a patient), the seeded split moves whole
+    /// groups (see `folder.rs`), and a layout with a group on two sides is refused.
+    ///
     /// Images are `.jpg`, `.jpeg`, `.png` (any case) at any depth under a class folder.
     ImageFolder,
     /// CUB-200-2011's own layout: `images.txt` (`id path` under `images/`),
@@ -92,40 +96,62 @@ impl BadImages {
 }
 
 /// Choices that change what a source loads as.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Options {
     /// Share of each class held out as Val by the ImageFolder class-folder layout, in `[0, 1)`.
     pub val_fraction: f64,
     /// Seed of that stratified split.
     pub seed: u64,
     pub bad_images: BadImages,
+    /// ImageFolder: a regular expression over each image's path relative to the root (`/`
+    /// between folders); its first capture group, or the whole match, is the image's group.
+    pub group_pattern: Option<String>,
 }
 
+/// The longest grouping rule accepted, and the compiled size it may reach.
+const MAX_GROUP_PATTERN: usize = 500;
+const MAX_GROUP_PATTERN_BYTES: usize = 1 << 20;
+
 impl Default for Options {
-    /// A 10 % stratified Val split with seed 0; bad images fail the load.
+    /// A 10 % stratified Val split with seed 0; bad images fail the load; no groups.
     fn default() -> Self {
-        Options { val_fraction: 0.1, seed: 0, bad_images: BadImages::Fail }
+        Options { val_fraction: 0.1, seed: 0, bad_images: BadImages::Fail, group_pattern: None }
     }
 }
 
 impl Options {
     /// Options from their stored form (the policy by name), checked.
-    pub fn from_parts(val_fraction: f64, seed: u64, bad_images: &str) -> Result<Options, DatasetError> {
+    pub fn from_parts(val_fraction: f64, seed: u64, bad_images: &str, group_pattern: Option<&str>) -> Result<Options, DatasetError> {
         let bad_images = BadImages::parse(bad_images)
             .ok_or_else(|| DatasetError::InvalidOption(format!("bad_images must be fail or skip, got {bad_images:?}")))?;
-        let options = Options { val_fraction, seed, bad_images };
+        let options = Options { val_fraction, seed, bad_images, group_pattern: group_pattern.map(str::to_owned) };
         options.check()?;
         Ok(options)
     }
 
-    fn check(&self) -> Result<(), DatasetError> {
+    pub(crate) fn check(&self) -> Result<(), DatasetError> {
         if !(0.0..1.0).contains(&self.val_fraction) {
             return Err(DatasetError::InvalidOption(format!(
                 "val fraction must be at least 0 and below 1, got {}",
                 self.val_fraction
             )));
         }
+        self.group_regex()?;
         Ok(())
+    }
+
+    /// The grouping rule compiled, or an error that says what is wrong with it.
+    pub(crate) fn group_regex(&self) -> Result<Option<regex::Regex>, DatasetError> {
+        let Some(pattern) = &self.group_pattern else { return Ok(None) };
+        let invalid = |reason: String| DatasetError::InvalidOption(format!("group pattern {pattern:?}: {reason}"));
+        if pattern.is_empty() || pattern.len() > MAX_GROUP_PATTERN {
+            return Err(invalid(format!("give a regular expression of 1 to {MAX_GROUP_PATTERN} characters")));
+        }
+        let regex = regex::RegexBuilder::new(pattern)
+            .size_limit(MAX_GROUP_PATTERN_BYTES)
+            .build()
+            .map_err(|e| invalid(format!("not a regular expression: {e}")))?;
+        Ok(Some(regex))
     }
 }
 
@@ -189,7 +215,7 @@ impl TryFrom<&protocol::DatasetOptions> for Options {
 
     /// The options as stored with a registered dataset (the policy by name), checked.
     fn try_from(options: &protocol::DatasetOptions) -> Result<Options, DatasetError> {
-        Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images)
+        Options::from_parts(options.val_fraction, options.split_seed, &options.bad_images, options.group_pattern.as_deref())
     }
 }
 
@@ -208,6 +234,7 @@ pub fn describe(name: &str, source: &Source, summary: Summary, options: protocol
         image_width: summary.width.unwrap_or(0) as u32,
         channels: summary.channels as u32,
         options,
+        groups: summary.groups,
     }
 }
 
@@ -226,6 +253,8 @@ pub struct Summary {
     pub width: Option<usize>,
     /// 1 when every image is greyscale, else 3.
     pub channels: usize,
+    /// Groups per side, for an ImageFolder read with a grouping rule.
+    pub groups: Option<protocol::DatasetGroups>,
 }
 
 /// One decoded split.
@@ -262,6 +291,7 @@ pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
                 height: Some(summary.height),
                 width: Some(summary.width),
                 channels: 1,
+                groups: None,
             })
         }
         Format::Npz => npz::inspect(&source.path, &source.roots),
@@ -276,6 +306,7 @@ pub fn inspect(source: &Source) -> Result<Summary, DatasetError> {
                 height: Some(spec.size as usize),
                 width: Some(spec.size as usize),
                 channels: spec.channels as usize,
+                groups: None,
             })
         }
     }
@@ -310,7 +341,7 @@ pub fn load(source: &Source, split: Split, image_size: Option<u32>) -> Result<Lo
 }
 
 fn read_folder(source: &Source) -> Result<crate::files::FileDataset, DatasetError> {
-    folder::read(&source.path, &source.roots, source.options.val_fraction, source.options.seed)
+    folder::read(&source.path, &source.roots, &source.options)
 }
 
 /// The path of `source` as a string for the cache's identity (absolute where it exists).

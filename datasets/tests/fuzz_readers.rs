@@ -535,7 +535,7 @@ fn mutated_real_files_never_panic_abort_or_allocate_past_their_bytes() {
         }
         let dir = work.path().join(format!("case-{case}"));
         let input_bytes = write_fixture(&dir, &files);
-        let options = Options { val_fraction: 0.25, seed: case, bad_images: if case % 2 == 0 { Default::default() } else { datasets::BadImages::Skip } };
+        let options = Options { val_fraction: 0.25, seed: case, bad_images: if case % 2 == 0 { Default::default() } else { datasets::BadImages::Skip }, group_pattern: None };
         let source = Source::new(fixture.format, dir.join(fixture.source)).with_options(options).confined_to(roots.clone());
 
         let baseline = LIVE.load(Ordering::Relaxed);

@@ -666,6 +666,7 @@ pub(crate) mod tests {
             image_width: 28,
             channels: 1,
             options: Default::default(),
+            groups: None,
         }]
     }
 

@@ -23,6 +23,19 @@ pub struct DatasetInfo {
     /// How the dataset loads; the same for the server's thumbnails and every worker.
     #[serde(default)]
     pub options: DatasetOptions,
+    /// With a grouping rule ([`DatasetOptions::group_pattern`] or split.csv's group column):
+    /// how many groups (patients) each side holds. No group is on two sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<DatasetGroups>,
+}
+
+/// Groups (patients, subjects) per split of a grouped dataset: a group is counted on the
+/// side that holds its images, and a dataset with a group on two sides is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DatasetGroups {
+    pub train: u64,
+    pub val: u64,
+    pub test: u64,
 }
 
 /// Loading choices of a dataset, set when it is registered.
@@ -37,11 +50,18 @@ pub struct DatasetOptions {
     /// An image file that cannot be decoded: `fail` (the load stops and names the file) or
     /// `skip` (the sample is left out and the worker's log lists it).
     pub bad_images: String,
+    /// ImageFolder: a regular expression over each image's path relative to the root (`/`
+    /// between folders); its first capture group, or the whole match without one, names the
+    /// image's group (a patient, say). The seeded split then keeps every group on one side,
+    /// and a layout that puts a group on two sides is refused. E.g. `_(P\d+)_` or
+    /// `^[^/]+/([^/]+)/` (a folder per patient).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_pattern: Option<String>,
 }
 
 impl Default for DatasetOptions {
     fn default() -> Self {
-        DatasetOptions { val_fraction: 0.1, split_seed: 0, bad_images: "fail".into() }
+        DatasetOptions { val_fraction: 0.1, split_seed: 0, bad_images: "fail".into(), group_pattern: None }
     }
 }
 

@@ -93,8 +93,8 @@ impl Registry {
             info.class_names = FASHION_MNIST_CLASSES.iter().map(|s| s.to_string()).collect();
         }
         let inserted = sqlx::query(
-            "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels, options)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
+            "INSERT INTO datasets (name, format, path, num_classes, class_names, train_size, val_size, image_height, image_width, channels, options, groups)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING",
         )
         .bind(&info.name)
         .bind(&info.format)
@@ -107,6 +107,7 @@ impl Registry {
         .bind(info.image_width)
         .bind(info.channels)
         .bind(serde_json::to_string(&info.options).map_err(internal)?)
+        .bind(info.groups.map(|groups| serde_json::to_string(&groups)).transpose().map_err(internal)?)
         .execute(&self.pool)
         .await
         .map_err(internal)?;
@@ -181,6 +182,7 @@ fn source_of(format: Format, path: &Path, options: &DatasetOptions, roots: &[Pat
 fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failure> {
     let class_names: String = row.get("class_names");
     let options: String = row.get("options");
+    let groups: Option<String> = row.get("groups");
     Ok(DatasetInfo {
         name: row.get("name"),
         format: row.get("format"),
@@ -193,5 +195,6 @@ fn dataset_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<DatasetInfo, Failur
         image_width: row.get::<i64, _>("image_width") as u32,
         channels: row.get::<i64, _>("channels") as u32,
         options: serde_json::from_str(&options).map_err(internal)?,
+        groups: groups.map(|groups| serde_json::from_str(&groups)).transpose().map_err(internal)?,
     })
 }

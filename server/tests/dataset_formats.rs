@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{launch, wait_for_run, TestServer};
+use common::{launch, page, sign_in, wait_for_run, TestServer, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -135,4 +135,71 @@ fn an_unreadable_image_is_named_or_skipped_as_the_dataset_says() {
     let run = wait_for_run(&server, id, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["sample_count"].as_u64(), Some(train), "the worker loads with the dataset's options");
+}
+
+/// Issue 22, item 6: an ImageFolder of several scans per patient, registered with a grouping
+/// rule, splits by patient; the counts per side are served and stored; the worker trains on
+/// the same split; a rule that does not parse or a layout that leaks a patient is a 400.
+#[test]
+fn a_grouping_rule_splits_by_patient_and_the_worker_trains_on_that_split() {
+    let server = TestServer::start(1);
+    let client = server.client();
+    let root = server.data_dir.path().join("datasets/patients");
+    for patient in 0..12u32 {
+        for scan in 0..3 {
+            write_png(&root.join(format!("class{}/P{patient:02}_{scan}.png", patient % 2)), 16, patient % 2, patient * 3 + scan);
+        }
+    }
+    let options = json!({"val_fraction": 0.25, "split_seed": 1, "bad_images": "fail", "group_pattern": "(P\\d+)_"});
+    let response = register(&client, &server, json!({"name": "by-patient", "format": "image_folder", "path": root, "options": options}));
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    let info: Value = response.json().unwrap();
+    assert_eq!(info["options"], options, "the rule is stored with the dataset");
+    let groups = &info["groups"];
+    let (train_groups, val_groups) = (groups["train"].as_u64().unwrap(), groups["val"].as_u64().unwrap());
+    assert_eq!((train_groups + val_groups, groups["test"].as_u64()), (12, Some(0)), "{info}");
+    // Whole patients of 3 scans each: the sizes are multiples of 3 that match the counts.
+    assert_eq!(info["train_size"].as_u64(), Some(3 * train_groups), "{info}");
+    assert_eq!(info["val_size"].as_u64(), Some(3 * val_groups), "{info}");
+    let listed: Value = client.get(server.api("/datasets")).send().unwrap().json().unwrap();
+    let stored = listed.as_array().unwrap().iter().find(|d| d["name"] == "by-patient").unwrap();
+    assert_eq!(stored["groups"], info["groups"], "the counts are stored");
+    let ungrouped = listed.as_array().unwrap().iter().find(|d| d["name"] != "by-patient");
+    assert!(ungrouped.is_none_or(|d| d.get("groups").is_none()), "an ungrouped dataset has no counts: {listed}");
+
+    let id = launch(&server, json!({"dataset": "by-patient", "arch": "small_cnn", "epochs": 1, "batch_size": 4, "device": "cpu"}));
+    let run = wait_for_run(&server, id, Duration::from_secs(300));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["sample_count"].as_u64(), info["train_size"].as_u64(), "the worker loads the grouped split");
+
+    // The datasets page says how many patients each side holds.
+    let (cookie, _, _) = sign_in(&server, ADMIN_USER, ADMIN_PASSWORD, false);
+    let (status, _, html) = page(&server, &cookie, "/datasets");
+    assert_eq!(status, 200);
+    let shown = format!("{train_groups} train / {val_groups} val");
+    assert!(html.contains(&shown), "the page shows {shown:?}: {html}");
+
+    let response = register(
+        &client,
+        &server,
+        json!({"name": "bad-rule", "format": "image_folder", "path": root, "options": {"group_pattern": "(P\\d+"}}),
+    );
+    assert_eq!(response.status(), 400);
+    assert!(response.text().unwrap().contains("not a regular expression"));
+
+    // Authors' folders that put one patient in train/ and val/ are refused, naming it.
+    let leaky = server.data_dir.path().join("datasets/leaky");
+    write_png(&leaky.join("train/class0/P01_0.png"), 16, 0, 1);
+    write_png(&leaky.join("train/class1/P02_0.png"), 16, 1, 2);
+    write_png(&leaky.join("val/class0/P01_1.png"), 16, 0, 3);
+    let response = register(
+        &client,
+        &server,
+        json!({"name": "leaky", "format": "image_folder", "path": leaky, "options": {"group_pattern": "(P\\d+)_"}}),
+    );
+    assert_eq!(response.status(), 400);
+    let message = response.text().unwrap();
+    assert!(message.contains("group \\\"P01\\\" is on two sides") || message.contains("group \"P01\" is on two sides"), "{message}");
+    let listed: Value = client.get(server.api("/datasets")).send().unwrap().json().unwrap();
+    assert!(listed.as_array().unwrap().iter().all(|d| d["name"] != "leaky"), "nothing is stored for a refused dataset");
 }

@@ -18,6 +18,7 @@
 //! format = "idx"            # idx, image_folder, cub, npz, synthetic
 //! path = "/usr/share/datasets/fashion-mnist"
 //! # optional: val_fraction = 0.1, split_seed = 0 (image_folder without a split),
+//! # group_pattern = '_(P\d+)_' (image_folder: a patient per group, kept on one side),
 //! # bad_images = "fail" or "skip"
 //! ```
 
@@ -48,6 +49,7 @@ pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
         val_fraction: dataset.get("val_fraction").and_then(|v| v.as_f64()).unwrap_or(defaults.val_fraction),
         split_seed: dataset.get("split_seed").and_then(|v| v.as_u64()).unwrap_or(defaults.split_seed),
         bad_images: text_of("bad_images").unwrap_or(defaults.bad_images),
+        group_pattern: text_of("group_pattern"),
     };
     let source = datasets::Source::new(format, data_path.clone()).with_options((&options).try_into()?);
     let summary = datasets::inspect(&source).with_context(|| format!("reading the dataset at {}", data_path.display()))?;

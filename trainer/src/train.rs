@@ -616,6 +616,7 @@ mod tests {
             image_width: 8,
             channels: 1,
             options: Default::default(),
+            groups: None,
         }
     }
 

@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod compare;
+pub mod datasets;
 pub mod jobs;
 pub mod launch;
 pub mod run;
