@@ -34,7 +34,7 @@
 //! under the source's [`Roots`]: a link (to a file or a folder) that leads out fails the
 //! load with an error naming it, under either bad-image policy.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use protocol::DatasetGroups;
