@@ -53,6 +53,7 @@ function signedInPages(): [string, string][] {
     ["account", "/account"],
     ["users", "/admin/users"],
     ["missing run", "/runs/999999"],
+    ["missing study", "/studies/999999"],
   ];
 }
 

@@ -44,7 +44,15 @@ pub fn ComparePage() -> impl IntoView {
             if query.runs.split(',').filter(|s| !s.is_empty()).count() < 2 {
                 return Ok(None);
             }
-            compare_runs(query).await.map(Some)
+            // The runs' own pages are loaded here too, not by a resource of the side-by-side
+            // part: a resource made inside another's Suspend made the page's hydration panic
+            // now and then (its place among the page's resources depended on timing).
+            let comparison = compare_runs(query).await?;
+            let mut details = Vec::new();
+            for &id in comparison.runs.iter().take(SIDE_BY_SIDE) {
+                details.push(get_run(id).await?);
+            }
+            Ok::<_, ServerFnError>(Some((comparison, details)))
         },
     );
     view! {
@@ -80,7 +88,7 @@ pub fn ComparePage() -> impl IntoView {
                         <p class="empty">"Choose two or more finished runs: tick them in the " <a href="/">"runs table"</a>
                             " and press “Compare selected runs”, or type their numbers above."</p>
                     }.into_any(),
-                    Ok(Some(comparison)) => view! { <ComparisonView comparison /> }.into_any(),
+                    Ok(Some((comparison, details))) => view! { <ComparisonView comparison details /> }.into_any(),
                 }
             })}
         </Transition>
@@ -88,7 +96,7 @@ pub fn ComparePage() -> impl IntoView {
 }
 
 #[component]
-fn ComparisonView(comparison: Comparison) -> impl IntoView {
+fn ComparisonView(comparison: Comparison, details: Vec<protocol::RunDetail>) -> impl IntoView {
     let labels: Vec<String> = comparison
         .members
         .iter()
@@ -176,7 +184,7 @@ fn ComparisonView(comparison: Comparison) -> impl IntoView {
                     series=curve y_range=Some((0.0, 1.0)) whole_x=false />
             </section>
         </div>
-        <RunsSideBySide comparison=comparison.clone() labels=labels.clone() />
+        {side_by_side(&comparison, &labels, &details)}
         {comparison.pair.clone().map(|pair| {
             let name = |id: i64| labels[comparison.runs.iter().position(|&r| r == id).unwrap_or(0)].clone();
             let (a, b) = (name(pair.a), name(pair.b));
@@ -236,31 +244,6 @@ const SIDE_BY_SIDE: usize = 12;
 
 /// What the runs' own pages hold, side by side: the parameters that differ, validation
 /// curves overlaid (colour by architecture, dash by seed), and forgetting per class by name.
-#[component]
-fn RunsSideBySide(comparison: Comparison, labels: Vec<String>) -> impl IntoView {
-    let ids: Vec<i64> = comparison.runs.iter().copied().take(SIDE_BY_SIDE).collect();
-    let details = crate::components::resource::resource(move || ids.clone(), |ids| async move {
-        let mut out = Vec::new();
-        for id in ids {
-            out.push(get_run(id).await?);
-        }
-        Ok::<_, ServerFnError>(out)
-    });
-    view! {
-        <Suspense fallback=|| view! { <p class="loading">"Loading the runs' parameters…"</p> }>
-            {move || {
-                let (comparison, labels) = (comparison.clone(), labels.clone());
-                Suspend::new(async move {
-                    match details.await {
-                        Err(error) => super::load_error("the runs", error),
-                        Ok(details) => side_by_side(&comparison, &labels, &details).into_any(),
-                    }
-                })
-            }}
-        </Suspense>
-    }
-}
-
 fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol::RunDetail]) -> impl IntoView {
     let specs: Vec<Vec<(String, String)>> = details.iter().map(|d| crate::components::flatten_spec(&serde_json::to_value(&d.spec).unwrap_or_default())).collect();
     let differing = differing_parameters(&specs);

@@ -42,6 +42,8 @@ pub fn RunPage() -> impl IntoView {
     });
 
     view! {
+        // Also when the run cannot be loaded (a missing run's 404 page has a title too).
+        <Title text=move || format!("Run #{}", id.get()) />
         <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
             {move || Suspend::new(async move {
                 match run.await {
@@ -390,7 +392,7 @@ fn JobLogTail(run_id: i64, reloads: usize) -> impl IntoView {
                         Err(error) => super::load_error("the log", error),
                         Ok(log) if log.lines.is_empty() => view! { <p class="empty">"Nothing logged yet: the job has not been picked up by a worker."</p> }.into_any(),
                         Ok(log) => view! {
-                            <pre class="log-lines">{log.lines.into_iter().map(|l| view! {
+                            <pre class="log-lines" tabindex="0" aria-label="the job's log, scrollable">{log.lines.into_iter().map(|l| view! {
                                 <span class=format!("log-line log-{}", l.source)>{format!("{} #{} {:>6}  {}\n", l.at, l.attempt, l.source, l.line)}</span>
                             }).collect_view()}</pre>
                         }.into_any(),
