@@ -27,6 +27,8 @@ pub trait Backend: Send + Sync + 'static {
     /// One sample in this run and every other run over its dataset.
     async fn sample_history(&self, run_id: i64, key: String) -> Result<protocol::SampleHistory, Failure>;
     async fn run(&self, id: i64) -> Result<RunDetail, Failure>;
+    /// Changes a run's name, notes or tags, as its owner or an administrator.
+    async fn update_run(&self, id: i64, change: protocol::RunChange, who: &Identity) -> Result<RunDetail, Failure>;
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure>;
     /// Cancels a queued run, or asks a running one to stop (within a heartbeat).
     async fn cancel(&self, run_id: i64, who: &Identity) -> Result<RunStatus, Failure>;

@@ -171,6 +171,14 @@ pub async fn retry_run(run_id: i64, csrf: String) -> Result<RunStatus, ServerFnE
     backend()?.retry(run_id, &caller()?).await.map_err(failed)
 }
 
+/// The run page's form: a run's name, tags and notes (`PATCH /api/v1/runs/{id}`).
+#[server(prefix = "/sf")]
+pub async fn update_run(run_id: i64, name: String, tags: String, notes: String, csrf: String) -> Result<RunDetail, ServerFnError> {
+    let _ = csrf;
+    let change = protocol::RunChange { name: Some(name), notes: Some(notes), tags: Some(serde_json::Value::String(tags)) };
+    backend()?.update_run(run_id, change, &caller()?).await.map_err(failed)
+}
+
 #[cfg(any(feature = "ssr", test))]
 /// The launch form's fields as a run request: every field as the text typed, a blank one
 /// meaning the default (the spec parser decides, the same one `POST /api/v1/runs` uses).
@@ -214,6 +222,8 @@ pub fn form_request(get: impl Fn(&str) -> String) -> protocol::RunRequest {
         never_learned: text("never_learned"),
         el2n_epoch: text("el2n_epoch"),
         tags: text("tags"),
+        name: text("name"),
+        notes: text("notes"),
         ..Default::default()
     }
 }
@@ -261,6 +271,8 @@ pub async fn launch_run(
     mixed_precision: Option<String>,
     el2n_epoch: Option<String>,
     tags: Option<String>,
+    name: Option<String>,
+    notes: Option<String>,
     csrf: String,
 ) -> Result<LaunchOutcome, ServerFnError> {
     let _ = csrf;
@@ -277,6 +289,7 @@ pub async fn launch_run(
         [
             ("momentum", momentum), ("nesterov", nesterov), ("weight_decay", weight_decay), ("step_epochs", step_epochs), ("step_gamma", step_gamma),
             ("label_smoothing", label_smoothing), ("drop_path", drop_path), ("mixed_precision", mixed_precision), ("el2n_epoch", el2n_epoch), ("tags", tags),
+            ("name", name), ("notes", notes),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.unwrap_or_default())),

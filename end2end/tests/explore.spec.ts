@@ -246,3 +246,25 @@ test("a run page shows all its parameters, the device used, and its lineage both
     else expect(shown[i][1], name).toBe(value);
   }
 });
+
+test("a run's name, tags and notes are edited on its page", async ({ page, request }) => {
+  const id = runs[1];
+  const before = await (await request.get(`/api/v1/runs/${id}`)).json();
+  expect(before.name).toBe("small_cnn-fashion-mnist-s12");
+  await page.goto(`/runs/${id}`);
+  await hydrated(page);
+  await expect(page.locator("h1 .run-name")).toHaveText(before.name);
+  await page.locator("details.run-edit summary").click();
+  const form = page.locator("form.run-edit-form");
+  await form.locator("input[name=name]").fill("seed 12, the second of two");
+  await form.locator("input[name=tags]").fill(`${tag}, edited`);
+  await form.locator("textarea[name=notes]").fill("compared with seed 11 on the compare page");
+  await form.locator("button[type=submit]").click();
+  await expect(page.locator("h1 .run-name")).toHaveText("seed 12, the second of two");
+  await expect(page.locator("p.run-notes")).toHaveText("compared with seed 11 on the compare page");
+  const after = await (await request.get(`/api/v1/runs/${id}`)).json();
+  expect([after.name, after.notes, after.tags]).toEqual(["seed 12, the second of two", "compared with seed 11 on the compare page", ["edited", tag].sort()]);
+  // The runs table shows it by name.
+  await page.goto(`/?tag=edited`);
+  await expect(page.locator(`table.runs-table tr[data-run="${id}"] td.run-name`)).toHaveText("seed 12, the second of two");
+});

@@ -20,6 +20,9 @@ test("a run launched from the form trains live and its page shows curves, histog
   // The analysis settings travel with the run (issue 17).
   await page.selectOption("select[name=window]", "all");
   await page.selectOption("select[name=retention]", "a_floor");
+  // A name and notes travel with the run (issue 21, item 5).
+  await page.fill("input[name=name]", "e2e form run");
+  await page.fill("textarea[name=notes]", "launched by the browser test");
   // Enter in a field queues nothing unseen.
   const before = (await (await request.get("/api/v1/runs")).json()).length;
   await page.press("input[name=epochs]", "Enter");
@@ -32,6 +35,8 @@ test("a run launched from the form trains live and its page shows curves, histog
   await page.waitForURL(/\/jobs\?launched=\d+/);
   const runId = Number(new URL(page.url()).searchParams.get("launched"));
   expect(runId).toBeGreaterThan(0);
+  const launched = await (await request.get(`/api/v1/runs/${runId}`)).json();
+  expect([launched.name, launched.notes]).toEqual(["e2e form run", "launched by the browser test"]);
   // The workers online, each with the device it trains on (this server's are CPU workers).
   const workers = await (await request.get("/api/v1/workers")).json();
   expect(workers.length).toBeGreaterThan(0);

@@ -76,6 +76,10 @@ pub struct RunRequest {
     /// Labels for finding the run again: a list of strings, or one string separated by commas
     /// (letters, digits, `.`, `_`, `-`, `:`; at most 32 characters each, 16 tags).
     pub tags: Option<Value>,
+    /// A name to find the run by (1 to 80 characters); default [`default_run_name`].
+    pub name: Option<Value>,
+    /// Free notes on the run (at most 4,000 characters).
+    pub notes: Option<Value>,
 }
 
 /// How a run is queued and found, apart from the experiment itself.
@@ -85,6 +89,58 @@ pub struct Queueing {
     pub owner: Option<String>,
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
+    /// `None`: the default name.
+    pub name: Option<String>,
+    pub notes: String,
+}
+
+/// The longest run name and notes accepted.
+pub const MAX_RUN_NAME: usize = 80;
+pub const MAX_RUN_NOTES: usize = 4000;
+
+/// A run's name when it was given none: architecture, dataset and seed, e.g.
+/// `resnet18-fashion-mnist-s3`, and the sample selection when it is not the full set
+/// (`...-s3-rbf`).
+pub fn default_run_name(arch: &str, dataset: &str, seed: u64, sampling_kind: &str) -> String {
+    let mut name = format!("{arch}-{dataset}-s{seed}");
+    if sampling_kind != "full" {
+        name.push('-');
+        name.push_str(sampling_kind);
+    }
+    name.chars().take(MAX_RUN_NAME).collect()
+}
+
+/// Checks a run name: trimmed, 1 to 80 characters, no control characters. `None` for an
+/// empty one (the default).
+pub fn parse_run_name(value: &Value) -> Result<Option<String>, String> {
+    let text = match value {
+        Value::Null => return Ok(None),
+        Value::String(text) => text.trim(),
+        other => return Err(format!("name must be a string, got {other}")),
+    };
+    if text.is_empty() {
+        return Ok(None);
+    }
+    if text.chars().count() > MAX_RUN_NAME || text.chars().any(char::is_control) {
+        return Err(format!("name must be 1 to {MAX_RUN_NAME} characters without line breaks or tabs, got {} characters", text.chars().count()));
+    }
+    Ok(Some(text.to_owned()))
+}
+
+/// Checks run notes: at most 4,000 characters, trimmed at the ends; line breaks allowed.
+pub fn parse_run_notes(value: &Value) -> Result<String, String> {
+    let text = match value {
+        Value::Null => return Ok(String::new()),
+        Value::String(text) => text.trim(),
+        other => return Err(format!("notes must be a string, got {other}")),
+    };
+    if text.chars().count() > MAX_RUN_NOTES {
+        return Err(format!("notes must be at most {MAX_RUN_NOTES} characters, got {}", text.chars().count()));
+    }
+    if text.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+        return Err("notes must be text (no control characters other than line breaks and tabs)".into());
+    }
+    Ok(text.to_owned())
 }
 
 /// Splits and checks the `tags` field; the tags sorted, without duplicates.
@@ -144,7 +200,21 @@ impl RunRequest {
                 Vec::new()
             }
         };
-        if errors.0.is_empty() { Ok(Queueing { priority, owner, tags }) } else { Err(errors) }
+        let name = match self.name.as_ref().map(parse_run_name).transpose() {
+            Ok(name) => name.flatten(),
+            Err(message) => {
+                errors.add("name", message);
+                None
+            }
+        };
+        let notes = match self.notes.as_ref().map(parse_run_notes).transpose() {
+            Ok(notes) => notes.unwrap_or_default(),
+            Err(message) => {
+                errors.add("notes", message);
+                String::new()
+            }
+        };
+        if errors.0.is_empty() { Ok(Queueing { priority, owner, tags, name, notes }) } else { Err(errors) }
     }
 }
 

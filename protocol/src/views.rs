@@ -234,6 +234,10 @@ pub struct RunSummary {
     /// The study the run belongs to, if any.
     #[serde(default)]
     pub study: Option<StudyLink>,
+    /// The run's name: given at launch or since, else generated
+    /// ([`crate::spec::default_run_name`]).
+    #[serde(default)]
+    pub name: String,
 }
 
 /// How full the data volume is, worst last: `ok`, `low` (under the warning), `full` (under
@@ -321,6 +325,25 @@ pub struct RunDetail {
     pub source_runs: Vec<LinkedRun>,
     #[serde(default)]
     pub derived_runs: Vec<LinkedRun>,
+    /// The run's name (see [`RunSummary::name`]) and its notes ("" when none).
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub notes: String,
+}
+
+/// `PATCH /api/v1/runs/{id}`: what to change of a run's name, notes and tags; a field left
+/// out stays. An empty name brings back the default one.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// A list of tags, or one string separated by commas; replaces the run's tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<serde_json::Value>,
 }
 
 /// A study, as a run page links to it.

@@ -44,6 +44,7 @@ impl Default for MemberLimits {
 /// Columns the runs table may be sorted by, as the API names them.
 const RUN_SORTS: &[(&str, &str)] = &[
     ("id", "r.id"),
+    ("name", "r.name"),
     ("created_at", "r.created_at"),
     ("dataset", "r.dataset"),
     ("arch", "r.arch"),
@@ -60,7 +61,7 @@ const RUN_SORTS: &[(&str, &str)] = &[
 /// What the sample lists may be sorted by besides the stored scores (`dynamics::Score::stored`).
 const SAMPLE_SORTS: &[&str] = &["sample_index", "dataset_index", "label", "never_learned", "unforgettable"];
 
-const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, j.id AS job_id, j.status, j.error,
+const RUN_COLUMNS: &str = "r.id, r.spec, r.dataset, r.arch, r.seed, r.epochs, r.created_at, r.owner, r.name, r.notes, j.id AS job_id, j.status, j.error,
     j.progress, j.started_at, j.finished_at, j.priority, j.slurm_job_id";
 
 /// `YYYY-MM-DD`.
@@ -118,7 +119,7 @@ impl Service {
         };
         let spec = ExperimentSpec::parse(&request, &datasets);
         let queueing = request.queueing();
-        let (mut spec, protocol::Queueing { priority, owner, tags }) = match (spec, queueing.and_then(|q| owned_by(q, who, &self.limits))) {
+        let (mut spec, protocol::Queueing { priority, owner, tags, name, notes }) = match (spec, queueing.and_then(|q| owned_by(q, who, &self.limits))) {
             (Ok(spec), Ok(queueing)) => (spec, queueing),
             (spec, queueing) => {
                 let mut errors = spec.err().unwrap_or_default();
@@ -147,7 +148,10 @@ impl Service {
             }
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let run_id: i64 = sqlx::query_scalar("INSERT INTO runs (spec, dataset, arch, seed, epochs, owner, study_id, study_arm) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id")
+        let name = name.unwrap_or_else(|| protocol::spec::default_run_name(spec.arch.as_str(), &spec.dataset, spec.seed, spec.sampling.plan.kind()));
+        let run_id: i64 = sqlx::query_scalar(
+            "INSERT INTO runs (spec, dataset, arch, seed, epochs, owner, study_id, study_arm, name, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
             .bind(serde_json::to_string(&spec).map_err(internal)?)
             .bind(&spec.dataset)
             .bind(spec.arch.as_str())
@@ -156,6 +160,8 @@ impl Service {
             .bind(&owner)
             .bind(study.map(|s| s.0))
             .bind(study.map(|s| s.1 as i64))
+            .bind(&name)
+            .bind(&notes)
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
@@ -307,6 +313,7 @@ impl Service {
                     tags,
                     slurm_job_id: row.get("slurm_job_id"),
                     study: row.get::<Option<i64>, _>("study_id").map(|id| StudyLink { id, name: row.get::<Option<String>, _>("study_name").unwrap_or_default() }),
+                    name: row.get("name"),
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
@@ -378,7 +385,52 @@ impl Service {
             study,
             source_runs,
             derived_runs,
+            name: row.get("name"),
+            notes: row.get("notes"),
         })
+    }
+
+    /// `PATCH /api/v1/runs/{id}`: a new name, notes or tags, as the run's owner or an
+    /// administrator; an empty name brings back the default. Nothing changes when a field is
+    /// invalid (422 with a message per field).
+    pub async fn update_run(&self, id: i64, change: protocol::RunChange, who: &Identity) -> Result<RunDetail, Failure> {
+        crate::auth::check_may_change(&self.pool, who, crate::auth::Owned::Run(id)).await?;
+        let mut errors = protocol::FieldErrors::default();
+        let text = |value: &Option<String>| value.clone().map(serde_json::Value::String);
+        let name = text(&change.name).map(|value| protocol::spec::parse_run_name(&value)).transpose().unwrap_or_else(|message| {
+            errors.add("name", message);
+            None
+        });
+        let notes = text(&change.notes).map(|value| protocol::spec::parse_run_notes(&value)).transpose().unwrap_or_else(|message| {
+            errors.add("notes", message);
+            None
+        });
+        let tags = change.tags.as_ref().map(protocol::spec::parse_tags).transpose().unwrap_or_else(|message| {
+            errors.add("tags", message);
+            None
+        });
+        if !errors.0.is_empty() {
+            let count = errors.0.len();
+            return Err(Failure::invalid(format!("run #{id} was not changed: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors));
+        }
+        let spec: String = sqlx::query_scalar("SELECT spec FROM runs WHERE id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
+        let spec: ExperimentSpec = serde_json::from_str(&spec).map_err(internal)?;
+        let mut tx = self.pool.begin().await.map_err(internal)?;
+        if let Some(name) = name {
+            let name = name.unwrap_or_else(|| protocol::spec::default_run_name(spec.arch.as_str(), &spec.dataset, spec.seed, spec.sampling.plan.kind()));
+            sqlx::query("UPDATE runs SET name = ? WHERE id = ?").bind(name).bind(id).execute(&mut *tx).await.map_err(internal)?;
+        }
+        if let Some(notes) = notes {
+            sqlx::query("UPDATE runs SET notes = ? WHERE id = ?").bind(notes).bind(id).execute(&mut *tx).await.map_err(internal)?;
+        }
+        if let Some(tags) = tags {
+            sqlx::query("DELETE FROM run_tags WHERE run_id = ?").bind(id).execute(&mut *tx).await.map_err(internal)?;
+            for tag in &tags {
+                sqlx::query("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)").bind(id).bind(tag).execute(&mut *tx).await.map_err(internal)?;
+            }
+        }
+        tx.commit().await.map_err(internal)?;
+        self.run(id).await
     }
 
     /// The runs matching `condition` (SQL over `runs r`, one `?` bound to `value`), oldest first.
@@ -604,6 +656,9 @@ impl app::backend::Backend for Site {
     }
     async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
         self.service.run(id).await
+    }
+    async fn update_run(&self, id: i64, change: protocol::RunChange, who: &Identity) -> Result<RunDetail, Failure> {
+        self.service.update_run(id, change, who).await
     }
     async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
         self.service.samples(run_id, query).await

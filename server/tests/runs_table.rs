@@ -101,3 +101,57 @@ fn runs_filter_sort_and_page_on_the_server() {
     assert!(html.contains("href=\"/?tag=even&amp;sort=seed\""), "links keep the filters");
     assert!(html.contains("rel=\"prev\""));
 }
+
+/// Issue 21, item 5: a run has a name (given, or generated from architecture, dataset and
+/// seed) and notes; its owner or an administrator changes its name, tags and notes with
+/// `PATCH /api/v1/runs/{id}`, a bad field changes nothing, and others are refused.
+#[test]
+fn runs_have_names_and_notes_that_their_owner_edits() {
+    let server = TestServer::start(0);
+    let admin = server.client();
+    let spec = "classes=3,train_per_class=10,val_per_class=4,size=8,channels=1,seed=1";
+    assert_eq!(admin.post(server.api("/datasets")).json(&json!({"name": "shapes", "format": "synthetic", "path": spec})).send().unwrap().status(), 201);
+    let ana = server.account("ana", "member");
+    let vic = server.account("vic", "viewer");
+
+    let launched: Value = ana
+        .post(server.api("/runs"))
+        .json(&json!({"dataset": "shapes", "arch": "resnet18", "epochs": 1, "seed": 3, "name": "  baseline  ", "notes": "first try\nlr 0.01"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let named = launched["id"].as_i64().unwrap();
+    let unnamed = launch(&server, json!({"dataset": "shapes", "arch": "small_cnn", "epochs": 1, "seed": 7}));
+    let get = |id: i64| -> Value { admin.get(server.api(&format!("/runs/{id}"))).send().unwrap().json().unwrap() };
+    assert_eq!((get(named)["name"].as_str(), get(named)["notes"].as_str()), (Some("baseline"), Some("first try\nlr 0.01")));
+    assert_eq!(get(unnamed)["name"], "small_cnn-shapes-s7", "the default name");
+    assert_eq!(get(unnamed)["notes"], "");
+    let listed: Vec<Value> = admin.get(server.api("/runs?sort=name")).send().unwrap().json().unwrap();
+    assert_eq!(listed.iter().map(|r| r["name"].as_str().unwrap()).collect::<Vec<_>>(), vec!["baseline", "small_cnn-shapes-s7"], "listed and sorted by name");
+
+    let patch = |client: &reqwest::blocking::Client, id: i64, body: Value| client.patch(server.api(&format!("/runs/{id}"))).json(&body).send().unwrap();
+    let changed = patch(&ana, named, json!({"name": "baseline, lr 0.01", "tags": "sweep-2, keep"}));
+    assert_eq!(changed.status(), 200);
+    let changed: Value = changed.json().unwrap();
+    assert_eq!(changed["name"], "baseline, lr 0.01");
+    assert_eq!(changed["tags"], json!(["keep", "sweep-2"]));
+    assert_eq!(changed["notes"], "first try\nlr 0.01", "a field left out stays");
+
+    // A bad field: 422 naming it, and nothing of the request is stored.
+    let refused = patch(&ana, named, json!({"name": "x".repeat(81), "notes": "kept?"}));
+    assert_eq!(refused.status(), 422);
+    let body: Value = refused.json().unwrap();
+    assert!(body["errors"]["name"].as_str().unwrap().contains("1 to 80 characters"), "{body}");
+    assert_eq!(get(named)["notes"], "first try\nlr 0.01");
+    assert_eq!(patch(&ana, named, json!({"colour": "red"})).status(), 400, "unknown fields are refused");
+
+    // Only the owner or an administrator; viewers change nothing.
+    let theirs = patch(&ana, unnamed, json!({"notes": "mine now"}));
+    assert_eq!(theirs.status(), 403, "{}", theirs.text().unwrap());
+    assert_eq!(patch(&vic, named, json!({"notes": "hi"})).status(), 403);
+    assert_eq!(patch(&admin, 9999, json!({"notes": "hi"})).status(), 404);
+    // An empty name brings back the default.
+    let reset: Value = patch(&admin, named, json!({"name": ""})).json().unwrap();
+    assert_eq!(reset["name"], "resnet18-shapes-s3");
+}

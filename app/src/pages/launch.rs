@@ -358,6 +358,14 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <Choice label="Measurement" name="measure" options=measures selected=v("measure", "") error=error("measure") />
                 <Choice label="Device" name="device" options=devices selected=v("device", "") error=error("device") />
                 <Field label="Tags" name="tags" numeric=false value=v("tags", "") hint="labels for the runs table, separated by commas" error=error("tags") />
+                <Field label="Name" name="name" numeric=false value=v("name", "") hint="to find the run by; empty = architecture-dataset-seed, e.g. resnet18-fashion-mnist-s3" error=error("name") />
+                <label class="field">
+                    <span class="field-label">"Notes"</span>
+                    <textarea name="notes" id="notes" rows="3" maxlength="4000" aria-describedby="notes-hint notes-error"
+                        aria-invalid=move || if error("notes").get().is_some() { "true" } else { "false" }>{v("notes", "")}</textarea>
+                    <span class="hint" id="notes-hint">"what this run is for; shown on its page, editable there"</span>
+                    <span class="field-error" data-field="notes" id="notes-error">{move || error("notes").get()}</span>
+                </label>
             </fieldset>
             <div class="form-actions">
                 // With JavaScript, Launch (or Enter in a field) first shows what will be queued;

@@ -9,8 +9,9 @@ use protocol::{LinkedRun, Phase, Progress, RunDetail, RunStatus, SampleQuery};
 use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
-use crate::components::{arch_label, duration, elapsed_seconds, flatten_spec, number, percent, StatusBadge};
-use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples};
+use crate::components::form::ActionForm;
+use crate::components::{arch_label, duration, elapsed_seconds, flatten_spec, number, percent, CsrfField, StatusBadge};
+use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples, UpdateRun};
 
 /// How many lines of the job's log the run page shows.
 const LOG_TAIL: u32 = 40;
@@ -131,12 +132,16 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
     view! {
         <Title text=format!("Run #{id}") />
         <div class="page-head">
-            <h1>{format!("Run #{id}")} " " <StatusBadge status /></h1>
+            <h1>{format!("Run #{id}")} " " <span class="run-name">{detail.name.clone()}</span> " " <StatusBadge status /></h1>
             <span class="muted">{format!("created {}", detail.created_at)}</span>
             {crate::components::me().is_some_and(|who| who.role.can_launch()).then(|| view! {
                 <a class="button clone" href=format!("/launch?from={id}") title="Open the launch form filled from this run">"Clone"</a>
             })}
         </div>
+        {(!detail.notes.is_empty()).then(|| view! { <p class="run-notes">{detail.notes.clone()}</p> })}
+        {crate::components::me().is_some_and(|who| who.may_change(detail.owner.as_deref())).then(|| view! {
+            <RunEdit id name=detail.name.clone() tags=detail.tags.join(", ") notes=detail.notes.clone() />
+        })}
         {detail.error.clone().map(|e| view! { <p class="error" role="alert">{e}</p> })}
         {(!status.is_finished() || status == RunStatus::Succeeded).then(|| view! {
             <div class="run-progress">
@@ -442,6 +447,46 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
                 }}
             </Suspense>
         </section>
+    }
+}
+
+
+/// The run's name, tags and notes, changed in place (its owner or an administrator).
+#[component]
+fn RunEdit(id: i64, name: String, tags: String, notes: String) -> impl IntoView {
+    let update = ServerAction::<UpdateRun>::new();
+    let outcome = update.value();
+    // Saved: the page shows the new values (its heading, tags and notes) after a reload.
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = outcome.get() {
+            #[cfg(feature = "hydrate")]
+            let _ = window().location().reload();
+        }
+    });
+    view! {
+        <details class="run-edit">
+            <summary>"Edit name, tags and notes"</summary>
+            <ActionForm action=update attr:class="launch-form run-edit-form">
+                <CsrfField />
+                <input type="hidden" name="run_id" value=id />
+                <label class="field"><span class="field-label">"Name"</span>
+                    <input type="text" name="name" value=name maxlength="80" autocomplete="off" aria-describedby="edit-name-hint" />
+                    <span class="hint" id="edit-name-hint">"empty = the default (architecture-dataset-seed)"</span>
+                </label>
+                <label class="field"><span class="field-label">"Tags"</span>
+                    <input type="text" name="tags" value=tags autocomplete="off" aria-describedby="edit-tags-hint" />
+                    <span class="hint" id="edit-tags-hint">"separated by commas"</span>
+                </label>
+                <label class="field"><span class="field-label">"Notes"</span>
+                    <textarea name="notes" rows="3" maxlength="4000">{notes}</textarea>
+                </label>
+                <button type="submit" class="button" disabled=move || update.pending().get()>"Save"</button>
+                {move || outcome.get().map(|result| match result {
+                    Ok(_) => view! { <p class="saved" role="status">"Saved."</p> }.into_any(),
+                    Err(error) => view! { <p class="error" role="alert">{super::form_error("nothing was changed", error)}</p> }.into_any(),
+                })}
+            </ActionForm>
+        </details>
     }
 }
 

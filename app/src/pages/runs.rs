@@ -128,7 +128,7 @@ pub fn RunsPage() -> impl IntoView {
                             <table class="data runs-table" data-total=list.total>
                                 <thead><tr>
                                     <th><span class="visually-hidden">"Select"</span></th>
-                                    {header("id", "Run", false)}{header("dataset", "Dataset", false)}{header("arch", "Architecture", false)}
+                                    {header("id", "Run", false)}{header("name", "Name", false)}{header("dataset", "Dataset", false)}{header("arch", "Architecture", false)}
                                     {header("seed", "Seed", true)}{header("epochs", "Epochs", true)}{header("status", "Status", false)}
                                     {header("val_accuracy", "Val. accuracy", true)}<th>"Study"</th>{header("owner", "Owner", false)}{header("tags", "Tags", false)}{header("created_at", "Created", false)}
                                 </tr></thead>
@@ -144,6 +144,7 @@ pub fn RunsPage() -> impl IntoView {
                                             <td><input type="checkbox" name="run" value=run.id aria-label=format!("select run #{}", run.id)
                                                 disabled=run.status != RunStatus::Succeeded on:change=tick /></td>
                                             <td><a href=format!("/runs/{}", run.id)>{format!("#{}", run.id)}</a></td>
+                                            <td class="run-name">{run.name}</td>
                                             <td>{run.dataset}</td>
                                             <td data-arch=run.arch.clone()>{arch_label(&run.arch)}</td>
                                             <td class="num">{run.seed}</td>

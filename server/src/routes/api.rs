@@ -144,6 +144,12 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> A
     Ok(Json(state.service.run(parse_id("run", &id)?).await?))
 }
 
+/// `PATCH /runs/{id}`: a run's name, notes or tags (its owner or an administrator).
+pub async fn update_run(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>, JsonBody(change): JsonBody<protocol::RunChange>) -> ApiResult<Json<RunDetail>> {
+    let id = parse_id("run", &id)?;
+    Ok(Json(state.service.update_run(id, change, &who).await?))
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogQuery {

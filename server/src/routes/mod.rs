@@ -218,7 +218,7 @@ fn public_api() -> Router<AppState> {
         .route("/datasets/{name}/{split}/{file}", get(api::dataset_image))
         .route("/runs", get(api::list_runs).post(api::launch_run))
         .route("/workers", get(api::list_workers))
-        .route("/runs/{id}", get(api::get_run))
+        .route("/runs/{id}", get(api::get_run).patch(api::update_run))
         .route("/runs/{id}/samples", get(api::run_samples))
         .route("/runs/{id}/classes", get(api::run_classes))
         .route("/runs/{id}/log", get(api::run_log))
