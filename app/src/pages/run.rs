@@ -43,8 +43,9 @@ pub fn RunPage() -> impl IntoView {
     });
 
     view! {
-        // Also when the run cannot be loaded (a missing run's 404 page has a title too).
-        <Title text=move || format!("Run #{}", id.get()) />
+        // Also when the run cannot be loaded (a missing run's 404 page has a title too); not
+        // reactive: a title reading the route's memo panicked when a link left the page.
+        <Title text=format!("Run #{}", id.get_untracked()) />
         <Transition fallback=|| view! { <p class="loading">"Loading the run…"</p> }>
             {move || Suspend::new(async move {
                 match run.await {

@@ -198,7 +198,7 @@ pub fn StudyPage() -> impl IntoView {
         }
     });
     view! {
-        <Title text=move || format!("Study #{}", id.get()) />
+        <Title text=format!("Study #{}", id.get_untracked()) />
         <Transition fallback=|| view! { <p class="loading">"Loading the study…"</p> }>
             {move || Suspend::new(async move {
                 match study.await {
