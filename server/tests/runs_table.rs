@@ -144,7 +144,9 @@ fn runs_have_names_and_notes_that_their_owner_edits() {
     let body: Value = refused.json().unwrap();
     assert!(body["errors"]["name"].as_str().unwrap().contains("1 to 80 characters"), "{body}");
     assert_eq!(get(named)["notes"], "first try\nlr 0.01");
-    assert_eq!(patch(&ana, named, json!({"colour": "red"})).status(), 400, "unknown fields are refused");
+    let unknown = patch(&ana, named, json!({"colour": "red"}));
+    assert_eq!(unknown.status(), 422, "unknown fields are refused");
+    assert!(unknown.text().unwrap().contains("colour"), "the message names the field");
 
     // Only the owner or an administrator; viewers change nothing.
     let theirs = patch(&ana, unnamed, json!({"notes": "mine now"}));
