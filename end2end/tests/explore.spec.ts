@@ -1,15 +1,9 @@
-import { APIRequestContext } from "@playwright/test";
-import { expect, expectEveryRunDrawn, hydrated, test } from "./helpers";
+import { expect, expectEveryRunDrawn, hydrated, test, waitForSuccess } from "./helpers";
 
 // Two small runs over the same Fashion-MNIST subset (different seeds), shared by the tests.
 const tag = `explore-${Date.now()}`;
 let runs: number[] = [];
 
-async function waitForSuccess(request: APIRequestContext, id: number) {
-  await expect
-    .poll(async () => (await (await request.get(`/api/v1/runs/${id}`)).json()).status, { timeout: 200_000, intervals: [1000] })
-    .toBe("succeeded");
-}
 
 test.beforeAll(async ({ request }) => {
   test.setTimeout(400_000);

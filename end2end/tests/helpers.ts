@@ -19,6 +19,13 @@ export { expect };
 /** The signed-in administrator's browser state, for contexts a test makes itself. */
 export const ADMIN_STATE = path.join(__dirname, "..", ".auth", "admin.json");
 
+/** Waits until run `id` has succeeded (the API's status), up to 300 s. */
+export async function waitForSuccess(request: APIRequestContext, id: number) {
+  await expect
+    .poll(async () => (await (await request.get(`/api/v1/runs/${id}`)).json()).status, { timeout: 300_000, intervals: [1000] })
+    .toBe("succeeded");
+}
+
 /** Waits until the wasm bundle has hydrated the page (the frontend marks <body>). */
 export async function hydrated(page: Page) {
   await expect(page.locator("body[data-hydrated='true']")).toHaveCount(1, { timeout: 30_000 });

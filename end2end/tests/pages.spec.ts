@@ -1,6 +1,6 @@
 import AxeBuilder from "@axe-core/playwright";
-import { APIRequestContext, Browser, Page } from "@playwright/test";
-import { expect, hydrated, test } from "./helpers";
+import { Browser, Page } from "@playwright/test";
+import { expect, hydrated, test, waitForSuccess } from "./helpers";
 
 // Issue 21 items 13 and 15: every page, signed in and out, passes axe-core without a serious
 // or critical violation, and at 390 px wide the page itself never scrolls sideways and the
@@ -11,11 +11,6 @@ let study = 0;
 let runs: number[] = [];
 let sampleKey = "";
 
-async function waitForSuccess(request: APIRequestContext, id: number) {
-  await expect
-    .poll(async () => (await (await request.get(`/api/v1/runs/${id}`)).json()).status, { timeout: 300_000, intervals: [1000] })
-    .toBe("succeeded");
-}
 
 test.beforeAll(async ({ request }) => {
   test.setTimeout(400_000);
