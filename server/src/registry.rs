@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::OnceCell;
 
 use datasets::{Format, ImageSet, Source, Split, FASHION_MNIST_CLASSES};
 use protocol::{DatasetInfo, DatasetOptions, Failure};
@@ -19,12 +22,22 @@ const THUMBNAIL: u32 = 96;
 pub struct Registry {
     pool: SqlitePool,
     roots: Vec<PathBuf>,
-    images: Mutex<HashMap<(String, bool), Arc<ImageSet>>>,
+    /// Decoded splits for thumbnails, by (dataset, train). One cell per split: the requests
+    /// that arrive while it is decoded wait for that one decoding (a sample grid asks for
+    /// dozens of thumbnails at once; each used to decode the whole split).
+    images: Mutex<HashMap<(String, bool), Arc<OnceCell<Arc<ImageSet>>>>>,
+    /// Splits decoded for thumbnails since the start (`/metrics`).
+    decoded: AtomicU64,
 }
 
 impl Registry {
     pub fn new(pool: SqlitePool, roots: Vec<PathBuf>) -> Self {
-        Self { pool, roots, images: Mutex::new(HashMap::new()) }
+        Self { pool, roots, images: Mutex::new(HashMap::new()), decoded: AtomicU64::new(0) }
+    }
+
+    /// How many splits were decoded for thumbnails since the start.
+    pub fn decoded_splits(&self) -> u64 {
+        self.decoded.load(Ordering::Relaxed)
     }
 
     pub async fn list(&self) -> Result<Vec<DatasetInfo>, Failure> {
@@ -141,25 +154,27 @@ impl Registry {
     }
 
     async fn images(&self, name: &str, train: bool) -> Result<Arc<ImageSet>, Failure> {
-        let key = (name.to_owned(), train);
-        if let Some(set) = self.images.lock().expect("image cache lock").get(&key) {
-            return Ok(set.clone());
-        }
-        let info = self.get(name).await?;
-        let split = if train { Split::Train } else { Split::Val };
-        let format = Format::parse(&info.format).map_err(internal)?;
-        let source = source_of(format, Path::new(&info.path), &info.options, &self.roots)?;
-        // Images of one size are shown as they are; mixed sizes at THUMBNAIL pixels.
-        let size = (info.image_height == 0).then_some(THUMBNAIL);
-        // What the files hold now is the member's to fix (a file swapped or grown since
-        // registration): a 400 that says which, never a 500.
-        let set = tokio::task::spawn_blocking(move || datasets::load(&source, split, size))
-            .await
-            .map_err(internal)?
-            .map_err(|e| Failure::bad_request(format!("{name} cannot be read as registered: {e}")))?;
-        let set = Arc::new(set.images);
-        self.images.lock().expect("image cache lock").insert(key, set.clone());
-        Ok(set)
+        let cell = self.images.lock().expect("image cache lock").entry((name.to_owned(), train)).or_default().clone();
+        // A failed decoding leaves the cell empty: the next request tries again.
+        let set = cell
+            .get_or_try_init(|| async {
+                let info = self.get(name).await?;
+                let split = if train { Split::Train } else { Split::Val };
+                let format = Format::parse(&info.format).map_err(internal)?;
+                let source = source_of(format, Path::new(&info.path), &info.options, &self.roots)?;
+                // Images of one size are shown as they are; mixed sizes at THUMBNAIL pixels.
+                let size = (info.image_height == 0).then_some(THUMBNAIL);
+                self.decoded.fetch_add(1, Ordering::Relaxed);
+                // What the files hold now is the member's to fix (a file swapped or grown since
+                // registration): a 400 that says which, never a 500.
+                let set = tokio::task::spawn_blocking(move || datasets::load(&source, split, size))
+                    .await
+                    .map_err(internal)?
+                    .map_err(|e| Failure::bad_request(format!("{name} cannot be read as registered: {e}")))?;
+                Ok::<_, Failure>(Arc::new(set.images))
+            })
+            .await?;
+        Ok(set.clone())
     }
 }
 

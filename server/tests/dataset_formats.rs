@@ -203,3 +203,31 @@ fn a_grouping_rule_splits_by_patient_and_the_worker_trains_on_that_split() {
     let listed: Value = client.get(server.api("/datasets")).send().unwrap().json().unwrap();
     assert!(listed.as_array().unwrap().iter().all(|d| d["name"] != "leaky"), "nothing is stored for a refused dataset");
 }
+
+/// A sample grid asks for dozens of thumbnails at once: the split is decoded once for all of
+/// them (each request used to decode the whole split while the cache was empty).
+#[test]
+fn thumbnails_asked_for_at_once_decode_their_split_once() {
+    let server = TestServer::start(0);
+    let client = server.client();
+    let spec = "classes=4,train_per_class=400,val_per_class=50,size=28,channels=1,seed=3";
+    assert_eq!(register(&client, &server, json!({"name": "grid", "format": "synthetic", "path": spec})).status(), 201);
+    let decoded = || -> u64 {
+        let metrics = client.get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+        let line = metrics.lines().find(|l| l.starts_with("forgetlab_thumbnail_splits_decoded_total ")).unwrap_or_else(|| panic!("no decode counter in {metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = decoded();
+    std::thread::scope(|scope| {
+        for i in 0..24 {
+            let (client, server) = (&client, &server);
+            scope.spawn(move || {
+                let png = client.get(server.api(&format!("/datasets/grid/train/{}.png", i * 50))).send().unwrap();
+                assert_eq!(png.status(), 200);
+            });
+        }
+    });
+    assert_eq!(decoded() - before, 1, "24 thumbnails at once, one decoding of the split");
+    assert_eq!(client.get(server.api("/datasets/grid/val/3.png")).send().unwrap().status(), 200);
+    assert_eq!(decoded() - before, 2, "the other split once more");
+}

@@ -109,6 +109,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let disk = state.service.disk.now();
     let _ = writeln!(out, "# HELP forgetlab_disk_free_bytes Bytes free on the data directory's volume.\n# TYPE forgetlab_disk_free_bytes gauge\nforgetlab_disk_free_bytes {}", disk.free_bytes);
     let _ = writeln!(out, "# HELP forgetlab_disk_reserve_bytes Free bytes under which uploads are refused (FORGETLAB_DISK_MIN_FREE_MB).\n# TYPE forgetlab_disk_reserve_bytes gauge\nforgetlab_disk_reserve_bytes {}", disk.refuse_bytes);
+    let _ = writeln!(
+        out,
+        "# HELP forgetlab_thumbnail_splits_decoded_total Dataset splits decoded for thumbnails since the start.\n# TYPE forgetlab_thumbnail_splits_decoded_total counter\nforgetlab_thumbnail_splits_decoded_total {}",
+        state.service.registry.decoded_splits()
+    );
     let _ = writeln!(out, "# HELP forgetlab_http_request_duration_seconds Time to answer a request (to the start of its answer).\n# TYPE forgetlab_http_request_duration_seconds histogram");
     let mut cumulative = 0;
     for (le, bucket) in BUCKETS.iter().zip(&LATENCIES.buckets) {
