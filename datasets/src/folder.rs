@@ -92,7 +92,7 @@ pub(crate) fn read(root: &Path, roots: &Roots, options: &Options) -> Result<File
     } else {
         (vec![Some(Assign::Seeded); listing.found.len()], HashMap::new())
     };
-    let groups = groups_of(&listing, &assigned, listed_groups, pattern.as_ref(), options.group_pattern.as_deref())?;
+    let groups = groups_of(&listing, &assigned, listed_groups, pattern.as_ref())?;
 
     let seeded: Vec<usize> = (0..assigned.len()).filter(|&i| assigned[i] == Some(Assign::Seeded)).collect();
     let seeded_splits = match &groups {
@@ -129,7 +129,6 @@ fn groups_of(
     assigned: &[Option<Assign>],
     listed: HashMap<usize, String>,
     pattern: Option<&regex::Regex>,
-    pattern_text: Option<&str>,
 ) -> Result<Option<Groups>, DatasetError> {
     if pattern.is_none() && listed.is_empty() {
         return Ok(None);
@@ -146,14 +145,14 @@ fn groups_of(
                     DatasetError::InvalidOption(format!(
                         "{} does not match the group pattern {:?}: every image needs a group (fix the pattern, which is matched against the path relative to the dataset root, or give the image's group as a third field of split.csv)",
                         found.relative,
-                        pattern_text.unwrap_or_default()
+                        pattern.as_str()
                     ))
                 })?;
                 let matched = captures.get(1).or_else(|| captures.get(0)).map_or("", |m| m.as_str());
                 if matched.is_empty() {
                     return Err(DatasetError::InvalidOption(format!(
                         "the group pattern {:?} matches {} with an empty group: make its capture group match at least one character",
-                        pattern_text.unwrap_or_default(),
+                        pattern.as_str(),
                         found.relative
                     )));
                 }

@@ -76,7 +76,7 @@ pub struct RunRequest {
     /// Labels for finding the run again: a list of strings, or one string separated by commas
     /// (letters, digits, `.`, `_`, `-`, `:`; at most 32 characters each, 16 tags).
     pub tags: Option<Value>,
-    /// A name to find the run by (1 to 80 characters); default [`default_run_name`].
+    /// A name to find the run by (1 to 80 characters); default [`ExperimentSpec::default_name`].
     pub name: Option<Value>,
     /// Free notes on the run (at most 4,000 characters).
     pub notes: Option<Value>,
@@ -97,18 +97,6 @@ pub struct Queueing {
 /// The longest run name and notes accepted.
 pub const MAX_RUN_NAME: usize = 80;
 pub const MAX_RUN_NOTES: usize = 4000;
-
-/// A run's name when it was given none: architecture, dataset and seed, e.g.
-/// `resnet18-fashion-mnist-s3`, and the sample selection when it is not the full set
-/// (`...-s3-rbf`).
-pub fn default_run_name(arch: &str, dataset: &str, seed: u64, sampling_kind: &str) -> String {
-    let mut name = format!("{arch}-{dataset}-s{seed}");
-    if sampling_kind != "full" {
-        name.push('-');
-        name.push_str(sampling_kind);
-    }
-    name.chars().take(MAX_RUN_NAME).collect()
-}
 
 /// Checks a run name: trimmed, 1 to 80 characters, no control characters. `None` for an
 /// empty one (the default).
@@ -193,27 +181,9 @@ impl RunRequest {
                 None
             }
         };
-        let tags = match self.tags.as_ref().map(parse_tags).transpose() {
-            Ok(tags) => tags.unwrap_or_default(),
-            Err(message) => {
-                errors.add("tags", message);
-                Vec::new()
-            }
-        };
-        let name = match self.name.as_ref().map(parse_run_name).transpose() {
-            Ok(name) => name.flatten(),
-            Err(message) => {
-                errors.add("name", message);
-                None
-            }
-        };
-        let notes = match self.notes.as_ref().map(parse_run_notes).transpose() {
-            Ok(notes) => notes.unwrap_or_default(),
-            Err(message) => {
-                errors.add("notes", message);
-                String::new()
-            }
-        };
+        let tags = errors.take("tags", self.tags.as_ref().map(parse_tags).transpose()).unwrap_or_default();
+        let name = errors.take("name", self.name.as_ref().map(parse_run_name).transpose()).flatten();
+        let notes = errors.take("notes", self.notes.as_ref().map(parse_run_notes).transpose()).unwrap_or_default();
         if errors.0.is_empty() { Ok(Queueing { priority, owner, tags, name, notes }) } else { Err(errors) }
     }
 }
@@ -327,6 +297,19 @@ impl Default for Hyper {
 }
 
 impl ExperimentSpec {
+    /// The run's name when it was given none: architecture, dataset and seed, e.g.
+    /// `resnet18-fashion-mnist-s3`, and the sample selection when it is not the full set
+    /// (`...-s3-rbf`).
+    pub fn default_name(&self) -> String {
+        let mut name = format!("{}-{}-s{}", self.arch.as_str(), self.dataset, self.seed);
+        let kind = self.sampling.plan.kind();
+        if kind != "full" {
+            name.push('-');
+            name.push_str(kind);
+        }
+        name.chars().take(MAX_RUN_NAME).collect()
+    }
+
     /// Total recorded epochs: head warmup, then fine-tuning.
     pub fn total_epochs(&self) -> u32 {
         self.warmup_epochs + self.epochs
@@ -427,6 +410,13 @@ pub struct FieldErrors(pub BTreeMap<String, String>);
 impl FieldErrors {
     pub fn add(&mut self, field: &str, message: impl Into<String>) {
         self.0.entry(field.to_owned()).or_insert_with(|| message.into());
+    }
+    /// The checked value, or the default with the check's message kept under `field`.
+    pub fn take<T: Default>(&mut self, field: &str, checked: Result<T, String>) -> T {
+        checked.unwrap_or_else(|message| {
+            self.add(field, message);
+            T::default()
+        })
     }
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()

@@ -235,7 +235,7 @@ pub struct RunSummary {
     #[serde(default)]
     pub study: Option<StudyLink>,
     /// The run's name: given at launch or since, else generated
-    /// ([`crate::spec::default_run_name`]).
+    /// ([`crate::ExperimentSpec::default_name`]).
     #[serde(default)]
     pub name: String,
 }

@@ -148,7 +148,7 @@ impl Service {
             }
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
-        let name = name.unwrap_or_else(|| protocol::spec::default_run_name(spec.arch.as_str(), &spec.dataset, spec.seed, spec.sampling.plan.kind()));
+        let name = name.unwrap_or_else(|| spec.default_name());
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (spec, dataset, arch, seed, epochs, owner, study_id, study_arm, name, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
@@ -165,9 +165,7 @@ impl Service {
             .fetch_one(&mut *tx)
             .await
             .map_err(internal)?;
-        for tag in &tags {
-            sqlx::query("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)").bind(run_id).bind(tag).execute(&mut *tx).await.map_err(internal)?;
-        }
+        insert_tags(&mut tx, run_id, &tags).await?;
         let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status, priority) VALUES (?, 'queued', ?) RETURNING id")
             .bind(run_id)
             .bind(priority)
@@ -397,27 +395,23 @@ impl Service {
         crate::auth::check_may_change(&self.pool, who, crate::auth::Owned::Run(id)).await?;
         let mut errors = protocol::FieldErrors::default();
         let text = |value: &Option<String>| value.clone().map(serde_json::Value::String);
-        let name = text(&change.name).map(|value| protocol::spec::parse_run_name(&value)).transpose().unwrap_or_else(|message| {
-            errors.add("name", message);
-            None
-        });
-        let notes = text(&change.notes).map(|value| protocol::spec::parse_run_notes(&value)).transpose().unwrap_or_else(|message| {
-            errors.add("notes", message);
-            None
-        });
-        let tags = change.tags.as_ref().map(protocol::spec::parse_tags).transpose().unwrap_or_else(|message| {
-            errors.add("tags", message);
-            None
-        });
+        let name = errors.take("name", text(&change.name).map(|value| protocol::spec::parse_run_name(&value)).transpose());
+        let notes = errors.take("notes", text(&change.notes).map(|value| protocol::spec::parse_run_notes(&value)).transpose());
+        let tags = errors.take("tags", change.tags.as_ref().map(protocol::spec::parse_tags).transpose());
         if !errors.0.is_empty() {
             let count = errors.0.len();
             return Err(Failure::invalid(format!("run #{id} was not changed: {count} field{} to fix", if count == 1 { "" } else { "s" }), errors));
         }
-        let spec: String = sqlx::query_scalar("SELECT spec FROM runs WHERE id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
-        let spec: ExperimentSpec = serde_json::from_str(&spec).map_err(internal)?;
+        // An empty name: the default, from the run's spec.
+        let name = match name {
+            Some(None) => {
+                let spec: String = sqlx::query_scalar("SELECT spec FROM runs WHERE id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
+                Some(serde_json::from_str::<ExperimentSpec>(&spec).map_err(internal)?.default_name())
+            }
+            given => given.flatten(),
+        };
         let mut tx = self.pool.begin().await.map_err(internal)?;
         if let Some(name) = name {
-            let name = name.unwrap_or_else(|| protocol::spec::default_run_name(spec.arch.as_str(), &spec.dataset, spec.seed, spec.sampling.plan.kind()));
             sqlx::query("UPDATE runs SET name = ? WHERE id = ?").bind(name).bind(id).execute(&mut *tx).await.map_err(internal)?;
         }
         if let Some(notes) = notes {
@@ -425,9 +419,7 @@ impl Service {
         }
         if let Some(tags) = tags {
             sqlx::query("DELETE FROM run_tags WHERE run_id = ?").bind(id).execute(&mut *tx).await.map_err(internal)?;
-            for tag in &tags {
-                sqlx::query("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)").bind(id).bind(tag).execute(&mut *tx).await.map_err(internal)?;
-            }
+            insert_tags(&mut tx, id, &tags).await?;
         }
         tx.commit().await.map_err(internal)?;
         self.run(id).await
@@ -586,6 +578,14 @@ pub(crate) fn over_quota(name: &str, active: u64, more: u64, quota: u64) -> Fail
         429,
         format!("{name} has {active} run(s) queued or running and may have at most {quota} (FORGETLAB_MEMBER_MAX_ACTIVE_RUNS); {more} more would pass it: wait for some to finish or cancel them"),
     )
+}
+
+/// Stores `tags` as the run's (the caller has removed any it had).
+async fn insert_tags(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, run_id: i64, tags: &[String]) -> Result<(), Failure> {
+    for tag in tags {
+        sqlx::query("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)").bind(run_id).bind(tag).execute(&mut **tx).await.map_err(internal)?;
+    }
+    Ok(())
 }
 
 fn owned_by(mut queueing: protocol::Queueing, who: &Identity, limits: &MemberLimits) -> Result<protocol::Queueing, protocol::FieldErrors> {

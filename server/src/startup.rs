@@ -212,9 +212,6 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// At shutdown, connections still open (event streams) get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `app` until `shutdown` resolves, as `axum::serve` does (each request knows its
-/// client's address, `ConnectInfo`), and also with [`HEADER_TIMEOUT`]: hyper enforces a
-/// header timeout only when it is given a timer, which `axum::serve` does not give it.
 /// The nonce of a page's scripts, handed from the page's reactive context to [`page_policy`].
 #[derive(Clone, Default)]
 struct PageNonce(Arc<std::sync::OnceLock<String>>);
@@ -228,8 +225,7 @@ async fn page_policy(mut request: axum::extract::Request, next: axum::middleware
     let slot = PageNonce::default();
     request.extensions_mut().insert(slot.clone());
     let mut response = next.run(request).await;
-    let is_page = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"));
-    if let (true, Some(nonce)) = (is_page, slot.0.get()) {
+    if let (true, Some(nonce)) = (crate::auth::http::is_html(response.headers()), slot.0.get()) {
         if let Ok(value) = HeaderValue::from_str(&app::csp(nonce)) {
             response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, value);
         }
@@ -237,6 +233,9 @@ async fn page_policy(mut request: axum::extract::Request, next: axum::middleware
     response
 }
 
+/// Serves `app` until `shutdown` resolves, as `axum::serve` does (each request knows its
+/// client's address, `ConnectInfo`), and also with [`HEADER_TIMEOUT`]: hyper enforces a
+/// header timeout only when it is given a timer, which `axum::serve` does not give it.
 async fn serve(listener: TcpListener, app: Router, shutdown: impl std::future::Future<Output = ()>) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;

@@ -115,6 +115,11 @@ fn same_origin(headers: &HeaderMap) -> bool {
 
 /// The middleware: authenticates, applies the role rules and CSRF, and puts the [`Identity`]
 /// into the request for handlers, pages and server functions.
+/// Whether an answer is an HTML page (by its Content-Type).
+pub fn is_html(headers: &axum::http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html"))
+}
+
 pub async fn authenticate(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let target = request.uri().path_and_query().map_or_else(|| path.clone(), |p| p.to_string());
@@ -133,7 +138,7 @@ pub async fn authenticate(State(auth): State<Arc<Auth>>, request: Request, next:
         headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(HSTS));
     }
     // A page carries its session's CSRF token: no cache keeps it (issue 19, item 13).
-    if headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|t| t.starts_with("text/html")) && !headers.contains_key(header::CACHE_CONTROL) {
+    if is_html(headers) && !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
