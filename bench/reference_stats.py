@@ -4,6 +4,7 @@ seeded inputs. Writes dynamics/tests/fixtures/reference.json (inputs and expecte
 
     python bench/reference_stats.py     # needs numpy and scipy (pip install numpy scipy)
     python bench/reference_stats.py --scores-only   # only reference_scores.json (issue 17)
+    python bench/reference_stats.py --rbf-only      # only reference_rbf.json (issue 22)
 """
 import json
 import math
@@ -290,8 +291,61 @@ def scores_reference():
     print(f"wrote {os.path.normpath(path)}")
 
 
+# RbF's kernels as functions of x and tau (Amiri et al. 2017, table 1), written out here
+# independently of the Rust table of g and h.
+KERNELS = {
+    "gaussian": lambda x, tau: np.exp(-tau * x**2),
+    "laplace": lambda x, tau: np.exp(-tau * x),
+    "linear": lambda x, tau: np.maximum(0.0, 1.0 - tau * x),
+    "cosine": lambda x, tau: np.where(tau * x <= 1.0, (np.cos(np.pi * tau * x) + 1.0) / 2.0, 0.0),
+    "quadratic": lambda x, tau: np.maximum(0.0, 1.0 - tau * x**2),
+    "secant": lambda x, tau: 2.0 / (np.exp(-tau * x**2) + np.exp(tau * x**2)),
+}
+# Each kernel's linearisation: (power of x, inverse of the kernel in tau * x^power).
+LINEARISED = {
+    "gaussian": (2, lambda p: -np.log(p)),
+    "laplace": (1, lambda p: -np.log(p)),
+    "linear": (1, lambda p: 1.0 - p),
+    "cosine": (1, lambda p: np.arccos(2.0 * p - 1.0) / np.pi),
+    "quadratic": (2, lambda p: 1.0 - p),
+    "secant": (2, lambda p: np.arccosh(1.0 / p)),
+}
+
+
+def rbf_reference():
+    """RbF (issue 22 item 3): tau fitted by least squares (numpy's lstsq) to the validation
+    items recalled with confidence >= nu, at delay 1; each training item's delay found by
+    scanning t = 1..longest for the last t whose predicted recall stays >= nu."""
+    r = np.random.default_rng(20261207)
+    strength, nu, longest = 0.83, 0.9, 12
+    val_loss = r.gamma(0.6, 0.15, 120)
+    confidence = np.exp(-val_loss) * r.uniform(0.97, 1.0, 120)
+    train_loss = np.concatenate([r.gamma(0.6, 0.1, 40), [0.0, 5.0]])
+    out = {"inputs": {"strength": strength, "nu": nu, "longest": longest, "val_loss": val_loss.tolist(), "confidence": confidence.tolist(), "train_loss": train_loss.tolist()}, "expected": {}}
+    for name, kernel in KERNELS.items():
+        power, inverse = LINEARISED[name]
+        recalled = confidence >= nu
+        g = (val_loss[recalled] / strength) ** power
+        tau = float(np.linalg.lstsq(g[:, None], inverse(confidence[recalled]), rcond=None)[0][0])
+        delays = []
+        for d in train_loss:
+            t = 1
+            while t < longest and kernel(d * (t + 1) / strength, tau) >= nu:
+                t += 1
+            delays.append(t)
+        out["expected"][name] = {"tau": tau, "delays": delays}
+    path = os.path.join(os.path.dirname(__file__), "..", "dynamics", "tests", "fixtures", "reference_rbf.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {os.path.normpath(path)}")
+
+
 if __name__ == "__main__":
     import sys
-    if sys.argv[1:] != ["--scores-only"]:
+    only = sys.argv[1:]
+    if only not in (["--scores-only"], ["--rbf-only"]):
         main()
-    scores_reference()
+    if only != ["--rbf-only"]:
+        scores_reference()
+    if only != ["--scores-only"]:
+        rbf_reference()

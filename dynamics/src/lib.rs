@@ -12,6 +12,7 @@ pub mod classes;
 pub mod decay;
 pub mod events;
 pub mod overlap;
+pub mod rbf;
 pub mod scores;
 pub mod settings;
 pub mod stats;

@@ -203,3 +203,24 @@ fn similar_classes_forgotten_most_matches_scipy() {
     assert_eq!(ours.n, 5);
     check("similar classes forgotten most", ours, &r["expected"]["similar_classes_forgotten_most"]);
 }
+
+/// RbF's kernels (issue 22 item 3) against `reference_rbf.json`: numpy's least squares for
+/// tau over the recalled validation items, and each delay found by scanning the epochs.
+#[test]
+fn rbf_fits_and_delays_match_numpy() {
+    use dynamics::rbf::{delay, fit_tau, Kernel};
+    let r: Value = serde_json::from_str(include_str!("fixtures/reference_rbf.json")).expect("the RbF reference file");
+    let input = &r["inputs"];
+    let (strength, nu) = (input["strength"].as_f64().unwrap(), input["nu"].as_f64().unwrap());
+    let longest = input["longest"].as_u64().unwrap() as u32;
+    let (loss, confidence, train) = (floats(&input["val_loss"]), floats(&input["confidence"]), floats(&input["train_loss"]));
+    for &kernel in Kernel::ALL {
+        let expected = &r["expected"][kernel.as_str()];
+        let tau = fit_tau(kernel, &loss, &confidence, strength, nu).expect("recalled items");
+        close(&format!("{kernel} tau"), tau, expected["tau"].as_f64().unwrap(), 1e-9);
+        let delays: Vec<u64> = train.iter().map(|&d| u64::from(delay(kernel, d, strength, tau, nu, longest))).collect();
+        let theirs: Vec<u64> = expected["delays"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(delays, theirs, "{kernel} delays");
+        assert!(theirs.iter().any(|&t| t > 1) && theirs.iter().any(|&t| t < longest as u64), "{kernel}: the delays spread");
+    }
+}
