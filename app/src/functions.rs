@@ -187,7 +187,7 @@ pub fn form_request(get: impl Fn(&str) -> String) -> protocol::RunRequest {
     let text = |name: &str| Some(Value::String(get(name)));
     let sampling = protocol::sampling::from_form(
         &get("sampling"),
-        &[("budget", &get("sampling_budget")), ("source_run", &get("source_run")), ("score", &get("score")), ("keep", &get("keep")), ("decks", &get("decks")), ("nu", &get("nu"))],
+        &[("budget", &get("sampling_budget")), ("source_run", &get("source_run")), ("score", &get("score")), ("keep", &get("keep")), ("decks", &get("decks")), ("nu", &get("nu")), ("kernel", &get("kernel")), ("due_only", &get("due_only"))],
     );
     protocol::RunRequest {
         dataset: text("dataset"),
@@ -270,6 +270,8 @@ pub async fn launch_run(
     drop_path: Option<String>,
     mixed_precision: Option<String>,
     el2n_epoch: Option<String>,
+    kernel: Option<String>,
+    due_only: Option<String>,
     tags: Option<String>,
     name: Option<String>,
     notes: Option<String>,
@@ -288,7 +290,7 @@ pub async fn launch_run(
     .chain(
         [
             ("momentum", momentum), ("nesterov", nesterov), ("weight_decay", weight_decay), ("step_epochs", step_epochs), ("step_gamma", step_gamma),
-            ("label_smoothing", label_smoothing), ("drop_path", drop_path), ("mixed_precision", mixed_precision), ("el2n_epoch", el2n_epoch), ("tags", tags),
+            ("label_smoothing", label_smoothing), ("drop_path", drop_path), ("mixed_precision", mixed_precision), ("el2n_epoch", el2n_epoch), ("kernel", kernel), ("due_only", due_only), ("tags", tags),
             ("name", name), ("notes", notes),
         ]
         .into_iter()

@@ -20,6 +20,6 @@ pub mod wire;
 pub mod worker;
 
 pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule, WarmupBackbone};
-pub use sampling::{Keep, Plan, SampleScore, Sampling, SourceRuns};
+pub use sampling::{Keep, Plan, RbfKernel, SampleScore, Sampling, SourceRuns};
 pub use dynamics::Direction;
 pub use views::*;

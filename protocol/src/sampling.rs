@@ -51,10 +51,23 @@ pub enum Plan {
     /// correct at the end of the epoch and down one when it is wrong (as Amiri et al.; the
     /// classic card box sends it back to the first).
     Leitner { decks: u32 },
-    /// Repeat before Forgetting (Amiri, Miller & Savova 2017), Gaussian kernel: a shown
-    /// sample's recall is predicted as `exp(-tau x^2)`, `x = loss * delay / strength`, and it
-    /// is next due after the longest delay at which that stays at or above `nu`.
-    Rbf { nu: f64 },
+    /// Repeat before Forgetting (Amiri, Miller & Savova 2017; `dynamics::rbf`): after each
+    /// fine-tuning epoch the kernel constant tau is fitted in closed form to the validation
+    /// items recalled with confidence >= `nu`; a shown sample that is recalled (classified
+    /// correctly) is next due after the longest delay at which its predicted recall
+    /// `kernel(loss * delay / strength; tau)` stays at or above `nu`, and one that is not
+    /// stays due. Each epoch shows the most overdue samples. At the matched budget
+    /// (`due_only: false`, the default, for comparisons with other arms) an epoch with fewer
+    /// due fills up with those due soonest; with `due_only: true` it trains on the due samples
+    /// only (at most the budget, at least one), as Amiri et al., and the data fraction per
+    /// epoch is RbF's saving.
+    Rbf {
+        nu: f64,
+        #[serde(default)]
+        kernel: RbfKernel,
+        #[serde(default)]
+        due_only: bool,
+    },
     /// Data pruning by a per-sample score of an earlier run (or of several seeds combined):
     /// the same `m` samples with the highest (`top`) or lowest (`bottom`) score every epoch.
     Prune { source_run: SourceRuns, score: SampleScore, keep: Keep },
@@ -107,6 +120,9 @@ impl<'de> Deserialize<'de> for SourceRuns {
 /// A per-sample statistic of a finished run, as a schedule's input: `dynamics`' one list of
 /// scores, with each one's direction and meaning.
 pub use dynamics::Score as SampleScore;
+/// RbF's recall kernel (`dynamics::rbf::Kernel`: gaussian, laplace, linear, cosine,
+/// quadratic, secant).
+pub use dynamics::rbf::Kernel as RbfKernel;
 choice_enum!(
     /// Which end of a score pruning keeps.
     Keep { Top => "top", Bottom => "bottom" }
@@ -149,6 +165,15 @@ impl fmt::Display for Sampling {
                 write!(f, "{} at budget {}", plan.kind(), self.budget)?;
                 match plan {
                     Plan::Prune { source_run, score, keep } => write!(f, ", keeping the {keep} {score} of {source_run}"),
+                    Plan::Rbf { kernel, due_only, .. } => {
+                        if *kernel != RbfKernel::default() {
+                            write!(f, ", {kernel} kernel")?;
+                        }
+                        if *due_only {
+                            f.write_str(", due samples only")?;
+                        }
+                        Ok(())
+                    }
                     Plan::SpacedRepetition { source_run } => write!(f, ", by the tau of {source_run}"),
                     _ => Ok(()),
                 }
@@ -159,7 +184,8 @@ impl fmt::Display for Sampling {
 
 impl Sampling {
     /// Samples shown per fine-tuning epoch out of `n`: `round(budget * n)`, at least 1 (all
-    /// `n` for `full`). The same for every arm over the same samples at the same budget.
+    /// `n` for `full`). The same for every arm over the same samples at the same budget; an
+    /// RbF arm with `due_only` shows at most this many ([`Sampling::shows_fewer`]).
     pub fn shown_count(&self, n: usize) -> usize {
         match self.plan {
             Plan::Full => n,
@@ -176,9 +202,14 @@ impl Sampling {
         if errors.is_empty() { Ok(sampling) } else { Err(errors) }
     }
 
+    /// Whether an epoch may show fewer than [`Sampling::shown_count`] (RbF on due samples only).
+    pub fn shows_fewer(&self) -> bool {
+        matches!(self.plan, Plan::Rbf { due_only: true, .. })
+    }
+
     /// Whether some fine-tuning epochs leave samples out.
     pub fn shows_subset(&self) -> bool {
-        self.budget < 1.0
+        self.budget < 1.0 || self.shows_fewer()
     }
 
     /// The earlier runs whose per-sample values the schedule needs, with the value it needs.
@@ -222,7 +253,7 @@ pub fn keys_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "spaced_repetition" => &["source_run"],
         "leitner" => &["decks"],
-        "rbf" => &["nu"],
+        "rbf" => &["nu", "kernel", "due_only"],
         "prune" => &["source_run", "score", "keep"],
         _ => &[],
     }
@@ -303,7 +334,9 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
             if nu >= 1.0 {
                 field.errors.add("sampling.nu", format!("the recall threshold nu must be above 0 and below 1, got {nu}"));
             }
-            Plan::Rbf { nu }
+            let kernel = field.choice("sampling.kernel", &get("kernel"), RbfKernel::parse, RbfKernel::names).unwrap_or_default();
+            let due_only = field.flag("sampling.due_only", &get("due_only")).unwrap_or(false);
+            Plan::Rbf { nu, kernel, due_only }
         }
         _ => {
             let source_run = source_run(field);
@@ -411,7 +444,8 @@ mod tests {
             (json!({"kind": "hard_to_easy", "budget": "0.5"}), Plan::HardToEasy),
             (json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": 7}), Plan::SpacedRepetition { source_run: SourceRuns::one(7) }),
             (json!({"kind": "leitner", "budget": 0.5}), Plan::Leitner { decks: DEFAULT_DECKS }),
-            (json!({"kind": "rbf", "budget": 0.5, "nu": 0.8}), Plan::Rbf { nu: 0.8 }),
+            (json!({"kind": "rbf", "budget": 0.5, "nu": 0.8}), Plan::Rbf { nu: 0.8, kernel: RbfKernel::Gaussian, due_only: false }),
+            (json!({"kind": "rbf", "budget": 1, "nu": "0.8", "kernel": "laplace", "due_only": "on"}), Plan::Rbf { nu: 0.8, kernel: RbfKernel::Laplace, due_only: true }),
             (
                 json!({"kind": "prune", "budget": 0.5, "source_run": "3", "score": "forgetting_events", "keep": "bottom"}),
                 Plan::Prune { source_run: SourceRuns::one(3), score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
@@ -426,6 +460,17 @@ mod tests {
             let stored: ExperimentSpec = serde_json::from_str(&serde_json::to_string(&spec).unwrap()).unwrap();
             assert_eq!(stored, spec);
         }
+        // An RbF spec stored before kernels and due_only existed reads as it ran: Gaussian, at
+        // the matched budget.
+        let stored: Sampling = serde_json::from_value(json!({"budget": 0.5, "kind": "rbf", "nu": 0.9})).unwrap();
+        assert_eq!(stored.plan, Plan::Rbf { nu: 0.9, kernel: RbfKernel::Gaussian, due_only: false });
+        assert_eq!(stored.to_string(), "rbf at budget 0.5");
+        let due = Sampling { budget: 1.0, plan: Plan::Rbf { nu: 0.9, kernel: RbfKernel::Cosine, due_only: true } };
+        assert!(due.shows_subset() && due.shows_fewer());
+        assert_eq!(due.to_string(), "rbf at budget 1, cosine kernel, due samples only");
+        let errors = parse(json!({"kind": "rbf", "budget": 0.5, "kernel": "bell", "due_only": "maybe"}), json!({})).unwrap_err();
+        assert!(errors.get("sampling.kernel").unwrap().contains("gaussian, laplace, linear, cosine, quadratic, secant"));
+        assert!(errors.get("sampling.due_only").unwrap().contains("true or false"));
         let leitner = parse(json!({"kind": "leitner", "budget": 0.25, "decks": 3}), json!({})).unwrap().sampling;
         assert_eq!(serde_json::to_value(&leitner).unwrap(), json!({"budget": 0.25, "kind": "leitner", "decks": 3}));
     }
@@ -445,7 +490,7 @@ mod tests {
     #[test]
     fn an_arm_parses_on_its_own() {
         let arm = Sampling::parse(&json!({"kind": "rbf", "budget": 0.4})).unwrap();
-        assert_eq!(arm, Sampling { budget: 0.4, plan: Plan::Rbf { nu: DEFAULT_NU } });
+        assert_eq!(arm, Sampling { budget: 0.4, plan: Plan::Rbf { nu: DEFAULT_NU, kernel: RbfKernel::Gaussian, due_only: false } });
         assert_eq!(arm.to_string(), "rbf at budget 0.4");
         let seeds = Sampling::parse(&json!({"kind": "prune", "budget": 0.5, "source_run": [3, 4], "score": "el2n", "keep": "bottom"})).unwrap();
         assert_eq!(seeds.to_string(), "prune at budget 0.5, keeping the bottom el2n of #3, #4");

@@ -395,6 +395,9 @@ pub struct CurvePoint {
     /// Training samples shown up to the end of this epoch (head warmup included), the mean
     /// over seeds (they agree at a matched budget).
     pub samples_seen: f64,
+    /// The fraction of the training samples this epoch trained on, the mean over seeds.
+    #[serde(default)]
+    pub data_fraction: Option<f64>,
     pub accuracy: Option<Interval>,
     pub macro_f1: Option<Interval>,
 }
@@ -405,8 +408,13 @@ pub struct ArmReport {
     pub arch: String,
     /// (seed, final validation accuracy, macro-F1) of each succeeded run.
     pub seeds: Vec<(u64, Option<f64>, Option<f64>)>,
-    /// Training samples shown per fine-tuning epoch (the matched budget).
+    /// Training samples shown in the first fine-tuning epoch (the matched budget; an RbF arm
+    /// on due samples only shows fewer as samples are recalled, see `data_fraction`).
     pub samples_per_epoch: Option<u64>,
+    /// The fraction of the training samples a fine-tuning epoch trained on: each seed's mean
+    /// over its fine-tuning epochs, with its interval over seeds (RbF's saving).
+    #[serde(default)]
+    pub data_fraction: Option<Interval>,
     pub accuracy: Option<Interval>,
     pub macro_f1: Option<Interval>,
     /// This arm's accuracy minus the `random` arm's, paired by seed; `None` without a random arm.

@@ -330,6 +330,18 @@ pub struct RunDetail {
     pub name: String,
     #[serde(default)]
     pub notes: String,
+    /// The fraction of the training samples each fine-tuning epoch trained on, for epochs that
+    /// left samples out (a subset schedule); RbF on due samples only shows its saving here.
+    #[serde(default)]
+    pub data_fraction: Vec<EpochFraction>,
+}
+
+/// One epoch's training data: `shown` of the run's samples, `fraction` = shown / samples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochFraction {
+    pub epoch: u32,
+    pub shown: u64,
+    pub fraction: f64,
 }
 
 /// `PATCH /api/v1/runs/{id}`: what to change of a run's name, notes and tags; a field left

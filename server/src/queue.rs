@@ -81,7 +81,11 @@ fn check_shown(spec: &ExperimentSpec, epoch: u32, bits: &[u8], samples: usize) -
         return Err(format!("epoch {epoch} shows every sample under {}; send no shown set", spec.sampling));
     }
     let budget = spec.sampling.shown_count(samples);
-    if count != budget {
+    if spec.sampling.shows_fewer() {
+        if count == 0 || count > budget {
+            return Err(format!("shown has {count} samples; the schedule {} shows from 1 to {budget} of {samples}", spec.sampling));
+        }
+    } else if count != budget {
         return Err(format!("shown has {count} samples; the schedule {} shows {budget} of {samples}", spec.sampling));
     }
     Ok(count)

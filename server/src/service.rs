@@ -363,6 +363,11 @@ impl Service {
         };
         // Runs whose selection reads this one: `source_run` is a number or a list of them.
         let derived_runs = self.linked_runs("EXISTS (SELECT 1 FROM json_each(r.spec, '$.sampling.source_run') WHERE value = CAST(? AS INTEGER))", &id.to_string()).await?;
+        let shown: Vec<(i64, i64)> = sqlx::query_as("SELECT epoch, shown_count FROM epoch_shown WHERE run_id = ? ORDER BY epoch").bind(id).fetch_all(&self.pool).await.map_err(internal)?;
+        let data_fraction = shown
+            .into_iter()
+            .map(|(epoch, shown)| protocol::EpochFraction { epoch: epoch as u32, shown: shown as u64, fraction: shown as f64 / sample_count.max(1) as f64 })
+            .collect();
         Ok(RunDetail {
             id,
             spec,
@@ -385,6 +390,7 @@ impl Service {
             derived_runs,
             name: row.get("name"),
             notes: row.get("notes"),
+            data_fraction,
         })
     }
 

@@ -273,6 +273,7 @@ impl Service {
                     arm: name.clone(),
                     arch: arch.clone(),
                     samples_per_epoch: mine.first().map(|r| outcome[&r.run.id].2),
+                    data_fraction: interval(&mine.iter().filter_map(|r| finetune_data_fraction(&epochs_of[&r.run.id])).collect::<Vec<_>>()),
                     accuracy: interval(&seeds.iter().filter_map(|s| s.1).collect::<Vec<_>>()),
                     macro_f1: interval(&seeds.iter().filter_map(|s| s.2).collect::<Vec<_>>()),
                     accuracy_vs_random: interval(&paired(|o| o.0)),
@@ -291,7 +292,8 @@ impl Service {
     async fn epoch_outcomes(&self, run_id: i64) -> Result<Vec<EpochOutcome>, Failure> {
         let rows = sqlx::query(
             "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion,
-                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1)) AS shown
+                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1)) AS shown,
+                (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) AS samples
              FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ?1 ORDER BY m.epoch",
         )
         .bind(run_id)
@@ -309,6 +311,7 @@ impl Service {
                     has_confusion: matrix.is_some(),
                     macro_f1: matrix.as_deref().and_then(dynamics::classes::macro_f1),
                     shown: row.get::<i64, _>("shown") as u64,
+                    samples: row.get::<i64, _>("samples") as u64,
                 })
             })
             .collect()
@@ -324,6 +327,21 @@ struct EpochOutcome {
     has_confusion: bool,
     macro_f1: Option<f64>,
     shown: u64,
+    /// The run's training samples.
+    samples: u64,
+}
+
+impl EpochOutcome {
+    /// The fraction of the training samples this epoch trained on.
+    fn data_fraction(&self) -> f64 {
+        self.shown as f64 / self.samples.max(1) as f64
+    }
+}
+
+/// A run's mean data fraction over its fine-tuning epochs (`None` without any).
+fn finetune_data_fraction(epochs: &[EpochOutcome]) -> Option<f64> {
+    let fractions: Vec<f64> = epochs.iter().filter(|e| e.phase == Phase::Finetune).map(EpochOutcome::data_fraction).collect();
+    (!fractions.is_empty()).then(|| fractions.iter().sum::<f64>() / fractions.len() as f64)
 }
 
 /// An arm's curve from its seeds' epochs: at each epoch, the interval over the seeds that
@@ -339,6 +357,7 @@ fn curve(seeds: &[&[EpochOutcome]]) -> Vec<CurvePoint> {
             epoch,
             phase: first.phase,
             samples_seen: at.iter().map(|(_, seen)| *seen as f64).sum::<f64>() / at.len() as f64,
+            data_fraction: Some(at.iter().map(|(e, _)| e.data_fraction()).sum::<f64>() / at.len() as f64),
             accuracy: interval(&at.iter().filter_map(|(e, _)| e.accuracy).collect::<Vec<_>>()),
             macro_f1: interval(&at.iter().filter_map(|(e, _)| e.macro_f1).collect::<Vec<_>>()),
         });

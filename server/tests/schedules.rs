@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{launch, wait_for_run, TestServer};
+use common::{launch, page, sign_in, wait_for_run, TestServer, ADMIN_PASSWORD, ADMIN_USER};
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -162,4 +162,41 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
     // Leitner, fine-tuning epoch 2: decks 0 and 1 are both due; the samples right at their
     // review moved to deck 1 and wait behind deck 0 (the 90 not shown yet, and any wrong).
     assert_ne!(sets[1][0], sets[1][1], "Leitner moves on to samples not yet reviewed");
+}
+
+/// RbF as Amiri et al. run it (issue 22 item 3): on due samples only, an epoch trains on the
+/// samples still due (not yet recalled, or whose delay ran out), so later epochs train on
+/// fewer; the server stores each epoch's count and the run and its study report serve the
+/// data fraction per epoch.
+#[test]
+fn rbf_on_due_samples_only_trains_on_fewer_and_reports_the_data_fraction() {
+    let server = TestServer::start(1);
+    let client = server.client();
+    register(&client, &server, "synthetic-3", "classes=3,train_per_class=40,val_per_class=10,size=16,channels=1,seed=5");
+    // The Laplace kernel: with cross-entropy, -ln p = loss, so its fit at delay 1 is tau = s
+    // and a recalled sample waits floor(ln(1/nu) / loss) epochs (two or more below loss 0.35).
+    let sampling = json!({"kind": "rbf", "budget": 1, "nu": 0.5, "kernel": "laplace", "due_only": true});
+    let id = launch(&server, json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 4, "warmup_epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu", "sampling": sampling}));
+    let run = wait_for_run(&server, id, Duration::from_secs(300));
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["spec"]["measure"], "full_pass", "an RbF arm on due samples measures every sample");
+    let shown = get(&client, &server, &format!("/runs/{id}/shown"));
+    let counts: Vec<u64> = shown["epochs"].as_array().unwrap()[1..].iter().map(|e| e["count"].as_u64().unwrap()).collect();
+    assert_eq!(counts.len(), 4);
+    assert_eq!(counts[0], 120, "every sample is due in the first fine-tuning epoch");
+    assert!(counts.iter().all(|&c| (1..=120).contains(&c)), "{counts:?}");
+    let log = client.get(server.api(&format!("/runs/{id}/log"))).send().unwrap().text().unwrap();
+    assert!(counts[1..].iter().any(|&c| c < 120), "recalled samples wait: {counts:?}\n{log}");
+    let fractions: Vec<(u64, u64, f64)> = run["data_fraction"].as_array().unwrap().iter().map(|e| (e["epoch"].as_u64().unwrap(), e["shown"].as_u64().unwrap(), e["fraction"].as_f64().unwrap())).collect();
+    assert_eq!(fractions.iter().map(|f| f.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
+    for ((_, shown, fraction), count) in fractions.iter().zip(&counts) {
+        assert_eq!((shown, *fraction), (count, *count as f64 / 120.0));
+    }
+    // The run page says it in a line.
+    let (cookie, _, _) = sign_in(&server, ADMIN_USER, ADMIN_PASSWORD, false);
+    let (status, _, html) = page(&server, &cookie, &format!("/runs/{id}"));
+    assert_eq!(status, 200);
+    let percent = |f: f64| format!("{:.1}%", f * 100.0);
+    assert!(html.contains("Data per fine-tuning epoch") && html.contains("due samples only"), "the run page names the fraction");
+    assert!(html.contains(&format!("3: {}", percent(fractions[1].2))), "epoch 3's fraction on the page");
 }

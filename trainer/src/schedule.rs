@@ -56,9 +56,6 @@ pub enum ScheduleError {
     StateLength { got: usize, n: usize },
 }
 
-/// Lowest and highest kernel constants [`fit_rbf_tau`] considers.
-const TAU_RANGE: (f64, f64) = (1e-4, 1e4);
-
 impl Scheduler {
     /// A schedule for `n` samples. `source` holds the earlier run's value for each sample in
     /// manifest order when the schedule has a source run (spaced repetition: tau; pruning: the
@@ -144,8 +141,16 @@ impl Scheduler {
                 let due = leitner_due(deck, f);
                 f64::from(deck) + if due { 0.0 } else { 1000.0 }
             }),
-            // Most overdue first; when fewer are due than the budget, those due soonest.
-            Plan::Rbf { .. } => lowest(n, m, rng, |i| f64::from(state.due[i])),
+            // Most overdue first; when fewer are due than the budget, those due soonest, or
+            // (due_only) only the due ones, at least one.
+            Plan::Rbf { due_only, .. } => {
+                let mut chosen = lowest(n, m, rng, |i| f64::from(state.due[i]));
+                if *due_only {
+                    let due = chosen.iter().filter(|&&i| state.due[i] <= f).count();
+                    chosen.truncate(due.max(1));
+                }
+                chosen
+            }
             Plan::Prune { .. } => self.kept.clone(),
         };
         chosen.shuffle(rng);
@@ -177,10 +182,19 @@ impl Scheduler {
         Ok(chosen)
     }
 
+    /// Whether [`Scheduler::observe`] needs the validation items' loss and confidence (RbF's
+    /// kernel fit).
+    pub fn needs_recall_items(&self) -> bool {
+        matches!(self.sampling.plan, Plan::Rbf { .. })
+    }
+
     /// Learns from the end of epoch `epoch`: `shown` are the samples it trained on, `correct`
     /// and `loss` every sample's records (manifest order), `strength` the model's accuracy
-    /// (validation when the run has a validation set, else the training records').
-    pub fn observe(&mut self, epoch: u32, shown: &[usize], correct: &[u8], loss: &[f32], strength: f64) {
+    /// (validation when the run has a validation set, else the training records'), and
+    /// `recall_items` the loss and confidence (probability of the true class) of the items
+    /// RbF fits its kernel to: the validation set's, or the training records' when the run has
+    /// none.
+    pub fn observe(&mut self, epoch: u32, shown: &[usize], correct: &[u8], loss: &[f32], strength: f64, recall_items: Option<(&[f32], &[f32])>) {
         let Some(f) = self.finetune_epoch(epoch) else { return };
         match self.sampling.plan {
             Plan::Leitner { decks } => {
@@ -190,17 +204,26 @@ impl Scheduler {
                     *deck = if correct[i] == 1 { (*deck + 1).min(top) } else { deck.saturating_sub(1) };
                 }
             }
-            Plan::Rbf { nu } => {
-                // Fit the kernel to this epoch's reviews: delay since the previous review
-                // (or since fine-tuning began), loss, and whether each was recalled.
-                let xs: Vec<f64> = shown.iter().map(|&i| rbf_x(f64::from(loss[i]), f64::from(f - self.state.last_shown[i]), strength)).collect();
-                let recalled: Vec<f64> = shown.iter().map(|&i| f64::from(correct[i])).collect();
-                let tau = fit_rbf_tau(&xs, &recalled).or(self.state.rbf_tau).unwrap_or(1.0);
+            Plan::Rbf { nu, kernel, .. } => {
+                // Amiri et al.: tau from the items recalled with confidence >= nu (closed
+                // form, dynamics::rbf); a recalled sample waits as long as its predicted
+                // recall stays >= nu, one not recalled stays due (at the latest next epoch).
+                // Without items to fit (none recalled) the last epoch's tau stays.
+                let (items_loss, items_confidence) = recall_items.unwrap_or((loss, &[]));
+                let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
+                let fitted = dynamics::rbf::fit_tau(kernel, &widen(items_loss), &widen(items_confidence), strength, nu);
+                let tau = fitted.or(self.state.rbf_tau).unwrap_or(1.0);
                 self.state.rbf_tau = Some(tau);
                 let longest = self.finetune_epochs.max(1);
                 for &i in shown {
-                    self.state.due[i] = f + rbf_delay(f64::from(loss[i]), strength, tau, nu, longest);
+                    self.state.due[i] = if correct[i] == 1 {
+                        f + dynamics::rbf::delay(kernel, f64::from(loss[i]), strength, tau, nu, longest)
+                    } else {
+                        self.state.due[i].min(f + 1)
+                    };
                 }
+                let due_next = self.state.due.iter().filter(|&&d| d <= f + 1).count();
+                tracing::info!(tau, fitted = fitted.is_some(), due_next, samples = self.n, "rbf after fine-tuning epoch {f}: tau {tau:.4}, {due_next} of {} due next epoch", self.n);
             }
             _ => {}
         }
@@ -232,62 +255,6 @@ pub fn spaced_repetition_key(age: u32, tau: f64) -> f64 {
 /// i.e. when `f` is a multiple of `2^deck` (deck 0 every epoch, deck 1 every second, ...).
 pub fn leitner_due(deck: u8, f: u32) -> bool {
     f % (1u32 << deck.min(31)) == 0
-}
-
-/// RbF's kernel argument `x = d t / s` (Amiri et al. 2017): an instance's loss `d` (its
-/// difficulty), the delay `t` since its last review in epochs, the network's strength `s`.
-pub fn rbf_x(loss: f64, delay: f64, strength: f64) -> f64 {
-    loss * delay / strength.max(f64::MIN_POSITIVE)
-}
-
-/// RbF's predicted recall with the Gaussian kernel: `exp(-tau x^2)`.
-pub fn rbf_recall(x: f64, tau: f64) -> f64 {
-    (-tau * x * x).exp()
-}
-
-/// The longest delay in whole epochs, between 1 and `longest`, at which the predicted recall
-/// `exp(-tau (d t / s)^2)` of a sample with loss `d` stays at or above `nu` (Amiri et al.
-/// 2017, RbF): `t = floor(s sqrt(ln(1/nu) / tau) / d)`. A sample predicted to fall below
-/// `nu` sooner still waits one epoch; a sample with loss 0 waits `longest`.
-pub fn rbf_delay(loss: f64, strength: f64, tau: f64, nu: f64, longest: u32) -> u32 {
-    if strength <= 0.0 {
-        return 1;
-    }
-    let reach = strength * ((1.0 / nu).ln() / tau).sqrt() / loss;
-    if reach.is_nan() {
-        return 1;
-    }
-    (reach.floor().min(f64::from(longest)) as u32).clamp(1, longest.max(1))
-}
-
-/// The Gaussian kernel's constant for these reviews: the `tau` in [`TAU_RANGE`] minimising
-/// `sum_i (exp(-tau x_i^2) - recalled_i)^2` (least squares, as Amiri et al. fit their kernels
-/// to the observed recall), found on a grid of 81 log-spaced values refined by golden-section
-/// search between the best one's neighbours. `None` without reviews.
-pub fn fit_rbf_tau(xs: &[f64], recalled: &[f64]) -> Option<f64> {
-    if xs.is_empty() {
-        return None;
-    }
-    let loss = |log_tau: f64| {
-        let tau = log_tau.exp();
-        xs.iter().zip(recalled).map(|(&x, &r)| (rbf_recall(x, tau) - r).powi(2)).sum::<f64>()
-    };
-    let (low, high) = (TAU_RANGE.0.ln(), TAU_RANGE.1.ln());
-    let grid: Vec<f64> = (0..=80).map(|k| low + (high - low) * f64::from(k) / 80.0).collect();
-    let best = (0..grid.len()).min_by(|&a, &b| loss(grid[a]).total_cmp(&loss(grid[b]))).unwrap_or(0);
-    let (mut a, mut b) = (grid[best.saturating_sub(1)], grid[(best + 1).min(grid.len() - 1)]);
-    let golden = (5f64.sqrt() - 1.0) / 2.0;
-    for _ in 0..60 {
-        let (c, d) = (b - golden * (b - a), a + golden * (b - a));
-        if loss(c) <= loss(d) {
-            b = d;
-        } else {
-            a = c;
-        }
-    }
-    let refined = (a + b) / 2.0;
-    let log_tau = if loss(refined) <= loss(grid[best]) { refined } else { grid[best] };
-    Some(log_tau.exp())
 }
 
 /// The `m` of `n` samples with the lowest `key`, ties broken by a draw from `rng`.
@@ -329,7 +296,7 @@ mod tests {
             Plan::HardToEasy,
             Plan::SpacedRepetition { source_run: protocol::SourceRuns::one(1) },
             Plan::Leitner { decks: 4 },
-            Plan::Rbf { nu: 0.9 },
+            Plan::Rbf { nu: 0.9, kernel: protocol::RbfKernel::Gaussian, due_only: false },
             Plan::Prune { source_run: protocol::SourceRuns::one(1), score: SampleScore::ForgettingEvents, keep: Keep::Top },
             Plan::Prune { source_run: protocol::SourceRuns::one(1), score: SampleScore::ForgettingEvents, keep: Keep::Bottom },
         ];
@@ -360,7 +327,7 @@ mod tests {
                 // Some right, some wrong, losses spread, as a real epoch would have.
                 let correct: Vec<u8> = (0..n).map(|i| u8::from((i + epoch as usize) % 3 != 0)).collect();
                 let loss: Vec<f32> = (0..n).map(|i| 0.05 + (i % 11) as f32 / 5.0).collect();
-                scheduler.observe(epoch, &order, &correct, &loss, 0.7);
+                scheduler.observe(epoch, &order, &correct, &loss, 0.7, None);
             }
         }
     }
@@ -461,7 +428,7 @@ mod tests {
             for &i in &order {
                 shown[i] += 1;
             }
-            scheduler.observe(f, &order, &[1; 7], &[0.1; 7], 0.9);
+            scheduler.observe(f, &order, &[1; 7], &[0.1; 7], 0.9, None);
         }
         // Epoch f: 0 and 1 have age 1 (retention exp(-1) = 0.37), the others age f
         // (exp(-f/8), above 0.37 until f = 8, where all seven tie and a draw decides).
@@ -489,7 +456,7 @@ mod tests {
             for &i in &order {
                 shown[i] += 1;
             }
-            scheduler.observe(f, &order, &[1; 10], &[0.1; 10], 0.9);
+            scheduler.observe(f, &order, &[1; 10], &[0.1; 10], 0.9, None);
         }
         // Two places a epoch go to the forgotten: tau 2 more often than tau 6, and the
         // never-forgotten samples only once every finite tau is long overdue (never here).
@@ -537,67 +504,74 @@ mod tests {
         let correct = [[1, 1, 0, 1], [1, 1, 0, 0], [1, 0, 0, 1]];
         let expected = [[1, 1, 0, 1], [2, 2, 0, 0], [2, 1, 0, 1]];
         for (f, (correct, decks)) in correct.iter().zip(expected).enumerate() {
-            scheduler.observe(f as u32 + 1, &all, correct, &[0.5; 4], 0.5);
+            scheduler.observe(f as u32 + 1, &all, correct, &[0.5; 4], 0.5, None);
             assert_eq!(scheduler.state.decks, decks, "after epoch {}", f + 1);
         }
         // A sample not shown keeps its deck whatever its record says.
-        scheduler.observe(4, &[0], &[0, 0, 0, 0], &[0.5; 4], 0.5);
+        scheduler.observe(4, &[0], &[0, 0, 0, 0], &[0.5; 4], 0.5, None);
         assert_eq!(scheduler.state.decks, [1, 1, 0, 1]);
         assert_eq!(scheduler.state.last_shown, [4, 3, 3, 3]);
     }
 
-    #[test]
-    fn rbf_delays_match_a_worked_example() {
-        // Gaussian kernel: recall exp(-tau x^2), x = d t / s; the longest delay with recall
-        // >= nu is t = floor(s sqrt(ln(1/nu) / tau) / d).
-        //
-        // nu = 0.5, tau = ln 2: sqrt(ln 2 / ln 2) = 1, so t = floor(s / d). With s = 0.8:
-        //   d = 0.3:  0.8 / 0.3  = 2.67 -> 2
-        //   d = 0.15: 0.8 / 0.15 = 5.33 -> 5
-        //   d = 0.05: 0.8 / 0.05 = 16   -> 10 (capped at the 10 fine-tuning epochs)
-        //   d = 2.0:  0.8 / 2.0  = 0.4  -> 1 (a sample always waits at least one epoch)
-        //   d = 0:    no forgetting predicted -> 10
-        let ln2 = std::f64::consts::LN_2;
-        for (d, t) in [(0.3, 2), (0.15, 5), (0.05, 10), (2.0, 1), (0.0, 10)] {
-            assert_eq!(rbf_delay(d, 0.8, ln2, 0.5, 10), t, "d = {d}");
-        }
-        // nu = 0.9, tau = 0.1: sqrt(ln(1/0.9) / 0.1) = sqrt(1.0536) = 1.02645. With s = 0.9:
-        //   d = 0.3: 0.9 * 1.02645 / 0.3 = 3.079 -> 3; recall at t = 3: x = 0.3 * 3 / 0.9 = 1,
-        //     exp(-0.1) = 0.905 >= 0.9; at t = 4: x = 4/3, exp(-0.1 * 16/9) = 0.837 < 0.9.
-        //   d = 0.1: 0.9 * 1.02645 / 0.1 = 9.238 -> 9.
-        assert_eq!(rbf_delay(0.3, 0.9, 0.1, 0.9, 20), 3);
-        assert!((rbf_recall(rbf_x(0.3, 3.0, 0.9), 0.1) - 0.904_837).abs() < 1e-6);
-        assert!((rbf_recall(rbf_x(0.3, 4.0, 0.9), 0.1) - 0.837_129).abs() < 1e-6);
-        assert_eq!(rbf_delay(0.1, 0.9, 0.1, 0.9, 20), 9);
+    fn rbf(budget: f64, due_only: bool, n: usize) -> Scheduler {
+        Scheduler::new(&sampling(budget, Plan::Rbf { nu: 0.5, kernel: protocol::RbfKernel::Gaussian, due_only }), n, 11, 0, 10, None).unwrap()
     }
 
     #[test]
-    fn rbf_fits_its_kernel_and_reviews_the_most_overdue_first() {
-        // Recall exactly as the kernel predicts with tau = 0.37: the fit finds it.
-        let xs = [0.2, 0.5, 1.0, 1.5, 2.0, 3.0];
-        let recalled: Vec<f64> = xs.iter().map(|&x| rbf_recall(x, 0.37)).collect();
-        let tau = fit_rbf_tau(&xs, &recalled).unwrap();
-        assert!((tau - 0.37).abs() < 1e-6, "{tau}");
-        assert_eq!(fit_rbf_tau(&[], &[]), None);
-
+    fn rbf_fits_tau_to_recalled_validation_items_and_reschedules_only_recalled_samples() {
+        use dynamics::rbf::{delay, kernel_x, Kernel};
+        // Validation items recalled exactly as the Gaussian kernel predicts with tau = 3 at
+        // strength 0.8, and one below nu that the fit leaves out.
+        let val_loss = [0.1f32, 0.2, 0.3, 2.0];
+        let mut confidence: Vec<f32> = val_loss.iter().map(|&d| Kernel::Gaussian.recall(kernel_x(f64::from(d), 1.0, 0.8), 3.0) as f32).collect();
+        confidence[3] = 0.1;
         // Six samples, three shown per epoch. All start due at epoch 1.
-        let mut scheduler = Scheduler::new(&sampling(0.5, Plan::Rbf { nu: 0.5 }), 6, 11, 0, 10, None).unwrap();
+        let mut scheduler = rbf(0.5, false, 6);
         let first = scheduler.order(1, &mut rng(1)).unwrap();
         assert_eq!(first.len(), 3);
-        let loss = [0.05f32, 2.0, 0.3, 0.05, 2.0, 0.3];
-        scheduler.observe(1, &first, &[1, 0, 1, 1, 0, 1], &loss, 0.8);
+        let loss = [0.05f32, 0.02, 0.04, 0.05, 0.02, 0.03];
+        // Of the three shown, the first two recalled and the third not.
+        let mut correct = [1u8; 6];
+        correct[first[2]] = 0;
+        scheduler.observe(1, &first, &correct, &loss, 0.8, Some((&val_loss, &confidence)));
         let tau = scheduler.state.rbf_tau.unwrap();
+        assert!((tau - 3.0).abs() < 1e-5, "tau from the recalled validation items: {tau}");
         for i in 0..6 {
-            if first.contains(&i) {
-                assert_eq!(scheduler.state.due[i], 1 + rbf_delay(f64::from(loss[i]), 0.8, tau, 0.5, 10), "sample {i}");
-                assert_eq!(scheduler.state.last_shown[i], 1);
-            } else {
-                assert_eq!(scheduler.state.due[i], 1, "not reviewed: still due");
-            }
+            let expected = if first.contains(&i) && correct[i] == 1 { 1 + delay(Kernel::Gaussian, f64::from(loss[i]), 0.8, tau, 0.5, 10) } else { 1 };
+            assert_eq!(scheduler.state.due[i], expected, "sample {i}: recalled ones wait, the others stay due");
         }
-        // Epoch 2: the three never shown are the most overdue (due 1), shown next.
+        assert!(first[..2].iter().any(|&i| scheduler.state.due[i] > 2), "a recalled sample with a small loss waits more than an epoch");
+        // Epoch 2: the samples still due (never shown, or shown and not recalled) come first.
+        let still_due: BTreeSet<usize> = (0..6).filter(|&i| scheduler.state.due[i] <= 2).collect();
         let second: BTreeSet<usize> = scheduler.order(2, &mut rng(2)).unwrap().into_iter().collect();
-        assert_eq!(second, (0..6).filter(|i| !first.contains(i)).collect());
+        assert_eq!(second.len(), 3);
+        assert!(second.is_subset(&still_due) || still_due.is_subset(&second), "{second:?} vs due {still_due:?}");
+        // No recalled validation item: the last tau stays.
+        scheduler.observe(2, &Vec::from_iter(second), &[1; 6], &loss, 0.8, Some((&[1.0], &[0.2])));
+        assert_eq!(scheduler.state.rbf_tau, Some(tau));
+    }
+
+    #[test]
+    fn rbf_on_due_samples_only_trains_on_fewer_as_samples_are_recalled() {
+        let n = 20;
+        let mut scheduler = rbf(1.0, true, n);
+        let all = scheduler.order(1, &mut rng(1)).unwrap();
+        assert_eq!(all.len(), n, "every sample is due at first");
+        // Half recalled with a small loss (they wait), half not (they stay due).
+        let correct: Vec<u8> = (0..n).map(|i| u8::from(i % 2 == 0)).collect();
+        let loss = vec![0.01f32; n];
+        let val = ([0.05f32, 0.1], [0.95f32, 0.9]);
+        scheduler.observe(1, &all, &correct, &loss, 0.9, Some((&val.0, &val.1)));
+        let second = scheduler.order(2, &mut rng(2)).unwrap();
+        assert_eq!(second.iter().copied().collect::<BTreeSet<_>>(), (0..n).filter(|i| i % 2 == 1).collect(), "only the due samples");
+        // Everything recalled: nothing is due at epoch 3, and the epoch trains on the one due soonest.
+        scheduler.observe(2, &second, &vec![1; n], &loss, 0.9, Some((&val.0, &val.1)));
+        let third = scheduler.order(3, &mut rng(3)).unwrap();
+        assert_eq!(third.len(), 1);
+        // At the matched budget the same state fills the epoch with those due soonest.
+        let mut matched = rbf(1.0, false, n);
+        matched.state = scheduler.state.clone();
+        assert_eq!(matched.order(3, &mut rng(3)).unwrap().len(), n);
     }
 
     #[test]

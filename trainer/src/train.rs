@@ -208,7 +208,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         if beat.send(reporter, "validating", epoch, steps, steps, n)? {
             return Ok(Ending::Cancelled);
         }
-        let validation = if val.is_empty() { None } else { Some(validate(&model, &val, classes)?) };
+        let validation = if val.is_empty() { None } else { Some(validate(&model, &val, classes, scheduler.needs_recall_items())?) };
         // The loss after head warmup (DESIGN.md): an eval-mode pass at the end of the last
         // warmup epoch (the full pass of this epoch already is one).
         let validated = Instant::now();
@@ -237,7 +237,12 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         // The model's strength for RbF: validation accuracy, or the records' when there is no
         // validation set.
         let strength = metrics.val_accuracy.unwrap_or_else(|| columns.correct.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64);
-        scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength);
+        // RbF fits its kernel to the validation items, or to the training records without them.
+        let recall_items = match validation.as_ref().and_then(|v| v.items.as_ref()) {
+            Some((loss, confidence)) => Some((loss.as_slice(), confidence.as_slice())),
+            None => Some((columns.loss.as_slice(), columns.p_true.as_slice())),
+        };
+        scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength, recall_items);
         let shown = (!scheduler.shows_every_sample(epoch)).then(|| shown_bits(n, &shown));
         let val_confusion = validation.map(|v| v.confusion);
         let handing = Instant::now();
@@ -279,27 +284,39 @@ fn source_in_manifest_order(split: &DeviceSplit, source: Option<&SourceValues>) 
 }
 
 /// A validation pass: mean loss, accuracy, and the confusion matrix (row = true class,
-/// column = predicted), accumulated on the device and read once.
+/// column = predicted), accumulated on the device and read once; with `items`, also each
+/// item's loss and confidence (probability of its true class), in split order.
 struct Validation {
     loss: f64,
     accuracy: f64,
     confusion: Vec<u32>,
+    items: Option<(Vec<f32>, Vec<f32>)>,
 }
 
-fn validate(model: &Model, val: &DeviceSplit, classes: i64) -> Result<Validation> {
+fn validate(model: &Model, val: &DeviceSplit, classes: i64, items: bool) -> Result<Validation> {
     let device = val.labels.device();
     let mut sums = Tensor::zeros([2], (Kind::Double, device));
     let mut confusion = Tensor::zeros([classes * classes], (Kind::Int64, device));
+    let mut per_item: Vec<Tensor> = Vec::new();
     evaluate(model, val, |chunk, m| {
         let targets = val.labels.narrow(0, chunk.start as i64, (chunk.end - chunk.start) as i64);
         sums += Tensor::stack(&[m.loss.sum(Kind::Double), m.correct.sum(Kind::Double)], 0);
         confusion += (targets * classes + &m.predicted).bincount::<Tensor>(None, classes * classes);
+        if items {
+            per_item.push(Tensor::stack(&[m.loss.to_kind(Kind::Float), m.p_true.to_kind(Kind::Float)], 0));
+        }
         Ok(())
     })?;
+    let items = if items && !per_item.is_empty() {
+        let both = Tensor::cat(&per_item, 1).to_device(tch::Device::Cpu);
+        Some((Vec::<f32>::try_from(both.get(0))?, Vec::<f32>::try_from(both.get(1))?))
+    } else {
+        None
+    };
     let [loss, correct] = read_sums(&sums)?;
     let confusion = Vec::<i64>::try_from(confusion.to_device(tch::Device::Cpu))?.into_iter().map(|c| c as u32).collect();
     let n = val.len() as f64;
-    Ok(Validation { loss: loss / n, accuracy: correct / n, confusion })
+    Ok(Validation { loss: loss / n, accuracy: correct / n, confusion, items })
 }
 
 /// The mean penultimate embedding of each class over `split`, in eval mode (class level of
@@ -849,7 +866,7 @@ mod tests {
         let dataset = synthetic_dataset(dir.path(), 64, 8);
         let spec = ExperimentSpec {
             epochs: 3,
-            sampling: protocol::Sampling { budget: 0.25, plan: protocol::Plan::Rbf { nu: 0.9 } },
+            sampling: protocol::Sampling { budget: 0.25, plan: protocol::Plan::Rbf { nu: 0.9, kernel: protocol::RbfKernel::Gaussian, due_only: false } },
             ..spec(Measure::FullPass, 1)
         };
         let mut whole = Recorded::default();

@@ -82,11 +82,12 @@ pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap
     use protocol::Plan;
     let h = &spec.hyper;
     let (mut source_run, mut score, mut keep, mut decks, mut nu) = (String::new(), String::new(), String::new(), String::new(), String::new());
+    let (mut kernel, mut due_only) = (String::new(), String::new());
     match &spec.sampling.plan {
         Plan::Prune { source_run: runs, score: s, keep: k } => (source_run, score, keep) = (ids(&runs.0), s.as_str().to_owned(), k.as_str().to_owned()),
         Plan::SpacedRepetition { source_run: runs } => source_run = ids(&runs.0),
         Plan::Leitner { decks: d } => decks = d.to_string(),
-        Plan::Rbf { nu: n } => nu = n.to_string(),
+        Plan::Rbf { nu: n, kernel: k, due_only: d } => (nu, kernel, due_only) = (n.to_string(), k.as_str().to_owned(), d.to_string()),
         Plan::Full | Plan::Random | Plan::EasyToHard | Plan::HardToEasy => {}
     }
     let full = matches!(spec.sampling.plan, Plan::Full);
@@ -125,6 +126,8 @@ pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap
         ("keep", keep),
         ("decks", decks),
         ("nu", nu),
+        ("kernel", kernel),
+        ("due_only", due_only),
         ("window", spec.window.as_str().to_owned()),
         ("retention", spec.retention.as_str().to_owned()),
         ("never_learned", spec.never_learned.as_str().to_owned()),
@@ -243,6 +246,14 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let scores = std::iter::once((String::new(), "– (prune only)".to_owned(), true))
         .chain(protocol::SampleScore::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned(), true)))
         .collect::<Vec<_>>();
+    let kernels = std::iter::once((String::new(), "– (rbf only; gaussian)".to_owned(), true))
+        .chain(protocol::RbfKernel::ALL.iter().map(|k| (k.as_str().to_owned(), k.as_str().to_owned(), true)))
+        .collect::<Vec<_>>();
+    let due_choices = vec![
+        (String::new(), "– (rbf only; no)".to_owned(), true),
+        ("false".to_owned(), "no: fill the budget with those due soonest".to_owned(), true),
+        ("true".to_owned(), "yes: only the due samples (Amiri et al.)".to_owned(), true),
+    ];
     let keeps = vec![(String::new(), "– (prune only)".to_owned(), true), ("top".to_owned(), "top of the score".to_owned(), true), ("bottom".to_owned(), "bottom of the score".to_owned(), true)];
     // Runs a selection can read (spaced repetition, prune): offered while typing the source run.
     let succeeded = crate::components::resource::resource(|| (), |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }));
@@ -344,6 +355,8 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 </Transition>
                 <Field label="Decks" name="decks" value=v("decks", "") hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
                 <Field label="Recall threshold ν" name="nu" value=v("nu", "") hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
+                <Choice label="Recall kernel" name="kernel" options=kernels selected=v("kernel", "") error=error("sampling.kernel") />
+                <Choice label="Due samples only" name="due_only" options=due_choices selected=v("due_only", "") error=error("sampling.due_only") />
             </fieldset>
             <fieldset>
                 <legend>"Analysis"</legend>
@@ -435,7 +448,7 @@ mod tests {
                 "mixed_precision": false, "window": "all", "retention": "a_floor", "never_learned": "exclude", "el2n_epoch": 3,
                 "sampling": {"kind": "prune", "budget": 0.25, "source_run": [3, 4], "score": "tau", "keep": "bottom"}
             })),
-            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 4, "sampling": {"kind": "rbf", "budget": 0.5, "nu": 0.8}})),
+            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 4, "sampling": {"kind": "rbf", "budget": 0.5, "nu": 0.8, "kernel": "laplace", "due_only": true}})),
             spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4, "sampling": {"kind": "leitner", "budget": 0.5, "decks": 3}})),
             spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4})),
         ];

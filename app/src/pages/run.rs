@@ -19,6 +19,17 @@ const LOG_TAIL: u32 = 40;
 /// How many of the most forgotten samples the run page shows.
 const MOST_FORGOTTEN: u32 = 20;
 
+/// "epochs 2: 50.0%, 3: 31.0% (mean 40.5%)", the training data each fine-tuning epoch of a
+/// subset schedule used; `None` for a run that trained on every sample.
+fn data_fraction_text(epochs: &[protocol::EpochFraction]) -> Option<String> {
+    if epochs.is_empty() {
+        return None;
+    }
+    let each: Vec<String> = epochs.iter().map(|e| format!("{}: {}", e.epoch, percent(e.fraction))).collect();
+    let mean = epochs.iter().map(|e| e.fraction).sum::<f64>() / epochs.len() as f64;
+    Some(format!("epochs {} (mean {})", each.join(", "), percent(mean)))
+}
+
 #[component]
 pub fn RunPage() -> impl IntoView {
     let params = use_params_map();
@@ -127,6 +138,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
     let parameters = flatten_spec(&serde_json::to_value(&spec).unwrap_or_default());
     let sampling_kind = spec.sampling.plan.kind();
     let sampling = spec.sampling.to_string();
+    let data_fraction = data_fraction_text(&detail.data_fraction);
     let study = detail.study.clone();
     let (sources, derived) = (detail.source_runs.clone(), detail.derived_runs.clone());
     let last = detail.epochs.last().cloned();
@@ -160,6 +172,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                         None => "–".into_any(),
                     }}</dd>
                     <dt>"Sample selection"</dt><dd data-field="Sample selection" data-sampling=sampling_kind>{sampling}</dd>
+                    {data_fraction.map(|text| view! { <dt>"Data per fine-tuning epoch"</dt><dd data-field="Data per fine-tuning epoch">{text}</dd> })}
                 </dl>
                 <Lineage sources derived />
                 <details class="all-parameters">

@@ -421,11 +421,12 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                 None => "No random arm: no paired differences.".to_owned(),
             }}</p>
             <table class="data arms-table">
-                <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th><th>"Macro-F1 − random"</th></tr></thead>
+                <thead><tr><th>"Arm"</th><th>"Architecture"</th><th class="num">"Samples per epoch"</th><th>"Data per fine-tuning epoch"</th><th>"Accuracy"</th><th>"Macro-F1"</th><th>"Accuracy − random (paired by seed)"</th><th>"Macro-F1 − random"</th></tr></thead>
                 <tbody>{report.arms.into_iter().map(|a| view! {
                     <tr data-arm=a.arm.clone() data-arch=a.arch.clone() data-accuracy=a.accuracy.map(|i| i.mean.to_string()).unwrap_or_default()>
                         <td>{a.arm.clone()}</td><td>{a.arch.clone()}</td>
                         <td class="num">{a.samples_per_epoch.map(|n| n.to_string()).unwrap_or("–".into())}</td>
+                        <td class="data-fraction">{interval_text(a.data_fraction, true)}</td>
                         <td>{interval_text(a.accuracy, true)}</td><td>{interval_text(a.macro_f1, false)}</td><td>{interval_text(a.accuracy_vs_random, true)}</td><td>{interval_text(a.macro_f1_vs_random, false)}</td>
                     </tr>
                 }).collect_view()}</tbody>
