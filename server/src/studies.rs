@@ -292,8 +292,7 @@ impl Service {
     async fn epoch_outcomes(&self, run_id: i64) -> Result<Vec<EpochOutcome>, Failure> {
         let rows = sqlx::query(
             "SELECT m.epoch, m.phase, m.val_accuracy, m.val_confusion,
-                COALESCE(s.shown_count, (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1)) AS shown,
-                (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) AS samples
+                s.shown_count, (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) AS samples
              FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch WHERE m.run_id = ?1 ORDER BY m.epoch",
         )
         .bind(run_id)
@@ -304,14 +303,15 @@ impl Service {
             .map(|row| {
                 let confusion: Option<Vec<u8>> = row.get("val_confusion");
                 let matrix = confusion.map(|bytes| crate::analysis::confusion_matrix(&bytes)).transpose().map_err(internal)?;
+                let samples: i64 = row.get("samples");
                 Ok(EpochOutcome {
                     epoch: row.get::<i64, _>("epoch") as u32,
                     phase: Phase::parse(row.get("phase")).ok_or_else(|| internal("unknown phase in epoch_metrics"))?,
                     accuracy: row.get("val_accuracy"),
                     has_confusion: matrix.is_some(),
                     macro_f1: matrix.as_deref().and_then(dynamics::classes::macro_f1),
-                    shown: row.get::<i64, _>("shown") as u64,
-                    samples: row.get::<i64, _>("samples") as u64,
+                    shown: row.get::<Option<i64>, _>("shown_count").unwrap_or(samples) as u64,
+                    samples: samples as u64,
                 })
             })
             .collect()

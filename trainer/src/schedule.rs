@@ -208,10 +208,9 @@ impl Scheduler {
                 // Amiri et al.: tau from the items recalled with confidence >= nu (closed
                 // form, dynamics::rbf); a recalled sample waits as long as its predicted
                 // recall stays >= nu, one not recalled stays due (at the latest next epoch).
-                // Without items to fit (none recalled) the last epoch's tau stays.
-                let (items_loss, items_confidence) = recall_items.unwrap_or((loss, &[]));
+                // Without items to fit (none given, or none recalled) the last tau stays.
                 let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-                let fitted = dynamics::rbf::fit_tau(kernel, &widen(items_loss), &widen(items_confidence), strength, nu);
+                let fitted = recall_items.and_then(|(items_loss, confidence)| dynamics::rbf::fit_tau(kernel, &widen(items_loss), &widen(confidence), strength, nu));
                 let tau = fitted.or(self.state.rbf_tau).unwrap_or(1.0);
                 self.state.rbf_tau = Some(tau);
                 let longest = self.finetune_epochs.max(1);

@@ -239,10 +239,10 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let strength = metrics.val_accuracy.unwrap_or_else(|| columns.correct.iter().map(|&c| f64::from(c)).sum::<f64>() / n.max(1) as f64);
         // RbF fits its kernel to the validation items, or to the training records without them.
         let recall_items = match validation.as_ref().and_then(|v| v.items.as_ref()) {
-            Some((loss, confidence)) => Some((loss.as_slice(), confidence.as_slice())),
-            None => Some((columns.loss.as_slice(), columns.p_true.as_slice())),
+            Some((loss, confidence)) => (loss.as_slice(), confidence.as_slice()),
+            None => (columns.loss.as_slice(), columns.p_true.as_slice()),
         };
-        scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength, recall_items);
+        scheduler.observe(epoch, &shown, &columns.correct, &columns.loss, strength, Some(recall_items));
         let shown = (!scheduler.shows_every_sample(epoch)).then(|| shown_bits(n, &shown));
         let val_confusion = validation.map(|v| v.confusion);
         let handing = Instant::now();
