@@ -16,6 +16,8 @@ export default defineConfig({
   reporter: [["list"]],
   use: {
     baseURL,
+    // Not the machine's UTC: pages must write times in the reader's zone (UTC+5:30 here).
+    timezoneId: "Asia/Kolkata",
     // Pages run signed in as the administrator, with the session cookie of the real form.
     storageState: "./.auth/admin.json",
     trace: "retain-on-failure",

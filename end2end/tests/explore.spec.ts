@@ -1,4 +1,4 @@
-import { expect, expectEveryRunDrawn, hydrated, test, waitForSuccess } from "./helpers";
+import { expect, expectEveryRunDrawn, hydrated, localTitle, test, waitForSuccess } from "./helpers";
 
 // Two small runs over the same Fashion-MNIST subset (different seeds), shared by the tests.
 const tag = `explore-${Date.now()}`;
@@ -42,6 +42,12 @@ test("the runs table filters by tag, sorts by a column and sends the ticked runs
   const group = page.locator("table.arch-summary tr[data-arch=small_cnn]");
   await expect(group).toHaveAttribute("data-runs", "2");
   expect(Number(await group.getAttribute("data-mean"))).toBeCloseTo((accuracies[0] + accuracies[1]) / 2, 12);
+  // Created: relative to the reader's clock, titled in the reader's zone; the stored time kept.
+  const first = sorted.find((r: any) => r.id === runs[0]);
+  const created = rows.first().locator("td.created time");
+  await expect(created).toHaveAttribute("datetime", first.created_at);
+  await expect(created).toHaveText(/^(just now|\d+ min ago)$/);
+  await expect(created).toHaveAttribute("title", localTitle(first.created_at));
   // Compare waits for two ticked runs.
   const compare = page.locator("button", { hasText: "Compare selected runs" });
   await expect(compare).toBeDisabled();
@@ -112,6 +118,13 @@ test("the sample browser filters on the server, and a sample shows its history i
   await expect(grid).toHaveAttribute("data-total", String(api.total));
   const keys = await grid.locator(".thumb").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-sample-key")));
   expect(keys).toEqual(api.samples.map((s: any) => s.sample_key));
+  // Each card writes the class predicted at the run's last epoch, as the API gives it (issue 21 item 12).
+  const runNames = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
+  const predicted = grid.locator(".thumb .thumb-predicted");
+  await expect(predicted).toHaveCount(api.samples.length);
+  expect(await predicted.allTextContents()).toEqual(
+    api.samples.map((s: any) => `predicted ${runNames[s.last_predicted]} (${s.last_predicted === s.label ? "right" : "wrong"})`),
+  );
   const image = grid.locator(".thumb img").first();
   await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(28);
 
@@ -134,6 +147,7 @@ test("the sample browser filters on the server, and a sample shows its history i
   const names = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
   const last = trajectory.this_run.predicted[trajectory.this_run.predicted.length - 1];
   await expect(page.locator("dd[data-stat=last_prediction]")).toContainText(names[last]);
+  expect(api.samples[0].last_predicted, "the card's prediction is the last epoch's").toBe(last);
   await expect(history.first().locator("td.last-prediction")).toContainText(names[last]);
 
   // Previous and next follow the browser's filtered order and keep its filters (issue 21 item 12).
@@ -220,8 +234,12 @@ test("a run page shows all its parameters, the device used, and its lineage both
   const used = run.progress.device as string;
   expect(used.startsWith("cpu")).toBe(true);
   await expect(page.locator('dd[data-field="Device"]')).toHaveText(`${used} (requested cpu)`);
-  await expect(page.locator('dd[data-field="Started"]')).toHaveText(run.started_at);
-  await expect(page.locator('dd[data-field="Finished"]')).toHaveText(run.finished_at);
+  // Times are the stored UTC ones in `datetime`, written relative to the reader's clock, with
+  // the local date and time as the title (issue 21 item 11).
+  await expect(page.locator('dd[data-field="Started"] time')).toHaveAttribute("datetime", run.started_at);
+  await expect(page.locator('dd[data-field="Finished"] time')).toHaveAttribute("datetime", run.finished_at);
+  await expect(page.locator('dd[data-field="Finished"] time')).toHaveText(/^(just now|\d+ min ago)$/);
+  await expect(page.locator('dd[data-field="Finished"] time')).toHaveAttribute("title", localTitle(run.finished_at));
   const seconds = (Date.parse(run.finished_at) - Date.parse(run.started_at)) / 1000;
   await expect(page.locator('dd[data-field="Duration"]')).toContainText(seconds < 60 ? `${seconds} s` : `${Math.floor(seconds / 60)} min`);
   await expect(page.locator('dd[data-field="Tags"]')).toHaveText(tag);

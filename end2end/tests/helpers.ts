@@ -19,6 +19,19 @@ export { expect };
 /** The signed-in administrator's browser state, for contexts a test makes itself. */
 export const ADMIN_STATE = path.join(__dirname, "..", ".auth", "admin.json");
 
+/** `YYYY-MM-DD HH:MM` of a stored UTC time in the zone `timeZone`. */
+export function calendar(at: string, timeZone: string): string {
+  const parts = new Intl.DateTimeFormat("en-CA", { timeZone, year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" })
+    .formatToParts(new Date(Date.parse(at)));
+  const part = (type: string) => parts.find((p) => p.type === type)!.value;
+  return `${part("year")}-${part("month")}-${part("day")} ${part("hour")}:${part("minute")}`;
+}
+
+/** The title a page's `<time>` carries in the browser: local (playwright.config's zone), then UTC. */
+export function localTitle(at: string): string {
+  return `${calendar(at, "Asia/Kolkata")} local time (${calendar(at, "UTC")} UTC)`;
+}
+
 /** Waits until run `id` has succeeded (the API's status), up to 300 s. */
 export async function waitForSuccess(request: APIRequestContext, id: number) {
   await expect

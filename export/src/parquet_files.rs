@@ -210,6 +210,7 @@ mod tests {
                 warmup_loss: Some(1.0),
                 mean_margin: Some(-0.5),
                 el2n: Some(0.75),
+                last_predicted: Some(2),
             },
             SampleStats {
                 sample_key: "bb".into(),
@@ -229,6 +230,7 @@ mod tests {
                 warmup_loss: None,
                 mean_margin: None,
                 el2n: None,
+                last_predicted: None,
             },
         ];
         let dir = tempfile::tempdir().unwrap();

@@ -510,10 +510,15 @@ pub struct SampleStats {
     /// EL2N at the run's EL2N epoch (`RunAnalysis.el2n_epoch`).
     #[serde(default)]
     pub el2n: Option<f64>,
+    /// The class the run predicted at its last epoch (absent in runs analysed before it was
+    /// stored).
+    #[serde(default)]
+    pub last_predicted: Option<u32>,
 }
 
 impl SampleStats {
-    /// A sample's row from its place in the run and `dynamics`' statistics.
+    /// A sample's row from its place in the run and `dynamics`' statistics (`last_predicted`, which
+    /// they do not hold, is `None`).
     pub fn from_values(sample_key: String, sample_index: u32, dataset_index: u32, label: u32, v: &dynamics::SampleValues) -> Self {
         SampleStats {
             sample_key,
@@ -533,6 +538,7 @@ impl SampleStats {
             warmup_loss: v.warmup_loss,
             mean_margin: v.mean_margin,
             el2n: v.el2n,
+            last_predicted: None,
         }
     }
 

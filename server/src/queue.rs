@@ -645,17 +645,22 @@ impl Queue {
         // Short transactions, so that other workers' uploads and heartbeats never wait long
         // for the single writer; the run is `analysing` until the last one, and its
         // statistics are read only after that.
-        let rows: Vec<_> = samples.iter().zip(&summaries).collect();
+        // The class each sample was predicted at the last epoch (the sample grid shows it).
+        let last_predicted: Vec<Option<u16>> = match records.columns.last() {
+            Some(last) if last.predicted.len() == samples.len() => last.predicted.iter().copied().map(Some).collect(),
+            _ => vec![None; samples.len()],
+        };
+        let rows: Vec<_> = samples.iter().zip(&summaries).zip(&last_predicted).collect();
         for chunk in rows.chunks(STATS_PER_TRANSACTION) {
-            let (first, last) = (chunk[0].0 .0, chunk[chunk.len() - 1].0 .0);
+            let (first, last) = (chunk[0].0 .0 .0, chunk[chunk.len() - 1].0 .0 .0);
             let began = std::time::Instant::now();
             let mut tx = self.pool.begin().await.map_err(internal)?;
             sqlx::query("DELETE FROM sample_stats WHERE run_id = ? AND sample_index BETWEEN ? AND ?").bind(run_id).bind(first).bind(last).execute(&mut *tx).await.map_err(internal)?;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events,
-                 first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n) ",
+                 first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n, last_predicted) ",
             );
-            insert.push_values(chunk, |mut row, ((index, dataset_index, key, label), summary)| {
+            insert.push_values(chunk, |mut row, (((index, dataset_index, key, label), summary), predicted)| {
                 let events = &summary.events;
                 let fit = summary.decay.fitted();
                 row.push_bind(run_id)
@@ -675,7 +680,8 @@ impl Queue {
                     .push_bind(fit.map(|f| f.exponential.r2))
                     .push_bind(summary.warmup_loss.map(f64::from))
                     .push_bind(summary.mean_margin)
-                    .push_bind(summary.el2n);
+                    .push_bind(summary.el2n)
+                    .push_bind(predicted.map(i64::from));
             });
             insert.build().execute(&mut *tx).await.map_err(internal)?;
             tx.commit().await.map_err(internal)?;

@@ -563,6 +563,7 @@ pub fn sample_stats_of(row: &SqliteRow) -> SampleStats {
         warmup_loss: row.get("warmup_loss"),
         mean_margin: row.get("mean_margin"),
         el2n: row.get("el2n"),
+        last_predicted: row.get::<Option<i64>, _>("last_predicted").map(|p| p as u32),
     }
 }
 

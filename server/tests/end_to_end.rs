@@ -76,7 +76,9 @@ async fn check_stored_statistics(database: &std::path::Path, run_id: i64, epochs
     let epochs = epochs - warmup;
     // EL2N 10 % into the window: its first epoch plus a tenth of its length.
     let el2n_epoch = warmup + epochs / 10;
+    let last_predicted = &records.columns.last().expect("epochs").predicted;
     for (i, row) in stats.iter().enumerate() {
+        assert_eq!(row.get::<Option<i64>, _>("last_predicted"), Some(i64::from(last_predicted[i])), "sample {i}: the last epoch's prediction");
         let trace: Vec<u8> = correct.iter().map(|epoch| epoch[i]).collect();
         let (forgotten, learned, first) = recount(&trace);
         let first = first.map(|e| e + warmup as i64);

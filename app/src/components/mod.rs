@@ -6,6 +6,7 @@ pub mod form;
 pub mod live;
 pub mod progress;
 pub mod resource;
+pub mod time;
 
 use leptos::prelude::*;
 use protocol::auth::Identity;

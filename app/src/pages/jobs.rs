@@ -10,6 +10,7 @@ use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
 use crate::components::{arch_label, duration, elapsed_seconds, me, CsrfField, StatusBadge};
+use crate::components::time::Time;
 use crate::functions::{disk_space, list_runs, list_workers, CancelRun, RetryRun};
 
 const GROUPS: [(RunStatus, &str); 6] = [
@@ -153,7 +154,8 @@ fn JobRow(run: RunSummary, live: RwSignal<HashMap<i64, Progress>>) -> impl IntoV
                     let took = elapsed_seconds(run.started_at.as_deref(), run.finished_at.as_deref());
                     view! {
                         <span class="finished-at" data-seconds=took.map(|t| t.to_string()).unwrap_or_default()>
-                            {format!("finished {}{}", run.finished_at.clone().unwrap_or_else(|| "–".into()), took.map(|t| format!(" · took {}", duration(t as f64))).unwrap_or_default())}
+                            "finished "{match run.finished_at.clone() { Some(at) => view! { <Time at /> }.into_any(), None => "–".into_any() }}
+                            {took.map(|t| format!(" · took {}", duration(t as f64)))}
                         </span>
                     }.into_any()
                 } else {

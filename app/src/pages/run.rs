@@ -10,6 +10,7 @@ use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series
 use crate::components::live::subscribe;
 use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
+use crate::components::time::Time;
 use crate::components::{arch_label, duration, elapsed_seconds, flatten_spec, number, percent, CsrfField, StatusBadge};
 use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples, UpdateRun};
 
@@ -130,11 +131,9 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Device", device),
         ("Owner", detail.owner.clone().unwrap_or_else(|| "–".into())),
         ("Tags", if detail.tags.is_empty() { "–".to_owned() } else { detail.tags.join(", ") }),
-        ("Created", detail.created_at.clone()),
-        ("Started", detail.started_at.clone().unwrap_or_else(|| "not yet".into())),
-        ("Finished", detail.finished_at.clone().unwrap_or_else(|| "not yet".into())),
-        ("Duration", elapsed_seconds(detail.started_at.as_deref(), detail.finished_at.as_deref()).map_or_else(|| "–".to_owned(), |s| duration(s as f64))),
     ];
+    let times = [("Created", Some(detail.created_at.clone())), ("Started", detail.started_at.clone()), ("Finished", detail.finished_at.clone())];
+    let took = elapsed_seconds(detail.started_at.as_deref(), detail.finished_at.as_deref()).map_or_else(|| "–".to_owned(), |s| duration(s as f64));
     let parameters = flatten_spec(&serde_json::to_value(&spec).unwrap_or_default());
     let sampling_kind = spec.sampling.plan.kind();
     let sampling = spec.sampling.to_string();
@@ -146,7 +145,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         <Title text=format!("Run #{id}") />
         <div class="page-head">
             <h1>{format!("Run #{id}")} " " <span class="run-name">{detail.name.clone()}</span> " " <StatusBadge status /></h1>
-            <span class="muted">{format!("created {}", detail.created_at)}</span>
+            <span class="muted">"created " <Time at=detail.created_at.clone() /></span>
             {crate::components::me().is_some_and(|who| who.role.can_launch()).then(|| view! {
                 <a class="button clone" href=format!("/launch?from={id}") title="Open the launch form filled from this run">"Clone"</a>
             })}
@@ -167,6 +166,11 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
                 <h2>"Configuration"</h2>
                 <dl class="config">
                     {config.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd data-field=k>{v}</dd> }).collect_view()}
+                    {times.into_iter().map(|(k, at)| view! { <dt>{k}</dt><dd data-field=k>{match at {
+                        Some(at) => view! { <Time at /> }.into_any(),
+                        None => "not yet".into_any(),
+                    }}</dd> }).collect_view()}
+                    <dt>"Duration"</dt><dd data-field="Duration">{took}</dd>
                     <dt>"Study"</dt><dd data-field="Study">{match study {
                         Some(s) => view! { <a href=format!("/studies/{}", s.id)>{format!("#{} {}", s.id, s.name)}</a> }.into_any(),
                         None => "–".into_any(),

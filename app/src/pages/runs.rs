@@ -154,7 +154,7 @@ pub fn RunsPage() -> impl IntoView {
                                             <td class="study">{run.study.map(|st| view! { <a href=format!("/studies/{}", st.id)>{st.name}</a> })}</td>
                                             <td>{run.owner.unwrap_or_default()}</td>
                                             <td>{run.tags.into_iter().map(|t| view! { <a class="tag" href=format!("/?tag={t}")>{t.clone()}</a> }).collect_view()}</td>
-                                            <td class="muted">{run.created_at}</td>
+                                            <td class="muted created"><crate::components::time::Time at=run.created_at /></td>
                                         </tr>
                                     }}).collect_view()}
                                 </tbody>

@@ -219,6 +219,10 @@ fn SampleThumb(sample: SampleStats, dataset: String, class_names: Vec<String>, h
             </a>
             <span class="thumb-count" title="forgetting events: correct, then wrong at the next epoch" data-count=sample.forgetting_events>{crate::components::forgotten_label(sample.forgetting_events)}</span>
             <span class="thumb-label">{label}</span>
+            // What the run predicted at its last epoch (runs analysed before it was stored: not shown).
+            {sample.last_predicted.map(|p| view! {
+                <span class="thumb-predicted" class:wrong=p != sample.label data-predicted=p>{format!("predicted {}", prediction_text(p, sample.label, &class_names))}</span>
+            })}
             <span class="thumb-meta muted">{learned}</span>
             <span class="thumb-meta muted">{format!("conf. {} · τ {}", number(sample.confidence, 2), number(sample.tau, 1))}</span>
         </li>
@@ -243,9 +247,13 @@ fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Ve
 
 /// The class a run predicted for the sample at its last epoch, by name, and whether it is right.
 fn last_prediction(t: &Trajectory, names: &[String]) -> String {
-    let Some(&p) = t.predicted.last() else { return "–".into() };
-    let name = names.get(usize::from(p)).cloned().unwrap_or_else(|| format!("class {p}"));
-    if u32::from(p) == t.stats.label { format!("{name} (right)") } else { format!("{name} (wrong)") }
+    t.predicted.last().map_or_else(|| "–".into(), |&p| prediction_text(u32::from(p), t.stats.label, names))
+}
+
+/// A predicted class by name, and whether it is the sample's `label`: `Shirt (wrong)`.
+fn prediction_text(predicted: u32, label: u32, names: &[String]) -> String {
+    let name = names.get(predicted as usize).cloned().unwrap_or_else(|| format!("class {predicted}"));
+    if predicted == label { format!("{name} (right)") } else { format!("{name} (wrong)") }
 }
 
 #[component]

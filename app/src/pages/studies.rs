@@ -15,6 +15,7 @@ use crate::components::live::subscribe;
 use crate::components::{number, percent, StatusBadge};
 use crate::components::form::ActionForm;
 use crate::components::CsrfField;
+use crate::components::time::Time;
 use crate::functions::{get_study, list_datasets, list_studies, CancelStudy, LaunchStudy};
 
 /// `0.8123 ± 0.0412 (n = 3)`, as a percentage when `as_percent`.
@@ -62,7 +63,7 @@ pub fn StudiesPage() -> impl IntoView {
                                 <tr data-study=s.id>
                                     <td><a href=format!("/studies/{}", s.id)>{format!("#{}", s.id)}</a></td><td>{s.name}</td>
                                     <td class="num">{s.runs}</td><td class="num">{s.succeeded}</td><td class="num">{s.active}</td><td class="num">{s.failed}</td>
-                                    <td class="muted">{s.created_at}</td>
+                                    <td class="muted"><Time at=s.created_at /></td>
                                 </tr>
                             }).collect_view()}</tbody>
                         </table>
@@ -220,7 +221,7 @@ fn StudyView(detail: StudyDetail, cancel: ServerAction<CancelStudy>) -> impl Int
         <Title text=format!("Study #{id}") />
         <div class="page-head">
             <h1>{format!("Study #{id}: {}", detail.name)}</h1>
-            <span class="muted">{format!("{} · created {}", detail.dataset, detail.created_at)}</span>
+            <span class="muted">{format!("{} · created ", detail.dataset)}<Time at=detail.created_at.clone() /></span>
         </div>
         <p class="lede study-progress" data-succeeded=succeeded data-total=total>
             {format!("{succeeded} of {total} runs succeeded, {active} queued or running. ")}
