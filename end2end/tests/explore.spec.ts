@@ -119,11 +119,11 @@ test("the sample browser filters on the server, and a sample shows its history i
   const keys = await grid.locator(".thumb").evaluateAll((lis) => lis.map((li) => li.getAttribute("data-sample-key")));
   expect(keys).toEqual(api.samples.map((s: any) => s.sample_key));
   // Each card writes the class predicted at the run's last epoch, as the API gives it (issue 21 item 12).
-  const runNames = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
+  const names = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
   const predicted = grid.locator(".thumb .thumb-predicted");
   await expect(predicted).toHaveCount(api.samples.length);
   expect(await predicted.allTextContents()).toEqual(
-    api.samples.map((s: any) => `predicted ${runNames[s.last_predicted]} (${s.last_predicted === s.label ? "right" : "wrong"})`),
+    api.samples.map((s: any) => `predicted ${names[s.last_predicted]} (${s.last_predicted === s.label ? "right" : "wrong"})`),
   );
   const image = grid.locator(".thumb img").first();
   await expect.poll(() => image.evaluate((img: HTMLImageElement) => img.complete && img.naturalWidth)).toBe(28);
@@ -144,7 +144,6 @@ test("the sample browser filters on the server, and a sample shows its history i
   await expect(page.locator("svg.line-chart")).toHaveCount(2);
   await expectEveryRunDrawn(page, [trajectory.this_run, ...trajectory.other_runs]);
   // The predicted class is written out, not only in a tooltip.
-  const names = (await (await request.get(`/api/v1/runs/${id}`)).json()).class_names;
   const last = trajectory.this_run.predicted[trajectory.this_run.predicted.length - 1];
   await expect(page.locator("dd[data-stat=last_prediction]")).toContainText(names[last]);
   expect(api.samples[0].last_predicted, "the card's prediction is the last epoch's").toBe(last);

@@ -140,17 +140,14 @@ pub fn write_runs_samples_csv(mut out: impl Write, runs: &[(i64, &[SampleStats])
     Ok(())
 }
 
-/// Per-sample statistics of a run from its summaries (`dynamics::summarize_samples`) and the
-/// classes predicted at its last epoch, in recording order.
-pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSummary], last_predicted: Option<&[u16]>) -> Vec<SampleStats> {
+/// Per-sample statistics of a run from its summaries (`dynamics::summarize_samples`), in
+/// recording order.
+pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSummary]) -> Vec<SampleStats> {
     samples
         .iter()
         .zip(summaries)
         .enumerate()
-        .map(|(i, (sample, summary))| SampleStats {
-            last_predicted: last_predicted.and_then(|p| p.get(i)).map(|&p| u32::from(p)),
-            ..SampleStats::from_values(sample.sample_key.clone(), i as u32, sample.dataset_index, sample.label, &dynamics::SampleValues::of(summary))
-        })
+        .map(|(i, (sample, summary))| SampleStats::from_values(sample.sample_key.clone(), i as u32, sample.dataset_index, sample.label, &dynamics::SampleValues::of(summary)))
         .collect()
 }
 

@@ -191,7 +191,6 @@ fn summarise(spec: &ExperimentSpec, folder: &Folder) -> Result<()> {
     let warmup = spec.warmup_epochs as usize;
     let after_warmup = warmup.checked_sub(1).and_then(|i| epochs[i].eval_loss.as_deref());
     let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup, spec.analysis());
-    // samples.parquet has no column for the last prediction (records.parquet holds it).
-    let stats = export::sample_stats(&folder.samples, &summaries, None);
+    let stats = export::sample_stats(&folder.samples, &summaries);
     write_atomically(&folder.out.join("samples.parquet"), |file| Ok(export::write_samples_parquet(file, 0, &stats)?))
 }
