@@ -296,7 +296,7 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
 pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String, dynamics::SampleValues)>, Failure> {
     let rows = sqlx::query(
         "SELECT sample_key, sample_index, dataset_index, label, forgetting_events, learning_events, first_learned_epoch, never_learned, unforgettable,
-                confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
+                confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n, last_predicted FROM sample_stats WHERE run_id = ? ORDER BY sample_index",
     )
     .bind(run_id)
     .fetch_all(pool)
