@@ -35,7 +35,7 @@ test("the form refuses invalid values with a message per field, keeps what was t
   expect(after).toBe(before);
 });
 
-test("the form's training schedule is checked field by field", async ({ page, request }) => {
+test("the form's sample selection is checked field by field", async ({ page, request }) => {
   const before = (await (await request.get("/api/v1/runs")).json()).length;
   await page.goto("/launch");
   await hydrated(page);

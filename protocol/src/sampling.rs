@@ -227,9 +227,10 @@ impl Sampling {
     }
 }
 
-/// A schedule from a form's fields: `kind` and, by name, the texts typed for `budget` and the
-/// kinds' own keys; blank fields and keys this kind does not take are left out (the parser
-/// then applies the defaults and names what is missing). `None` for a blank kind.
+/// A sample selection from a form's fields: `kind` and, by name, the texts typed for `budget`
+/// and the kinds' own keys; blank fields and keys this kind does not take ([`takes`]) are left
+/// out (the parser then applies the defaults and names what is missing). `None` for a blank
+/// kind.
 pub fn from_form(kind: &str, fields: &[(&str, &str)]) -> Option<Value> {
     let kind = kind.trim();
     if kind.is_empty() {
@@ -241,11 +242,17 @@ pub fn from_form(kind: &str, fields: &[(&str, &str)]) -> Option<Value> {
     let mut object = serde_json::Map::new();
     object.insert("kind".into(), Value::String(kind.into()));
     for &(key, text) in fields {
-        if (key == "budget" || keys_of(kind).contains(&key)) && !text.trim().is_empty() {
+        if takes(kind, key) && !text.trim().is_empty() {
             object.insert(key.into(), Value::String(text.trim().into()));
         }
     }
     Some(Value::Object(object))
+}
+
+/// Whether selection `kind` reads `key`: every kind but `full` (blank is `full`) reads
+/// `budget`, and each its own [`keys_of`]. The launch form shows only these fields.
+pub fn takes(kind: &str, key: &str) -> bool {
+    !matches!(kind.trim(), "" | "full") && (key == "budget" || keys_of(kind.trim()).contains(&key))
 }
 
 /// Keys each kind takes besides `kind` and `budget`.
@@ -273,14 +280,14 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
         }
         Some(Value::Object(object)) => object.clone(),
         Some(other) => {
-            field.errors.add("sampling", format!("must be a schedule name or an object with a kind (one of {}), got {other}", KINDS.join(", ")));
+            field.errors.add("sampling", format!("must be a sample selection name or an object with a kind (one of {}), got {other}", KINDS.join(", ")));
             return Sampling::default();
         }
     };
     let kind = match object.get("kind") {
         Some(Value::String(kind)) if KINDS.contains(&kind.trim()) => kind.trim().to_owned(),
         Some(Value::String(kind)) => {
-            field.errors.add("sampling", format!("unknown schedule {kind:?}; choose one of {}", KINDS.join(", ")));
+            field.errors.add("sampling", format!("unknown sample selection {kind:?}; choose one of {}", KINDS.join(", ")));
             return Sampling::default();
         }
         _ => {
@@ -404,7 +411,7 @@ mod tests {
     }
 
     #[test]
-    fn a_form_schedule_keeps_what_its_kind_takes() {
+    fn a_form_selection_keeps_what_its_kind_takes() {
         let fields = [("budget", " 0.5 "), ("source_run", "12"), ("decks", ""), ("nu", "0.8")];
         let spaced = from_form("spaced_repetition", &fields).unwrap();
         assert_eq!(spaced, serde_json::json!({"kind": "spaced_repetition", "budget": "0.5", "source_run": "12"}));
@@ -413,6 +420,20 @@ mod tests {
         assert_eq!(from_form(" ", &fields), None);
         let errors = Sampling::parse(&from_form("prune", &[("budget", "0.3")]).unwrap()).unwrap_err();
         assert!(errors.get("sampling.source_run").is_some() && errors.get("sampling.score").is_some(), "{errors:?}");
+    }
+
+    #[test]
+    fn each_kind_takes_its_own_fields_and_the_budget() {
+        let keys = ["budget", "source_run", "score", "keep", "decks", "nu", "kernel", "due_only"];
+        let taken = |kind: &str| keys.iter().filter(|k| takes(kind, k)).copied().collect::<Vec<_>>();
+        assert_eq!(taken("full"), Vec::<&str>::new());
+        assert_eq!(taken(""), Vec::<&str>::new());
+        assert_eq!(taken("random"), ["budget"]);
+        assert_eq!(taken("easy_to_hard"), ["budget"]);
+        assert_eq!(taken("spaced_repetition"), ["budget", "source_run"]);
+        assert_eq!(taken("prune"), ["budget", "source_run", "score", "keep"]);
+        assert_eq!(taken("leitner"), ["budget", "decks"]);
+        assert_eq!(taken(" rbf "), ["budget", "nu", "kernel", "due_only"]);
     }
     use crate::spec::tests::fashion;
     use crate::spec::{ExperimentSpec, Measure, RunRequest};
@@ -507,7 +528,7 @@ mod tests {
         assert_eq!(errors.get("sampling.decks"), Some("prune takes kind, budget, source_run, score, keep; remove decks"));
 
         let errors = parse(json!("leitnr"), json!({})).unwrap_err();
-        assert!(errors.get("sampling").unwrap().starts_with("unknown schedule \"leitnr\"; choose one of full, random"), "{errors}");
+        assert!(errors.get("sampling").unwrap().starts_with("unknown sample selection \"leitnr\"; choose one of full, random"), "{errors}");
         let errors = parse(json!({"kind": "full", "budget": 0.5}), json!({})).unwrap_err();
         assert!(errors.get("sampling.budget").unwrap().contains("choose random for a subset"));
         let errors = parse(json!({"kind": "rbf", "budget": 0.5, "nu": 1}), json!({})).unwrap_err();

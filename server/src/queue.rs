@@ -198,7 +198,7 @@ impl Queue {
             }
             per_run.push(rows.into_iter().map(|(key, v)| (key, score.ranked_value(&v, spec.never_learned))).collect());
         }
-        let (first, rest) = per_run.split_first().expect("a schedule names at least one source run");
+        let (first, rest) = per_run.split_first().expect("a selection names at least one source run");
         let values = first
             .iter()
             .filter_map(|(key, value)| {

@@ -28,6 +28,9 @@ fn Field(
     /// Suggestions offered while typing (a `<datalist>` by this id).
     #[prop(optional)]
     list: Option<&'static str>,
+    /// Shown only while this holds (a field of another sample selection is hidden).
+    #[prop(optional)]
+    visible: Option<Signal<bool>>,
 ) -> impl IntoView {
     let typed = RwSignal::new(None::<String>);
     let check = move |ev: leptos::ev::Event| {
@@ -41,7 +44,7 @@ fn Field(
     let hint_id = format!("{name}-hint");
     let error_id = format!("{name}-error");
     view! {
-        <label class="field" class:invalid=move || shown.get().is_some()>
+        <label class="field" class:invalid=move || shown.get().is_some() hidden=move || visible.is_some_and(|v| !v.get())>
             <span class="field-label">{label}</span>
             <input type="text" name=name id=name value=value inputmode=numeric.then_some("decimal") autocomplete="off" list=list on:input=check
                 aria-describedby=format!("{hint_id} {error_id}") aria-invalid=move || if shown.get().is_some() { "true" } else { "false" } />
@@ -61,11 +64,22 @@ fn Choice(
     #[prop(optional, into)]
     selected: String,
     error: Signal<Option<String>>,
+    /// Shown only while this holds.
+    #[prop(optional)]
+    visible: Option<Signal<bool>>,
+    /// Set to the chosen value whenever the choice changes.
+    #[prop(optional)]
+    picked: Option<RwSignal<String>>,
 ) -> impl IntoView {
+    let pick = move |ev: leptos::ev::Event| {
+        if let Some(picked) = picked {
+            picked.set(event_target_value(&ev));
+        }
+    };
     view! {
-        <label class="field" class:invalid=move || error.get().is_some()>
+        <label class="field" class:invalid=move || error.get().is_some() hidden=move || visible.is_some_and(|v| !v.get())>
             <span class="field-label">{label}</span>
-            <select name=name id=name aria-describedby=format!("{name}-error") aria-invalid=move || if error.get().is_some() { "true" } else { "false" }>
+            <select name=name id=name on:change=pick aria-describedby=format!("{name}-error") aria-invalid=move || if error.get().is_some() { "true" } else { "false" }>
                 {options.into_iter().map(|(value, text, enabled)| {
                     let chosen = value == selected;
                     view! { <option value=value disabled={!enabled} selected=chosen>{text}</option> }
@@ -159,6 +173,55 @@ pub fn launch_summary(get: impl Fn(&str) -> String) -> String {
     format!("1 run: {arch} on {}, {samples}, {} fine-tuning epoch(s){warmup}, {selection}, seed {}, device {device}.", field("dataset"), field("epochs"), field("seed"))
 }
 
+/// How long the form's run would take, in a sentence naming the run it is timed by: the newest
+/// succeeded run of the same architecture and dataset (on the same kind of device when the
+/// form names `cpu` or `cuda`). Its worker reported images per second over the run's whole
+/// wall time, validation and measurement included (`trainer::train` `Beats::beat`); the new
+/// run trains on its training samples once per head-warmup epoch and, at the selection's
+/// budget, once per fine-tuning epoch. Image size, batch size and the validation subset change
+/// the time too, so this is a guide, not a promise.
+pub fn launch_estimate(get: impl Fn(&str) -> String, runs: &[protocol::RunSummary], datasets: &[protocol::DatasetInfo]) -> String {
+    let field = |name: &str| get(name).trim().to_owned();
+    let (arch, dataset, device) = (field("arch"), field("dataset"), field("device"));
+    let on_device = |run: &protocol::RunSummary| match device.as_str() {
+        "cpu" | "cuda" => run.progress.as_ref().and_then(|p| p.heartbeat.device.as_deref()).is_some_and(|d| d.starts_with(device.as_str())),
+        _ => true,
+    };
+    let rate = |run: &protocol::RunSummary| run.progress.as_ref().and_then(|p| p.heartbeat.images_per_sec).filter(|r| r.is_finite() && *r > 0.0);
+    let timed = runs
+        .iter()
+        .filter(|r| r.status == protocol::RunStatus::Succeeded && r.arch == arch && r.dataset == dataset && on_device(r) && rate(r).is_some())
+        .max_by_key(|r| r.id);
+    let Some(timed) = timed else {
+        let on = if matches!(device.as_str(), "cpu" | "cuda") { format!(" on {device}") } else { String::new() };
+        return format!("No time estimate yet: no succeeded {} run over {dataset}{on} to time it by.", crate::components::arch_label(&arch));
+    };
+    let whole = datasets.iter().find(|d| d.name == dataset).map(|d| d.train_size);
+    let samples = match field("train_subset").as_str() {
+        "" => whole,
+        n => n.parse::<u64>().ok().map(|n| whole.map_or(n, |w| n.min(w))),
+    };
+    let number = |name: &str| field(name).parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+    let budget = if protocol::sampling::takes(&field("sampling"), "budget") && !field("sampling_budget").is_empty() { number("sampling_budget") } else { Some(1.0) };
+    let (Some(samples), Some(epochs), Some(warmup), Some(budget)) = (samples, number("epochs"), number("warmup_epochs").or(Some(0.0)), budget) else {
+        return "No time estimate: fix the numbers above first.".to_owned();
+    };
+    let rate = rate(timed).unwrap_or(1.0);
+    let seconds = samples as f64 * (warmup + epochs * budget.min(1.0)) / rate;
+    format!("{}, timed by run #{} ({:.0} images/s).", duration_text(seconds), timed.id, rate)
+}
+
+/// "About 12 minutes", rounded as a person would say it.
+fn duration_text(seconds: f64) -> String {
+    match seconds {
+        s if s < 60.0 => "Under a minute".to_owned(),
+        s if s < 90.0 => "About a minute".to_owned(),
+        s if s < 90.0 * 60.0 => format!("About {:.0} minutes", s / 60.0),
+        s if s < 48.0 * 3600.0 => format!("About {:.1} hours", s / 3600.0),
+        s => format!("About {:.0} days", s / 86400.0),
+    }
+}
+
 fn ids(runs: &[i64]) -> String {
     runs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",")
 }
@@ -197,8 +260,18 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let outcome = launch.value();
     let live = RwSignal::new(false);
     Effect::new(move |_| live.set(true));
+    let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
+    // Runs a selection can read (spaced repetition, prune), offered while typing the source
+    // run; the newest of the same architecture times the summary's estimate.
+    let succeeded = crate::components::resource::resource(|| (), |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }));
+    // Once hydrated, the form shows only the fields of the chosen sample selection and
+    // learning-rate schedule (the server ignores the others: `protocol::sampling::from_form`).
+    let kind = RwSignal::new(v("sampling", "full"));
+    let schedule = RwSignal::new(v("schedule", Schedule::ALL[0].as_str()));
+    let takes = move |key: &'static str| Signal::derive(move || !live.get() || protocol::sampling::takes(&kind.get(), key));
+    let stepped = Signal::derive(move || !live.get() || schedule.get() == Schedule::Step.as_str());
     // The summary of what Launch would queue, read from the form when Launch is pressed.
-    let review = RwSignal::new(None::<String>);
+    let review = RwSignal::new(None::<(String, String)>);
     let open_review = move |ev: leptos::ev::MouseEvent| {
         if !live.get_untracked() {
             return;
@@ -212,13 +285,15 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 .and_then(|e| e.closest("form").ok().flatten())
                 .and_then(|f| f.dyn_into::<leptos::web_sys::HtmlFormElement>().ok());
             if let Some(data) = form.and_then(|f| leptos::web_sys::FormData::new_with_form(&f).ok()) {
-                review.set(Some(launch_summary(|name| data.get(name).as_string().unwrap_or_default())));
+                let get = |name: &str| data.get(name).as_string().unwrap_or_default();
+                let runs = succeeded.get_untracked().and_then(|r| r.ok()).map(|list| list.runs).unwrap_or_default();
+                let known = datasets.get_untracked().and_then(|r| r.ok()).unwrap_or_default();
+                review.set(Some((launch_summary(get), launch_estimate(get, &runs, &known))));
             }
         }
         #[cfg(not(feature = "hydrate"))]
         let _ = ev;
     };
-    let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     let error = move |field: &'static str| {
         Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
     };
@@ -243,20 +318,18 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
         ("exclude".to_owned(), "left out (exclude)".to_owned(), true),
     ];
     // The selection's score and end, as choices ("" leaves them to the selection's default).
-    let scores = std::iter::once((String::new(), "– (prune only)".to_owned(), true))
+    let scores = std::iter::once((String::new(), "– choose a score".to_owned(), true))
         .chain(protocol::SampleScore::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned(), true)))
         .collect::<Vec<_>>();
-    let kernels = std::iter::once((String::new(), "– (rbf only; gaussian)".to_owned(), true))
+    let kernels = std::iter::once((String::new(), "– default (gaussian)".to_owned(), true))
         .chain(protocol::RbfKernel::ALL.iter().map(|k| (k.as_str().to_owned(), k.as_str().to_owned(), true)))
         .collect::<Vec<_>>();
     let due_choices = vec![
-        (String::new(), "– (rbf only; no)".to_owned(), true),
+        (String::new(), "– default (no)".to_owned(), true),
         ("false".to_owned(), "no: fill the budget with those due soonest".to_owned(), true),
         ("true".to_owned(), "yes: only the due samples (Amiri et al.)".to_owned(), true),
     ];
-    let keeps = vec![(String::new(), "– (prune only)".to_owned(), true), ("top".to_owned(), "top of the score".to_owned(), true), ("bottom".to_owned(), "bottom of the score".to_owned(), true)];
-    // Runs a selection can read (spaced repetition, prune): offered while typing the source run.
-    let succeeded = crate::components::resource::resource(|| (), |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }));
+    let keeps = vec![(String::new(), "– default (top)".to_owned(), true), ("top".to_owned(), "top of the score".to_owned(), true), ("bottom".to_owned(), "bottom of the score".to_owned(), true)];
     let dataset = v("dataset", "");
     let no_yes = vec![("false".to_owned(), "no".to_owned(), true), ("true".to_owned(), "yes".to_owned(), true)];
     let yes_no = vec![("true".to_owned(), "yes (CUDA only)".to_owned(), true), ("false".to_owned(), "no".to_owned(), true)];
@@ -318,10 +391,10 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <Choice label="Frozen backbone during warmup" name="warmup_backbone" options=warmup_backbones selected=v("warmup_backbone", "") error=error("warmup_backbone") />
                 <Field label="Batch size" name="batch_size" value=v("batch_size", "128") error=error("batch_size") />
                 <Field label="Learning rate" name="lr" value=v("lr", "0.01") error=error("lr") />
-                <Choice label="Learning-rate schedule" name="schedule" options=schedules selected=v("schedule", "") error=error("schedule") />
+                <Choice label="Learning-rate schedule" name="schedule" options=schedules selected=v("schedule", "") error=error("schedule") picked=schedule />
                 <Field label="Learning-rate warmup epochs" name="lr_warmup_epochs" value=v("lr_warmup_epochs", "0") hint="linear, at the start of fine-tuning" error=error("lr_warmup_epochs") />
-                <Field label="Step epochs" name="step_epochs" value=v("step_epochs", "") hint="step schedule: epochs between decays (default 30)" error=error("step_epochs") />
-                <Field label="Step factor" name="step_gamma" value=v("step_gamma", "") hint="step schedule: the rate is multiplied by this (default 0.1)" error=error("step_gamma") />
+                <Field label="Step epochs" name="step_epochs" value=v("step_epochs", "") hint="step schedule: epochs between decays (default 30)" error=error("step_epochs") visible=stepped />
+                <Field label="Step factor" name="step_gamma" value=v("step_gamma", "") hint="step schedule: the rate is multiplied by this (default 0.1)" error=error("step_gamma") visible=stepped />
                 <Choice label="Augmentation" name="augment" options=augments selected=v("augment", "") error=error("augment") />
                 <Field label="Seed" name="seed" value=v("seed", "0") error=error("seed") />
             </fieldset>
@@ -337,11 +410,11 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
             </fieldset>
             <fieldset>
                 <legend>"Sample selection"</legend>
-                <Choice label="Sample selection" name="sampling" options=kinds selected=v("sampling", "") error=error("sampling") />
-                <Field label="Budget" name="sampling_budget" value=v("sampling_budget", "") hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") />
-                <Field label="Source run" name="source_run" numeric=false list="succeeded-runs" value=v("source_run", "") hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") />
-                <Choice label="Score" name="score" options=scores selected=v("score", "") error=error("sampling.score") />
-                <Choice label="Keep" name="keep" options=keeps selected=v("keep", "") error=error("sampling.keep") />
+                <Choice label="Sample selection" name="sampling" options=kinds selected=v("sampling", "") error=error("sampling") picked=kind />
+                <Field label="Budget" name="sampling_budget" value=v("sampling_budget", "") hint="share of the training set each fine-tuning epoch, in (0, 1]; not for full" error=error("sampling.budget") visible=takes("budget") />
+                <Field label="Source run" name="source_run" numeric=false list="succeeded-runs" value=v("source_run", "") hint="spaced_repetition and prune: an earlier succeeded run over the same samples, or several (one per seed, separated by commas) combined as Toneva et al. and Paul et al. combine seeds" error=error("sampling.source_run") visible=takes("source_run") />
+                <Choice label="Score" name="score" options=scores selected=v("score", "") error=error("sampling.score") visible=takes("score") />
+                <Choice label="Keep" name="keep" options=keeps selected=v("keep", "") error=error("sampling.keep") visible=takes("keep") />
                 <Transition fallback=|| ()>
                     {move || Suspend::new(async move {
                         let runs = succeeded.await.map(|list| list.runs).unwrap_or_default();
@@ -353,10 +426,10 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                         }
                     })}
                 </Transition>
-                <Field label="Decks" name="decks" value=v("decks", "") hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") />
-                <Field label="Recall threshold ν" name="nu" value=v("nu", "") hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") />
-                <Choice label="Recall kernel" name="kernel" options=kernels selected=v("kernel", "") error=error("sampling.kernel") />
-                <Choice label="Due samples only" name="due_only" options=due_choices selected=v("due_only", "") error=error("sampling.due_only") />
+                <Field label="Decks" name="decks" value=v("decks", "") hint="leitner: deck k is reviewed every 2^k epochs (default 5)" error=error("sampling.decks") visible=takes("decks") />
+                <Field label="Recall threshold ν" name="nu" value=v("nu", "") hint="rbf: in (0, 1), default 0.9" error=error("sampling.nu") visible=takes("nu") />
+                <Choice label="Recall kernel" name="kernel" options=kernels selected=v("kernel", "") error=error("sampling.kernel") visible=takes("kernel") />
+                <Choice label="Due samples only" name="due_only" options=due_choices selected=v("due_only", "") error=error("sampling.due_only") visible=takes("due_only") />
             </fieldset>
             <fieldset>
                 <legend>"Analysis"</legend>
@@ -387,9 +460,10 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                     on:click=open_review disabled=move || launch.pending().get()>
                     {move || if launch.pending().get() { "Launching…" } else { "Launch…" }}
                 </button>
-                {move || review.get().map(|summary| view! {
+                {move || review.get().map(|(summary, estimate)| view! {
                     <div class="launch-review" role="status">
                         <p class="launch-summary">{summary}</p>
+                        <p class="launch-estimate">{estimate}</p>
                         <button type="submit" class="button primary queue-it" disabled=move || launch.pending().get()>"Queue it"</button>
                         <button type="button" class="button" on:click=move |_| review.set(None)>"Change something"</button>
                     </div>
@@ -435,6 +509,40 @@ mod tests {
         assert_eq!(summary, "1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s) after 1 head-warmup epoch(s), prune selection at budget 0.5, seed 7, device cpu.");
         let plain = launch_summary(|name| if name == "arch" { "small_cnn".into() } else { String::new() });
         assert!(plain.contains("Small CNN") && plain.contains("every training sample") && plain.contains("every sample each epoch") && plain.contains("device auto"), "{plain}");
+    }
+
+    fn run(id: i64, arch: &str, device: &str, images_per_sec: Option<f64>) -> protocol::RunSummary {
+        serde_json::from_value(serde_json::json!({
+            "id": id, "dataset": "fashion-mnist", "arch": arch, "seed": 0, "epochs": 4, "status": "succeeded", "created_at": "2026-12-07T10:00:00Z",
+            "progress": {"job_id": id, "run_id": id, "status": "succeeded", "epochs": 4, "fraction": 1.0, "phase": "succeeded", "epoch": 4, "step": 8, "steps": 8,
+                "images_per_sec": images_per_sec, "device": device}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_estimate_is_timed_by_the_newest_matching_run() {
+        let runs = [run(3, "resnet18", "cpu (the CPU build)", Some(100.0)), run(5, "resnet18", "cuda:0 (1 of 1 GPUs)", Some(2000.0)),
+            run(4, "resnet18", "cpu", Some(50.0)), run(6, "small_cnn", "cpu", Some(9000.0)), run(7, "resnet18", "cpu", None)];
+        let form = |pairs: &[(&'static str, &'static str)]| {
+            let mut fields = HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1000"), ("epochs", "5"), ("warmup_epochs", "1")]);
+            fields.extend(pairs.iter().copied());
+            move |name: &str| fields.get(name).map(|v| v.to_string()).unwrap_or_default()
+        };
+        // auto: the newest ResNet-18 run with a rate, #5; 1000 x (1 + 5) images at 2000/s.
+        assert_eq!(launch_estimate(form(&[]), &runs, &fashion()), "Under a minute, timed by run #5 (2000 images/s).");
+        // cpu: #4 (newer than #3); 6000 images at 50/s = 2 minutes.
+        assert_eq!(launch_estimate(form(&[("device", "cpu")]), &runs, &fashion()), "About 2 minutes, timed by run #4 (50 images/s).");
+        // A selection at budget 0.5 trains on half the samples each fine-tuning epoch:
+        // 60000 x (1 + 5 x 0.5) = 210000 images at 50/s = 70 minutes.
+        let half = form(&[("device", "cpu"), ("train_subset", ""), ("sampling", "random"), ("sampling_budget", "0.5")]);
+        assert_eq!(launch_estimate(half, &runs, &fashion()), "About 70 minutes, timed by run #4 (50 images/s).");
+        // full ignores a budget left in its hidden field; hours beyond 90 minutes.
+        let full = form(&[("device", "cpu"), ("train_subset", ""), ("sampling", "full"), ("sampling_budget", "0.5")]);
+        assert_eq!(launch_estimate(full, &runs, &fashion()), "About 2.0 hours, timed by run #4 (50 images/s).");
+        assert_eq!(launch_estimate(form(&[("arch", "deit_small")]), &runs, &fashion()), "No time estimate yet: no succeeded DeiT-Small run over fashion-mnist to time it by.");
+        assert_eq!(launch_estimate(form(&[("arch", "small_cnn"), ("device", "cuda")]), &runs, &fashion()), "No time estimate yet: no succeeded Small CNN run over fashion-mnist on cuda to time it by.");
+        assert_eq!(launch_estimate(form(&[("epochs", "many")]), &runs, &fashion()), "No time estimate: fix the numbers above first.");
     }
 
     #[test]
