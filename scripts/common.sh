@@ -8,6 +8,9 @@ cd "$ROOT"
 # Pinned versions: keep in step with rust-toolchain.toml and Cargo.toml.
 RUST_TOOLCHAIN="1.96.0"
 TORCH_VERSION="2.11.0"
+# What scripts/export-weights exports from (torchvision pairs with torch 2.11).
+TORCHVISION_VERSION="0.26.0"
+TIMM_VERSION="1.0.31"
 CUDA_WHEEL_SERIES="13.0"
 CARGO_LEPTOS_VERSION="0.3.11"
 WASM_BINDGEN_VERSION="0.2.130"
@@ -68,7 +71,7 @@ provided_elsewhere() {
 # service check (scripts/check-service).
 ensure_debian_packages() {
     local purpose="$1"
-    local wanted=(dataset-fashion-mnist build-essential python3 python3-pip nodejs npm unzip curl ca-certificates)
+    local wanted=(dataset-fashion-mnist build-essential python3 python3-pip python3-venv nodejs npm unzip curl ca-certificates)
     if [ "$purpose" = test ]; then
         wanted+=(chromium slurmctld slurmd slurm-client munge caddy systemd)
     elif [ "${FORGETLAB_EXECUTOR:-local}" = slurm ]; then

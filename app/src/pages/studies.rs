@@ -1,6 +1,6 @@
 //! `/studies`: every study and the form that launches one (from a preset or field by field);
 //! `/studies/{id}`: a study's grid of runs filling live, and its report: the findings in the
-//! form of DESIGN.md's study, beside the paper's numbers, and the training-schedule arms.
+//! form of DESIGN.md's study, beside the paper's numbers, and the sample-selection arms.
 
 use std::collections::HashSet;
 
@@ -50,7 +50,7 @@ pub fn StudiesPage() -> impl IntoView {
     view! {
         <Title text="Studies" />
         <h1>"Studies"</h1>
-        <p class="lede">"A study is a grid of runs — architectures × seeds × training schedules on one dataset — launched together and reported as one."</p>
+        <p class="lede">"A study is a grid of runs — architectures × seeds × sample selections on one dataset — launched together and reported as one."</p>
         <Suspense fallback=|| view! { <p class="loading">"Loading studies…"</p> }>
             {move || Suspend::new(async move {
                 match studies.await {
@@ -96,7 +96,7 @@ pub fn StudiesPage() -> impl IntoView {
                 </label>
                 <StudyField label="Architectures" name="archs" hint="comma-separated: resnet18, deit_small, small_cnn" error=error("archs") />
                 <StudyField label="Seeds" name="seeds" hint="comma-separated, e.g. 1,2,3" error=error("seeds") />
-                <StudyField label="Arms" name="arms" value="full" hint="schedules, comma-separated: full, random, easy_to_hard, hard_to_easy, spaced_repetition, leitner, rbf" error=error("arms") />
+                <StudyField label="Arms" name="arms" value="full" hint="sample selections, comma-separated: full, random, easy_to_hard, hard_to_easy, spaced_repetition, leitner, rbf" error=error("arms") />
                 <StudyField label="Budget" name="budget" value="0.5" hint="share of the training set each epoch, for every arm but full" error=error("budget") />
                 <StudyField label="Source run" name="source_run" hint="spaced_repetition and prune arms: the earlier run whose τ or scores they read, or several (one per seed, separated by commas)" error=error("source_run") />
             </fieldset>
@@ -432,7 +432,7 @@ fn Report(detail: StudyDetail) -> impl IntoView {
                     </tr>
                 }).collect_view()}</tbody>
             </table>
-            <p class="muted small">{format!("The paper on schedules: {}.", report.published.get(4).map(|p| p.paper.clone()).unwrap_or_default())}</p>
+            <p class="muted small">{format!("The paper on sample selections: {}.", report.published.get(4).map(|p| p.paper.clone()).unwrap_or_default())}</p>
         </section>
         <section class="card study-curves">
             <h2>"Arms over training: validation accuracy and macro-F1 (mean over seeds, 95 % band)"</h2>
