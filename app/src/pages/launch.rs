@@ -190,9 +190,10 @@ pub fn launch_estimate(get: impl Fn(&str) -> String, runs: &[protocol::RunSummar
     let rate = |run: &protocol::RunSummary| run.progress.as_ref().and_then(|p| p.heartbeat.images_per_sec).filter(|r| r.is_finite() && *r > 0.0);
     let timed = runs
         .iter()
-        .filter(|r| r.status == protocol::RunStatus::Succeeded && r.arch == arch && r.dataset == dataset && on_device(r) && rate(r).is_some())
-        .max_by_key(|r| r.id);
-    let Some(timed) = timed else {
+        .filter(|r| r.status == protocol::RunStatus::Succeeded && r.arch == arch && r.dataset == dataset && on_device(r))
+        .filter_map(|r| Some((r.id, rate(r)?)))
+        .max_by_key(|&(id, _)| id);
+    let Some((timed, rate)) = timed else {
         let on = if matches!(device.as_str(), "cpu" | "cuda") { format!(" on {device}") } else { String::new() };
         return format!("No time estimate yet: no succeeded {} run over {dataset}{on} to time it by.", crate::components::arch_label(&arch));
     };
@@ -203,15 +204,16 @@ pub fn launch_estimate(get: impl Fn(&str) -> String, runs: &[protocol::RunSummar
     };
     let number = |name: &str| field(name).parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
     let budget = if protocol::sampling::takes(&field("sampling"), "budget") && !field("sampling_budget").is_empty() { number("sampling_budget") } else { Some(1.0) };
-    let (Some(samples), Some(epochs), Some(warmup), Some(budget)) = (samples, number("epochs"), number("warmup_epochs").or(Some(0.0)), budget) else {
+    let warmup = number("warmup_epochs").unwrap_or(0.0);
+    let (Some(samples), Some(epochs), Some(budget)) = (samples, number("epochs"), budget) else {
         return "No time estimate: fix the numbers above first.".to_owned();
     };
-    let rate = rate(timed).unwrap_or(1.0);
     let seconds = samples as f64 * (warmup + epochs * budget.min(1.0)) / rate;
-    format!("{}, timed by run #{} ({:.0} images/s).", duration_text(seconds), timed.id, rate)
+    format!("{}, timed by run #{timed} ({rate:.0} images/s).", duration_text(seconds))
 }
 
-/// "About 12 minutes", rounded as a person would say it.
+/// "About 12 minutes", rounded as a person would say it: an estimate, so not
+/// [`crate::components::duration`]'s exact "12 min 05 s".
 fn duration_text(seconds: f64) -> String {
     match seconds {
         s if s < 60.0 => "Under a minute".to_owned(),
