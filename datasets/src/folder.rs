@@ -41,7 +41,7 @@ use protocol::DatasetGroups;
 
 use crate::files::{FileDataset, FileSample};
 use crate::limits::MAX_LIST_BYTES;
-use crate::rng::{stream_seed, SplitMix64};
+use dynamics::rng::{stream_seed, SplitMix64};
 use crate::roots::{list_dir, read_text, Roots};
 use crate::{DatasetError, Options, Split};
 

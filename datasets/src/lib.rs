@@ -27,7 +27,6 @@ mod key;
 mod limits;
 mod npy;
 mod npz;
-mod rng;
 mod roots;
 mod source;
 mod synthetic;

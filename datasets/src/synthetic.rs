@@ -11,7 +11,7 @@
 use std::fmt;
 
 use crate::decode::raw_image_set;
-use crate::rng::{stream_seed, SplitMix64};
+use dynamics::rng::{stream_seed, SplitMix64};
 use crate::{DatasetError, ImageSet, Split};
 
 const BRIGHT: i32 = 200;

@@ -8,29 +8,17 @@
 
 use std::time::Instant;
 
+use dynamics::rng::SplitMix64;
 use dynamics::{summarize_samples, AnalysisSettings, TraceColumns, Window};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn unit(&mut self) -> f32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// `[epoch][sample]` columns: (correct, p_true, loss).
 fn traces(samples: usize, epochs: usize, shaped: bool) -> Vec<(Vec<u8>, Vec<f32>, Vec<f32>)> {
-    let mut rng = Rng(7);
-    let difficulty: Vec<f32> = (0..samples).map(|_| rng.unit()).collect();
+    let mut rng = SplitMix64::new(7);
+    let difficulty: Vec<f32> = (0..samples).map(|_| rng.unit_f32()).collect();
     (0..epochs)
         .map(|t| {
             let mut correct = Vec::with_capacity(samples);
@@ -39,9 +27,9 @@ fn traces(samples: usize, epochs: usize, shaped: bool) -> Vec<(Vec<u8>, Vec<f32>
                 let p = if shaped {
                     // Rises with the epoch, later for hard samples; 10 % noise.
                     let progress = (t as f32 + 1.0) / epochs as f32;
-                    (progress / (d + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit()
+                    (progress / (d + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit_f32()
                 } else {
-                    rng.unit()
+                    rng.unit_f32()
                 };
                 correct.push(u8::from(p > 0.5));
                 p_true.push(p);

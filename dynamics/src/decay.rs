@@ -1,4 +1,4 @@
-//! Retention decay of one sample (DESIGN.md, "Retention decay"). A run fits one of four
+//! Retention decay of one sample (docs/design.md, "Retention decay"). A run fits one of four
 //! definitions ([`Retention`]), chosen at launch and recorded with its statistics:
 //!
 //! - `a`, lag retention: `R(k) = P(correct at t + k | correct at t)` over the epochs t where
@@ -506,9 +506,15 @@ impl<'a> Curves<'a> {
         let mut best = (grid[0], f64::INFINITY);
         for i in minima {
             let rate = self.refine(grid[i.saturating_sub(1)], grid[i], grid[(i + 1).min(last)]);
-            let sse = self.sse(rate);
-            if sse < best.1 {
-                best = (rate, sse);
+            // The refined rate, unless it is worse than the grid point it started from: with a
+            // free floor the SSE can fall all the way to rate 0+ (the floor running off to
+            // -inf: a straight line), where the floor is lost to rounding and the SSE jumps.
+            let candidate = match self.sse(rate) {
+                refined if refined <= sse[i] => (rate, refined),
+                _ => (grid[i], self.sse(grid[i])),
+            };
+            if candidate.1 < best.1 {
+                best = candidate;
             }
         }
         self.fill(best.0);
@@ -720,11 +726,8 @@ mod tests {
     #[test]
     fn the_coarse_grid_finds_the_fine_grids_minimum() {
         // Random and partly random traces of 20 to 120 epochs, every definition, both shapes.
-        let mut state = 1u64;
-        let mut unit = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        let mut rng = crate::rng::SplitMix64::new(1);
+        let mut unit = move || rng.unit_f64();
         for trace in 0..400 {
             let epochs = 20 + trace % 100;
             let bias = unit();
@@ -755,6 +758,23 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_best_rate_is_never_worse_than_its_grid() {
+        // Lag retention falling almost linearly from 0.98 to 0.67, then 1 at the two longest
+        // lags. With a free floor the SSE keeps falling towards rate 0+ (the floor runs off to
+        // -inf); the refinement used to follow it down to a rate where the floor rounds away
+        // (SSE 0.378) and return that, above the grid's own best point (0.126).
+        let points: Vec<(usize, f64)> = (1..=56).map(|k| (k, (58 - k) as f64 / (59 - k) as f64)).chain([(57, 1.0), (58, 1.0)]).collect();
+        let problem = Problem { points: &points, weights: None, anchor: 1.0, with_floor: true };
+        for shape in [Shape::Exponential, Shape::Power] {
+            let grid = grid_rates(GRID_POINTS);
+            let mut curves = Curves::new(problem, shape);
+            let grid_best = grid.iter().map(|&rate| curves.sse(rate)).fold(f64::INFINITY, f64::min);
+            let (rate, _, sse) = Curves::new(problem, shape).best_rate(GRID_POINTS);
+            assert!(sse <= grid_best, "rate {rate}: SSE {sse} above the grid's best {grid_best}");
         }
     }
 

@@ -13,6 +13,7 @@ pub mod decay;
 pub mod events;
 pub mod overlap;
 pub mod rbf;
+pub mod rng;
 pub mod scores;
 pub mod settings;
 pub mod stats;

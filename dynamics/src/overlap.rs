@@ -3,6 +3,8 @@
 
 use std::collections::HashSet;
 
+use crate::rng::SplitMix64;
+
 /// The samples in a run's top-q set, by position, with what the cut had to decide.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TopSet {
@@ -17,16 +19,6 @@ pub struct TopSet {
     pub tied_at_cut: usize,
 }
 
-/// splitmix64: a small, well-mixed stream for tie-breaks that must not depend on the
-/// version of a random-number crate.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// The `round(q n)` samples with the highest scores. Ties at the cut are broken by a random
 /// draw seeded with `seed`: give each run its own seed, or tied samples (all the zeros, say)
 /// would be drawn alike in every run and inflate their overlap.
@@ -34,8 +26,8 @@ pub fn top_set(scores: &[f64], q: f64, seed: u64) -> TopSet {
     assert!((0.0..=1.0).contains(&q), "q is a fraction");
     let n = scores.len();
     let size = if n == 0 || q == 0.0 { 0 } else { ((q * n as f64).round() as usize).clamp(1, n) };
-    let mut state = seed;
-    let draws: Vec<u64> = (0..n).map(|_| splitmix(&mut state)).collect();
+    let mut rng = SplitMix64::new(seed);
+    let draws: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(draws[a].cmp(&draws[b])));
     let tied_at_cut = match size.checked_sub(1) {
@@ -100,8 +92,8 @@ mod tests {
         assert_eq!(chance_jaccard(0.1), 0.1 / 1.9);
         // Random scores: the top-10 % sets of independent runs overlap by about q / (2 - q).
         let n = 20_000;
-        let mut state = 5u64;
-        let mut draw = || (0..n).map(|_| (splitmix(&mut state) >> 11) as f64).collect::<Vec<f64>>();
+        let mut rng = SplitMix64::new(5);
+        let mut draw = || (0..n).map(|_| rng.unit_f64()).collect::<Vec<f64>>();
         let (a, b) = (draw(), draw());
         let j = jaccard(&top_set(&a, 0.1, 1).members, &top_set(&b, 0.1, 2).members).unwrap();
         assert!((j - chance_jaccard(0.1)).abs() < 0.01, "{j}");

@@ -18,7 +18,8 @@ use server::progress::Hub;
 use server::queue::Queue;
 use server::registry::Registry;
 use server::service::Service;
-use support::{median, setting, uploaded_run, Data, Rng};
+use dynamics::rng::SplitMix64;
+use support::{median, setting, uploaded_run, Data};
 
 #[tokio::main]
 async fn main() {
@@ -46,7 +47,7 @@ async fn main() {
     let answered = started.elapsed();
     let mut analysis = analysis.expect("a succeeded run is analysed");
     let (mut beats, mut uploads) = (Vec::new(), Vec::new());
-    let mut rng = Rng(7);
+    let mut rng = SplitMix64::new(7);
     let mut tick = 0u32;
     loop {
         tokio::select! {

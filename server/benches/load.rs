@@ -94,9 +94,9 @@ async fn main() {
     for c in 0..20u64 {
         let (client, base, stop, errors, pages, ids) = (client.clone(), base.clone(), stop.clone(), errors.clone(), pages.clone(), ids.clone());
         tasks.push(tokio::spawn(async move {
-            let mut n = c;
+            let mut rng = dynamics::rng::SplitMix64::new(c);
             while !stop.load(Ordering::Relaxed) {
-                n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let n = rng.next_u64();
                 let id = ids[(n >> 33) as usize % ids.len()];
                 let (kind, path) = match (n >> 20) % 4 {
                     0 => ("jobs page", "/jobs".to_owned()),

@@ -19,7 +19,7 @@ use crate::db::internal;
 pub const BLOCK: usize = 64;
 
 /// How sealed blocks keep margin and EL2N (`FORGETLAB_RECORD_PRECISION`). Correctness,
-/// predictions, loss and p_true, from which every statistic of DESIGN.md is computed, are
+/// predictions, loss and p_true, from which every statistic of docs/design.md is computed, are
 /// always kept bit for bit; so are margin and EL2N while a run trains, and the per-sample
 /// statistics are computed before sealing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -323,13 +323,8 @@ mod tests {
 
     /// Records with awkward values: NaN, infinities, zeros, p_true not equal to exp(-loss).
     fn records(samples: usize, epochs: usize) -> RunRecords {
-        let mut state = 3u32;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            state
-        };
+        let mut rng = dynamics::rng::SplitMix64::new(3);
+        let mut next = move || rng.next_u64() as u32;
         let columns = (0..epochs)
             .map(|_| {
                 let mut c = EpochColumns::zeroed(samples);

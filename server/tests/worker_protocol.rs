@@ -219,13 +219,8 @@ fn jobs_are_leased_by_priority_then_in_order_and_listed_by_owner() {
 /// One epoch of `n` samples whose records vary with the sample and the epoch (so traces
 /// differ and have forgetting events), in the binary form the worker sends.
 fn varied_epoch(epoch: u32, n: usize) -> Vec<u8> {
-    let mut state = u64::from(epoch).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
+    let mut rng = dynamics::rng::SplitMix64::new(u64::from(epoch));
+    let mut next = move || rng.unit_f32();
     let p: Vec<f32> = (0..n).map(|_| next()).collect();
     let upload = protocol::worker::EpochUpload {
         metrics: protocol::EpochMetrics { epoch, phase: protocol::Phase::Finetune, train_loss: 0.5, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.1, seconds: 1.0 },

@@ -56,11 +56,8 @@ pub struct Places {
 /// seeded with `seed` itself) and the shuffle are re-seeded from it at the start of every
 /// epoch, so a run resumed from a checkpoint draws exactly what an uninterrupted one would.
 pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
-    // splitmix64 of (seed, epoch): distinct epochs get unrelated streams.
-    let mut z = seed.wrapping_add(u64::from(epoch).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) >> 1
+    // SplitMix64's finaliser of (seed, epoch): distinct epochs get unrelated streams.
+    dynamics::rng::mix(seed.wrapping_add(u64::from(epoch).wrapping_mul(dynamics::rng::GOLDEN))) >> 1
 }
 
 /// Trains `spec` on `dataset`. `source` holds the earlier run's per-sample values when the
@@ -209,7 +206,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             return Ok(Ending::Cancelled);
         }
         let validation = if val.is_empty() { None } else { Some(validate(&model, &val, classes, scheduler.needs_recall_items())?) };
-        // The loss after head warmup (DESIGN.md): an eval-mode pass at the end of the last
+        // The loss after head warmup (docs/design.md): an eval-mode pass at the end of the last
         // warmup epoch (the full pass of this epoch already is one).
         let validated = Instant::now();
         let eval_loss = if epoch == spec.warmup_epochs {
@@ -320,7 +317,7 @@ fn validate(model: &Model, val: &DeviceSplit, classes: i64, items: bool) -> Resu
 }
 
 /// The mean penultimate embedding of each class over `split`, in eval mode (class level of
-/// DESIGN.md: class similarity from class-mean embeddings).
+/// docs/design.md: class similarity from class-mean embeddings).
 pub fn class_means(model: &Model, split: &DeviceSplit, classes: i64) -> Result<ClassMeans> {
     tch::no_grad(|| {
         let device = split.labels.device();

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+use dynamics::rng::SplitMix64;
 use protocol::worker::{EpochColumns, EpochUpload, Finish, ManifestEntry, Outcome, SampleManifest};
 use protocol::{EpochMetrics, Phase, RunRequest};
 use server::queue::Queue;
@@ -100,23 +101,6 @@ pub fn p95(mut v: Vec<f64>) -> f64 {
     v[(v.len() * 95 / 100).min(v.len() - 1)]
 }
 
-/// splitmix64, for reproducible fake records.
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    pub fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
 /// The big run's records, `[epoch]` columns.
 pub enum Data {
     Random,
@@ -138,7 +122,7 @@ impl Data {
         }
     }
 
-    pub fn epoch(&self, rng: &mut Rng, samples: usize, epoch: u32, epochs: u32) -> EpochColumns {
+    pub fn epoch(&self, rng: &mut SplitMix64, samples: usize, epoch: u32, epochs: u32) -> EpochColumns {
         if let Data::Real(columns) = self {
             return columns[epoch as usize - 1].clone();
         }
@@ -147,9 +131,9 @@ impl Data {
             let p = match self {
                 Data::Shaped => {
                     let difficulty = (i * 7919 % samples) as f32 / samples as f32;
-                    (f32::from(epoch as u16) / epochs as f32 / (difficulty + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit()
+                    (f32::from(epoch as u16) / epochs as f32 / (difficulty + 0.05)).min(1.0) * 0.9 + 0.1 * rng.unit_f32()
                 }
-                _ => rng.unit(),
+                _ => rng.unit_f32(),
             };
             columns.p_true[i] = p;
             columns.loss[i] = -p.max(1e-6).ln();
@@ -188,7 +172,7 @@ pub fn read_real(dir: &Path) -> Vec<EpochColumns> {
 }
 
 pub fn key(i: usize) -> String {
-    format!("{:032x}", i as u128 * 0x9E37_79B9_7F4A_7C15)
+    format!("{:032x}", i as u128 * u128::from(dynamics::rng::GOLDEN))
 }
 
 /// Trains nothing: uploads `epochs` epochs of records for a new run, as a worker would, and
@@ -229,7 +213,7 @@ pub async fn uploaded_run(service: &Service, queue: &Queue, data: &Data, samples
         samples: (0..samples).map(|i| ManifestEntry { dataset_index: i as u32, sample_key: key(i), label: (i % 10) as u32 }).collect(),
     };
     queue.put_manifest(lease.job_id, &lease.job_token, &manifest).await.expect("manifest");
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let mut uploads = Vec::new();
     for epoch in 1..=epochs {
         let columns = data.epoch(&mut rng, samples, epoch, epochs);
