@@ -1,4 +1,4 @@
-//! Class level (DESIGN.md, "Class level"): which classes are forgotten, into which classes,
+//! Class level (docs/design.md, "Class level"): which classes are forgotten, into which classes,
 //! and whether forgetting follows class similarity.
 
 /// Mean forgetting events per class: `means[c]` over the samples labelled c (`None` for a
@@ -13,7 +13,7 @@ pub fn per_class_mean(labels: &[u32], scores: &[f64], classes: usize) -> Vec<Opt
     sums.iter().zip(&counts).map(|(s, &n)| (n > 0).then(|| s / n as f64)).collect()
 }
 
-/// Mean forgetting events per class under a never-learned policy (DESIGN.md, "Class level"):
+/// Mean forgetting events per class under a never-learned policy (docs/design.md, "Class level"):
 /// `max` counts a never-learned sample as forgotten at every one of the `epochs` epochs, as
 /// Toneva et al.'s `order_examples_by_forgetting.py` does, so a class that is never learned
 /// does not look unforgotten; `exclude` leaves never-learned samples out (`None` for a class
@@ -93,7 +93,7 @@ pub fn greatest_similarity(similarity: &[Vec<f64>]) -> Vec<Option<f64>> {
         .collect()
 }
 
-/// "Visually similar classes are forgotten most" as a per-class statement (DESIGN.md, "Class
+/// "Visually similar classes are forgotten most" as a per-class statement (docs/design.md, "Class
 /// level"): Spearman, over the classes with a value of both, between a class's mean forgetting
 /// (`forgetting[c]`, e.g. [`class_forgetting`]) and its greatest similarity to another class
 /// ([`greatest_similarity`] of a confusion or embedding similarity), with n = those classes.

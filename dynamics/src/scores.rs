@@ -1,7 +1,7 @@
 //! The per-sample statistics that runs are ranked, compared, pruned and scheduled by: one list
 //! (name, direction, meaning) that the API, the exports, the pages and the schedules all read.
 //!
-//! A score has a *direction*: which end of it is "more forgotten" (DESIGN.md, "Definitions"):
+//! A score has a *direction*: which end of it is "more forgotten" (docs/design.md, "Definitions"):
 //! more forgetting events, lower confidence, lower correctness, shorter tau. A top-q forgotten
 //! set takes that end ([`Score::forgotten_key`]).
 //!
@@ -295,7 +295,7 @@ mod tests {
 
     #[test]
     fn directions_follow_design() {
-        // DESIGN.md: more events, lower confidence, lower correctness, shorter tau.
+        // docs/design.md: more events, lower confidence, lower correctness, shorter tau.
         assert_eq!(Score::ForgettingEvents.direction(), Direction::Higher);
         assert_eq!(Score::Confidence.direction(), Direction::Lower);
         assert_eq!(Score::Correctness.direction(), Direction::Lower);

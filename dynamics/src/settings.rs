@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::decay::Retention;
 use crate::events::NeverLearnedPolicy;
 
-/// Which epochs a run's per-sample statistics cover (DESIGN.md, "Epoch window").
+/// Which epochs a run's per-sample statistics cover (docs/design.md, "Epoch window").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {

@@ -58,7 +58,7 @@ pub fn el2n_epoch(total_epochs: usize, warmup_epochs: usize, settings: crate::An
 /// the decay fit cover `settings.window` (the fine-tuning window starts after the warmup;
 /// first-learned epochs keep the run's numbering) and fit `settings.retention`. A sample's
 /// warmup loss is its entry in `loss_after_warmup` (an eval-mode pass at the end of the head
-/// warmup, DESIGN.md's definition) when given, else its recorded loss at the last warmup
+/// warmup, the definition in docs/design.md) when given, else its recorded loss at the last warmup
 /// epoch, in either window.
 ///
 /// Samples are split over the machine's cores. The decay fits of definition A depend only on

@@ -1,4 +1,4 @@
-//! Warm-up predictability (DESIGN.md, "Warmup predictability"): does a sample's loss after the
+//! Warm-up predictability (docs/design.md, "Warmup predictability"): does a sample's loss after the
 //! head warm-up predict how fast it is forgotten during fine-tuning?
 //!
 //! The article reports "loss after warm-up predicts the decay constant, Spearman 0.30-0.50"

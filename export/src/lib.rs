@@ -1,6 +1,6 @@
 //! Files a researcher opens in pandas, polars, R or a spreadsheet:
 //!
-//! - records: one row per (epoch, sample) with DESIGN.md's columns `run, epoch, phase,
+//! - records: one row per (epoch, sample) with the record columns of docs/design.md `run, epoch, phase,
 //!   sample_key, sample_index, label, correct, loss, p_true, margin, predicted, el2n`, then
 //!   `shown` (whether the epoch's schedule trained on the sample); Parquet (one row group per
 //!   epoch, Snappy) or CSV;
@@ -27,7 +27,7 @@ pub enum ExportError {
     Length { epoch: u32, columns: usize, samples: usize },
 }
 
-/// The record columns, in file order (DESIGN.md, "Public JSON API"), and `shown`.
+/// The record columns, in file order (docs/design.md, "Public JSON API"), and `shown`.
 pub const RECORD_COLUMNS: [&str; 13] =
     ["run", "epoch", "phase", "sample_key", "sample_index", "label", "correct", "loss", "p_true", "margin", "predicted", "el2n", "shown"];
 

@@ -1,4 +1,4 @@
-//! Training schedules (DESIGN.md, "Training schedules (study arms)"): which training samples
+//! Training schedules (docs/design.md, "Sample selection"): which training samples
 //! each fine-tuning epoch shows, at a per-epoch sample budget that the arms of a study share.
 //!
 //! A schedule is the run spec's `sampling` field, e.g.

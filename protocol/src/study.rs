@@ -1,5 +1,5 @@
 //! Studies: one dataset, architectures x seeds x training schedules (arms), launched as one
-//! grid of runs and reported as one (DESIGN.md's architecture-dependent forgetting study is
+//! grid of runs and reported as one (docs/design.md's architecture-dependent forgetting study is
 //! the preset).
 
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ pub fn presets() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "architecture-dependent-forgetting",
-            "DESIGN.md's study: ResNet-18 and DeiT-Small, 3 seeds, 2 head-warmup epochs then 10 of fine-tuning at 224 px, per-epoch records (give each architecture its pretrained weights)",
+            "The article's study (arXiv:2604.11508): ResNet-18 and DeiT-Small, 3 seeds, 2 head-warmup epochs then 10 of fine-tuning at 224 px, per-epoch records (give each architecture its pretrained weights)",
             json!({"archs": ["resnet18", "deit_small"], "seeds": [1, 2, 3],
                    "base": {"warmup_epochs": 2, "epochs": 10, "image_size": 224, "batch_size": 64, "lr": 0.01, "measure": "in_batch"}}),
         ),
@@ -311,7 +311,7 @@ pub struct StudyReport {
     /// Per arm (and architecture): final validation accuracy and macro-F1 over seeds with 95 %
     /// intervals, and the paired difference against the `random` arm.
     pub arms: Vec<ArmReport>,
-    /// The published values of DESIGN.md's study, to read beside the findings.
+    /// The published values of the study of docs/design.md, to read beside the findings.
     pub published: Vec<Published>,
     /// The findings over the first arm's runs, each with a 95 % Student-t interval (over
     /// seeds, or over pairs of runs where the finding is a pairwise one).
@@ -346,7 +346,7 @@ pub fn finding_name(key: &str) -> &'static str {
     }
 }
 
-/// One finding of DESIGN.md's study measured on this study's runs.
+/// One finding of the study of docs/design.md measured on this study's runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Stable name: `cross_arch_jaccard` (same-seed pairs), `cross_arch_jaccard_all_pairs`
@@ -438,8 +438,8 @@ pub struct Published {
     pub paper: String,
 }
 
-/// The paper's numbers (DESIGN.md, arXiv:2604.11508).
-/// The paper the study reproduces, as the report cites it (DESIGN.md, "The science").
+/// The paper's numbers (docs/design.md, arXiv:2604.11508).
+/// The paper the study reproduces, as the report cites it (docs/design.md, "The science").
 pub const PAPER: &str = "“Not All Forgetting Is Equal: Architecture-Dependent Retention Dynamics in Fine-Tuned Image Classifiers”, arXiv:2604.11508 (2026)";
 /// The same, short, for a column heading.
 pub const PAPER_SHORT: &str = "arXiv:2604.11508, 2026";

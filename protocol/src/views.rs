@@ -1,5 +1,5 @@
 //! What the JSON API returns and the pages render. Field names are a public contract
-//! (DESIGN.md, "Public JSON API"): add fields freely, never rename one.
+//! (docs/design.md, "Public JSON API"): add fields freely, never rename one.
 
 use serde::{Deserialize, Serialize};
 
@@ -404,7 +404,7 @@ pub struct DecayCounts {
     pub r2_below_zero: u64,
 }
 
-/// What a finished run says as a whole (DESIGN.md: decay fits, warmup predictability).
+/// What a finished run says as a whole (docs/design.md: decay fits, warmup predictability).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunAnalysis {
     /// The analysis choices these statistics were computed under (window, retention
@@ -449,7 +449,7 @@ pub struct ClassForgetting {
     pub forgotten_into: Vec<Vec<u64>>,
 }
 
-/// `GET /api/v1/runs/{id}/classes`: the class-level view of a run (DESIGN.md, class level).
+/// `GET /api/v1/runs/{id}/classes`: the class-level view of a run (docs/design.md, class level).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClassReport {
     pub run_id: i64,
@@ -485,7 +485,7 @@ pub struct ClassAccuracy {
     pub accuracy: Vec<Option<f64>>,
 }
 
-/// Per-sample statistics of one run (DESIGN.md names these fields).
+/// Per-sample statistics of one run (docs/design.md names these fields).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SampleStats {
     pub sample_key: String,
@@ -877,7 +877,7 @@ pub struct CompareMember {
     pub warmup_rate_spearman: Option<f64>,
 }
 
-/// DESIGN.md's findings over the compared runs: pairs of different architectures against
+/// the findings of docs/design.md over the compared runs: pairs of different architectures against
 /// pairs of one architecture with different seeds, and chance.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompareSummary {

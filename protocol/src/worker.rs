@@ -1,4 +1,4 @@
-//! Messages of the worker protocol (DESIGN.md, "Architecture"): a worker leases a job with
+//! Messages of the worker protocol (docs/design.md, "Architecture"): a worker leases a job with
 //! its worker token, then speaks only about that job with the job's own token: heartbeats
 //! (whose answers carry cancellation), the sample manifest, one idempotent PUT per epoch, and
 //! the end.
@@ -181,7 +181,7 @@ pub struct EpochUpload {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub val_confusion: Option<Vec<u32>>,
     /// Every training sample's loss in an eval-mode pass at the END of this epoch, in manifest
-    /// order. Sent for the last head-warmup epoch: "the loss after head warmup" of DESIGN.md.
+    /// order. Sent for the last head-warmup epoch: "the loss after head warmup" of docs/design.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<Vec<f32>>,
     /// The samples this epoch trained on, one bit per sample in manifest order
@@ -203,7 +203,7 @@ pub struct ClassMeans {
     pub counts: Vec<u32>,
 }
 
-/// One epoch's per-sample records (DESIGN.md, "Definitions"), every array in manifest order.
+/// One epoch's per-sample records (docs/design.md, "Definitions"), every array in manifest order.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochColumns {
     /// 1 when the predicted class is the true one, else 0.

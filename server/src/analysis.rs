@@ -64,7 +64,7 @@ impl Format {
     }
 }
 
-/// `records.parquet` / `records.csv`: every stored epoch of a run, DESIGN.md's columns.
+/// `records.parquet` / `records.csv`: every stored epoch of a run, the record columns of docs/design.md.
 pub async fn records(pool: &SqlitePool, run_id: i64, format: Format) -> Result<Vec<u8>, Failure> {
     let samples = manifest(pool, run_id).await?;
     let epochs = epochs(pool, run_id, samples.len()).await?;
@@ -950,7 +950,7 @@ pub async fn data_map(pool: &SqlitePool, run_id: i64) -> Result<DataMap, Failure
     Ok(DataMap { run_id, grid })
 }
 
-/// The findings of DESIGN.md over compared runs: different architectures against one
+/// The findings of docs/design.md over compared runs: different architectures against one
 /// architecture's seeds, and per architecture its fits and warmup predictability.
 fn summarize(members: &[CompareMember], comparison: &Comparison) -> CompareSummary {
     let k = members.len();

@@ -1,5 +1,5 @@
 //! Studies: a grid of runs launched together (`protocol::study`), followed as one, and
-//! reported as one: the first arm's runs compared in the form of DESIGN.md's findings, and
+//! reported as one: the first arm's runs compared in the form of the findings of docs/design.md, and
 //! every arm's accuracy and macro-F1 over seeds against the `random` arm.
 
 use std::collections::HashMap;
@@ -369,7 +369,7 @@ fn curve(seeds: &[&[EpochOutcome]]) -> Vec<CurvePoint> {
 const STUDENT_T: &str = "Student's t over independent values (seeds or runs)";
 const JACKKNIFE: &str = "jackknife over seeds (leave one seed out; pairs share runs)";
 
-/// DESIGN.md's findings over a comparison of the first arm's runs, each with its interval
+/// the findings of docs/design.md over a comparison of the first arm's runs, each with its interval
 /// and the interval's method: Student's t where each seed gives one value, the jackknife over
 /// seeds (`dynamics::jackknife_over_seeds`) where the values are pairs of runs, since pairs
 /// share runs. `follows` is each run's class-similarity Spearmans.

@@ -35,7 +35,7 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     }
     let (a, b, other) = (ids[0], ids[1], ids[2]);
 
-    // Records: 200 samples x 5 epochs, DESIGN.md's columns, in Parquet and CSV.
+    // Records: 200 samples x 5 epochs, the record columns of docs/design.md, in Parquet and CSV.
     let get = |path: &str| client.get(server.api(path)).send().unwrap();
     let response = get(&format!("/runs/{a}/records.parquet"));
     assert_eq!(response.status(), 200);

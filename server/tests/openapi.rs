@@ -152,7 +152,7 @@ fn the_document_names_every_route_and_nothing_else() {
         assert!(document.pointer(pointer).is_some(), "{at}: {target} points at nothing");
     }
 
-    // The bodies the API takes have their real field names (a sample; DESIGN.md's contract).
+    // The bodies the API takes have their real field names (a sample; the contract of docs/design.md).
     let schemas = &document["components"]["schemas"];
     for (schema, fields) in [
         ("RunRequest", &["dataset", "arch", "epochs", "warmup_epochs", "warmup_backbone", "batch_size", "lr", "optimizer", "seed", "train_subset", "image_size", "measure", "weights", "device"][..]),

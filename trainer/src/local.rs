@@ -2,7 +2,7 @@
 //! laptop or a batch job. The config holds a run spec (the fields of `POST /api/v1/runs`)
 //! and a `[dataset]` table naming the data; the records land in DIR:
 //!
-//! - `records/epoch-NNNN.parquet`: one file per epoch, DESIGN.md's record columns (read the
+//! - `records/epoch-NNNN.parquet`: one file per epoch, the record columns of docs/design.md (read the
 //!   folder as one table with pandas, polars or arrow);
 //! - `epochs.csv`: per-epoch metrics; `samples.parquet`: per-sample statistics;
 //! - `spec.json`, and `checkpoints/` (a rerun with the same config resumes after the last

@@ -1,5 +1,5 @@
 //! `/compare?runs=1,2,3`: how much finished runs agree on which samples they forget, in the
-//! form of the study's findings (DESIGN.md): Jaccard of the top-q forgotten sets against
+//! form of the study's findings (docs/design.md): Jaccard of the top-q forgotten sets against
 //! chance, rank correlations, a pair of runs side by side, and class-level forgetting.
 
 use leptos::prelude::*;

@@ -1,6 +1,6 @@
 //! `/studies`: every study and the form that launches one (from a preset or field by field);
 //! `/studies/{id}`: a study's grid of runs filling live, and its report: the findings in the
-//! form of DESIGN.md's study, beside the paper's numbers, and the sample-selection arms.
+//! form of the study of docs/design.md, beside the paper's numbers, and the sample-selection arms.
 
 use std::collections::HashSet;
 

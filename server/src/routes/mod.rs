@@ -1,4 +1,4 @@
-//! HTTP routes: the public JSON API (`/api/v1`, DESIGN.md), the worker protocol
+//! HTTP routes: the public JSON API (`/api/v1`, docs/design.md), the worker protocol
 //! (`/api/v1/worker`), and event streams. Handlers are thin: they parse, call the service
 //! or the queue, and answer; every refusal is JSON with a message (and one per field).
 
@@ -184,7 +184,7 @@ pub(crate) fn content_length(headers: &axum::http::HeaderMap) -> u64 {
 }
 
 fn method_not_allowed() -> Refusal {
-    Refusal(Failure::new(405, "this route does not take that method; see DESIGN.md for the routes"))
+    Refusal(Failure::new(405, "this route does not take that method; see /api/v1/openapi.json for the routes"))
 }
 
 /// A public API request whose answer takes longer is answered 408 (event streams are not
@@ -200,7 +200,7 @@ pub fn api_router(state: &AppState) -> Router<AppState> {
         // Streamed to disk with its own bound (FORGETLAB_MAX_UPLOAD_MB).
         .route("/weights/{file}", put(weights::upload))
         .method_not_allowed_fallback(|| async { method_not_allowed() })
-        .fallback(|| async { Refusal(Failure::not_found("no such API route; see DESIGN.md for the routes")) })
+        .fallback(|| async { Refusal(Failure::not_found("no such API route; see /api/v1/openapi.json for the routes")) })
 }
 
 fn public_api() -> Router<AppState> {
