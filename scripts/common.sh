@@ -92,10 +92,13 @@ ensure_debian_packages() {
 ensure_rust() {
     command -v rustup >/dev/null || die "rustup is not installed: see https://rustup.rs"
     if ! rustup toolchain list | grep -q "^$RUST_TOOLCHAIN"; then
-        step "Installing Rust $RUST_TOOLCHAIN with the wasm32 target (rust-toolchain.toml)"
-        rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal \
+        step "Installing Rust $RUST_TOOLCHAIN with the wasm32 target and rustfmt (rust-toolchain.toml)"
+        rustup toolchain install "$RUST_TOOLCHAIN" --profile minimal --component rustfmt \
             --target wasm32-unknown-unknown || die "rustup could not install $RUST_TOOLCHAIN"
     fi
+    rustup component list --installed --toolchain "$RUST_TOOLCHAIN" | grep -q '^rustfmt' \
+        || rustup component add --toolchain "$RUST_TOOLCHAIN" rustfmt \
+        || die "rustup could not add rustfmt to $RUST_TOOLCHAIN"
     rustup target list --installed --toolchain "$RUST_TOOLCHAIN" | grep -q wasm32-unknown-unknown \
         || rustup target add --toolchain "$RUST_TOOLCHAIN" wasm32-unknown-unknown \
         || die "rustup could not add the wasm32-unknown-unknown target"

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo};
-use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunList, RunRequest, RunStatus, SamplePage, SampleQuery};
+use protocol::{DatasetInfo, Failure, Launched, RunDetail, RunList, RunQuery, RunRequest, RunStatus, SamplePage, SampleQuery};
 
 #[async_trait::async_trait]
 pub trait Backend: Send + Sync + 'static {

@@ -102,9 +102,20 @@ pub async fn launch_study(
     let _ = csrf;
     let text = |s: &str| (!s.trim().is_empty()).then(|| Value::String(s.trim().to_owned()));
     let mut base = Map::new();
-    for (key, value) in [("dataset", &dataset), ("train_subset", &train_subset), ("val_subset", &val_subset), ("image_size", &image_size),
-        ("warmup_epochs", &warmup_epochs), ("epochs", &epochs), ("batch_size", &batch_size), ("lr", &lr), ("device", &device),
-        ("window", &window), ("retention", &retention), ("never_learned", &never_learned)] {
+    for (key, value) in [
+        ("dataset", &dataset),
+        ("train_subset", &train_subset),
+        ("val_subset", &val_subset),
+        ("image_size", &image_size),
+        ("warmup_epochs", &warmup_epochs),
+        ("epochs", &epochs),
+        ("batch_size", &batch_size),
+        ("lr", &lr),
+        ("device", &device),
+        ("window", &window),
+        ("retention", &retention),
+        ("never_learned", &never_learned),
+    ] {
         if let Some(v) = text(value) {
             base.insert(key.into(), v);
         }
@@ -112,11 +123,22 @@ pub async fn launch_study(
     // Every arm but `full` trains on `budget` of the samples each epoch; spaced repetition
     // and pruning read the earlier run `source_run`.
     let arms: Option<Value> = text(&arms).map(|list| {
-        Value::Array(list.as_str().unwrap_or_default().split(',').filter_map(|kind| {
-            protocol::sampling::from_form(kind, &[("budget", &budget), ("source_run", &source_run)])
-        }).collect())
+        Value::Array(
+            list.as_str()
+                .unwrap_or_default()
+                .split(',')
+                .filter_map(|kind| protocol::sampling::from_form(kind, &[("budget", &budget), ("source_run", &source_run)]))
+                .collect(),
+        )
     });
-    let request = protocol::study::StudyRequest { preset: text(&preset), name: text(&name), base: Some(Value::Object(base)), archs: text(&archs), seeds: text(&seeds), arms };
+    let request = protocol::study::StudyRequest {
+        preset: text(&preset),
+        name: text(&name),
+        base: Some(Value::Object(base)),
+        archs: text(&archs),
+        seeds: text(&seeds),
+        arms,
+    };
     match backend()?.launch_study(request, &caller()?).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
         Err(failure) if failure.status < 500 => Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors }),
@@ -187,7 +209,16 @@ pub fn form_request(get: impl Fn(&str) -> String) -> protocol::RunRequest {
     let text = |name: &str| Some(Value::String(get(name)));
     let sampling = protocol::sampling::from_form(
         &get("sampling"),
-        &[("budget", &get("sampling_budget")), ("source_run", &get("source_run")), ("score", &get("score")), ("keep", &get("keep")), ("decks", &get("decks")), ("nu", &get("nu")), ("kernel", &get("kernel")), ("due_only", &get("due_only"))],
+        &[
+            ("budget", &get("sampling_budget")),
+            ("source_run", &get("source_run")),
+            ("score", &get("score")),
+            ("keep", &get("keep")),
+            ("decks", &get("decks")),
+            ("nu", &get("nu")),
+            ("kernel", &get("kernel")),
+            ("due_only", &get("due_only")),
+        ],
     );
     protocol::RunRequest {
         dataset: text("dataset"),
@@ -279,19 +310,52 @@ pub async fn launch_run(
 ) -> Result<LaunchOutcome, ServerFnError> {
     let _ = csrf;
     let fields: std::collections::HashMap<&str, String> = [
-        ("dataset", dataset), ("arch", arch), ("epochs", epochs), ("warmup_epochs", warmup_epochs), ("warmup_backbone", warmup_backbone),
-        ("batch_size", batch_size), ("lr", lr), ("optimizer", optimizer), ("seed", seed), ("train_subset", train_subset),
-        ("val_subset", val_subset), ("image_size", image_size), ("measure", measure), ("device", device), ("weights", weights),
-        ("schedule", schedule), ("lr_warmup_epochs", lr_warmup_epochs), ("augment", augment), ("sampling", sampling),
-        ("sampling_budget", sampling_budget), ("source_run", source_run), ("score", score), ("keep", keep), ("decks", decks), ("nu", nu),
-        ("window", window), ("retention", retention), ("never_learned", never_learned),
+        ("dataset", dataset),
+        ("arch", arch),
+        ("epochs", epochs),
+        ("warmup_epochs", warmup_epochs),
+        ("warmup_backbone", warmup_backbone),
+        ("batch_size", batch_size),
+        ("lr", lr),
+        ("optimizer", optimizer),
+        ("seed", seed),
+        ("train_subset", train_subset),
+        ("val_subset", val_subset),
+        ("image_size", image_size),
+        ("measure", measure),
+        ("device", device),
+        ("weights", weights),
+        ("schedule", schedule),
+        ("lr_warmup_epochs", lr_warmup_epochs),
+        ("augment", augment),
+        ("sampling", sampling),
+        ("sampling_budget", sampling_budget),
+        ("source_run", source_run),
+        ("score", score),
+        ("keep", keep),
+        ("decks", decks),
+        ("nu", nu),
+        ("window", window),
+        ("retention", retention),
+        ("never_learned", never_learned),
     ]
     .into_iter()
     .chain(
         [
-            ("momentum", momentum), ("nesterov", nesterov), ("weight_decay", weight_decay), ("step_epochs", step_epochs), ("step_gamma", step_gamma),
-            ("label_smoothing", label_smoothing), ("drop_path", drop_path), ("mixed_precision", mixed_precision), ("el2n_epoch", el2n_epoch), ("kernel", kernel), ("due_only", due_only), ("tags", tags),
-            ("name", name), ("notes", notes),
+            ("momentum", momentum),
+            ("nesterov", nesterov),
+            ("weight_decay", weight_decay),
+            ("step_epochs", step_epochs),
+            ("step_gamma", step_gamma),
+            ("label_smoothing", label_smoothing),
+            ("drop_path", drop_path),
+            ("mixed_precision", mixed_precision),
+            ("el2n_epoch", el2n_epoch),
+            ("kernel", kernel),
+            ("due_only", due_only),
+            ("tags", tags),
+            ("name", name),
+            ("notes", notes),
         ]
         .into_iter()
         .map(|(k, v)| (k, v.unwrap_or_default())),
@@ -300,9 +364,7 @@ pub async fn launch_run(
     let request = form_request(|name| fields.get(name).cloned().unwrap_or_default());
     match backend()?.launch(request, &caller()?).await {
         Ok(launched) => Ok(LaunchOutcome { run_id: Some(launched.id), message: None, errors: Default::default() }),
-        Err(failure) if failure.status < 500 => {
-            Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors })
-        }
+        Err(failure) if failure.status < 500 => Ok(LaunchOutcome { run_id: None, message: Some(failure.body.message), errors: failure.body.errors }),
         Err(failure) => Err(failed(failure)),
     }
 }
@@ -349,7 +411,13 @@ pub async fn revoke_token(id: i64, csrf: String) -> Result<FormOutcome, ServerFn
 }
 
 #[server(prefix = "/sf/account")]
-pub async fn change_password(old_password: String, new_password: String, confirm: String, revoke_tokens: Option<String>, csrf: String) -> Result<FormOutcome, ServerFnError> {
+pub async fn change_password(
+    old_password: String,
+    new_password: String,
+    confirm: String,
+    revoke_tokens: Option<String>,
+    csrf: String,
+) -> Result<FormOutcome, ServerFnError> {
     let _ = csrf;
     if new_password != confirm {
         return Ok(FormOutcome { ok: false, message: "the two new passwords differ".into() });
@@ -394,7 +462,12 @@ pub async fn update_account(name: String, role: String, disabled: String, csrf: 
         "" => None,
         text => Some(text == "true"),
     };
-    outcome(backend()?.update_account(&caller()?, name, role, disabled).await.map(|a| format!("{}: {}{}", a.name, a.role.as_str(), if a.disabled { ", disabled" } else { "" })))
+    outcome(
+        backend()?
+            .update_account(&caller()?, name, role, disabled)
+            .await
+            .map(|a| format!("{}: {}{}", a.name, a.role.as_str(), if a.disabled { ", disabled" } else { "" })),
+    )
 }
 
 /// Sets a new password for another account (`revoke_tokens` "on" also revokes its tokens).

@@ -29,7 +29,7 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-use crate::source::{identity_path, load, Loaded, Source};
+use crate::source::{Loaded, Source, identity_path, load};
 use crate::{DatasetError, ImageSet, Split};
 
 const MAGIC: &[u8; 8] = b"FLDCACHE";
@@ -105,11 +105,7 @@ pub fn load_cached(source: &Source, split: Split, image_size: Option<u32>, cache
 fn write_atomically(path: &Path, fingerprint: &[u8; 32], loaded: &Loaded) -> Result<(), DatasetError> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary = path.with_file_name(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temporary = path.with_file_name(format!(".{name}.{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
     let written = write(&temporary, fingerprint, loaded).and_then(|()| std::fs::rename(&temporary, path));
     written.map_err(|source| {
         let _ = std::fs::remove_file(&temporary);
@@ -310,8 +306,7 @@ mod tests {
         let cache = tempfile::tempdir().unwrap();
         folder_dataset(data.path());
         std::fs::write(data.path().join("train/b/broken.png"), b"garbage").unwrap();
-        let skipping = Source::new(Format::ImageFolder, data.path())
-            .with_options(Options { bad_images: BadImages::Skip, ..Options::default() });
+        let skipping = Source::new(Format::ImageFolder, data.path()).with_options(Options { bad_images: BadImages::Skip, ..Options::default() });
         let failing = Source::new(Format::ImageFolder, data.path());
         assert_ne!(cache_path(&skipping, Split::Train, None, cache.path()), cache_path(&failing, Split::Train, None, cache.path()));
         assert!(load_cached(&failing, Split::Train, Some(4), cache.path()).is_err());

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::files::{FileDataset, FileSample};
 use crate::limits::MAX_LIST_BYTES;
-use crate::roots::{read_text, Roots};
+use crate::roots::{Roots, read_text};
 use crate::{DatasetError, Split};
 
 const IMAGES: &str = "images.txt";
@@ -51,10 +51,7 @@ pub(crate) fn read(root: &Path, roots: &Roots) -> Result<FileDataset, DatasetErr
         let at_image = |reason: String| DatasetError::Malformed { path: root.join(IMAGES), line: image.line, reason };
         let relative = Path::new(&image.value);
         if !relative.components().all(|component| matches!(component, Component::Normal(_) | Component::CurDir)) {
-            return Err(at_image(format!(
-                "image path {:?} must be relative to images/ and must not contain `..`",
-                image.value
-            )));
+            return Err(at_image(format!("image path {:?} must be relative to images/ and must not contain `..`", image.value)));
         }
         let label = labels.get(&image.id).ok_or_else(|| at_image(format!("image {} has no line in {LABELS}", image.id)))?;
         let split = splits.get(&image.id).ok_or_else(|| at_image(format!("image {} has no line in {SPLITS}", image.id)))?;
@@ -126,7 +123,7 @@ fn read_entries(root: &Path, roots: &Roots, name: &str) -> Result<Vec<Entry>, Da
 #[cfg(test)]
 mod tests {
     use crate::testing::write_image;
-    use crate::{inspect, load, sample_key, BadImages, DatasetError, Format, Options, Roots, Source, Split};
+    use crate::{BadImages, DatasetError, Format, Options, Roots, Source, Split, inspect, load, sample_key};
 
     /// Two classes; ids deliberately out of order in images.txt.
     fn write_cub(root: &std::path::Path) {

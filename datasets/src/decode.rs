@@ -6,15 +6,15 @@
 //! size, and it is refused (with its size in the message) rather than allocated.
 
 use std::io::{BufRead, BufReader, Cursor, Seek};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use image::imageops::FilterType;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
 
 use crate::limits::{self, MAX_DECODE_BYTES, MAX_IMAGE_FILE_BYTES, MAX_IMAGE_SIDE, MAX_SCALED_PIXELS};
-use crate::roots::{open_file, read_file, Roots};
-use crate::{sample_key, DatasetError, ImageSet};
+use crate::roots::{Roots, open_file, read_file};
+use crate::{DatasetError, ImageSet, sample_key};
 
 /// Why an image file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,9 +52,7 @@ fn decode_limits(with_sides: bool) -> Limits {
 /// Runs a decoder; a panic in it (a decoder bug that a crafted file found) is the file's
 /// failure, not the server's.
 fn guarded<T>(decode: impl FnOnce() -> Result<T, String>) -> Result<T, Unusable> {
-    catch_unwind(AssertUnwindSafe(decode))
-        .unwrap_or_else(|_| Err("the decoder failed on this file".into()))
-        .map_err(Unusable::Bad)
+    catch_unwind(AssertUnwindSafe(decode)).unwrap_or_else(|_| Err("the decoder failed on this file".into())).map_err(Unusable::Bad)
 }
 
 /// Refuses an image side of 0 or over [`MAX_IMAGE_SIDE`].
@@ -123,14 +121,7 @@ fn open_decoder<'a, R: BufRead + Seek + 'a>(reader: R, len: u64) -> Result<impl 
 /// Decodes the image file at `path` to `channels` (1: grey, 3: RGB with alpha dropped),
 /// fitted to `size×size` when `size` is set, into `slot`; returns its [`sample_key`] over the
 /// file's bytes. The error is the reason the file could not be used.
-pub(crate) fn decode_file(
-    path: &Path,
-    roots: &Roots,
-    label: u32,
-    channels: usize,
-    size: Option<u32>,
-    slot: &mut [u8],
-) -> Result<String, Unusable> {
+pub(crate) fn decode_file(path: &Path, roots: &Roots, label: u32, channels: usize, size: Option<u32>, slot: &mut [u8]) -> Result<String, Unusable> {
     let bytes = read_file(path, roots, MAX_IMAGE_FILE_BYTES, "an image file")?;
     let key = sample_key(&bytes, label);
     let decoded = guarded(|| {
@@ -148,22 +139,14 @@ pub(crate) fn decode_file(
 
 /// Converts, fits and copies one decoded image into its slot.
 fn fill_slot(decoded: DynamicImage, channels: usize, size: Option<u32>, slot: &mut [u8]) -> Result<(), String> {
-    let converted = if channels == 1 {
-        DynamicImage::ImageLuma8(decoded.into_luma8())
-    } else {
-        DynamicImage::ImageRgb8(decoded.into_rgb8())
-    };
+    let converted = if channels == 1 { DynamicImage::ImageLuma8(decoded.into_luma8()) } else { DynamicImage::ImageRgb8(decoded.into_rgb8()) };
     let fitted = match size {
         Some(size) => fit_square(converted, size),
         None => converted,
     };
     let pixels = fitted.as_bytes();
     if pixels.len() != slot.len() {
-        return Err(format!(
-            "decoded to {}x{} pixels, which its header did not announce",
-            fitted.width(),
-            fitted.height()
-        ));
+        return Err(format!("decoded to {}x{} pixels, which its header did not announce", fitted.width(), fitted.height()));
     }
     slot.copy_from_slice(pixels);
     Ok(())
@@ -213,14 +196,7 @@ pub(crate) fn fit_square(image: DynamicImage, size: u32) -> DynamicImage {
 /// 3) into an [`ImageSet`], each keyed by [`sample_key`] over its raw bytes and fitted to
 /// `size×size` when `size` is set (see [`fit_square`]). The error says why the images
 /// cannot be made: sides out of bounds, too few bytes, or too much memory.
-pub(crate) fn raw_image_set(
-    raw: &[u8],
-    labels: Vec<u32>,
-    height: usize,
-    width: usize,
-    channels: usize,
-    size: Option<u32>,
-) -> Result<ImageSet, String> {
+pub(crate) fn raw_image_set(raw: &[u8], labels: Vec<u32>, height: usize, width: usize, channels: usize, size: Option<u32>) -> Result<ImageSet, String> {
     check_raw_image(height, width)?;
     if let Some(size) = size {
         check_fit(width as u32, height as u32, size)?;
@@ -264,12 +240,7 @@ fn raw_to_image(image: &[u8], height: usize, width: usize, channels: usize) -> D
 /// Runs `work(item, slot)` for every item on all cores, where `slot` is the item's own
 /// `slot_bytes` of `out` (item `i` owns `out[i * slot_bytes..(i + 1) * slot_bytes]`), and
 /// returns the results in item order.
-pub(crate) fn parallel_fill<T: Sync, R: Send>(
-    items: &[T],
-    out: &mut [u8],
-    slot_bytes: usize,
-    work: impl Fn(&T, &mut [u8]) -> R + Sync,
-) -> Vec<R> {
+pub(crate) fn parallel_fill<T: Sync, R: Send>(items: &[T], out: &mut [u8], slot_bytes: usize, work: impl Fn(&T, &mut [u8]) -> R + Sync) -> Vec<R> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, items.len().max(1));
     let per_thread = items.len().div_ceil(threads).max(1);
     let work = &work;
@@ -279,12 +250,9 @@ pub(crate) fn parallel_fill<T: Sync, R: Send>(
         for part in items.chunks(per_thread) {
             let (mine, tail) = std::mem::take(&mut rest).split_at_mut(part.len() * slot_bytes);
             rest = tail;
-            handles.push(scope.spawn(move || {
-                part.iter()
-                    .enumerate()
-                    .map(|(i, item)| work(item, &mut mine[i * slot_bytes..(i + 1) * slot_bytes]))
-                    .collect::<Vec<R>>()
-            }));
+            handles.push(
+                scope.spawn(move || part.iter().enumerate().map(|(i, item)| work(item, &mut mine[i * slot_bytes..(i + 1) * slot_bytes])).collect::<Vec<R>>()),
+            );
         }
         // A panic in `work` is a bug of ours or of a decoder: pass it on as it is.
         handles.into_iter().flat_map(|handle| handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()

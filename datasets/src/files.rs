@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::decode::{decode_file, parallel_fill, probe, Probe, Unusable};
+use crate::decode::{Probe, Unusable, decode_file, parallel_fill, probe};
 use crate::roots::Roots;
 use crate::source::{BadImages, Loaded, Summary};
-use crate::{limits, DatasetError, ImageSet, Split};
+use crate::{DatasetError, ImageSet, Split, limits};
 
 /// One image file and where it belongs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +76,7 @@ fn survey(dataset: &FileDataset, policy: BadImages) -> Result<Survey, DatasetErr
             Some((first_sample, first_probe)) => {
                 let (size, first_size) = ((probed.width, probed.height), (first_probe.width, first_probe.height));
                 if size != first_size && native.is_ok() {
-                    native = Err(DatasetError::MixedSizes {
-                        first: first_sample.path.clone(),
-                        first_size,
-                        other: sample.path.clone(),
-                        other_size: size,
-                    });
+                    native = Err(DatasetError::MixedSizes { first: first_sample.path.clone(), first_size, other: sample.path.clone(), other_size: size });
                 }
             }
         }
@@ -93,9 +88,7 @@ fn survey(dataset: &FileDataset, policy: BadImages) -> Result<Survey, DatasetErr
 /// one whose body alone is corrupt is counted here and skipped by [`load_files`].
 pub(crate) fn inspect_files(dataset: &FileDataset, policy: BadImages) -> Result<Summary, DatasetError> {
     let survey = survey(dataset, policy)?;
-    let count = |split: Split| {
-        dataset.samples.iter().zip(&survey.probes).filter(|(sample, probed)| sample.split == split && probed.is_ok()).count()
-    };
+    let count = |split: Split| dataset.samples.iter().zip(&survey.probes).filter(|(sample, probed)| sample.split == split && probed.is_ok()).count();
     let native = survey.native.ok();
     Ok(Summary {
         num_classes: dataset.class_names.len(),
@@ -114,8 +107,7 @@ pub(crate) fn inspect_files(dataset: &FileDataset, policy: BadImages) -> Result<
 /// the native size are decided over the whole dataset so that every split agrees.
 pub(crate) fn load_files(dataset: &FileDataset, split: Split, size: Option<u32>, policy: BadImages) -> Result<Loaded, DatasetError> {
     let survey = survey(dataset, policy)?;
-    let chosen: Vec<(&FileSample, &Result<Probe, Unusable>)> =
-        dataset.samples.iter().zip(&survey.probes).filter(|(sample, _)| sample.split == split).collect();
+    let chosen: Vec<(&FileSample, &Result<Probe, Unusable>)> = dataset.samples.iter().zip(&survey.probes).filter(|(sample, _)| sample.split == split).collect();
     if chosen.is_empty() && split == Split::Test {
         return Err(DatasetError::NoSplit { path: dataset.root.clone(), split, hint: dataset.no_test_hint.clone() });
     }

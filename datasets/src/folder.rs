@@ -41,9 +41,9 @@ use protocol::DatasetGroups;
 
 use crate::files::{FileDataset, FileSample};
 use crate::limits::MAX_LIST_BYTES;
-use dynamics::rng::{stream_seed, SplitMix64};
-use crate::roots::{list_dir, read_text, Roots};
+use crate::roots::{Roots, list_dir, read_text};
 use crate::{DatasetError, Options, Split};
+use dynamics::rng::{SplitMix64, stream_seed};
 
 /// Name of the optional split file at the dataset root.
 pub(crate) const SPLIT_FILE: &str = "split.csv";
@@ -99,22 +99,23 @@ pub(crate) fn read(root: &Path, roots: &Roots, options: &Options) -> Result<File
         Some(groups) => grouped_stratified(&listing, &seeded, groups, options.val_fraction, options.seed),
         None => stratified(&listing, &seeded, options.val_fraction, options.seed),
     };
-    let mut splits: Vec<Option<Split>> =
-        assigned.iter().map(|assign| match assign { Some(Assign::Fixed(split)) => Some(*split), _ => None }).collect();
+    let mut splits: Vec<Option<Split>> = assigned
+        .iter()
+        .map(|assign| match assign {
+            Some(Assign::Fixed(split)) => Some(*split),
+            _ => None,
+        })
+        .collect();
     for (&i, split) in seeded.iter().zip(seeded_splits) {
         splits[i] = Some(split);
     }
     let group_counts = groups.as_ref().map(|groups| count_groups(&listing, &splits, groups)).transpose()?;
 
-    let mut samples: Vec<(&Found, Split)> =
-        listing.found.iter().zip(splits).filter_map(|(found, split)| Some((found, split?))).collect();
+    let mut samples: Vec<(&Found, Split)> = listing.found.iter().zip(splits).filter_map(|(found, split)| Some((found, split?))).collect();
     samples.sort_by(|(a, _), (b, _)| a.label.cmp(&b.label).then_with(|| a.relative.cmp(&b.relative)));
     Ok(FileDataset {
         root: root.to_owned(),
-        samples: samples
-            .into_iter()
-            .map(|(found, split)| FileSample { path: root.join(&found.relative), label: found.label, split })
-            .collect(),
+        samples: samples.into_iter().map(|(found, split)| FileSample { path: root.join(&found.relative), label: found.label, split }).collect(),
         class_names: listing.class_names,
         no_test_hint: "add a test/ folder next to train/ and val/, or test lines to split.csv".into(),
         roots: roots.clone(),
@@ -168,10 +169,7 @@ fn groups_of(
         named[i] = Some(group);
     }
     let names: Vec<String> = named.iter().flatten().cloned().collect::<BTreeSet<_>>().into_iter().collect();
-    let of = named
-        .iter()
-        .map(|group| group.as_ref().map(|group| names.binary_search(group).unwrap_or_default() as u32))
-        .collect();
+    let of = named.iter().map(|group| group.as_ref().map(|group| names.binary_search(group).unwrap_or_default() as u32)).collect();
     Ok(Some(Groups { of, names }))
 }
 
@@ -230,8 +228,7 @@ fn list(root: &Path, roots: &Roots) -> Result<Listing, DatasetError> {
             }
         }
     }
-    let class_names: Vec<String> =
-        class_folders.iter().map(|(_, class, _)| class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let class_names: Vec<String> = class_folders.iter().map(|(_, class, _)| class.clone()).collect::<BTreeSet<_>>().into_iter().collect();
 
     let mut found = Vec::new();
     for (folder, class, folder_split) in &class_folders {
@@ -300,11 +297,7 @@ fn read_split_file(path: &Path, roots: &Roots, listing: &Listing) -> Result<Hash
         let line_number = index + 1;
         let malformed = |reason: String| DatasetError::Malformed { path: path.to_owned(), line: line_number, reason };
         let line = line.trim();
-        if line.is_empty()
-            || line.starts_with('#')
-            || line.eq_ignore_ascii_case("path,split")
-            || line.eq_ignore_ascii_case("path,split,group")
-        {
+        if line.is_empty() || line.starts_with('#') || line.eq_ignore_ascii_case("path,split") || line.eq_ignore_ascii_case("path,split,group") {
             continue;
         }
         // `path,split,group` when the middle of the last two fields is a split; else
@@ -315,8 +308,7 @@ fn read_split_file(path: &Path, roots: &Roots, listing: &Listing) -> Result<Hash
             [split, _, ..] => (line[..line.len() - split.len() - 1].trim_end(), *split, None),
             _ => return Err(malformed(format!("expected `relative/path,train|val|test|auto[,group]`, got {line:?}"))),
         };
-        let assign = assign_of(split)
-            .ok_or_else(|| malformed(format!("split must be train, val, test or auto, got {:?}", split.trim())))?;
+        let assign = assign_of(split).ok_or_else(|| malformed(format!("split must be train, val, test or auto, got {:?}", split.trim())))?;
         if group == Some("") {
             return Err(malformed("the group field is empty: name the image's group (a patient, say), or leave the field out".into()));
         }
@@ -373,9 +365,7 @@ fn grouped_stratified(listing: &Listing, seeded: &[usize], groups: &Groups, val_
     let mut val = vec![0i64; classes];
     let mut splits = vec![Split::Train; seeded.len()];
     for group in order {
-        let deviation = |add: bool| -> i64 {
-            (0..classes).map(|c| (val[c] + if add { counts[group][c] } else { 0 } - targets[c]).abs()).sum()
-        };
+        let deviation = |add: bool| -> i64 { (0..classes).map(|c| (val[c] + if add { counts[group][c] } else { 0 } - targets[c]).abs()).sum() };
         if deviation(true) < deviation(false) {
             for c in 0..classes {
                 val[c] += counts[group][c];
@@ -393,7 +383,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use crate::testing::{png_claiming, write_garbage, write_image};
-    use crate::{inspect, load, sample_key, BadImages, DatasetError, Format, Options, Roots, Source, Split};
+    use crate::{BadImages, DatasetError, Format, Options, Roots, Source, Split, inspect, load, sample_key};
 
     fn source(root: &std::path::Path, options: Options) -> Source {
         Source::new(Format::ImageFolder, root).with_options(options)
@@ -478,9 +468,8 @@ mod tests {
         let train_keys: BTreeSet<&String> = train.keys.iter().collect();
         assert!(val.keys.iter().all(|key| !train_keys.contains(key)));
         assert_eq!(load(&source, Split::Val, None).unwrap().images.keys, val.keys, "same seed, same split");
-        let other_seeds: Vec<Vec<String>> = (0..5)
-            .map(|seed| load(&self::source(dir.path(), Options { seed, ..options.clone() }), Split::Val, None).unwrap().images.keys)
-            .collect();
+        let other_seeds: Vec<Vec<String>> =
+            (0..5).map(|seed| load(&self::source(dir.path(), Options { seed, ..options.clone() }), Split::Val, None).unwrap().images.keys).collect();
         assert!(other_seeds.iter().any(|keys| *keys != val.keys), "the seed changes the split");
     }
 
@@ -760,5 +749,4 @@ mod tests {
         let err = inspect(&source(dir.path(), options(r"(x?)"))).unwrap_err().to_string();
         assert!(err.contains("with an empty group"), "{err}");
     }
-
 }

@@ -8,18 +8,14 @@ use flate2::read::GzDecoder;
 
 use crate::decode::raw_image_set;
 use crate::limits::{self, max_inflated};
-use crate::roots::{open_file, Roots};
+use crate::roots::{Roots, open_file};
 use crate::{DatasetError, ImageSet, Split};
 
 fn stems(dir: &Path, split: Split) -> Result<(&'static str, &'static str), DatasetError> {
     match split {
         Split::Train => Ok(("train-images-idx3-ubyte", "train-labels-idx1-ubyte")),
         Split::Val => Ok(("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")),
-        Split::Test => Err(DatasetError::NoSplit {
-            path: dir.to_owned(),
-            split,
-            hint: "IDX datasets ship train and t10k files; t10k is the Val split".into(),
-        }),
+        Split::Test => Err(DatasetError::NoSplit { path: dir.to_owned(), split, hint: "IDX datasets ship train and t10k files; t10k is the Val split".into() }),
     }
 }
 
@@ -37,15 +33,11 @@ pub(crate) fn files(dir: &Path) -> Vec<PathBuf> {
 fn find(dir: &Path, stem: &str) -> Result<PathBuf, DatasetError> {
     let dotted = stem.replacen("-idx", ".idx", 1);
     let candidates = [stem.to_owned(), format!("{stem}.gz"), dotted.clone(), format!("{dotted}.gz")];
-    candidates
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|path| path.is_file())
-        .ok_or_else(|| DatasetError::Missing {
-            dir: dir.to_owned(),
-            what: stem.to_owned(),
-            expected: candidates.join(", "),
-        })
+    candidates.iter().map(|name| dir.join(name)).find(|path| path.is_file()).ok_or_else(|| DatasetError::Missing {
+        dir: dir.to_owned(),
+        what: stem.to_owned(),
+        expected: candidates.join(", "),
+    })
 }
 
 /// Reads the IDX file at `path` (gzipped or not): its dimension sizes and its data, which
@@ -115,16 +107,10 @@ pub(crate) fn load_split(dir: &Path, roots: &Roots, split: Split) -> Result<Imag
     let (image_dims, image_bytes) = read_idx(&image_path, roots, 3)?;
     let (label_dims, label_bytes) = read_idx(&label_path, roots, 1)?;
     if image_dims[0] != label_dims[0] {
-        return Err(DatasetError::CountMismatch {
-            images: image_path,
-            image_count: image_dims[0],
-            labels: label_path,
-            label_count: label_dims[0],
-        });
+        return Err(DatasetError::CountMismatch { images: image_path, image_count: image_dims[0], labels: label_path, label_count: label_dims[0] });
     }
     let labels = label_bytes.iter().map(|&l| u32::from(l)).collect();
-    raw_image_set(&image_bytes, labels, image_dims[1], image_dims[2], 1, None)
-        .map_err(|reason| DatasetError::Format { path: image_path, reason })
+    raw_image_set(&image_bytes, labels, image_dims[1], image_dims[2], 1, None).map_err(|reason| DatasetError::Format { path: image_path, reason })
 }
 
 /// Encodes unsigned bytes as an IDX file (the inverse of the reader): for tests and for
@@ -158,13 +144,7 @@ pub(crate) fn inspect_dir(dir: &Path, roots: &Roots) -> Result<IdxSummary, Datas
     let train = load_split(dir, roots, Split::Train)?;
     let val = load_split(dir, roots, Split::Val)?;
     let num_classes = train.labels.iter().chain(&val.labels).max().map_or(0, |&m| m as usize + 1);
-    Ok(IdxSummary {
-        train_size: train.len(),
-        val_size: val.len(),
-        height: train.height,
-        width: train.width,
-        num_classes,
-    })
+    Ok(IdxSummary { train_size: train.len(), val_size: val.len(), height: train.height, width: train.width, num_classes })
 }
 
 #[cfg(test)]

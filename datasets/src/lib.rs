@@ -34,12 +34,12 @@ mod synthetic;
 mod testing;
 
 pub use cache::{cache_path, load_cached};
-pub use idx::{encode_idx, inspect_idx_dir, load_idx_split, IdxSummary};
+pub use idx::{IdxSummary, encode_idx, inspect_idx_dir, load_idx_split};
 pub use key::sample_key;
 pub use npy::{encode_f32_array, read_f32_array};
 pub use roots::Roots;
-pub use source::{describe, inspect, load, BadImages, Format, Loaded, Options, Source, Summary};
-pub use synthetic::{generate, SyntheticSpec};
+pub use source::{BadImages, Format, Loaded, Options, Source, Summary, describe, inspect, load};
+pub use synthetic::{SyntheticSpec, generate};
 
 use std::path::PathBuf;
 
@@ -160,5 +160,4 @@ pub enum DatasetError {
 }
 
 /// Class names of Fashion-MNIST, in label order (Xiao et al. 2017).
-pub const FASHION_MNIST_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
+pub const FASHION_MNIST_CLASSES: [&str; 10] = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];

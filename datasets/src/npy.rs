@@ -172,10 +172,7 @@ pub(crate) fn read_labels(reader: &mut dyn Read, header: &Header, available: u64
     match header.shape[..] {
         [_] | [_, 1] => {}
         _ => {
-            return Err(format!(
-                "labels have shape {:?}; expected (N,) or (N, 1) (multi-label datasets are not supported)",
-                header.shape
-            ));
+            return Err(format!("labels have shape {:?}; expected (N,) or (N, 1) (multi-label datasets are not supported)", header.shape));
         }
     }
     let data = read_data(reader, header.data_bytes()?, available)?;
@@ -257,11 +254,7 @@ impl Parser {
         found
     }
     fn expect(&mut self, wanted: char) -> Result<(), String> {
-        if self.eat(wanted) {
-            Ok(())
-        } else {
-            Err(format!("expected {wanted:?} at character {}", self.at))
-        }
+        if self.eat(wanted) { Ok(()) } else { Err(format!("expected {wanted:?} at character {}", self.at)) }
     }
     fn skip_spaces(&mut self) {
         while self.peek().is_some_and(char::is_whitespace) {

@@ -19,9 +19,9 @@ use zip::{CompressionMethod, ZipArchive};
 
 use crate::decode::{check_raw_image, raw_image_set};
 use crate::npy::{self, Header};
-use crate::roots::{open_file, Roots};
+use crate::roots::{Roots, open_file};
 use crate::source::Summary;
-use crate::{limits, DatasetError, ImageSet, Split};
+use crate::{DatasetError, ImageSet, Split, limits};
 
 type Archive = ZipArchive<BufReader<File>>;
 
@@ -98,8 +98,7 @@ pub(crate) fn load(path: &Path, roots: &Roots, split: Split, size: Option<u32>) 
         let reason = format!("{count} images in {images_name} but {} labels", labels.len());
         return Err(DatasetError::Npy { path: path.to_owned(), array: labels_name, reason });
     }
-    raw_image_set(&pixels, labels, height, width, channels, size)
-        .map_err(|reason| DatasetError::Npy { path: path.to_owned(), array: images_name, reason })
+    raw_image_set(&pixels, labels, height, width, channels, size).map_err(|reason| DatasetError::Npy { path: path.to_owned(), array: images_name, reason })
 }
 
 /// Counts and shapes from the image headers; the labels are read for the class count.
@@ -143,7 +142,7 @@ mod tests {
     use zip::{CompressionMethod, ZipWriter};
 
     use crate::npy::encode;
-    use crate::{inspect, load, sample_key, DatasetError, Format, Source, Split};
+    use crate::{DatasetError, Format, Source, Split, inspect, load, sample_key};
 
     /// Writes an .npz as NumPy would: `name.npy` members, `stored` ones as `np.savez` writes
     /// them (with zip64 headers, as NumPy forces), the others deflated as `np.savez_compressed`.
@@ -174,14 +173,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("octmnist.npz");
         let train = pixels(3, 16, 0);
-        write_npz(&path, &[
-            ("train_images", encode("|u1", &[3, 4, 4], &train), true),
-            ("train_labels", encode("<i8", &[3, 1], &int64(&[2, 0, 3])), false),
-            ("val_images", encode("|u1", &[2, 4, 4], &pixels(2, 16, 5)), false),
-            ("val_labels", encode("|u1", &[2], &[1, 1]), true),
-            ("test_images", encode("|u1", &[1, 4, 4], &pixels(1, 16, 9)), false),
-            ("test_labels", encode("<i8", &[1, 1], &int64(&[0])), false),
-        ]);
+        write_npz(
+            &path,
+            &[
+                ("train_images", encode("|u1", &[3, 4, 4], &train), true),
+                ("train_labels", encode("<i8", &[3, 1], &int64(&[2, 0, 3])), false),
+                ("val_images", encode("|u1", &[2, 4, 4], &pixels(2, 16, 5)), false),
+                ("val_labels", encode("|u1", &[2], &[1, 1]), true),
+                ("test_images", encode("|u1", &[1, 4, 4], &pixels(1, 16, 9)), false),
+                ("test_labels", encode("<i8", &[1, 1], &int64(&[0])), false),
+            ],
+        );
         let source = Source::new(Format::Npz, &path);
         let summary = inspect(&source).unwrap();
         assert_eq!((summary.train_size, summary.val_size, summary.test_size), (3, 2, 1));
@@ -203,12 +205,15 @@ mod tests {
     fn colour_arrays_give_three_channels_and_a_missing_test_split_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pathmnist.npz");
-        write_npz(&path, &[
-            ("train_images", encode("|u1", &[2, 3, 3, 3], &pixels(2, 27, 1)), false),
-            ("train_labels", encode("<u4", &[2, 1], &[1, 0, 0, 0, 0, 0, 0, 0]), false),
-            ("val_images", encode("|u1", &[1, 3, 3, 3], &pixels(1, 27, 2)), true),
-            ("val_labels", encode("<i8", &[1, 1], &int64(&[1])), true),
-        ]);
+        write_npz(
+            &path,
+            &[
+                ("train_images", encode("|u1", &[2, 3, 3, 3], &pixels(2, 27, 1)), false),
+                ("train_labels", encode("<u4", &[2, 1], &[1, 0, 0, 0, 0, 0, 0, 0]), false),
+                ("val_images", encode("|u1", &[1, 3, 3, 3], &pixels(1, 27, 2)), true),
+                ("val_labels", encode("<i8", &[1, 1], &int64(&[1])), true),
+            ],
+        );
         let source = Source::new(Format::Npz, &path);
         let train = load(&source, Split::Train, None).unwrap().images;
         assert_eq!((train.channels, train.labels.clone()), (3, vec![1, 0]));
@@ -221,10 +226,7 @@ mod tests {
     fn bad_arrays_and_archives_are_refused_by_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.npz");
-        write_npz(&path, &[
-            ("train_images", encode("<i8", &[1, 2, 2], &[0; 32]), false),
-            ("train_labels", encode("|u1", &[1], &[0]), false),
-        ]);
+        write_npz(&path, &[("train_images", encode("<i8", &[1, 2, 2], &[0; 32]), false), ("train_labels", encode("|u1", &[1], &[0]), false)]);
         let source = Source::new(Format::Npz, &path);
         let err = load(&source, Split::Train, None).unwrap_err().to_string();
         assert!(err.contains("array train_images: expected uint8 pixels"), "{err}");
@@ -243,12 +245,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("weights.npz");
         for stored in [false, true] {
-            write_npz(&path, &[
-                ("train_images", encode("|u1", &[1 << 40, 28, 28], &[0; 784]), stored),
-                ("train_labels", encode("|u1", &[1], &[0]), stored),
-                ("val_images", encode("|u1", &[1, 28, 28], &[0; 784]), stored),
-                ("val_labels", encode("|u1", &[1], &[0]), stored),
-            ]);
+            write_npz(
+                &path,
+                &[
+                    ("train_images", encode("|u1", &[1 << 40, 28, 28], &[0; 784]), stored),
+                    ("train_labels", encode("|u1", &[1], &[0]), stored),
+                    ("val_images", encode("|u1", &[1, 28, 28], &[0; 784]), stored),
+                    ("val_labels", encode("|u1", &[1], &[0]), stored),
+                ],
+            );
             let source = Source::new(Format::Npz, &path);
             for err in [load(&source, Split::Train, None).unwrap_err(), inspect(&source).unwrap_err()] {
                 let text = err.to_string();
@@ -272,12 +277,10 @@ mod tests {
         let err = inspect(&source).unwrap_err().to_string();
         assert!(err.contains("train_images: images have shape []"), "{err}");
 
-        write_npz(&path, &[
-            ("train_images", encode("|u1", &[1, 2, 2], &[0; 4]), false),
-            ("train_labels", encode("<i8", &[1 << 61], &[0; 8]), false),
-            val(),
-            labels(),
-        ]);
+        write_npz(
+            &path,
+            &[("train_images", encode("|u1", &[1, 2, 2], &[0; 4]), false), ("train_labels", encode("<i8", &[1 << 61], &[0; 8]), false), val(), labels()],
+        );
         let err = load(&source, Split::Train, None).unwrap_err().to_string();
         assert!(err.contains("train_labels: shape [2305843009213693952] has more elements than memory can hold"), "{err}");
 

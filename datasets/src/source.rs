@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use crate::files::{inspect_files, load_files};
 use crate::limits::MAX_IMAGE_SIZE;
 use crate::roots::Roots;
-use crate::synthetic::{generate_at, SyntheticSpec};
-use crate::{cub, decode, folder, idx, npz, DatasetError, ImageSet, Split};
+use crate::synthetic::{SyntheticSpec, generate_at};
+use crate::{DatasetError, ImageSet, Split, cub, decode, folder, idx, npz};
 
 /// The on-disk formats read here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,8 +122,8 @@ impl Default for Options {
 impl Options {
     /// Options from their stored form (the policy by name), checked.
     pub fn from_parts(val_fraction: f64, seed: u64, bad_images: &str, group_pattern: Option<&str>) -> Result<Options, DatasetError> {
-        let bad_images = BadImages::parse(bad_images)
-            .ok_or_else(|| DatasetError::InvalidOption(format!("bad_images must be fail or skip, got {bad_images:?}")))?;
+        let bad_images =
+            BadImages::parse(bad_images).ok_or_else(|| DatasetError::InvalidOption(format!("bad_images must be fail or skip, got {bad_images:?}")))?;
         let options = Options { val_fraction, seed, bad_images, group_pattern: group_pattern.map(str::to_owned) };
         options.check()?;
         Ok(options)
@@ -131,10 +131,7 @@ impl Options {
 
     pub(crate) fn check(&self) -> Result<(), DatasetError> {
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return Err(DatasetError::InvalidOption(format!(
-                "val fraction must be at least 0 and below 1, got {}",
-                self.val_fraction
-            )));
+            return Err(DatasetError::InvalidOption(format!("val fraction must be at least 0 and below 1, got {}", self.val_fraction)));
         }
         self.group_regex()?;
         Ok(())
@@ -147,10 +144,8 @@ impl Options {
         if pattern.is_empty() || pattern.len() > MAX_GROUP_PATTERN {
             return Err(invalid(format!("give a regular expression of 1 to {MAX_GROUP_PATTERN} characters")));
         }
-        let regex = regex::RegexBuilder::new(pattern)
-            .size_limit(MAX_GROUP_PATTERN_BYTES)
-            .build()
-            .map_err(|e| invalid(format!("not a regular expression: {e}")))?;
+        let regex =
+            regex::RegexBuilder::new(pattern).size_limit(MAX_GROUP_PATTERN_BYTES).build().map_err(|e| invalid(format!("not a regular expression: {e}")))?;
         Ok(Some(regex))
     }
 }
@@ -355,7 +350,7 @@ pub(crate) fn identity_path(source: &Source) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{encode_idx, load_idx_split, SyntheticSpec};
+    use crate::{SyntheticSpec, encode_idx, load_idx_split};
 
     #[test]
     fn format_names_round_trip_and_unknown_ones_list_the_known() {

@@ -11,8 +11,8 @@
 use std::fmt;
 
 use crate::decode::raw_image_set;
-use dynamics::rng::{stream_seed, SplitMix64};
 use crate::{DatasetError, ImageSet, Split};
+use dynamics::rng::{SplitMix64, stream_seed};
 
 const BRIGHT: i32 = 200;
 const DARK: i32 = 40;
@@ -56,9 +56,8 @@ impl SyntheticSpec {
                 return Err(invalid(format!("{key} is given twice")));
             }
         }
-        let mut take = |position: usize| -> Result<u64, DatasetError> {
-            values[position].take().ok_or_else(|| invalid(format!("{} is missing", KEYS[position])))
-        };
+        let mut take =
+            |position: usize| -> Result<u64, DatasetError> { values[position].take().ok_or_else(|| invalid(format!("{} is missing", KEYS[position]))) };
         let small = |position: usize, value: u64| -> Result<u32, DatasetError> {
             u32::try_from(value).map_err(|_| invalid(format!("{} is too large: {value}", KEYS[position])))
         };

@@ -11,9 +11,7 @@ pub(crate) fn write_image(path: &Path, width: u32, height: u32, colour: bool, se
         std::fs::create_dir_all(parent).unwrap();
     }
     let channels = if colour { 3 } else { 1 };
-    let pixels: Vec<u8> = (0..width * height * channels)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed.wrapping_mul(17)))
-        .collect();
+    let pixels: Vec<u8> = (0..width * height * channels).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed.wrapping_mul(17))).collect();
     let colour_type = if colour { ExtendedColorType::Rgb8 } else { ExtendedColorType::L8 };
     image::save_buffer(path, &pixels, width, height, colour_type).unwrap();
 }

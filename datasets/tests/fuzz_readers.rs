@@ -15,11 +15,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use datasets::{inspect, load, Format, Options, Roots, Source, Split};
+use datasets::{Format, Options, Roots, Source, Split, inspect, load};
 
 /// Counts live bytes and their peak, for every thread.
 struct Counting;
@@ -242,7 +242,11 @@ fn fixtures() -> (Vec<Fixture>, bool) {
     for (id, (path, class, train)) in [("001.A/a_1.jpg", 1, 1), ("001.A/a_2.png", 1, 0), ("002.B/b_1.jpg", 2, 1), ("002.B/b_2.jpg", 2, 0)].iter().enumerate() {
         let id = id + 1;
         let format = if path.ends_with("png") { png } else { jpeg };
-        cub.push((format!("cub/images/{path}"), encoded(10 + id as u32, 8 + id as u32, true, id as u8, format), if format == png { Kind::Png } else { Kind::Jpeg }));
+        cub.push((
+            format!("cub/images/{path}"),
+            encoded(10 + id as u32, 8 + id as u32, true, id as u8, format),
+            if format == png { Kind::Png } else { Kind::Jpeg },
+        ));
         listing.push_str(&format!("{id} {path}\n"));
         classes.push_str(&format!("{id} {class}\n"));
         splits.push_str(&format!("{id} {train}\n"));
@@ -467,7 +471,8 @@ fn mutate_idx_dims(rng: &mut Rng, kind: Kind, bytes: &mut Vec<u8>) -> String {
     }
     let dims = usize::from(raw[3]).min(3);
     let start = 4 + 4 * dims;
-    let choice = *rng.pick(&[[u32::MAX, u32::MAX, u32::MAX], [2, 28, 0], [0, 100_000, 100_000], [1, 1, u32::MAX], [60_000, 28, 28], [1 << 31, 1, 1], [0, 0, 0]]);
+    let choice =
+        *rng.pick(&[[u32::MAX, u32::MAX, u32::MAX], [2, 28, 0], [0, 100_000, 100_000], [1, 1, u32::MAX], [60_000, 28, 28], [1 << 31, 1, 1], [0, 0, 0]]);
     for (d, value) in choice.iter().take(dims).enumerate() {
         if 8 + 4 * d <= raw.len() {
             raw[4 + 4 * d..8 + 4 * d].copy_from_slice(&value.to_be_bytes());
@@ -535,7 +540,12 @@ fn mutated_real_files_never_panic_abort_or_allocate_past_their_bytes() {
         }
         let dir = work.path().join(format!("case-{case}"));
         let input_bytes = write_fixture(&dir, &files);
-        let options = Options { val_fraction: 0.25, seed: case, bad_images: if case % 2 == 0 { Default::default() } else { datasets::BadImages::Skip }, group_pattern: None };
+        let options = Options {
+            val_fraction: 0.25,
+            seed: case,
+            bad_images: if case % 2 == 0 { Default::default() } else { datasets::BadImages::Skip },
+            group_pattern: None,
+        };
         let source = Source::new(fixture.format, dir.join(fixture.source)).with_options(options).confined_to(roots.clone());
 
         let baseline = LIVE.load(Ordering::Relaxed);
@@ -554,7 +564,8 @@ fn mutated_real_files_never_panic_abort_or_allocate_past_their_bytes() {
         // plus a fixed slack for buffers, decoders and threads.
         let bound = 1032 * input_bytes + (64 << 20);
         if peak > bound {
-            findings.push(Finding { case, what: format!("allocated {peak} bytes for {input_bytes} bytes of input [{}: {}]", fixture.name, described.join("; ")) });
+            findings
+                .push(Finding { case, what: format!("allocated {peak} bytes for {input_bytes} bytes of input [{}: {}]", fixture.name, described.join("; ")) });
         }
         if peak > worst.0 {
             worst = (peak, input_bytes, case);

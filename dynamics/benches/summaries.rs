@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use dynamics::rng::SplitMix64;
-use dynamics::{summarize_samples, AnalysisSettings, TraceColumns, Window};
+use dynamics::{AnalysisSettings, TraceColumns, Window, summarize_samples};
 
 fn setting(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -63,7 +63,8 @@ fn main() {
         // The all-epochs window: warm-up predictability refits the fine-tuning epochs alone.
         let (seconds, fitted) = median_of_3(|| {
             let summaries = summarize_samples(&columns, 1, None, AnalysisSettings { window: Window::All, ..AnalysisSettings::default() });
-            let fine_tuning: Vec<dynamics::SampleValues> = summarize_samples(&columns[1..], 0, None, AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
+            let fine_tuning: Vec<dynamics::SampleValues> =
+                summarize_samples(&columns[1..], 0, None, AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
             let loss: Vec<Option<f64>> = summaries.iter().map(|s| s.warmup_loss.map(f64::from)).collect();
             dynamics::warmup::predictability(&fine_tuning, &loss).rate.n
         });

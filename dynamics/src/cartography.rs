@@ -24,11 +24,7 @@ impl Cartography {
         }
         let epochs = p_true.len() as f64;
         let confidence = p_true.iter().map(|&p| f64::from(p)).sum::<f64>() / epochs;
-        let variance = p_true
-            .iter()
-            .map(|&p| (f64::from(p) - confidence).powi(2))
-            .sum::<f64>()
-            / epochs;
+        let variance = p_true.iter().map(|&p| (f64::from(p) - confidence).powi(2)).sum::<f64>() / epochs;
         let correctness = correct.iter().filter(|&&c| c).count() as f64 / epochs;
         Some(Self { confidence, variability: variance.sqrt(), correctness })
     }

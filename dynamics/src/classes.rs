@@ -24,7 +24,13 @@ pub fn class_forgetting(labels: &[u32], values: &[crate::SampleValues], epochs: 
 
 /// [`class_forgetting`] before the division: per class, the total forgetting events under the
 /// policy and the number of samples counted.
-pub fn class_forgetting_sums(labels: &[u32], values: &[crate::SampleValues], epochs: u32, classes: usize, policy: crate::NeverLearnedPolicy) -> Vec<(f64, usize)> {
+pub fn class_forgetting_sums(
+    labels: &[u32],
+    values: &[crate::SampleValues],
+    epochs: u32,
+    classes: usize,
+    policy: crate::NeverLearnedPolicy,
+) -> Vec<(f64, usize)> {
     let mut sums = vec![0.0; classes];
     let mut counts = vec![0usize; classes];
     for (&label, v) in labels.iter().zip(values) {
@@ -88,9 +94,7 @@ pub fn embedding_similarity(means: &[f32], dim: usize) -> Vec<Vec<f64>> {
 /// Per class c, its greatest similarity to another class, `max_{j != c} S[c][j]` (`None` with
 /// a single class).
 pub fn greatest_similarity(similarity: &[Vec<f64>]) -> Vec<Option<f64>> {
-    (0..similarity.len())
-        .map(|c| similarity[c].iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &s)| s).reduce(f64::max))
-        .collect()
+    (0..similarity.len()).map(|c| similarity[c].iter().enumerate().filter(|&(j, _)| j != c).map(|(_, &s)| s).reduce(f64::max)).collect()
 }
 
 /// "Visually similar classes are forgotten most" as a per-class statement (docs/design.md, "Class
@@ -123,7 +127,8 @@ pub fn macro_f1(confusion: &[Vec<u32>]) -> Option<f64> {
     let column = |c: usize| confusion.iter().map(|row| u64::from(row.get(c).copied().unwrap_or(0))).sum::<u64>();
     let scores: Vec<f64> = (0..k)
         .filter_map(|c| {
-            let (tp, actual, predicted) = (u64::from(confusion[c].get(c).copied().unwrap_or(0)), confusion[c].iter().map(|&n| u64::from(n)).sum::<u64>(), column(c));
+            let (tp, actual, predicted) =
+                (u64::from(confusion[c].get(c).copied().unwrap_or(0)), confusion[c].iter().map(|&n| u64::from(n)).sum::<u64>(), column(c));
             if actual == 0 && predicted == 0 {
                 return None;
             }

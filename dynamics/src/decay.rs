@@ -536,11 +536,16 @@ impl<'a> Curves<'a> {
         if !downhill(far.1) {
             // 8 log-spaced points from mid to end (the grid is log-spaced; 0 is linear).
             let step = |i: f64| if lo == 0.0 && end == 0.0 { mid * (1.0 - i / 8.0) } else { mid * (end / mid).powf(i / 8.0) };
-            let Some(flip) = (1..8).map(|i| step(f64::from(i))).map(|r| (r, self.slope(r))).scan(near, |previous, point| {
-                let pair = (*previous, point);
-                *previous = point;
-                Some(pair)
-            }).find(|(_, point)| downhill(point.1)) else {
+            let Some(flip) = (1..8)
+                .map(|i| step(f64::from(i)))
+                .map(|r| (r, self.slope(r)))
+                .scan(near, |previous, point| {
+                    let pair = (*previous, point);
+                    *previous = point;
+                    Some(pair)
+                })
+                .find(|(_, point)| downhill(point.1))
+            else {
                 return mid;
             };
             (near, far) = flip;
@@ -593,7 +598,9 @@ fn grid_rates(grid_points: usize) -> Rc<[f64]> {
         cache
             .borrow_mut()
             .entry(grid_points)
-            .or_insert_with(|| std::iter::once(0.0).chain((0..=grid_points).map(|i| MAX_RATE * 10f64.powf(-8.0 + 8.0 * i as f64 / grid_points as f64))).collect())
+            .or_insert_with(|| {
+                std::iter::once(0.0).chain((0..=grid_points).map(|i| MAX_RATE * 10f64.powf(-8.0 + 8.0 * i as f64 / grid_points as f64))).collect()
+            })
             .clone()
     })
 }
@@ -715,7 +722,13 @@ mod tests {
         assert_eq!(fit_lag_retention(&[true; 6]), Decay::Excluded(Exclusion::Constant));
         let summary = summarize_fits(&[Decay::Excluded(Exclusion::Constant), fit_p_true(&[true; 5], &[0.9, 0.7, 0.6, 0.55, 0.52])]);
         assert_eq!((summary.fitted, summary.constant), (1, 1));
-        let fits = [[true, false, true, false, true, false], [true, true, false, true, true, false], [true, true, true, false, false, false], [true, true, true, true, true, false]].map(|t| fit_lag_retention(&t));
+        let fits = [
+            [true, false, true, false, true, false],
+            [true, true, false, true, true, false],
+            [true, true, true, false, false, false],
+            [true, true, true, true, true, false],
+        ]
+        .map(|t| fit_lag_retention(&t));
         let mut r2: Vec<f64> = fits.iter().map(|f| f.fitted().unwrap().exponential.r2).collect();
         r2.sort_by(f64::total_cmp);
         let summary = summarize_fits(&fits);
@@ -810,7 +823,9 @@ mod tests {
         let ones = vec![1.0; points.len()];
         let plain = fit(Problem { points: &points, weights: None, anchor: 1.0, with_floor: false });
         let unit = fit(Problem { points: &points, weights: Some(&ones), anchor: 1.0, with_floor: false });
-        let (Decay::Fitted(plain), Decay::Fitted(unit), Decay::Fitted(weighted)) = (plain, unit, fit_lag_retention_weighted(&correct)) else { panic!("excluded") };
+        let (Decay::Fitted(plain), Decay::Fitted(unit), Decay::Fitted(weighted)) = (plain, unit, fit_lag_retention_weighted(&correct)) else {
+            panic!("excluded")
+        };
         assert!((plain.exponential.rate - unit.exponential.rate).abs() <= 1e-9 * plain.exponential.rate);
         assert!((plain.exponential.rate - weighted.exponential.rate).abs() > 1e-6 * plain.exponential.rate);
     }

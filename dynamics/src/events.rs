@@ -37,12 +37,7 @@ impl ForgettingEvents {
             }
             previous = now;
         }
-        Self {
-            forgetting_events,
-            learning_events,
-            first_learned_epoch,
-            unforgettable: first_learned_epoch.is_some() && forgetting_events == 0,
-        }
+        Self { forgetting_events, learning_events, first_learned_epoch, unforgettable: first_learned_epoch.is_some() && forgetting_events == 0 }
     }
 
     /// True when the sample was never correct at any recorded epoch.

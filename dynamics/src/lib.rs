@@ -21,10 +21,10 @@ pub mod summary;
 pub mod warmup;
 
 pub use cartography::Cartography;
+pub use decay::{Decay, DecayFit, DecaySummary, Exclusion, Retention, fit_lag_retention, fit_p_true};
 pub use events::{ForgettingEvents, NeverLearnedPolicy};
-pub use decay::{fit_lag_retention, fit_p_true, Decay, DecayFit, DecaySummary, Exclusion, Retention};
-pub use settings::{AnalysisSettings, Window};
+pub use overlap::{TopSet, chance_jaccard, jaccard, jaccard_curve, top_set};
 pub use scores::{Direction, SampleValues, Score};
-pub use overlap::{chance_jaccard, jaccard, jaccard_curve, top_set, TopSet};
-pub use stats::{average_ranks, jackknife_over_seeds, kendall_tau_b, mean_interval, pearson, spearman, spearman_brown, Correlation, MeanInterval};
-pub use summary::{summarize_samples, SampleSummary, TraceColumns};
+pub use settings::{AnalysisSettings, Window};
+pub use stats::{Correlation, MeanInterval, average_ranks, jackknife_over_seeds, kendall_tau_b, mean_interval, pearson, spearman, spearman_brown};
+pub use summary::{SampleSummary, TraceColumns, summarize_samples};

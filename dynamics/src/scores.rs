@@ -266,21 +266,16 @@ impl Score {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{summarize_samples, TraceColumns};
+    use crate::{TraceColumns, summarize_samples};
 
     /// Summaries of hand-made traces, one sample each: `bits[t]` is correctness at epoch t+1.
     fn sample(bits: &str) -> SampleValues {
         // p_true 0.9 when correct, 0.1 when wrong; margin +-2; EL2N 0.1 or 1.2.
-        let epochs: Vec<[Vec<f32>; 4]> = bits
-            .chars()
-            .map(|c| if c == '1' { [vec![0.9], vec![0.5], vec![2.0], vec![0.1]] } else { [vec![0.1], vec![0.5], vec![-2.0], vec![1.2]] })
-            .collect();
+        let epochs: Vec<[Vec<f32>; 4]> =
+            bits.chars().map(|c| if c == '1' { [vec![0.9], vec![0.5], vec![2.0], vec![0.1]] } else { [vec![0.1], vec![0.5], vec![-2.0], vec![1.2]] }).collect();
         let correct: Vec<Vec<u8>> = bits.chars().map(|c| vec![u8::from(c == '1')]).collect();
-        let columns: Vec<TraceColumns> = epochs
-            .iter()
-            .zip(&correct)
-            .map(|([p, l, m, e], c)| TraceColumns { correct: c, p_true: p, loss: l, margin: Some(m), el2n: Some(e) })
-            .collect();
+        let columns: Vec<TraceColumns> =
+            epochs.iter().zip(&correct).map(|([p, l, m, e], c)| TraceColumns { correct: c, p_true: p, loss: l, margin: Some(m), el2n: Some(e) }).collect();
         SampleValues::of(&summarize_samples(&columns, 0, None, crate::AnalysisSettings::default())[0])
     }
 

@@ -72,5 +72,6 @@ pub struct AnalysisSettings {
 impl AnalysisSettings {
     /// What a run finished before these settings existed was computed with: every epoch,
     /// definition A, never-learned samples at the forgotten end.
-    pub const LEGACY: AnalysisSettings = AnalysisSettings { window: Window::All, retention: Retention::A, never_learned: NeverLearnedPolicy::Max, el2n_epoch: None };
+    pub const LEGACY: AnalysisSettings =
+        AnalysisSettings { window: Window::All, retention: Retention::A, never_learned: NeverLearnedPolicy::Max, el2n_epoch: None };
 }

@@ -119,9 +119,8 @@ pub fn kendall_tau_b(x: &[f64], y: &[f64]) -> Correlation {
     let p_value = (n >= 3).then(|| {
         let nf = n as f64;
         let m = nf * (nf - 1.0);
-        let var = (m * (2.0 * nf + 5.0) - x_ties.v1 - y_ties.v1) / 18.0
-            + (2.0 * xtie as f64 * ytie as f64) / m
-            + x_ties.v0 * y_ties.v0 / (9.0 * m * (nf - 2.0));
+        let var =
+            (m * (2.0 * nf + 5.0) - x_ties.v1 - y_ties.v1) / 18.0 + (2.0 * xtie as f64 * ytie as f64) / m + x_ties.v0 * y_ties.v0 / (9.0 * m * (nf - 2.0));
         let z = con_minus_dis / var.sqrt();
         2.0 * Normal::standard().cdf(-z.abs())
     });

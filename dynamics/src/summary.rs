@@ -67,7 +67,12 @@ pub fn el2n_epoch(total_epochs: usize, warmup_epochs: usize, settings: crate::An
 ///
 /// Panics if the epochs (or `loss_after_warmup`) disagree on the number of samples: the
 /// caller validated uploads.
-pub fn summarize_samples(epochs: &[TraceColumns<'_>], warmup_epochs: usize, loss_after_warmup: Option<&[f32]>, settings: crate::AnalysisSettings) -> Vec<SampleSummary> {
+pub fn summarize_samples(
+    epochs: &[TraceColumns<'_>],
+    warmup_epochs: usize,
+    loss_after_warmup: Option<&[f32]>,
+    settings: crate::AnalysisSettings,
+) -> Vec<SampleSummary> {
     let samples = epochs.first().map_or(0, |e| e.correct.len());
     assert!(
         epochs.iter().all(|e| e.correct.len() == samples && e.p_true.len() == samples && e.loss.len() == samples),

@@ -14,7 +14,7 @@
 
 use crate::events::NeverLearnedPolicy;
 use crate::scores::{SampleValues, Score};
-use crate::stats::{spearman, Correlation};
+use crate::stats::{Correlation, spearman};
 
 /// Spearman of the loss after warm-up against the decay rate and against tau, with n and p.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,7 +29,9 @@ pub fn predictability(fine_tuning: &[SampleValues], warmup_loss: &[Option<f64>])
     let policy = NeverLearnedPolicy::Exclude;
     let (mut loss, mut rate, mut tau) = (Vec::new(), Vec::new(), Vec::new());
     for (values, warmup) in fine_tuning.iter().zip(warmup_loss) {
-        let (Some(l), Some(r), Some(t)) = (warmup.filter(|l| l.is_finite()), Score::DecayRate.ranked_value(values, policy), Score::Tau.ranked_value(values, policy)) else {
+        let (Some(l), Some(r), Some(t)) =
+            (warmup.filter(|l| l.is_finite()), Score::DecayRate.ranked_value(values, policy), Score::Tau.ranked_value(values, policy))
+        else {
             continue;
         };
         loss.push(l);
@@ -42,7 +44,7 @@ pub fn predictability(fine_tuning: &[SampleValues], warmup_loss: &[Option<f64>])
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{summarize_samples, TraceColumns};
+    use crate::{TraceColumns, summarize_samples};
 
     #[test]
     fn counts_unforgettable_samples_and_reports_both_signs() {

@@ -4,8 +4,8 @@
 //! sets and Jaccard, class level. Statistics must match within 1e-9, p-values within 1e-6
 //! relative, and the decay fits (scipy's optimisers against ours) within 1e-6 relative.
 
-use dynamics::decay::{fit_lag_retention, fit_p_true, lag_retention, Curve, Decay};
-use dynamics::{average_ranks, chance_jaccard, kendall_tau_b, pearson, spearman, spearman_brown, Correlation};
+use dynamics::decay::{Curve, Decay, fit_lag_retention, fit_p_true, lag_retention};
+use dynamics::{Correlation, average_ranks, chance_jaccard, kendall_tau_b, pearson, spearman, spearman_brown};
 use serde_json::Value;
 
 fn reference() -> Value {
@@ -80,7 +80,8 @@ fn decay_fits_match_scipy() {
 #[test]
 fn events_and_cartography_match_numpy() {
     let r = reference();
-    let traces: Vec<Vec<bool>> = r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect()).collect();
+    let traces: Vec<Vec<bool>> =
+        r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect()).collect();
     let p_traces: Vec<Vec<f32>> = r["inputs"]["p_traces"].as_array().unwrap().iter().map(|t| floats(t).into_iter().map(|p| p as f32).collect()).collect();
     for (i, ((trace, p), expected)) in traces.iter().zip(&p_traces).zip(r["expected"]["events"].as_array().unwrap()).enumerate() {
         let events = dynamics::ForgettingEvents::from_trace(trace);
@@ -100,7 +101,8 @@ fn events_and_cartography_match_numpy() {
 fn top_sets_and_jaccard_match_numpy() {
     let r = reference();
     let (a, b) = (floats(&r["inputs"]["scores_a"]), floats(&r["inputs"]["scores_b"]));
-    let expected: Vec<Vec<usize>> = r["expected"]["top_sets"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()).collect();
+    let expected: Vec<Vec<usize>> =
+        r["expected"]["top_sets"].as_array().unwrap().iter().map(|s| s.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()).collect();
     let (set_a, set_b) = (dynamics::top_set(&a, 0.1, 1), dynamics::top_set(&b, 0.1, 2));
     assert_eq!((&set_a.members, &set_b.members), (&expected[0], &expected[1]));
     assert_eq!(set_a.tied_at_cut, 0);
@@ -113,12 +115,15 @@ fn class_level_matches_numpy() {
     let r = reference();
     let inputs = &r["inputs"];
     let labels: Vec<u32> = inputs["labels"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-    let traces: Vec<Vec<u8>> = inputs["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| u8::from(v.as_bool().unwrap())).collect()).collect();
+    let traces: Vec<Vec<u8>> =
+        inputs["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|v| u8::from(v.as_bool().unwrap())).collect()).collect();
     let epochs = traces[0].len();
     // [epoch][sample], as the store keeps them.
     let correct: Vec<Vec<u8>> = (0..epochs).map(|t| traces.iter().map(|trace| trace[t]).collect()).collect();
-    let predicted: Vec<Vec<u16>> = inputs["predicted"].as_array().unwrap().iter().map(|e| e.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()).collect();
-    let counts: Vec<f64> = traces.iter().map(|t| f64::from(dynamics::ForgettingEvents::from_trace(&t.iter().map(|&c| c == 1).collect::<Vec<_>>()).forgetting_events)).collect();
+    let predicted: Vec<Vec<u16>> =
+        inputs["predicted"].as_array().unwrap().iter().map(|e| e.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u16).collect()).collect();
+    let counts: Vec<f64> =
+        traces.iter().map(|t| f64::from(dynamics::ForgettingEvents::from_trace(&t.iter().map(|&c| c == 1).collect::<Vec<_>>()).forgetting_events)).collect();
     let means = per_class_mean(&labels, &counts, 4);
     for (c, expected) in r["expected"]["per_class_mean"].as_array().unwrap().iter().enumerate() {
         close(&format!("class {c} mean forgetting"), means[c].unwrap(), expected.as_f64().unwrap(), 1e-12);
@@ -126,12 +131,16 @@ fn class_level_matches_numpy() {
     let correct_refs: Vec<&[u8]> = correct.iter().map(Vec::as_slice).collect();
     let predicted_refs: Vec<&[u16]> = predicted.iter().map(Vec::as_slice).collect();
     let into = forgotten_into(&labels, &correct_refs, &predicted_refs, 4);
-    let expected_into: Vec<Vec<u64>> = r["expected"]["forgotten_into"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()).collect();
+    let expected_into: Vec<Vec<u64>> =
+        r["expected"]["forgotten_into"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()).collect();
     assert_eq!(into, expected_into);
-    let confusion: Vec<Vec<u32>> = inputs["confusion"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()).collect();
+    let confusion: Vec<Vec<u32>> =
+        inputs["confusion"].as_array().unwrap().iter().map(|row| row.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect()).collect();
     let means: Vec<f32> = inputs["means"].as_array().unwrap().iter().flat_map(|row| floats(row).into_iter().map(|v| v as f32)).collect();
     let (conf, emb) = (confusion_similarity(&confusion), embedding_similarity(&means, 8));
-    for (name, ours, theirs) in [("confusion similarity", &conf, &r["expected"]["confusion_similarity"]), ("embedding similarity", &emb, &r["expected"]["embedding_similarity"])] {
+    for (name, ours, theirs) in
+        [("confusion similarity", &conf, &r["expected"]["confusion_similarity"]), ("embedding similarity", &emb, &r["expected"]["embedding_similarity"])]
+    {
         for (i, row) in theirs.as_array().unwrap().iter().enumerate() {
             for (j, value) in floats(row).into_iter().enumerate() {
                 close(&format!("{name} [{i}][{j}]"), ours[i][j], value, 1e-12);
@@ -148,26 +157,24 @@ fn class_level_matches_numpy() {
 fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
     let r: Value = serde_json::from_str(include_str!("fixtures/reference_scores.json")).expect("the reference file");
     for name in ["within", "across"] {
-        let values: Vec<(f64, [u64; 2])> = r["inputs"][name]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| (v[0].as_f64().unwrap(), [v[1][0].as_u64().unwrap(), v[1][1].as_u64().unwrap()]))
-            .collect();
+        let values: Vec<(f64, [u64; 2])> =
+            r["inputs"][name].as_array().unwrap().iter().map(|v| (v[0].as_f64().unwrap(), [v[1][0].as_u64().unwrap(), v[1][1].as_u64().unwrap()])).collect();
         let ours = dynamics::jackknife_over_seeds(&values, 0.95).unwrap();
         let theirs = &r["expected"][format!("jackknife_{name}")];
         close(&format!("{name} mean"), ours.mean, theirs["mean"].as_f64().unwrap(), 1e-12);
         close(&format!("{name} half width"), ours.half_width, theirs["half_width"].as_f64().unwrap(), 1e-9);
         assert_eq!(ours.n as u64, theirs["n"].as_u64().unwrap());
     }
-    let traces: Vec<Vec<bool>> = r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect()).collect();
+    let traces: Vec<Vec<bool>> =
+        r["inputs"]["traces"].as_array().unwrap().iter().map(|t| t.as_array().unwrap().iter().map(|b| b.as_bool().unwrap()).collect()).collect();
     let warmup = r["inputs"]["warmup"].as_u64().unwrap() as usize;
     let loss: Vec<Option<f64>> = floats(&r["inputs"]["loss"]).into_iter().map(Some).collect();
     let epochs = traces[0].len();
     let correct: Vec<Vec<u8>> = (warmup..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
     let filler = vec![0.5f32; traces.len()];
     let columns: Vec<dynamics::TraceColumns> = correct.iter().map(|c| dynamics::TraceColumns::new(c, &filler, &filler)).collect();
-    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
+    let values: Vec<dynamics::SampleValues> =
+        dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let ours = dynamics::warmup::predictability(&values, &loss);
     let theirs = &r["expected"]["warmup"];
     assert_eq!(ours.rate.n as u64, theirs["n"].as_u64().unwrap(), "samples with a defined decay rate");
@@ -177,7 +184,8 @@ fn jackknife_and_warmup_predictability_match_numpy_and_scipy() {
     // Class means over all epochs, under both never-learned policies.
     let all: Vec<Vec<u8>> = (0..epochs).map(|t| traces.iter().map(|tr| u8::from(tr[t])).collect()).collect();
     let columns: Vec<dynamics::TraceColumns> = all.iter().map(|c| dynamics::TraceColumns::new(c, &filler, &filler)).collect();
-    let values: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
+    let values: Vec<dynamics::SampleValues> =
+        dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let labels: Vec<u32> = r["inputs"]["labels"].as_array().unwrap().iter().map(|l| l.as_u64().unwrap() as u32).collect();
     for (policy, name) in [(dynamics::NeverLearnedPolicy::Max, "class_forgetting_max"), (dynamics::NeverLearnedPolicy::Exclude, "class_forgetting_exclude")] {
         let ours = dynamics::classes::class_forgetting(&labels, &values, epochs as u32, 5, policy);
@@ -208,7 +216,7 @@ fn similar_classes_forgotten_most_matches_scipy() {
 /// tau over the recalled validation items, and each delay found by scanning the epochs.
 #[test]
 fn rbf_fits_and_delays_match_numpy() {
-    use dynamics::rbf::{delay, fit_tau, Kernel};
+    use dynamics::rbf::{Kernel, delay, fit_tau};
     let r: Value = serde_json::from_str(include_str!("fixtures/reference_rbf.json")).expect("the RbF reference file");
     let input = &r["inputs"];
     let (strength, nu) = (input["strength"].as_f64().unwrap(), input["nu"].as_f64().unwrap());

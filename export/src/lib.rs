@@ -14,8 +14,8 @@ pub use parquet_files::{write_records_parquet, write_runs_samples_parquet, write
 
 use std::io::Write;
 
-use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::SampleStats;
+use protocol::worker::{EpochColumns, ManifestEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -47,7 +47,15 @@ pub struct EpochRecords<'a> {
 impl EpochRecords<'_> {
     fn check(&self) -> Result<(), ExportError> {
         let c = self.columns;
-        let lengths = [c.correct.len(), c.loss.len(), c.p_true.len(), c.margin.len(), c.predicted.len(), c.el2n.len(), self.shown.map_or(self.samples.len(), <[bool]>::len)];
+        let lengths = [
+            c.correct.len(),
+            c.loss.len(),
+            c.p_true.len(),
+            c.margin.len(),
+            c.predicted.len(),
+            c.el2n.len(),
+            self.shown.map_or(self.samples.len(), <[bool]>::len),
+        ];
         match lengths.iter().find(|&&len| len != self.samples.len()) {
             Some(&columns) => Err(ExportError::Length { epoch: self.epoch, columns, samples: self.samples.len() }),
             None => Ok(()),
@@ -70,7 +78,18 @@ pub fn write_records_csv<'a>(mut out: impl Write, epochs: impl IntoIterator<Item
             writeln!(
                 out,
                 "{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                e.run, e.epoch, e.phase, sample.sample_key, i, sample.label, c.correct[i], c.loss[i], c.p_true[i], c.margin[i], c.predicted[i], c.el2n[i],
+                e.run,
+                e.epoch,
+                e.phase,
+                sample.sample_key,
+                i,
+                sample.label,
+                c.correct[i],
+                c.loss[i],
+                c.p_true[i],
+                c.margin[i],
+                c.predicted[i],
+                c.el2n[i],
                 u8::from(e.shown(i))
             )?;
         }
@@ -147,7 +166,9 @@ pub fn sample_stats(samples: &[ManifestEntry], summaries: &[dynamics::SampleSumm
         .iter()
         .zip(summaries)
         .enumerate()
-        .map(|(i, (sample, summary))| SampleStats::from_values(sample.sample_key.clone(), i as u32, sample.dataset_index, sample.label, &dynamics::SampleValues::of(summary)))
+        .map(|(i, (sample, summary))| {
+            SampleStats::from_values(sample.sample_key.clone(), i as u32, sample.dataset_index, sample.label, &dynamics::SampleValues::of(summary))
+        })
         .collect()
 }
 
@@ -156,10 +177,8 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn example() -> (Vec<ManifestEntry>, EpochColumns) {
-        let samples = vec![
-            ManifestEntry { dataset_index: 7, sample_key: "aa".into(), label: 1 },
-            ManifestEntry { dataset_index: 3, sample_key: "bb".into(), label: 0 },
-        ];
+        let samples =
+            vec![ManifestEntry { dataset_index: 7, sample_key: "aa".into(), label: 1 }, ManifestEntry { dataset_index: 3, sample_key: "bb".into(), label: 0 }];
         let columns = EpochColumns {
             correct: vec![1, 0],
             loss: vec![0.25, 1.5],
@@ -198,7 +217,8 @@ pub(crate) mod tests {
     fn mismatched_lengths_are_refused() {
         let (samples, mut columns) = example();
         columns.el2n.pop();
-        let error = write_records_csv(Vec::new(), [EpochRecords { run: 1, epoch: 3, phase: "finetune", samples: &samples, columns: &columns, shown: None }]).unwrap_err();
+        let error = write_records_csv(Vec::new(), [EpochRecords { run: 1, epoch: 3, phase: "finetune", samples: &samples, columns: &columns, shown: None }])
+            .unwrap_err();
         assert_eq!(error.to_string(), "epoch 3 has 1 records for 2 samples");
     }
 }

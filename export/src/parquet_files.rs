@@ -170,7 +170,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("records.parquet");
         let shown = [true, false];
-        let epochs = [1, 2].map(|epoch| EpochRecords { run: 4, epoch, phase: "finetune", samples: &samples, columns: &columns, shown: (epoch == 2).then_some(&shown[..]) });
+        let epochs = [1, 2].map(|epoch| EpochRecords {
+            run: 4,
+            epoch,
+            phase: "finetune",
+            samples: &samples,
+            columns: &columns,
+            shown: (epoch == 2).then_some(&shown[..]),
+        });
         write_records_parquet(std::fs::File::create(&path).unwrap(), epochs).unwrap();
 
         let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();

@@ -19,7 +19,7 @@ pub mod views;
 pub mod wire;
 pub mod worker;
 
-pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Queueing, Measure, Optimizer, RunRequest, Schedule, WarmupBackbone};
-pub use sampling::{Keep, Plan, RbfKernel, SampleScore, Sampling, SourceRuns};
 pub use dynamics::Direction;
+pub use sampling::{Keep, Plan, RbfKernel, SampleScore, Sampling, SourceRuns};
+pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Measure, Optimizer, Queueing, RunRequest, Schedule, WarmupBackbone};
 pub use views::*;

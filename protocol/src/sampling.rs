@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::spec::{choice_enum, FieldErrors, Fields};
+use crate::spec::{FieldErrors, Fields, choice_enum};
 
 /// A run's training schedule: what it shows per fine-tuning epoch, and how many.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -304,7 +304,10 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
     let budget = field.positive("sampling.budget", &get("budget"), 1.0).unwrap_or(1.0);
     let source_run = |field: &mut Fields<'_>| {
         if Fields::present(&get("source_run")).is_none() {
-            field.errors.add("sampling.source_run", format!("{kind} needs source_run: the id of an earlier succeeded run over the same dataset (or several, one per seed)"));
+            field.errors.add(
+                "sampling.source_run",
+                format!("{kind} needs source_run: the id of an earlier succeeded run over the same dataset (or several, one per seed)"),
+            );
             return SourceRuns::one(0);
         }
         // One id, or several: an array, or ids separated by commas.
@@ -313,7 +316,8 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
             Some(Value::String(text)) => text.split(',').map(|t| Value::String(t.trim().to_owned())).collect(),
             other => other.into_iter().collect(),
         };
-        let runs: Vec<i64> = items.iter().filter_map(|item| field.whole("sampling.source_run", &Some(item.clone()), 1, i64::MAX as u64)).map(|r| r as i64).collect();
+        let runs: Vec<i64> =
+            items.iter().filter_map(|item| field.whole("sampling.source_run", &Some(item.clone()), 1, i64::MAX as u64)).map(|r| r as i64).collect();
         let mut distinct = runs.clone();
         distinct.sort_unstable();
         distinct.dedup();
@@ -361,10 +365,7 @@ pub(crate) fn parse_sampling(field: &mut Fields<'_>, value: &Option<Value>) -> S
 /// Field errors of a schedule that depend on other fields of the spec.
 pub(crate) fn check_against_spec(sampling: &Sampling, warmup_epochs: u64, errors: &mut FieldErrors) {
     if sampling.needs_warmup_loss() && warmup_epochs == 0 {
-        errors.add(
-            "sampling",
-            format!("{} orders samples by their loss after the head warmup; set warmup_epochs to 1 or more", sampling.plan.kind()),
-        );
+        errors.add("sampling", format!("{} orders samples by their loss after the head warmup; set warmup_epochs to 1 or more", sampling.plan.kind()));
     }
 }
 
@@ -466,7 +467,10 @@ mod tests {
             (json!({"kind": "spaced_repetition", "budget": 0.5, "source_run": 7}), Plan::SpacedRepetition { source_run: SourceRuns::one(7) }),
             (json!({"kind": "leitner", "budget": 0.5}), Plan::Leitner { decks: DEFAULT_DECKS }),
             (json!({"kind": "rbf", "budget": 0.5, "nu": 0.8}), Plan::Rbf { nu: 0.8, kernel: RbfKernel::Gaussian, due_only: false }),
-            (json!({"kind": "rbf", "budget": 1, "nu": "0.8", "kernel": "laplace", "due_only": "on"}), Plan::Rbf { nu: 0.8, kernel: RbfKernel::Laplace, due_only: true }),
+            (
+                json!({"kind": "rbf", "budget": 1, "nu": "0.8", "kernel": "laplace", "due_only": "on"}),
+                Plan::Rbf { nu: 0.8, kernel: RbfKernel::Laplace, due_only: true },
+            ),
             (
                 json!({"kind": "prune", "budget": 0.5, "source_run": "3", "score": "forgetting_events", "keep": "bottom"}),
                 Plan::Prune { source_run: SourceRuns::one(3), score: SampleScore::ForgettingEvents, keep: Keep::Bottom },

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sampling::{check_against_spec, parse_sampling, Sampling};
+use crate::sampling::{Sampling, check_against_spec, parse_sampling};
 use crate::views::DatasetInfo;
 
 /// Limits that keep a typo from queueing a job that would run for a year.
@@ -142,7 +142,9 @@ pub fn parse_tags(value: &Value) -> Result<Vec<String>, String> {
             .collect::<Result<_, _>>()?,
         other => return Err(format!("tags must be a list of strings or one string separated by commas, got {other}")),
     };
-    if let Some(bad) = words.iter().find(|t| t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':'))) {
+    if let Some(bad) =
+        words.iter().find(|t| t.is_empty() || t.len() > 32 || !t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | ':')))
+    {
         return Err(format!("each tag must be 1 to 32 letters, digits, '.', '_', '-' or ':', got {bad:?}"));
     }
     let mut tags = words;
@@ -171,9 +173,7 @@ impl RunRequest {
         let owner = match &self.owner {
             None | Some(Value::Null) => None,
             Some(Value::String(name)) if name.trim().is_empty() => None,
-            Some(Value::String(name))
-                if name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')) =>
-            {
+            Some(Value::String(name)) if name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-')) => {
                 Some(name.clone())
             }
             Some(value) => {
@@ -448,10 +448,7 @@ impl ExperimentSpec {
                 Some(found) => Some(found),
                 None => {
                     let known: Vec<&str> = datasets.iter().map(|d| d.name.as_str()).collect();
-                    field.errors.add(
-                        "dataset",
-                        format!("unknown dataset {name:?}; registered: {}", list_or_none(&known)),
-                    );
+                    field.errors.add("dataset", format!("unknown dataset {name:?}; registered: {}", list_or_none(&known)));
                     None
                 }
             },
@@ -481,10 +478,9 @@ impl ExperimentSpec {
         let measure_default = if sampling.shows_subset() { Measure::FullPass } else { Measure::InBatch };
         let measure = field.choice("measure", &request.measure, Measure::parse, Measure::names).unwrap_or(measure_default);
         if sampling.shows_subset() && measure == Measure::InBatch {
-            field.errors.add(
-                "measure",
-                format!("in_batch records only the samples an epoch shows; {sampling} leaves some out, so use full_pass (the default for it)"),
-            );
+            field
+                .errors
+                .add("measure", format!("in_batch records only the samples an epoch shows; {sampling} leaves some out, so use full_pass (the default for it)"));
         }
         check_against_spec(&sampling, warmup_epochs, field.errors);
         let device = field.choice("device", &request.device, Device::parse, Device::names).unwrap_or(Device::Auto);
@@ -494,16 +490,10 @@ impl ExperimentSpec {
         let val_subset = field.whole("val_subset", &request.val_subset, 1, u32::MAX as u64);
         if let Some(dataset) = dataset {
             if let Some(n) = train_subset.filter(|&n| n > dataset.train_size) {
-                field.errors.add(
-                    "train_subset",
-                    format!("{n} is larger than {}'s {} training samples", dataset.name, dataset.train_size),
-                );
+                field.errors.add("train_subset", format!("{n} is larger than {}'s {} training samples", dataset.name, dataset.train_size));
             }
             if let Some(n) = val_subset.filter(|&n| n > dataset.val_size) {
-                field.errors.add(
-                    "val_subset",
-                    format!("{n} is larger than {}'s {} validation samples", dataset.name, dataset.val_size),
-                );
+                field.errors.add("val_subset", format!("{n} is larger than {}'s {} validation samples", dataset.name, dataset.val_size));
             }
         }
         let native_size = dataset.map_or(32, |d| u64::from(d.image_height.max(d.image_width)));
@@ -511,7 +501,10 @@ impl ExperimentSpec {
         if native_size == 0 && request.image_size.as_ref().is_none_or(is_blank) {
             field.errors.add(
                 "image_size",
-                format!("is required for {}: its images differ in size (224 for ImageNet-pretrained models)", dataset_name.as_deref().unwrap_or("this dataset")),
+                format!(
+                    "is required for {}: its images differ in size (224 for ImageNet-pretrained models)",
+                    dataset_name.as_deref().unwrap_or("this dataset")
+                ),
             );
         }
         if arch == Some(Arch::DeitSmall) && image_size % PATCH != 0 {
@@ -527,7 +520,8 @@ impl ExperimentSpec {
             }
         }
 
-        let warmup_backbone = field.choice("warmup_backbone", &request.warmup_backbone, WarmupBackbone::parse, WarmupBackbone::names).unwrap_or(WarmupBackbone::Eval);
+        let warmup_backbone =
+            field.choice("warmup_backbone", &request.warmup_backbone, WarmupBackbone::parse, WarmupBackbone::names).unwrap_or(WarmupBackbone::Eval);
         let never_learned = field.choice("never_learned", &request.never_learned, NeverLearnedPolicy::parse, || "max, exclude".into()).unwrap_or_default();
         let window = field.choice("window", &request.window, Window::parse, || "fine_tuning, all".into()).unwrap_or_default();
         let retention = field.choice("retention", &request.retention, Retention::parse, || "a, a_floor, a_weighted, b".into()).unwrap_or_default();
@@ -748,8 +742,15 @@ pub(crate) mod tests {
     #[test]
     fn analysis_settings_default_to_fine_tuning_and_a_and_old_specs_read_as_computed() {
         let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3})), &fashion()).unwrap();
-        assert_eq!(spec.analysis(), AnalysisSettings { window: Window::FineTuning, retention: Retention::A, never_learned: NeverLearnedPolicy::Max, el2n_epoch: None });
-        let chosen = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3, "window": "all", "retention": "b", "el2n_epoch": "2"})), &fashion()).unwrap();
+        assert_eq!(
+            spec.analysis(),
+            AnalysisSettings { window: Window::FineTuning, retention: Retention::A, never_learned: NeverLearnedPolicy::Max, el2n_epoch: None }
+        );
+        let chosen = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3, "window": "all", "retention": "b", "el2n_epoch": "2"})),
+            &fashion(),
+        )
+        .unwrap();
         assert_eq!((chosen.window, chosen.retention, chosen.el2n_epoch), (Window::All, Retention::B, Some(2)));
         let errors = ExperimentSpec::parse(
             &request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 3, "warmup_epochs": 1, "window": "warmup", "retention": "c", "el2n_epoch": 5})),
@@ -772,11 +773,16 @@ pub(crate) mod tests {
     /// stored before the setting existed says what its run did (training mode).
     #[test]
     fn warmup_backbone_defaults_to_eval_and_old_specs_read_as_trained() {
-        let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_epochs": 1})), &fashion()).unwrap();
+        let spec =
+            ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_epochs": 1})), &fashion()).unwrap();
         assert_eq!(spec.warmup_backbone, WarmupBackbone::Eval);
-        let chosen = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "train"})), &fashion()).unwrap();
+        let chosen =
+            ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "train"})), &fashion())
+                .unwrap();
         assert_eq!(chosen.warmup_backbone, WarmupBackbone::Train);
-        let errors = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "frozen"})), &fashion()).unwrap_err();
+        let errors =
+            ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "warmup_backbone": "frozen"})), &fashion())
+                .unwrap_err();
         assert_eq!(errors.get("warmup_backbone"), Some("unknown value \"frozen\"; choose one of eval, train"));
         let mut stored = serde_json::to_value(&spec).unwrap();
         assert_eq!(stored["warmup_backbone"], "eval", "recorded with the run");
@@ -813,11 +819,8 @@ pub(crate) mod tests {
 
     #[test]
     fn subset_larger_than_the_dataset_is_refused() {
-        let errors = ExperimentSpec::parse(
-            &request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 60_001})),
-            &fashion(),
-        )
-        .unwrap_err();
+        let errors = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 60_001})), &fashion())
+            .unwrap_err();
         assert_eq!(errors.get("train_subset"), Some("60001 is larger than fashion-mnist's 60000 training samples"));
     }
 

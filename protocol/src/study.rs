@@ -3,7 +3,7 @@
 //! the preset).
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::sampling::Sampling;
 use crate::spec::{FieldErrors, RunRequest};
@@ -141,7 +141,9 @@ impl StudyRequest {
                     match &item {
                         Value::String(arch) => archs.push((arch.clone(), None)),
                         Value::Object(map) => match map.get("arch").and_then(Value::as_str) {
-                            Some(arch) => archs.push((arch.to_owned(), map.get("weights").and_then(Value::as_str).filter(|w| !w.is_empty()).map(str::to_owned))),
+                            Some(arch) => {
+                                archs.push((arch.to_owned(), map.get("weights").and_then(Value::as_str).filter(|w| !w.is_empty()).map(str::to_owned)))
+                            }
                             None => errors.add("archs", format!("each architecture is a name or {{\"arch\": ..., \"weights\": ...}}, got {item}")),
                         },
                         _ => errors.add("archs", format!("each architecture is a name or {{\"arch\": ..., \"weights\": ...}}, got {item}")),
@@ -516,7 +518,9 @@ mod tests {
         assert!(errors.get("arms[0]").unwrap().contains("budget"), "{errors:?}");
         let repeated = StudyRequest { archs: Some(json!("resnet18")), seeds: Some(json!([1, 1])), ..Default::default() }.plan().unwrap_err();
         assert!(repeated.get("seeds").unwrap().contains("each seed once"));
-        let weights = StudyRequest { archs: Some(json!([{"arch": "resnet18", "weights": "r18.safetensors"}])), seeds: Some(json!([4])), ..Default::default() }.plan().unwrap();
+        let weights = StudyRequest { archs: Some(json!([{"arch": "resnet18", "weights": "r18.safetensors"}])), seeds: Some(json!([4])), ..Default::default() }
+            .plan()
+            .unwrap();
         assert_eq!(weights.runs[0].request.weights, Some(json!("r18.safetensors")));
     }
 }

@@ -85,7 +85,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 6] = [RunStatus::Queued, RunStatus::Running, RunStatus::Analysing, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled];
+    pub const ALL: [RunStatus; 6] =
+        [RunStatus::Queued, RunStatus::Running, RunStatus::Analysing, RunStatus::Succeeded, RunStatus::Failed, RunStatus::Cancelled];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -175,11 +176,8 @@ impl Progress {
     pub fn new(job_id: i64, run_id: i64, status: RunStatus, epochs: u32, heartbeat: Option<Heartbeat>) -> Self {
         let heartbeat = heartbeat.unwrap_or_else(|| Heartbeat { phase: status.as_str().to_owned(), ..Default::default() });
         let within = if heartbeat.steps > 0 { f64::from(heartbeat.step) / f64::from(heartbeat.steps) } else { 0.0 };
-        let done = if status == RunStatus::Succeeded || heartbeat.phase == "done" {
-            f64::from(epochs)
-        } else {
-            f64::from(heartbeat.epoch.saturating_sub(1)) + within
-        };
+        let done =
+            if status == RunStatus::Succeeded || heartbeat.phase == "done" { f64::from(epochs) } else { f64::from(heartbeat.epoch.saturating_sub(1)) + within };
         let fraction = (done / f64::from(epochs.max(1))).clamp(0.0, 1.0);
         Self { job_id, run_id, status, epochs, heartbeat, fraction, published_ms: None }
     }

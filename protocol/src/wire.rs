@@ -20,9 +20,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::EpochMetrics;
 use crate::pack::{pack_f32, pack_u16, pack_u32, unpack_f32, unpack_u16, unpack_u32};
 use crate::worker::{EpochColumns, EpochUpload};
-use crate::EpochMetrics;
 
 pub const EPOCH_CONTENT_TYPE: &str = "application/x-forgetlab-epoch";
 const MAGIC: &[u8; 8] = b"FLEPOCH1";
@@ -125,7 +125,16 @@ mod tests {
         // Values with every mantissa bit in use, as a trained model's are.
         let f = |k: f32| (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / 16_777_216.0 * k).collect::<Vec<_>>();
         EpochUpload {
-            metrics: EpochMetrics { epoch: 3, phase: Phase::Finetune, train_loss: 0.1 + 0.2, train_accuracy: 0.75, val_loss: Some(f64::MIN_POSITIVE), val_accuracy: None, lr: 1e-3, seconds: 2.5 },
+            metrics: EpochMetrics {
+                epoch: 3,
+                phase: Phase::Finetune,
+                train_loss: 0.1 + 0.2,
+                train_accuracy: 0.75,
+                val_loss: Some(f64::MIN_POSITIVE),
+                val_accuracy: None,
+                lr: 1e-3,
+                seconds: 2.5,
+            },
             columns: EpochColumns {
                 correct: (0..n).map(|i| (i % 2) as u8).collect(),
                 loss: f(0.25),

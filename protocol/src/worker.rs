@@ -286,7 +286,10 @@ mod tests {
     #[test]
     fn source_values_keep_their_infinities_through_json() {
         let values: BTreeMap<String, Option<f64>> =
-            [("a", Some(f64::INFINITY)), ("b", Some(f64::NEG_INFINITY)), ("c", Some(0.25)), ("d", None), ("e", Some(f64::NAN))].into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            [("a", Some(f64::INFINITY)), ("b", Some(f64::NEG_INFINITY)), ("c", Some(0.25)), ("d", None), ("e", Some(f64::NAN))]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect();
         let sent = SourceValues { run_id: 1, runs: vec![1, 2], score: SampleScore::El2n, values };
         let json = serde_json::to_string(&sent).unwrap();
         assert!(json.contains(r#""values":{"a":"inf","b":"-inf","c":0.25,"d":null,"e":null}"#), "{json}");

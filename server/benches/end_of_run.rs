@@ -12,14 +12,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dynamics::rng::SplitMix64;
 use protocol::worker::{EpochUpload, Finish, Heartbeat, Outcome};
 use protocol::{DatasetOptions, EpochMetrics, Phase};
 use server::progress::Hub;
 use server::queue::Queue;
 use server::registry::Registry;
 use server::service::Service;
-use dynamics::rng::SplitMix64;
-use support::{median, setting, uploaded_run, Data};
+use support::{Data, median, setting, uploaded_run};
 
 #[tokio::main]
 async fn main() {
@@ -43,7 +43,8 @@ async fn main() {
     println!("{samples} samples x {epochs} epochs ({kind} records); another worker heartbeats every 10 ms and uploads an epoch of {small} samples every 50 ms");
 
     let started = Instant::now();
-    let analysis = queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
+    let analysis =
+        queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
     let answered = started.elapsed();
     let mut analysis = analysis.expect("a succeeded run is analysed");
     let (mut beats, mut uploads) = (Vec::new(), Vec::new());
@@ -63,9 +64,21 @@ async fn main() {
         tick += 1;
         if tick % 5 == 0 {
             let columns = data.epoch(&mut rng, small, 1, 1);
-            let metrics = EpochMetrics { epoch: 1, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
+            let metrics = EpochMetrics {
+                epoch: 1,
+                phase: Phase::Finetune,
+                train_loss: 1.0,
+                train_accuracy: 0.5,
+                val_loss: None,
+                val_accuracy: None,
+                lr: 0.01,
+                seconds: 1.0,
+            };
             let t = Instant::now();
-            queue.put_epoch(other.job_id, &other.job_token, 1, &EpochUpload { metrics, columns, val_confusion: None, eval_loss: None, shown: None }).await.expect("epoch");
+            queue
+                .put_epoch(other.job_id, &other.job_token, 1, &EpochUpload { metrics, columns, val_confusion: None, eval_loss: None, shown: None })
+                .await
+                .expect("epoch");
             uploads.push(t.elapsed().as_secs_f64() * 1e3);
         }
     }

@@ -47,7 +47,11 @@ async fn main() {
     let arch = std::env::var("FORGETLAB_STALL_ARCH").unwrap_or_else(|_| "small_cnn".into());
     let dir = tempfile::tempdir().unwrap();
     // The worker inherits RUST_LOG: its per-epoch lines are info.
-    let server = support::BenchServer::start(dir.path(), &[("FORGETLAB_WORKERS", "1"), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("RUST_LOG", "warn,trainer=info")]).await;
+    let server = support::BenchServer::start(
+        dir.path(),
+        &[("FORGETLAB_WORKERS", "1"), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("RUST_LOG", "warn,trainer=info")],
+    )
+    .await;
     let base = server.base.clone();
     let client = support::signed_in(&base, reqwest::Client::builder()).await;
     let generator = format!("classes=10,train_per_class={},val_per_class=100,size=28,channels=1,seed=1", samples / 10);
@@ -58,7 +62,8 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(registered.status(), 201, "{}", registered.text().await.unwrap());
-    let spec = serde_json::json!({"dataset": "stall", "arch": arch, "epochs": epochs, "warmup_epochs": 0, "batch_size": 256, "device": "cpu", "measure": "in_batch"});
+    let spec =
+        serde_json::json!({"dataset": "stall", "arch": arch, "epochs": epochs, "warmup_epochs": 0, "batch_size": 256, "device": "cpu", "measure": "in_batch"});
     let launched = client.post(format!("{base}/api/v1/runs")).json(&spec).send().await.unwrap();
     assert_eq!(launched.status(), 201, "{}", launched.text().await.unwrap());
     let id = launched.json::<serde_json::Value>().await.unwrap()["id"].as_i64().unwrap();

@@ -38,7 +38,11 @@ async fn main() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let (workers_setting, site) = (workers.to_string(), root.join("target/site").display().to_string());
-    let server = support::BenchServer::start(dir.path(), &[("FORGETLAB_WORKERS", &workers_setting), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("FORGETLAB_SITE_ROOT", &site)]).await;
+    let server = support::BenchServer::start(
+        dir.path(),
+        &[("FORGETLAB_WORKERS", &workers_setting), ("FORGETLAB_WORKER_BIN", &support::worker_bin()), ("FORGETLAB_SITE_ROOT", &site)],
+    )
+    .await;
     let base = server.base.clone();
     // Pages and the API need an account: an administrator's API token.
     let client = support::signed_in(&base, reqwest::Client::builder().pool_max_idle_per_host(100)).await;
@@ -130,7 +134,13 @@ async fn main() {
     }
     let all: Vec<f64> = pages.iter().map(|p| p.1).collect();
     println!("all pages: {} loads, p95 {:.1} ms (goal <= 150 ms)", all.len(), percentile(all, 0.95));
-    println!("events: {} received, delay median {:.0} ms, p95 {:.0} ms, max {:.0} ms (goal p95 <= 500 ms)", delays.len(), percentile(delays.clone(), 0.5), percentile(delays.clone(), 0.95), percentile(delays, 1.0));
+    println!(
+        "events: {} received, delay median {:.0} ms, p95 {:.0} ms, max {:.0} ms (goal p95 <= 500 ms)",
+        delays.len(),
+        percentile(delays.clone(), 0.5),
+        percentile(delays.clone(), 0.95),
+        percentile(delays, 1.0)
+    );
 
     // Let the queue drain, then check every run's epochs.
     let drain = Instant::now();
@@ -142,7 +152,11 @@ async fn main() {
                 "queued" | "running" if drain.elapsed() < Duration::from_secs(1800) => tokio::time::sleep(Duration::from_millis(500)).await,
                 "succeeded" => {
                     let epochs: Vec<u64> = run["epochs"].as_array().unwrap().iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
-                    if epochs == [1, 2] { succeeded += 1 } else { bad.push((id, format!("epochs {epochs:?}"))) }
+                    if epochs == [1, 2] {
+                        succeeded += 1
+                    } else {
+                        bad.push((id, format!("epochs {epochs:?}")))
+                    }
                     break;
                 }
                 other => {
@@ -152,10 +166,15 @@ async fn main() {
             }
         }
     }
-    println!("after draining ({:.0} s more): {succeeded} of {} runs succeeded with epochs [1, 2] exactly once; other: {bad:?}", drain.elapsed().as_secs_f64(), ids.len());
+    println!(
+        "after draining ({:.0} s more): {succeeded} of {} runs succeeded with epochs [1, 2] exactly once; other: {bad:?}",
+        drain.elapsed().as_secs_f64(),
+        ids.len()
+    );
     drop(server);
     // Warnings of the server and its workers (their stderr): a retried request shows here.
-    let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default() + &std::fs::read_to_string(dir.path().join("server.err")).unwrap_or_default();
+    let text = std::fs::read_to_string(dir.path().join("server.log")).unwrap_or_default()
+        + &std::fs::read_to_string(dir.path().join("server.err")).unwrap_or_default();
     let warnings: Vec<&str> = text.lines().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
     println!("server and worker warnings: {}", warnings.len());
     for line in warnings.iter().take(5) {

@@ -21,7 +21,7 @@ use server::progress::Hub;
 use server::queue::Queue;
 use server::registry::Registry;
 use server::service::Service;
-use support::{fake_run, key, median, p95, setting, Data};
+use support::{Data, fake_run, key, median, p95, setting};
 
 #[tokio::main]
 async fn main() {
@@ -52,7 +52,14 @@ async fn main() {
             fake_run(&service, &queue, &Data::Shaped, 500, 5, 100 + r as u64, "small").await;
         }
         for r in 0..queued_runs {
-            let request = RunRequest { dataset: Some("bench".into()), arch: Some(if r % 2 == 0 { "resnet18" } else { "small_cnn" }.into()), epochs: Some(10.into()), seed: Some(r.into()), tags: Some("queued".into()), ..Default::default() };
+            let request = RunRequest {
+                dataset: Some("bench".into()),
+                arch: Some(if r % 2 == 0 { "resnet18" } else { "small_cnn" }.into()),
+                epochs: Some(10.into()),
+                seed: Some(r.into()),
+                tags: Some("queued".into()),
+                ..Default::default()
+            };
             service.launch(request, &support::bench_admin()).await.expect("launch");
         }
         assert_eq!((big, second), (1, 2));

@@ -25,7 +25,7 @@ use server::progress::Hub;
 use server::queue::Queue;
 use server::registry::Registry;
 use server::service::Service;
-use support::{fake_run, key, median, p95, setting, Data};
+use support::{Data, fake_run, key, median, p95, setting};
 
 #[tokio::main]
 async fn main() {
@@ -72,7 +72,8 @@ async fn main() {
     println!("database file: {:.2} MB per million sample-epochs ({:.1} MB)", file as f64 / 1e6 / (sample_epochs / 1e6), file as f64 / 1e6);
     let mut parts = Vec::new();
     for column in ["correct", "p_true", "loss", "predicted", "margin", "el2n"] {
-        let bytes: i64 = sqlx::query_scalar(&format!("SELECT SUM(length({column})) FROM record_blocks WHERE run_id = ?")).bind(run).fetch_one(&pool).await.unwrap();
+        let bytes: i64 =
+            sqlx::query_scalar(&format!("SELECT SUM(length({column})) FROM record_blocks WHERE run_id = ?")).bind(run).fetch_one(&pool).await.unwrap();
         parts.push(format!("{column} {:.2}", bytes as f64 / sample_epochs));
     }
     println!("sealed records, bytes per sample-epoch: {}", parts.join(", "));
@@ -93,7 +94,16 @@ async fn main() {
     for (what, query) in [
         ("sorted by -forgetting_events (indexed)", protocol::SampleQuery { sort: Some("-forgetting_events".into()), limit: Some(50), ..Default::default() }),
         ("sorted by -tau", protocol::SampleQuery { sort: Some("-tau".into()), limit: Some(50), ..Default::default() }),
-        ("sorted by confidence, 0.2 <= variability <= 0.4", protocol::SampleQuery { sort: Some("confidence".into()), min_variability: Some(0.2), max_variability: Some(0.4), limit: Some(50), ..Default::default() }),
+        (
+            "sorted by confidence, 0.2 <= variability <= 0.4",
+            protocol::SampleQuery {
+                sort: Some("confidence".into()),
+                min_variability: Some(0.2),
+                max_variability: Some(0.4),
+                limit: Some(50),
+                ..Default::default()
+            },
+        ),
         ("class 3, page 20", protocol::SampleQuery { label: Some(3), offset: Some(1000), limit: Some(50), ..Default::default() }),
     ] {
         let mut times = Vec::new();

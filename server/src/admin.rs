@@ -71,7 +71,15 @@ pub(crate) fn failed(f: protocol::Failure) -> anyhow::Error {
 pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
     if let Action::Restore { path } = &action {
         let (manifest, kept) = crate::backup::restore(path, data_dir).await?;
-        println!("restored {} ({} runs, {} epochs, {} weights file(s), schema {}) into {}", path.display(), manifest.runs, manifest.epochs, manifest.weights.len(), manifest.schema_version, data_dir.display());
+        println!(
+            "restored {} ({} runs, {} epochs, {} weights file(s), schema {}) into {}",
+            path.display(),
+            manifest.runs,
+            manifest.epochs,
+            manifest.weights.len(),
+            manifest.schema_version,
+            data_dir.display()
+        );
         if let Some(kept) = kept {
             println!("the database it replaced is kept as {}", kept.display());
         }
@@ -108,7 +116,13 @@ pub async fn run(action: Action, data_dir: &Path) -> anyhow::Result<()> {
         }
         Action::Backup { path } => {
             let manifest = crate::backup::backup(&auth.pool, data_dir, &path).await?;
-            println!("backed up {} runs, {} epochs and {} weights file(s) into {} (integrity check: ok)", manifest.runs, manifest.epochs, manifest.weights.len(), path.display());
+            println!(
+                "backed up {} runs, {} epochs and {} weights file(s) into {} (integrity check: ok)",
+                manifest.runs,
+                manifest.epochs,
+                manifest.weights.len(),
+                path.display()
+            );
         }
         Action::Restore { .. } => unreachable!("handled before the database is opened"),
     }

@@ -3,8 +3,8 @@
 
 use std::collections::HashMap;
 
-use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::pack::{unpack_f32, unpack_u32};
+use protocol::worker::{EpochColumns, ManifestEntry};
 use protocol::{
     ArchSummary, ClassAccuracy, ClassForgetting, ClassReport, CompareMember, CompareQuery, CompareSummary, Comparison, CorrelationView, DataMap, DecayCounts,
     Failure, Grid, JaccardPoint, PairView, RunAnalysis, SampleHistory, SampleRef, SampleSet, SampleStats, Trajectory,
@@ -41,7 +41,8 @@ async fn epochs(pool: &SqlitePool, run_id: i64, samples: usize) -> Result<Vec<(u
         .into_iter()
         .zip(records.columns)
         .map(|(epoch, columns)| {
-            let phase = phases.get(&i64::from(epoch)).cloned().ok_or_else(|| internal(format!("run #{run_id} has records but no metrics for epoch {epoch}")))?;
+            let phase =
+                phases.get(&i64::from(epoch)).cloned().ok_or_else(|| internal(format!("run #{run_id} has records but no metrics for epoch {epoch}")))?;
             let shown = shown.get(&i64::from(epoch)).map(|bits| protocol::pack::unpack_bits(bits, samples)).transpose().map_err(internal)?;
             Ok((epoch, phase, columns, shown))
         })
@@ -69,9 +70,14 @@ pub async fn records(pool: &SqlitePool, run_id: i64, format: Format) -> Result<V
     let samples = manifest(pool, run_id).await?;
     let epochs = epochs(pool, run_id, samples.len()).await?;
     tokio::task::spawn_blocking(move || {
-        let records = epochs
-            .iter()
-            .map(|(epoch, phase, columns, shown)| export::EpochRecords { run: run_id, epoch: *epoch, phase, samples: &samples, columns, shown: shown.as_deref() });
+        let records = epochs.iter().map(|(epoch, phase, columns, shown)| export::EpochRecords {
+            run: run_id,
+            epoch: *epoch,
+            phase,
+            samples: &samples,
+            columns,
+            shown: shown.as_deref(),
+        });
         let mut out = Vec::new();
         match format {
             Format::Parquet => export::write_records_parquet(&mut out, records),
@@ -184,7 +190,8 @@ pub fn run_analysis(
             let fine_tuning: Vec<dynamics::SampleValues> = if settings.window == dynamics::Window::FineTuning {
                 summaries.iter().map(dynamics::SampleValues::of).collect()
             } else {
-                let columns: Vec<dynamics::TraceColumns> = records.columns[warmup.min(records.columns.len())..].iter().map(protocol::worker::EpochColumns::trace).collect();
+                let columns: Vec<dynamics::TraceColumns> =
+                    records.columns[warmup.min(records.columns.len())..].iter().map(protocol::worker::EpochColumns::trace).collect();
                 let refit = dynamics::AnalysisSettings { window: dynamics::Window::All, ..settings };
                 dynamics::summarize_samples(&columns, 0, None, refit).iter().map(dynamics::SampleValues::of).collect()
             };
@@ -229,17 +236,19 @@ pub fn confusion_matrix(bytes: &[u8]) -> Result<Vec<Vec<u32>>, String> {
 
 /// `GET /api/v1/runs/{id}/classes`.
 pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<String>) -> Result<ClassReport, Failure> {
-    let stored: Option<String> = sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT classes FROM run_analysis WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
     let forgetting: ClassForgetting = match stored {
         Some(json) => serde_json::from_str(&json).map_err(internal)?,
         None => return Err(Failure::conflict(format!("run #{run_id} has no class-level analysis: it has not succeeded (or finished before this version)"))),
     };
     let classes = forgetting.samples.len();
-    let confusions: Vec<(i64, Vec<u8>)> = sqlx::query_as("SELECT epoch, val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch")
-        .bind(run_id)
-        .fetch_all(pool)
-        .await
-        .map_err(internal)?;
+    let confusions: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT epoch, val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+            .map_err(internal)?;
     let mut val_accuracy = Vec::new();
     let mut val_confusion = None;
     for (epoch, bytes) in confusions {
@@ -258,7 +267,8 @@ pub async fn class_report(pool: &SqlitePool, run_id: i64, class_names: Vec<Strin
         val_accuracy.push(ClassAccuracy { epoch: epoch as u32, accuracy });
         val_confusion = Some(matrix);
     }
-    let means: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT dim, means FROM run_class_means WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+    let means: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT dim, means FROM run_class_means WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
     let embedding_similarity = match means {
         Some((dim, bytes)) => Some(dynamics::classes::embedding_similarity(&unpack_f32(&bytes).map_err(internal)?, dim.max(1) as usize)),
         None => None,
@@ -304,7 +314,6 @@ pub async fn sample_values(pool: &SqlitePool, run_id: i64) -> Result<Vec<(String
     .map_err(internal)?;
     Ok(rows.iter().map(|row| (row.get("sample_key"), crate::service::sample_stats_of(row).values())).collect())
 }
-
 
 /// A run's per-sample statistics as packed columns (`run_columns`), in sample order: every
 /// stored statistic of `dynamics::Score` as f64 (NaN where it has no value), and
@@ -474,10 +483,8 @@ async fn join_on_keys(pool: &SqlitePool, runs: &[RunScores], score: Score, polic
         tables.push(sample_values(pool, run.id).await?);
     }
     let maps: Vec<HashMap<&str, usize>> = tables.iter().map(|rows| rows.iter().enumerate().map(|(i, r)| (r.0.as_str(), i)).collect()).collect();
-    let shared: Vec<Vec<usize>> = tables[0]
-        .iter()
-        .filter_map(|row| maps.iter().map(|m| m.get(row.0.as_str()).copied()).collect::<Option<Vec<usize>>>())
-        .collect();
+    let shared: Vec<Vec<usize>> =
+        tables[0].iter().filter_map(|row| maps.iter().map(|m| m.get(row.0.as_str()).copied()).collect::<Option<Vec<usize>>>()).collect();
     if !intersect && tables.iter().any(|t| t.len() != shared.len()) {
         let sizes: Vec<String> = runs.iter().zip(&tables).map(|(r, t)| format!("#{}: {}", r.id, t.len())).collect();
         return Err(Failure::conflict(format!(
@@ -617,12 +624,14 @@ impl RunCache {
             return Ok(cached);
         }
         let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(run_id).fetch_one(pool).await.map_err(internal)?;
-        let counts: Vec<(i64, i64)> =
-            sqlx::query_as(&format!("SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ?{} GROUP BY forgetting_events ORDER BY forgetting_events", crate::service::PUBLISHED))
-                .bind(run_id)
-                .fetch_all(pool)
-                .await
-                .map_err(internal)?;
+        let counts: Vec<(i64, i64)> = sqlx::query_as(&format!(
+            "SELECT forgetting_events, COUNT(*) FROM sample_stats WHERE run_id = ?{} GROUP BY forgetting_events ORDER BY forgetting_events",
+            crate::service::PUBLISHED
+        ))
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+        .map_err(internal)?;
         let mut histogram = vec![0u64; counts.last().map_or(0, |(k, _)| *k as usize + 1)];
         for (events, count) in counts {
             histogram[events as usize] = count as u64;
@@ -654,7 +663,8 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
         return Err(Failure::bad_request(format!("q must be a fraction above 0 and at most 1, got {q}")));
     }
     let name = query.score.as_deref().unwrap_or("forgetting_events");
-    let score = Score::parse(name).ok_or_else(|| Failure::bad_request(format!("unknown score {name:?}; choose one of {}", protocol::sampling::score_names())))?;
+    let score =
+        Score::parse(name).ok_or_else(|| Failure::bad_request(format!("unknown score {name:?}; choose one of {}", protocol::sampling::score_names())))?;
     let text = query.never_learned.as_deref().unwrap_or("max");
     let policy = NeverLearnedPolicy::parse(text).ok_or_else(|| Failure::bad_request(format!("never_learned must be max or exclude, got {text:?}")))?;
     let curve: Vec<f64> = match query.curve.as_deref().filter(|c| !c.trim().is_empty()) {
@@ -673,7 +683,11 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
         Some(text) => {
             let at = |id: i64| ids.iter().position(|&r| r == id);
             let parsed: Option<(usize, usize)> = text.split_once(',').and_then(|(a, b)| Some((at(a.trim().parse().ok()?)?, at(b.trim().parse().ok()?)?)));
-            Some(Some(parsed.filter(|(a, b)| a != b).ok_or_else(|| Failure::bad_request(format!("pair must be two different runs of `runs` as a,b, or auto, got {text:?}")))?))
+            Some(Some(
+                parsed
+                    .filter(|(a, b)| a != b)
+                    .ok_or_else(|| Failure::bad_request(format!("pair must be two different runs of `runs` as a,b, or auto, got {text:?}")))?,
+            ))
         }
     };
     let mut runs = Vec::new();
@@ -740,7 +754,8 @@ pub async fn compare(pool: &SqlitePool, query: CompareQuery) -> Result<Compariso
             .iter()
             .map(|&q| {
                 let sets: Vec<Vec<usize>> = keys.iter().zip(&ids).map(|(v, &id)| dynamics::top_set(v, q, id as u64).members).collect();
-                let values: Vec<f64> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| dynamics::jaccard(&sets[i], &sets[j])).collect();
+                let values: Vec<f64> =
+                    (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).filter_map(|(i, j)| dynamics::jaccard(&sets[i], &sets[j])).collect();
                 let jaccard = (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64);
                 JaccardPoint { q, jaccard, chance: dynamics::chance_jaccard(q) }
             })
@@ -783,7 +798,8 @@ fn seeds_combined(members: &[CompareMember], scores: &[Vec<f64>], keep: &[usize]
     let keys: Vec<Vec<f64>> = groups
         .iter()
         .map(|group| {
-            let combined: Vec<f64> = keep.iter().map(|&i| score.over_seeds(&group.iter().map(|&r| Some(scores[r][i])).collect::<Vec<_>>()).unwrap_or(f64::NAN)).collect();
+            let combined: Vec<f64> =
+                keep.iter().map(|&i| score.over_seeds(&group.iter().map(|&r| Some(scores[r][i])).collect::<Vec<_>>()).unwrap_or(f64::NAN)).collect();
             finite_ranks(&combined).into_iter().map(|v| score.forgotten_key(v)).collect()
         })
         .collect();
@@ -849,14 +865,7 @@ fn pair_view(a: i64, b: i64, (values_a, values_b): (&[f64], &[f64]), (x, y): (&[
         members.sort_by(|&s, &t| score(t).total_cmp(&score(s)).then(s.cmp(&t)));
         SampleSet { count, examples: members.into_iter().take(PAIR_EXAMPLES).map(&named).collect() }
     };
-    PairView {
-        a,
-        b,
-        scatter,
-        only_a: set(only_a, &|s| x[s]),
-        only_b: set(only_b, &|s| y[s]),
-        both: set(both, &|s| x[s] + y[s]),
-    }
+    PairView { a, b, scatter, only_a: set(only_a, &|s| x[s]), only_b: set(only_b, &|s| y[s]), both: set(both, &|s| x[s] + y[s]) }
 }
 
 /// Bins of a scatter: one per value when both scores are whole numbers over a short range
@@ -935,9 +944,14 @@ pub async fn data_map(pool: &SqlitePool, run_id: i64) -> Result<DataMap, Failure
         // Runs finished before run_columns existed.
         _ => {
             let rows: Vec<(Option<f64>, Option<f64>, Option<f64>)> =
-                sqlx::query_as("SELECT variability, confidence, correctness FROM sample_stats WHERE run_id = ?").bind(run_id).fetch_all(pool).await.map_err(internal)?;
+                sqlx::query_as("SELECT variability, confidence, correctness FROM sample_stats WHERE run_id = ?")
+                    .bind(run_id)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(internal)?;
             if rows.is_empty() {
-                let status: Option<String> = sqlx::query_scalar("SELECT status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
+                let status: Option<String> =
+                    sqlx::query_scalar("SELECT status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(pool).await.map_err(internal)?;
                 return Err(match status {
                     None => Failure::not_found(format!("no run #{run_id}")),
                     Some(status) => Failure::conflict(format!("run #{run_id} is {status}; the data map is drawn when a run has succeeded")),
@@ -1112,17 +1126,19 @@ fn matrices(ids: &[i64], vectors: &[Vec<f64>], forgotten: &[Vec<bool>], q: f64, 
         comparison.forgotten_either[j][i] = in_either;
     }
     let off_diagonal: Vec<Option<f64>> = (0..k).flat_map(|i| (i + 1..k).map(move |j| (i, j))).map(|(i, j)| comparison.spearman[i][j]).collect();
-    comparison.reliability = off_diagonal
-        .iter()
-        .copied()
-        .collect::<Option<Vec<f64>>>()
-        .map(|rs| dynamics::spearman_brown(rs.iter().sum::<f64>() / rs.len() as f64, k as f64));
+    comparison.reliability =
+        off_diagonal.iter().copied().collect::<Option<Vec<f64>>>().map(|rs| dynamics::spearman_brown(rs.iter().sum::<f64>() / rs.len() as f64, k as f64));
     comparison
 }
 
 /// `GET /runs/{id}/samples/{key}`: the sample's trajectory in this run and in every other
 /// finished run over the same dataset: one record block per run (`records::trace`).
-pub async fn sample_history(pool: &SqlitePool, run_id: i64, key: &str, stats_of: fn(&sqlx::sqlite::SqliteRow) -> SampleStats) -> Result<SampleHistory, Failure> {
+pub async fn sample_history(
+    pool: &SqlitePool,
+    run_id: i64,
+    key: &str,
+    stats_of: fn(&sqlx::sqlite::SqliteRow) -> SampleStats,
+) -> Result<SampleHistory, Failure> {
     let dataset: String = sqlx::query_scalar("SELECT dataset FROM runs WHERE id = ?")
         .bind(run_id)
         .fetch_optional(pool)
@@ -1230,7 +1246,10 @@ mod tests {
     #[tokio::test]
     async fn every_score_reads_the_packed_columns() {
         let (_dir, pool) = database_with_a_dataset().await;
-        sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs, manifest_digest) VALUES (1, '{}', 'd', 'small_cnn', 0, 3, 'abc')").execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs, manifest_digest) VALUES (1, '{}', 'd', 'small_cnn', 0, 3, 'abc')")
+            .execute(&pool)
+            .await
+            .unwrap();
         sqlx::query("INSERT INTO jobs (run_id, status) VALUES (1, 'succeeded')").execute(&pool).await.unwrap();
         let epochs = [[1u8, 0, 1], [0, 1, 1], [1, 1, 0]];
         let p_true = [0.5f32; 3];
@@ -1243,7 +1262,8 @@ mod tests {
             let scores = run_scores(&pool, 1, score, NeverLearnedPolicy::Max).await.unwrap();
             let (values, forgotten) = scores.columns.unwrap_or_else(|| panic!("{score} was not read from the packed columns"));
             assert_eq!(forgotten, [true, false, true], "{score}: samples 0 and 2 go from correct to wrong once");
-            let expected: Vec<f64> = summaries.iter().map(|s| score.ranked_value(&dynamics::SampleValues::of(s), NeverLearnedPolicy::Max).unwrap_or(f64::NAN)).collect();
+            let expected: Vec<f64> =
+                summaries.iter().map(|s| score.ranked_value(&dynamics::SampleValues::of(s), NeverLearnedPolicy::Max).unwrap_or(f64::NAN)).collect();
             assert_eq!(format!("{values:?}"), format!("{expected:?}"), "{score}: the packed columns rank as the summaries do");
         }
     }

@@ -18,11 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue};
+use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use axum::Router;
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
@@ -68,12 +68,8 @@ impl Companion {
     fn compress(self, data: &[u8]) -> std::io::Result<Vec<u8>> {
         match self {
             Companion::Brotli => {
-                let params = brotli::enc::BrotliEncoderParams {
-                    quality: BROTLI_QUALITY,
-                    lgwin: BROTLI_WINDOW_BITS,
-                    size_hint: data.len(),
-                    ..Default::default()
-                };
+                let params =
+                    brotli::enc::BrotliEncoderParams { quality: BROTLI_QUALITY, lgwin: BROTLI_WINDOW_BITS, size_hint: data.len(), ..Default::default() };
                 let mut out = Vec::with_capacity(data.len() / 3);
                 brotli::BrotliCompress(&mut &data[..], &mut out, &params)?;
                 Ok(out)
@@ -97,11 +93,7 @@ struct Assets {
 /// The routes under `/pkg`. Starts writing every missing or stale companion at once, so the
 /// first browser already gets them.
 pub fn router(pkg_dir: PathBuf) -> Router {
-    let assets = Arc::new(Assets {
-        serve: ServeDir::new(&pkg_dir).precompressed_br().precompressed_gzip(),
-        dir: pkg_dir,
-        writing: Mutex::default(),
-    });
+    let assets = Arc::new(Assets { serve: ServeDir::new(&pkg_dir).precompressed_br().precompressed_gzip(), dir: pkg_dir, writing: Mutex::default() });
     if let Ok(entries) = std::fs::read_dir(&assets.dir) {
         for name in entries.flatten().filter_map(|entry| entry.file_name().into_string().ok()) {
             if compressible(&name) && fresh_companions(&assets.dir.join(&name)).stale_or_missing() {
@@ -130,7 +122,11 @@ async fn serve(State(assets): State<Arc<Assets>>, mut request: Request) -> Respo
             .filter(|coding| fresh.fresh.iter().any(|c| coding.split(';').next().is_some_and(|token| token.trim() == c.token())))
             .collect::<Vec<_>>()
             .join(", ");
-        let offered = if offered.is_empty() { HeaderValue::from_static("identity") } else { HeaderValue::from_str(&offered).unwrap_or(HeaderValue::from_static("identity")) };
+        let offered = if offered.is_empty() {
+            HeaderValue::from_static("identity")
+        } else {
+            HeaderValue::from_str(&offered).unwrap_or(HeaderValue::from_static("identity"))
+        };
         request.headers_mut().insert(header::ACCEPT_ENCODING, offered);
     }
     let mut response = match assets.serve.clone().oneshot(request).await {

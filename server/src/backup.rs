@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use sqlx::SqlitePool;
 
 /// The file a running server holds an exclusive lock on, in its data directory.
@@ -98,7 +98,8 @@ pub async fn restore(from: &Path, data_dir: &Path) -> anyhow::Result<(Manifest, 
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let _lock = lock_data_dir(data_dir)?;
-    let weights = std::fs::read_dir(from.join("weights")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+    let weights =
+        std::fs::read_dir(from.join("weights")).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
     let manifest = inspect(&backup, weights).await?;
     let target = data_dir.join(DATABASE);
     let kept = if target.exists() {
@@ -141,7 +142,12 @@ pub async fn scheduled(pool: &SqlitePool, data_dir: &Path, dir: &Path, keep: usi
         Err(error) => tracing::error!("scheduled backup into {} failed: {error:#}", into.display()),
     }
     let mut made: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("forgetlab-")) && p.join(MANIFEST).is_file()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("forgetlab-")) && p.join(MANIFEST).is_file())
+                .collect()
+        })
         .unwrap_or_default();
     made.sort();
     while made.len() > keep {

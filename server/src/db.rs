@@ -5,8 +5,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 /// Opens the database and brings its schema up to this release's (issue 23, item 5):
 /// - a database written by a newer release (a migration this binary does not know) is refused
@@ -98,11 +98,7 @@ async fn open(path: &Path) -> anyhow::Result<SqlitePool> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    let pool = SqlitePoolOptions::new()
-        .max_connections(8)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("opening the database {}", path.display()))?;
+    let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await.with_context(|| format!("opening the database {}", path.display()))?;
     Ok(pool)
 }
 

@@ -117,19 +117,18 @@ impl Disk {
 /// runs whose checkpoints were removed.
 pub async fn remove_old_checkpoints(pool: &sqlx::SqlitePool, dir: &Path, days: u64) -> Vec<i64> {
     let cutoff = crate::db::unix_now() - i64::try_from(days.saturating_mul(86_400)).unwrap_or(i64::MAX);
-    let runs: Vec<i64> = match sqlx::query_scalar(
-        "SELECT run_id FROM jobs WHERE status IN ('failed', 'cancelled') AND finished_at IS NOT NULL AND unixepoch(finished_at) < ?",
-    )
-    .bind(cutoff)
-    .fetch_all(pool)
-    .await
-    {
-        Ok(runs) => runs,
-        Err(error) => {
-            tracing::warn!("listing old failed runs for their checkpoints: {error}");
-            return Vec::new();
-        }
-    };
+    let runs: Vec<i64> =
+        match sqlx::query_scalar("SELECT run_id FROM jobs WHERE status IN ('failed', 'cancelled') AND finished_at IS NOT NULL AND unixepoch(finished_at) < ?")
+            .bind(cutoff)
+            .fetch_all(pool)
+            .await
+        {
+            Ok(runs) => runs,
+            Err(error) => {
+                tracing::warn!("listing old failed runs for their checkpoints: {error}");
+                return Vec::new();
+            }
+        };
     let mut removed = Vec::new();
     for run in runs {
         let folder = protocol::worker::checkpoint_dir(dir, run);

@@ -17,7 +17,8 @@ pub mod slurm;
 /// Nothing else reaches it: not `FORGETLAB_ADMIN_PASSWORD`, not the server's other settings,
 /// not whatever secrets its service manager set (issue 19, item 10). What a worker needs from
 /// the server it is given explicitly.
-const INHERITED: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "RUST_LOG", "RUST_BACKTRACE", "OMP_NUM_THREADS", "MKL_NUM_THREADS"];
+const INHERITED: &[&str] =
+    &["PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "LD_LIBRARY_PATH", "RUST_LOG", "RUST_BACKTRACE", "OMP_NUM_THREADS", "MKL_NUM_THREADS"];
 const INHERITED_PREFIXES: &[&str] = &["CUDA_", "NVIDIA_", "LC_"];
 
 /// The server's environment variables a worker inherits ([`INHERITED`]), with their values.
@@ -59,7 +60,9 @@ pub fn visible_gpus() -> Vec<String> {
     }
     let listed = std::process::Command::new("nvidia-smi").arg("-L").stderr(std::process::Stdio::null()).output();
     match listed {
-        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).enumerate().map(|(i, _)| i.to_string()).collect(),
+        Ok(out) if out.status.success() => {
+            String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with("GPU ")).enumerate().map(|(i, _)| i.to_string()).collect()
+        }
         _ => Vec::new(),
     }
 }
@@ -123,7 +126,11 @@ mod tests {
         assert_eq!(pins(Workers::Auto, DeviceSetting::Auto, &gpus), vec![Some("0".into()), Some("1".into())], "one per GPU, pinned");
         assert_eq!(pins(Workers::Auto, DeviceSetting::Auto, &[]), vec![None], "one CPU worker without a GPU");
         assert_eq!(pins(Workers::Auto, DeviceSetting::Cpu, &gpus), vec![Some(String::new())], "cpu hides the GPUs");
-        assert_eq!(pins(Workers::Count(3), DeviceSetting::Cuda, &gpus), vec![Some("0".into()), Some("1".into()), Some("0".into())], "more slots than GPUs share them");
+        assert_eq!(
+            pins(Workers::Count(3), DeviceSetting::Cuda, &gpus),
+            vec![Some("0".into()), Some("1".into()), Some("0".into())],
+            "more slots than GPUs share them"
+        );
         assert_eq!(pins(Workers::Count(0), DeviceSetting::Auto, &gpus), Vec::<Option<String>>::new());
     }
 }

@@ -20,6 +20,6 @@ pub mod records;
 pub mod registry;
 pub mod routes;
 pub mod service;
-pub mod studies;
 pub mod startup;
+pub mod studies;
 pub mod workers;

@@ -4,7 +4,12 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "forgetlab", version, about = "forgetlab: study what neural networks forget while they are fine-tuned.", args_conflicts_with_subcommands = true)]
+#[command(
+    name = "forgetlab",
+    version,
+    about = "forgetlab: study what neural networks forget while they are fine-tuned.",
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use crate::db::{internal, unix_now};
-use crate::records;
 use crate::progress::Hub;
+use crate::records;
 use crate::registry::Registry;
 
 mod slurm;
@@ -110,7 +110,12 @@ impl Queue {
     pub async fn admits(&self, job_id: Option<i64>, token: &str) -> Result<(), Failure> {
         let presented = hash_token(token);
         let found: Option<i64> = match job_id {
-            Some(job_id) => sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND token_hash = ?").bind(job_id).bind(&presented).fetch_optional(&self.pool).await.map_err(internal)?,
+            Some(job_id) => sqlx::query_scalar("SELECT 1 FROM jobs WHERE id = ? AND token_hash = ?")
+                .bind(job_id)
+                .bind(&presented)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(internal)?,
             None if same_digest(&presented, &self.worker_token_hash) => Some(1),
             // Expired or not: the lease then says which (`lease_job`).
             None => sqlx::query_scalar("SELECT 1 FROM jobs WHERE slurm_token_hash = ? LIMIT 1")
@@ -278,15 +283,16 @@ impl Queue {
     /// The newest `tail` lines of a run's job log, oldest first.
     pub async fn log_tail(&self, run_id: i64, tail: u32) -> Result<JobLog, Failure> {
         let (job_id, _) = self.job_of(run_id).await?;
-        let mut lines: Vec<LogLine> = sqlx::query_as::<_, (String, i64, String, String)>("SELECT at, attempt, source, line FROM job_log WHERE job_id = ? ORDER BY id DESC LIMIT ?")
-            .bind(job_id)
-            .bind(tail.min(LOG_LINES as u32))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|(at, attempt, source, line)| LogLine { at, attempt: attempt as u32, source, line })
-            .collect();
+        let mut lines: Vec<LogLine> =
+            sqlx::query_as::<_, (String, i64, String, String)>("SELECT at, attempt, source, line FROM job_log WHERE job_id = ? ORDER BY id DESC LIMIT ?")
+                .bind(job_id)
+                .bind(tail.min(LOG_LINES as u32))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|(at, attempt, source, line)| LogLine { at, attempt: attempt as u32, source, line })
+                .collect();
         lines.reverse();
         Ok(JobLog { run_id, lines })
     }
@@ -308,15 +314,14 @@ impl Queue {
     pub async fn heartbeat(&self, job_id: i64, token: &str, beat: &Heartbeat) -> Result<HeartbeatReply, Failure> {
         let job = self.leased(job_id, token).await?;
         let progress = Progress::new(job_id, job.run_id, RunStatus::Running, job.spec.total_epochs(), Some(beat.clone()));
-        let (cancel, worker): (i64, Option<String>) = sqlx::query_as(&format!(
-            "UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested, worker"
-        ))
-        .bind(serde_json::to_string(&progress).map_err(internal)?)
-        .bind(unix_now() + self.lease_seconds as i64)
-        .bind(job_id)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(internal)?;
+        let (cancel, worker): (i64, Option<String>) =
+            sqlx::query_as(&format!("UPDATE jobs SET progress = ?, lease_expires_at = ?, updated_at = {NOW} WHERE id = ? RETURNING cancel_requested, worker"))
+                .bind(serde_json::to_string(&progress).map_err(internal)?)
+                .bind(unix_now() + self.lease_seconds as i64)
+                .bind(job_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(internal)?;
         if let Some(worker) = worker {
             self.workers.beat(&worker, (job_id, job.run_id), beat);
         }
@@ -348,12 +353,10 @@ impl Queue {
             if same {
                 return Ok(());
             }
-            let epochs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
+            let epochs: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM epoch_records WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
             if epochs > 0 {
-                return Err(Failure::conflict(format!(
-                    "run #{} already has {epochs} epochs recorded over a different sample list",
-                    job.run_id
-                )));
+                return Err(Failure::conflict(format!("run #{} already has {epochs} epochs recorded over a different sample list", job.run_id)));
             }
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
@@ -374,7 +377,12 @@ impl Queue {
             digest.update(sample.sample_key.as_bytes());
             digest.update(b"\n");
         }
-        sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?").bind(hex(&digest.finalize())).bind(job.run_id).execute(&mut *tx).await.map_err(internal)?;
+        sqlx::query("UPDATE runs SET manifest_digest = ? WHERE id = ?")
+            .bind(hex(&digest.finalize()))
+            .bind(job.run_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
         tx.commit().await.map_err(internal)?;
         self.renew(job_id).await
     }
@@ -394,7 +402,8 @@ impl Queue {
         if upload.metrics.phase != expected_phase {
             return Err(Failure::bad_request(format!("epoch {epoch} is a {} epoch, not {}", expected_phase.as_str(), upload.metrics.phase.as_str())));
         }
-        let samples: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
+        let samples: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(job.run_id).fetch_one(&self.pool).await.map_err(internal)?;
         if samples == 0 {
             return Err(Failure::conflict("send the sample manifest before any epoch"));
         }
@@ -492,7 +501,8 @@ impl Queue {
     /// What the end of a succeeded run checks and stores before answering the worker: every
     /// epoch is there, the class means fit; then the job is `analysing` (its token dead).
     async fn begin_analysis(&self, job_id: i64, run_id: i64, spec: &ExperimentSpec, finish: &Finish) -> Result<(), Failure> {
-        let stored: Vec<i64> = sqlx::query_scalar("SELECT epoch FROM epoch_records WHERE run_id = ? ORDER BY epoch").bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
+        let stored: Vec<i64> =
+            sqlx::query_scalar("SELECT epoch FROM epoch_records WHERE run_id = ? ORDER BY epoch").bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
         let total = spec.total_epochs();
         let missing: Vec<String> = (1..=total).filter(|e| !stored.contains(&i64::from(*e))).map(|e| e.to_string()).collect();
         if !missing.is_empty() {
@@ -519,12 +529,14 @@ impl Queue {
                 .map_err(internal)?;
         }
         let progress = self.last_report(job_id, run_id, RunStatus::Analysing).await?;
-        sqlx::query(&format!("UPDATE jobs SET status = 'analysing', progress = ?, token_hash = NULL, lease_expires_at = NULL, updated_at = {NOW} WHERE id = ?"))
-            .bind(serde_json::to_string(&progress).map_err(internal)?)
-            .bind(job_id)
-            .execute(&self.pool)
-            .await
-            .map_err(internal)?;
+        sqlx::query(&format!(
+            "UPDATE jobs SET status = 'analysing', progress = ?, token_hash = NULL, lease_expires_at = NULL, updated_at = {NOW} WHERE id = ?"
+        ))
+        .bind(serde_json::to_string(&progress).map_err(internal)?)
+        .bind(job_id)
+        .execute(&self.pool)
+        .await
+        .map_err(internal)?;
         self.note(job_id, "trained; computing the per-sample statistics and sealing the records".into()).await?;
         self.hub.publish(progress);
         Ok(())
@@ -569,7 +581,8 @@ impl Queue {
 
     /// At start: analyses that a stopped server left unfinished begin again.
     pub async fn resume_analyses(&self) -> Result<usize, Failure> {
-        let jobs: Vec<(i64, i64)> = sqlx::query_as("SELECT id, run_id FROM jobs WHERE status = 'analysing' ORDER BY id").fetch_all(&self.pool).await.map_err(internal)?;
+        let jobs: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, run_id FROM jobs WHERE status = 'analysing' ORDER BY id").fetch_all(&self.pool).await.map_err(internal)?;
         for &(job_id, run_id) in &jobs {
             tracing::info!(job = job_id, run = run_id, "resuming the end-of-run analysis a stopped server left unfinished");
             self.note(job_id, "the server stopped during the end-of-run analysis; it starts again".into()).await?;
@@ -629,8 +642,7 @@ impl Queue {
             // The loss after head warmup: the eval-mode pass at the end of the last warmup
             // epoch when the worker sent one (older runs: that epoch's recorded loss).
             let after_warmup = records.eval_loss.as_ref().filter(|(epoch, _)| *epoch as usize == warmup).map(|(_, loss)| loss.as_slice());
-            let columns: Vec<dynamics::TraceColumns> =
-                records.columns.iter().map(protocol::worker::EpochColumns::trace).collect();
+            let columns: Vec<dynamics::TraceColumns> = records.columns.iter().map(protocol::worker::EpochColumns::trace).collect();
             let summaries = dynamics::summarize_samples(&columns, warmup, after_warmup, settings);
             let analysis = crate::analysis::run_analysis(&summaries, &records, &labels, classes, warmup, settings);
             let summarized = started.elapsed();
@@ -652,10 +664,16 @@ impl Queue {
         };
         let rows: Vec<_> = samples.iter().zip(&summaries).zip(&last_predicted).collect();
         for chunk in rows.chunks(STATS_PER_TRANSACTION) {
-            let (first, last) = (chunk[0].0 .0 .0, chunk[chunk.len() - 1].0 .0 .0);
+            let (first, last) = (chunk[0].0.0.0, chunk[chunk.len() - 1].0.0.0);
             let began = std::time::Instant::now();
             let mut tx = self.pool.begin().await.map_err(internal)?;
-            sqlx::query("DELETE FROM sample_stats WHERE run_id = ? AND sample_index BETWEEN ? AND ?").bind(run_id).bind(first).bind(last).execute(&mut *tx).await.map_err(internal)?;
+            sqlx::query("DELETE FROM sample_stats WHERE run_id = ? AND sample_index BETWEEN ? AND ?")
+                .bind(run_id)
+                .bind(first)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(internal)?;
             let mut insert = QueryBuilder::<Sqlite>::new(
                 "INSERT INTO sample_stats (run_id, sample_index, sample_key, dataset_index, label, forgetting_events, learning_events,
                  first_learned_epoch, never_learned, unforgettable, confidence, variability, correctness, tau, r2, warmup_loss, mean_margin, el2n, last_predicted) ",
@@ -689,7 +707,13 @@ impl Queue {
         }
         for (name, data) in crate::analysis::score_columns(&summaries) {
             let began = std::time::Instant::now();
-            sqlx::query("INSERT OR REPLACE INTO run_columns (run_id, name, data) VALUES (?, ?, ?)").bind(run_id).bind(name).bind(data).execute(&self.pool).await.map_err(internal)?;
+            sqlx::query("INSERT OR REPLACE INTO run_columns (run_id, name, data) VALUES (?, ?, ?)")
+                .bind(run_id)
+                .bind(name)
+                .bind(data)
+                .execute(&self.pool)
+                .await
+                .map_err(internal)?;
             crate::db::make_way(began).await;
         }
         sqlx::query("INSERT OR REPLACE INTO run_analysis (run_id, summary, classes) VALUES (?, ?, ?)")
@@ -787,7 +811,8 @@ impl Queue {
     }
 
     async fn job_of(&self, run_id: i64) -> Result<(i64, RunStatus), Failure> {
-        let row: Option<(i64, String)> = sqlx::query_as("SELECT id, status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await.map_err(internal)?;
+        let row: Option<(i64, String)> =
+            sqlx::query_as("SELECT id, status FROM jobs WHERE run_id = ?").bind(run_id).fetch_optional(&self.pool).await.map_err(internal)?;
         let (job_id, status) = row.ok_or_else(|| Failure::not_found(format!("no run #{run_id}")))?;
         Ok((job_id, RunStatus::parse(&status).ok_or_else(|| internal(format!("unknown status {status}")))?))
     }

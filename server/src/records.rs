@@ -7,9 +7,9 @@
 //! XOR with `exp(-loss)`, [`codec::predict_p_true`]), and the epoch rows are deleted. One sample's trajectory is then one block per run,
 //! and the whole run is read back in epoch order for exports and recomputation.
 
+use protocol::Failure;
 use protocol::pack::{pack_f32, unpack_f32, unpack_u16};
 use protocol::worker::EpochColumns;
-use protocol::Failure;
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::codec;
@@ -80,13 +80,12 @@ pub struct Trace {
 /// Whether the run's records are sealed: blocks hold every one of its samples. While
 /// [`store_sealed`] writes them, some blocks exist and the epoch rows are still complete.
 async fn sealed(pool: &SqlitePool, run_id: i64) -> Result<bool, Failure> {
-    let (blocks, in_blocks, samples): (i64, i64, i64) = sqlx::query_as(
-        "SELECT COUNT(*), COALESCE(SUM(samples), 0), (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) FROM record_blocks WHERE run_id = ?1",
-    )
-    .bind(run_id)
-    .fetch_one(pool)
-    .await
-    .map_err(internal)?;
+    let (blocks, in_blocks, samples): (i64, i64, i64) =
+        sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(samples), 0), (SELECT COUNT(*) FROM run_samples WHERE run_id = ?1) FROM record_blocks WHERE run_id = ?1")
+            .bind(run_id)
+            .fetch_one(pool)
+            .await
+            .map_err(internal)?;
     Ok(blocks > 0 && in_blocks == samples)
 }
 
@@ -179,7 +178,8 @@ pub fn seal(records: &RunRecords, precision: RecordPrecision) -> Vec<SealedBlock
     };
     let per_thread = starts.len().div_ceil(threads).max(1);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = starts.chunks(per_thread).map(|chunk| scope.spawn(move || chunk.iter().map(|&first| encode_block(first)).collect::<Vec<_>>())).collect();
+        let handles: Vec<_> =
+            starts.chunks(per_thread).map(|chunk| scope.spawn(move || chunk.iter().map(|&first| encode_block(first)).collect::<Vec<_>>())).collect();
         handles.into_iter().flat_map(|h| h.join().expect("a sealing thread panicked")).collect()
     })
 }
@@ -350,7 +350,12 @@ mod tests {
 
     /// Compares bit patterns (NaN included).
     fn bits(records: &RunRecords) -> Vec<Vec<u32>> {
-        records.columns.iter().flat_map(|c| [c.loss.clone(), c.p_true.clone(), c.margin.clone(), c.el2n.clone()]).map(|v| v.iter().map(|x| x.to_bits()).collect()).collect()
+        records
+            .columns
+            .iter()
+            .flat_map(|c| [c.loss.clone(), c.p_true.clone(), c.margin.clone(), c.el2n.clone()])
+            .map(|v| v.iter().map(|x| x.to_bits()).collect())
+            .collect()
     }
 
     #[tokio::test]
@@ -364,7 +369,13 @@ mod tests {
         sqlx::query("INSERT INTO runs (id, spec, dataset, arch, seed, epochs) VALUES (1, '{}', 'd', 'small_cnn', 0, 5)").execute(&pool).await.unwrap();
         let original = records(150, 5); // three blocks, the last one short
         for s in 0..150 {
-            sqlx::query("INSERT INTO run_samples (run_id, sample_index, dataset_index, sample_key, label) VALUES (1, ?, ?, ?, 0)").bind(s).bind(s).bind(format!("k{s}")).execute(&pool).await.unwrap();
+            sqlx::query("INSERT INTO run_samples (run_id, sample_index, dataset_index, sample_key, label) VALUES (1, ?, ?, ?, 0)")
+                .bind(s)
+                .bind(s)
+                .bind(format!("k{s}"))
+                .execute(&pool)
+                .await
+                .unwrap();
         }
         for (epoch, c) in original.epochs.iter().zip(&original.columns) {
             let eval_loss = original.eval_loss.as_ref().filter(|(e, _)| e == epoch).map(|(_, loss)| pack_f32(loss));
@@ -419,7 +430,8 @@ mod tests {
             let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(x, y)| x.to_bits() == y.to_bits());
             assert!(same(&a.loss, &b.loss) && same(&a.p_true, &b.p_true));
             for (x, y) in a.margin.iter().chain(&a.el2n).zip(b.margin.iter().chain(&b.el2n)) {
-                let close = if y.abs() < f32::MIN_POSITIVE { (x - y).abs() <= f32::MIN_POSITIVE * 2f32.powi(-10) } else { ((x - y) / y).abs() <= 2f32.powi(-11) };
+                let close =
+                    if y.abs() < f32::MIN_POSITIVE { (x - y).abs() <= f32::MIN_POSITIVE * 2f32.powi(-10) } else { ((x - y) / y).abs() <= 2f32.powi(-11) };
                 assert!(x.to_bits() == y.to_bits() || close || (x.is_infinite() && y.is_finite()), "{x} from {y}");
             }
         }

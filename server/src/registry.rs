@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OnceCell;
 
-use datasets::{Format, ImageSet, Source, Split, FASHION_MNIST_CLASSES};
+use datasets::{FASHION_MNIST_CLASSES, Format, ImageSet, Source, Split};
 use protocol::{DatasetInfo, DatasetOptions, Failure};
 use sqlx::{Row, SqlitePool};
 
@@ -58,7 +58,8 @@ impl Registry {
     /// roots, so the answer tells nothing about files elsewhere.
     pub fn confine(&self, path: &Path) -> Result<PathBuf, Failure> {
         let resolved = path.canonicalize().ok();
-        let inside = resolved.as_ref().is_some_and(|resolved| self.roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root)));
+        let inside =
+            resolved.as_ref().is_some_and(|resolved| self.roots.iter().filter_map(|root| root.canonicalize().ok()).any(|root| resolved.starts_with(root)));
         match resolved {
             Some(resolved) if inside => Ok(resolved),
             _ => {
@@ -76,8 +77,7 @@ impl Registry {
         if path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
             return Err(format!("{text} contains '..'; give a path inside a data root"));
         }
-        let candidates: Vec<PathBuf> =
-            if path.is_absolute() { vec![path.to_owned()] } else { self.roots.iter().map(|root| root.join(path)).collect() };
+        let candidates: Vec<PathBuf> = if path.is_absolute() { vec![path.to_owned()] } else { self.roots.iter().map(|root| root.join(path)).collect() };
         // One answer for a file that is missing and one outside the roots, so the field tells
         // nothing about paths elsewhere (issue 19, item 14).
         let confined = candidates.iter().find_map(|c| self.confine(c).ok().filter(|resolved| resolved.is_file()));

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use protocol::auth::Identity;
 use protocol::{
-    DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, LinkedRun, Phase, Progress, RunDetail, RunQuery, RunRequest, RunStatus,
-    RunList, RunSummary, SamplePage, SampleQuery, SampleStats, StudyLink,
+    DatasetInfo, EpochMetrics, ExperimentSpec, Failure, Launched, LinkedRun, Phase, Progress, RunDetail, RunList, RunQuery, RunRequest, RunStatus, RunSummary,
+    SamplePage, SampleQuery, SampleStats, StudyLink,
 };
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqlitePool};
@@ -152,19 +152,19 @@ impl Service {
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (spec, dataset, arch, seed, epochs, owner, study_id, study_arm, name, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
-            .bind(serde_json::to_string(&spec).map_err(internal)?)
-            .bind(&spec.dataset)
-            .bind(spec.arch.as_str())
-            .bind(spec.seed as i64)
-            .bind(spec.total_epochs())
-            .bind(&owner)
-            .bind(study.map(|s| s.0))
-            .bind(study.map(|s| s.1 as i64))
-            .bind(&name)
-            .bind(&notes)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(internal)?;
+        .bind(serde_json::to_string(&spec).map_err(internal)?)
+        .bind(&spec.dataset)
+        .bind(spec.arch.as_str())
+        .bind(spec.seed as i64)
+        .bind(spec.total_epochs())
+        .bind(&owner)
+        .bind(study.map(|s| s.0))
+        .bind(study.map(|s| s.1 as i64))
+        .bind(&name)
+        .bind(&notes)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(internal)?;
         insert_tags(&mut tx, run_id, &tags).await?;
         let job_id: i64 = sqlx::query_scalar("INSERT INTO jobs (run_id, status, priority) VALUES (?, 'queued', ?) RETURNING id")
             .bind(run_id)
@@ -212,7 +212,8 @@ impl Service {
             .map_err(internal)?
             .ok_or_else(|| Failure::not_found(format!("no run #{id}")))?;
         let spec: ExperimentSpec = serde_json::from_str(&spec).map_err(internal)?;
-        let sample_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
+        let sample_count: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM run_samples WHERE run_id = ?").bind(id).fetch_one(&self.pool).await.map_err(internal)?;
         let rows: Vec<(i64, Option<i64>, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT m.epoch, s.shown_count, s.shown FROM epoch_metrics m LEFT JOIN epoch_shown s ON s.run_id = m.run_id AND s.epoch = m.epoch
              WHERE m.run_id = ? ORDER BY m.epoch",
@@ -242,7 +243,16 @@ impl Service {
     /// One page of the runs table, with the number of runs matching the filters.
     pub async fn runs(&self, mut query: RunQuery) -> Result<RunList, Failure> {
         // An empty filter (a form's "any") is no filter.
-        for filter in [&mut query.status, &mut query.dataset, &mut query.arch, &mut query.owner, &mut query.tag, &mut query.created_from, &mut query.created_to, &mut query.sort] {
+        for filter in [
+            &mut query.status,
+            &mut query.dataset,
+            &mut query.arch,
+            &mut query.owner,
+            &mut query.tag,
+            &mut query.created_from,
+            &mut query.created_to,
+            &mut query.sort,
+        ] {
             if filter.as_deref().is_some_and(|f| f.trim().is_empty()) {
                 *filter = None;
             }
@@ -310,7 +320,9 @@ impl Service {
                     priority: row.get("priority"),
                     tags,
                     slurm_job_id: row.get("slurm_job_id"),
-                    study: row.get::<Option<i64>, _>("study_id").map(|id| StudyLink { id, name: row.get::<Option<String>, _>("study_name").unwrap_or_default() }),
+                    study: row
+                        .get::<Option<i64>, _>("study_id")
+                        .map(|id| StudyLink { id, name: row.get::<Option<String>, _>("study_name").unwrap_or_default() }),
                     name: row.get("name"),
                 })
             })
@@ -337,18 +349,19 @@ impl Service {
             .collect::<Result<Vec<_>, _>>()?;
         let (sample_count, forgetting_histogram) = self.run_cache.forgetting_histogram(&self.pool, id).await?;
         let class_names = self.registry.get(&spec.dataset).await.map(|d| d.class_names).unwrap_or_default();
-        let confusion: Option<Vec<u8>> = sqlx::query_scalar(
-            "SELECT val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch DESC LIMIT 1",
-        )
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(internal)?
-        .flatten();
+        let confusion: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT val_confusion FROM epoch_metrics WHERE run_id = ? AND val_confusion IS NOT NULL ORDER BY epoch DESC LIMIT 1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(internal)?
+                .flatten();
         let val_confusion = confusion.map(|bytes| crate::analysis::confusion_matrix(&bytes)).transpose().map_err(internal)?;
-        let analysis: Option<String> = sqlx::query_scalar("SELECT summary FROM run_analysis WHERE run_id = ?").bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
+        let analysis: Option<String> =
+            sqlx::query_scalar("SELECT summary FROM run_analysis WHERE run_id = ?").bind(id).fetch_optional(&self.pool).await.map_err(internal)?;
         let analysis = analysis.map(|json| serde_json::from_str(&json)).transpose().map_err(internal)?;
-        let tags: Vec<String> = sqlx::query_scalar("SELECT tag FROM run_tags WHERE run_id = ? ORDER BY tag").bind(id).fetch_all(&self.pool).await.map_err(internal)?;
+        let tags: Vec<String> =
+            sqlx::query_scalar("SELECT tag FROM run_tags WHERE run_id = ? ORDER BY tag").bind(id).fetch_all(&self.pool).await.map_err(internal)?;
         let study = sqlx::query("SELECT s.id, s.name FROM studies s JOIN runs r ON r.study_id = s.id WHERE r.id = ?")
             .bind(id)
             .fetch_optional(&self.pool)
@@ -362,8 +375,13 @@ impl Service {
             self.linked_runs("r.id IN (SELECT value FROM json_each(?))", &serde_json::to_string(&sources).map_err(internal)?).await?
         };
         // Runs whose selection reads this one: `source_run` is a number or a list of them.
-        let derived_runs = self.linked_runs("EXISTS (SELECT 1 FROM json_each(r.spec, '$.sampling.source_run') WHERE value = CAST(? AS INTEGER))", &id.to_string()).await?;
-        let shown: Vec<(i64, i64)> = sqlx::query_as("SELECT epoch, shown_count FROM epoch_shown WHERE run_id = ? ORDER BY epoch").bind(id).fetch_all(&self.pool).await.map_err(internal)?;
+        let derived_runs =
+            self.linked_runs("EXISTS (SELECT 1 FROM json_each(r.spec, '$.sampling.source_run') WHERE value = CAST(? AS INTEGER))", &id.to_string()).await?;
+        let shown: Vec<(i64, i64)> = sqlx::query_as("SELECT epoch, shown_count FROM epoch_shown WHERE run_id = ? ORDER BY epoch")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
         let data_fraction = shown
             .into_iter()
             .map(|(epoch, shown)| protocol::EpochFraction { epoch: epoch as u32, shown: shown as u64, fraction: shown as f64 / sample_count.max(1) as f64 })
@@ -433,15 +451,22 @@ impl Service {
 
     /// The runs matching `condition` (SQL over `runs r`, one `?` bound to `value`), oldest first.
     async fn linked_runs(&self, condition: &str, value: &str) -> Result<Vec<LinkedRun>, Failure> {
-        let rows = sqlx::query(&format!("SELECT r.id, r.arch, r.seed, r.spec, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE {condition} ORDER BY r.id"))
-            .bind(value)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(internal)?;
+        let rows =
+            sqlx::query(&format!("SELECT r.id, r.arch, r.seed, r.spec, j.status FROM runs r JOIN jobs j ON j.run_id = r.id WHERE {condition} ORDER BY r.id"))
+                .bind(value)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(internal)?;
         rows.iter()
             .map(|row| {
                 let spec: ExperimentSpec = serde_json::from_str(row.get("spec")).map_err(internal)?;
-                Ok(LinkedRun { id: row.get("id"), arch: row.get("arch"), seed: row.get::<i64, _>("seed") as u64, status: status_of(row)?, sampling: spec.sampling.plan.kind().to_owned() })
+                Ok(LinkedRun {
+                    id: row.get("id"),
+                    arch: row.get("arch"),
+                    seed: row.get::<i64, _>("seed") as u64,
+                    status: status_of(row)?,
+                    sampling: spec.sampling.plan.kind().to_owned(),
+                })
             })
             .collect()
     }
@@ -457,7 +482,8 @@ impl Service {
     pub async fn samples(&self, run_id: i64, query: SampleQuery) -> Result<SamplePage, Failure> {
         self.run_exists(run_id).await?;
         let stored = |name: &str| dynamics::Score::parse(name).filter(|s| s.stored()).map(dynamics::Score::as_str);
-        let order = sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied().or_else(|| stored(name)), "forgetting_events DESC")?;
+        let order =
+            sort_clause(query.sort.as_deref(), |name| SAMPLE_SORTS.iter().find(|n| **n == name).copied().or_else(|| stored(name)), "forgetting_events DESC")?;
         let limit = query.limit.unwrap_or(100).min(10_000);
         let offset = query.offset.unwrap_or(0);
         let bounds = query.bounds();
@@ -472,7 +498,9 @@ impl Service {
             total = total.bind(value);
         }
         let total = total.fetch_one(&self.pool).await.map_err(internal)?;
-        let rows_sql = format!("SELECT * FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}{PUBLISHED} ORDER BY {order}, sample_index LIMIT ? OFFSET ?");
+        let rows_sql = format!(
+            "SELECT * FROM sample_stats WHERE run_id = ? AND (? IS NULL OR label = ?){filter}{PUBLISHED} ORDER BY {order}, sample_index LIMIT ? OFFSET ?"
+        );
         let mut rows = sqlx::query(&rows_sql).bind(run_id).bind(query.label).bind(query.label);
         for (_, _, value) in &bounds {
             rows = rows.bind(value);
@@ -484,7 +512,11 @@ impl Service {
     /// Every per-sample statistic of a run, in recording order (for exports).
     pub async fn all_samples(&self, run_id: i64) -> Result<Vec<SampleStats>, Failure> {
         self.run_exists(run_id).await?;
-        let rows = sqlx::query(&format!("SELECT * FROM sample_stats WHERE run_id = ?{PUBLISHED} ORDER BY sample_index")).bind(run_id).fetch_all(&self.pool).await.map_err(internal)?;
+        let rows = sqlx::query(&format!("SELECT * FROM sample_stats WHERE run_id = ?{PUBLISHED} ORDER BY sample_index"))
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(internal)?;
         Ok(rows.iter().map(sample_stats_of).collect())
     }
 
@@ -583,7 +615,9 @@ pub(crate) async fn active_runs<'e, E: sqlx::Executor<'e, Database = sqlx::Sqlit
 pub(crate) fn over_quota(name: &str, active: u64, more: u64, quota: u64) -> Failure {
     Failure::new(
         429,
-        format!("{name} has {active} run(s) queued or running and may have at most {quota} (FORGETLAB_MEMBER_MAX_ACTIVE_RUNS); {more} more would pass it: wait for some to finish or cancel them"),
+        format!(
+            "{name} has {active} run(s) queued or running and may have at most {quota} (FORGETLAB_MEMBER_MAX_ACTIVE_RUNS); {more} more would pass it: wait for some to finish or cancel them"
+        ),
     )
 }
 
@@ -598,7 +632,10 @@ async fn insert_tags(tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>, run_id: i64, 
 fn owned_by(mut queueing: protocol::Queueing, who: &Identity, limits: &MemberLimits) -> Result<protocol::Queueing, protocol::FieldErrors> {
     if !who.is_admin() && queueing.priority > limits.max_priority {
         let mut errors = protocol::FieldErrors::default();
-        errors.add("priority", format!("members may queue at priority {} at most (FORGETLAB_MEMBER_MAX_PRIORITY); ask an administrator for more", limits.max_priority));
+        errors.add(
+            "priority",
+            format!("members may queue at priority {} at most (FORGETLAB_MEMBER_MAX_PRIORITY); ask an administrator for more", limits.max_priority),
+        );
         return Err(errors);
     }
     match &queueing.owner {
@@ -708,7 +745,13 @@ impl app::backend::Backend for Site {
     async fn create_account(&self, name: String, password: String, role: protocol::auth::Role) -> Result<protocol::auth::Account, Failure> {
         self.auth.create_user(&name, &password, role).await
     }
-    async fn update_account(&self, who: &Identity, name: String, role: Option<protocol::auth::Role>, disabled: Option<bool>) -> Result<protocol::auth::Account, Failure> {
+    async fn update_account(
+        &self,
+        who: &Identity,
+        name: String,
+        role: Option<protocol::auth::Role>,
+        disabled: Option<bool>,
+    ) -> Result<protocol::auth::Account, Failure> {
         self.auth.update_user(Some(who), &name, role, disabled).await
     }
     async fn reset_password(&self, who: &Identity, name: String, password: String, revoke_tokens: bool) -> Result<String, Failure> {

@@ -5,28 +5,28 @@ use std::time::Duration;
 
 use anyhow::Context;
 use app::backend::SharedBackend;
-use app::{shell, App};
-use axum::http::{header, HeaderValue};
+use app::{App, shell};
 use axum::Router;
-use leptos::prelude::{provide_context, use_context, LeptosOptions};
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use axum::http::{HeaderValue, header};
+use leptos::prelude::{LeptosOptions, provide_context, use_context};
+use leptos_axum::{LeptosRoutes, generate_route_list};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::auth::http::{authenticate, login, logout, setup};
 use crate::auth::Auth;
+use crate::auth::http::{authenticate, login, logout, setup};
 use crate::config::{Config, ExecutorKind};
-use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::executor::LocalExecutor;
+use crate::executor::slurm::{SlurmExecutor, SlurmSettings};
 use crate::progress::Hub;
-use crate::queue::{new_token, Queue};
+use crate::queue::{Queue, new_token};
 use crate::registry::Registry;
-use crate::routes::{api_router, AppState};
+use crate::routes::{AppState, api_router};
 use crate::service::Service;
 
 /// The largest body a page takes (forms, server functions).
@@ -48,8 +48,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     return_large_allocations();
     // Held until the process ends: one server per data directory, and no restore under it.
     let _data_lock = crate::backup::lock_data_dir(&config.data_dir)?;
-    std::fs::create_dir_all(config.data_dir.join("datasets"))
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(config.data_dir.join("datasets")).with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let pool = crate::db::connect(&config.database_path()).await?;
     tracing::info!("database {}", config.database_path().display());
 
@@ -81,14 +80,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if !site_root.join("pkg").is_dir() {
         tracing::warn!("no browser bundle in {}: pages will not hydrate (run `cargo leptos build --frontend-only`)", site_root.display());
     }
-    let leptos_options = LeptosOptions::builder()
-        .output_name("forgetlab")
-        .site_root(site_root.display().to_string())
-        .site_pkg_dir("pkg")
-        .site_addr(addr)
-        .build();
+    let leptos_options =
+        LeptosOptions::builder().output_name("forgetlab").site_root(site_root.display().to_string()).site_pkg_dir("pkg").site_addr(addr).build();
     let clients = crate::auth::ClientAddress { trusted_proxies: config.trusted_proxies.clone(), header: config.client_ip_header.to_ascii_lowercase() };
-    let auth = Arc::new(Auth::new(pool.clone()).with_idle_timeout(Duration::from_secs(config.session_idle_hours.saturating_mul(3600))).with_client_address(clients));
+    let auth =
+        Arc::new(Auth::new(pool.clone()).with_idle_timeout(Duration::from_secs(config.session_idle_hours.saturating_mul(3600))).with_client_address(clients));
     bootstrap_accounts(&auth, &server_url).await?;
     let settings = Arc::new(crate::routes::Settings {
         data_dir: data_dir.clone(),
@@ -180,7 +176,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => {
             let released = queue.release_slurm_holds().await?;
             if released > 0 {
-                tracing::warn!("{released} job(s) submitted to Slurm by an earlier start are no longer followed (FORGETLAB_EXECUTOR=local); local workers may lease them");
+                tracing::warn!(
+                    "{released} job(s) submitted to Slurm by an earlier start are no longer followed (FORGETLAB_EXECUTOR=local); local workers may lease them"
+                );
             }
             LocalExecutor { worker_bin, server_url, worker_token, workers: config.workers, device: config.device, data_dir }.start(shutdown_rx)
         }
@@ -189,7 +187,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tracing::info!("FORGETLAB_EXECUTOR=slurm: no local workers start (FORGETLAB_WORKERS is for the local executor)");
             }
             if addr.ip().is_loopback() && config.slurm_server_url.is_none() {
-                tracing::warn!("serving on {addr}: only Slurm jobs on this machine can reach it; set FORGETLAB_ADDR or FORGETLAB_SLURM_SERVER_URL for a cluster");
+                tracing::warn!(
+                    "serving on {addr}: only Slurm jobs on this machine can reach it; set FORGETLAB_ADDR or FORGETLAB_SLURM_SERVER_URL for a cluster"
+                );
             }
             SlurmExecutor::new(slurm, queue).start(shutdown_rx);
         }
@@ -288,7 +288,9 @@ async fn bootstrap_accounts(auth: &Auth, server_url: &str) -> anyhow::Result<()>
     let password = std::env::var("FORGETLAB_ADMIN_PASSWORD").ok().filter(|v| !v.is_empty());
     match (name, password) {
         (Some(name), Some(password)) => {
-            auth.create_user(&name, &password, protocol::auth::Role::Admin).await.map_err(|f| failed(f).context("FORGETLAB_ADMIN_USER/FORGETLAB_ADMIN_PASSWORD"))?;
+            auth.create_user(&name, &password, protocol::auth::Role::Admin)
+                .await
+                .map_err(|f| failed(f).context("FORGETLAB_ADMIN_USER/FORGETLAB_ADMIN_PASSWORD"))?;
             println!("forgetlab: created the administrator account {name:?} (FORGETLAB_ADMIN_USER)");
         }
         (None, None) => {
@@ -317,7 +319,8 @@ fn private_files(data_dir: &std::path::Path) -> anyhow::Result<()> {
     for name in ["forgetlab.db", "forgetlab.db-wal", "forgetlab.db-shm"] {
         let path = data_dir.join(name);
         if path.exists() {
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(|| format!("making {} private (mode 0600)", path.display()))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private (mode 0600)", path.display()))?;
         }
     }
     Ok(())

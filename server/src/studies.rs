@@ -4,15 +4,17 @@
 
 use std::collections::HashMap;
 
-use protocol::study::{self, ArmCurve, ArmReport, CurvePoint, Finding, Interval, StudyDetail, StudyLaunched, StudyPlan, StudyReport, StudyRequest, StudyRun, StudySummary};
+use protocol::study::{
+    self, ArmCurve, ArmReport, CurvePoint, Finding, Interval, StudyDetail, StudyLaunched, StudyPlan, StudyReport, StudyRequest, StudyRun, StudySummary,
+};
 use protocol::{CompareQuery, Comparison, ExperimentSpec, Failure, FieldErrors, Phase, RunQuery, RunStatus, Sampling};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use sqlx::Row;
 
-use crate::auth::{check_may_change, Owned};
+use crate::auth::{Owned, check_may_change};
 use crate::db::internal;
-use protocol::auth::Identity;
 use crate::service::Service;
+use protocol::auth::Identity;
 
 /// The fields of a study's runs that come from its lists, not from `base`.
 fn study_field(field: &str, run: &study::PlannedRun) -> String {
@@ -120,7 +122,10 @@ impl Service {
         let total = plan.archs.len() * (plan.seeds.len() + new.len()) * plan.arms.len();
         if total > study::MAX_STUDY_RUNS {
             let mut errors = FieldErrors::default();
-            errors.add("seeds", format!("{} more seed(s) would make {total} runs, more than a study holds ({}); start another study", new.len(), study::MAX_STUDY_RUNS));
+            errors.add(
+                "seeds",
+                format!("{} more seed(s) would make {total} runs, more than a study holds ({}); start another study", new.len(), study::MAX_STUDY_RUNS),
+            );
             return Err(Failure::invalid("no seeds were added", errors));
         }
         let runs = study::expand(&plan.base, &plan.archs, &new, &plan.arms);
@@ -192,7 +197,8 @@ impl Service {
 
     pub async fn study(&self, id: i64) -> Result<StudyDetail, Failure> {
         let (plan, (name, created_at, dataset)) = self.study_plan(id).await?;
-        let arms_of: HashMap<i64, i64> = sqlx::query_as("SELECT id, study_arm FROM runs WHERE study_id = ?").bind(id).fetch_all(&self.pool).await.map_err(internal)?.into_iter().collect();
+        let arms_of: HashMap<i64, i64> =
+            sqlx::query_as("SELECT id, study_arm FROM runs WHERE study_id = ?").bind(id).fetch_all(&self.pool).await.map_err(internal)?.into_iter().collect();
         let list = self.runs(RunQuery { study: Some(id), sort: Some("id".into()), limit: Some(1000), ..Default::default() }).await?;
         let runs: Vec<StudyRun> = list
             .runs
@@ -201,7 +207,17 @@ impl Service {
             .collect();
         let arm_names: Vec<String> = plan.arms.iter().map(|a| Sampling::parse(a).map_or_else(|_| a.to_string(), |s| s.to_string())).collect();
         let report = self.study_report(&plan, &runs, &arm_names).await?;
-        Ok(StudyDetail { id, name, created_at, dataset, archs: plan.archs.iter().map(|a| a.0.clone()).collect(), seeds: plan.seeds, arms: arm_names, runs, report })
+        Ok(StudyDetail {
+            id,
+            name,
+            created_at,
+            dataset,
+            archs: plan.archs.iter().map(|a| a.0.clone()).collect(),
+            seeds: plan.seeds,
+            arms: arm_names,
+            runs,
+            report,
+        })
     }
 
     async fn study_report(&self, plan: &StudyPlan, runs: &[StudyRun], arm_names: &[String]) -> Result<StudyReport, Failure> {
@@ -241,10 +257,13 @@ impl Service {
         if let Some(c) = &comparison {
             for &run in &c.runs {
                 let classes = self.classes(run).await?;
-                follows.insert(run, ClassSimilarity {
-                    pairwise: classes.forgetting_follows_confusion.and_then(|v| v.r),
-                    per_class: classes.similar_forgotten_confusion.and_then(|v| v.r),
-                });
+                follows.insert(
+                    run,
+                    ClassSimilarity {
+                        pairwise: classes.forgetting_follows_confusion.and_then(|v| v.r),
+                        per_class: classes.similar_forgotten_confusion.and_then(|v| v.r),
+                    },
+                );
             }
         }
         let findings = comparison.as_ref().map(|c| findings(c, &follows)).unwrap_or_default();
@@ -255,7 +274,9 @@ impl Service {
         let reference_budget = random_arm.and_then(|r| parsed[r].as_ref()).map(|s| s.budget);
         let reference_arm = random_arm.map(|r| arm_names[r].clone());
         // (accuracy, macro-F1) of the run of this arm, architecture and seed.
-        let outcome_of = |arm: usize, arch: &str, seed: u64| done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).map(|o| (o.0, o.1));
+        let outcome_of = |arm: usize, arch: &str, seed: u64| {
+            done.iter().find(|r| r.arm == arm && r.arch == arch && r.seed == seed).and_then(|r| outcome.get(&r.run.id)).map(|o| (o.0, o.1))
+        };
         let mut arms = Vec::new();
         for (arm, name) in arm_names.iter().enumerate() {
             for (arch, _) in &plan.archs {
@@ -347,11 +368,23 @@ fn finetune_data_fraction(epochs: &[EpochOutcome]) -> Option<f64> {
 /// An arm's curve from its seeds' epochs: at each epoch, the interval over the seeds that
 /// recorded it, and the mean of their cumulative samples shown.
 fn curve(seeds: &[&[EpochOutcome]]) -> Vec<CurvePoint> {
-    let cumulative: Vec<Vec<u64>> = seeds.iter().map(|epochs| epochs.iter().scan(0u64, |seen, e| { *seen += e.shown; Some(*seen) }).collect()).collect();
+    let cumulative: Vec<Vec<u64>> = seeds
+        .iter()
+        .map(|epochs| {
+            epochs
+                .iter()
+                .scan(0u64, |seen, e| {
+                    *seen += e.shown;
+                    Some(*seen)
+                })
+                .collect()
+        })
+        .collect();
     let last = seeds.iter().flat_map(|epochs| epochs.iter().map(|e| e.epoch)).max();
     let mut points = Vec::new();
     for epoch in 0..=last.unwrap_or(0) {
-        let at: Vec<(&EpochOutcome, u64)> = seeds.iter().zip(&cumulative).filter_map(|(epochs, seen)| epochs.iter().position(|e| e.epoch == epoch).map(|i| (&epochs[i], seen[i]))).collect();
+        let at: Vec<(&EpochOutcome, u64)> =
+            seeds.iter().zip(&cumulative).filter_map(|(epochs, seen)| epochs.iter().position(|e| e.epoch == epoch).map(|i| (&epochs[i], seen[i]))).collect();
         let Some((first, _)) = at.first() else { continue };
         points.push(CurvePoint {
             epoch,
@@ -405,11 +438,18 @@ fn findings(c: &Comparison, follows: &HashMap<i64, ClassSimilarity>) -> Vec<Find
         }
         out
     };
-    let values = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Vec<f64> { pairs.iter().filter_map(|&(i, j)| matrix.get(i)?.get(j).copied().flatten()).collect() };
+    let values = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Vec<f64> {
+        pairs.iter().filter_map(|&(i, j)| matrix.get(i)?.get(j).copied().flatten()).collect()
+    };
     // A pair-based finding: the pairs' values tagged with their runs' seeds, jackknifed.
     let paired = |matrix: &[Vec<Option<f64>>], pairs: &[(usize, usize)]| -> Option<Interval> {
-        let tagged: Vec<(f64, [u64; 2])> = pairs.iter().filter_map(|&(i, j)| Some((matrix.get(i)?.get(j).copied().flatten()?, [members[i].seed, members[j].seed]))).collect();
-        dynamics::jackknife_over_seeds(&tagged, 0.95).map(|m| Interval { mean: m.mean, half_width: m.half_width.is_finite().then_some(m.half_width), n: m.n as u64 })
+        let tagged: Vec<(f64, [u64; 2])> =
+            pairs.iter().filter_map(|&(i, j)| Some((matrix.get(i)?.get(j).copied().flatten()?, [members[i].seed, members[j].seed]))).collect();
+        dynamics::jackknife_over_seeds(&tagged, 0.95).map(|m| Interval {
+            mean: m.mean,
+            half_width: m.half_width.is_finite().then_some(m.half_width),
+            n: m.n as u64,
+        })
     };
     let chance = format!("chance q/(2 − q) = {:.3} at q = {}", c.chance, c.q);
     let finding = |key: &str, arch: Option<&str>, value: Option<Interval>, method: &str, over: &str, note: Option<String>, published: Option<usize>| Finding {
@@ -480,13 +520,33 @@ fn findings(c: &Comparison, follows: &HashMap<i64, ClassSimilarity>) -> Vec<Find
             paired(&c.spearman, &within),
             JACKKNIFE,
             "a pair of seeds",
-            Some(format!("Spearman-Brown projection to the mean of its {} runs: {}", mine.len(), summary.and_then(|s| s.reliability).map_or("–".into(), |r| format!("{r:.3}")))),
+            Some(format!(
+                "Spearman-Brown projection to the mean of its {} runs: {}",
+                mine.len(),
+                summary.and_then(|s| s.reliability).map_or("–".into(), |r| format!("{r:.3}"))
+            )),
             Some(2),
         ));
         let of_runs = |value: fn(&protocol::CompareMember) -> Option<f64>| interval(&mine.iter().filter_map(|m| value(m)).collect::<Vec<_>>());
         let fine_tuning = "a run (seed): Spearman over its samples with a defined decay, tau fitted on the fine-tuning epochs only";
-        out.push(finding("warmup_spearman_rate", Some(arch), of_runs(|m| m.warmup_rate_spearman), STUDENT_T, fine_tuning, Some("against the decay rate 1/τ".into()), Some(3)));
-        out.push(finding("warmup_spearman", Some(arch), of_runs(|m| m.warmup_spearman), STUDENT_T, fine_tuning, Some("against τ itself: exactly minus the rate's value".into()), Some(3)));
+        out.push(finding(
+            "warmup_spearman_rate",
+            Some(arch),
+            of_runs(|m| m.warmup_rate_spearman),
+            STUDENT_T,
+            fine_tuning,
+            Some("against the decay rate 1/τ".into()),
+            Some(3),
+        ));
+        out.push(finding(
+            "warmup_spearman",
+            Some(arch),
+            of_runs(|m| m.warmup_spearman),
+            STUDENT_T,
+            fine_tuning,
+            Some("against τ itself: exactly minus the rate's value".into()),
+            Some(3),
+        ));
         // Pairwise forgotten-into counts against confusion: our own statistic, not the
         // paper's "similar classes are forgotten most" (per class), so no paper number.
         out.push(finding(

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use protocol::worker::Heartbeat;
 use protocol::WorkerView;
+use protocol::worker::Heartbeat;
 
 #[derive(Clone)]
 struct Seen {

@@ -4,9 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{launch, wait_for_run, TestServer};
+use common::{TestServer, launch, wait_for_run};
 use parquet::file::reader::{FileReader, SerializedFileReader};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn parquet_rows(bytes: Vec<u8>) -> (i64, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
@@ -27,7 +27,8 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
         let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": "synthetic", "path": spec})).send().unwrap();
         assert_eq!(response.status(), 201);
     }
-    let spec = |dataset: &str, seed: u32| json!({"dataset": dataset, "arch": "small_cnn", "epochs": 5, "batch_size": 16, "lr": 0.05, "seed": seed, "device": "cpu"});
+    let spec =
+        |dataset: &str, seed: u32| json!({"dataset": dataset, "arch": "small_cnn", "epochs": 5, "batch_size": 16, "lr": 0.05, "seed": seed, "device": "cpu"});
     let ids: Vec<i64> = [("shapes", 1), ("shapes", 2), ("other-shapes", 1)].iter().map(|(d, s)| launch(&server, spec(d, *s))).collect();
     for &id in &ids {
         let run = wait_for_run(&server, id, Duration::from_secs(300));
@@ -80,7 +81,12 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert!((comparison["chance"].as_f64().unwrap() - 0.1 / 1.9).abs() < 1e-15);
     let scores = |id: i64| -> std::collections::BTreeMap<String, (f64, bool)> {
         let page: Value = get(&format!("/runs/{id}/samples?limit=1000")).json().unwrap();
-        page["samples"].as_array().unwrap().iter().map(|s| (s["sample_key"].as_str().unwrap().to_owned(), (s["forgetting_events"].as_f64().unwrap(), s["never_learned"].as_bool().unwrap()))).collect()
+        page["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["sample_key"].as_str().unwrap().to_owned(), (s["forgetting_events"].as_f64().unwrap(), s["never_learned"].as_bool().unwrap())))
+            .collect()
     };
     let (sa, sb) = (scores(a), scores(b));
     let samples_of = |id: i64| -> Vec<Value> {
@@ -104,7 +110,11 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let keys: Vec<&String> = sa.keys().collect();
     let forgotten_in = |s: &std::collections::BTreeMap<String, (f64, bool)>, k: &String| s[k].0 > 0.0;
     for (field, count_field, union) in [("spearman_forgotten", "forgotten_pairs", false), ("spearman_forgotten_either", "forgotten_either", true)] {
-        let chosen: Vec<&String> = keys.iter().copied().filter(|k| if union { forgotten_in(&sa, k) || forgotten_in(&sb, k) } else { forgotten_in(&sa, k) && forgotten_in(&sb, k) }).collect();
+        let chosen: Vec<&String> = keys
+            .iter()
+            .copied()
+            .filter(|k| if union { forgotten_in(&sa, k) || forgotten_in(&sb, k) } else { forgotten_in(&sa, k) && forgotten_in(&sb, k) })
+            .collect();
         assert_eq!(comparison[count_field][0][1].as_u64().unwrap(), chosen.len() as u64, "{field}");
         let (x, y): (Vec<f64>, Vec<f64>) = chosen.iter().map(|k| (sa[*k].0, sb[*k].0)).unzip();
         let r = dynamics::spearman(&x, &y).r;
@@ -220,14 +230,22 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     ascending.sort_by(f64::total_cmp);
     let size = by_confidence["set_sizes"][0].as_u64().unwrap() as usize;
     let pair = &by_confidence["pair"];
-    let members_of_a: Vec<f64> = ["only_a", "both"].iter().flat_map(|set| pair[set]["examples"].as_array().unwrap()).map(|e| confidence_of[e["sample_key"].as_str().unwrap()]).collect();
+    let members_of_a: Vec<f64> =
+        ["only_a", "both"].iter().flat_map(|set| pair[set]["examples"].as_array().unwrap()).map(|e| confidence_of[e["sample_key"].as_str().unwrap()]).collect();
     assert!(!members_of_a.is_empty());
-    assert!(members_of_a.iter().all(|&c| c <= ascending[size - 1]), "run {a}'s top set holds its {size} least confident samples: {members_of_a:?} vs {}", ascending[size - 1]);
+    assert!(
+        members_of_a.iter().all(|&c| c <= ascending[size - 1]),
+        "run {a}'s top set holds its {size} least confident samples: {members_of_a:?} vs {}",
+        ascending[size - 1]
+    );
 
     // Issue 17, item 3: warm-up predictability against the decay rate and tau, the decay
     // fitted on the fine-tuning epochs only, over every sample with a defined decay, with n
     // and p; recomputed here from the run's exported records, to the last digit.
-    let warm = launch(&server, json!({"dataset": "shapes", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 3, "device": "cpu"}));
+    let warm = launch(
+        &server,
+        json!({"dataset": "shapes", "arch": "small_cnn", "warmup_epochs": 1, "epochs": 6, "batch_size": 16, "lr": 0.05, "seed": 3, "device": "cpu"}),
+    );
     assert_eq!(wait_for_run(&server, warm, Duration::from_secs(300))["status"], "succeeded");
     let warm_run: Value = get(&format!("/runs/{warm}")).json().unwrap();
     // Issue 17: the settings are recorded with the statistics; the default window is the
@@ -236,7 +254,8 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(warm_run["analysis"]["window_epochs"], json!([2, 7]));
     let warm_records = records_of(&get(&format!("/runs/{warm}/records.csv")).text().unwrap(), 7, 200);
     let columns: Vec<dynamics::TraceColumns> = warm_records.iter().skip(1).map(EpochCsv::trace).collect();
-    let fine_tuning: Vec<dynamics::SampleValues> = dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
+    let fine_tuning: Vec<dynamics::SampleValues> =
+        dynamics::summarize_samples(&columns, 0, None, dynamics::AnalysisSettings::default()).iter().map(dynamics::SampleValues::of).collect();
     let warm_samples: Value = get(&format!("/runs/{warm}/samples?limit=1000")).json().unwrap();
     let mut loss = vec![None; 200];
     for s in warm_samples["samples"].as_array().unwrap() {
@@ -272,14 +291,22 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(chosen_run["analysis"]["window_epochs"], json!([1, 7]));
     let chosen_records = records_of(&get(&format!("/runs/{chosen}/records.csv")).text().unwrap(), 7, 200);
     let full: Vec<dynamics::TraceColumns> = chosen_records.iter().map(EpochCsv::trace).collect();
-    let settings = dynamics::AnalysisSettings { window: dynamics::Window::All, retention: dynamics::Retention::B, never_learned: dynamics::NeverLearnedPolicy::Exclude, el2n_epoch: None };
+    let settings = dynamics::AnalysisSettings {
+        window: dynamics::Window::All,
+        retention: dynamics::Retention::B,
+        never_learned: dynamics::NeverLearnedPolicy::Exclude,
+        el2n_epoch: None,
+    };
     let recomputed = dynamics::summarize_samples(&full, 1, None, settings);
     let chosen_samples: Value = get(&format!("/runs/{chosen}/samples?limit=1000")).json().unwrap();
     same_statistics(&chosen_samples, &recomputed);
     let decay = &chosen_run["analysis"]["decay"];
     let fits: Vec<dynamics::Decay> = recomputed.iter().map(|s| s.decay).collect();
     let counted = dynamics::decay::summarize_fits(&fits);
-    assert_eq!((decay["fitted"].as_u64(), decay["mean_r2"].as_f64(), decay["median_r2"].as_f64()), (Some(counted.fitted as u64), counted.mean_r2, counted.median_r2));
+    assert_eq!(
+        (decay["fitted"].as_u64(), decay["mean_r2"].as_f64(), decay["median_r2"].as_f64()),
+        (Some(counted.fitted as u64), counted.mean_r2, counted.median_r2)
+    );
     // Under B an unforgettable sample's p_true still moves, so it is fitted (under A its lag
     // retention is constant at 1: excluded).
     assert!(recomputed.iter().any(|s| s.events.unforgettable && s.decay.fitted().is_some()), "{decay}");
@@ -290,7 +317,10 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(total("never_learned=true"), matching(&|s| s["never_learned"] == true));
     assert_eq!(total("unforgettable=false&label=2"), matching(&|s| s["unforgettable"] == false && s["label"] == 2));
     assert_eq!(total("min_forgetting_events=1&max_forgetting_events=2"), matching(&|s| (1..=2).contains(&count(&s["forgetting_events"]))));
-    assert_eq!(total("min_confidence=0.5&max_variability=0.3"), matching(&|s| s["confidence"].as_f64().is_some_and(|c| c >= 0.5) && s["variability"].as_f64().is_some_and(|v| v <= 0.3)));
+    assert_eq!(
+        total("min_confidence=0.5&max_variability=0.3"),
+        matching(&|s| s["confidence"].as_f64().is_some_and(|c| c >= 0.5) && s["variability"].as_f64().is_some_and(|v| v <= 0.3))
+    );
     assert_eq!(total("min_tau=0"), with_tau as u64, "a bound on tau leaves out samples without one");
     let sorted: Value = get(&format!("/runs/{a}/samples?sort=-confidence&min_r2=0.1&limit=500")).json().unwrap();
     let confidences: Vec<f64> = sorted["samples"].as_array().unwrap().iter().map(|s| s["confidence"].as_f64().unwrap()).collect();
@@ -303,7 +333,8 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     let classes: Value = get(&format!("/runs/{a}/classes")).json().unwrap();
     assert_eq!(classes["samples"], json!([50, 50, 50, 50]));
     for c in 0..4u64 {
-        let learned: Vec<f64> = samples.iter().filter(|s| s["label"] == c && s["never_learned"] == false).map(|s| s["forgetting_events"].as_f64().unwrap()).collect();
+        let learned: Vec<f64> =
+            samples.iter().filter(|s| s["label"] == c && s["never_learned"] == false).map(|s| s["forgetting_events"].as_f64().unwrap()).collect();
         let never = samples.iter().filter(|s| s["label"] == c && s["never_learned"] == true).count() as u64;
         assert_eq!(count(&classes["never_learned"][c as usize]), never);
         // Issue 17: never-learned samples count as forgotten at all 5 epochs (the default
@@ -360,7 +391,12 @@ fn exports_read_back_and_comparisons_join_runs_on_sample_keys() {
     assert_eq!(refused.status(), 409);
     assert!(refused.text().unwrap().contains("only 0 samples are left"));
     // Bad input says what to fix.
-    for (query, message) in [("runs=1", "compare 2 to 50 runs"), (&format!("runs={a},{b}&q=0") as &str, "q must be"), (&format!("runs={a},{b}&score=luck"), "unknown score"), ("runs=1,x", "run ids separated by commas")] {
+    for (query, message) in [
+        ("runs=1", "compare 2 to 50 runs"),
+        (&format!("runs={a},{b}&q=0") as &str, "q must be"),
+        (&format!("runs={a},{b}&score=luck"), "unknown score"),
+        ("runs=1,x", "run ids separated by commas"),
+    ] {
         let response = get(&format!("/compare?{query}"));
         assert_eq!(response.status(), 400, "{query}");
         assert!(response.text().unwrap().contains(message), "{query}");
@@ -415,7 +451,15 @@ fn same_statistics(page: &Value, summaries: &[dynamics::SampleSummary]) {
         assert_eq!(s["learning_events"].as_u64(), Some(u64::from(v.learning_events)), "{what}");
         assert_eq!(s["first_learned_epoch"].as_u64(), v.first_learned_epoch.map(u64::from), "{what}");
         assert_eq!(s["unforgettable"].as_bool(), Some(v.unforgettable), "{what}");
-        let fields = [("confidence", v.confidence), ("variability", v.variability), ("correctness", v.correctness), ("tau", v.tau), ("r2", v.r2), ("mean_margin", v.mean_margin), ("el2n", v.el2n)];
+        let fields = [
+            ("confidence", v.confidence),
+            ("variability", v.variability),
+            ("correctness", v.correctness),
+            ("tau", v.tau),
+            ("r2", v.r2),
+            ("mean_margin", v.mean_margin),
+            ("el2n", v.el2n),
+        ];
         assert!(v.mean_margin.is_some() && v.el2n.is_some(), "{what}");
         for (name, value) in fields {
             assert_eq!(s[name].as_f64(), value, "{name} of {what}");

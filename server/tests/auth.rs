@@ -8,16 +8,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{browser, client_with, csrf_of, form_action, page, TestServer, ADMIN_PASSWORD, ADMIN_USER, WORKER_TOKEN};
+use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, WORKER_TOKEN, browser, client_with, csrf_of, form_action, page};
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{CONTENT_SECURITY_POLICY, COOKIE, LOCATION, SET_COOKIE};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A run that never starts (the servers here have no workers), enough to own and cancel.
 fn tiny() -> Value {
     json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 4})
 }
-
 
 /// Signs in through the form; the session cookie (`name=value`).
 fn sign_in(server: &TestServer, name: &str, password: &str) -> String {
@@ -28,7 +27,6 @@ fn sign_in(server: &TestServer, name: &str, password: &str) -> String {
     }
     cookie
 }
-
 
 fn status(response: Response) -> (u16, String) {
     let status = response.status().as_u16();
@@ -135,7 +133,9 @@ fn an_administrator_resets_a_members_password_but_never_changes_their_own_accoun
     let cookie = sign_in(&server, "ada", old);
     assert_eq!(page(&server, &cookie, "/jobs").0, 200);
     // Whether a password is ada's: HTTP Basic makes a token with it (201) or is refused (401).
-    let me = |password: &str| Client::new().post(server.api("/tokens")).basic_auth("ada", Some(password)).json(&json!({"name": "check"})).send().unwrap().status().as_u16();
+    let me = |password: &str| {
+        Client::new().post(server.api("/tokens")).basic_auth("ada", Some(password)).json(&json!({"name": "check"})).send().unwrap().status().as_u16()
+    };
     let reset = |name: &str, body: Value| status(admin.post(server.api(&format!("/users/{name}/password"))).json(&body).send().unwrap());
 
     // A bad password is refused, saying why, and changes nothing.
@@ -152,7 +152,11 @@ fn an_administrator_resets_a_members_password_but_never_changes_their_own_accoun
     assert_eq!(page(&server, &cookie, "/jobs").0, 303, "the session ended");
     assert_eq!(ada.get(server.api("/runs")).send().unwrap().status(), 200);
     let (code, text) = reset("ada", json!({"password": "ada-third-password-789", "revoke_tokens": true}));
-    assert_eq!((code, serde_json::from_str::<Value>(&text).unwrap()["tokens_revoked"].as_u64()), (200, Some(3)), "her token and the two the checks made: {text}");
+    assert_eq!(
+        (code, serde_json::from_str::<Value>(&text).unwrap()["tokens_revoked"].as_u64()),
+        (200, Some(3)),
+        "her token and the two the checks made: {text}"
+    );
     assert_eq!(ada.get(server.api("/runs")).send().unwrap().status(), 401);
     assert_eq!(reset("nobody", json!({"password": "long-enough-password"})).0, 404);
 
@@ -168,7 +172,11 @@ fn an_administrator_resets_a_members_password_but_never_changes_their_own_accoun
     }
     assert_eq!(me("ada-third-password-789"), 201);
     let bob = server.account("bob", "member");
-    assert_eq!(bob.post(server.api("/users/ada/password")).json(&json!({"password": "long-enough-password"})).send().unwrap().status(), 403, "members reset nobody's password");
+    assert_eq!(
+        bob.post(server.api("/users/ada/password")).json(&json!({"password": "long-enough-password"})).send().unwrap().status(),
+        403,
+        "members reset nobody's password"
+    );
 }
 
 #[test]
@@ -232,7 +240,8 @@ fn sessions_need_csrf_tokens_to_change_anything() {
     let (_, _, jobs) = page(&server, &cookie, "/jobs");
     let cancel = form_action(&jobs, "cancel_run");
     let run_id = jobs.split("data-run=\"").nth(1).and_then(|s| s.split('"').next()).unwrap().to_owned();
-    let submit = |fields: &[(&str, &str)]| browser().post(format!("{}{cancel}", server.url)).header(COOKIE, &cookie).form(fields).send().unwrap().status().as_u16();
+    let submit =
+        |fields: &[(&str, &str)]| browser().post(format!("{}{cancel}", server.url)).header(COOKIE, &cookie).form(fields).send().unwrap().status().as_u16();
     assert_eq!(submit(&[("run_id", &run_id)]), 403, "no csrf field");
     assert_eq!(submit(&[("run_id", &run_id), ("csrf", "forged")]), 403);
     let done = submit(&[("run_id", &run_id), ("csrf", &csrf)]);
@@ -241,10 +250,19 @@ fn sessions_need_csrf_tokens_to_change_anything() {
     assert_eq!(run["status"], "cancelled");
 
     // A form posted from another site is refused before any session exists.
-    let foreign = browser().post(format!("{}/login", server.url)).header("origin", "http://evil.example").form(&[("name", "ada"), ("password", "ada-password-123")]).send().unwrap();
+    let foreign = browser()
+        .post(format!("{}/login", server.url))
+        .header("origin", "http://evil.example")
+        .form(&[("name", "ada"), ("password", "ada-password-123")])
+        .send()
+        .unwrap();
     assert_eq!(foreign.status(), 403);
     // `next` never leaves the site.
-    let away = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "//evil.example/x")]).send().unwrap();
+    let away = browser()
+        .post(format!("{}/login", server.url))
+        .form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "//evil.example/x")])
+        .send()
+        .unwrap();
     assert_eq!(away.headers()[LOCATION], "/");
     // Nor through what a browser strips or rewrites: a tab, a newline, a backslash (issue 19,
     // item 3: `next=/%09/evil.example` used to come back as the Location).
@@ -252,7 +270,8 @@ fn sessions_need_csrf_tokens_to_change_anything() {
         let away = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", next)]).send().unwrap();
         assert_eq!(away.headers()[LOCATION], "/", "{next:?}");
     }
-    let home = browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "/runs?sort=-id")]).send().unwrap();
+    let home =
+        browser().post(format!("{}/login", server.url)).form(&[("name", "ada"), ("password", "ada-password-123"), ("next", "/runs?sort=-id")]).send().unwrap();
     assert_eq!(home.headers()[LOCATION], "/runs?sort=-id", "a path on the site is kept");
 
     // Signing out ends the session; the cookie then opens nothing.

@@ -6,8 +6,8 @@ mod common;
 
 use std::os::unix::fs::symlink;
 
-use common::{TestServer, FASHION_MNIST};
-use serde_json::{json, Value};
+use common::{FASHION_MNIST, TestServer};
+use serde_json::{Value, json};
 
 #[test]
 fn paths_outside_the_data_roots_are_refused_however_they_are_spelled() {

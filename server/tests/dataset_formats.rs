@@ -6,9 +6,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{launch, page, sign_in, wait_for_run, TestServer, ADMIN_PASSWORD, ADMIN_USER};
+use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, launch, page, sign_in, wait_for_run};
 use reqwest::blocking::Client;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A `size x size` grey PNG: class 0 bright on top, class 1 bright at the bottom.
 fn write_png(path: &Path, size: u32, label: u32, seed: u32) {
@@ -179,11 +179,7 @@ fn a_grouping_rule_splits_by_patient_and_the_worker_trains_on_that_split() {
     let shown = format!("{train_groups} train / {val_groups} val");
     assert!(html.contains(&shown), "the page shows {shown:?}: {html}");
 
-    let response = register(
-        &client,
-        &server,
-        json!({"name": "bad-rule", "format": "image_folder", "path": root, "options": {"group_pattern": "(P\\d+"}}),
-    );
+    let response = register(&client, &server, json!({"name": "bad-rule", "format": "image_folder", "path": root, "options": {"group_pattern": "(P\\d+"}}));
     assert_eq!(response.status(), 400);
     assert!(response.text().unwrap().contains("not a regular expression"));
 
@@ -192,11 +188,7 @@ fn a_grouping_rule_splits_by_patient_and_the_worker_trains_on_that_split() {
     write_png(&leaky.join("train/class0/P01_0.png"), 16, 0, 1);
     write_png(&leaky.join("train/class1/P02_0.png"), 16, 1, 2);
     write_png(&leaky.join("val/class0/P01_1.png"), 16, 0, 3);
-    let response = register(
-        &client,
-        &server,
-        json!({"name": "leaky", "format": "image_folder", "path": leaky, "options": {"group_pattern": "(P\\d+)_"}}),
-    );
+    let response = register(&client, &server, json!({"name": "leaky", "format": "image_folder", "path": leaky, "options": {"group_pattern": "(P\\d+)_"}}));
     assert_eq!(response.status(), 400);
     let message = response.text().unwrap();
     assert!(message.contains("group \\\"P01\\\" is on two sides") || message.contains("group \"P01\" is on two sides"), "{message}");
@@ -214,7 +206,8 @@ fn thumbnails_asked_for_at_once_decode_their_split_once() {
     assert_eq!(register(&client, &server, json!({"name": "grid", "format": "synthetic", "path": spec})).status(), 201);
     let decoded = || -> u64 {
         let metrics = client.get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
-        let line = metrics.lines().find(|l| l.starts_with("forgetlab_thumbnail_splits_decoded_total ")).unwrap_or_else(|| panic!("no decode counter in {metrics}"));
+        let line =
+            metrics.lines().find(|l| l.starts_with("forgetlab_thumbnail_splits_decoded_total ")).unwrap_or_else(|| panic!("no decode counter in {metrics}"));
         line.rsplit(' ').next().unwrap().parse().unwrap()
     };
     let before = decoded();

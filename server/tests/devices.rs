@@ -30,7 +30,10 @@ fn worker_pins(server: &TestServer, count: usize) -> Vec<Option<String>> {
                 .iter()
                 .map(|pid| {
                     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-                    environ.split(|&b| b == 0).filter_map(|v| std::str::from_utf8(v).ok()).find_map(|v| v.strip_prefix("CUDA_VISIBLE_DEVICES=").map(str::to_owned))
+                    environ
+                        .split(|&b| b == 0)
+                        .filter_map(|v| std::str::from_utf8(v).ok())
+                        .find_map(|v| v.strip_prefix("CUDA_VISIBLE_DEVICES=").map(str::to_owned))
                 })
                 .collect();
             pins.sort();
@@ -83,7 +86,10 @@ fn a_run_that_asks_for_cuda_without_it_fails_saying_why_and_auto_says_what_it_ch
     let run = common::wait_for_run(&server, cuda, Duration::from_secs(120));
     assert_eq!(run["status"], "failed", "{run}");
     let error = run.to_string();
-    assert!(error.contains("asks for device cuda") && error.contains("CPU build") && error.contains("FORGETLAB_TORCH=cuda"), "the failure says why and what to change: {run}");
+    assert!(
+        error.contains("asks for device cuda") && error.contains("CPU build") && error.contains("FORGETLAB_TORCH=cuda"),
+        "the failure says why and what to change: {run}"
+    );
 
     let auto = common::launch(&server, spec("auto"));
     let run = common::wait_for_run(&server, auto, Duration::from_secs(300));

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
+use common::{TestServer, launch, require_fashion_mnist, wait_for_run};
 use protocol::pack::unpack_f32;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sqlx::{Row, SqlitePool};
 
 /// Forgetting events, learning events and first-learned epoch, written out independently of
@@ -198,7 +198,10 @@ fn a_failing_job_is_marked_failed_with_its_message_and_the_next_job_runs() {
     let error = run["error"].as_str().unwrap();
     assert!(error.contains("broken.safetensors"), "the message names the file: {error}");
 
-    let fine = launch(&server, json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 128, "val_subset": 64, "seed": 2, "device": "cpu"}));
+    let fine = launch(
+        &server,
+        json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 128, "val_subset": 64, "seed": 2, "device": "cpu"}),
+    );
     let run = wait_for_run(&server, fine, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "the next job runs: {run}");
 

@@ -12,7 +12,7 @@ mod common;
 use common::TestServer;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -44,7 +44,8 @@ fn hostile_value(rng: &mut StdRng) -> Value {
 /// out: the HTTP client resolves both before sending, so they never reach the API;
 /// `confinement.rs` covers what they would reach.)
 fn hostile_segment(rng: &mut StdRng) -> String {
-    const SEGMENTS: [&str; 13] = ["-1", "0", "99999999999999999999", "abc", "%00", "%2e%2e%2f", "a%2fb", "1.5", "%F0%9F%99%82", "1;DROP TABLE runs", "%20", "records.exe", "%FF%FE"];
+    const SEGMENTS: [&str; 13] =
+        ["-1", "0", "99999999999999999999", "abc", "%00", "%2e%2e%2f", "a%2fb", "1.5", "%F0%9F%99%82", "1;DROP TABLE runs", "%20", "records.exe", "%FF%FE"];
     SEGMENTS[rng.gen_range(0..SEGMENTS.len())].to_owned()
 }
 
@@ -96,12 +97,21 @@ fn the_json_api_answers_every_mutated_request_deliberately() {
     let client = server.client();
     // Something to point at: a queued run and a study.
     let run = common::launch(&server, json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "train_subset": 8}));
-    let study: Value = client.post(server.api("/studies")).json(&json!({"preset": "architecture-dependent-forgetting-small", "seeds": [1]})).send().unwrap().json().unwrap();
+    let study: Value =
+        client.post(server.api("/studies")).json(&json!({"preset": "architecture-dependent-forgetting-small", "seeds": [1]})).send().unwrap().json().unwrap();
     let study = study["id"].as_i64().unwrap();
 
     let posts: Vec<(&str, String, Value)> = vec![
-        ("POST", "/runs".into(), json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 2, "warmup_epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 1, "train_subset": 64, "tags": ["a"], "priority": 1, "sampling": {"kind": "random", "budget": 0.5}})),
-        ("POST", "/studies".into(), json!({"preset": "architecture-dependent-forgetting-small", "name": "fuzz", "seeds": [1, 2], "archs": ["small_cnn"], "arms": ["full", {"kind": "random", "budget": 0.5}]})),
+        (
+            "POST",
+            "/runs".into(),
+            json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 2, "warmup_epochs": 1, "batch_size": 32, "lr": 0.01, "seed": 1, "train_subset": 64, "tags": ["a"], "priority": 1, "sampling": {"kind": "random", "budget": 0.5}}),
+        ),
+        (
+            "POST",
+            "/studies".into(),
+            json!({"preset": "architecture-dependent-forgetting-small", "name": "fuzz", "seeds": [1, 2], "archs": ["small_cnn"], "arms": ["full", {"kind": "random", "budget": 0.5}]}),
+        ),
         ("POST", format!("/studies/{study}/seeds"), json!({"seeds": [9]})),
         ("POST", "/datasets".into(), json!({"name": "fz", "path": "/usr/share/datasets/fashion-mnist", "format": "idx", "options": {}})),
         ("POST", "/tokens".into(), json!({"name": "fuzz"})),
@@ -147,7 +157,8 @@ fn the_json_api_answers_every_mutated_request_deliberately() {
                 0 => base.clone(),
                 1 => {
                     let (route, _) = base.split_once('?').unwrap_or((base, ""));
-                    let key = ["sort", "limit", "offset", "runs", "q", "score", "tail", "status", "min_events", "class", "intersect", "created_from"][rng.gen_range(0..12)];
+                    let key = ["sort", "limit", "offset", "runs", "q", "score", "tail", "status", "min_events", "class", "intersect", "created_from"]
+                        [rng.gen_range(0..12)];
                     format!("{route}?{key}={}", hostile_segment(&mut rng))
                 }
                 _ => {
@@ -177,7 +188,9 @@ fn the_json_api_answers_every_mutated_request_deliberately() {
         let text = response.text().unwrap_or_default();
         let problem = if status >= 500 {
             Some(format!("{status}"))
-        } else if status >= 400 && !(content_type.starts_with("application/json") && serde_json::from_str::<Value>(&text).is_ok_and(|v| v["message"].is_string())) {
+        } else if status >= 400
+            && !(content_type.starts_with("application/json") && serde_json::from_str::<Value>(&text).is_ok_and(|v| v["message"].is_string()))
+        {
             Some(format!("{status} without a JSON message ({content_type})"))
         } else {
             None
@@ -314,7 +327,11 @@ fn mutated_dataset_and_weights_files_are_answered_deliberately() {
                 continue;
             }
         };
-        let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": format, "path": dir.display().to_string(), "options": {"bad_images": "skip"}})).send().unwrap();
+        let response = client
+            .post(server.api("/datasets"))
+            .json(&json!({"name": name, "format": format, "path": dir.display().to_string(), "options": {"bad_images": "skip"}}))
+            .send()
+            .unwrap();
         if check(format!("case {case}: register {format}"), response, &mut answered) == 201 {
             for split in ["train", "val"] {
                 let response = client.get(server.api(&format!("/datasets/{name}/{split}/0.png"))).send().unwrap();
@@ -323,7 +340,11 @@ fn mutated_dataset_and_weights_files_are_answered_deliberately() {
         }
     }
     assert_eq!(client.get(server.api("/health")).send().unwrap().status(), 200, "the server is alive after the run");
-    eprintln!("file fuzz: {cases} cases (seed {seed}) in {:.1} s; answers by status: {answered:?}; {} finding(s)", started.elapsed().as_secs_f64(), findings.len());
+    eprintln!(
+        "file fuzz: {cases} cases (seed {seed}) in {:.1} s; answers by status: {answered:?}; {} finding(s)",
+        started.elapsed().as_secs_f64(),
+        findings.len()
+    );
     assert!(findings.is_empty(), "{} undeliberate answers:\n{}", findings.len(), findings.join("\n"));
     // The unmutated files are accepted: the run reached the readers, not only the checks.
     assert!(answered.get(&201).copied().unwrap_or(0) > 0, "{answered:?}");

@@ -10,10 +10,10 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
-use common::{browser, client_with, csrf_of, form_action, page, sign_in, TestServer, WORKER_TOKEN};
+use common::{TestServer, WORKER_TOKEN, browser, client_with, csrf_of, form_action, page, sign_in};
 use reqwest::blocking::Client;
 use reqwest::header::{CACHE_CONTROL, COOKIE, LOCATION};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 /// A run that never starts (these servers have no workers).
 fn tiny() -> Value {
@@ -123,7 +123,10 @@ fn parallel_guesses_meet_the_limit_as_they_start_and_hashing_memory_stays_bounde
     // A client that is not a trusted proxy cannot pick its address: the header is ignored.
     let direct = TestServer::start(0);
     let answers = burst(30, |i| {
-        browser().post(format!("{}/login", direct.url)).header("x-forwarded-for", format!("192.0.2.{}", i + 1)).form(&[("name", format!("d{i}").as_str()), ("password", "a wrong guess")])
+        browser()
+            .post(format!("{}/login", direct.url))
+            .header("x-forwarded-for", format!("192.0.2.{}", i + 1))
+            .form(&[("name", format!("d{i}").as_str()), ("password", "a wrong guess")])
     });
     assert_eq!(count(&answers, "wrong"), 20, "one client, however it names itself: {answers:?}");
     // Malformed names never reach the limiter: refused, and no limit is used up by them.
@@ -140,7 +143,8 @@ fn worker_routes_check_the_token_before_the_body_and_bound_it() {
         let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let started = Instant::now();
-        write!(stream, "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n").unwrap();
+        write!(stream, "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n")
+            .unwrap();
         stream.write_all(body).unwrap();
         let mut answer = vec![0u8; 4096];
         let n = stream.read(&mut answer).unwrap_or(0);
@@ -197,7 +201,13 @@ impl Ada {
         if revoke {
             fields.push(("revoke_tokens", "on"));
         }
-        let response = browser().post(format!("{}{}", server.url, self.action)).header(COOKIE, &self.here).header("accept", "application/json").form(&fields).send().unwrap();
+        let response = browser()
+            .post(format!("{}{}", server.url, self.action))
+            .header(COOKIE, &self.here)
+            .header("accept", "application/json")
+            .form(&fields)
+            .send()
+            .unwrap();
         response.text().unwrap()
     }
 }
@@ -251,7 +261,10 @@ fn members_have_a_quota_a_priority_ceiling_and_studies_keep_their_cap() {
     assert_eq!(status, 429, "{body}");
     assert!(body["message"].as_str().unwrap().contains("at most 3"), "{body}");
     let study = json!({"name": "s", "archs": ["small_cnn"], "seeds": [1, 2], "base": {"dataset": "fashion-mnist", "epochs": 1, "train_subset": 4}});
-    let (status, body) = { let r = ada.post(server.api("/studies")).json(&study).send().unwrap(); (r.status().as_u16(), r.text().unwrap()) };
+    let (status, body) = {
+        let r = ada.post(server.api("/studies")).json(&study).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
     assert_eq!(status, 429, "a study past the quota queues nothing: {body}");
     assert_eq!(launch(&server.client(), tiny()).0, 201, "administrators have no quota");
 
@@ -319,7 +332,12 @@ fn sessions_end_when_idle_their_streams_end_at_sign_out_and_old_rows_are_purged(
     let set_seen = format!("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-2 hours') WHERE id_hash = '{}'", hash(&live));
     assert_eq!(sessions(&set_seen), 1);
     let other = sign_in(&server, "ada", "ada-password-123", false).0;
-    browser().post(format!("{}/logout", server.url)).header(COOKIE, &other).form(&[("csrf", csrf_of(&page(&server, &other, "/account").2).as_str())]).send().unwrap();
+    browser()
+        .post(format!("{}/logout", server.url))
+        .header(COOKIE, &other)
+        .form(&[("csrf", csrf_of(&page(&server, &other, "/account").2).as_str())])
+        .send()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let seen_ago = format!("SELECT CAST(strftime('%s', 'now') - strftime('%s', last_seen_at) AS INTEGER) FROM sessions WHERE id_hash = '{}'", hash(&live));
     assert!(sessions(&seen_ago) >= 7000, "the stream's recheck marked the session used: last seen {} s ago", sessions(&seen_ago));
@@ -401,7 +419,12 @@ fn a_short_worker_token_stops_the_start_and_aborted_uploads_leave_no_part_files(
     let port = server.url.rsplit(':').next().unwrap().to_owned();
     for _ in 0..3 {
         let mut stream = TcpStream::connect(format!("127.0.0.1:{port}")).unwrap();
-        write!(stream, "PUT /api/v1/weights/broken.safetensors HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n", server.token).unwrap();
+        write!(
+            stream,
+            "PUT /api/v1/weights/broken.safetensors HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
+            server.token
+        )
+        .unwrap();
         stream.write_all(&[7u8; 300_000]).unwrap();
         std::thread::sleep(Duration::from_millis(300));
         drop(stream);
@@ -409,7 +432,8 @@ fn a_short_worker_token_stops_the_start_and_aborted_uploads_leave_no_part_files(
     let weights = server.data_dir.path().join("datasets/weights");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let left: Vec<String> = std::fs::read_dir(&weights).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
+        let left: Vec<String> =
+            std::fs::read_dir(&weights).map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect()).unwrap_or_default();
         if left.is_empty() {
             break;
         }
@@ -453,7 +477,8 @@ fn files_are_private_and_workers_get_no_secrets() {
     assert!(!workers.is_empty(), "a local worker runs");
     for pid in workers {
         let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
-        let names: Vec<String> = environ.split(|&b| b == 0).filter_map(|v| std::str::from_utf8(v).ok()).filter_map(|v| v.split('=').next()).map(str::to_owned).collect();
+        let names: Vec<String> =
+            environ.split(|&b| b == 0).filter_map(|v| std::str::from_utf8(v).ok()).filter_map(|v| v.split('=').next()).map(str::to_owned).collect();
         for secret in ["FORGETLAB_ADMIN_PASSWORD", "FORGETLAB_ADMIN_USER", "FORGETLAB_TEST_SECRET", "FORGETLAB_ADDR"] {
             assert!(!names.iter().any(|n| n == secret), "worker {pid} inherited {secret}: {names:?}");
         }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{page, require_fashion_mnist, sign_in, TestServer, ADMIN_PASSWORD, ADMIN_USER};
-use serde_json::{json, Value};
+use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, page, require_fashion_mnist, sign_in};
+use serde_json::{Value, json};
 
 #[test]
 fn invalid_run_specs_are_refused_field_by_field_and_nothing_is_queued() {
@@ -33,7 +33,8 @@ fn invalid_run_specs_are_refused_field_by_field_and_nothing_is_queued() {
     assert_eq!(malformed.status(), 400);
     assert!(malformed.json::<Value>().unwrap()["message"].as_str().unwrap().contains("request body was refused"));
 
-    let unknown = client.post(server.api("/runs")).json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "learning_rate": 0.1})).send().unwrap();
+    let unknown =
+        client.post(server.api("/runs")).json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 1, "learning_rate": 0.1})).send().unwrap();
     assert_eq!(unknown.status(), 422);
     assert!(unknown.json::<Value>().unwrap()["message"].as_str().unwrap().contains("unknown field `learning_rate`"));
 

@@ -116,7 +116,11 @@ fn the_document_names_every_route_and_nothing_else() {
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/routes/mod.rs")).expect("the router's source");
     let router = router_routes(&source);
     assert!(router.len() > 30, "the router's routes were not found in its source: {router:?}");
-    assert!(router.contains(&("/runs".into(), "post".into())) && router.contains(&("/tokens".into(), "get".into())) && router.contains(&("/weights/{file}".into(), "put".into())));
+    assert!(
+        router.contains(&("/runs".into(), "post".into()))
+            && router.contains(&("/tokens".into(), "get".into()))
+            && router.contains(&("/weights/{file}".into(), "put".into()))
+    );
     let documented = document_routes(&document);
     let problems = drift(&router, &documented);
     assert!(problems.is_empty(), "server/openapi.json and the router disagree:\n{}", problems.join("\n"));
@@ -155,7 +159,25 @@ fn the_document_names_every_route_and_nothing_else() {
     // The bodies the API takes have their real field names (a sample; the contract of docs/design.md).
     let schemas = &document["components"]["schemas"];
     for (schema, fields) in [
-        ("RunRequest", &["dataset", "arch", "epochs", "warmup_epochs", "warmup_backbone", "batch_size", "lr", "optimizer", "seed", "train_subset", "image_size", "measure", "weights", "device"][..]),
+        (
+            "RunRequest",
+            &[
+                "dataset",
+                "arch",
+                "epochs",
+                "warmup_epochs",
+                "warmup_backbone",
+                "batch_size",
+                "lr",
+                "optimizer",
+                "seed",
+                "train_subset",
+                "image_size",
+                "measure",
+                "weights",
+                "device",
+            ][..],
+        ),
         ("TokenRequest", &["name"]),
         ("NewUser", &["name", "password", "role"]),
         ("UserChange", &["role", "disabled"]),

@@ -12,8 +12,8 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{launch, page, require_fashion_mnist, sign_in, wait_for_run, TestServer, ADMIN_PASSWORD, ADMIN_USER, WORKER_TOKEN};
-use serde_json::{json, Value};
+use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, WORKER_TOKEN, launch, page, require_fashion_mnist, sign_in, wait_for_run};
+use serde_json::{Value, json};
 
 fn admin(data_dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_forgetlab")).arg("admin").args(args).env("FORGETLAB_DATA_DIR", data_dir).output().unwrap();
@@ -44,7 +44,10 @@ fn a_backup_taken_during_uploads_restores_every_acknowledged_epoch() {
     let mut weights = 2u64.to_le_bytes().to_vec();
     weights.extend(b"{}");
     assert_eq!(server.client().put(server.api("/weights/kept.safetensors")).body(weights).send().unwrap().status(), 201);
-    let run = launch(&server, json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 12, "warmup_epochs": 0, "train_subset": 512, "val_subset": 64, "device": "cpu"}));
+    let run = launch(
+        &server,
+        json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 12, "warmup_epochs": 0, "train_subset": 512, "val_subset": 64, "device": "cpu"}),
+    );
     let deadline = Instant::now() + Duration::from_secs(300);
     while epochs_stored(&server, run) < 2 {
         assert!(Instant::now() < deadline, "no 2 epochs in 300 s");
@@ -68,7 +71,12 @@ fn a_backup_taken_during_uploads_restores_every_acknowledged_epoch() {
     let (ok, said) = admin(server.data_dir.path(), &["restore", into.to_str().unwrap()]);
     assert!(!ok && said.contains("server is running"), "{said}");
     // A second server on the same data directory is refused too.
-    let second = Command::new(env!("CARGO_BIN_EXE_forgetlab")).env("FORGETLAB_DATA_DIR", server.data_dir.path()).env("FORGETLAB_ADDR", "127.0.0.1:0").env("FORGETLAB_WORKERS", "0").output().unwrap();
+    let second = Command::new(env!("CARGO_BIN_EXE_forgetlab"))
+        .env("FORGETLAB_DATA_DIR", server.data_dir.path())
+        .env("FORGETLAB_ADDR", "127.0.0.1:0")
+        .env("FORGETLAB_WORKERS", "0")
+        .output()
+        .unwrap();
     assert!(!second.status.success() && String::from_utf8_lossy(&second.stderr).contains("server is running"), "{}", String::from_utf8_lossy(&second.stderr));
 
     // Stopped, it restores (the replaced database kept), and the server serves the backup.
@@ -109,14 +117,30 @@ fn health_and_metrics_for_monitoring_are_for_administrators() {
     assert!(run > 0);
     for path in ["/healthz", "/metrics"] {
         assert_eq!(member.get(format!("{}{path}", server.url)).send().unwrap().status(), 403, "{path}");
-        assert_eq!(reqwest::blocking::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap().get(format!("{}{path}", server.url)).send().unwrap().status(), 303, "{path} signed out");
+        assert_eq!(
+            reqwest::blocking::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap()
+                .get(format!("{}{path}", server.url))
+                .send()
+                .unwrap()
+                .status(),
+            303,
+            "{path} signed out"
+        );
     }
     let health: Value = server.client().get(format!("{}/healthz", server.url)).send().unwrap().json().unwrap();
     assert_eq!((health["status"].as_str(), health["database"].as_str(), health["jobs"]["queued"].as_i64()), (Some("ok"), Some("ok"), Some(1)), "{health}");
     let response = server.client().get(format!("{}/metrics", server.url)).send().unwrap();
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
     let text = response.text().unwrap();
-    for line in ["forgetlab_jobs{status=\"queued\"} 1", "forgetlab_jobs{status=\"running\"} 0", "forgetlab_epochs_stored 0", "# TYPE forgetlab_http_request_duration_seconds histogram"] {
+    for line in [
+        "forgetlab_jobs{status=\"queued\"} 1",
+        "forgetlab_jobs{status=\"running\"} 0",
+        "forgetlab_epochs_stored 0",
+        "# TYPE forgetlab_http_request_duration_seconds histogram",
+    ] {
         assert!(text.lines().any(|l| l == line || l.starts_with(line)), "{line} missing:\n{text}");
     }
     let count: f64 = text.lines().find_map(|l| l.strip_prefix("forgetlab_http_request_duration_seconds_count ")).unwrap().parse().unwrap();
@@ -286,7 +310,12 @@ fn database_at_migration_15(database: &std::path::Path, break_the_last: bool) {
         let fixture = sqlx::SqlitePool::connect(&format!("sqlite://{FIXTURE}/forgetlab.db?mode=ro")).await.unwrap();
         let hash: String = sqlx::query_scalar("SELECT password_hash FROM users WHERE name = ?").bind(ADMIN_USER).fetch_one(&fixture).await.unwrap();
         fixture.close().await;
-        sqlx::query("INSERT INTO users (name, password_hash, role) VALUES (?, ?, 'admin'), ('old', 'x', 'viewer')").bind(ADMIN_USER).bind(hash).execute(&pool).await.unwrap();
+        sqlx::query("INSERT INTO users (name, password_hash, role) VALUES (?, ?, 'admin'), ('old', 'x', 'viewer')")
+            .bind(ADMIN_USER)
+            .bind(hash)
+            .execute(&pool)
+            .await
+            .unwrap();
         if break_the_last {
             // Migration 17 adds this column: with it there already, 16 applies and 17 fails.
             sqlx::query("ALTER TABLE sessions ADD COLUMN last_seen_at TEXT").execute(&pool).await.unwrap();
@@ -304,7 +333,10 @@ fn a_failed_upgrade_puts_the_database_back_and_a_good_one_keeps_a_copy() {
     assert!(!status.expect("the server started on a database whose migration failed").success());
     let latest = latest_migration();
     let pending: Vec<String> = (16..=latest).map(|v| v.to_string()).collect();
-    assert!(stderr.contains(&format!("applying database migrations [{}]", pending.join(", "))) && stderr.contains("put back as it was before (migration 15)"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("applying database migrations [{}]", pending.join(", "))) && stderr.contains("put back as it was before (migration 15)"),
+        "{stderr}"
+    );
     assert_eq!(applied(&database), (1..=15).collect::<Vec<i64>>(), "migration 16 stayed applied: half-migrated");
 
     let dir = tempfile::tempdir().unwrap();
@@ -367,7 +399,11 @@ fn a_nearly_full_disk_refuses_uploads_and_launches_and_old_checkpoints_go() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", server.database().display())).await.unwrap();
-        sqlx::query("UPDATE jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-8 days') WHERE run_id = ?").bind(queued).execute(&pool).await.unwrap();
+        sqlx::query("UPDATE jobs SET finished_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now', '-8 days') WHERE run_id = ?")
+            .bind(queued)
+            .execute(&pool)
+            .await
+            .unwrap();
         pool.close().await;
     });
     server.restart_with(1, &[]);

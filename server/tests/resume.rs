@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{launch, require_fashion_mnist, wait_for_run, TestServer};
+use common::{TestServer, launch, require_fashion_mnist, wait_for_run};
 use serde_json::Value;
 use sqlx::SqlitePool;
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{launch, TestServer};
-use serde_json::{json, Value};
+use common::{TestServer, launch};
+use serde_json::{Value, json};
 
 #[test]
 fn runs_filter_sort_and_page_on_the_server() {
@@ -88,7 +88,8 @@ fn runs_filter_sort_and_page_on_the_server() {
     assert!(html.contains("href=\"/?sort=val_accuracy\""), "the column's header sorts it the other way");
 
     // Bad tags are refused with the field named, and nothing is queued.
-    let refused = client.post(server.api("/runs")).json(&json!({"dataset": "shapes", "arch": "small_cnn", "epochs": 1, "tags": ["ok", "not ok"]})).send().unwrap();
+    let refused =
+        client.post(server.api("/runs")).json(&json!({"dataset": "shapes", "arch": "small_cnn", "epochs": 1, "tags": ["ok", "not ok"]})).send().unwrap();
     assert_eq!(refused.status(), 422);
     let body: Value = refused.json().unwrap();
     assert!(body["errors"]["tags"].as_str().unwrap().contains("\"not ok\""), "{body}");

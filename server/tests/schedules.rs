@@ -8,9 +8,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{launch, page, sign_in, wait_for_run, TestServer, ADMIN_PASSWORD, ADMIN_USER};
+use common::{ADMIN_PASSWORD, ADMIN_USER, TestServer, launch, page, sign_in, wait_for_run};
 use reqwest::blocking::Client;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn register(client: &Client, server: &TestServer, name: &str, spec: &str) {
     let response = client.post(server.api("/datasets")).json(&json!({"name": name, "format": "synthetic", "path": spec})).send().unwrap();
@@ -123,7 +123,12 @@ fn scheduled_runs_record_every_sample_and_store_what_each_epoch_showed() {
     assert_eq!(pruned_sets[0], pruned_sets[1]);
     let stats = get(&client, &server, &format!("/runs/{source}/samples?limit=1000&sort=sample_index"));
     // Never-learned samples rank as the most forgotten (the `max` policy).
-    let score: Vec<u64> = stats["samples"].as_array().unwrap().iter().map(|s| if s["never_learned"] == true { u64::MAX } else { s["forgetting_events"].as_u64().unwrap() }).collect();
+    let score: Vec<u64> = stats["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| if s["never_learned"] == true { u64::MAX } else { s["forgetting_events"].as_u64().unwrap() })
+        .collect();
     let lowest_kept = pruned_sets[0].iter().map(|&i| score[i as usize]).min().unwrap();
     let highest_left = (0..120u64).filter(|i| !pruned_sets[0].contains(i)).map(|i| score[i as usize]).max().unwrap();
     assert!(lowest_kept >= highest_left, "kept scores down to {lowest_kept}, left one of {highest_left}");
@@ -176,7 +181,10 @@ fn rbf_on_due_samples_only_trains_on_fewer_and_reports_the_data_fraction() {
     // The Laplace kernel: with cross-entropy, -ln p = loss, so its fit at delay 1 is tau = s
     // and a recalled sample waits floor(ln(1/nu) / loss) epochs (two or more below loss 0.35).
     let sampling = json!({"kind": "rbf", "budget": 1, "nu": 0.5, "kernel": "laplace", "due_only": true});
-    let id = launch(&server, json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 4, "warmup_epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu", "sampling": sampling}));
+    let id = launch(
+        &server,
+        json!({"dataset": "synthetic-3", "arch": "small_cnn", "epochs": 4, "warmup_epochs": 1, "batch_size": 16, "lr": 0.05, "device": "cpu", "sampling": sampling}),
+    );
     let run = wait_for_run(&server, id, Duration::from_secs(300));
     assert_eq!(run["status"], "succeeded", "{run}");
     assert_eq!(run["spec"]["measure"], "full_pass", "an RbF arm on due samples measures every sample");
@@ -187,7 +195,12 @@ fn rbf_on_due_samples_only_trains_on_fewer_and_reports_the_data_fraction() {
     assert!(counts.iter().all(|&c| (1..=120).contains(&c)), "{counts:?}");
     let log = client.get(server.api(&format!("/runs/{id}/log"))).send().unwrap().text().unwrap();
     assert!(counts[1..].iter().any(|&c| c < 120), "recalled samples wait: {counts:?}\n{log}");
-    let fractions: Vec<(u64, u64, f64)> = run["data_fraction"].as_array().unwrap().iter().map(|e| (e["epoch"].as_u64().unwrap(), e["shown"].as_u64().unwrap(), e["fraction"].as_f64().unwrap())).collect();
+    let fractions: Vec<(u64, u64, f64)> = run["data_fraction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["epoch"].as_u64().unwrap(), e["shown"].as_u64().unwrap(), e["fraction"].as_f64().unwrap()))
+        .collect();
     assert_eq!(fractions.iter().map(|f| f.0).collect::<Vec<_>>(), vec![2, 3, 4, 5]);
     for ((_, shown, fraction), count) in fractions.iter().zip(&counts) {
         assert_eq!((shown, *fraction), (count, *count as f64 / 120.0));

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{launch, log_lines, records, require_fashion_mnist, wait_for_run, worker_bin, TestServer, WORKER_TOKEN};
-use serde_json::{json, Value};
+use common::{TestServer, WORKER_TOKEN, launch, log_lines, records, require_fashion_mnist, wait_for_run, worker_bin};
+use serde_json::{Value, json};
 use sqlx::SqlitePool;
 
 /// A one-node Slurm cluster in a temporary folder: munged, slurmctld and slurmd as children
@@ -48,7 +48,10 @@ impl SlurmCluster {
             }
         }
         if !missing.is_empty() {
-            return Err(format!("{} not installed (Debian: apt-get install slurmctld slurmd slurm-client munge; scripts/test installs them)", missing.join(", ")));
+            return Err(format!(
+                "{} not installed (Debian: apt-get install slurmctld slurmd slurm-client munge; scripts/test installs them)",
+                missing.join(", ")
+            ));
         }
         let dir = tempfile::Builder::new().prefix("fl-slurm").tempdir_in("/tmp").map_err(|e| format!("no temporary folder: {e}"))?;
         let mut cluster = Self { conf: dir.path().join("slurm.conf"), dir, daemons: Vec::new() };
@@ -59,7 +62,12 @@ impl SlurmCluster {
         cluster.spawn("slurmd", Command::new(program("slurmd").unwrap()).args(["-D", "-N", NODE, "-f"]).arg(&cluster.conf), &root.join("slurmd.out"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let state = cluster.command("sinfo").args(["-h", "-N", "-o", "%T"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+            let state = cluster
+                .command("sinfo")
+                .args(["-h", "-N", "-o", "%T"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default();
             if state == "idle" {
                 return Ok(cluster);
             }
@@ -82,7 +90,9 @@ impl SlurmCluster {
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o400)).map_err(|e| e.to_string())?;
         let mut command = Command::new(program("munged").unwrap());
         command.arg("--foreground").arg("--force");
-        for (flag, file) in [("--key-file", "munge.key"), ("--socket", "socket"), ("--pid-file", "munged.pid"), ("--log-file", "munged.log"), ("--seed-file", "munged.seed")] {
+        for (flag, file) in
+            [("--key-file", "munge.key"), ("--socket", "socket"), ("--pid-file", "munged.pid"), ("--log-file", "munged.log"), ("--seed-file", "munged.seed")]
+        {
             command.arg(format!("{flag}={}", munge.join(file).display()));
         }
         self.spawn("munged", &mut command, &munge.join("munged.out"))?;
@@ -190,7 +200,8 @@ impl Drop for SlurmCluster {
     fn drop(&mut self) {
         // Jobs first (a slurmstepd that cannot report its job's end to slurmctld waits for
         // ever), then the daemons.
-        let listed = || self.command("squeue").args(["-h", "-o", "%i"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
+        let listed =
+            || self.command("squeue").args(["-h", "-o", "%i"]).output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default();
         for id in listed().split_whitespace() {
             let _ = self.command("scancel").arg(id).status();
         }
@@ -381,10 +392,7 @@ fn slurm_runs_jobs_like_the_local_executor_and_requeues_one_cancelled_from_outsi
     let log = log_lines(&slurm, doomed);
     // The worker stops at its next heartbeat and its batch job ends; if the executor's poll
     // still lists the Slurm job first, it sends scancel too. Either way it left squeue (above).
-    assert!(
-        log.iter().any(|l| l.contains(&format!("scancel {doomed_slurm_job} sent")) || l.contains("outcome=Cancelled")),
-        "{log:#?}"
-    );
+    assert!(log.iter().any(|l| l.contains(&format!("scancel {doomed_slurm_job} sent")) || l.contains("outcome=Cancelled")), "{log:#?}");
 
     // The same runs through the local executor store the same records, bit for bit.
     let started_local = Instant::now();

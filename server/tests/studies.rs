@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_for_run, TestServer};
-use serde_json::{json, Value};
+use common::{TestServer, wait_for_run};
+use serde_json::{Value, json};
 
 #[test]
 fn a_study_launches_its_grid_and_reports_over_it() {
@@ -131,7 +131,10 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     assert!(finding("mean_r2", Some("small_cnn"))["method"].as_str().unwrap().contains("Student's t"));
     // Each finding names the window and definition its runs' statistics were computed under;
     // warm-up predictability always reads the fine-tuning epochs.
-    assert_eq!((finding("mean_r2", Some("small_cnn"))["window"].as_str(), finding("mean_r2", Some("small_cnn"))["retention"].as_str()), (Some("all"), Some("a")));
+    assert_eq!(
+        (finding("mean_r2", Some("small_cnn"))["window"].as_str(), finding("mean_r2", Some("small_cnn"))["retention"].as_str()),
+        (Some("all"), Some("a"))
+    );
     assert_eq!((finding("cross_arch_jaccard", None)["window"].as_str(), finding("cross_arch_jaccard", None)["retention"].as_str()), (Some("all"), Some("")));
     assert_eq!(finding("warmup_spearman_rate", Some("resnet18"))["window"], "fine_tuning");
     assert_eq!(finding("similar_classes_forgotten_most", Some("resnet18"))["published"], 5);
@@ -157,10 +160,22 @@ fn a_study_launches_its_grid_and_reports_over_it() {
             let f: Vec<&str> = line.split(',').collect();
             by_key.entry(f[3].to_owned()).or_default().push((f[1].parse().unwrap(), f[6] == "1"));
         }
-        by_key.into_iter().map(|(key, mut epochs)| { epochs.sort_unstable(); (key, epochs.into_iter().map(|e| e.1).collect()) }).collect()
+        by_key
+            .into_iter()
+            .map(|(key, mut epochs)| {
+                epochs.sort_unstable();
+                (key, epochs.into_iter().map(|e| e.1).collect())
+            })
+            .collect()
     };
     let scores = |traces: &std::collections::BTreeMap<String, Vec<bool>>| -> Vec<f64> {
-        traces.values().map(|t| { let e = dynamics::ForgettingEvents::from_trace(t); if e.never_learned() { 1e9 } else { f64::from(e.forgetting_events) } }).collect()
+        traces
+            .values()
+            .map(|t| {
+                let e = dynamics::ForgettingEvents::from_trace(t);
+                if e.never_learned() { 1e9 } else { f64::from(e.forgetting_events) }
+            })
+            .collect()
     };
     let mean_r2 = |traces: &std::collections::BTreeMap<String, Vec<bool>>| {
         let r2: Vec<f64> = traces.values().filter_map(|t| dynamics::fit_lag_retention(t).fitted().map(|f| f.exponential.r2)).collect();
@@ -183,7 +198,9 @@ fn a_study_launches_its_grid_and_reports_over_it() {
     let last = &full_cnn_curve[4];
     assert_eq!(last["samples_seen"], 600.0);
     assert!((last["accuracy"]["mean"].as_f64().unwrap() - (accuracies[0] + accuracies[1]) / 2.0).abs() < 1e-12);
-    let f1_of = |run: i64| dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(get(&format!("/runs/{run}"))["val_confusion"].clone()).unwrap()).unwrap();
+    let f1_of = |run: i64| {
+        dynamics::classes::macro_f1(&serde_json::from_value::<Vec<Vec<u32>>>(get(&format!("/runs/{run}"))["val_confusion"].clone()).unwrap()).unwrap()
+    };
     assert!((last["macro_f1"]["mean"].as_f64().unwrap() - (f1_of(runs[0]) + f1_of(runs[1])) / 2.0).abs() < 1e-12);
     let random_cnn_curve = &curves[2]["points"];
     assert_eq!(curves[2]["arm"], "random at budget 0.5");
@@ -239,13 +256,16 @@ fn arms_at_one_budget_are_paired_with_the_named_reference() {
     let get = |path: &str| -> Value { client.get(server.api(path)).send().unwrap().json().unwrap() };
     let base = json!({"dataset": "shapes", "epochs": 4, "batch_size": 16, "lr": 0.05, "device": "cpu"});
 
-    let refused = post(json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": ["full", {"kind": "random", "budget": 0.5}, {"kind": "leitner", "budget": 0.25}], "base": base}));
+    let refused = post(
+        json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": ["full", {"kind": "random", "budget": 0.5}, {"kind": "leitner", "budget": 0.25}], "base": base}),
+    );
     assert_eq!(refused.status(), 422);
     let message = refused.json::<Value>().unwrap()["errors"]["arms"].as_str().unwrap_or_default().to_owned();
     assert!(message.contains("arms[1] random at budget 0.5") && message.contains("arms[2] leitner at budget 0.25"), "{message}");
     assert_eq!(get("/studies"), json!([]), "nothing stored");
 
-    let launched = post(json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": [{"kind": "leitner", "budget": 0.5}, {"kind": "random", "budget": 0.5}], "base": base}));
+    let launched =
+        post(json!({"archs": ["small_cnn"], "seeds": [1, 2], "arms": [{"kind": "leitner", "budget": 0.5}, {"kind": "random", "budget": 0.5}], "base": base}));
     assert_eq!(launched.status(), 201, "{:?}", launched.text());
     let launched: Value = launched.json().unwrap();
     let runs: Vec<i64> = launched["runs"].as_array().unwrap().iter().map(|r| r.as_i64().unwrap()).collect();

@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{launch, require_fashion_mnist, TestServer, WORKER_TOKEN};
+use common::{TestServer, WORKER_TOKEN, launch, require_fashion_mnist};
 use reqwest::blocking::Client;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sqlx::{Row, SqlitePool};
 
 fn upload(epoch: u32, n: usize, fill: f32) -> Value {
@@ -34,11 +34,19 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
 
     let refused = client.post(server.api("/worker/lease")).bearer_auth("wrong").json(&json!({"worker": "test"})).send().unwrap();
     assert_eq!(refused.status(), 401, "a wrong worker token cannot lease");
-    let lease: Value = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "test", "device": "cpu (probe)"})).send().unwrap().json().unwrap();
+    let lease: Value = client
+        .post(server.api("/worker/lease"))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&json!({"worker": "test", "device": "cpu (probe)"}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
     assert_eq!(lease["run_id"], run_id);
     let job = lease["job_id"].as_i64().unwrap();
     let token = lease["job_token"].as_str().unwrap().to_owned();
-    let empty = client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "idle", "device": "cuda:0 (of 1 visible)"})).send().unwrap();
+    let empty =
+        client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "idle", "device": "cuda:0 (of 1 visible)"})).send().unwrap();
     assert_eq!(empty.status(), 204, "one job, leased once");
     // An idle worker's polls put it on the jobs page, with the device it said.
     assert_eq!(client.post(server.api("/worker/lease")).bearer_auth(WORKER_TOKEN).json(&json!({"worker": "idle"})).send().unwrap().status(), 204);
@@ -51,7 +59,11 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     assert_eq!(workers.len(), 2, "{workers:?}");
     assert_eq!((busy["device"].as_str(), busy["job_id"].as_i64(), busy["run_id"].as_i64()), (Some("cpu (probe)"), Some(job), Some(run_id)));
     assert_eq!((busy["memory_bytes"].as_u64(), busy["images_per_sec"].as_f64()), (Some(123_456_789), Some(321.5)));
-    assert_eq!((idle["device"].as_str(), idle["job_id"].as_i64()), (Some("cuda:0 (of 1 visible)"), None), "a later poll without a device keeps the one it said");
+    assert_eq!(
+        (idle["device"].as_str(), idle["job_id"].as_i64()),
+        (Some("cuda:0 (of 1 visible)"), None),
+        "a later poll without a device keeps the one it said"
+    );
     assert_eq!(workers[0]["name"], "test", "the most recently heard first");
 
     let manifest = json!({"samples": (0..4).map(|i| json!({"dataset_index": i, "sample_key": format!("key{i}"), "label": i})).collect::<Vec<_>>()});
@@ -78,7 +90,8 @@ fn tokens_are_checked_and_epoch_uploads_are_idempotent() {
     // The binary form the worker sends (protocol::wire) replaces it the same way; a cut one
     // is refused with its reason and changes nothing.
     let binary = |fill: f32| protocol::wire::encode_epoch(&serde_json::from_value(upload(1, 4, fill)).unwrap());
-    let put_binary = |bytes: Vec<u8>| client.put(&epoch_url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(bytes).send().unwrap();
+    let put_binary =
+        |bytes: Vec<u8>| client.put(&epoch_url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(bytes).send().unwrap();
     let stored = put_binary(binary(0.25));
     assert_eq!(stored.status(), 200);
     assert_eq!(stored.json::<Value>().unwrap()["samples"], 4);
@@ -185,8 +198,12 @@ fn a_job_whose_worker_goes_silent_is_queued_again() {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     // The silent worker's token no longer works; a new lease gets a new one.
-    let stale = client.post(server.api(&format!("/worker/jobs/{}/heartbeat", first["job_id"]))).bearer_auth(first["job_token"].as_str().unwrap())
-        .json(&json!({"phase": "finetune", "epoch": 1, "step": 1, "steps": 1})).send().unwrap();
+    let stale = client
+        .post(server.api(&format!("/worker/jobs/{}/heartbeat", first["job_id"])))
+        .bearer_auth(first["job_token"].as_str().unwrap())
+        .json(&json!({"phase": "finetune", "epoch": 1, "step": 1, "steps": 1}))
+        .send()
+        .unwrap();
     assert_eq!(stale.status(), 401);
     let second = lease(&client, &server);
     assert_eq!(second["run_id"], run_id);
@@ -206,7 +223,11 @@ fn jobs_are_leased_by_priority_then_in_order_and_listed_by_owner() {
     let listed: Vec<(i64, i64)> = listed.as_array().unwrap().iter().map(|r| (r["id"].as_i64().unwrap(), r["priority"].as_i64().unwrap())).collect();
     assert_eq!(listed, vec![(ids[0], 0), (ids[2], 5)]);
     // Bad queue fields are refused with the rest of the spec's messages, and nothing is queued.
-    let refused = client.post(server.api("/runs")).json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 0, "priority": 1000, "owner": "a b"})).send().unwrap();
+    let refused = client
+        .post(server.api("/runs"))
+        .json(&json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 0, "priority": 1000, "owner": "a b"}))
+        .send()
+        .unwrap();
     assert!(refused.status().is_client_error());
     let body: Value = refused.json().unwrap();
     for field in ["epochs", "priority", "owner"] {
@@ -223,7 +244,16 @@ fn varied_epoch(epoch: u32, n: usize) -> Vec<u8> {
     let mut next = move || rng.unit_f32();
     let p: Vec<f32> = (0..n).map(|_| next()).collect();
     let upload = protocol::worker::EpochUpload {
-        metrics: protocol::EpochMetrics { epoch, phase: protocol::Phase::Finetune, train_loss: 0.5, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.1, seconds: 1.0 },
+        metrics: protocol::EpochMetrics {
+            epoch,
+            phase: protocol::Phase::Finetune,
+            train_loss: 0.5,
+            train_accuracy: 0.5,
+            val_loss: None,
+            val_accuracy: None,
+            lr: 0.1,
+            seconds: 1.0,
+        },
         columns: protocol::worker::EpochColumns {
             correct: p.iter().map(|&p| u8::from(p > 0.5)).collect(),
             loss: p.iter().map(|&p| -(p.max(1e-6)).ln()).collect(),
@@ -249,7 +279,8 @@ fn play_a_run(client: &Client, server: &TestServer, run_id: i64, n: usize, epoch
     assert_eq!(client.put(server.api(&format!("/worker/jobs/{job}/samples"))).bearer_auth(&token).json(&manifest).send().unwrap().status(), 200);
     for epoch in 1..=epochs {
         let url = server.api(&format!("/worker/jobs/{job}/epochs/{epoch}"));
-        let stored = client.put(url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(varied_epoch(epoch, n)).send().unwrap();
+        let stored =
+            client.put(url).bearer_auth(&token).header("content-type", protocol::wire::EPOCH_CONTENT_TYPE).body(varied_epoch(epoch, n)).send().unwrap();
         assert_eq!(stored.status(), 200, "epoch {epoch}");
     }
     let started = std::time::Instant::now();

@@ -10,10 +10,10 @@
 use std::time::{Duration, Instant};
 
 use protocol::{Arch, Augment, Hyper, Optimizer};
-use tch::{nn, Device, Kind, Tensor};
-use trainer::models::{build, Shape};
-use trainer::optim::{decays, Optim};
-use trainer::recorder::{measure, EpochArrays};
+use tch::{Device, Kind, Tensor, nn};
+use trainer::models::{Shape, build};
+use trainer::optim::{Optim, decays};
+use trainer::recorder::{EpochArrays, measure};
 use trainer::train::augment;
 
 fn setting(name: &str, default: &str) -> String {

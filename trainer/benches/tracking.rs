@@ -9,13 +9,13 @@
 
 use std::time::Instant;
 
-use protocol::{Arch, Hyper, Optimizer};
-use tch::{nn, Device, Kind, Tensor};
-use trainer::models::{build, Shape};
-use trainer::optim::{decays, Optim};
 use protocol::worker::ManifestEntry;
+use protocol::{Arch, Hyper, Optimizer};
+use tch::{Device, Kind, Tensor, nn};
 use trainer::data::DeviceSplit;
-use trainer::recorder::{measure, EpochArrays};
+use trainer::models::{Shape, build};
+use trainer::optim::{Optim, decays};
+use trainer::recorder::{EpochArrays, measure};
 use trainer::train::full_pass;
 
 fn setting(name: &str, default: i64) -> i64 {

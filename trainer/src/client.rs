@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{Result, anyhow, bail};
 use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, Lease, LeaseRequest, LogLines, SampleManifest};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::pipeline::EpochSink;
 use crate::train::Reporter;
@@ -115,7 +115,16 @@ impl Client {
                 }
             })
         };
-        JobClient { client: self.clone(), job_id: lease.job_id, token: lease.job_token.clone(), latest, cancelled, refused, wake: Some(wake), keepalive: Some(keepalive) }
+        JobClient {
+            client: self.clone(),
+            job_id: lease.job_id,
+            token: lease.job_token.clone(),
+            latest,
+            cancelled,
+            refused,
+            wake: Some(wake),
+            keepalive: Some(keepalive),
+        }
     }
 }
 

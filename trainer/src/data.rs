@@ -4,8 +4,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use datasets::{ImageSet, Split};
-use protocol::worker::ManifestEntry;
 use protocol::DatasetInfo;
+use protocol::worker::ManifestEntry;
 use tch::{Device, Tensor};
 
 /// Images of one split, resized once, as `u8` `[N, C, S, S]` on the device, with labels.
@@ -40,15 +40,19 @@ pub fn load_split(dataset: &DatasetInfo, split: Split, subset: Option<u32>, imag
     }
     .with_context(|| format!("loading the {split} split of {}", dataset.name))?;
     if let Some((path, reason)) = loaded.skipped.first() {
-        tracing::warn!(skipped = loaded.skipped.len(), "{} unreadable images left out of {}, the first {}: {reason}", loaded.skipped.len(), dataset.name, path.display());
+        tracing::warn!(
+            skipped = loaded.skipped.len(),
+            "{} unreadable images left out of {}, the first {}: {reason}",
+            loaded.skipped.len(),
+            dataset.name,
+            path.display()
+        );
     }
     tracing::info!(dataset = %dataset.name, %split, samples = loaded.images.len(), from_cache = loaded.from_cache, "dataset loaded");
     let set = loaded.images;
     let chosen = choose_subset(&set.keys, subset.map(|n| n as usize));
-    let manifest: Vec<ManifestEntry> = chosen
-        .iter()
-        .map(|&i| ManifestEntry { dataset_index: i as u32, sample_key: set.keys[i].clone(), label: set.labels[i] })
-        .collect();
+    let manifest: Vec<ManifestEntry> =
+        chosen.iter().map(|&i| ManifestEntry { dataset_index: i as u32, sample_key: set.keys[i].clone(), label: set.labels[i] }).collect();
     let images = gather_pixels(&set, &chosen)?.to_device(device);
     let labels: Vec<i64> = manifest.iter().map(|m| i64::from(m.label)).collect();
     Ok(DeviceSplit { images, labels: Tensor::from_slice(&labels).to_device(device), manifest })
@@ -71,10 +75,7 @@ fn gather_pixels(set: &ImageSet, chosen: &[usize]) -> Result<Tensor> {
         pixels.extend_from_slice(set.image(i).context("sample index past the end of the split")?);
     }
     // Stored channel-last (H, W, C); torch wants (C, H, W).
-    Ok(Tensor::from_slice(&pixels)
-        .view([chosen.len() as i64, set.height as i64, set.width as i64, set.channels as i64])
-        .permute([0, 3, 1, 2])
-        .contiguous())
+    Ok(Tensor::from_slice(&pixels).view([chosen.len() as i64, set.height as i64, set.width as i64, set.channels as i64]).permute([0, 3, 1, 2]).contiguous())
 }
 
 #[cfg(test)]

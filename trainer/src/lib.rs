@@ -49,10 +49,13 @@ pub fn has_cuda_build() -> bool {
 /// Why CUDA is not available to this worker, in words that say what to change.
 pub fn no_cuda_reason() -> String {
     if !has_cuda_build() {
-        return "this worker's libtorch is the CPU build (build it with FORGETLAB_TORCH=cuda; ./scripts/run does on a machine whose nvidia-smi lists a GPU)".into();
+        return "this worker's libtorch is the CPU build (build it with FORGETLAB_TORCH=cuda; ./scripts/run does on a machine whose nvidia-smi lists a GPU)"
+            .into();
     }
     match std::env::var("CUDA_VISIBLE_DEVICES") {
-        Ok(v) if v.trim().is_empty() || v.trim() == "-1" => "its GPUs are hidden (CUDA_VISIBLE_DEVICES is empty: the server was started with FORGETLAB_DEVICE=cpu)".into(),
+        Ok(v) if v.trim().is_empty() || v.trim() == "-1" => {
+            "its GPUs are hidden (CUDA_VISIBLE_DEVICES is empty: the server was started with FORGETLAB_DEVICE=cpu)".into()
+        }
         _ => "its CUDA libtorch sees no GPU: no NVIDIA driver (libcuda.so.1) is loaded, or nvidia-smi -L lists none, or CUDA_VISIBLE_DEVICES names none".into(),
     }
 }

@@ -29,7 +29,7 @@ use protocol::worker::{EpochUpload, Heartbeat, ManifestEntry, SampleManifest};
 use protocol::{DatasetInfo, EpochMetrics, ExperimentSpec, RunRequest};
 
 use crate::pipeline::EpochSink;
-use crate::train::{train, Ending, Places, Reporter};
+use crate::train::{Ending, Places, Reporter, train};
 
 /// Reads a run config: the spec and the dataset it names.
 pub fn read_config(path: &Path) -> Result<(ExperimentSpec, DatasetInfo)> {
@@ -114,7 +114,14 @@ impl EpochSink for FolderSink {
         let folder = &self.0;
         let m = &upload.metrics;
         let shown = upload.shown.as_deref().map(|bits| protocol::pack::unpack_bits(bits, folder.samples.len())).transpose().map_err(anyhow::Error::msg)?;
-        let records = export::EpochRecords { run: 0, epoch: m.epoch, phase: m.phase.as_str(), samples: &folder.samples, columns: &upload.columns, shown: shown.as_deref() };
+        let records = export::EpochRecords {
+            run: 0,
+            epoch: m.epoch,
+            phase: m.phase.as_str(),
+            samples: &folder.samples,
+            columns: &upload.columns,
+            shown: shown.as_deref(),
+        };
         write_atomically(&folder.epoch_path(m.epoch, "parquet"), |file| Ok(export::write_records_parquet(file, [records])?))?;
         // Everything but the records, for epochs.csv and the per-sample statistics.
         let rest = serde_json::json!({
@@ -181,7 +188,17 @@ fn summarise(spec: &ExperimentSpec, folder: &Folder) -> Result<()> {
     for e in &epochs {
         let m = &e.metrics;
         let opt = |v: Option<f64>| v.map(|v| v.to_string()).unwrap_or_default();
-        csv += &format!("{},{},{},{},{},{},{},{}\n", m.epoch, m.phase.as_str(), m.train_loss, m.train_accuracy, opt(m.val_loss), opt(m.val_accuracy), m.lr, m.seconds);
+        csv += &format!(
+            "{},{},{},{},{},{},{},{}\n",
+            m.epoch,
+            m.phase.as_str(),
+            m.train_loss,
+            m.train_accuracy,
+            opt(m.val_loss),
+            opt(m.val_accuracy),
+            m.lr,
+            m.seconds
+        );
     }
     std::fs::write(folder.out.join("epochs.csv"), csv)?;
     let columns: Vec<dynamics::TraceColumns> = epochs

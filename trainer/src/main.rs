@@ -3,15 +3,15 @@
 //! another machine with the server's URL and a worker token, or by a Slurm batch job for one
 //! job (`--job ID` with that submission's token).
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use anyhow::Result;
 use clap::Parser;
 use protocol::worker::{Finish, Lease, Outcome};
-use trainer::client::{Client, Refused};
 use trainer::checkpoint;
-use trainer::train::{train, Ending, Places};
+use trainer::client::{Client, Refused};
+use trainer::train::{Ending, Places, train};
 
 #[derive(Parser)]
 #[command(version, about = "Runs forgetlab training jobs leased from a forgetlab server.", args_conflicts_with_subcommands = true)]
@@ -193,10 +193,6 @@ fn run_job(client: &Client, lease: &Lease, data_dir: &std::path::Path) {
 
 /// libtorch errors arrive as panics from tch's infallible methods; keep their text.
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("the training code panicked");
+    let text = panic.downcast_ref::<String>().map(String::as_str).or_else(|| panic.downcast_ref::<&str>().copied()).unwrap_or("the training code panicked");
     format!("training failed inside libtorch or the worker: {text}")
 }

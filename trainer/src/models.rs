@@ -2,8 +2,8 @@
 //! timm for DeiT), so `.safetensors` weights in those schemes load by name.
 
 use protocol::Arch;
-use tch::nn::{self, ConvConfig, ModuleT};
 use tch::Tensor;
+use tch::nn::{self, ConvConfig, ModuleT};
 
 /// A classifier with a separable head: `head_prefix` names the parameters trained during
 /// head warmup; everything else is the backbone.
@@ -61,11 +61,7 @@ pub fn build(arch: Arch, root: &nn::Path, shape: Shape) -> anyhow::Result<Model>
             std: IMAGENET_STD,
         }),
         Arch::DeitSmall => {
-            anyhow::ensure!(
-                shape.image_size % DEIT_PATCH == 0,
-                "deit_small needs an image size that is a multiple of {DEIT_PATCH}, got {}",
-                shape.image_size
-            );
+            anyhow::ensure!(shape.image_size % DEIT_PATCH == 0, "deit_small needs an image size that is a multiple of {DEIT_PATCH}, got {}", shape.image_size);
             Ok(Model {
                 features: Box::new(deit_small(root, shape.image_size / DEIT_PATCH, shape.drop_path)),
                 head: vit_linear(root / "head", DEIT_WIDTH, num_classes),
@@ -112,9 +108,11 @@ fn basic_block(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> impl ModuleT 
     let conv2 = conv(&p / "conv2", c_out, c_out, 3, 1, 1, false);
     let bn2 = nn::batch_norm2d(&p / "bn2", c_out, Default::default());
     let downsample = (stride != 1 || c_in != c_out).then(|| {
-        nn::seq_t()
-            .add(conv(&p / "downsample" / "0", c_in, c_out, 1, stride, 0, false))
-            .add(nn::batch_norm2d(&p / "downsample" / "1", c_out, Default::default()))
+        nn::seq_t().add(conv(&p / "downsample" / "0", c_in, c_out, 1, stride, 0, false)).add(nn::batch_norm2d(
+            &p / "downsample" / "1",
+            c_out,
+            Default::default(),
+        ))
     });
     nn::func_t(move |xs, train| {
         // In-place ReLUs where the input is a fresh temporary, as torchvision does.
@@ -136,11 +134,12 @@ fn layer(p: nn::Path, c_in: i64, c_out: i64, stride: i64) -> nn::SequentialT {
 pub fn resnet18(p: &nn::Path) -> impl ModuleT + Send + use<> {
     let conv1 = conv(p / "conv1", 3, 64, 7, 2, 3, false);
     let bn1 = nn::batch_norm2d(p / "bn1", 64, Default::default());
-    let layers = nn::seq_t()
-        .add(layer(p / "layer1", 64, 64, 1))
-        .add(layer(p / "layer2", 64, 128, 2))
-        .add(layer(p / "layer3", 128, 256, 2))
-        .add(layer(p / "layer4", 256, 512, 2));
+    let layers = nn::seq_t().add(layer(p / "layer1", 64, 64, 1)).add(layer(p / "layer2", 64, 128, 2)).add(layer(p / "layer3", 128, 256, 2)).add(layer(
+        p / "layer4",
+        256,
+        512,
+        2,
+    ));
     nn::func_t(move |xs, train| {
         xs.apply(&conv1)
             .apply_t(&bn1, train)
@@ -229,9 +228,7 @@ pub fn deit_small(p: &nn::Path, grid: i64, drop_path_rate: f64) -> impl ModuleT 
     let cls_token = p.var("cls_token", &[1, 1, DEIT_WIDTH], nn::Init::Randn { mean: 0.0, stdev: 1e-6 });
     let pos_embed = p.var("pos_embed", &[1, 1 + grid * grid, DEIT_WIDTH], nn::Init::Randn { mean: 0.0, stdev: 0.02 });
     // The drop rate rises linearly from 0 at the first block to `drop_path_rate` at the last.
-    let blocks: Vec<Block> = (0..DEIT_DEPTH)
-        .map(|i| Block::new(p / "blocks" / i, drop_path_rate * i as f64 / (DEIT_DEPTH - 1) as f64))
-        .collect();
+    let blocks: Vec<Block> = (0..DEIT_DEPTH).map(|i| Block::new(p / "blocks" / i, drop_path_rate * i as f64 / (DEIT_DEPTH - 1) as f64)).collect();
     let norm = vit_norm(p / "norm");
     nn::func_t(move |xs, train| {
         let b = xs.size()[0];

@@ -220,8 +220,8 @@ pub fn training_loss(logits: &Tensor, targets: &Tensor, label_smoothing: f64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::nn::{Module, OptimizerConfig};
     use tch::Device;
+    use tch::nn::{Module, OptimizerConfig};
 
     fn all(_: &str, _: &Tensor) -> bool {
         true

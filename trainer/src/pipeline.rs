@@ -9,12 +9,12 @@
 //! waiting, which bounds the memory and makes a slow server slow training down instead of
 //! piling epochs up.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
-use anyhow::{anyhow, Result};
+use anyhow::{Result, anyhow};
 use protocol::worker::EpochUpload;
 
 use crate::checkpoint::{Checkpoints, Snapshot};

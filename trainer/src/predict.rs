@@ -28,12 +28,7 @@ pub fn predict(arch: Arch, weights_path: &Path, input: &Path, out: &Path, device
     let classes = file.head_classes(models::head_prefix(arch))?;
     let vs = nn::VarStore::new(device);
     let model = models::build(arch, &vs.root(), Shape { channels: c as i64, classes, image_size: h as i64, drop_path: 0.0 })?;
-    anyhow::ensure!(
-        model.in_channels == c as i64,
-        "{arch} takes {} input channels, {} has {c}",
-        model.in_channels,
-        input.display()
-    );
+    anyhow::ensure!(model.in_channels == c as i64, "{arch} takes {} input channels, {} has {c}", model.in_channels, input.display());
     weights::load_exact(&vs, &file)?;
     let x = Tensor::from_slice(&values).view([n as i64, c as i64, h as i64, w as i64]);
     let logits = tch::no_grad(|| {

@@ -46,7 +46,9 @@ pub struct Scheduler {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ScheduleError {
-    #[error("the {kind} schedule needs per-sample values of run {runs} for every sample; none were given (a server sends them with the lease; a local run cannot fetch them)")]
+    #[error(
+        "the {kind} schedule needs per-sample values of run {runs} for every sample; none were given (a server sends them with the lease; a local run cannot fetch them)"
+    )]
     MissingSource { kind: &'static str, runs: protocol::SourceRuns },
     #[error("{got} source values for {n} samples")]
     SourceLength { got: usize, n: usize },
@@ -66,7 +68,14 @@ impl Scheduler {
     /// last), a never-learned one (under `max`) tau = -infinity (reviewed first, every epoch
     /// the budget allows), and `None` is a sample left out of the ranking (shown only when
     /// the budget reaches past every ranked one). Nothing is imputed.
-    pub fn new(sampling: &Sampling, n: usize, seed: u64, warmup_epochs: u32, finetune_epochs: u32, source: Option<Vec<Option<f64>>>) -> Result<Self, ScheduleError> {
+    pub fn new(
+        sampling: &Sampling,
+        n: usize,
+        seed: u64,
+        warmup_epochs: u32,
+        finetune_epochs: u32,
+        source: Option<Vec<Option<f64>>>,
+    ) -> Result<Self, ScheduleError> {
         let source = match (sampling.source(), source) {
             (Some(_), Some(values)) if values.len() != n => return Err(ScheduleError::SourceLength { got: values.len(), n }),
             (Some((runs, _)), None) => return Err(ScheduleError::MissingSource { kind: sampling.plan.kind(), runs: protocol::SourceRuns(runs.to_vec()) }),
@@ -210,7 +219,8 @@ impl Scheduler {
                 // recall stays >= nu, one not recalled stays due (at the latest next epoch).
                 // Without items to fit (none given, or none recalled) the last tau stays.
                 let widen = |v: &[f32]| v.iter().map(|&x| f64::from(x)).collect::<Vec<f64>>();
-                let fitted = recall_items.and_then(|(items_loss, confidence)| dynamics::rbf::fit_tau(kernel, &widen(items_loss), &widen(confidence), strength, nu));
+                let fitted =
+                    recall_items.and_then(|(items_loss, confidence)| dynamics::rbf::fit_tau(kernel, &widen(items_loss), &widen(confidence), strength, nu));
                 let tau = fitted.or(self.state.rbf_tau).unwrap_or(1.0);
                 self.state.rbf_tau = Some(tau);
                 let longest = self.finetune_epochs.max(1);
@@ -222,7 +232,14 @@ impl Scheduler {
                     };
                 }
                 let due_next = self.state.due.iter().filter(|&&d| d <= f + 1).count();
-                tracing::info!(tau, fitted = fitted.is_some(), due_next, samples = self.n, "rbf after fine-tuning epoch {f}: tau {tau:.4}, {due_next} of {} due next epoch", self.n);
+                tracing::info!(
+                    tau,
+                    fitted = fitted.is_some(),
+                    due_next,
+                    samples = self.n,
+                    "rbf after fine-tuning epoch {f}: tau {tau:.4}, {due_next} of {} due next epoch",
+                    self.n
+                );
             }
             _ => {}
         }
@@ -414,7 +431,10 @@ mod tests {
         // tau: samples 0-1 forget fast (1), 2-5 slowly (8), 6 is left out of the ranking.
         let tau = vec![Some(1.0), Some(1.0), Some(8.0), Some(8.0), Some(8.0), Some(8.0), None];
         let sampling = sampling(2.0 / 7.0, Plan::SpacedRepetition { source_run: protocol::SourceRuns::one(4) });
-        assert_eq!(Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(), ScheduleError::MissingSource { kind: "spaced_repetition", runs: protocol::SourceRuns::one(4) });
+        assert_eq!(
+            Scheduler::new(&sampling, 7, 11, 0, 8, None).unwrap_err(),
+            ScheduleError::MissingSource { kind: "spaced_repetition", runs: protocol::SourceRuns::one(4) }
+        );
         let mut scheduler = Scheduler::new(&sampling, 7, 11, 0, 8, Some(tau)).unwrap();
         assert!(scheduler.tau[6].is_nan(), "nothing is imputed");
         let mut shown = [0u32; 7];
@@ -518,7 +538,7 @@ mod tests {
 
     #[test]
     fn rbf_fits_tau_to_recalled_validation_items_and_reschedules_only_recalled_samples() {
-        use dynamics::rbf::{delay, kernel_x, Kernel};
+        use dynamics::rbf::{Kernel, delay, kernel_x};
         // Validation items recalled exactly as the Gaussian kernel predicts with tau = 3 at
         // strength 0.8, and one below nu that the fit leaves out.
         let val_loss = [0.1f32, 0.2, 0.3, 2.0];

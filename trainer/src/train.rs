@@ -12,12 +12,12 @@ use tch::nn;
 use tch::{Kind, Tensor};
 
 use crate::checkpoint::{Checkpoints, Snapshot};
-use crate::data::{load_split, DeviceSplit};
+use crate::data::{DeviceSplit, load_split};
 use crate::models::{self, Model, Shape};
 use crate::optim::{self, Optim};
 use crate::pipeline::{EpochSink, Pipeline};
-use crate::recorder::{measure, EpochArrays};
-use crate::schedule::{shown_bits, Scheduler};
+use crate::recorder::{EpochArrays, measure};
+use crate::schedule::{Scheduler, shown_bits};
 use crate::weights;
 
 /// Where the loop reports: the HTTP client in the worker, a recorder in tests.
@@ -143,8 +143,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let mut sums = Tensor::zeros([2], (Kind::Double, device));
         let mut lr = spec.lr;
         for (step, positions) in order.chunks(batch as usize).enumerate() {
-            let finetune_step = (phase == Phase::Finetune)
-                .then(|| u64::from(epoch - spec.warmup_epochs - 1) * finetune_steps_per_epoch + step as u64);
+            let finetune_step = (phase == Phase::Finetune).then(|| u64::from(epoch - spec.warmup_epochs - 1) * finetune_steps_per_epoch + step as u64);
             lr = optim::learning_rate(spec.lr, &spec.hyper, finetune_step, finetune_steps, finetune_steps_per_epoch);
             let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
             let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
@@ -196,10 +195,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         let [loss_sum, correct_sum] = read_sums(&sums)?;
         // Over the samples the epoch trained on.
         let train_loss = loss_sum / shown_count as f64;
-        anyhow::ensure!(
-            train_loss.is_finite(),
-            "training diverged at epoch {epoch}: the mean training loss is {train_loss}; try a lower learning rate"
-        );
+        anyhow::ensure!(train_loss.is_finite(), "training diverged at epoch {epoch}: the mean training loss is {train_loss}; try a lower learning rate");
 
         let recorded = Instant::now();
         if beat.send(reporter, "validating", epoch, steps, steps, n)? {
@@ -210,11 +206,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         // warmup epoch (the full pass of this epoch already is one).
         let validated = Instant::now();
         let eval_loss = if epoch == spec.warmup_epochs {
-            if spec.measure == Measure::FullPass {
-                Some(columns.loss.clone())
-            } else {
-                Some(full_pass(&model, &train)?.loss)
-            }
+            if spec.measure == Measure::FullPass { Some(columns.loss.clone()) } else { Some(full_pass(&model, &train)?.loss) }
         } else {
             None
         };
@@ -275,7 +267,14 @@ fn source_in_manifest_order(split: &DeviceSplit, source: Option<&SourceValues>) 
     let values: Vec<Option<f64>> = split.manifest.iter().map(|s| source.values.get(&s.sample_key).copied().flatten()).collect();
     let absent = split.manifest.iter().filter(|s| !source.values.contains_key(&s.sample_key)).count();
     if absent > 0 {
-        tracing::warn!(absent, samples = split.len(), run = source.run_id, "{absent} samples are not in source run #{}; they have no {}", source.run_id, source.score);
+        tracing::warn!(
+            absent,
+            samples = split.len(),
+            run = source.run_id,
+            "{absent} samples are not in source run #{}; they have no {}",
+            source.run_id,
+            source.score
+        );
     }
     Some(values)
 }
@@ -526,10 +525,10 @@ impl Beats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use crate::test_support::exclusive;
-    use rand::seq::SliceRandom;
     use protocol::{Arch, Device, Hyper, Optimizer};
+    use rand::seq::SliceRandom;
+    use std::sync::{Arc, Mutex};
 
     /// Collects everything the loop reports.
     #[derive(Default)]
@@ -563,7 +562,13 @@ mod tests {
             Ok(())
         }
         fn epoch_sink(&mut self) -> Box<dyn EpochSink> {
-            Box::new(Sink { stored: self.stored.clone(), fail_at_epoch: self.fail_at_epoch, delay: self.store_delay, stores: self.stores.clone(), probe: self.probe.clone() })
+            Box::new(Sink {
+                stored: self.stored.clone(),
+                fail_at_epoch: self.fail_at_epoch,
+                delay: self.store_delay,
+                stores: self.stores.clone(),
+                probe: self.probe.clone(),
+            })
         }
     }
 
@@ -761,7 +766,8 @@ mod tests {
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let resnet = models::build(Arch::Resnet18, &vs.root(), Shape { channels: 1, classes: 2, image_size: 32, drop_path: 0.0 }).unwrap();
         let statistics = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
-            let mut buffers: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(k, _)| k.contains("running_")).map(|(k, v)| (k, v.detach().copy())).collect();
+            let mut buffers: Vec<(String, Tensor)> =
+                vs.variables().into_iter().filter(|(k, _)| k.contains("running_")).map(|(k, v)| (k, v.detach().copy())).collect();
             buffers.sort_by(|a, b| a.0.cmp(&b.0));
             buffers
         };
@@ -891,7 +897,11 @@ mod tests {
         let pruned = ExperimentSpec {
             sampling: protocol::Sampling {
                 budget: 0.5,
-                plan: protocol::Plan::Prune { source_run: protocol::SourceRuns::one(9), score: protocol::SampleScore::ForgettingEvents, keep: protocol::Keep::Top },
+                plan: protocol::Plan::Prune {
+                    source_run: protocol::SourceRuns::one(9),
+                    score: protocol::SampleScore::ForgettingEvents,
+                    keep: protocol::Keep::Top,
+                },
             },
             ..spec.clone()
         };

@@ -153,8 +153,7 @@ mod tests {
         let path = dir.path().join("bad.safetensors");
         let source = nn::VarStore::new(Device::Cpu);
         let _ = build(Arch::Resnet18, &source.root(), shape(10, 32)).unwrap();
-        let mut named: Vec<(String, Tensor)> =
-            source.variables().into_iter().filter(|(name, _)| name != "layer1.0.conv1.weight").collect();
+        let mut named: Vec<(String, Tensor)> = source.variables().into_iter().filter(|(name, _)| name != "layer1.0.conv1.weight").collect();
         for (name, tensor) in &mut named {
             if name == "conv1.weight" {
                 *tensor = Tensor::zeros([64, 1, 7, 7], (Kind::Float, Device::Cpu));

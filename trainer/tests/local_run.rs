@@ -52,7 +52,11 @@ path = "classes=3,train_per_class=20,val_per_class=5,size=12,channels=1,seed=1"
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert_eq!(std::fs::read(out.join("records/epoch-0003.parquet")).unwrap(), records);
 
-    std::fs::write(&config, "arch = \"vgg\"\nepochs = 1\n[dataset]\nformat = \"synthetic\"\npath = \"classes=2,train_per_class=2,val_per_class=1,size=8,channels=1,seed=1\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "arch = \"vgg\"\nepochs = 1\n[dataset]\nformat = \"synthetic\"\npath = \"classes=2,train_per_class=2,val_per_class=1,size=8,channels=1,seed=1\"\n",
+    )
+    .unwrap();
     let refused = train(&config, &dir.path().join("other"));
     assert!(!refused.status.success());
     let message = String::from_utf8_lossy(&refused.stderr);

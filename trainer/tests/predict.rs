@@ -4,8 +4,8 @@
 use std::process::Command;
 
 use protocol::Arch;
-use tch::{nn, Device, Kind, Tensor};
-use trainer::models::{build, Shape};
+use tch::{Device, Kind, Tensor, nn};
+use trainer::models::{Shape, build};
 
 #[test]
 fn predict_writes_the_logits_of_the_imported_weights() {

@@ -195,7 +195,13 @@ pub fn LineChart(
         (lo.min(0.0), if hi > lo { hi * 1.05 } else { lo + 1.0 })
     });
     let empty = all.is_empty();
-    let (x_min, x_max) = if empty { (0.0, 1.0) } else if x_max > x_min { (x_min, x_max) } else { (x_min - 0.5, x_max + 0.5) };
+    let (x_min, x_max) = if empty {
+        (0.0, 1.0)
+    } else if x_max > x_min {
+        (x_min, x_max)
+    } else {
+        (x_min - 0.5, x_max + 0.5)
+    };
     let scale = Scale { x0: x_min, x1: x_max, y0: y_min, y1: y_max };
     let x_ticks: Vec<f64> = nice_ticks(x_min, x_max, 6).into_iter().filter(|t| !whole_x || t.fract() == 0.0).collect();
     let y_ticks = nice_ticks(y_min, y_max, 5);
@@ -326,7 +332,10 @@ pub fn Histogram(
     let x0 = if underflow.is_some() { -1.5 * width } else { 0.0 };
     // Integer bins are centred on k; intervals start at k w.
     let (scale, x_ticks) = match bin_width {
-        None => (Scale { x0: x0 - 0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect::<Vec<_>>()),
+        None => (
+            Scale { x0: x0 - 0.5, x1: bins - 0.5, y0: 0.0, y1: max * 1.08 },
+            nice_ticks(0.0, bins - 1.0, 8).into_iter().filter(|t| t.fract() == 0.0).collect::<Vec<_>>(),
+        ),
         Some(w) => (Scale { x0, x1: bins * w, y0: 0.0, y1: max * 1.08 }, nice_ticks(0.0, bins * w, 6)),
     };
     let y_ticks: Vec<f64> = nice_ticks(0.0, max * 1.08, 5).into_iter().filter(|t| t.fract() == 0.0).collect();
@@ -375,17 +384,8 @@ pub fn Histogram(
 /// Viridis (perceptually uniform, readable with the common colour-vision deficiencies) at
 /// `t` in [0, 1], as `#rrggbb`.
 pub fn viridis(t: f64) -> String {
-    const STOPS: [(u8, u8, u8); 9] = [
-        (68, 1, 84),
-        (71, 44, 122),
-        (59, 81, 139),
-        (44, 113, 142),
-        (33, 144, 141),
-        (39, 173, 129),
-        (92, 200, 99),
-        (170, 220, 50),
-        (253, 231, 37),
-    ];
+    const STOPS: [(u8, u8, u8); 9] =
+        [(68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141), (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37)];
     let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
     let at = t * (STOPS.len() - 1) as f64;
     let (i, f) = ((at.floor() as usize).min(STOPS.len() - 2), at - at.floor().min((STOPS.len() - 2) as f64));
@@ -514,7 +514,13 @@ pub fn Heatmap(
 /// page and constant drawing time, however many points): each non-empty cell coloured by
 /// its mean value when the grid has one (the data map's correctness), else by log count.
 #[component]
-pub fn GridChart(title: String, x_label: String, y_label: String, grid: protocol::Grid, #[prop(default = String::new())] colour_label: String) -> impl IntoView {
+pub fn GridChart(
+    title: String,
+    x_label: String,
+    y_label: String,
+    grid: protocol::Grid,
+    #[prop(default = String::new())] colour_label: String,
+) -> impl IntoView {
     let right = RIGHT + 60.0;
     let scale = Scale { x0: grid.x_min, x1: grid.x_max, y0: grid.y_min, y1: grid.y_max };
     // The plot is narrower than other charts by the colour bar.
@@ -560,7 +566,11 @@ pub fn GridChart(title: String, x_label: String, y_label: String, grid: protocol
         .into_iter()
         .map(|t| view! { <text class="tick" x={LEFT - 6.0} y={scale.y(t) + 4.0} text-anchor="end">{tick_label((t * 1000.0).round() / 1000.0)}</text> })
         .collect_view();
-    let bar = if by_mean { colour_bar(WIDTH - right + 14.0, 0.0, 1.0, colour_label.clone()) } else { colour_bar(WIDTH - right + 14.0, 1.0, max_count, "count".into()) };
+    let bar = if by_mean {
+        colour_bar(WIDTH - right + 14.0, 0.0, 1.0, colour_label.clone())
+    } else {
+        colour_bar(WIDTH - right + 14.0, 1.0, max_count, "count".into())
+    };
     view! {
         <figure class="chart">
             <figcaption>{title.clone()} <SvgButton file=file_name(&title) /></figcaption>

@@ -44,7 +44,8 @@ fn save_svg(event: &leptos::ev::MouseEvent, file: &str) -> Result<(), wasm_bindg
         let (Some(original), Some(target)) = (originals.item(i), copies.item(i)) else { continue };
         let (original, target): (web_sys::Element, web_sys::Element) = (original.dyn_into()?, target.dyn_into()?);
         if let Some(style) = window.get_computed_style(&original)? {
-            let inline: Vec<String> = STYLES.iter().filter_map(|p| style.get_property_value(p).ok().filter(|v| !v.is_empty()).map(|v| format!("{p}:{v}"))).collect();
+            let inline: Vec<String> =
+                STYLES.iter().filter_map(|p| style.get_property_value(p).ok().filter(|v| !v.is_empty()).map(|v| format!("{p}:{v}"))).collect();
             target.set_attribute("style", &inline.join(";"))?;
         }
     }

@@ -9,8 +9,8 @@
 
 use leptos::ev::SubmitEvent;
 use leptos::prelude::*;
-use leptos::server_fn::error::{IntoAppError, ServerFnErrorErr};
 use leptos::server_fn::ServerFn;
+use leptos::server_fn::error::{IntoAppError, ServerFnErrorErr};
 use serde::de::value::{Error, MapDeserializer};
 use serde::de::{self, DeserializeOwned, IntoDeserializer, Visitor};
 
@@ -45,7 +45,7 @@ where
 /// sends them.
 fn form_fields(ev: &SubmitEvent) -> Result<Fields, String> {
     use leptos::wasm_bindgen::JsCast;
-    use leptos::web_sys::js_sys::{try_iter, Array};
+    use leptos::web_sys::js_sys::{Array, try_iter};
     let data = leptos::form::form_data_from_event(ev).map_err(|e| e.to_string())?;
     let mut fields = Vec::new();
     for entry in try_iter(&data).ok().flatten().into_iter().flatten() {
@@ -67,8 +67,7 @@ impl Fields {
     /// options of those (an empty value is `None`). Names that `T` lacks are ignored; a
     /// number that does not parse is an error naming the value.
     pub fn read<T: DeserializeOwned>(self) -> Result<T, String> {
-        T::deserialize(MapDeserializer::<_, Error>::new(self.0.into_iter().map(|(name, value)| (name, Text(value)))))
-            .map_err(|e| e.to_string())
+        T::deserialize(MapDeserializer::<_, Error>::new(self.0.into_iter().map(|(name, value)| (name, Text(value))))).map_err(|e| e.to_string())
     }
 }
 
@@ -103,11 +102,7 @@ impl<'de> de::Deserializer<'de> for Text {
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
-        if self.0.is_empty() {
-            visitor.visit_none()
-        } else {
-            visitor.visit_some(self)
-        }
+        if self.0.is_empty() { visitor.visit_none() } else { visitor.visit_some(self) }
     }
 
     parsed! {

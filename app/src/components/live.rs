@@ -9,8 +9,8 @@ use protocol::Progress;
 #[cfg(feature = "hydrate")]
 pub fn subscribe(url: &str, on_progress: impl Fn(Progress) + 'static) {
     use leptos::prelude::on_cleanup;
-    use wasm_bindgen::prelude::Closure;
     use wasm_bindgen::JsCast;
+    use wasm_bindgen::prelude::Closure;
 
     let Ok(source) = web_sys::EventSource::new(url) else {
         leptos::logging::warn!("cannot open the event stream {url}");

@@ -9,8 +9,8 @@ pub mod resource;
 pub mod time;
 
 use leptos::prelude::*;
-use protocol::auth::Identity;
 use protocol::RunStatus;
+use protocol::auth::Identity;
 
 /// The signed-in account, provided by [`crate::App`]: the same on the server, which
 /// authenticated the request, and in the browser, which reads it from the page's

@@ -7,8 +7,8 @@
 
 use leptos::prelude::*;
 use leptos::server::codee::{Decoder, Encoder};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// JSON, read as bytes.
 pub struct Json;
@@ -34,10 +34,7 @@ impl<T: DeserializeOwned> Decoder<T> for Json {
 /// `Resource::new` with [`Json`]: loads `fetcher(source())` on the server, hands the value
 /// to the browser in the page, and reloads when `source` changes.
 #[track_caller]
-pub fn resource<T, S, Fut>(
-    source: impl Fn() -> S + Send + Sync + 'static,
-    fetcher: impl Fn(S) -> Fut + Send + Sync + 'static,
-) -> Resource<T, Json>
+pub fn resource<T, S, Fut>(source: impl Fn() -> S + Send + Sync + 'static, fetcher: impl Fn(S) -> Fut + Send + Sync + 'static) -> Resource<T, Json>
 where
     T: Serialize + DeserializeOwned + Send + Sync + 'static,
     S: Send + Sync + Clone + PartialEq + 'static,

@@ -7,11 +7,13 @@
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
-use protocol::auth::{Role, MIN_PASSWORD};
+use protocol::auth::{MIN_PASSWORD, Role};
 
 use crate::components::form::ActionForm;
-use crate::components::{me, CsrfField};
-use crate::functions::{list_accounts, my_tokens, ChangePassword, CreateAccount, CreateToken, FormOutcome, ResetPassword, RevokeToken, SignOutEverywhere, UpdateAccount};
+use crate::components::{CsrfField, me};
+use crate::functions::{
+    ChangePassword, CreateAccount, CreateToken, FormOutcome, ResetPassword, RevokeToken, SignOutEverywhere, UpdateAccount, list_accounts, my_tokens,
+};
 
 /// What a form's action said: a notice, or the reason in red.
 fn said(result: Option<Result<FormOutcome, ServerFnError>>) -> Option<AnyView> {

@@ -8,7 +8,7 @@ use leptos_router::hooks::use_query_map;
 use protocol::study::finding_name;
 use protocol::{CompareQuery, Comparison, SampleSet};
 
-use crate::components::charts::{arch_class, dashes_by_seed, GridChart, Heatmap, LineChart, Series};
+use crate::components::charts::{GridChart, Heatmap, LineChart, Series, arch_class, dashes_by_seed};
 use crate::components::{arch_label, number, query_string};
 use crate::functions::{compare_runs, get_run};
 
@@ -97,11 +97,7 @@ pub fn ComparePage() -> impl IntoView {
 
 #[component]
 fn ComparisonView(comparison: Comparison, details: Vec<protocol::RunDetail>) -> impl IntoView {
-    let labels: Vec<String> = comparison
-        .members
-        .iter()
-        .map(|m| format!("#{} {} seed {}", m.id, arch_label(&m.arch), m.seed))
-        .collect();
+    let labels: Vec<String> = comparison.members.iter().map(|m| format!("#{} {} seed {}", m.id, arch_label(&m.arch), m.seed)).collect();
     let short: Vec<String> = comparison.members.iter().map(|m| format!("#{}", m.id)).collect();
     let dataset = comparison.members.first().map(|m| m.dataset.clone()).unwrap_or_default();
     let q = comparison.q;
@@ -245,7 +241,8 @@ const SIDE_BY_SIDE: usize = 12;
 /// What the runs' own pages hold, side by side: the parameters that differ, validation
 /// curves overlaid (colour by architecture, dash by seed), and forgetting per class by name.
 fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol::RunDetail]) -> impl IntoView {
-    let specs: Vec<Vec<(String, String)>> = details.iter().map(|d| crate::components::flatten_spec(&serde_json::to_value(&d.spec).unwrap_or_default())).collect();
+    let specs: Vec<Vec<(String, String)>> =
+        details.iter().map(|d| crate::components::flatten_spec(&serde_json::to_value(&d.spec).unwrap_or_default())).collect();
     let differing = differing_parameters(&specs);
     let shown = &labels[..details.len()];
     let dash_of = dashes_by_seed(details.iter().map(|d| d.spec.seed));
@@ -254,7 +251,8 @@ fn side_by_side(comparison: &Comparison, labels: &[String], details: &[protocol:
             .iter()
             .zip(shown)
             .map(|(d, label)| {
-                Series::new(label.clone(), arch_class(d.spec.arch.as_str()), d.epochs.iter().filter_map(|e| Some((f64::from(e.epoch), pick(e)?))).collect()).styled(dash_of(d.spec.seed))
+                Series::new(label.clone(), arch_class(d.spec.arch.as_str()), d.epochs.iter().filter_map(|e| Some((f64::from(e.epoch), pick(e)?))).collect())
+                    .styled(dash_of(d.spec.seed))
             })
             .collect()
     };
@@ -333,7 +331,13 @@ mod tests {
         let a = spec(&[("arch", "resnet18"), ("lr", "0.1"), ("seed", "1")]);
         let b = spec(&[("arch", "deit_small"), ("lr", "0.1"), ("seed", "1"), ("sampling.source_run", "3")]);
         let rows = differing_parameters(&[a.clone(), b]);
-        assert_eq!(rows, vec![("arch".to_owned(), vec!["resnet18".to_owned(), "deit_small".to_owned()]), ("sampling.source_run".to_owned(), vec!["–".to_owned(), "3".to_owned()])]);
+        assert_eq!(
+            rows,
+            vec![
+                ("arch".to_owned(), vec!["resnet18".to_owned(), "deit_small".to_owned()]),
+                ("sampling.source_run".to_owned(), vec!["–".to_owned(), "3".to_owned()])
+            ]
+        );
         assert!(differing_parameters(&[a.clone(), a]).is_empty());
     }
 

@@ -40,11 +40,9 @@ fn image_size(info: &DatasetInfo) -> String {
 fn split_rule(info: &DatasetInfo) -> String {
     let options = &info.options;
     let mut rule = match info.format.as_str() {
-        "image_folder" => format!(
-            "split.csv, train/ and val/ folders, or {:.0} % of each class to Val (seed {})",
-            options.val_fraction * 100.0,
-            options.split_seed
-        ),
+        "image_folder" => {
+            format!("split.csv, train/ and val/ folders, or {:.0} % of each class to Val (seed {})", options.val_fraction * 100.0, options.split_seed)
+        }
         "cub" => "CUB's train_test_split.txt".into(),
         _ => "as the files ship".into(),
     };

@@ -6,12 +6,12 @@ use leptos::prelude::*;
 use leptos_meta::Title;
 use protocol::{Progress, RunQuery, RunStatus, RunSummary, WorkerView};
 
-use crate::components::live::subscribe;
-use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
-use crate::components::{arch_label, duration, elapsed_seconds, me, CsrfField, StatusBadge};
+use crate::components::live::subscribe;
+use crate::components::progress::{ProgressBar, fraction_done, progress_detail};
 use crate::components::time::Time;
-use crate::functions::{disk_space, list_runs, list_workers, CancelRun, RetryRun};
+use crate::components::{CsrfField, StatusBadge, arch_label, duration, elapsed_seconds, me};
+use crate::functions::{CancelRun, RetryRun, disk_space, list_runs, list_workers};
 
 const GROUPS: [(RunStatus, &str); 6] = [
     (RunStatus::Running, "Running"),
@@ -27,7 +27,10 @@ pub fn JobsPage() -> impl IntoView {
     // Progress events by run id; they override what the page was rendered with.
     let live = RwSignal::new(HashMap::<i64, Progress>::new());
     let reloads = RwSignal::new(0u32);
-    let runs = crate::components::resource::resource(move || reloads.get(), |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) });
+    let runs = crate::components::resource::resource(
+        move || reloads.get(),
+        |_| async { list_runs(RunQuery { limit: Some(200), ..Default::default() }).await.map(|list| list.runs) },
+    );
     let disk = crate::components::resource::resource(move || reloads.get(), |_| disk_space());
     let workers = crate::components::resource::resource(move || reloads.get(), |_| list_workers());
 

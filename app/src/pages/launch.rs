@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use leptos_router::hooks::use_query_map;
 
 use crate::components::form::ActionForm;
-use crate::functions::{get_run, list_datasets, list_runs, LaunchRun};
+use crate::functions::{LaunchRun, get_run, list_datasets, list_runs};
 
 /// A labelled text input with its hint and its error: a number field says at once when what
 /// is typed is not a number; after a refused submission, the server's message per field.
@@ -170,7 +170,12 @@ pub fn launch_summary(get: impl Fn(&str) -> String) -> String {
         "" => "auto".to_owned(),
         d => d.to_owned(),
     };
-    format!("1 run: {arch} on {}, {samples}, {} fine-tuning epoch(s){warmup}, {selection}, seed {}, device {device}.", field("dataset"), field("epochs"), field("seed"))
+    format!(
+        "1 run: {arch} on {}, {samples}, {} fine-tuning epoch(s){warmup}, {selection}, seed {}, device {device}.",
+        field("dataset"),
+        field("epochs"),
+        field("seed")
+    )
 }
 
 /// How long the form's run would take, in a sentence naming the run it is timed by: the newest
@@ -203,7 +208,8 @@ pub fn launch_estimate(get: impl Fn(&str) -> String, runs: &[protocol::RunSummar
         n => n.parse::<u64>().ok().map(|n| whole.map_or(n, |w| n.min(w))),
     };
     let number = |name: &str| field(name).parse::<f64>().ok().filter(|x| x.is_finite() && *x >= 0.0);
-    let budget = if protocol::sampling::takes(&field("sampling"), "budget") && !field("sampling_budget").is_empty() { number("sampling_budget") } else { Some(1.0) };
+    let budget =
+        if protocol::sampling::takes(&field("sampling"), "budget") && !field("sampling_budget").is_empty() { number("sampling_budget") } else { Some(1.0) };
     let warmup = number("warmup_epochs").unwrap_or(0.0);
     let (Some(samples), Some(epochs), Some(budget)) = (samples, number("epochs"), budget) else {
         return "No time estimate: fix the numbers above first.".to_owned();
@@ -233,12 +239,15 @@ pub fn LaunchPage() -> impl IntoView {
     // `?from=N`: the form filled from run N (its clone).
     let url = use_query_map();
     let from = Memo::new(move |_| url.read().get("from").and_then(|s| s.trim().parse::<i64>().ok()));
-    let source = crate::components::resource::resource(move || from.get(), |from| async move {
-        match from {
-            Some(id) => get_run(id).await.map(Some),
-            None => Ok(None),
-        }
-    });
+    let source = crate::components::resource::resource(
+        move || from.get(),
+        |from| async move {
+            match from {
+                Some(id) => get_run(id).await.map(Some),
+                None => Ok(None),
+            }
+        },
+    );
     view! {
         <Transition fallback=|| view! { <p class="loading">"Loading the run to clone…"</p> }>
             {move || Suspend::new(async move {
@@ -265,7 +274,10 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let datasets = crate::components::resource::resource(|| (), |_| list_datasets());
     // Runs a selection can read (spaced repetition, prune), offered while typing the source
     // run; the newest of the same architecture times the summary's estimate.
-    let succeeded = crate::components::resource::resource(|| (), |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }));
+    let succeeded = crate::components::resource::resource(
+        || (),
+        |_| list_runs(protocol::RunQuery { status: Some("succeeded".into()), limit: Some(200), ..Default::default() }),
+    );
     // Once hydrated, the form shows only the fields of the chosen sample selection and
     // learning-rate schedule (the server ignores the others: `protocol::sampling::from_form`).
     let kind = RwSignal::new(v("sampling", "full"));
@@ -296,9 +308,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
         #[cfg(not(feature = "hydrate"))]
         let _ = ev;
     };
-    let error = move |field: &'static str| {
-        Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)))
-    };
+    let error = move |field: &'static str| Signal::derive(move || outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.get(field).map(str::to_owned)));
 
     let navigate = use_navigate();
     Effect::new(move |_| {
@@ -315,10 +325,8 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     ];
     let windows = Window::ALL.iter().map(|w| (w.as_str().to_owned(), w.label().to_owned(), true)).collect::<Vec<_>>();
     let retentions = Retention::ALL.iter().map(|r| (r.as_str().to_owned(), r.label().to_owned(), true)).collect::<Vec<_>>();
-    let never_learned = vec![
-        ("max".to_owned(), "the most forgotten (max, Toneva et al.)".to_owned(), true),
-        ("exclude".to_owned(), "left out (exclude)".to_owned(), true),
-    ];
+    let never_learned =
+        vec![("max".to_owned(), "the most forgotten (max, Toneva et al.)".to_owned(), true), ("exclude".to_owned(), "left out (exclude)".to_owned(), true)];
     // The selection's score and end, as choices ("" leaves them to the selection's default).
     let scores = std::iter::once((String::new(), "– choose a score".to_owned(), true))
         .chain(protocol::SampleScore::ALL.iter().map(|s| (s.as_str().to_owned(), s.label().to_owned(), true)))
@@ -331,7 +339,11 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
         ("false".to_owned(), "no: fill the budget with those due soonest".to_owned(), true),
         ("true".to_owned(), "yes: only the due samples (Amiri et al.)".to_owned(), true),
     ];
-    let keeps = vec![(String::new(), "– default (top)".to_owned(), true), ("top".to_owned(), "top of the score".to_owned(), true), ("bottom".to_owned(), "bottom of the score".to_owned(), true)];
+    let keeps = vec![
+        (String::new(), "– default (top)".to_owned(), true),
+        ("top".to_owned(), "top of the score".to_owned(), true),
+        ("bottom".to_owned(), "bottom of the score".to_owned(), true),
+    ];
     let dataset = v("dataset", "");
     let no_yes = vec![("false".to_owned(), "no".to_owned(), true), ("true".to_owned(), "yes".to_owned(), true)];
     let yes_no = vec![("true".to_owned(), "yes (CUDA only)".to_owned(), true), ("false".to_owned(), "no".to_owned(), true)];
@@ -340,10 +352,8 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
     let warmup_backbones = protocol::WarmupBackbone::ALL.iter().map(|w| (w.as_str().to_owned(), w.label().to_owned(), true)).collect::<Vec<_>>();
     // The default (flip) first, so the form sends it unless changed.
-    let augments = [Augment::Flip, Augment::CropFlip, Augment::None]
-        .iter()
-        .map(|a| (a.as_str().to_owned(), a.as_str().replace('_', " + "), true))
-        .collect::<Vec<_>>();
+    let augments =
+        [Augment::Flip, Augment::CropFlip, Augment::None].iter().map(|a| (a.as_str().to_owned(), a.as_str().replace('_', " + "), true)).collect::<Vec<_>>();
 
     if !crate::components::me().is_some_and(|who| who.role.can_launch()) {
         return view! {
@@ -491,11 +501,13 @@ mod tests {
     use protocol::{DatasetInfo, ExperimentSpec, RunRequest};
 
     fn fashion() -> Vec<DatasetInfo> {
-        vec![serde_json::from_value(serde_json::json!({
-            "name": "fashion-mnist", "format": "idx", "path": "/usr/share/datasets/fashion-mnist", "num_classes": 10, "class_names": [],
-            "train_size": 60000, "val_size": 10000, "image_height": 28, "image_width": 28, "channels": 1
-        }))
-        .unwrap()]
+        vec![
+            serde_json::from_value(serde_json::json!({
+                "name": "fashion-mnist", "format": "idx", "path": "/usr/share/datasets/fashion-mnist", "num_classes": 10, "class_names": [],
+                "train_size": 60000, "val_size": 10000, "image_height": 28, "image_width": 28, "channels": 1
+            }))
+            .unwrap(),
+        ]
     }
 
     /// A spec with every field away from its default, read as the API reads a request.
@@ -505,12 +517,30 @@ mod tests {
 
     #[test]
     fn the_summary_says_what_will_be_queued() {
-        let fields = HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1024"), ("epochs", "4"), ("warmup_epochs", "1"),
-            ("sampling", "prune"), ("sampling_budget", "0.5"), ("seed", "7"), ("device", "cpu")]);
+        let fields = HashMap::from([
+            ("arch", "resnet18"),
+            ("dataset", "fashion-mnist"),
+            ("train_subset", "1024"),
+            ("epochs", "4"),
+            ("warmup_epochs", "1"),
+            ("sampling", "prune"),
+            ("sampling_budget", "0.5"),
+            ("seed", "7"),
+            ("device", "cpu"),
+        ]);
         let summary = launch_summary(|name| fields.get(name).map(|v| v.to_string()).unwrap_or_default());
-        assert_eq!(summary, "1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s) after 1 head-warmup epoch(s), prune selection at budget 0.5, seed 7, device cpu.");
+        assert_eq!(
+            summary,
+            "1 run: ResNet-18 on fashion-mnist, 1024 training samples, 4 fine-tuning epoch(s) after 1 head-warmup epoch(s), prune selection at budget 0.5, seed 7, device cpu."
+        );
         let plain = launch_summary(|name| if name == "arch" { "small_cnn".into() } else { String::new() });
-        assert!(plain.contains("Small CNN") && plain.contains("every training sample") && plain.contains("every sample each epoch") && plain.contains("device auto"), "{plain}");
+        assert!(
+            plain.contains("Small CNN")
+                && plain.contains("every training sample")
+                && plain.contains("every sample each epoch")
+                && plain.contains("device auto"),
+            "{plain}"
+        );
     }
 
     fn run(id: i64, arch: &str, device: &str, images_per_sec: Option<f64>) -> protocol::RunSummary {
@@ -524,10 +554,16 @@ mod tests {
 
     #[test]
     fn the_estimate_is_timed_by_the_newest_matching_run() {
-        let runs = [run(3, "resnet18", "cpu (the CPU build)", Some(100.0)), run(5, "resnet18", "cuda:0 (1 of 1 GPUs)", Some(2000.0)),
-            run(4, "resnet18", "cpu", Some(50.0)), run(6, "small_cnn", "cpu", Some(9000.0)), run(7, "resnet18", "cpu", None)];
+        let runs = [
+            run(3, "resnet18", "cpu (the CPU build)", Some(100.0)),
+            run(5, "resnet18", "cuda:0 (1 of 1 GPUs)", Some(2000.0)),
+            run(4, "resnet18", "cpu", Some(50.0)),
+            run(6, "small_cnn", "cpu", Some(9000.0)),
+            run(7, "resnet18", "cpu", None),
+        ];
         let form = |pairs: &[(&'static str, &'static str)]| {
-            let mut fields = HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1000"), ("epochs", "5"), ("warmup_epochs", "1")]);
+            let mut fields =
+                HashMap::from([("arch", "resnet18"), ("dataset", "fashion-mnist"), ("train_subset", "1000"), ("epochs", "5"), ("warmup_epochs", "1")]);
             fields.extend(pairs.iter().copied());
             move |name: &str| fields.get(name).map(|v| v.to_string()).unwrap_or_default()
         };
@@ -542,8 +578,14 @@ mod tests {
         // full ignores a budget left in its hidden field; hours beyond 90 minutes.
         let full = form(&[("device", "cpu"), ("train_subset", ""), ("sampling", "full"), ("sampling_budget", "0.5")]);
         assert_eq!(launch_estimate(full, &runs, &fashion()), "About 2.0 hours, timed by run #4 (50 images/s).");
-        assert_eq!(launch_estimate(form(&[("arch", "deit_small")]), &runs, &fashion()), "No time estimate yet: no succeeded DeiT-Small run over fashion-mnist to time it by.");
-        assert_eq!(launch_estimate(form(&[("arch", "small_cnn"), ("device", "cuda")]), &runs, &fashion()), "No time estimate yet: no succeeded Small CNN run over fashion-mnist on cuda to time it by.");
+        assert_eq!(
+            launch_estimate(form(&[("arch", "deit_small")]), &runs, &fashion()),
+            "No time estimate yet: no succeeded DeiT-Small run over fashion-mnist to time it by."
+        );
+        assert_eq!(
+            launch_estimate(form(&[("arch", "small_cnn"), ("device", "cuda")]), &runs, &fashion()),
+            "No time estimate yet: no succeeded Small CNN run over fashion-mnist on cuda to time it by."
+        );
         assert_eq!(launch_estimate(form(&[("epochs", "many")]), &runs, &fashion()), "No time estimate: fix the numbers above first.");
     }
 
@@ -558,7 +600,9 @@ mod tests {
                 "mixed_precision": false, "window": "all", "retention": "a_floor", "never_learned": "exclude", "el2n_epoch": 3,
                 "sampling": {"kind": "prune", "budget": 0.25, "source_run": [3, 4], "score": "tau", "keep": "bottom"}
             })),
-            spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 4, "sampling": {"kind": "rbf", "budget": 0.5, "nu": 0.8, "kernel": "laplace", "due_only": true}})),
+            spec(
+                serde_json::json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 4, "sampling": {"kind": "rbf", "budget": 0.5, "nu": 0.8, "kernel": "laplace", "due_only": true}}),
+            ),
             spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4, "sampling": {"kind": "leitner", "budget": 0.5, "decks": 3}})),
             spec(serde_json::json!({"dataset": "fashion-mnist", "arch": "small_cnn", "epochs": 4})),
         ];

@@ -7,12 +7,12 @@ use leptos_router::hooks::use_params_map;
 use protocol::{LinkedRun, Phase, Progress, RunDetail, RunStatus, SampleQuery};
 
 use crate::components::charts::{GridChart, Heatmap, Histogram, LineChart, Series};
-use crate::components::live::subscribe;
-use crate::components::progress::{fraction_done, progress_detail, ProgressBar};
 use crate::components::form::ActionForm;
+use crate::components::live::subscribe;
+use crate::components::progress::{ProgressBar, fraction_done, progress_detail};
 use crate::components::time::Time;
-use crate::components::{arch_label, duration, elapsed_seconds, flatten_spec, number, percent, CsrfField, StatusBadge};
-use crate::functions::{get_data_map, get_run, get_run_classes, get_run_log, list_samples, UpdateRun};
+use crate::components::{CsrfField, StatusBadge, arch_label, duration, elapsed_seconds, flatten_spec, number, percent};
+use crate::functions::{UpdateRun, get_data_map, get_run, get_run_classes, get_run_log, list_samples};
 
 /// How many lines of the job's log the run page shows.
 const LOG_TAIL: u32 = 40;
@@ -81,21 +81,17 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
     let curve = |pick: fn(&protocol::EpochMetrics) -> Option<f64>| -> Vec<(f64, f64)> {
         detail.epochs.iter().filter_map(|e| pick(e).map(|y| (f64::from(e.epoch), y))).collect()
     };
-    let accuracy = vec![
-        Series::new("train", "series-0", curve(|e| Some(e.train_accuracy))),
-        Series::new("validation", "series-1", curve(|e| e.val_accuracy)),
-    ];
-    let loss = vec![
-        Series::new("train", "series-0", curve(|e| Some(e.train_loss))),
-        Series::new("validation", "series-1", curve(|e| e.val_loss)),
-    ];
+    let accuracy = vec![Series::new("train", "series-0", curve(|e| Some(e.train_accuracy))), Series::new("validation", "series-1", curve(|e| e.val_accuracy))];
+    let loss = vec![Series::new("train", "series-0", curve(|e| Some(e.train_loss))), Series::new("validation", "series-1", curve(|e| e.val_loss))];
     let hyper = &spec.hyper;
     let schedule = match hyper.schedule {
         protocol::Schedule::Step => format!("step (× {} every {} epochs)", hyper.step_gamma, hyper.step_epochs),
         other => other.to_string(),
     };
     let optimizer = match spec.optimizer {
-        protocol::Optimizer::Sgd => format!("SGD (momentum {}{}, weight decay {})", hyper.momentum, if hyper.nesterov { ", Nesterov" } else { "" }, hyper.weight_decay),
+        protocol::Optimizer::Sgd => {
+            format!("SGD (momentum {}{}, weight decay {})", hyper.momentum, if hyper.nesterov { ", Nesterov" } else { "" }, hyper.weight_decay)
+        }
         protocol::Optimizer::Adamw => format!("AdamW (betas 0.9, 0.999; decoupled weight decay {})", hyper.weight_decay),
     };
     // The device the worker reported using, beside the one asked for.
@@ -112,7 +108,10 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Frozen backbone during warmup", spec.warmup_backbone.label().to_owned()),
         ("Batch size", spec.batch_size.to_string()),
         ("Learning rate", spec.lr.to_string()),
-        ("Learning-rate schedule", if hyper.lr_warmup_epochs > 0 { format!("{schedule}, after {} epochs of linear warm-up", hyper.lr_warmup_epochs) } else { schedule }),
+        (
+            "Learning-rate schedule",
+            if hyper.lr_warmup_epochs > 0 { format!("{schedule}, after {} epochs of linear warm-up", hyper.lr_warmup_epochs) } else { schedule },
+        ),
         ("Optimizer", optimizer),
         ("Label smoothing / drop path", format!("{} / {}", hyper.label_smoothing, hyper.drop_path)),
         ("Augmentation", hyper.augment.to_string()),
@@ -122,10 +121,13 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Validation samples", spec.val_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Image size", format!("{0} × {0}", spec.image_size)),
         ("Measurement", spec.measure.to_string()),
-        ("Never-learned samples in rankings", match spec.never_learned {
-            protocol::spec::NeverLearnedPolicy::Max => "the most forgotten (max, Toneva et al.)".to_owned(),
-            protocol::spec::NeverLearnedPolicy::Exclude => "left out (exclude)".to_owned(),
-        }),
+        (
+            "Never-learned samples in rankings",
+            match spec.never_learned {
+                protocol::spec::NeverLearnedPolicy::Max => "the most forgotten (max, Toneva et al.)".to_owned(),
+                protocol::spec::NeverLearnedPolicy::Exclude => "left out (exclude)".to_owned(),
+            },
+        ),
         ("Epoch window of the statistics", spec.window.label().to_owned()),
         ("Retention definition", spec.retention.label().to_owned()),
         ("Device", device),
@@ -353,7 +355,9 @@ fn DecayCard(analysis: protocol::RunAnalysis) -> impl IntoView {
 
 /// A correlation as "r (p = …, n = …)", or "–" when there is none.
 fn correlation_text(c: Option<protocol::CorrelationView>) -> String {
-    c.map_or("–".into(), |c| format!("{} (p = {}, n = {})", c.r.map_or("undefined".into(), |r| format!("{r:.3}")), c.p_value.map_or("–".into(), |p| format!("{p:.2e}")), c.n))
+    c.map_or("–".into(), |c| {
+        format!("{} (p = {}, n = {})", c.r.map_or("undefined".into(), |r| format!("{r:.3}")), c.p_value.map_or("–".into(), |p| format!("{p:.2e}")), c.n)
+    })
 }
 
 /// Per-class forgetting and the last epoch's validation accuracy.
@@ -467,7 +471,6 @@ fn MostForgotten(run_id: i64, dataset: String, class_names: Vec<String>) -> impl
         </section>
     }
 }
-
 
 /// The run's name, tags and notes, changed in place (its owner or an administrator).
 #[component]

@@ -7,7 +7,7 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 use protocol::{Arch, RunQuery, RunStatus, RunSummary};
 
-use crate::components::{arch_index, arch_label, percent, query_string, Pager, StatusBadge};
+use crate::components::{Pager, StatusBadge, arch_index, arch_label, percent, query_string};
 use crate::functions::{list_datasets, list_runs};
 
 /// Runs per page.
@@ -192,18 +192,20 @@ fn by_arch(runs: &[RunSummary]) -> Vec<(String, usize, f64, Option<f64>, f64, f6
 #[component]
 fn ArchSummary(runs: Vec<RunSummary>) -> impl IntoView {
     let groups = by_arch(&runs);
-    (!groups.is_empty()).then(|| view! {
-        <table class="data arch-summary">
-            <caption class="muted small">"Succeeded runs on this page, by architecture: final validation accuracy"</caption>
-            <thead><tr><th>"Architecture"</th><th class="num">"Runs"</th><th class="num">"Mean ± sd"</th><th class="num">"Range"</th></tr></thead>
-            <tbody>{groups.into_iter().map(|(arch, n, mean, sd, lo, hi)| view! {
-                <tr data-arch=arch.clone() data-runs=n data-mean=mean.to_string()>
-                    <td>{arch_label(&arch)}</td><td class="num">{n}</td>
-                    <td class="num">{match sd { Some(sd) => format!("{} ± {:.1} pts", percent(mean), sd * 100.0), None => percent(mean) }}</td>
-                    <td class="num">{format!("{} – {}", percent(lo), percent(hi))}</td>
-                </tr>
-            }).collect_view()}</tbody>
-        </table>
+    (!groups.is_empty()).then(|| {
+        view! {
+            <table class="data arch-summary">
+                <caption class="muted small">"Succeeded runs on this page, by architecture: final validation accuracy"</caption>
+                <thead><tr><th>"Architecture"</th><th class="num">"Runs"</th><th class="num">"Mean ± sd"</th><th class="num">"Range"</th></tr></thead>
+                <tbody>{groups.into_iter().map(|(arch, n, mean, sd, lo, hi)| view! {
+                    <tr data-arch=arch.clone() data-runs=n data-mean=mean.to_string()>
+                        <td>{arch_label(&arch)}</td><td class="num">{n}</td>
+                        <td class="num">{match sd { Some(sd) => format!("{} ± {:.1} pts", percent(mean), sd * 100.0), None => percent(mean) }}</td>
+                        <td class="num">{format!("{} – {}", percent(lo), percent(hi))}</td>
+                    </tr>
+                }).collect_view()}</tbody>
+            </table>
+        }
     })
 }
 
@@ -218,8 +220,13 @@ mod tests {
                 "created_at": "2026-12-04T00:00:00Z", "finished_at": null, "error": null, "progress": null, "final_val_accuracy": acc}))
             .unwrap()
         };
-        let runs = [run(1, "resnet18", "succeeded", Some(0.8)), run(2, "resnet18", "succeeded", Some(0.9)), run(3, "small_cnn", "succeeded", Some(0.5)),
-            run(4, "resnet18", "failed", Some(0.1)), run(5, "deit_small", "running", Some(0.3))];
+        let runs = [
+            run(1, "resnet18", "succeeded", Some(0.8)),
+            run(2, "resnet18", "succeeded", Some(0.9)),
+            run(3, "small_cnn", "succeeded", Some(0.5)),
+            run(4, "resnet18", "failed", Some(0.1)),
+            run(5, "deit_small", "running", Some(0.3)),
+        ];
         let groups = by_arch(&runs);
         assert_eq!(groups.iter().map(|g| (g.0.as_str(), g.1)).collect::<Vec<_>>(), vec![("small_cnn", 1), ("resnet18", 2)]);
         let (_, _, mean, sd, lo, hi) = groups[1].clone();

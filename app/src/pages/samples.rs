@@ -7,8 +7,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use protocol::{SampleQuery, SampleStats, Trajectory};
 
-use crate::components::charts::{arch_class, dashes_by_seed, LineChart, Series};
-use crate::components::{arch_label, number, query_string, Pager};
+use crate::components::charts::{LineChart, Series, arch_class, dashes_by_seed};
+use crate::components::{Pager, arch_label, number, query_string};
 use crate::functions::{get_run, get_sample_history, list_samples};
 
 /// Samples per page of the browser.
@@ -42,7 +42,13 @@ fn parameter_names() -> Vec<String> {
 
 /// The browser's filters and sort as the URL has them (empty ones left out by `query_string`).
 fn filters(get: impl Fn(&str) -> String) -> Vec<(String, String)> {
-    parameter_names().into_iter().map(|name| { let value = get(&name); (name, value) }).collect()
+    parameter_names()
+        .into_iter()
+        .map(|name| {
+            let value = get(&name);
+            (name, value)
+        })
+        .collect()
 }
 
 /// A sample's page, reached as the `at`-th (0-based) sample of the browser's filtered order:
@@ -115,7 +121,13 @@ pub fn SampleBrowser() -> impl IntoView {
         },
     );
     let page_link = move |offset: u64| {
-        let mut pairs: Vec<(String, String)> = parameter_names().into_iter().map(|k| { let v = param(&k); (k, v) }).collect();
+        let mut pairs: Vec<(String, String)> = parameter_names()
+            .into_iter()
+            .map(|k| {
+                let v = param(&k);
+                (k, v)
+            })
+            .collect();
         pairs.push(("offset".into(), if offset == 0 { String::new() } else { offset.to_string() }));
         let pairs: Vec<(&str, String)> = pairs.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         format!("/runs/{}/samples{}", id.get_untracked(), query_string(&pairs))
@@ -210,7 +222,8 @@ pub fn SampleBrowser() -> impl IntoView {
 #[component]
 fn SampleThumb(sample: SampleStats, dataset: String, class_names: Vec<String>, href: String) -> impl IntoView {
     let label = class_names.get(sample.label as usize).cloned().unwrap_or_else(|| format!("class {}", sample.label));
-    let learned = if sample.never_learned { "never learned".to_owned() } else { sample.first_learned_epoch.map_or("–".into(), |e| format!("learned at {e}")) };
+    let learned =
+        if sample.never_learned { "never learned".to_owned() } else { sample.first_learned_epoch.map_or("–".into(), |e| format!("learned at {e}")) };
     view! {
         <li class="thumb" data-sample-key=sample.sample_key.clone() data-forgetting=sample.forgetting_events>
             <a href=href>
@@ -239,8 +252,11 @@ fn history_series(runs: &[&Trajectory], pick: fn(&Trajectory) -> Vec<f64>) -> Ve
             let dash = dash_of(t.seed);
             let this = if i == 0 { " (this run)" } else { "" };
             let points = pick(t).into_iter().enumerate().map(|(e, y)| ((e + 1) as f64, y)).collect();
-            Series::new(format!("#{} {} seed {}{this}", t.run_id, arch_label(&t.arch), t.seed), arch_class(&t.arch), points)
-                .styled(if i == 0 { format!("{dash} this-run") } else { dash.to_owned() })
+            Series::new(format!("#{} {} seed {}{this}", t.run_id, arch_label(&t.arch), t.seed), arch_class(&t.arch), points).styled(if i == 0 {
+                format!("{dash} this-run")
+            } else {
+                dash.to_owned()
+            })
         })
         .collect()
 }
@@ -399,7 +415,9 @@ mod tests {
 
     #[test]
     fn the_url_becomes_a_sample_query_or_a_message() {
-        let url = |pairs: &'static [(&'static str, &'static str)]| move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).unwrap_or_default();
+        let url = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string()).unwrap_or_default()
+        };
         let query = sample_query(url(&[("sort", "-tau"), ("label", "3"), ("never_learned", "false"), ("min_confidence", "0.5"), ("offset", "60")])).unwrap();
         assert_eq!(query.sort.as_deref(), Some("-tau"));
         assert_eq!(query.label, Some(3));

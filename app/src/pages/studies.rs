@@ -7,16 +7,16 @@ use std::collections::HashSet;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map};
-use protocol::study::{finding_name, presets, ArmCurve, Finding, Interval, StudyDetail};
+use protocol::study::{ArmCurve, Finding, Interval, StudyDetail, finding_name, presets};
 use protocol::{LaunchOutcome, Progress, RunStatus};
 
-use crate::components::charts::{Band, LineChart, Series};
-use crate::components::live::subscribe;
-use crate::components::{number, percent, StatusBadge};
-use crate::components::form::ActionForm;
 use crate::components::CsrfField;
+use crate::components::charts::{Band, LineChart, Series};
+use crate::components::form::ActionForm;
+use crate::components::live::subscribe;
 use crate::components::time::Time;
-use crate::functions::{get_study, list_datasets, list_studies, CancelStudy, LaunchStudy};
+use crate::components::{StatusBadge, number, percent};
+use crate::functions::{CancelStudy, LaunchStudy, get_study, list_datasets, list_studies};
 
 /// `0.8123 ± 0.0412 (n = 3)`, as a percentage when `as_percent`.
 fn interval_text(interval: Option<Interval>, as_percent: bool) -> String {
@@ -44,7 +44,10 @@ pub fn StudiesPage() -> impl IntoView {
     // A field's message: its own, or its entries' (`arms[1]` under `arms`).
     let error = move |field: &'static str| {
         move || {
-            outcome.get().and_then(|r| r.ok()).and_then(|o| o.errors.0.iter().find(|(k, _)| k.as_str() == field || k.starts_with(&format!("{field}["))).map(|(_, m)| m.clone()))
+            outcome
+                .get()
+                .and_then(|r| r.ok())
+                .and_then(|o| o.errors.0.iter().find(|(k, _)| k.as_str() == field || k.starts_with(&format!("{field}["))).map(|(_, m)| m.clone()))
         }
     };
     view! {
@@ -317,7 +320,9 @@ fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Publish
 #[component]
 fn ArmCurves(curves: Vec<ArmCurve>, archs: Vec<String>) -> impl IntoView {
     const CLASSES: [&str; 4] = ["series-0", "series-1", "series-2", "series-3"];
-    let warmup_until = |c: &ArmCurve| c.points.iter().filter(|p| p.phase == protocol::Phase::Warmup).map(|p| p.epoch as f64).fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
+    let warmup_until = |c: &ArmCurve| {
+        c.points.iter().filter(|p| p.phase == protocol::Phase::Warmup).map(|p| p.epoch as f64).fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
+    };
     archs
         .into_iter()
         .map(|arch| {
@@ -326,11 +331,29 @@ fn ArmCurves(curves: Vec<ArmCurve>, archs: Vec<String>) -> impl IntoView {
             let chart = |metric: &'static str, by_samples: bool| {
                 let value = move |p: &protocol::study::CurvePoint| if metric == "accuracy" { p.accuracy } else { p.macro_f1 };
                 let x = move |p: &protocol::study::CurvePoint| if by_samples { p.samples_seen } else { p.epoch as f64 };
-                let series = mine.iter().enumerate().map(|(i, c)| Series::new(c.arm.clone(), CLASSES[i % CLASSES.len()], c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect())).collect::<Vec<_>>();
-                let bands = mine.iter().enumerate().map(|(i, c)| Band {
-                    class: CLASSES[i % CLASSES.len()],
-                    points: c.points.iter().filter_map(|p| { let v = value(p)?; let h = v.half_width?; Some((x(p), v.mean - h, v.mean + h)) }).collect(),
-                }).collect::<Vec<_>>();
+                let series = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        Series::new(c.arm.clone(), CLASSES[i % CLASSES.len()], c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect())
+                    })
+                    .collect::<Vec<_>>();
+                let bands = mine
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| Band {
+                        class: CLASSES[i % CLASSES.len()],
+                        points: c
+                            .points
+                            .iter()
+                            .filter_map(|p| {
+                                let v = value(p)?;
+                                let h = v.half_width?;
+                                Some((x(p), v.mean - h, v.mean + h))
+                            })
+                            .collect(),
+                    })
+                    .collect::<Vec<_>>();
                 let name = if metric == "accuracy" { "Validation accuracy" } else { "Validation macro-F1" };
                 let (x_label, title) = if by_samples {
                     ("training samples seen", format!("{name} against samples seen, {arch}"))

@@ -150,7 +150,11 @@ impl Data {
 pub fn read_real(dir: &Path) -> Vec<EpochColumns> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
-    let mut files: Vec<_> = std::fs::read_dir(dir.join("records")).expect("a records folder").map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "parquet")).collect();
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("records"))
+        .expect("a records folder")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
     files.sort();
     files
         .iter()
@@ -190,7 +194,8 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
     drop(columns);
     drop(records);
     let started = Instant::now();
-    let analysis = queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
+    let analysis =
+        queue.finish(lease.job_id, &lease.job_token, &Finish { outcome: Outcome::Succeeded, message: None, class_means: None }).await.expect("finish");
     // The end of run, statistics and sealing included (they run in the background).
     analysis.expect("a succeeded run is analysed").await.expect("the analysis");
     (run_id, uploads, started.elapsed().as_secs_f64() * 1e3, statistics)
@@ -198,7 +203,15 @@ pub async fn fake_run(service: &Service, queue: &Queue, data: &Data, samples: us
 
 /// A new run launched, leased, and its `epochs` epochs of records uploaded as a worker would;
 /// not finished. Returns (run id, its lease, upload times in ms).
-pub async fn uploaded_run(service: &Service, queue: &Queue, data: &Data, samples: usize, epochs: u32, seed: u64, tags: &str) -> (i64, protocol::worker::Lease, Vec<f64>) {
+pub async fn uploaded_run(
+    service: &Service,
+    queue: &Queue,
+    data: &Data,
+    samples: usize,
+    epochs: u32,
+    seed: u64,
+    tags: &str,
+) -> (i64, protocol::worker::Lease, Vec<f64>) {
     let request = RunRequest {
         dataset: Some("bench".into()),
         arch: Some("small_cnn".into()),
@@ -209,15 +222,15 @@ pub async fn uploaded_run(service: &Service, queue: &Queue, data: &Data, samples
     };
     let launched = service.launch(request, &bench_admin()).await.expect("launch");
     let lease = queue.lease("bench").await.expect("lease").expect("a job");
-    let manifest = SampleManifest {
-        samples: (0..samples).map(|i| ManifestEntry { dataset_index: i as u32, sample_key: key(i), label: (i % 10) as u32 }).collect(),
-    };
+    let manifest =
+        SampleManifest { samples: (0..samples).map(|i| ManifestEntry { dataset_index: i as u32, sample_key: key(i), label: (i % 10) as u32 }).collect() };
     queue.put_manifest(lease.job_id, &lease.job_token, &manifest).await.expect("manifest");
     let mut rng = SplitMix64::new(seed);
     let mut uploads = Vec::new();
     for epoch in 1..=epochs {
         let columns = data.epoch(&mut rng, samples, epoch, epochs);
-        let metrics = EpochMetrics { epoch, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
+        let metrics =
+            EpochMetrics { epoch, phase: Phase::Finetune, train_loss: 1.0, train_accuracy: 0.5, val_loss: None, val_accuracy: None, lr: 0.01, seconds: 1.0 };
         let upload = EpochUpload { metrics, columns, val_confusion: None, eval_loss: None, shown: None };
         let started = Instant::now();
         queue.put_epoch(lease.job_id, &lease.job_token, epoch, &upload).await.expect("epoch");

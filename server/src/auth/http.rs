@@ -11,14 +11,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, to_bytes};
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header, request::Parts};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo};
 use protocol::Failure;
+use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo};
 use serde::Deserialize;
 
 use super::{Auth, Credential, SESSION_DAYS};
@@ -46,7 +46,12 @@ fn is_public(path: &str) -> bool {
 }
 
 fn admin_only(path: &str) -> bool {
-    path == "/admin" || path.starts_with("/admin/") || path.starts_with("/sf/admin") || path.starts_with("/api/v1/users") || path == "/healthz" || path == "/metrics"
+    path == "/admin"
+        || path.starts_with("/admin/")
+        || path.starts_with("/sf/admin")
+        || path.starts_with("/api/v1/users")
+        || path == "/healthz"
+        || path == "/metrics"
 }
 
 /// What a viewer may change: their own account (tokens, password, sessions) and signing out.
@@ -160,27 +165,35 @@ async fn guarded(auth: &Auth, request: Request, next: Next, path: &str, target: 
 }
 
 async fn identify(auth: &Auth, mut request: Request, path: &str, unsafe_method: bool) -> Result<Request, Failure> {
-    let (who, credential) = match credentials(request.headers())? {
-        Credentials::None => (None, None),
-        Credentials::Bearer(token) => (
-            Some(auth.token(token).await?.ok_or_else(|| Failure::unauthorized("the API token is unknown or revoked; create one on your account page or with POST /api/v1/tokens"))?),
-            Some(Credential::Token(token.to_owned())),
-        ),
-        Credentials::Basic(name, password) => {
-            if !(path == "/api/v1/tokens" && request.method() == Method::POST) {
-                return Err(Failure::unauthorized("Basic credentials are taken only by POST /api/v1/tokens; send the token it returns as `Authorization: Bearer <token>`"));
+    let (who, credential) =
+        match credentials(request.headers())? {
+            Credentials::None => (None, None),
+            Credentials::Bearer(token) => (
+                Some(auth.token(token).await?.ok_or_else(|| {
+                    Failure::unauthorized("the API token is unknown or revoked; create one on your account page or with POST /api/v1/tokens")
+                })?),
+                Some(Credential::Token(token.to_owned())),
+            ),
+            Credentials::Basic(name, password) => {
+                if !(path == "/api/v1/tokens" && request.method() == Method::POST) {
+                    return Err(Failure::unauthorized(
+                        "Basic credentials are taken only by POST /api/v1/tokens; send the token it returns as `Authorization: Bearer <token>`",
+                    ));
+                }
+                (Some(auth.sign_in(&name, &password, client_ip(auth, &request)).await?), None)
             }
-            (Some(auth.sign_in(&name, &password, client_ip(auth, &request)).await?), None)
-        }
-        Credentials::Session(cookie) => (auth.session(cookie).await?, Some(Credential::Session(cookie.to_owned()))),
-    };
+            Credentials::Session(cookie) => (auth.session(cookie).await?, Some(Credential::Session(cookie.to_owned()))),
+        };
     let who = who.ok_or_else(|| Failure::unauthorized("sign in first: open /login in a browser, or send `Authorization: Bearer <token>`"))?;
     if admin_only(path) && !who.is_admin() {
         return Err(Failure::forbidden(format!("{} is for administrators; {} is a {}", path, who.name, who.role.as_str())));
     }
     if unsafe_method {
         if who.role == Role::Viewer && !own_account(path) {
-            return Err(Failure::forbidden(format!("{} is a viewer: viewers browse but cannot launch or change runs; ask an administrator for the member role", who.name)));
+            return Err(Failure::forbidden(format!(
+                "{} is a viewer: viewers browse but cannot launch or change runs; ask an administrator for the member role",
+                who.name
+            )));
         }
         if let Some(expected) = who.csrf.clone() {
             request = check_csrf(request, &expected).await?;
@@ -196,7 +209,8 @@ async fn identify(auth: &Auth, mut request: Request, path: &str, unsafe_method: 
 /// Checks the session's CSRF token in the header or, for a posted form, its `csrf` field;
 /// gives the request back whole.
 async fn check_csrf(request: Request, expected: &str) -> Result<Request, Failure> {
-    let refused = || Failure::forbidden("this change came without the page's CSRF token (X-CSRF-Token header or csrf form field); reload the page and try again");
+    let refused =
+        || Failure::forbidden("this change came without the page's CSRF token (X-CSRF-Token header or csrf form field); reload the page and try again");
     if let Some(sent) = request.headers().get(CSRF_HEADER) {
         return if crate::queue::same_digest(sent.to_str().unwrap_or_default(), expected) { Ok(request) } else { Err(refused()) };
     }
@@ -327,7 +341,11 @@ pub struct TokenRequest {
 }
 
 /// `POST /api/v1/tokens {"name": "..."}`: a new personal token, its secret shown this once.
-pub async fn create_token(State(state): State<AppState>, Caller(who): Caller, JsonBody(body): JsonBody<TokenRequest>) -> ApiResult<(StatusCode, Json<NewToken>)> {
+pub async fn create_token(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(body): JsonBody<TokenRequest>,
+) -> ApiResult<(StatusCode, Json<NewToken>)> {
     Ok((StatusCode::CREATED, Json(state.auth.create_token(&who, &body.name).await?)))
 }
 
@@ -365,7 +383,12 @@ pub struct UserChange {
 }
 
 /// `PATCH /api/v1/users/{name}` (administrators): role and disabled flag, of another account.
-pub async fn update_user(State(state): State<AppState>, Caller(who): Caller, Path(name): Path<String>, JsonBody(body): JsonBody<UserChange>) -> ApiResult<Json<Account>> {
+pub async fn update_user(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<UserChange>,
+) -> ApiResult<Json<Account>> {
     Ok(Json(state.auth.update_user(Some(&who), &name, body.role, body.disabled).await?))
 }
 
@@ -379,7 +402,12 @@ pub struct PasswordReset {
 
 /// `POST /api/v1/users/{name}/password` (administrators): a new password for another account;
 /// its sessions end, and its API tokens are revoked when asked.
-pub async fn reset_password(State(state): State<AppState>, Caller(who): Caller, Path(name): Path<String>, JsonBody(body): JsonBody<PasswordReset>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn reset_password(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<PasswordReset>,
+) -> ApiResult<Json<serde_json::Value>> {
     let done = state.auth.reset_password(Some(&who), &name, &body.password, body.revoke_tokens).await?;
     Ok(Json(serde_json::json!({ "sessions_ended": done.sessions_ended, "tokens_revoked": done.tokens_revoked })))
 }
@@ -397,7 +425,17 @@ mod tests {
     #[test]
     fn next_stays_on_this_site() {
         assert_eq!(safe_next(Some("/runs/3?x=1")), "/runs/3?x=1");
-        for bad in ["//evil.example", "https://evil.example", "/\\evil.example", "runs", "/\t/evil.example", "/\n/evil.example", "/ /evil.example", "/\u{7f}/x", "/a\\b"] {
+        for bad in [
+            "//evil.example",
+            "https://evil.example",
+            "/\\evil.example",
+            "runs",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "/ /evil.example",
+            "/\u{7f}/x",
+            "/a\\b",
+        ] {
             assert_eq!(safe_next(Some(bad)), "/", "{bad}");
         }
         assert_eq!(safe_next(None), "/");

@@ -17,10 +17,10 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use protocol::auth::{check_password, check_user_name, Account, Identity, NewToken, Role, TokenInfo};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use protocol::Failure;
+use protocol::auth::{Account, Identity, NewToken, Role, TokenInfo, check_password, check_user_name};
 use sqlx::{Row, SqlitePool};
 
 use crate::db::internal;
@@ -211,14 +211,16 @@ impl Auth {
             return Err(Failure::invalid("the account was not created", errors));
         }
         let phc = self.hash(password).await?;
-        let row = sqlx::query("INSERT INTO users (name, password_hash, role) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING name, role, disabled, created_at")
-            .bind(name)
-            .bind(phc)
-            .bind(role.as_str())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Failure::conflict(format!("an account named {name:?} exists already")))?;
+        let row = sqlx::query(
+            "INSERT INTO users (name, password_hash, role) VALUES (?, ?, ?) ON CONFLICT(name) DO NOTHING RETURNING name, role, disabled, created_at",
+        )
+        .bind(name)
+        .bind(phc)
+        .bind(role.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::conflict(format!("an account named {name:?} exists already")))?;
         Ok(account(&row))
     }
 
@@ -238,14 +240,16 @@ impl Auth {
         }
         let mut tx = self.pool.begin().await.map_err(internal)?;
         // Write first (SQLite: a transaction that reads first cannot take the write lock later).
-        let row = sqlx::query("UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled) WHERE name = ? RETURNING id, name, role, disabled, created_at")
-            .bind(role.map(Role::as_str))
-            .bind(disabled.map(i64::from))
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Failure::not_found(format!("no account named {name:?}")))?;
+        let row = sqlx::query(
+            "UPDATE users SET role = COALESCE(?, role), disabled = COALESCE(?, disabled) WHERE name = ? RETURNING id, name, role, disabled, created_at",
+        )
+        .bind(role.map(Role::as_str))
+        .bind(disabled.map(i64::from))
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| Failure::not_found(format!("no account named {name:?}")))?;
         let admins: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE role = 'admin' AND disabled = 0").fetch_one(&mut *tx).await.map_err(internal)?;
         if admins == 0 {
             return Err(Failure::conflict(format!("{name} is the last enabled administrator; make another account admin first")));
@@ -307,7 +311,12 @@ impl Auth {
         let phc = self.hash(new).await?;
         let mut tx = self.pool.begin().await.map_err(internal)?;
         sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?").bind(phc).bind(who.user_id).execute(&mut *tx).await.map_err(internal)?;
-        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND csrf IS NOT ?").bind(who.user_id).bind(&who.csrf).execute(&mut *tx).await.map_err(internal)?;
+        let sessions = sqlx::query("DELETE FROM sessions WHERE user_id = ? AND csrf IS NOT ?")
+            .bind(who.user_id)
+            .bind(&who.csrf)
+            .execute(&mut *tx)
+            .await
+            .map_err(internal)?;
         let tokens = if revoke_tokens { revoke_all_tokens(&mut tx, who.user_id).await? } else { 0 };
         tx.commit().await.map_err(internal)?;
         self.signed_out_now();
@@ -316,7 +325,11 @@ impl Auth {
 
     /// The enabled account with this name and password, or `None`.
     async fn verify(&self, name: &str, password: &str) -> Result<Option<Identity>, Failure> {
-        let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ? AND disabled = 0").bind(name).fetch_optional(&self.pool).await.map_err(internal)?;
+        let row = sqlx::query("SELECT id, name, role, password_hash FROM users WHERE name = ? AND disabled = 0")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(internal)?;
         let phc = row.as_ref().map(|r| r.get::<String, _>("password_hash"));
         let password = password.to_owned();
         // The decoy is made (once) on the blocking thread too, under the same bound.
@@ -368,9 +381,8 @@ impl Auth {
         if check_user_name(name).is_err() {
             return Err(Failure::unauthorized("wrong user name or password (or the account is disabled)"));
         }
-        let keys: Vec<(String, usize)> = std::iter::once((format!("name:{name}"), LIMIT_PER_NAME))
-            .chain(client.map(|ip| (address_key(ip), LIMIT_PER_ADDRESS)))
-            .collect();
+        let keys: Vec<(String, usize)> =
+            std::iter::once((format!("name:{name}"), LIMIT_PER_NAME)).chain(client.map(|ip| (address_key(ip), LIMIT_PER_ADDRESS))).collect();
         let attempt = self.start_attempt(&keys)?;
         match self.verify(name, password).await {
             Ok(Some(who)) => {
@@ -425,7 +437,11 @@ impl Auth {
         .map_err(internal)?;
         let Some(row) = row else { return Ok(None) };
         if touch && row.get::<bool, _>("stale") {
-            sqlx::query("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id_hash = ?").bind(hash_token(cookie)).execute(&self.pool).await.map_err(internal)?;
+            sqlx::query("UPDATE sessions SET last_seen_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id_hash = ?")
+                .bind(hash_token(cookie))
+                .execute(&self.pool)
+                .await
+                .map_err(internal)?;
         }
         identity(&row, Some(row.get("csrf"))).map(Some)
     }
@@ -500,18 +516,22 @@ impl Auth {
             .fetch_all(&self.pool)
             .await
             .map_err(internal)?;
-        Ok(rows.iter().map(|r| TokenInfo { id: r.get("id"), name: r.get("name"), created_at: r.get("created_at"), last_used_at: r.get("last_used_at") }).collect())
+        Ok(rows
+            .iter()
+            .map(|r| TokenInfo { id: r.get("id"), name: r.get("name"), created_at: r.get("created_at"), last_used_at: r.get("last_used_at") })
+            .collect())
     }
 
     /// Revokes one of the account's tokens (an administrator may revoke anyone's).
     pub async fn revoke_token(&self, who: &Identity, id: i64) -> Result<(), Failure> {
-        let done = sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? AND revoked_at IS NULL AND (user_id = ? OR ?)")
-            .bind(id)
-            .bind(who.user_id)
-            .bind(who.is_admin())
-            .execute(&self.pool)
-            .await
-            .map_err(internal)?;
+        let done =
+            sqlx::query("UPDATE api_tokens SET revoked_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ? AND revoked_at IS NULL AND (user_id = ? OR ?)")
+                .bind(id)
+                .bind(who.user_id)
+                .bind(who.is_admin())
+                .execute(&self.pool)
+                .await
+                .map_err(internal)?;
         if done.rows_affected() == 0 {
             return Err(Failure::not_found(format!("you have no live token #{id}")));
         }
@@ -540,7 +560,11 @@ impl Auth {
             due
         };
         if due {
-            sqlx::query("UPDATE api_tokens SET last_used_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?").bind(token_id).execute(&self.pool).await.map_err(internal)?;
+            sqlx::query("UPDATE api_tokens SET last_used_at = strftime('%Y-%m-%dT%H:%M:%SZ', 'now') WHERE id = ?")
+                .bind(token_id)
+                .execute(&self.pool)
+                .await
+                .map_err(internal)?;
         }
         Ok(Some(identity(&row, None)?))
     }
@@ -560,7 +584,9 @@ impl Auth {
             setup.as_ref().is_some_and(|(hash, until)| Instant::now() < *until && same_digest(hash, &hash_token(token)))
         };
         if !valid {
-            return Err(Failure::forbidden("this setup link is spent, expired or wrong; restart the server for a new one (it prints it while no account exists)"));
+            return Err(Failure::forbidden(
+                "this setup link is spent, expired or wrong; restart the server for a new one (it prints it while no account exists)",
+            ));
         }
         if self.has_accounts().await? {
             return Err(Failure::conflict("an administrator exists already; sign in instead"));
@@ -581,7 +607,12 @@ pub enum Credential {
 
 fn account(row: &sqlx::sqlite::SqliteRow) -> Account {
     let role: String = row.get("role");
-    Account { name: row.get("name"), role: Role::parse(&role).unwrap_or(Role::Viewer), disabled: row.get::<i64, _>("disabled") != 0, created_at: row.get("created_at") }
+    Account {
+        name: row.get("name"),
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        disabled: row.get::<i64, _>("disabled") != 0,
+        created_at: row.get("created_at"),
+    }
 }
 
 /// Refuses viewers what only members and administrators may do: launch runs and studies.
@@ -606,12 +637,8 @@ pub async fn check_may_change(pool: &SqlitePool, who: &Identity, what: Owned) ->
         Owned::Run(id) => ("SELECT owner FROM runs WHERE id = ?", "run", id),
         Owned::Study(id) => ("SELECT owner FROM studies WHERE id = ?", "study", id),
     };
-    let owner: Option<String> = sqlx::query_scalar(sql)
-        .bind(id)
-        .fetch_optional(pool)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| Failure::not_found(format!("no {noun} #{id}")))?;
+    let owner: Option<String> =
+        sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await.map_err(internal)?.ok_or_else(|| Failure::not_found(format!("no {noun} #{id}")))?;
     if who.may_change(owner.as_deref()) {
         return Ok(());
     }

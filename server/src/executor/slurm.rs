@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::{Context, anyhow};
 use protocol::RunStatus;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
@@ -62,7 +62,11 @@ impl SlurmSettings {
         let time_limit = match config.slurm_time.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(t) if is_slurm_time(t) => Some(t.to_owned()),
-            Some(t) => return Err(format!("FORGETLAB_SLURM_TIME must be a Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED), got {t:?}")),
+            Some(t) => {
+                return Err(format!(
+                    "FORGETLAB_SLURM_TIME must be a Slurm time limit (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED), got {t:?}"
+                ));
+            }
         };
         let mut extra = Vec::new();
         for option in config.slurm_extra.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
@@ -205,12 +209,7 @@ async fn run(program: &str, args: &[String], stdin: Option<&str>) -> std::io::Re
     let mut command = super::clean_command(std::path::Path::new(program));
     // The client commands find their cluster through Slurm's own variables (SLURM_CONF, ...).
     command.envs(std::env::vars_os().filter(|(name, _)| name.to_str().is_some_and(|n| n.starts_with("SLURM_"))));
-    command
-        .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    command.args(args).stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     let mut child = command.spawn()?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes()).await?;
@@ -378,11 +377,8 @@ impl SlurmExecutor {
 
     async fn scancel(&self, job: &SlurmJob, why: &str) -> anyhow::Result<()> {
         let ran = run("scancel", &[job.slurm_job_id.to_string()], None).await.context("running scancel")?;
-        let line = if ran.success {
-            format!("scancel {} sent: {why}", job.slurm_job_id)
-        } else {
-            format!("scancel {} failed: {}", job.slurm_job_id, ran.stderr)
-        };
+        let line =
+            if ran.success { format!("scancel {} sent: {why}", job.slurm_job_id) } else { format!("scancel {} failed: {}", job.slurm_job_id, ran.stderr) };
         tracing::info!(job = job.job_id, "{line}");
         self.queue.executor_note(job.job_id, line).await?;
         Ok(())
@@ -468,7 +464,10 @@ mod tests {
     #[test]
     fn settings_default_to_the_servers_own_and_refuse_what_sbatch_would() {
         let s = settings(&[]).unwrap();
-        assert_eq!((s.server_url.as_str(), s.worker_bin.as_path(), s.data_dir.as_path()), ("http://10.0.0.1:3000", Path::new("/opt/forgetlab/forgetlab-worker"), Path::new("/shared/forgetlab")));
+        assert_eq!(
+            (s.server_url.as_str(), s.worker_bin.as_path(), s.data_dir.as_path()),
+            ("http://10.0.0.1:3000", Path::new("/opt/forgetlab/forgetlab-worker"), Path::new("/shared/forgetlab"))
+        );
         assert!(settings(&["--slurm-time", "2-03:04:05"]).is_ok());
         assert!(settings(&["--slurm-time", "90"]).is_ok());
         let bad_time = settings(&["--slurm-time", "two hours"]).unwrap_err();
@@ -499,7 +498,15 @@ mod tests {
         assert!(!export.contains("FORGETLAB") && !export.contains("ALL"), "{export}");
         assert_eq!(export_option(&["PATH".into(), "HOME".into()]), "--export=HOME,PATH");
         assert_eq!(export_option(&[]), "--export=NONE");
-        for expected in ["--parsable", "--job-name=forgetlab-7", "--output=/shared/forgetlab/slurm/forgetlab-job-7-%j.out", "--partition=gpu", "--account=lab", "--gres=gpu:2", "--time=04:00:00"] {
+        for expected in [
+            "--parsable",
+            "--job-name=forgetlab-7",
+            "--output=/shared/forgetlab/slurm/forgetlab-job-7-%j.out",
+            "--partition=gpu",
+            "--account=lab",
+            "--gres=gpu:2",
+            "--time=04:00:00",
+        ] {
             assert!(args.iter().any(|a| a == expected), "{expected} missing from {args:?}");
         }
         let script = s.batch_script(7, "secret");

@@ -11,7 +11,7 @@ use protocol::worker::Lease;
 use protocol::{Failure, Progress, RunStatus};
 use sqlx::Row;
 
-use super::{hash_token, new_token, same_digest, Queue, NOT_HELD_FOR_SLURM, NOW};
+use super::{NOT_HELD_FOR_SLURM, NOW, Queue, hash_token, new_token, same_digest};
 use crate::db::{internal, unix_now};
 
 /// `jobs.slurm_state` between minting the token and `sbatch` answering with a job id.
@@ -181,9 +181,9 @@ impl Queue {
             "SELECT id, run_id, slurm_job_id, slurm_state, status, cancel_requested, attempts > COALESCE(slurm_submit_attempts, attempts) AS leased
              FROM jobs WHERE slurm_job_id IS NOT NULL AND slurm_ended_at IS NULL",
         )
-            .fetch_all(&self.pool)
-            .await
-            .map_err(internal)?;
+        .fetch_all(&self.pool)
+        .await
+        .map_err(internal)?;
         rows.iter()
             .map(|row| {
                 let status: String = row.get("status");
@@ -279,7 +279,14 @@ impl Queue {
                 let outcome = self.requeue_or_fail(job_id, "queued", attempts, max_attempts, attempts + 1, &failed).await?;
                 if let Some(status) = outcome {
                     tracing::warn!(job = job_id, slurm_job_id, "{ended} before its worker leased the job; the job is now {status}");
-                    self.note(job_id, format!("{ended} before its worker leased the job (submission {} of {max_attempts}); the job is now {status}. Output: {output}", attempts + 1)).await?;
+                    self.note(
+                        job_id,
+                        format!(
+                            "{ended} before its worker leased the job (submission {} of {max_attempts}); the job is now {status}. Output: {output}",
+                            attempts + 1
+                        ),
+                    )
+                    .await?;
                 }
                 Ok(())
             }
@@ -290,7 +297,15 @@ impl Queue {
     /// Puts a job back in the queue with `new_attempts`, or fails it with `failed` when that
     /// uses up its attempts; only if it is still `status` with `attempts` (nobody else moved it
     /// meanwhile). Returns the new status, `None` if the job had moved on.
-    async fn requeue_or_fail(&self, job_id: i64, status: &str, attempts: i64, max_attempts: i64, new_attempts: i64, failed: &str) -> Result<Option<RunStatus>, Failure> {
+    async fn requeue_or_fail(
+        &self,
+        job_id: i64,
+        status: &str,
+        attempts: i64,
+        max_attempts: i64,
+        new_attempts: i64,
+        failed: &str,
+    ) -> Result<Option<RunStatus>, Failure> {
         let requeue = new_attempts < max_attempts;
         let row: Option<(i64,)> = sqlx::query_as(&format!(
             "UPDATE jobs SET status = ?1, attempts = ?2, error = ?3, finished_at = CASE WHEN ?4 THEN NULL ELSE {NOW} END,

@@ -5,17 +5,19 @@ use std::path::PathBuf;
 use axum::extract::State;
 // Path parameters whose refusals are JSON, like every API answer.
 use super::PathParams as Path;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
 use axum::Json;
-use protocol::{CompareQuery, Comparison, DatasetInfo, SampleHistory, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SamplePage, SampleQuery};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use protocol::{
+    CompareQuery, Comparison, DatasetInfo, Failure, Launched, RunDetail, RunQuery, RunRequest, RunStatus, RunSummary, SampleHistory, SamplePage, SampleQuery,
+};
 
 use crate::analysis;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::http::Caller;
 
-use super::{parse_id, ApiResult, AppState, JsonBody, QueryParams, Refusal};
+use super::{ApiResult, AppState, JsonBody, QueryParams, Refusal, parse_id};
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
@@ -51,7 +53,11 @@ fn idx() -> String {
     "idx".into()
 }
 
-pub async fn register_dataset(State(state): State<AppState>, Caller(_who): Caller, JsonBody(body): JsonBody<RegisterDataset>) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
+pub async fn register_dataset(
+    State(state): State<AppState>,
+    Caller(_who): Caller,
+    JsonBody(body): JsonBody<RegisterDataset>,
+) -> ApiResult<(StatusCode, Json<DatasetInfo>)> {
     let format = datasets::Format::parse(&body.format).map_err(|e| Failure::bad_request(e.to_string()))?;
     let info = state.service.registry.register(&body.name, format, &body.path, body.options).await?;
     Ok((StatusCode::CREATED, Json(info)))
@@ -73,7 +79,11 @@ pub async fn dataset_image(State(state): State<AppState>, Path((name, split, fil
     Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=3600")], png))
 }
 
-pub async fn launch_run(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<RunRequest>) -> ApiResult<(StatusCode, Json<Launched>)> {
+pub async fn launch_run(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(request): JsonBody<RunRequest>,
+) -> ApiResult<(StatusCode, Json<Launched>)> {
     Ok((StatusCode::CREATED, Json(state.service.launch(request, &who).await?)))
 }
 
@@ -94,7 +104,11 @@ pub async fn list_studies(State(state): State<AppState>) -> ApiResult<Json<Vec<p
 }
 
 /// `POST /studies`: the grid expanded, every run checked, then all queued (201).
-pub async fn launch_study(State(state): State<AppState>, Caller(who): Caller, JsonBody(request): JsonBody<protocol::study::StudyRequest>) -> ApiResult<impl IntoResponse> {
+pub async fn launch_study(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    JsonBody(request): JsonBody<protocol::study::StudyRequest>,
+) -> ApiResult<impl IntoResponse> {
     Ok((StatusCode::CREATED, Json(state.service.launch_study(request, &who).await?)))
 }
 
@@ -109,12 +123,16 @@ pub async fn study_report_file(State(state): State<AppState>, headers: axum::htt
     let detail = state.service.study(id).await?;
     let scheme = if headers.get("x-forwarded-proto").is_some_and(|p| p == "https") { "https" } else { "http" };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let generated: String = sqlx::query_scalar("SELECT strftime('%Y-%m-%d %H:%M UTC', 'now')").fetch_one(&state.service.pool).await.map_err(crate::db::internal)?;
+    let generated: String =
+        sqlx::query_scalar("SELECT strftime('%Y-%m-%d %H:%M UTC', 'now')").fetch_one(&state.service.pool).await.map_err(crate::db::internal)?;
     let html = app::pages::studies::report_document(detail, &format!("{scheme}://{host}"), &generated);
     let disposition = format!("attachment; filename=\"study-{id}-report.html\"");
     // The file's own policy: its inline stylesheet, nothing fetched, no script.
     let policy = format!("{}; base-uri 'self'; frame-ancestors 'none'", app::pages::studies::REPORT_POLICY);
-    Ok(([(header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_SECURITY_POLICY, policy)], html))
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition), (header::CONTENT_SECURITY_POLICY, policy)],
+        html,
+    ))
 }
 
 /// `POST /studies/{id}/cancel`: cancels every run of the study that has not finished.
@@ -131,7 +149,12 @@ pub struct MoreSeeds {
 }
 
 /// `POST /studies/{id}/seeds` `{"seeds": [4]}`: every architecture and arm for the new seeds.
-pub async fn extend_study(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>, JsonBody(body): JsonBody<MoreSeeds>) -> ApiResult<impl IntoResponse> {
+pub async fn extend_study(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<MoreSeeds>,
+) -> ApiResult<impl IntoResponse> {
     Ok((StatusCode::CREATED, Json(state.service.extend_study(parse_id("study", &id)?, body.seeds, &who).await?)))
 }
 
@@ -145,7 +168,12 @@ pub async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> A
 }
 
 /// `PATCH /runs/{id}`: a run's name, notes or tags (its owner or an administrator).
-pub async fn update_run(State(state): State<AppState>, Caller(who): Caller, Path(id): Path<String>, JsonBody(change): JsonBody<protocol::RunChange>) -> ApiResult<Json<RunDetail>> {
+pub async fn update_run(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    JsonBody(change): JsonBody<protocol::RunChange>,
+) -> ApiResult<Json<RunDetail>> {
     let id = parse_id("run", &id)?;
     Ok(Json(state.service.update_run(id, change, &who).await?))
 }
@@ -197,7 +225,11 @@ pub async fn run_export(State(state): State<AppState>, Path((id, file)): Path<(S
 /// `GET /compare/samples.parquet?runs=1,2` (or `.csv`): the compared runs' per-sample
 /// statistics in one file, one row per run and shared sample (the `run` column tells them
 /// apart), in the first run's sample order.
-pub async fn compare_export(State(state): State<AppState>, Path(file): Path<String>, QueryParams(query): QueryParams<CompareQuery>) -> ApiResult<impl IntoResponse> {
+pub async fn compare_export(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    QueryParams(query): QueryParams<CompareQuery>,
+) -> ApiResult<impl IntoResponse> {
     let format = match file.as_str() {
         "samples.parquet" => analysis::Format::Parquet,
         "samples.csv" => analysis::Format::Csv,

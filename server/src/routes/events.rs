@@ -4,8 +4,8 @@
 
 use std::convert::Infallible;
 
-use axum::extract::State;
 use axum::Extension;
+use axum::extract::State;
 // Path parameters whose refusals are JSON, like every API answer.
 use super::PathParams as Path;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -13,7 +13,7 @@ use futures::stream::{self, Stream, StreamExt};
 use protocol::Progress;
 use tokio_stream::wrappers::BroadcastStream;
 
-use super::{parse_id, ApiResult, AppState};
+use super::{ApiResult, AppState, parse_id};
 use crate::auth::Credential;
 
 fn event(progress: &Progress) -> Result<Event, Infallible> {
@@ -41,11 +41,18 @@ async fn stream_for(state: AppState, credential: Option<Credential>, run_id: Opt
     Ok(Sse::new(initial.chain(updates).take_until(Box::pin(ended))).keep_alive(KeepAlive::default()))
 }
 
-pub async fn all_events(State(state): State<AppState>, credential: Option<Extension<Credential>>) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn all_events(
+    State(state): State<AppState>,
+    credential: Option<Extension<Credential>>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     stream_for(state, credential.map(|c| c.0), None).await
 }
 
-pub async fn run_events(State(state): State<AppState>, credential: Option<Extension<Credential>>, Path(id): Path<String>) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+pub async fn run_events(
+    State(state): State<AppState>,
+    credential: Option<Extension<Credential>>,
+    Path(id): Path<String>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let id = parse_id("run", &id)?;
     state.service.run(id).await?;
     stream_for(state, credential.map(|c| c.0), Some(id)).await

@@ -17,13 +17,13 @@ use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, St
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post, put};
-use tower_http::timeout::TimeoutLayer;
 use axum::{Json, Router};
 use leptos::prelude::LeptosOptions;
 use protocol::{ApiError, Failure};
+use tower_http::timeout::TimeoutLayer;
 
-use crate::auth::http as auth;
 use crate::auth::Auth;
+use crate::auth::http as auth;
 use crate::queue::Queue;
 use crate::service::Service;
 
@@ -172,8 +172,13 @@ async fn worker_gate(State(state): State<AppState>, request: axum::extract::Requ
     let timeout = state.settings.worker_body_timeout;
     let bytes = match tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return Refusal(Failure::new(413, format!("the body is larger than this route takes ({} KiB) or broke off", limit / 1024))).into_response(),
-        Err(_) => return Refusal(Failure::new(408, format!("the body did not arrive within {} s (FORGETLAB_WORKER_BODY_SECONDS)", timeout.as_secs()))).into_response(),
+        Ok(Err(_)) => {
+            return Refusal(Failure::new(413, format!("the body is larger than this route takes ({} KiB) or broke off", limit / 1024))).into_response();
+        }
+        Err(_) => {
+            return Refusal(Failure::new(408, format!("the body did not arrive within {} s (FORGETLAB_WORKER_BODY_SECONDS)", timeout.as_secs())))
+                .into_response();
+        }
     };
     next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))).await
 }

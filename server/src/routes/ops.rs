@@ -8,11 +8,11 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde_json::json;
 use sqlx::Row;
 
@@ -53,7 +53,8 @@ async fn queue_state(state: &AppState) -> Result<(Vec<(String, i64)>, Vec<(i64, 
     let counts = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status").fetch_all(pool).await?;
     let counts = counts.iter().map(|r| (r.get::<String, _>("status"), r.get::<i64, _>("n"))).collect();
     let lease = state.queue.lease_seconds() as i64;
-    let running = sqlx::query("SELECT id, COALESCE(worker, '') AS worker, lease_expires_at FROM jobs WHERE status = 'running' ORDER BY id").fetch_all(pool).await?;
+    let running =
+        sqlx::query("SELECT id, COALESCE(worker, '') AS worker, lease_expires_at FROM jobs WHERE status = 'running' ORDER BY id").fetch_all(pool).await?;
     let now = unix_now();
     let ages = running
         .iter()
@@ -100,21 +101,36 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "forgetlab_jobs{{status=\"{status}\"}} {n}");
     }
-    let _ = writeln!(out, "# HELP forgetlab_epochs_stored Epochs stored, over every run.\n# TYPE forgetlab_epochs_stored gauge\nforgetlab_epochs_stored {epochs}");
-    let _ = writeln!(out, "# HELP forgetlab_worker_heartbeat_age_seconds Seconds since each running job's worker was last heard from.\n# TYPE forgetlab_worker_heartbeat_age_seconds gauge");
+    let _ =
+        writeln!(out, "# HELP forgetlab_epochs_stored Epochs stored, over every run.\n# TYPE forgetlab_epochs_stored gauge\nforgetlab_epochs_stored {epochs}");
+    let _ = writeln!(
+        out,
+        "# HELP forgetlab_worker_heartbeat_age_seconds Seconds since each running job's worker was last heard from.\n# TYPE forgetlab_worker_heartbeat_age_seconds gauge"
+    );
     for (job, worker, age) in &ages {
         let worker = worker.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ");
         let _ = writeln!(out, "forgetlab_worker_heartbeat_age_seconds{{job=\"{job}\",worker=\"{worker}\"}} {age}");
     }
     let disk = state.service.disk.now();
-    let _ = writeln!(out, "# HELP forgetlab_disk_free_bytes Bytes free on the data directory's volume.\n# TYPE forgetlab_disk_free_bytes gauge\nforgetlab_disk_free_bytes {}", disk.free_bytes);
-    let _ = writeln!(out, "# HELP forgetlab_disk_reserve_bytes Free bytes under which uploads are refused (FORGETLAB_DISK_MIN_FREE_MB).\n# TYPE forgetlab_disk_reserve_bytes gauge\nforgetlab_disk_reserve_bytes {}", disk.refuse_bytes);
+    let _ = writeln!(
+        out,
+        "# HELP forgetlab_disk_free_bytes Bytes free on the data directory's volume.\n# TYPE forgetlab_disk_free_bytes gauge\nforgetlab_disk_free_bytes {}",
+        disk.free_bytes
+    );
+    let _ = writeln!(
+        out,
+        "# HELP forgetlab_disk_reserve_bytes Free bytes under which uploads are refused (FORGETLAB_DISK_MIN_FREE_MB).\n# TYPE forgetlab_disk_reserve_bytes gauge\nforgetlab_disk_reserve_bytes {}",
+        disk.refuse_bytes
+    );
     let _ = writeln!(
         out,
         "# HELP forgetlab_thumbnail_splits_decoded_total Dataset splits decoded for thumbnails since the start.\n# TYPE forgetlab_thumbnail_splits_decoded_total counter\nforgetlab_thumbnail_splits_decoded_total {}",
         state.service.registry.decoded_splits()
     );
-    let _ = writeln!(out, "# HELP forgetlab_http_request_duration_seconds Time to answer a request (to the start of its answer).\n# TYPE forgetlab_http_request_duration_seconds histogram");
+    let _ = writeln!(
+        out,
+        "# HELP forgetlab_http_request_duration_seconds Time to answer a request (to the start of its answer).\n# TYPE forgetlab_http_request_duration_seconds histogram"
+    );
     let mut cumulative = 0;
     for (le, bucket) in BUCKETS.iter().zip(&LATENCIES.buckets) {
         cumulative += bucket.load(Ordering::Relaxed);

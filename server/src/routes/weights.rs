@@ -9,8 +9,8 @@ use axum::body::Body;
 use axum::extract::State;
 // Path parameters whose refusals are JSON, like every API answer.
 use super::PathParams as Path;
-use axum::http::StatusCode;
 use axum::Json;
+use axum::http::StatusCode;
 use futures::StreamExt;
 use protocol::Failure;
 use serde::Serialize;
@@ -34,7 +34,11 @@ fn check_name(file: &str) -> Result<(), Failure> {
         && file.len() <= 128
         && stem.starts_with(|c: char| c.is_ascii_alphanumeric())
         && stem.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-    if ok { Ok(()) } else { Err(Failure::bad_request(format!("{file:?} is not a weights file name: use letters, digits, '.', '_' or '-', ending in .safetensors"))) }
+    if ok {
+        Ok(())
+    } else {
+        Err(Failure::bad_request(format!("{file:?} is not a weights file name: use letters, digits, '.', '_' or '-', ending in .safetensors")))
+    }
 }
 
 /// The largest safetensors header read (the format's own limit is 100 MB; a real model's is a
@@ -125,7 +129,9 @@ pub async fn upload(
         Ok(bytes) => match check_file(&partial.0, bytes).await {
             Ok(()) => match tokio::fs::hard_link(&partial.0, &target).await {
                 Ok(()) => Ok(bytes),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Failure::conflict(format!("weights/{file} exists already; upload under another name"))),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    Err(Failure::conflict(format!("weights/{file} exists already; upload under another name")))
+                }
                 Err(e) => Err(internal(e)),
             },
             Err(message) => Err(Failure::bad_request(format!("{file} is not a safetensors file: {message}"))),

@@ -3,14 +3,14 @@
 use axum::extract::State;
 // Path parameters whose refusals are JSON, like every API answer.
 use super::PathParams as Path;
+use axum::Json;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, LeaseRequest, SampleManifest};
 use protocol::Failure;
+use protocol::worker::{EpochUpload, Finish, Heartbeat, HeartbeatReply, LeaseRequest, SampleManifest};
 use serde_json::json;
 
-use super::{parse_id, ApiResult, AppState, JsonBody, Refusal};
+use super::{ApiResult, AppState, JsonBody, Refusal, parse_id};
 
 pub(super) fn bearer(headers: &HeaderMap) -> Result<&str, Refusal> {
     headers
@@ -37,16 +37,31 @@ pub async fn lease(State(state): State<AppState>, headers: HeaderMap, JsonBody(r
     })
 }
 
-pub async fn heartbeat(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(beat): JsonBody<Heartbeat>) -> ApiResult<Json<HeartbeatReply>> {
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    JsonBody(beat): JsonBody<Heartbeat>,
+) -> ApiResult<Json<HeartbeatReply>> {
     Ok(Json(state.queue.heartbeat(parse_id("job", &job)?, bearer(&headers)?, &beat).await?))
 }
 
-pub async fn log(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(lines): JsonBody<protocol::worker::LogLines>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn log(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    JsonBody(lines): JsonBody<protocol::worker::LogLines>,
+) -> ApiResult<Json<serde_json::Value>> {
     state.queue.put_log(parse_id("job", &job)?, bearer(&headers)?, &lines).await?;
     Ok(Json(json!({ "lines": lines.lines.len() })))
 }
 
-pub async fn manifest(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(manifest): JsonBody<SampleManifest>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn manifest(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    JsonBody(manifest): JsonBody<SampleManifest>,
+) -> ApiResult<Json<serde_json::Value>> {
     state.queue.put_manifest(parse_id("job", &job)?, bearer(&headers)?, &manifest).await?;
     Ok(Json(json!({ "samples": manifest.samples.len() })))
 }
@@ -81,7 +96,12 @@ pub async fn epoch(
     Ok(Json(json!({ "epoch": epoch, "samples": upload.columns.correct.len() })))
 }
 
-pub async fn finish(State(state): State<AppState>, Path(job): Path<String>, headers: HeaderMap, JsonBody(finish): JsonBody<Finish>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn finish(
+    State(state): State<AppState>,
+    Path(job): Path<String>,
+    headers: HeaderMap,
+    JsonBody(finish): JsonBody<Finish>,
+) -> ApiResult<Json<serde_json::Value>> {
     // A succeeded run's statistics are computed in the background; the worker is answered now.
     state.queue.finish(parse_id("job", &job)?, bearer(&headers)?, &finish).await?;
     Ok(Json(json!({ "ok": true })))

@@ -66,10 +66,7 @@ pub fn worker_bin() -> PathBuf {
 }
 
 pub fn require_fashion_mnist() {
-    assert!(
-        Path::new(FASHION_MNIST).is_dir(),
-        "{FASHION_MNIST} is missing: install Debian's dataset-fashion-mnist (scripts/test does)"
-    );
+    assert!(Path::new(FASHION_MNIST).is_dir(), "{FASHION_MNIST} is missing: install Debian's dataset-fashion-mnist (scripts/test does)");
 }
 
 impl TestServer {
@@ -116,7 +113,8 @@ impl TestServer {
     /// Creates an account (as the administrator) and returns a client signed in as it.
     pub fn account(&self, name: &str, role: &str) -> reqwest::blocking::Client {
         let password = format!("{name}-password-123");
-        let response = self.client().post(self.api("/users")).json(&serde_json::json!({"name": name, "password": password, "role": role})).send().expect("POST /users");
+        let response =
+            self.client().post(self.api("/users")).json(&serde_json::json!({"name": name, "password": password, "role": role})).send().expect("POST /users");
         assert_eq!(response.status(), 201, "account refused: {}", response.text().unwrap_or_default());
         client_with(&self.new_token(name, &password))
     }
@@ -168,7 +166,9 @@ impl TestServer {
         let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("the server's /proc entry");
         tasks
             .flatten()
-            .flat_map(|task| std::fs::read_to_string(task.path().join("children")).unwrap_or_default().split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .flat_map(|task| {
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default().split_whitespace().map(str::to_owned).collect::<Vec<_>>()
+            })
             .filter_map(|p| p.parse().ok())
             .collect()
     }
