@@ -101,8 +101,19 @@ test("a study launched from its preset fills its grid live and reports its findi
   await expect(page.locator(`table.intervals-table tr[data-key=mean_r2][data-arch="${r2.arch}"] td.retention`)).toHaveText("A weighted by the pairs at each lag: exp(-k/tau)");
   await expect(page.locator(`table.intervals-table tr[data-key=mean_r2][data-arch="${r2.arch}"] td.window`)).toHaveText("fine-tuning");
   expect(study.report.findings.filter((f: any) => f.key === "similar_classes_forgotten_most")).toHaveLength(2);
-  await expect(page.locator(".study-curves figure.chart")).toHaveCount(2 * 4);
-  await expect(page.locator(".study-curves polygon.band").first()).toBeAttached();
+  // Issue 21 item 9: one chart per metric and x axis (not per architecture), each with a line
+  // and a band per architecture (and selection), coloured by architecture as everywhere.
+  await expect(page.locator(".study-curves figure.chart")).toHaveCount(4);
+  const curveNames = study.report.curves.map((c: any) => `${c.arch === "resnet18" ? "ResNet-18" : "DeiT-Small"} · ${c.arm}`);
+  expect(new Set(study.report.curves.map((c: any) => c.arch))).toEqual(new Set(["resnet18", "deit_small"]));
+  for (const metric of ["accuracy", "macro_f1"]) {
+    for (const x of ["epoch", "samples"]) {
+      const chart = page.locator(`.study-curves .arm-curves[data-metric=${metric}][data-x=${x}]`);
+      await expect(chart.locator("ul.chart-legend button.legend-entry")).toHaveText(curveNames);
+      const bands = await chart.locator("polygon.band").evaluateAll((ps) => ps.map((p) => p.getAttribute("class")));
+      expect(new Set(bands).size, `a band colour per architecture: ${bands}`).toBe(2);
+    }
+  }
   const download = page.waitForEvent("download");
   await page.click("a.report-download");
   const file = await download;

@@ -55,7 +55,7 @@ pub fn arch_class(arch: &str) -> &'static str {
 }
 
 /// Line dash patterns, solid first (`style/main.css` draws `dash-1` to `dash-3`).
-const DASHES: [&str; 4] = ["", "dash-1", "dash-2", "dash-3"];
+pub const DASHES: [&str; 4] = ["", "dash-1", "dash-2", "dash-3"];
 
 /// One dash pattern per seed among `seeds` (the lowest seed solid), for lines of many runs.
 pub fn dashes_by_seed(seeds: impl IntoIterator<Item = u64>) -> impl Fn(u64) -> &'static str {

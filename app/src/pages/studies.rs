@@ -11,7 +11,8 @@ use protocol::study::{ArmCurve, Finding, Interval, StudyDetail, finding_name, pr
 use protocol::{LaunchOutcome, Progress, RunStatus};
 
 use crate::components::CsrfField;
-use crate::components::charts::{Band, LineChart, Series};
+use crate::components::arch_label;
+use crate::components::charts::{Band, DASHES, LineChart, Series, arch_class};
 use crate::components::form::ActionForm;
 use crate::components::live::subscribe;
 use crate::components::time::Time;
@@ -315,63 +316,65 @@ fn FindingsTable(findings: Vec<Finding>, published: Vec<protocol::study::Publish
     .into_any()
 }
 
-/// Per architecture, the arms' validation accuracy and macro-F1 over seeds (mean line and 95 %
-/// band), against epochs and against training samples seen.
+/// One chart per metric and x axis (validation accuracy and macro-F1, against epochs and
+/// against training samples seen), each with a line and a 95 % band over seeds per
+/// architecture and sample selection: coloured by architecture (the colours of every other
+/// chart), dashed by sample selection, named "ResNet-18 · random" in the legend.
 #[component]
-fn ArmCurves(curves: Vec<ArmCurve>, archs: Vec<String>) -> impl IntoView {
-    const CLASSES: [&str; 4] = ["series-0", "series-1", "series-2", "series-3"];
-    let warmup_until = |c: &ArmCurve| {
-        c.points.iter().filter(|p| p.phase == protocol::Phase::Warmup).map(|p| p.epoch as f64).fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))))
-    };
-    archs
-        .into_iter()
-        .map(|arch| {
-            let mine: Vec<&ArmCurve> = curves.iter().filter(|c| c.arch == arch).collect();
-            let warmup = mine.first().and_then(|c| warmup_until(c));
-            let chart = |metric: &'static str, by_samples: bool| {
-                let value = move |p: &protocol::study::CurvePoint| if metric == "accuracy" { p.accuracy } else { p.macro_f1 };
-                let x = move |p: &protocol::study::CurvePoint| if by_samples { p.samples_seen } else { p.epoch as f64 };
-                let series = mine
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        Series::new(c.arm.clone(), CLASSES[i % CLASSES.len()], c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect())
-                    })
-                    .collect::<Vec<_>>();
-                let bands = mine
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| Band {
-                        class: CLASSES[i % CLASSES.len()],
-                        points: c
-                            .points
-                            .iter()
-                            .filter_map(|p| {
-                                let v = value(p)?;
-                                let h = v.half_width?;
-                                Some((x(p), v.mean - h, v.mean + h))
-                            })
-                            .collect(),
-                    })
-                    .collect::<Vec<_>>();
-                let name = if metric == "accuracy" { "Validation accuracy" } else { "Validation macro-F1" };
-                let (x_label, title) = if by_samples {
-                    ("training samples seen", format!("{name} against samples seen, {arch}"))
-                } else {
-                    ("epoch", format!("{name} per epoch, {arch}"))
-                };
-                let warmup_until = if by_samples { None } else { warmup };
-                let whole_x = !by_samples;
-                view! { <LineChart title x_label=x_label.to_string() y_label=name.to_string() series bands warmup_until y_range=Some((0.0, 1.0)) whole_x /> }
-            };
-            view! {
-                <div class="charts arm-curves" data-arch=arch.clone()>
-                    {chart("accuracy", false)}{chart("accuracy", true)}{chart("macro_f1", false)}{chart("macro_f1", true)}
-                </div>
+fn ArmCurves(curves: Vec<ArmCurve>) -> impl IntoView {
+    let arms = {
+        let mut arms: Vec<String> = Vec::new();
+        for c in &curves {
+            if !arms.contains(&c.arm) {
+                arms.push(c.arm.clone());
             }
-        })
-        .collect_view()
-        .into_any()
+        }
+        arms
+    };
+    let dash = move |arm: &str| DASHES[arms.iter().position(|a| a == arm).unwrap_or(0) % DASHES.len()];
+    let warmup = curves
+        .iter()
+        .flat_map(|c| c.points.iter())
+        .filter(|p| p.phase == protocol::Phase::Warmup)
+        .map(|p| p.epoch as f64)
+        .fold(None, |m: Option<f64>, e| Some(m.map_or(e, |m| m.max(e))));
+    let chart = |metric: &'static str, by_samples: bool| {
+        let value = move |p: &protocol::study::CurvePoint| if metric == "accuracy" { p.accuracy } else { p.macro_f1 };
+        let x = move |p: &protocol::study::CurvePoint| if by_samples { p.samples_seen } else { p.epoch as f64 };
+        let series = curves
+            .iter()
+            .map(|c| {
+                let points = c.points.iter().filter_map(|p| Some((x(p), value(p)?.mean))).collect();
+                Series::new(format!("{} · {}", arch_label(&c.arch), c.arm), arch_class(&c.arch), points).styled(dash(&c.arm))
+            })
+            .collect::<Vec<_>>();
+        let bands = curves
+            .iter()
+            .map(|c| Band {
+                class: arch_class(&c.arch),
+                points: c
+                    .points
+                    .iter()
+                    .filter_map(|p| {
+                        let v = value(p)?;
+                        let h = v.half_width?;
+                        Some((x(p), v.mean - h, v.mean + h))
+                    })
+                    .collect(),
+            })
+            .collect::<Vec<_>>();
+        let name = if metric == "accuracy" { "Validation accuracy" } else { "Validation macro-F1" };
+        let (x_label, title) =
+            if by_samples { ("training samples seen", format!("{name} against samples seen")) } else { ("epoch", format!("{name} per epoch")) };
+        let warmup_until = if by_samples { None } else { warmup };
+        let whole_x = !by_samples;
+        view! {
+            <div class="arm-curves" data-metric=metric data-x=if by_samples { "samples" } else { "epoch" }>
+                <LineChart title x_label=x_label.to_string() y_label=name.to_string() series bands warmup_until y_range=Some((0.0, 1.0)) whole_x />
+            </div>
+        }
+    };
+    view! { <div class="charts">{chart("accuracy", false)}{chart("accuracy", true)}{chart("macro_f1", false)}{chart("macro_f1", true)}</div> }.into_any()
 }
 
 #[component]
@@ -458,11 +461,12 @@ fn Report(detail: StudyDetail) -> impl IntoView {
             <p class="muted small">{format!("The paper on sample selections: {}.", report.published.get(4).map(|p| p.paper.clone()).unwrap_or_default())}</p>
         </section>
         <section class="card study-curves">
-            <h2>"Arms over training: validation accuracy and macro-F1 (mean over seeds, 95 % band)"</h2>
+            <h2>"Over training: validation accuracy and macro-F1 by architecture (mean over seeds, 95 % band)"</h2>
+            <p class="muted small">"One chart per metric; colour is the architecture, the dash is the sample selection (arm); each band is a 95 % t interval over the seeds."</p>
             {if report.curves.is_empty() {
                 view! { <p class="empty">"The curves appear when a run of the study has succeeded."</p> }.into_any()
             } else {
-                view! { <ArmCurves curves=report.curves.clone() archs /> }.into_any()
+                view! { <ArmCurves curves=report.curves.clone() /> }.into_any()
             }}
         </section>
     }
