@@ -21,5 +21,5 @@ pub mod worker;
 
 pub use dynamics::Direction;
 pub use sampling::{Keep, Plan, RbfKernel, SampleScore, Sampling, SourceRuns};
-pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Measure, Optimizer, Queueing, RunRequest, Schedule, WarmupBackbone};
+pub use spec::{Arch, Augment, Device, ExperimentSpec, FieldErrors, Hyper, Measure, Optimizer, Preprocess, Queueing, RunRequest, Schedule, WarmupBackbone};
 pub use views::*;

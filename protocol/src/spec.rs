@@ -40,6 +40,8 @@ pub struct RunRequest {
     pub train_subset: Option<Value>,
     pub val_subset: Option<Value>,
     pub image_size: Option<Value>,
+    /// How images become the network's input: `resize_crop` (default) or `imagenet`.
+    pub preprocess: Option<Value>,
     pub measure: Option<Value>,
     pub weights: Option<Value>,
     pub device: Option<Value>,
@@ -214,6 +216,10 @@ pub struct ExperimentSpec {
     pub val_subset: Option<u32>,
     /// Side of the square images the model sees.
     pub image_size: u32,
+    /// How the dataset's images become the model's `image_size` input, in training and in
+    /// evaluation. Absent in specs stored before it existed: `resize_crop`, what they did.
+    #[serde(default)]
+    pub preprocess: Preprocess,
     pub measure: Measure,
     /// Pretrained weights, a path under a data root.
     pub weights: Option<String>,
@@ -380,6 +386,40 @@ choice_enum!(
     Augment { None => "none", Flip => "flip", CropFlip => "crop_flip" }
 );
 choice_enum!(
+    /// How the dataset's images become the model's `S x S` input (S = `image_size`).
+    /// `resize_crop`: the shorter side resized to S and the centre S x S kept, once, when the
+    /// dataset is decoded; training augments that square (`augment`), evaluation sees it as
+    /// it is. `imagenet`: torchvision's ImageNet recipe. The images are decoded at
+    /// `L = S * 256 / 224` (256 for 224: shorter side to L, centre L x L); evaluation
+    /// (validation, `full_pass`, the loss after head warm-up, class means) sees the centre
+    /// S x S of that, which is `Resize(L)` then `CenterCrop(S)`; training with `crop_flip`
+    /// draws `RandomResizedCrop(S)` from the L x L image and flips it, with `flip` or `none`
+    /// takes the centre S x S (and flips it). The crop is drawn from the stored L x L square,
+    /// not the whole non-square original: the one difference from torchvision.
+    Preprocess { ResizeCrop => "resize_crop", Imagenet => "imagenet" }
+);
+impl Default for Preprocess {
+    fn default() -> Self {
+        Preprocess::ResizeCrop
+    }
+}
+impl Preprocess {
+    /// The side the images are decoded and kept at for a model input of `image_size`.
+    pub fn stored_size(self, image_size: u32) -> u32 {
+        match self {
+            Preprocess::ResizeCrop => image_size,
+            Preprocess::Imagenet => (image_size * 256 + 112) / 224,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Preprocess::ResizeCrop => "resize and centre-crop once at load",
+            Preprocess::Imagenet => "ImageNet (torchvision): random resized crop in training, resize to 256/224 and centre-crop in evaluation",
+        }
+    }
+}
+choice_enum!(
     /// Where to train. `auto` takes CUDA when the worker has it, else the CPU.
     Device { Auto => "auto", Cpu => "cpu", Cuda => "cuda" }
 );
@@ -520,6 +560,7 @@ impl ExperimentSpec {
             }
         }
 
+        let preprocess = field.choice("preprocess", &request.preprocess, Preprocess::parse, Preprocess::names).unwrap_or_default();
         let warmup_backbone =
             field.choice("warmup_backbone", &request.warmup_backbone, WarmupBackbone::parse, WarmupBackbone::names).unwrap_or(WarmupBackbone::Eval);
         let never_learned = field.choice("never_learned", &request.never_learned, NeverLearnedPolicy::parse, || "max, exclude".into()).unwrap_or_default();
@@ -546,6 +587,7 @@ impl ExperimentSpec {
                 train_subset: train_subset.map(|n| n as u32),
                 val_subset: val_subset.map(|n| n as u32),
                 image_size: image_size as u32,
+                preprocess,
                 measure,
                 weights,
                 device,
@@ -771,6 +813,32 @@ pub(crate) mod tests {
 
     /// Issue 22, item 1: new runs warm their head up over a backbone in eval mode; a spec
     /// stored before the setting existed says what its run did (training mode).
+    #[test]
+    fn preprocessing_is_recorded_and_old_specs_read_as_resized_once() {
+        let spec = ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3})), &fashion()).unwrap();
+        assert_eq!(spec.preprocess, Preprocess::ResizeCrop);
+        let chosen = ExperimentSpec::parse(
+            &request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "image_size": 224, "preprocess": "imagenet"})),
+            &fashion(),
+        )
+        .unwrap();
+        assert_eq!(chosen.preprocess, Preprocess::Imagenet);
+        // torchvision's Resize(256) before CenterCrop(224); the same ratio at other sizes.
+        assert_eq!(Preprocess::Imagenet.stored_size(224), 256);
+        assert_eq!(Preprocess::Imagenet.stored_size(112), 128);
+        assert_eq!(Preprocess::Imagenet.stored_size(32), 37);
+        assert_eq!(Preprocess::ResizeCrop.stored_size(224), 224);
+        let errors =
+            ExperimentSpec::parse(&request(json!({"dataset": "fashion-mnist", "arch": "resnet18", "epochs": 3, "preprocess": "torchvision"})), &fashion())
+                .unwrap_err();
+        assert_eq!(errors.get("preprocess"), Some("unknown value \"torchvision\"; choose one of resize_crop, imagenet"));
+        let mut stored = serde_json::to_value(&chosen).unwrap();
+        assert_eq!(stored["preprocess"], "imagenet", "recorded with the run");
+        stored.as_object_mut().unwrap().remove("preprocess");
+        let old: ExperimentSpec = serde_json::from_value(stored).unwrap();
+        assert_eq!(old.preprocess, Preprocess::ResizeCrop);
+    }
+
     #[test]
     fn warmup_backbone_defaults_to_eval_and_old_specs_read_as_trained() {
         let spec =

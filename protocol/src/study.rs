@@ -14,9 +14,9 @@ pub fn presets() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "architecture-dependent-forgetting",
-            "The article's study (arXiv:2604.11508): ResNet-18 and DeiT-Small, 3 seeds, 2 head-warmup epochs then 10 of fine-tuning at 224 px, per-epoch records (give each architecture its pretrained weights)",
+            "The article's study (arXiv:2604.11508): ResNet-18 and DeiT-Small, 3 seeds, 2 head-warmup epochs then 10 of fine-tuning at 224 px with ImageNet preprocessing (random resized crops and flips in training, resize to 256 and centre-crop in evaluation), per-epoch records (give each architecture its pretrained weights)",
             json!({"archs": ["resnet18", "deit_small"], "seeds": [1, 2, 3],
-                   "base": {"warmup_epochs": 2, "epochs": 10, "image_size": 224, "batch_size": 64, "lr": 0.01, "measure": "in_batch"}}),
+                   "base": {"warmup_epochs": 2, "epochs": 10, "image_size": 224, "preprocess": "imagenet", "augment": "crop_flip", "batch_size": 64, "lr": 0.01, "measure": "in_batch"}}),
         ),
         (
             "architecture-dependent-forgetting-small",

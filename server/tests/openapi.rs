@@ -173,6 +173,7 @@ fn the_document_names_every_route_and_nothing_else() {
                 "seed",
                 "train_subset",
                 "image_size",
+                "preprocess",
                 "measure",
                 "weights",
                 "device",

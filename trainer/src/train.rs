@@ -72,8 +72,9 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
         return Ok(Ending::Cancelled);
     }
     let cache = places.cache.as_deref();
-    let train = load_split(dataset, Split::Train, spec.train_subset, spec.image_size, device, cache)?;
-    let val = load_split(dataset, Split::Val, spec.val_subset, spec.image_size, device, cache)?;
+    let framing = (spec.image_size, spec.preprocess);
+    let train = load_split(dataset, Split::Train, spec.train_subset, framing, device, cache)?;
+    let val = load_split(dataset, Split::Val, spec.val_subset, framing, device, cache)?;
     reporter.manifest(&SampleManifest { samples: train.manifest.clone() })?;
     let mut scheduler = Scheduler::new(&spec.sampling, train.len(), spec.seed, spec.warmup_epochs, spec.epochs, source_in_manifest_order(&train, source))?;
 
@@ -146,7 +147,7 @@ pub fn train(spec: &ExperimentSpec, dataset: &DatasetInfo, reporter: &mut dyn Re
             let finetune_step = (phase == Phase::Finetune).then(|| u64::from(epoch - spec.warmup_epochs - 1) * finetune_steps_per_epoch + step as u64);
             lr = optim::learning_rate(spec.lr, &spec.hyper, finetune_step, finetune_steps, finetune_steps_per_epoch);
             let index = order_on_device.narrow(0, step as i64 * batch, positions.len() as i64);
-            let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment);
+            let images = augment(&model.prepare(&train.images.index_select(0, &index)), spec.hyper.augment, train.input);
             let targets = train.labels.index_select(0, &index);
             let logits = tch::autocast(mixed, || training_forward(&model, &images, phase, spec.warmup_backbone)).to_kind(Kind::Float);
             let loss = optim::training_loss(&logits, &targets, spec.hyper.label_smoothing);
@@ -326,7 +327,7 @@ pub fn class_means(model: &Model, split: &DeviceSplit, classes: i64) -> Result<C
         let mut start = 0;
         while start < n {
             let len = EVAL_BATCH.min(n - start);
-            let features = model.features.forward_t(&model.prepare(&split.images.narrow(0, start, len)), false).to_kind(Kind::Float);
+            let features = model.features.forward_t(&model.prepare(&split.eval_images(start, len)), false).to_kind(Kind::Float);
             let labels = split.labels.narrow(0, start, len);
             let total = sums.get_or_insert_with(|| Tensor::zeros([classes, features.size()[1]], (Kind::Float, device)));
             let _ = total.index_add_(0, &labels, &features);
@@ -406,16 +407,19 @@ fn set_phase(vs: &nn::VarStore, head_prefix: &str, phase: Phase) {
     }
 }
 
-/// Training-time augmentation of a normalised float batch `[N, C, S, S]`, on its device.
-pub fn augment(images: &Tensor, kind: Augment) -> Tensor {
+/// Training-time augmentation of a normalised float batch `[N, C, L, L]`, on its device, to
+/// the model's `size x size` input: `crop_flip` draws a random resized crop from the whole
+/// stored image; `flip` and `none` take its centre (all of it when `L = size`).
+pub fn augment(images: &Tensor, kind: Augment, size: i64) -> Tensor {
     let n = images.size()[0];
     match kind {
-        Augment::None => images.shallow_clone(),
+        Augment::None => crate::data::centre(images, size),
         Augment::Flip => {
+            let images = crate::data::centre(images, size);
             let flip = Tensor::rand([n, 1, 1, 1], (Kind::Float, images.device())).lt(0.5);
-            images.flip([3]).where_self(&flip, images)
+            images.flip([3]).where_self(&flip, &images)
         }
-        Augment::CropFlip => random_resized_crop_flip(images),
+        Augment::CropFlip => random_resized_crop_flip(images, size),
     }
 }
 
@@ -423,8 +427,8 @@ pub fn augment(images: &Tensor, kind: Augment) -> Tensor {
 /// `RandomHorizontalFlip`, per sample, in one bilinear `grid_sampler` call: each sample's
 /// crop box and flip become an affine map from output to input coordinates. Boxes that do not
 /// fit (too wide or tall for the aspect drawn) are shrunk to fit, keeping the centre inside.
-pub fn random_resized_crop_flip(images: &Tensor) -> Tensor {
-    let (n, c, h, w) = images.size4().expect("images are [N, C, H, W]");
+pub fn random_resized_crop_flip(images: &Tensor, size: i64) -> Tensor {
+    let (n, c, _, _) = images.size4().expect("images are [N, C, H, W]");
     let options = (Kind::Float, images.device());
     let area = Tensor::rand([n], options) * 0.92 + 0.08;
     let log_ratio = (Tensor::rand([n], options) * 2.0 - 1.0) * (4.0f64 / 3.0).ln();
@@ -438,7 +442,7 @@ pub fn random_resized_crop_flip(images: &Tensor) -> Tensor {
     let flip = Tensor::rand([n], options).lt(0.5).to_kind(Kind::Float) * -2.0 + 1.0;
     let zero = Tensor::zeros([n], options);
     let theta = Tensor::stack(&[&cw * flip, zero.shallow_clone(), cx, zero, ch, cy], 1).view([n, 2, 3]);
-    let grid = Tensor::affine_grid_generator(&theta, [n, c, h, w], false);
+    let grid = Tensor::affine_grid_generator(&theta, [n, c, size, size], false);
     // Bilinear (0), border padding (1).
     images.grid_sampler(&grid, 0, 1, false)
 }
@@ -468,7 +472,7 @@ fn evaluate(model: &Model, split: &DeviceSplit, mut sink: impl FnMut(std::ops::R
         let mut start = 0;
         while start < n {
             let len = EVAL_BATCH.min(n - start);
-            let images = split.images.narrow(0, start, len);
+            let images = split.eval_images(start, len);
             let targets = split.labels.narrow(0, start, len);
             let logits = model.forward_t(&model.prepare(&images), false);
             sink(start as usize..(start + len) as usize, &measure(&logits, &targets))?;
@@ -526,7 +530,7 @@ impl Beats {
 mod tests {
     use super::*;
     use crate::test_support::exclusive;
-    use protocol::{Arch, Device, Hyper, Optimizer};
+    use protocol::{Arch, Device, Hyper, Optimizer, Preprocess};
     use rand::seq::SliceRandom;
     use std::sync::{Arc, Mutex};
 
@@ -602,11 +606,8 @@ mod tests {
     /// Two classes of 8x8 images: bright top half or bright bottom half (unchanged by the
     /// horizontal flips of augmentation), with noise.
     fn synthetic_dataset(dir: &std::path::Path, train: usize, val: usize) -> DatasetInfo {
-        let mut state = 12345u32;
-        let mut noise = move || {
-            state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (state >> 24) as u8 / 4
-        };
+        let mut rng = dynamics::rng::SplitMix64::new(12345);
+        let mut noise = move || (rng.next_u64() >> 56) as u8 / 4;
         for (stem, count) in [("train", train), ("t10k", val)] {
             let mut pixels = Vec::new();
             let mut labels = Vec::new();
@@ -653,6 +654,7 @@ mod tests {
             train_subset: Some(48),
             val_subset: None,
             image_size: 8,
+            preprocess: Default::default(),
             measure,
             weights: None,
             device: Device::Cpu,
@@ -930,7 +932,7 @@ mod tests {
         let columns = &recorded.epochs[0].columns;
 
         tch::manual_seed(spec.seed as i64);
-        let split = load_split(&dataset, Split::Train, spec.train_subset, spec.image_size, tch::Device::Cpu, None).unwrap();
+        let split = load_split(&dataset, Split::Train, spec.train_subset, (spec.image_size, spec.preprocess), tch::Device::Cpu, None).unwrap();
         let vs = nn::VarStore::new(tch::Device::Cpu);
         let model = models::build(Arch::Resnet18, &vs.root(), Shape { channels: 1, classes: 2, image_size: 8, drop_path: 0.0 }).unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(epoch_seed(spec.seed, 1));
@@ -960,17 +962,57 @@ mod tests {
         let _torch = exclusive();
         // A constant image stays constant under any crop, flip and resize.
         let images = Tensor::full([16, 3, 12, 12], 0.7, (Kind::Float, tch::Device::Cpu));
-        let out = random_resized_crop_flip(&images);
+        let out = random_resized_crop_flip(&images, 12);
         assert_eq!(out.size(), vec![16, 3, 12, 12]);
         assert!((out - 0.7).abs().max().double_value(&[]) < 1e-6);
         // A horizontal ramp: crops see sub-ranges of it, flips reverse it, and no sample is
         // the identity on every pixel.
         let ramp = Tensor::arange(12, (Kind::Float, tch::Device::Cpu)).view([1, 1, 1, 12]).expand([64, 1, 12, 12], false).contiguous();
-        let out = random_resized_crop_flip(&ramp);
+        let out = random_resized_crop_flip(&ramp, 12);
         assert!(out.min().double_value(&[]) >= -1e-4 && out.max().double_value(&[]) <= 11.0 + 1e-4);
         let slope = (out.select(3, 11) - out.select(3, 0)).mean_dim(Some([1, 2].as_slice()), false, Kind::Float);
         let slopes = Vec::<f64>::try_from(&slope).unwrap();
         assert!(slopes.iter().any(|&s| s < 0.0) && slopes.iter().any(|&s| s > 0.0), "flips happen: {slopes:?}");
+    }
+
+    #[test]
+    fn imagenet_preprocessing_crops_in_training_and_centres_in_evaluation() {
+        let _torch = exclusive();
+        // Stored at L = 16 for an input of 14 (14 * 256 / 224 = 16): every pixel tells its place.
+        let stored = Tensor::arange(2 * 16 * 16, (Kind::Int64, tch::Device::Cpu)).remainder(251).to_kind(Kind::Uint8).view([2, 1, 16, 16]);
+        let split = DeviceSplit { images: stored.shallow_clone(), input: 14, labels: Tensor::from_slice(&[0i64, 1]), manifest: vec![] };
+        // Evaluation: the centre 14 x 14, one pixel in from every side (CenterCrop's offset).
+        let seen = split.eval_images(0, 2);
+        assert_eq!(seen.size(), vec![2, 1, 14, 14]);
+        assert!(seen.equal(&stored.narrow(2, 1, 14).narrow(3, 1, 14)));
+        assert!(crate::data::centre(&Tensor::zeros([1, 1, 37, 37], (Kind::Float, tch::Device::Cpu)), 32).size() == vec![1, 1, 32, 32]);
+        // Training: every augmentation gives the model its 14 x 14 input; `none` is the
+        // evaluation crop, `flip` that crop or its mirror, `crop_flip` a crop of the whole image.
+        let floats = stored.to_kind(Kind::Float);
+        let centre = floats.narrow(2, 1, 14).narrow(3, 1, 14);
+        assert!(augment(&floats, Augment::None, 14).equal(&centre));
+        let flipped = augment(&floats, Augment::Flip, 14);
+        assert_eq!(flipped.size(), vec![2, 1, 14, 14]);
+        for i in 0..2 {
+            let (out, c) = (flipped.get(i), centre.get(i));
+            assert!(out.equal(&c) || out.equal(&c.flip([2])), "sample {i} is the centre crop or its mirror");
+        }
+        let many = floats.get(0).unsqueeze(0).expand([64, 1, 16, 16], false).contiguous();
+        let cropped = augment(&many, Augment::CropFlip, 14);
+        assert_eq!(cropped.size(), vec![64, 1, 14, 14]);
+        assert!(cropped.min().double_value(&[]) >= -1e-3 && cropped.max().double_value(&[]) <= 250.0 + 1e-3);
+        // Through a run: the split is decoded at the stored size, and training and its
+        // records run at the input size.
+        let dir = tempfile::tempdir().unwrap();
+        let dataset = synthetic_dataset(dir.path(), 32, 8);
+        let loaded = load_split(&dataset, Split::Train, Some(16), (8, Preprocess::Imagenet), tch::Device::Cpu, None).unwrap();
+        assert_eq!((loaded.images.size()[2], loaded.input), (9, 8));
+        let spec =
+            ExperimentSpec { preprocess: Preprocess::Imagenet, hyper: Hyper { augment: Augment::CropFlip, ..Hyper::default() }, ..spec(Measure::FullPass, 1) };
+        let mut recorded = Recorded::default();
+        train_recorded(&spec, &dataset, &mut recorded, &Places::default(), None).unwrap();
+        assert_eq!(recorded.epochs.len(), 3);
+        assert!(recorded.epochs.iter().all(|e| e.columns.loss.iter().all(|l| l.is_finite())));
     }
 
     #[test]
@@ -998,7 +1040,7 @@ mod tests {
         let model = models::build(Arch::SmallCnn, &vs.root(), Shape { channels: 1, classes: 3, image_size: 8, drop_path: 0.0 }).unwrap();
         let images = Tensor::randint(255, [5, 1, 8, 8], (Kind::Uint8, tch::Device::Cpu));
         let labels = Tensor::from_slice(&[2i64, 0, 2, 2, 0]);
-        let split = DeviceSplit { images: images.shallow_clone(), labels, manifest: Vec::new() };
+        let split = DeviceSplit { images: images.shallow_clone(), input: 8, labels, manifest: Vec::new() };
         let means = class_means(&model, &split, 3).unwrap();
         assert_eq!(means.counts, vec![2, 0, 3]);
         let features = tch::no_grad(|| model.features.forward_t(&model.prepare(&images), false));

@@ -119,6 +119,7 @@ pub fn clone_values(spec: &protocol::ExperimentSpec, tags: &[String]) -> HashMap
         ("train_subset", spec.train_subset.map_or(String::new(), |n| n.to_string())),
         ("val_subset", spec.val_subset.map_or(String::new(), |n| n.to_string())),
         ("image_size", spec.image_size.to_string()),
+        ("preprocess", spec.preprocess.as_str().to_owned()),
         ("measure", spec.measure.as_str().to_owned()),
         ("weights", spec.weights.clone().unwrap_or_default()),
         ("device", spec.device.as_str().to_owned()),
@@ -352,6 +353,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
     let kinds = protocol::sampling::KINDS.iter().map(|k| (k.to_string(), k.replace('_', " "), true)).collect::<Vec<_>>();
     let warmup_backbones = protocol::WarmupBackbone::ALL.iter().map(|w| (w.as_str().to_owned(), w.label().to_owned(), true)).collect::<Vec<_>>();
     // The default (flip) first, so the form sends it unless changed.
+    let preprocesses = protocol::Preprocess::ALL.iter().map(|p| (p.as_str().to_owned(), p.label().to_owned(), true)).collect::<Vec<_>>();
     let augments =
         [Augment::Flip, Augment::CropFlip, Augment::None].iter().map(|a| (a.as_str().to_owned(), a.as_str().replace('_', " + "), true)).collect::<Vec<_>>();
 
@@ -408,6 +410,7 @@ fn LaunchForm(values: HashMap<&'static str, String>, cloned: Option<i64>) -> imp
                 <Field label="Step epochs" name="step_epochs" value=v("step_epochs", "") hint="step schedule: epochs between decays (default 30)" error=error("step_epochs") visible=stepped />
                 <Field label="Step factor" name="step_gamma" value=v("step_gamma", "") hint="step schedule: the rate is multiplied by this (default 0.1)" error=error("step_gamma") visible=stepped />
                 <Choice label="Augmentation" name="augment" options=augments selected=v("augment", "") error=error("augment") />
+                <Choice label="Preprocessing" name="preprocess" options=preprocesses selected=v("preprocess", "") error=error("preprocess") />
                 <Field label="Seed" name="seed" value=v("seed", "0") error=error("seed") />
             </fieldset>
             <fieldset>
@@ -594,7 +597,7 @@ mod tests {
         let specs = [
             spec(serde_json::json!({
                 "dataset": "fashion-mnist", "arch": "deit_small", "epochs": 7, "warmup_epochs": 2, "warmup_backbone": "train", "batch_size": 48,
-                "lr": 0.0003, "optimizer": "adamw", "seed": 11, "train_subset": 512, "val_subset": 128, "image_size": 32, "measure": "full_pass",
+                "lr": 0.0003, "optimizer": "adamw", "seed": 11, "train_subset": 512, "val_subset": 128, "image_size": 32, "preprocess": "imagenet", "measure": "full_pass",
                 "weights": "w/deit.safetensors", "device": "cpu", "momentum": 0.8, "nesterov": true, "weight_decay": 0.02, "schedule": "step",
                 "lr_warmup_epochs": 1, "step_epochs": 3, "step_gamma": 0.5, "label_smoothing": 0.1, "drop_path": 0.05, "augment": "crop_flip",
                 "mixed_precision": false, "window": "all", "retention": "a_floor", "never_learned": "exclude", "el2n_epoch": 3,

@@ -120,6 +120,7 @@ fn RunView(detail: RunDetail, live: RwSignal<Option<Progress>>) -> impl IntoView
         ("Training samples", spec.train_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Validation samples", spec.val_subset.map_or("all".to_owned(), |n| n.to_string())),
         ("Image size", format!("{0} × {0}", spec.image_size)),
+        ("Preprocessing", spec.preprocess.label().to_owned()),
         ("Measurement", spec.measure.to_string()),
         (
             "Never-learned samples in rankings",
