@@ -20,7 +20,13 @@ test.beforeAll(async ({ request }) => {
 test("the runs table filters by tag, sorts by a column and sends the ticked runs to the compare page", async ({ page, request }) => {
   await page.goto("/");
   await hydrated(page);
-  await page.fill("input[name=tag]", tag);
+  // Issue 21 item 6: the owner and tag filters offer the values runs have, not free text.
+  const tagChoices = await page.locator("select[name=tag] option").evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  expect(tagChoices[0]).toBe("");
+  expect(tagChoices).toContain(tag);
+  expect([...tagChoices.slice(1)].sort()).toEqual(tagChoices.slice(1));
+  await expect(page.locator("select[name=owner] option[value=e2e]")).toHaveCount(1);
+  await page.selectOption("select[name=tag]", tag);
   await page.click("form.filters button[type=submit]");
   await page.waitForURL(new RegExp(`tag=${tag}`));
   const rows = page.locator("table.runs-table tbody tr");
@@ -33,7 +39,7 @@ test("the runs table filters by tag, sorts by a column and sends the ticked runs
   await page.waitForURL(/sort=seed/);
   await expect(page.locator("th[aria-sort=ascending]")).toContainText("Seed");
   await expect(rows.first()).toHaveAttribute("data-run", String(runs[0]));
-  await expect(page.locator("input[name=tag]")).toHaveValue(tag);
+  await expect(page.locator("select[name=tag]")).toHaveValue(tag);
 
   // One display name per architecture; the page's runs grouped by architecture (issue 21 item 11).
   await expect(rows.first().locator("td[data-arch=small_cnn]")).toHaveText("Small CNN");

@@ -274,13 +274,18 @@ pub struct DiskSpace {
     pub message: Option<String>,
 }
 
-/// A page of the runs table: the runs and how many match the filters in all.
+/// A page of the runs table: the runs and how many match the filters in all, with every
+/// owner and tag any run has (the choices of the table's owner and tag filters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunList {
     pub total: u64,
     pub offset: u64,
     pub limit: u64,
     pub runs: Vec<RunSummary>,
+    #[serde(default)]
+    pub owners: Vec<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 /// A run with its spec and per-epoch metrics.

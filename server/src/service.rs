@@ -327,7 +327,11 @@ impl Service {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        Ok(RunList { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), runs })
+        // Every owner and tag, for the filters' choices (indexes runs_owner and run_tags_tag).
+        let owners =
+            sqlx::query_scalar("SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL ORDER BY owner").fetch_all(&self.pool).await.map_err(internal)?;
+        let tags = sqlx::query_scalar("SELECT DISTINCT tag FROM run_tags ORDER BY tag").fetch_all(&self.pool).await.map_err(internal)?;
+        Ok(RunList { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), runs, owners, tags })
     }
 
     pub async fn run(&self, id: i64) -> Result<RunDetail, Failure> {

@@ -16,6 +16,15 @@ const PAGE: u32 = 50;
 /// The URL parameters the table keeps: its filters, then its sort.
 const FILTERS: [&str; 8] = ["dataset", "arch", "status", "owner", "tag", "study", "created_from", "created_to"];
 
+/// The options of a filter chosen from known values (every owner, every tag), with the
+/// chosen one kept when no run has it any more, so the filter in the URL still shows.
+fn known_options(mut values: Vec<String>, chosen: String) -> impl IntoView {
+    if !chosen.is_empty() && !values.contains(&chosen) {
+        values.insert(0, chosen.clone());
+    }
+    values.into_iter().map(|v| view! { <option value=v.clone() selected=v == chosen>{v.clone()}</option> }).collect_view()
+}
+
 #[component]
 pub fn RunsPage() -> impl IntoView {
     let params = use_query_map();
@@ -93,8 +102,18 @@ pub fn RunsPage() -> impl IntoView {
                     {RunStatus::ALL.iter().map(|s| view! { <option value=s.as_str() selected=move || param("status") == s.as_str()>{s.as_str()}</option> }).collect_view()}
                 </select>
             </label>
-            <label>"Owner" <input name="owner" size="10" value=move || param("owner") /></label>
-            <label>"Tag" <input name="tag" size="10" value=move || param("tag") /></label>
+            <label>"Owner"
+                <select name="owner">
+                    <option value="">"any"</option>
+                    <Suspense>{move || Suspend::new(async move { known_options(runs.await.map(|l| l.owners).unwrap_or_default(), param("owner")) })}</Suspense>
+                </select>
+            </label>
+            <label>"Tag"
+                <select name="tag">
+                    <option value="">"any"</option>
+                    <Suspense>{move || Suspend::new(async move { known_options(runs.await.map(|l| l.tags).unwrap_or_default(), param("tag")) })}</Suspense>
+                </select>
+            </label>
             <label>"From" <input type="date" name="created_from" value=move || param("created_from") /></label>
             <label>"To" <input type="date" name="created_to" value=move || param("created_to") /></label>
             <input type="hidden" name="sort" value=move || param("sort") />
