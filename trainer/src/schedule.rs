@@ -5,7 +5,7 @@
 //! Every fine-tuning epoch shows exactly `m = sampling.shown_count(n)` of the `n` training
 //! samples (the budget matched across the arms of a study). Head-warmup epochs, and every epoch
 //! of `full`, show all `n`, shuffled exactly as before schedules existed. Randomness comes from
-//! the epoch's generator (`train::epoch_seed`), and ties between samples are broken by it.
+//! the epoch's generator ([`epoch_seed`]), and ties between samples are broken by it.
 //! What adapts to training (Leitner decks, RbF due epochs, last-shown epochs, the warmup loss)
 //! is [`State`], saved with each checkpoint.
 
@@ -14,6 +14,14 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// The seed of epoch `epoch` of a run seeded `seed`: libtorch's generator (initialisation is
+/// seeded with `seed` itself) and the shuffle are re-seeded from it at the start of every
+/// epoch, so a run resumed from a checkpoint draws exactly what an uninterrupted one would.
+pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
+    // SplitMix64's finaliser of (seed, epoch): distinct epochs get unrelated streams.
+    dynamics::rng::mix(seed.wrapping_add(u64::from(epoch).wrapping_mul(dynamics::rng::GOLDEN))) >> 1
+}
 
 /// What a schedule has learnt about the samples so far; a checkpoint keeps it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -97,7 +105,7 @@ impl Scheduler {
                     Some(v) => v,
                     None => f64::NAN,
                 };
-                let mut rng = StdRng::seed_from_u64(crate::train::epoch_seed(seed, 0));
+                let mut rng = StdRng::seed_from_u64(epoch_seed(seed, 0));
                 kept = lowest(n, sampling.shown_count(n), &mut rng, key);
                 kept.sort_unstable();
             }
@@ -127,7 +135,7 @@ impl Scheduler {
     }
 
     /// The samples (manifest positions) epoch `epoch` trains on, in the order they are
-    /// batched. `rng` is the epoch's generator, seeded by `train::epoch_seed`.
+    /// batched. `rng` is the epoch's generator, seeded by [`epoch_seed`].
     pub fn order(&self, epoch: u32, rng: &mut StdRng) -> Result<Vec<usize>, ScheduleError> {
         let n = self.n;
         let Some(f) = self.finetune_epoch(epoch).filter(|_| self.sampling.plan != Plan::Full) else {
@@ -296,7 +304,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     fn rng(epoch: u32) -> StdRng {
-        StdRng::seed_from_u64(crate::train::epoch_seed(11, epoch))
+        StdRng::seed_from_u64(epoch_seed(11, epoch))
     }
 
     fn sampling(budget: f64, plan: Plan) -> Sampling {

@@ -20,6 +20,9 @@ use crate::recorder::{EpochArrays, measure};
 use crate::schedule::{Scheduler, shown_bits};
 use crate::weights;
 
+/// Re-exported where it was: the seed of each epoch is the schedule's.
+pub use crate::schedule::epoch_seed;
+
 /// Where the loop reports: the HTTP client in the worker, a recorder in tests.
 pub trait Reporter {
     /// Live progress. Returns `true` when the job was cancelled and training must stop.
@@ -50,14 +53,6 @@ pub struct Places {
     pub checkpoints: Option<std::path::PathBuf>,
     /// Where decoded datasets are cached; `None` decodes every time.
     pub cache: Option<std::path::PathBuf>,
-}
-
-/// The seed of epoch `epoch` of a run seeded `seed`: libtorch's generator (initialisation is
-/// seeded with `seed` itself) and the shuffle are re-seeded from it at the start of every
-/// epoch, so a run resumed from a checkpoint draws exactly what an uninterrupted one would.
-pub fn epoch_seed(seed: u64, epoch: u32) -> u64 {
-    // SplitMix64's finaliser of (seed, epoch): distinct epochs get unrelated streams.
-    dynamics::rng::mix(seed.wrapping_add(u64::from(epoch).wrapping_mul(dynamics::rng::GOLDEN))) >> 1
 }
 
 /// Trains `spec` on `dataset`. `source` holds the earlier run's per-sample values when the
