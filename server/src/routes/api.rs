@@ -15,7 +15,7 @@ use protocol::{
 use crate::analysis;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::http::Caller;
+use super::Caller;
 
 use super::{ApiResult, AppState, JsonBody, QueryParams, Refusal, parse_id};
 

@@ -2,12 +2,14 @@
 //! (`/api/v1/worker`), and event streams. Handlers are thin: they parse, call the service
 //! or the queue, and answer; every refusal is JSON with a message (and one per field).
 
+mod accounts;
 mod api;
 mod events;
 pub mod ops;
 mod weights;
 mod worker;
 
+pub use accounts::Caller;
 pub use weights::weights_dir;
 
 use std::sync::Arc;
@@ -23,7 +25,6 @@ use protocol::{ApiError, Failure};
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth::Auth;
-use crate::auth::http as auth;
 use crate::queue::Queue;
 use crate::service::Service;
 
@@ -212,13 +213,13 @@ fn public_api() -> Router<AppState> {
     Router::new()
         .route("/health", get(api::health))
         .route("/openapi.json", get(api::openapi))
-        .route("/me", get(auth::me))
-        .route("/me/sessions/revoke", post(auth::sign_out_everywhere))
-        .route("/tokens", get(auth::list_tokens).post(auth::create_token))
-        .route("/tokens/{id}", delete(auth::revoke_token))
-        .route("/users", get(auth::list_users).post(auth::create_user))
-        .route("/users/{name}", patch(auth::update_user))
-        .route("/users/{name}/password", post(auth::reset_password))
+        .route("/me", get(accounts::me))
+        .route("/me/sessions/revoke", post(accounts::sign_out_everywhere))
+        .route("/tokens", get(accounts::list_tokens).post(accounts::create_token))
+        .route("/tokens/{id}", delete(accounts::revoke_token))
+        .route("/users", get(accounts::list_users).post(accounts::create_user))
+        .route("/users/{name}", patch(accounts::update_user))
+        .route("/users/{name}/password", post(accounts::reset_password))
         .route("/datasets", get(api::list_datasets).post(api::register_dataset))
         .route("/datasets/{name}/{split}/{file}", get(api::dataset_image))
         .route("/runs", get(api::list_runs).post(api::launch_run))

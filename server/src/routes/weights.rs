@@ -16,8 +16,8 @@ use protocol::Failure;
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
+use super::Caller;
 use super::{ApiResult, AppState};
-use crate::auth::http::Caller;
 use crate::db::internal;
 
 #[derive(Serialize)]
