@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::decode::{Probe, Unusable, decode_file, parallel_fill, probe};
+use crate::read::{BadImages, Loaded, Summary};
 use crate::roots::Roots;
-use crate::source::{BadImages, Loaded, Summary};
 use crate::{DatasetError, ImageSet, Split, limits};
 
 /// One image file and where it belongs.

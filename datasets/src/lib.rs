@@ -27,6 +27,7 @@ mod key;
 mod limits;
 mod npy;
 mod npz;
+mod read;
 mod roots;
 mod source;
 mod synthetic;

@@ -19,8 +19,8 @@ use zip::{CompressionMethod, ZipArchive};
 
 use crate::decode::{check_raw_image, raw_image_set};
 use crate::npy::{self, Header};
+use crate::read::Summary;
 use crate::roots::{Roots, open_file};
-use crate::source::Summary;
 use crate::{DatasetError, ImageSet, Split, limits};
 
 type Archive = ZipArchive<BufReader<File>>;
