@@ -275,7 +275,8 @@ pub struct DiskSpace {
 }
 
 /// A page of the runs table: the runs and how many match the filters in all, with every
-/// owner and tag any run has (the choices of the table's owner and tag filters).
+/// owner and tag any run has (the choices of the table's owner and tag filters; filled for
+/// the page only, empty where the JSON API and studies read runs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunList {
     pub total: u64,

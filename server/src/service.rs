@@ -327,11 +327,16 @@ impl Service {
                 })
             })
             .collect::<Result<Vec<_>, Failure>>()?;
-        // Every owner and tag, for the filters' choices (indexes runs_owner and run_tags_tag).
+        Ok(RunList { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), runs, owners: vec![], tags: vec![] })
+    }
+
+    /// Every owner and every tag any run has, sorted: the choices of the runs table's owner and
+    /// tag filters (indexes runs_owner and run_tags_tag).
+    pub async fn owners_and_tags(&self) -> Result<(Vec<String>, Vec<String>), Failure> {
         let owners =
             sqlx::query_scalar("SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL ORDER BY owner").fetch_all(&self.pool).await.map_err(internal)?;
         let tags = sqlx::query_scalar("SELECT DISTINCT tag FROM run_tags ORDER BY tag").fetch_all(&self.pool).await.map_err(internal)?;
-        Ok(RunList { total: total as u64, offset: u64::from(offset), limit: u64::from(limit), runs, owners, tags })
+        Ok((owners, tags))
     }
 
     pub async fn run(&self, id: i64) -> Result<RunDetail, Failure> {
@@ -673,7 +678,10 @@ impl app::backend::Backend for Site {
         self.service.launch(request, who).await
     }
     async fn runs(&self, query: RunQuery) -> Result<RunList, Failure> {
-        self.service.runs(query).await
+        // The page's filters offer every owner and tag; the JSON API and studies do not read them.
+        let mut list = self.service.runs(query).await?;
+        (list.owners, list.tags) = self.service.owners_and_tags().await?;
+        Ok(list)
     }
     async fn disk_space(&self) -> Result<protocol::DiskSpace, Failure> {
         Ok(self.service.disk.now())
