@@ -17,11 +17,8 @@ use crate::models::{self, Model, Shape};
 use crate::optim::{self, Optim};
 use crate::pipeline::{EpochSink, Pipeline};
 use crate::recorder::{EpochArrays, measure};
-use crate::schedule::{Scheduler, shown_bits};
+use crate::schedule::{Scheduler, epoch_seed, shown_bits};
 use crate::weights;
-
-/// Re-exported where it was: the seed of each epoch is the schedule's.
-pub use crate::schedule::epoch_seed;
 
 /// Where the loop reports: the HTTP client in the worker, a recorder in tests.
 pub trait Reporter {
