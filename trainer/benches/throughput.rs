@@ -47,7 +47,7 @@ fn main() {
         for step in 0..steps + 3 {
             let started = Instant::now();
             let index = order.narrow(0, (step % 8) * batch, batch);
-            let x = augment(&model.prepare(&images.index_select(0, &index)), Augment::Flip);
+            let x = augment(&model.prepare(&images.index_select(0, &index)), Augment::Flip, size);
             let y = labels.index_select(0, &index);
             synchronize(device);
             let data_done = Instant::now();

@@ -39,7 +39,7 @@ fn main() {
     let images = Tensor::randint(256, [samples, 3, size, size], (Kind::Uint8, device));
     let labels = Tensor::randint(10, [samples], (Kind::Int64, device));
     let manifest = vec![ManifestEntry { dataset_index: 0, sample_key: String::new(), label: 0 }; samples as usize];
-    let split = DeviceSplit { images: images.shallow_clone(), labels: labels.shallow_clone(), manifest };
+    let split = DeviceSplit { images: images.shallow_clone(), input: size, labels: labels.shallow_clone(), manifest };
     let vs = nn::VarStore::new(device);
     let model = build(Arch::Resnet18, &vs.root(), Shape { channels: 3, classes: 10, image_size: size, drop_path: 0.0 }).unwrap();
     let mut optim = Optim::new(&vs, Optimizer::Sgd, &Hyper::default(), decays);
